@@ -1,0 +1,88 @@
+# GPT pretraining tool: library build/libgpt.a, executable bin/gpt, tests, benchmarks.
+# `make SAN=1 BUILD=build-san` (what `make sanitize` runs) builds everything with
+# AddressSanitizer and UBSan into a separate tree.
+
+BUILD ?= build
+BINDIR ?= bin
+PYTHON ?= /usr/bin/python3
+
+CC = gcc
+HDF5_CFLAGS := $(shell pkg-config --cflags hdf5-openmpi 2>/dev/null)
+HDF5_LIBS := $(shell pkg-config --libs hdf5-openmpi 2>/dev/null)
+BLAS_CFLAGS := -I/usr/include/x86_64-linux-gnu/openblas-pthread
+
+OPT = -O3 -march=native
+SANFLAGS =
+ifeq ($(SAN),1)
+SANFLAGS = -fsanitize=address,undefined -fno-sanitize-recover=undefined
+OPT = -O1 -g -march=native -fno-omit-frame-pointer $(SANFLAGS)
+endif
+CFLAGS = -std=c11 -D_DEFAULT_SOURCE $(OPT) -fno-math-errno -ffp-contract=fast -fopenmp-simd \
+         -Wall -Wextra -Wshadow -Iinclude $(HDF5_CFLAGS) $(BLAS_CFLAGS) -MMD -MP
+LDFLAGS = $(SANFLAGS)
+LDLIBS = $(HDF5_LIBS) -lopenblas -lm
+
+LIB_SRC := $(wildcard src/*.c)
+CLI_SRC := $(wildcard src/cli/*.c)
+UNIT_SRC := $(wildcard tests/unit/test_*.c)
+LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/%.o)
+CLI_OBJ := $(CLI_SRC:%.c=$(BUILD)/%.o)
+LIB := $(BUILD)/libgpt.a
+GPT := $(BINDIR)/gpt
+ORACLE := $(BUILD)/tests/oracle
+UNIT_BINS := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
+
+.PHONY: all deps test test-unit test-python sanitize bench demo clean
+
+all: $(GPT) $(ORACLE) $(UNIT_BINS)
+
+$(BUILD)/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c $< -o $@
+
+$(LIB): $(LIB_OBJ)
+	ar rcs $@ $^
+
+$(GPT): $(CLI_OBJ) $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) $^ -o $@ $(LDLIBS)
+
+$(ORACLE): $(BUILD)/tests/oracle.o $(LIB)
+	$(CC) $(LDFLAGS) $^ -o $@ $(LDLIBS)
+
+$(BUILD)/tests/test_%: $(BUILD)/tests/unit/test_%.o $(LIB)
+	$(CC) $(LDFLAGS) $^ -o $@ $(LDLIBS) -lcmocka
+
+# Debian packages the build, the tests and the benchmarks need; installs only what is missing.
+DEB_PACKAGES = build-essential pkg-config libopenmpi-dev openmpi-bin libhdf5-openmpi-dev \
+               hdf5-tools libopenblas-dev libcmocka-dev python3-torch python3-h5py \
+               python3-numpy python3-pytest
+deps:
+	@missing=$$(for p in $(DEB_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:" $$missing; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing; \
+	else echo "all Debian packages present"; fi
+
+test: all test-unit test-python
+
+test-unit: $(UNIT_BINS)
+	@set -e; for t in $(UNIT_BINS); do echo "== $$t"; $$t; done
+
+test-python: $(GPT) $(ORACLE)
+	GPT_BIN=$(abspath $(GPT)) ORACLE_BIN=$(abspath $(ORACLE)) $(PYTHON) -m pytest -q tests
+
+sanitize:
+	$(MAKE) SAN=1 BUILD=build-san BINDIR=build-san/bin test
+
+bench: $(GPT)
+	bash tools/bench.sh
+
+demo: deps all
+	bash tools/demo.sh
+
+clean:
+	rm -rf build build-san bin
+
+-include $(LIB_OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(BUILD)/tests/oracle.d $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/unit/%.d)

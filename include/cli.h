@@ -1,0 +1,15 @@
+/* cli.h: the subcommands of bin/gpt. Each takes the arguments after its name
+ * (argv[0] is the subcommand) and returns the process exit status. */
+#ifndef GPT_CLI_H
+#define GPT_CLI_H
+
+int cmd_init(int argc, char **argv);
+int cmd_bench(int argc, char **argv);
+int cmd_inspect(int argc, char **argv);
+
+/* Prints "gpt CMD: <last error>" to stderr and returns 1. */
+int cli_fail(const char *cmd);
+/* Prints "gpt CMD: <message>" to stderr and returns 2 (usage errors). */
+int cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+#endif

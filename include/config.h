@@ -1,0 +1,83 @@
+/* config.h: the model's hyper-parameters, the named presets and their validation.
+ *
+ * A GPTConfig fully determines the shapes of every tensor. Commands build one from a
+ * preset (--model NAME) plus field overrides (--n-layer, ...), collected while parsing
+ * the command line and applied after it, so flags may come in any order. */
+#ifndef GPT_CONFIG_H
+#define GPT_CONFIG_H
+
+#include <getopt.h>
+#include <stdio.h>
+
+typedef enum { GPT_LN_POST = 0, GPT_LN_PRE = 1 } GPTLayerNorm;
+
+typedef struct {
+    int n_layer;          /* L: number of transformer blocks */
+    int n_head;           /* H: attention heads; n_embd % n_head == 0 */
+    int n_embd;           /* C: width of the residual stream */
+    int n_ctx;            /* k: context window, also the rows of wpe */
+    int vocab_size;       /* V */
+    int n_ffn;            /* F: feed-forward width (default 4*C) */
+    float dropout_embd;   /* on token+position embeddings */
+    float dropout_resid;  /* on each sublayer's output before the residual add */
+    float dropout_attn;   /* on the attention probabilities */
+    GPTLayerNorm ln;      /* post: x = LN(x + f(x)) (GPT-1); pre: x = x + f(LN(x)), final LN */
+    float ln_eps;
+} GPTConfig;
+
+/* Fills *out with a named preset (gpt1, small, tiny); -1 if the name is unknown. */
+int config_preset(const char *name, GPTConfig *out);
+/* 0 if the configuration can be built, else -1 naming the offending field. */
+int config_validate(const GPTConfig *c);
+const char *config_ln_name(GPTLayerNorm ln);
+int config_parse_ln(const char *s, GPTLayerNorm *out);
+void config_print(FILE *f, const GPTConfig *c);
+
+/* getopt_long integration: subcommands put CONFIG_LONG_OPTIONS in their option table
+ * and hand every option value >= CONFIG_OPT_BASE to config_args_add(). */
+enum {
+    CONFIG_OPT_BASE = 0x1000,
+    CONFIG_OPT_MODEL = CONFIG_OPT_BASE,
+    CONFIG_OPT_N_LAYER, CONFIG_OPT_N_HEAD, CONFIG_OPT_N_EMBD, CONFIG_OPT_N_CTX,
+    CONFIG_OPT_VOCAB, CONFIG_OPT_N_FFN, CONFIG_OPT_LN, CONFIG_OPT_LN_EPS,
+    CONFIG_OPT_DROPOUT, CONFIG_OPT_DROPOUT_EMBD, CONFIG_OPT_DROPOUT_RESID,
+    CONFIG_OPT_DROPOUT_ATTN,
+    CONFIG_OPT_END
+};
+#define CONFIG_LONG_OPTIONS                                                  \
+    {"model", required_argument, 0, CONFIG_OPT_MODEL},                       \
+    {"n-layer", required_argument, 0, CONFIG_OPT_N_LAYER},                   \
+    {"n-head", required_argument, 0, CONFIG_OPT_N_HEAD},                     \
+    {"n-embd", required_argument, 0, CONFIG_OPT_N_EMBD},                     \
+    {"n-ctx", required_argument, 0, CONFIG_OPT_N_CTX},                       \
+    {"vocab", required_argument, 0, CONFIG_OPT_VOCAB},                       \
+    {"n-ffn", required_argument, 0, CONFIG_OPT_N_FFN},                       \
+    {"ln", required_argument, 0, CONFIG_OPT_LN},                             \
+    {"ln-eps", required_argument, 0, CONFIG_OPT_LN_EPS},                     \
+    {"dropout", required_argument, 0, CONFIG_OPT_DROPOUT},                   \
+    {"dropout-embd", required_argument, 0, CONFIG_OPT_DROPOUT_EMBD},         \
+    {"dropout-resid", required_argument, 0, CONFIG_OPT_DROPOUT_RESID},       \
+    {"dropout-attn", required_argument, 0, CONFIG_OPT_DROPOUT_ATTN}
+
+#define CONFIG_OPTIONS_HELP                                                          \
+    "  --model PRESET       gpt1 | small | tiny\n"                                   \
+    "  --n-layer N --n-head N --n-embd N --n-ctx N --vocab N --n-ffn N\n"            \
+    "  --ln post|pre        LayerNorm placement (post = GPT-1)\n"                    \
+    "  --ln-eps E           LayerNorm epsilon (1e-5)\n"                              \
+    "  --dropout P          embedding, residual and attention dropout at once\n"     \
+    "  --dropout-embd P --dropout-resid P --dropout-attn P\n"
+
+#define CONFIG_MAX_OVERRIDES 32
+typedef struct {
+    const char *preset;
+    int n;
+    int opt[CONFIG_MAX_OVERRIDES];
+    const char *value[CONFIG_MAX_OVERRIDES];
+} ConfigArgs;
+
+/* Remembers one option; -1 if there are too many. */
+int config_args_add(ConfigArgs *a, int opt, const char *value);
+/* Preset, then overrides in command-line order, then validation. */
+int config_from_args(const ConfigArgs *a, GPTConfig *out);
+
+#endif

@@ -1,0 +1,129 @@
+/* model.h: the GPT model: parameters, gradients, activations, forward and backward.
+ *
+ * Shapes: B batch rows, T <= n_ctx positions, C = n_embd, H = n_head, F = n_ffn,
+ * V = vocab_size, L = n_layer. Matrices follow the PyTorch nn.Linear convention,
+ * weight [out, in], so y = x W^T + b.
+ *
+ * Memory: parameters, gradients and activations each live in one 64-byte aligned
+ * flat buffer owned by the GPT; the structs below are named views into them. The
+ * tensor table lists every parameter tensor in buffer order (wte, wpe, h.0 ... h.L-1,
+ * ln_f) with the names and shapes of the model file. Activations are sized once by
+ * gpt_create() for (max_batch, n_ctx); no step allocates.
+ *
+ * Training keeps, per layer, only what the backward pass cannot cheaply recompute:
+ * the attention probabilities (B,H,T,T) are recomputed from q, k and the saved
+ * log-sum-exp of each row, GELU outputs are recomputed from their inputs, dropout
+ * masks are regenerated from counter-based keys, and the logits never exist for the
+ * whole batch (the vocabulary projection and cross-entropy run in row chunks). */
+#ifndef GPT_MODEL_H
+#define GPT_MODEL_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include "config.h"
+
+typedef struct {
+    float *ln_1_w, *ln_1_b;          /* (C) */
+    float *c_attn_w, *c_attn_b;      /* (3C, C), (3C): rows q, then k, then v */
+    float *attn_proj_w, *attn_proj_b;/* (C, C), (C) */
+    float *ln_2_w, *ln_2_b;          /* (C) */
+    float *c_fc_w, *c_fc_b;          /* (F, C), (F) */
+    float *mlp_proj_w, *mlp_proj_b;  /* (C, F), (C) */
+} GPTLayerWeights;
+
+typedef struct {
+    float *wte;                      /* (V, C), also the output projection (tied) */
+    float *wpe;                      /* (n_ctx, C) */
+    GPTLayerWeights *h;              /* L entries, owned by the GPT */
+    float *ln_f_w, *ln_f_b;          /* (C), pre-LN models only, else NULL */
+} GPTWeights;
+
+#define GPT_TENSOR_NAME_MAX 48
+typedef struct {
+    char name[GPT_TENSOR_NAME_MAX];  /* state-dict name, e.g. "h.3.mlp.c_fc.weight" */
+    int ndim;                        /* 1 or 2 */
+    int shape[2];
+    size_t offset, numel;            /* position in the flat buffer */
+    int decay;                       /* 1 for 2-D matrices: AdamW decays only these */
+    enum { INIT_NORMAL, INIT_NORMAL_RESIDUAL, INIT_ONE, INIT_ZERO } init;
+} GPTTensor;
+
+/* Per-layer saved activations; every pointer is (B,T,x) with the row stride of
+ * max_batch*n_ctx rows, so a smaller B or T uses the front of each buffer. */
+typedef struct {
+    float *attn_in;    /* (B,T,C) input of c_attn: post = the layer input, pre = LN1(x) */
+    float *qkv;        /* (B,T,3C) */
+    float *att_lse;    /* (B,H,T) log-sum-exp of each attention row's scaled scores */
+    float *atty;       /* (B,T,C) attention output before attn.c_proj */
+    float *res1;       /* (B,T,C) x + dropout(attn) */
+    float *mlp_in;     /* (B,T,C) input of c_fc: post = LN1(res1), pre = LN2(res1) */
+    float *fch;        /* (B,T,F) c_fc output, before GELU */
+    float *res2;       /* (B,T,C) mlp_in (post) or res1 (pre) + dropout(mlp) */
+    float *out;        /* (B,T,C) layer output: post = LN2(res2), pre = res2 */
+    float *ln1_mean, *ln1_rstd, *ln2_mean, *ln2_rstd;  /* (B,T) */
+} GPTLayerActs;
+
+typedef struct {
+    float *x0;                  /* (B,T,C) dropout(wte[tok] + wpe[t]) */
+    GPTLayerActs *h;            /* L entries */
+    float *lnf_out;             /* (B,T,C) pre only */
+    float *lnf_mean, *lnf_rstd; /* (B,T) pre only */
+    /* scratch reused by every layer */
+    float *buf_c;               /* (B,T,C) sublayer output before dropout / a gradient */
+    float *buf_f;               /* (B,T,F) GELU output */
+    float *dres;                /* (B,T,C) gradient flowing down the residual stream */
+    float *dbuf_c;              /* (B,T,C) */
+    float *dqkv;                /* (B,T,3C) */
+    float *dbuf_f;              /* (B,T,F) */
+    float *logits;              /* (head_rows, V) one chunk of logits / their gradient */
+    float *att_s, *att_dp;      /* (ATT_BLOCK, n_ctx) attention scores and their gradient */
+    int head_rows;
+} GPTActs;
+
+typedef struct {
+    GPTConfig cfg;
+    int n_tensors;
+    GPTTensor *tensors;         /* n_tensors entries in buffer order */
+    size_t n_params;
+    float *params, *grads;      /* n_params each; grads NULL for inference-only models */
+    GPTWeights w, g;            /* views into params and grads */
+    int max_batch;
+    size_t n_acts;
+    float *act_buf;
+    GPTActs act;
+} GPT;
+
+/* Creates a model of the given (validated) configuration with zeroed parameters.
+ * with_grads = 0 gives an inference-only model (no gradient buffer). */
+GPT *gpt_create(const GPTConfig *cfg, int max_batch, int with_grads);
+void gpt_free(GPT *m);
+
+/* GPT-1 initialisation: matrices and embeddings N(0, std), LayerNorm gains 1, biases 0;
+ * with scale_residual the two residual output projections per layer use
+ * std / sqrt(2 L) (GPT-2). Deterministic in seed. */
+void gpt_init_weights(GPT *m, uint64_t seed, float std, int scale_residual);
+
+/* Parameters excluding wpe (the N of the FLOP count). */
+size_t gpt_params_no_wpe(const GPTConfig *c);
+/* Training FLOPs per token: 6 N + 12 L C n_ctx. */
+double gpt_train_flops_per_token(const GPTConfig *c);
+const GPTTensor *gpt_find_tensor(const GPT *m, const char *name);
+
+/* 0 if every id is in [0, V), else -1 naming `what`, the position and the id. */
+int gpt_check_tokens(const GPT *m, const int *tokens, size_t n, const char *what);
+
+/* Dropout keys: one per batch row, NULL for evaluation (no dropout). Masks are a pure
+ * function of (key, layer, site, position), so equal keys give equal masks. */
+
+/* Forward and backward of sum_i NLL_i over the B*T positions. Gradients are
+ * accumulated: grads += grad_scale * d(sum NLL)/dparams (grad_scale = 1/(B*T) gives
+ * the mean). Returns the mean NLL of this batch. inputs, targets: (B,T) ids in [0,V). */
+double gpt_forward_backward(GPT *m, const int *inputs, const int *targets, int B, int T,
+                            const uint64_t *dropout_keys, float grad_scale);
+/* Mean NLL without gradients or dropout. */
+double gpt_loss(GPT *m, const int *inputs, const int *targets, int B, int T);
+/* Evaluation-mode logits: out (B,T,V), owned by the caller. */
+void gpt_logits(GPT *m, const int *inputs, int B, int T, float *out);
+void gpt_zero_grad(GPT *m);
+
+#endif

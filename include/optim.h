@@ -1,0 +1,53 @@
+/* optim.h: AdamW with decoupled weight decay, the learning-rate schedule, and global
+ * gradient-norm clipping.
+ *
+ * The update follows torch.optim.AdamW: p -= lr*wd*p (matrices only, the "modified
+ * L2" of GPT-1), then p -= lr * m_hat / (sqrt(v_hat) + eps). Clipping scales the
+ * gradient by max_norm / (norm + 1e-6) when the norm exceeds max_norm, folded into
+ * the update instead of a separate pass. The optimizer owns its moment buffers,
+ * which mirror the parameter buffer element for element. */
+#ifndef GPT_OPTIM_H
+#define GPT_OPTIM_H
+
+#include <stddef.h>
+#include "model.h"
+
+typedef struct {
+    float lr;            /* peak learning rate */
+    float min_lr;        /* floor of the cosine decay */
+    long warmup;         /* linear warm-up steps */
+    long total_steps;    /* the cosine reaches min_lr here */
+    float beta1, beta2, eps;
+    float weight_decay;
+    float clip;          /* max global gradient norm; 0 = off */
+} OptimConfig;
+
+/* GPT-1's settings: lr 2.5e-4, floor 0, 2000 warm-up steps, betas (0.9, 0.999),
+ * eps 1e-8, weight decay 0.01, clipping 1.0. */
+OptimConfig optim_defaults(long total_steps);
+int optim_validate(const OptimConfig *c);
+
+/* Learning rate for 0-based step s: lr*(s+1)/warmup during warm-up, then cosine from
+ * lr to min_lr over the remaining steps, min_lr after total_steps. */
+float optim_lr_at(const OptimConfig *c, long step);
+
+typedef struct {
+    OptimConfig cfg;
+    size_t n;
+    float *m, *v;        /* (n) first and second moments */
+    long step;           /* updates taken so far */
+} AdamW;
+
+AdamW *adamw_create(const OptimConfig *cfg, size_t n_params);
+void adamw_free(AdamW *o);
+
+/* L2 norm of a gradient buffer, accumulated in double. */
+double grad_norm(const float *g, size_t n);
+
+typedef struct { float lr; double grad_norm; float clip_scale; } OptimStats;
+
+/* One update of all tensors, with the schedule's learning rate at o->step. */
+OptimStats adamw_step(AdamW *o, float *params, const float *grads,
+                      const GPTTensor *tensors, int n_tensors);
+
+#endif

@@ -1,0 +1,31 @@
+/* util.h: checked allocation, error reporting and timing shared by every module.
+ *
+ * Library functions report recoverable errors (bad input, bad files) by returning -1
+ * after gpt_error() has recorded a message; the CLI prints that message and exits
+ * non-zero. Running out of memory is not recoverable: the x*alloc helpers print what
+ * they were asked for and exit. */
+#ifndef GPT_UTIL_H
+#define GPT_UTIL_H
+
+#include <stddef.h>
+
+/* Records a printf-style message as the last error and returns -1. */
+int gpt_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* The message recorded by the last gpt_error() ("" if none). */
+const char *gpt_last_error(void);
+
+void *xmalloc(size_t bytes);
+void *xcalloc(size_t count, size_t size);
+/* 64-byte aligned and zero-filled, for the big flat float buffers; free with free(). */
+float *xalloc_floats(size_t count);
+
+double now_seconds(void);        /* monotonic clock */
+double peak_rss_mb(void);        /* this process's peak resident set, MiB */
+
+/* Strict number parsing for command-line values: the whole string must be a number. */
+int parse_int(const char *s, int *out);
+int parse_long(const char *s, long *out);
+int parse_float(const char *s, float *out);
+int parse_u64(const char *s, unsigned long long *out);
+
+#endif

@@ -1,0 +1,153 @@
+/* bench.c: `gpt bench`, training speed and memory on synthetic tokens.
+ *
+ * The machine's matrix-multiply limit is measured in the same process with the same
+ * BLAS threads (a large square cblas_sgemm, best of several), so the model FLOP rate
+ * can be reported as a fraction of it (MFU) whatever the core type OpenBLAS picked. */
+#include <cblas.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "cli.h"
+#include "config.h"
+#include "model.h"
+#include "optim.h"
+#include "rng.h"
+#include "util.h"
+
+static const char help[] =
+    "usage: gpt bench --model PRESET [model options] [--batch B] [--steps N]\n"
+    "                 [--warmup-steps W] [--threads T] [--seed S] [--json]\n\n"
+    "Trains on random tokens (AdamW, dropout as configured) and reports tokens/s,\n"
+    "model GFLOP/s (6N + 12 L C n_ctx per token), the cblas_sgemm peak measured in\n"
+    "the same run with the same threads, MFU, peak RSS and OpenBLAS's core type.\n"
+    "Defaults: --batch 4 --steps 5 --warmup-steps 1 --threads 1.\n\nmodel options:\n" CONFIG_OPTIONS_HELP;
+
+/* Best GFLOP/s of a square n x n x n sgemm over `reps` runs after one warm-up. */
+static double sgemm_peak_gflops(int n, int reps) {
+    size_t nn = (size_t)n * n;
+    float *a = xalloc_floats(nn), *b = xalloc_floats(nn), *c = xalloc_floats(nn);
+    Rng r;
+    rng_seed(&r, 1);
+    for (size_t i = 0; i < nn; i++) a[i] = rng_uniform(&r) - 0.5f, b[i] = rng_uniform(&r) - 0.5f;
+    double best = 0.0;
+    for (int i = 0; i <= reps; i++) {
+        double t0 = now_seconds();
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1.0f, a, n, b, n, 0.0f, c, n);
+        double g = 2.0 * n * (double)nn / (now_seconds() - t0) / 1e9;
+        if (i > 0 && g > best) best = g;
+    }
+    free(a);
+    free(b);
+    free(c);
+    return best;
+}
+
+int cmd_bench(int argc, char **argv) {
+    enum { OPT_BATCH = 1, OPT_STEPS, OPT_WARMUP, OPT_THREADS, OPT_SEED, OPT_JSON, OPT_HELP };
+    static const struct option opts[] = {
+        CONFIG_LONG_OPTIONS,
+        {"batch", required_argument, 0, OPT_BATCH},
+        {"steps", required_argument, 0, OPT_STEPS},
+        {"warmup-steps", required_argument, 0, OPT_WARMUP},
+        {"threads", required_argument, 0, OPT_THREADS},
+        {"seed", required_argument, 0, OPT_SEED},
+        {"json", no_argument, 0, OPT_JSON},
+        {"help", no_argument, 0, OPT_HELP},
+        {0, 0, 0, 0}};
+    ConfigArgs cargs = {0};
+    int batch = 4, steps = 5, warmup = 1, threads = 1, json = 0;
+    unsigned long long seed = 1;
+    int opt;
+    optind = 1;
+    while ((opt = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        if (opt >= CONFIG_OPT_BASE) {
+            if (config_args_add(&cargs, opt, optarg)) return cli_fail("bench");
+            continue;
+        }
+        switch (opt) {
+        case OPT_BATCH:
+            if (parse_int(optarg, &batch) || batch < 1) return cli_usage_error("bench", "--batch: expected a positive integer, got '%s'", optarg);
+            break;
+        case OPT_STEPS:
+            if (parse_int(optarg, &steps) || steps < 1) return cli_usage_error("bench", "--steps: expected a positive integer, got '%s'", optarg);
+            break;
+        case OPT_WARMUP:
+            if (parse_int(optarg, &warmup) || warmup < 0) return cli_usage_error("bench", "--warmup-steps: expected an integer >= 0, got '%s'", optarg);
+            break;
+        case OPT_THREADS:
+            if (parse_int(optarg, &threads) || threads < 1) return cli_usage_error("bench", "--threads: expected a positive integer, got '%s'", optarg);
+            break;
+        case OPT_SEED:
+            if (parse_u64(optarg, &seed)) return cli_usage_error("bench", "--seed: expected a non-negative integer, got '%s'", optarg);
+            break;
+        case OPT_JSON: json = 1; break;
+        case OPT_HELP: fputs(help, stdout); return 0;
+        default: return cli_usage_error("bench", "unknown option");
+        }
+    }
+    if (optind < argc) return cli_usage_error("bench", "unexpected argument '%s'", argv[optind]);
+    GPTConfig cfg;
+    if (config_from_args(&cargs, &cfg)) return cli_fail("bench");
+
+    openblas_set_num_threads(threads);
+    double peak = sgemm_peak_gflops(2048, 4);
+
+    int B = batch, T = cfg.n_ctx;
+    GPT *m = gpt_create(&cfg, B, 1);
+    gpt_init_weights(m, seed, 0.02f, 0);
+    OptimConfig oc = optim_defaults(warmup + steps);
+    oc.warmup = 0;
+    AdamW *o = adamw_create(&oc, m->n_params);
+    int *tokens = xmalloc((size_t)B * (T + 1) * sizeof(int));
+    int *inputs = xmalloc((size_t)B * T * sizeof(int)), *targets = xmalloc((size_t)B * T * sizeof(int));
+    uint64_t *keys = xmalloc((size_t)B * sizeof(uint64_t));
+    Rng r;
+    rng_seed(&r, seed);
+
+    double t_fb = 0.0, t_opt = 0.0, loss = 0.0;
+    for (int s = 0; s < warmup + steps; s++) {
+        for (int b = 0; b < B; b++) {
+            for (int t = 0; t <= T; t++) tokens[b * (T + 1) + t] = (int)(rng_next(&r) % (uint64_t)cfg.vocab_size);
+            for (int t = 0; t < T; t++) {
+                inputs[b * T + t] = tokens[b * (T + 1) + t];
+                targets[b * T + t] = tokens[b * (T + 1) + t + 1];
+            }
+            keys[b] = rng_key(seed, (uint64_t)s * B + b);
+        }
+        double t0 = now_seconds();
+        gpt_zero_grad(m);
+        loss = gpt_forward_backward(m, inputs, targets, B, T, keys, 1.0f / (float)(B * T));
+        double t1 = now_seconds();
+        adamw_step(o, m->params, m->grads, m->tensors, m->n_tensors);
+        double t2 = now_seconds();
+        if (s >= warmup) t_fb += t1 - t0, t_opt += t2 - t1;
+        if (!json) fprintf(stderr, "step %d/%d: loss %.4f, %.3f s%s\n", s + 1, warmup + steps, loss, t2 - t0, s < warmup ? " (warm-up, untimed)" : "");
+    }
+    double step_s = (t_fb + t_opt) / steps;
+    double tok_s = (double)B * T / step_s;
+    double gflops = tok_s * gpt_train_flops_per_token(&cfg) / 1e9;
+    const char *core = openblas_get_corename();
+    if (json) {
+        printf("{\"model\": \"%s\", \"batch\": %d, \"n_ctx\": %d, \"threads\": %d, \"steps\": %d, "
+               "\"params\": %zu, \"tokens_per_s\": %.2f, \"step_s\": %.4f, \"fwdbwd_s\": %.4f, "
+               "\"optim_s\": %.4f, \"model_gflops\": %.2f, \"sgemm_peak_gflops\": %.2f, "
+               "\"mfu\": %.4f, \"peak_rss_mb\": %.1f, \"openblas_core\": \"%s\", \"loss\": %.5f}\n",
+               cargs.preset, B, T, threads, steps, m->n_params, tok_s, step_s, t_fb / steps,
+               t_opt / steps, gflops, peak, gflops / peak, peak_rss_mb(), core, loss);
+    } else {
+        printf("model %s: %zu parameters, batch %d x %d tokens, %d BLAS thread(s), OpenBLAS core %s\n",
+               cargs.preset, m->n_params, B, T, threads, core);
+        printf("step %.3f s (forward+backward %.3f s, AdamW %.3f s): %.1f tokens/s\n", step_s,
+               t_fb / steps, t_opt / steps, tok_s);
+        printf("model %.1f GFLOP/s of sgemm peak %.1f GFLOP/s: MFU %.1f%%; peak RSS %.0f MiB\n",
+               gflops, peak, 100.0 * gflops / peak, peak_rss_mb());
+    }
+    free(tokens);
+    free(inputs);
+    free(targets);
+    free(keys);
+    adamw_free(o);
+    gpt_free(m);
+    return 0;
+}

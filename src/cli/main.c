@@ -1,0 +1,61 @@
+/* main.c: bin/gpt, a git-style front end: `gpt COMMAND [OPTIONS]`. */
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "cli.h"
+#include "util.h"
+#include "version.h"
+
+typedef struct {
+    const char *name;
+    int (*run)(int argc, char **argv);
+    const char *summary;
+} Command;
+
+static const Command commands[] = {
+    {"init", cmd_init, "write a freshly initialised model file"},
+    {"bench", cmd_bench, "measure training speed and memory on synthetic tokens"},
+    {"inspect", cmd_inspect, "describe and verify a model file"},
+};
+
+static void usage(FILE *f) {
+    fprintf(f, "usage: gpt COMMAND [OPTIONS]   (gpt COMMAND --help for its options)\n\ncommands:\n");
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        fprintf(f, "  %-10s %s\n", commands[i].name, commands[i].summary);
+}
+
+int cli_fail(const char *cmd) {
+    fprintf(stderr, "gpt %s: %s\n", cmd, gpt_last_error());
+    return 1;
+}
+
+int cli_usage_error(const char *cmd, const char *fmt, ...) {
+    va_list ap;
+    fprintf(stderr, "gpt %s: ", cmd);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fprintf(stderr, " (see gpt %s --help)\n", cmd);
+    return 2;
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2) {
+        usage(stderr);
+        return 2;
+    }
+    if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
+        usage(stdout);
+        return 0;
+    }
+    if (!strcmp(argv[1], "--version")) {
+        printf("gpt %s\n", GPT_VERSION);
+        return 0;
+    }
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        if (!strcmp(argv[1], commands[i].name)) return commands[i].run(argc - 1, argv + 1);
+    fprintf(stderr, "gpt: unknown command '%s'\n", argv[1]);
+    usage(stderr);
+    return 2;
+}

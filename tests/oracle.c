@@ -1,0 +1,170 @@
+/* oracle.c: runs the C engine on a model file and a batch file for the PyTorch
+ * comparison in tests/test_oracle.py (file layouts are described there).
+ *
+ *   oracle grads MODEL.h5 BATCH.h5 OUT.h5   loss, logits and every gradient
+ *   oracle train MODEL.h5 BATCH.h5 OUT.h5   losses, lr and grad norm of AdamW steps
+ *
+ * Dropout is off: PyTorch cannot reproduce our masks; tests/unit covers dropout. */
+#include <hdf5.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "checkpoint.h"
+#include "model.h"
+#include "optim.h"
+#include "util.h"
+
+static int die(void) {
+    fprintf(stderr, "oracle: %s\n", gpt_last_error());
+    return 1;
+}
+
+/* Reads dataset `tokens` (int32, rank `rank`) of BATCH; dims receives its shape. */
+static int *read_tokens(const char *path, int rank, hsize_t *dims) {
+    hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+    if (f < 0) return gpt_error("%s: cannot open", path), NULL;
+    hid_t d = H5Dopen2(f, "tokens", H5P_DEFAULT);
+    hid_t s = d < 0 ? -1 : H5Dget_space(d);
+    int *out = NULL;
+    if (s >= 0 && H5Sget_simple_extent_ndims(s) == rank) {
+        H5Sget_simple_extent_dims(s, dims, NULL);
+        size_t n = 1;
+        for (int i = 0; i < rank; i++) n *= dims[i];
+        out = xmalloc(n * sizeof(int));
+        if (H5Dread(d, H5T_NATIVE_INT, H5S_ALL, H5S_ALL, H5P_DEFAULT, out) < 0) {
+            free(out);
+            out = NULL;
+        }
+    }
+    if (!out) gpt_error("%s: expected an int32 dataset 'tokens' of rank %d", path, rank);
+    if (s >= 0) H5Sclose(s);
+    if (d >= 0) H5Dclose(d);
+    H5Fclose(f);
+    return out;
+}
+
+static double read_attr_double(hid_t f, const char *name) {
+    double v = 0;
+    hid_t a = H5Aopen(f, name, H5P_DEFAULT);
+    H5Aread(a, H5T_NATIVE_DOUBLE, &v);
+    H5Aclose(a);
+    return v;
+}
+
+static void write_array(hid_t loc, const char *name, hid_t mem_type, hid_t file_type,
+                        int rank, const hsize_t *dims, const void *data) {
+    hid_t s = H5Screate_simple(rank, dims, NULL);
+    hid_t d = H5Dcreate2(loc, name, file_type, s, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    H5Dwrite(d, mem_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, data);
+    H5Dclose(d);
+    H5Sclose(s);
+}
+
+/* Splits rows of T+1 tokens into inputs and targets of T. */
+static void split_windows(const int *tok, int B, int T, int *in, int *tgt) {
+    for (int b = 0; b < B; b++)
+        for (int t = 0; t < T; t++) {
+            in[b * T + t] = tok[b * (T + 1) + t];
+            tgt[b * T + t] = tok[b * (T + 1) + t + 1];
+        }
+}
+
+static int grads(const char *model_path, const char *batch_path, const char *out_path) {
+    hsize_t dims[2];
+    int *tok = read_tokens(batch_path, 2, dims);
+    if (!tok) return die();
+    int B = (int)dims[0], T = (int)dims[1] - 1;
+    GPT *m = model_file_load(model_path, B, 1);
+    if (!m) return die();
+    if (T < 1 || T > m->cfg.n_ctx) return gpt_error("%s: window of %d tokens, model n_ctx %d", batch_path, T, m->cfg.n_ctx), die();
+    if (gpt_check_tokens(m, tok, (size_t)B * (T + 1), batch_path)) return die();
+    int *in = xmalloc(sizeof(int) * B * T), *tgt = xmalloc(sizeof(int) * B * T);
+    split_windows(tok, B, T, in, tgt);
+    size_t V = (size_t)m->cfg.vocab_size;
+    float *logits = xalloc_floats((size_t)B * T * V);
+    gpt_logits(m, in, B, T, logits);
+    gpt_zero_grad(m);
+    double loss = gpt_forward_backward(m, in, tgt, B, T, NULL, 1.0f / (float)(B * T));
+
+    hid_t f = H5Fcreate(out_path, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+    hsize_t one = 1, ldims[3] = {(hsize_t)B, (hsize_t)T, V};
+    write_array(f, "loss", H5T_NATIVE_DOUBLE, H5T_IEEE_F64LE, 1, &one, &loss);
+    write_array(f, "logits", H5T_NATIVE_FLOAT, H5T_IEEE_F32LE, 3, ldims, logits);
+    hid_t g = H5Gcreate2(f, "grad", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    for (int i = 0; i < m->n_tensors; i++) {
+        const GPTTensor *t = &m->tensors[i];
+        hsize_t d[2] = {(hsize_t)t->shape[0], (hsize_t)t->shape[1]};
+        write_array(g, t->name, H5T_NATIVE_FLOAT, H5T_IEEE_F32LE, t->ndim, d, m->grads + t->offset);
+    }
+    H5Gclose(g);
+    H5Fclose(f);
+    free(logits);
+    free(in);
+    free(tgt);
+    free(tok);
+    gpt_free(m);
+    return 0;
+}
+
+static int train(const char *model_path, const char *batch_path, const char *out_path) {
+    hsize_t dims[3];
+    int *tok = read_tokens(batch_path, 3, dims);
+    if (!tok) return die();
+    int S = (int)dims[0], B = (int)dims[1], T = (int)dims[2] - 1;
+    GPT *m = model_file_load(model_path, B, 1);
+    if (!m) return die();
+    if (gpt_check_tokens(m, tok, (size_t)S * B * (T + 1), batch_path)) return die();
+    hid_t f = H5Fopen(batch_path, H5F_ACC_RDONLY, H5P_DEFAULT);
+    OptimConfig oc = {
+        .lr = (float)read_attr_double(f, "lr"), .min_lr = (float)read_attr_double(f, "min_lr"),
+        .warmup = (long)read_attr_double(f, "warmup"),
+        .total_steps = (long)read_attr_double(f, "total_steps"),
+        .beta1 = (float)read_attr_double(f, "beta1"), .beta2 = (float)read_attr_double(f, "beta2"),
+        .eps = (float)read_attr_double(f, "eps"),
+        .weight_decay = (float)read_attr_double(f, "weight_decay"),
+        .clip = (float)read_attr_double(f, "clip")};
+    int steps = (int)read_attr_double(f, "steps");
+    H5Fclose(f);
+    if (optim_validate(&oc)) return die();
+    AdamW *o = adamw_create(&oc, m->n_params);
+    int *in = xmalloc(sizeof(int) * B * T), *tgt = xmalloc(sizeof(int) * B * T);
+    double *losses = xcalloc((size_t)steps, sizeof(double));
+    double *lrs = xcalloc((size_t)steps, sizeof(double));
+    double *norms = xcalloc((size_t)steps, sizeof(double));
+    for (int s = 0; s < steps; s++) {
+        split_windows(tok + (size_t)(s % S) * B * (T + 1), B, T, in, tgt);
+        gpt_zero_grad(m);
+        losses[s] = gpt_forward_backward(m, in, tgt, B, T, NULL, 1.0f / (float)(B * T));
+        OptimStats st = adamw_step(o, m->params, m->grads, m->tensors, m->n_tensors);
+        lrs[s] = st.lr;
+        norms[s] = st.grad_norm;
+    }
+    hid_t out = H5Fcreate(out_path, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+    hsize_t n = (hsize_t)steps;
+    write_array(out, "losses", H5T_NATIVE_DOUBLE, H5T_IEEE_F64LE, 1, &n, losses);
+    write_array(out, "lr", H5T_NATIVE_DOUBLE, H5T_IEEE_F64LE, 1, &n, lrs);
+    write_array(out, "grad_norm", H5T_NATIVE_DOUBLE, H5T_IEEE_F64LE, 1, &n, norms);
+    H5Fclose(out);
+    free(losses);
+    free(lrs);
+    free(norms);
+    free(in);
+    free(tgt);
+    free(tok);
+    adamw_free(o);
+    gpt_free(m);
+    return 0;
+}
+
+int main(int argc, char **argv) {
+    H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
+    if (argc != 5) {
+        fprintf(stderr, "usage: oracle grads|train MODEL.h5 BATCH.h5 OUT.h5\n");
+        return 2;
+    }
+    if (!strcmp(argv[1], "grads")) return grads(argv[2], argv[3], argv[4]);
+    if (!strcmp(argv[1], "train")) return train(argv[2], argv[3], argv[4]);
+    fprintf(stderr, "oracle: unknown mode '%s'\n", argv[1]);
+    return 2;
+}
