@@ -30,10 +30,11 @@ PRESETS = {
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", choices=sorted(PRESETS), default="tiny")
-    ap.add_argument("--batch", type=int, default=8)
-    ap.add_argument("--steps", type=int, default=10, help="timed steps")
+    # Defaults as `gpt bench`: --batch 4 --steps 5 --warmup-steps 1 --threads 1.
+    ap.add_argument("--batch", type=int, default=4)
+    ap.add_argument("--steps", type=int, default=5, help="timed steps")
     ap.add_argument("--warmup-steps", type=int, default=1, help="untimed steps first")
-    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch default)")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (0: torch default)")
     ap.add_argument("--dropout", type=float, default=0.1, help="all three dropouts")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", action="store_true", help="print one JSON object")

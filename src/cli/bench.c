@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#include "blas.h"
 #include "cli.h"
 #include "config.h"
 #include "model.h"
@@ -90,7 +91,7 @@ int cmd_bench(int argc, char **argv) {
     GPTConfig cfg;
     if (config_from_args(&cargs, &cfg)) return cli_fail("bench");
 
-    openblas_set_num_threads(threads);
+    blas_set_threads(threads);
     double peak = sgemm_peak_gflops(2048, 4);
 
     int B = batch, T = cfg.n_ctx;
@@ -127,17 +128,18 @@ int cmd_bench(int argc, char **argv) {
     double step_s = (t_fb + t_opt) / steps;
     double tok_s = (double)B * T / step_s;
     double gflops = tok_s * gpt_train_flops_per_token(&cfg) / 1e9;
-    const char *core = openblas_get_corename();
+    const char *core = blas_core_name(), *origin = blas_core_origin();
     if (json) {
         printf("{\"model\": \"%s\", \"batch\": %d, \"n_ctx\": %d, \"threads\": %d, \"steps\": %d, "
                "\"params\": %zu, \"tokens_per_s\": %.2f, \"step_s\": %.4f, \"fwdbwd_s\": %.4f, "
                "\"optim_s\": %.4f, \"model_gflops\": %.2f, \"sgemm_peak_gflops\": %.2f, "
-               "\"mfu\": %.4f, \"peak_rss_mb\": %.1f, \"openblas_core\": \"%s\", \"loss\": %.5f}\n",
+               "\"mfu\": %.4f, \"peak_rss_mb\": %.1f, \"openblas_core\": \"%s\", "
+               "\"openblas_core_origin\": \"%s\", \"loss\": %.5f}\n",
                cargs.preset, B, T, threads, steps, m->n_params, tok_s, step_s, t_fb / steps,
-               t_opt / steps, gflops, peak, gflops / peak, peak_rss_mb(), core, loss);
+               t_opt / steps, gflops, peak, gflops / peak, peak_rss_mb(), core, origin, loss);
     } else {
-        printf("model %s: %zu parameters, batch %d x %d tokens, %d BLAS thread(s), OpenBLAS core %s\n",
-               cargs.preset, m->n_params, B, T, threads, core);
+        printf("model %s: %zu parameters, batch %d x %d tokens, %d BLAS thread(s), OpenBLAS core %s (%s)\n",
+               cargs.preset, m->n_params, B, T, threads, core, origin);
         printf("step %.3f s (forward+backward %.3f s, AdamW %.3f s): %.1f tokens/s\n", step_s,
                t_fb / steps, t_opt / steps, tok_s);
         printf("model %.1f GFLOP/s of sgemm peak %.1f GFLOP/s: MFU %.1f%%; peak RSS %.0f MiB\n",

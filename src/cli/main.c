@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "blas.h"
 #include "cli.h"
 #include "util.h"
 #include "version.h"
@@ -41,6 +42,7 @@ int cli_usage_error(const char *cmd, const char *fmt, ...) {
 }
 
 int main(int argc, char **argv) {
+    blas_select_core(argv);
     if (argc < 2) {
         usage(stderr);
         return 2;

@@ -1,0 +1,20 @@
+/* blas.h: choosing and reporting OpenBLAS's kernels and threads.
+ *
+ * OpenBLAS picks its kernels once, when the library loads, from the CPU model; on a
+ * CPU it does not know (a virtualised or newer model) it falls back to generic SSE3
+ * kernels ("Prescott") that run sgemm at a quarter of the AVX-512 speed. The only
+ * control is the OPENBLAS_CORETYPE variable read at load time, so when the user has
+ * not set it and detection fell back, blas_select_core() sets it from the CPU's
+ * features and re-executes the program before anything else has happened. */
+#ifndef GPT_BLAS_H
+#define GPT_BLAS_H
+
+/* Call first thing in main(). Returns only if no re-execution was needed. */
+void blas_select_core(char **argv);
+/* The core type in use, and how it was chosen: "detected", "auto-selected" or "set by
+ * OPENBLAS_CORETYPE". */
+const char *blas_core_name(void);
+const char *blas_core_origin(void);
+void blas_set_threads(int n);
+
+#endif

@@ -1,0 +1,46 @@
+/* blas.c: OpenBLAS kernel selection and threads (see blas.h). */
+#include "blas.h"
+
+#include <cblas.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define AUTO_MARK "GPT_OPENBLAS_CORE_AUTO"
+
+/* Generic fallbacks OpenBLAS uses for CPUs it cannot identify. */
+static int is_generic(const char *core) {
+    return !strcmp(core, "Prescott") || !strcmp(core, "Core2") || !strcmp(core, "Nehalem") ||
+           !strcmp(core, "Katmai") || !strcmp(core, "Northwood");
+}
+
+static const char *best_core_for_cpu(void) {
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+        __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl"))
+        return "SkylakeX";
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return "Haswell";
+    return NULL;
+}
+
+void blas_select_core(char **argv) {
+    if (getenv("OPENBLAS_CORETYPE") || getenv(AUTO_MARK)) return;
+    const char *best = best_core_for_cpu();
+    if (!best || !is_generic(openblas_get_corename())) return;
+    setenv("OPENBLAS_CORETYPE", best, 1);
+    setenv(AUTO_MARK, best, 1);
+    execv("/proc/self/exe", argv);
+    /* exec failed: carry on with the generic kernels */
+    unsetenv("OPENBLAS_CORETYPE");
+}
+
+const char *blas_core_name(void) { return openblas_get_corename(); }
+
+const char *blas_core_origin(void) {
+    const char *mark = getenv(AUTO_MARK), *set = getenv("OPENBLAS_CORETYPE");
+    if (mark && set && !strcmp(mark, set)) return "auto-selected";
+    return set ? "set by OPENBLAS_CORETYPE" : "detected";
+}
+
+void blas_set_threads(int n) { openblas_set_num_threads(n); }
