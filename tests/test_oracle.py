@@ -25,22 +25,22 @@ LOSS_RTOL = 1e-5
 LOGITS_TOL = 1e-4     # max abs diff relative to max |ref logits|
 GRAD_TOL = 1e-4       # per tensor: max abs diff relative to max |ref grad| of that tensor
 TRAIN_LOSS_RTOL = 1e-5
-TRAIN_LR_RTOL = 1e-7
+TRAIN_LR_RTOL = 3e-7   # the engine keeps lr in float32 (rounding 6e-8)
 TRAIN_NORM_RTOL = 1e-4
 
 
 # --------------------------------------------------------------------------- helpers
 
-def make_model(run, gpt_bin, path, ln, n_ffn=F_ODD, seed=1, perturb=True):
+def make_model(run, gpt_bin, path, ln, n_ffn=F_ODD, seed=1, perturb=True, n_ctx=N_CTX):
     """`gpt init` a model of the odd shape (n_ffn=None: the default 4C), then perturb."""
     args = [gpt_bin, "init", "--model", "tiny", "--seed", seed, "--out", path,
-            "--n-layer", L, "--n-head", H, "--n-embd", C, "--n-ctx", N_CTX,
+            "--n-layer", L, "--n-head", H, "--n-embd", C, "--n-ctx", n_ctx,
             "--vocab", V, "--ln", ln, "--dropout", 0]
     if n_ffn is not None:
         args += ["--n-ffn", n_ffn]
     run(args, check=True)
     cfg = torch_gpt.load_config(path)
-    expect = dict(n_layer=L, n_head=H, n_embd=C, n_ctx=N_CTX, vocab_size=V,
+    expect = dict(n_layer=L, n_head=H, n_embd=C, n_ctx=n_ctx, vocab_size=V,
                   n_ffn=4 * C if n_ffn is None else n_ffn, ln=ln,
                   dropout_embd=0.0, dropout_resid=0.0, dropout_attn=0.0)
     assert {k: cfg[k] for k in expect} == expect
@@ -209,13 +209,15 @@ GRAD_CASES = [
     pytest.param("pre", F_ODD, N_CTX, id="pre-F80-T17"),
     pytest.param("post", None, 11, id="post-F4C-T11"),
     pytest.param("pre", None, 11, id="pre-F4C-T11"),
+    # longer than the engine's attention row block (64): three blocks, the last partial
+    pytest.param("post", F_ODD, 150, id="post-F80-T150"),
 ]
 
 
 @pytest.mark.parametrize("ln,n_ffn,T", GRAD_CASES)
 def test_grads(ln, n_ffn, T, run, gpt_bin, oracle_bin, workdir):
     model_path, batch_path, out_path = workdir / "m.h5", workdir / "b.h5", workdir / "o.h5"
-    cfg = make_model(run, gpt_bin, model_path, ln, n_ffn=n_ffn, seed=11)
+    cfg = make_model(run, gpt_bin, model_path, ln, n_ffn=n_ffn, seed=11, n_ctx=max(N_CTX, T))
     tokens = np.random.default_rng(12).integers(0, V, (B, T + 1), dtype=np.int32)
     write_grads_batch(batch_path, tokens)
     run([oracle_bin, "grads", model_path, batch_path, out_path], check=True)
