@@ -30,7 +30,11 @@ CLI_OBJ := $(CLI_SRC:%.c=$(BUILD)/%.o)
 LIB := $(BUILD)/libgpt.a
 GPT := $(BINDIR)/gpt
 ORACLE := $(BUILD)/tests/oracle
+KERNEL_BENCH := $(BUILD)/tools/kernel_bench
 UNIT_BINS := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
+
+# keep the unit tests' objects between builds
+.SECONDARY:
 
 .PHONY: all deps test test-unit test-python sanitize bench demo clean
 
@@ -48,6 +52,9 @@ $(GPT): $(CLI_OBJ) $(LIB)
 	$(CC) $(LDFLAGS) $^ -o $@ $(LDLIBS)
 
 $(ORACLE): $(BUILD)/tests/oracle.o $(LIB)
+	$(CC) $(LDFLAGS) $^ -o $@ $(LDLIBS)
+
+$(KERNEL_BENCH): $(BUILD)/tools/kernel_bench.o $(LIB)
 	$(CC) $(LDFLAGS) $^ -o $@ $(LDLIBS)
 
 $(BUILD)/tests/test_%: $(BUILD)/tests/unit/test_%.o $(LIB)
@@ -76,8 +83,8 @@ test-python: $(GPT) $(ORACLE)
 sanitize:
 	$(MAKE) SAN=1 BUILD=build-san BINDIR=build-san/bin test
 
-bench: $(GPT)
-	bash tools/bench.sh
+bench: $(GPT) $(KERNEL_BENCH)
+	$(PYTHON) tools/bench.py
 
 demo: deps all
 	bash tools/demo.sh
@@ -85,4 +92,4 @@ demo: deps all
 clean:
 	rm -rf build build-san bin
 
--include $(LIB_OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(BUILD)/tests/oracle.d $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/unit/%.d)
+-include $(LIB_OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(BUILD)/tests/oracle.d $(BUILD)/tools/kernel_bench.d $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/unit/%.d)

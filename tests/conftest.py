@@ -37,11 +37,13 @@ def oracle_bin():
     return _binary("ORACLE_BIN", "build/tests/oracle")
 
 
-def run_cmd(args, check=False, timeout=600):
+def run_cmd(args, check=False, timeout=600, env=None):
     """Runs args (a list; items are str()-ed) and returns the CompletedProcess with
-    text stdout/stderr. check=True fails the test with both streams on a non-zero exit."""
+    text stdout/stderr. check=True fails the test with both streams on a non-zero exit.
+    env: variables added to the current environment."""
     args = [str(a) for a in args]
-    proc = subprocess.run(args, capture_output=True, text=True, timeout=timeout)
+    full_env = {**os.environ, **{k: str(v) for k, v in (env or {}).items()}}
+    proc = subprocess.run(args, capture_output=True, text=True, timeout=timeout, env=full_env)
     if check and proc.returncode != 0:
         pytest.fail(f"command failed (exit {proc.returncode}): {' '.join(args)}\n"
                     f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}", pytrace=False)

@@ -9,22 +9,28 @@ float32 with dropout active (model.train()) on random tokens of the full n_ctx w
 tokens/s = B * n_ctx * steps / (time of the timed steps)."""
 
 import argparse
+import ctypes
 import json
 import os
 import resource
 import sys
 import time
 
-import torch
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import torch_gpt  # noqa: E402
-
 PRESETS = {
     "gpt1": dict(n_layer=12, n_embd=768, n_head=12, n_ffn=3072, n_ctx=512, vocab_size=40478),
     "small": dict(n_layer=4, n_embd=256, n_head=4, n_ffn=1024, n_ctx=256, vocab_size=8192),
     "tiny": dict(n_layer=2, n_embd=64, n_head=4, n_ffn=256, n_ctx=64, vocab_size=512),
 }
+
+
+def openblas_core():
+    """The kernel set of the OpenBLAS that torch loaded (the same library object)."""
+    try:
+        lib = ctypes.CDLL("libopenblas.so.0")
+        lib.openblas_get_corename.restype = ctypes.c_char_p
+        return lib.openblas_get_corename().decode()
+    except (OSError, AttributeError):
+        return "unknown"
 
 
 def main():
@@ -42,6 +48,13 @@ def main():
     if args.batch < 1 or args.steps < 1 or args.warmup_steps < 0:
         ap.error("--batch and --steps must be >= 1, --warmup-steps >= 0")
 
+    if args.threads > 0:
+        # torch.set_num_threads() does not reach the OpenBLAS that Debian's torch calls
+        # for its matmuls; OpenBLAS reads its thread count once, when it loads.
+        os.environ["OPENBLAS_NUM_THREADS"] = os.environ["OMP_NUM_THREADS"] = str(args.threads)
+    import torch
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import torch_gpt
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
@@ -79,6 +92,7 @@ def main():
         "threads": torch.get_num_threads(),
         "loss": loss,
         "torch": torch.__version__,
+        "openblas_core": openblas_core(),
     }
     if args.json:
         print(json.dumps(result))

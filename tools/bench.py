@@ -1,0 +1,71 @@
+#!/usr/bin/python3
+"""make bench: the C engine beside PyTorch on the same models, batches and threads.
+
+Runs build/tools/kernel_bench (each fused kernel beside its plain version), then
+`gpt bench --json` and tools/bench_torch.py --json for each case, in two OpenBLAS
+settings: OPENBLAS_CORETYPE unset (gpt picks its kernels itself; the reference is
+given the same kernels so the comparison stays fair) and OPENBLAS_CORETYPE=Haswell.
+Prints one table with the ratio. Nothing here is a pass/fail test.
+
+    /usr/bin/python3 tools/bench.py [--quick] [--skip-kernels]"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+GPT = os.path.join(ROOT, "bin", "gpt")
+TORCH = [sys.executable, os.path.join(ROOT, "tools", "bench_torch.py")]
+
+# (preset, batch, threads, timed steps)
+CASES = [("small", 8, 1, 5), ("small", 8, 2, 5), ("gpt1", 4, 1, 2)]
+QUICK = [("small", 8, 1, 3)]
+
+
+def run_json(cmd, env):
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if proc.returncode != 0:
+        sys.exit(f"bench: {' '.join(cmd)} failed:\n{proc.stderr}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="one small case only")
+    ap.add_argument("--skip-kernels", action="store_true")
+    args = ap.parse_args()
+
+    if not args.skip_kernels:
+        subprocess.run([os.path.join(ROOT, "build", "tools", "kernel_bench")], check=True)
+        print()
+
+    base_env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_CORETYPE"}
+    rows = []
+    for setting in ("unset", "Haswell"):
+        for model, batch, threads, steps in QUICK if args.quick else CASES:
+            env = dict(base_env) if setting == "unset" else {**base_env, "OPENBLAS_CORETYPE": setting}
+            common = ["--model", model, "--batch", str(batch), "--threads", str(threads),
+                      "--steps", str(steps), "--warmup-steps", "1", "--json"]
+            ours = run_json([GPT, "bench", *common], env)
+            # the reference gets the kernels gpt ended up with, whatever picked them
+            ref = run_json(TORCH + common, {**env, "OPENBLAS_CORETYPE": ours["openblas_core"]})
+            rows.append((setting, model, batch, threads, ours, ref))
+            print(f"  done: {setting} {model} B={batch} threads={threads}", file=sys.stderr)
+
+    print("training step, same model, batch and threads; PyTorch", rows[0][5].get("torch", "?"))
+    print(f"{'OPENBLAS_CORETYPE':<18}{'model':<7}{'B':>3}{'thr':>4}  {'core':<9}"
+          f"{'gpt tok/s':>10}{'torch tok/s':>12}{'ratio':>7}{'MFU':>7}{'sgemm GF/s':>11}"
+          f"{'gpt MB':>8}{'torch MB':>9}")
+    for setting, model, batch, threads, o, r in rows:
+        print(f"{setting:<18}{model:<7}{batch:>3}{threads:>4}  {o['openblas_core']:<9}"
+              f"{o['tokens_per_s']:>10.1f}{r['tokens_per_s']:>12.1f}"
+              f"{o['tokens_per_s'] / r['tokens_per_s']:>6.2f}x{100 * o['mfu']:>6.1f}%"
+              f"{o['sgemm_peak_gflops']:>11.1f}{o['peak_rss_mb']:>8.0f}{r['peak_rss_mb']:>9.0f}")
+    print("MFU: model FLOPs (6N + 12 L C n_ctx per token) / the cblas_sgemm peak measured in "
+          "the same gpt run with the same threads.")
+
+
+if __name__ == "__main__":
+    main()
