@@ -8,6 +8,7 @@
  * backward pass regenerates exactly the forward masks. */
 #include "model.h"
 
+#include <assert.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -222,6 +223,7 @@ static void add_into(float *restrict out, const float *a, const float *b, size_t
 /* Runs the blocks; returns the final hidden states (B,T,C). */
 static const float *forward_trunk(GPT *m, const int *inputs, int B, int T,
                                   const uint64_t *keys) {
+    assert(B >= 1 && B <= m->max_batch && T >= 1 && T <= m->cfg.n_ctx);
     const GPTConfig *c = &m->cfg;
     GPTActs *a = &m->act;
     int C = c->n_embd, F = c->n_ffn, H = c->n_head, N = B * T;
@@ -357,6 +359,7 @@ static double head(GPT *m, const float *hidden, const int *targets, int N, float
 
 double gpt_forward_backward(GPT *m, const int *inputs, const int *targets, int B, int T,
                             const uint64_t *dropout_keys, float grad_scale) {
+    assert(m->grads);
     const float *hidden = forward_trunk(m, inputs, B, T, dropout_keys);
     double total = head(m, hidden, targets, B * T, grad_scale, m->act.dres);
     backward_trunk(m, inputs, B, T, dropout_keys);

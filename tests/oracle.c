@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "blas.h"
 #include "checkpoint.h"
 #include "model.h"
 #include "optim.h"
@@ -158,6 +159,7 @@ static int train(const char *model_path, const char *batch_path, const char *out
 }
 
 int main(int argc, char **argv) {
+    blas_select_core(argv); /* test the kernels users get */
     H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
     if (argc != 5) {
         fprintf(stderr, "usage: oracle grads|train MODEL.h5 BATCH.h5 OUT.h5\n");
