@@ -112,20 +112,22 @@ static hid_t open_attr(const char *path, hid_t obj, const char *name, H5T_class_
     return a;
 }
 
-static int read_attr_int(const char *path, hid_t g, const char *name, int *out) {
-    hid_t a = open_attr(path, g, name, H5T_INTEGER, "a single integer");
+/* Reads a scalar attribute of class cls into *out as mem_type. */
+static int read_attr_scalar(const char *path, hid_t g, const char *name, H5T_class_t cls,
+                            hid_t mem_type, const char *expected, void *out) {
+    hid_t a = open_attr(path, g, name, cls, expected);
     if (a < 0) return -1;
-    herr_t rc = H5Aread(a, H5T_NATIVE_INT, out);
+    herr_t rc = H5Aread(a, mem_type, out);
     H5Aclose(a);
     return rc < 0 ? gpt_error("%s: cannot read attribute /model/%s", path, name) : 0;
 }
 
+static int read_attr_int(const char *path, hid_t g, const char *name, int *out) {
+    return read_attr_scalar(path, g, name, H5T_INTEGER, H5T_NATIVE_INT, "a single integer", out);
+}
+
 static int read_attr_float(const char *path, hid_t g, const char *name, float *out) {
-    hid_t a = open_attr(path, g, name, H5T_FLOAT, "a single number");
-    if (a < 0) return -1;
-    herr_t rc = H5Aread(a, H5T_NATIVE_FLOAT, out);
-    H5Aclose(a);
-    return rc < 0 ? gpt_error("%s: cannot read attribute /model/%s", path, name) : 0;
+    return read_attr_scalar(path, g, name, H5T_FLOAT, H5T_NATIVE_FLOAT, "a single number", out);
 }
 
 /* Reads a fixed- or variable-length string attribute into buf. */

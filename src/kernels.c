@@ -140,17 +140,28 @@ void gelu_backward(float *dx, const float *dout, const float *restrict x, size_t
     }
 }
 
-static inline uint32_t dropout_threshold(float p) { return (uint32_t)(p * 16777216.0f); }
+/* An element is kept when its 24 random bits reach `thresh`, then scaled by `keep_scale`. */
+typedef struct {
+    int on;
+    uint32_t thresh;
+    float keep_scale;
+} Dropout;
+
+static Dropout dropout_params(const uint64_t *keys, float p) {
+    Dropout d = {keys && p > 0.0f, (uint32_t)(p * 16777216.0f), 1.0f};
+    if (d.on) d.keep_scale = 1.0f / (1.0f - p);
+    return d;
+}
 
 void dropout_apply(float *x, int rows, size_t n, const uint64_t *keys, uint64_t site,
                    float p) {
-    if (!keys || p <= 0.0f) return;
-    uint32_t thresh = dropout_threshold(p);
-    float scale = 1.0f / (1.0f - p);
+    Dropout d = dropout_params(keys, p);
+    if (!d.on) return;
     for (int r = 0; r < rows; r++) {
         uint64_t key = rng_key(keys[r], site);
         float *xr = x + (size_t)r * n;
-        for (size_t i = 0; i < n; i++) xr[i] = rng_bits24_at(key, i) >= thresh ? xr[i] * scale : 0.0f;
+        for (size_t i = 0; i < n; i++)
+            xr[i] = rng_bits24_at(key, i) >= d.thresh ? xr[i] * d.keep_scale : 0.0f;
     }
 }
 
@@ -191,11 +202,9 @@ void attention_forward(float *y, float *lse, const float *qkv, int B, int T, int
                        int H, float *s, const uint64_t *keys, uint64_t site, float p) {
     int hs = C / H, C3 = 3 * C;
     float scale = 1.0f / sqrtf((float)hs);
-    int use_dropout = keys && p > 0.0f;
-    uint32_t thresh = dropout_threshold(p);
-    float keep_scale = use_dropout ? 1.0f / (1.0f - p) : 1.0f;
+    Dropout d = dropout_params(keys, p);
     for (int b = 0; b < B; b++) {
-        uint64_t key = use_dropout ? rng_key(keys[b], site) : 0;
+        uint64_t key = d.on ? rng_key(keys[b], site) : 0;
         for (int h = 0; h < H; h++) {
             const float *q = qkv + (size_t)b * T * C3 + h * hs;
             const float *k = q + C, *v = q + 2 * C;
@@ -218,11 +227,11 @@ void attention_forward(float *y, float *lse, const float *qkv, int B, int T, int
                         sum += si[j];
                     }
                     l[r0 + i] = mx + logf(sum);
-                    float inv = keep_scale / sum;
-                    if (use_dropout) {
+                    float inv = d.keep_scale / sum;
+                    if (d.on) {
                         uint64_t base = att_index(h, r0 + i, T);
                         for (int j = 0; j < len; j++)
-                            si[j] = rng_bits24_at(key, base + j) >= thresh ? si[j] * inv : 0.0f;
+                            si[j] = rng_bits24_at(key, base + j) >= d.thresh ? si[j] * inv : 0.0f;
                     } else {
                         for (int j = 0; j < len; j++) si[j] *= inv;
                     }
@@ -240,12 +249,10 @@ void attention_backward(float *dqkv, const float *dy, const float *qkv, const fl
                         const uint64_t *keys, uint64_t site, float p) {
     int hs = C / H, C3 = 3 * C;
     float scale = 1.0f / sqrtf((float)hs);
-    int use_dropout = keys && p > 0.0f;
-    uint32_t thresh = dropout_threshold(p);
-    float keep_scale = use_dropout ? 1.0f / (1.0f - p) : 1.0f;
+    Dropout d = dropout_params(keys, p);
     memset(dqkv, 0, (size_t)B * T * C3 * sizeof(float));
     for (int b = 0; b < B; b++) {
-        uint64_t key = use_dropout ? rng_key(keys[b], site) : 0;
+        uint64_t key = d.on ? rng_key(keys[b], site) : 0;
         for (int h = 0; h < H; h++) {
             const float *q = qkv + (size_t)b * T * C3 + h * hs;
             const float *k = q + C, *v = q + 2 * C;
@@ -267,11 +274,11 @@ void attention_backward(float *dqkv, const float *dy, const float *qkv, const fl
                     uint64_t base = att_index(h, r0 + i, T);
                     /* s <- P; dp <- dL/dP through the mask; D = sum_j P dL/dP */
                     float D = 0.0f;
-                    if (use_dropout) {
+                    if (d.on) {
 #pragma omp simd reduction(+ : D)
                         for (int j = 0; j < len; j++) {
                             float pj = expf_fast(si[j] - li);
-                            float m = rng_bits24_at(key, base + j) >= thresh ? keep_scale : 0.0f;
+                            float m = rng_bits24_at(key, base + j) >= d.thresh ? d.keep_scale : 0.0f;
                             si[j] = pj;
                             dpi[j] *= m;
                             D += pj * dpi[j];
@@ -286,9 +293,9 @@ void attention_backward(float *dqkv, const float *dy, const float *qkv, const fl
                     }
                     /* dp <- dS = P (dP - D); s <- the dropped-out P that multiplied V */
                     for (int j = 0; j < len; j++) dpi[j] = si[j] * (dpi[j] - D);
-                    if (use_dropout)
+                    if (d.on)
                         for (int j = 0; j < len; j++)
-                            si[j] = rng_bits24_at(key, base + j) >= thresh ? si[j] * keep_scale : 0.0f;
+                            si[j] = rng_bits24_at(key, base + j) >= d.thresh ? si[j] * d.keep_scale : 0.0f;
                     for (int j = len; j < ncols; j++) si[j] = dpi[j] = 0.0f;
                 }
                 /* dV += P_d^T dY, dQ = scale dS K, dK += scale dS^T Q */
