@@ -107,7 +107,6 @@ void gpt_init_weights(GPT *m, uint64_t seed, float std, int scale_residual);
 size_t gpt_params_no_wpe(const GPTConfig *c);
 /* Training FLOPs per token: 6 N + 12 L C n_ctx. */
 double gpt_train_flops_per_token(const GPTConfig *c);
-const GPTTensor *gpt_find_tensor(const GPT *m, const char *name);
 
 /* 0 if every id is in [0, V), else -1 naming `what`, the position and the id. */
 int gpt_check_tokens(const GPT *m, const int *tokens, size_t n, const char *what);

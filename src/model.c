@@ -197,12 +197,6 @@ double gpt_train_flops_per_token(const GPTConfig *c) {
            12.0 * c->n_layer * (double)c->n_embd * c->n_ctx;
 }
 
-const GPTTensor *gpt_find_tensor(const GPT *m, const char *name) {
-    for (int i = 0; i < m->n_tensors; i++)
-        if (strcmp(m->tensors[i].name, name) == 0) return &m->tensors[i];
-    return NULL;
-}
-
 int gpt_check_tokens(const GPT *m, const int *tokens, size_t n, const char *what) {
     for (size_t i = 0; i < n; i++)
         if (tokens[i] < 0 || tokens[i] >= m->cfg.vocab_size)
