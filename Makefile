@@ -20,7 +20,7 @@ endif
 CFLAGS = -std=c11 -D_DEFAULT_SOURCE $(OPT) -fno-math-errno -ffp-contract=fast -fopenmp-simd \
          -Wall -Wextra -Wshadow -Iinclude $(HDF5_CFLAGS) $(BLAS_CFLAGS) -MMD -MP
 LDFLAGS = $(SANFLAGS)
-LDLIBS = $(HDF5_LIBS) -lopenblas -lm
+LDLIBS = $(HDF5_LIBS) -lopenblas -lpcre2-8 -ljansson -lm
 
 LIB_SRC := $(wildcard src/*.c)
 CLI_SRC := $(wildcard src/cli/*.c)
@@ -36,7 +36,7 @@ UNIT_BINS := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 # keep the unit tests' objects between builds
 .SECONDARY:
 
-.PHONY: all deps test test-unit test-python sanitize bench demo clean
+.PHONY: all deps deb-deps test test-unit test-python sanitize bench demo clean
 
 all: $(GPT) $(ORACLE) $(UNIT_BINS)
 
@@ -62,9 +62,15 @@ $(BUILD)/tests/test_%: $(BUILD)/tests/unit/test_%.o $(LIB)
 
 # Debian packages the build, the tests and the benchmarks need; installs only what is missing.
 DEB_PACKAGES = build-essential pkg-config libopenmpi-dev openmpi-bin libhdf5-openmpi-dev \
-               hdf5-tools libopenblas-dev libcmocka-dev python3-torch python3-h5py \
-               python3-numpy python3-pytest
-deps:
+               hdf5-tools libopenblas-dev libpcre2-dev libjansson-dev libcmocka-dev \
+               python3-torch python3-h5py python3-numpy python3-pytest
+# The JavaScript reference tokenizers and test data, pinned by tests/js/package-lock.json.
+deps: deb-deps
+	@command -v npm >/dev/null || { SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq nodejs npm; }
+	cd tests/js && npm ci --no-audit --no-fund --loglevel=error
+
+deb-deps:
 	@missing=$$(for p in $(DEB_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:" $$missing; \

@@ -6,6 +6,10 @@
 int cmd_init(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
 int cmd_inspect(int argc, char **argv);
+int cmd_tokenizer(int argc, char **argv);
+int cmd_tokenize(int argc, char **argv);
+int cmd_detokenize(int argc, char **argv);
+int cmd_prepare(int argc, char **argv);
 
 /* Prints "gpt CMD: <last error>" to stderr and returns 1. */
 int cli_fail(const char *cmd);

@@ -8,6 +8,7 @@
 #define GPT_UTIL_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 /* Records a printf-style message as the last error and returns -1. */
 int gpt_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -16,8 +17,17 @@ const char *gpt_last_error(void);
 
 void *xmalloc(size_t bytes);
 void *xcalloc(size_t count, size_t size);
+void *xrealloc(void *p, size_t bytes);
+char *xstrdup(const char *s);
 /* 64-byte aligned and zero-filled, for the big flat float buffers; free with free(). */
 float *xalloc_floats(size_t count);
+
+/* Reads a whole file (path "-" = standard input) into a new buffer (NUL-terminated,
+ * *len excludes the NUL); NULL with "PATH: cannot open: reason" on failure. */
+uint8_t *read_file(const char *path, size_t *len);
+/* Checks that buf is text: not empty, no NUL byte, valid UTF-8. -1 with a message
+ * naming path and the byte offset (buf starts at byte `base` of the file) otherwise. */
+int check_text(const char *path, const uint8_t *buf, size_t len, size_t base);
 
 double now_seconds(void);        /* monotonic clock */
 double peak_rss_mb(void);        /* this process's peak resident set, MiB */

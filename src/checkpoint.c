@@ -1,7 +1,6 @@
 /* checkpoint.c: model files in HDF5 (see checkpoint.h and docs/formats.md).
  *
- * HDF5's own error stack printing is switched off; every failure is turned into one
- * message naming the file and the object, recorded with gpt_error(). */
+ * Every failure becomes one message naming the file and the object (h5util.h). */
 #include "checkpoint.h"
 
 #include <hdf5.h>
@@ -9,74 +8,40 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "h5util.h"
 #include "util.h"
 #include "version.h"
 
 #define MODEL_FORMAT "gpt-model"
 #define MODEL_FORMAT_VERSION 1
 
-static void quiet_hdf5(void) { H5Eset_auto2(H5E_DEFAULT, NULL, NULL); }
-
-static int write_attr(hid_t obj, const char *name, hid_t file_type, hid_t mem_type,
-                      const void *value) {
-    hid_t space = H5Screate(H5S_SCALAR);
-    hid_t a = H5Acreate2(obj, name, file_type, space, H5P_DEFAULT, H5P_DEFAULT);
-    herr_t rc = a < 0 ? -1 : H5Awrite(a, mem_type, value);
-    if (a >= 0) H5Aclose(a);
-    H5Sclose(space);
-    return rc < 0 ? -1 : 0;
-}
-
-static int write_attr_int(hid_t obj, const char *name, int v) {
-    return write_attr(obj, name, H5T_STD_I32LE, H5T_NATIVE_INT, &v);
-}
-
-static int write_attr_float(hid_t obj, const char *name, float v) {
-    return write_attr(obj, name, H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, &v);
-}
-
-static int write_attr_string(hid_t obj, const char *name, const char *v) {
-    hid_t t = H5Tcopy(H5T_C_S1);
-    H5Tset_size(t, H5T_VARIABLE);
-    H5Tset_cset(t, H5T_CSET_UTF8);
-    int rc = write_attr(obj, name, t, t, &v);
-    H5Tclose(t);
-    return rc;
-}
-
 static int write_config(hid_t g, const GPTConfig *c) {
-    return write_attr_int(g, "n_layer", c->n_layer) || write_attr_int(g, "n_head", c->n_head) ||
-           write_attr_int(g, "n_embd", c->n_embd) || write_attr_int(g, "n_ctx", c->n_ctx) ||
-           write_attr_int(g, "vocab_size", c->vocab_size) ||
-           write_attr_int(g, "n_ffn", c->n_ffn) ||
-           write_attr_float(g, "dropout_embd", c->dropout_embd) ||
-           write_attr_float(g, "dropout_resid", c->dropout_resid) ||
-           write_attr_float(g, "dropout_attn", c->dropout_attn) ||
-           write_attr_string(g, "ln", config_ln_name(c->ln)) ||
-           write_attr_float(g, "ln_eps", c->ln_eps);
+    return h5_write_attr_int(g, "n_layer", c->n_layer) || h5_write_attr_int(g, "n_head", c->n_head) ||
+           h5_write_attr_int(g, "n_embd", c->n_embd) || h5_write_attr_int(g, "n_ctx", c->n_ctx) ||
+           h5_write_attr_int(g, "vocab_size", c->vocab_size) ||
+           h5_write_attr_int(g, "n_ffn", c->n_ffn) ||
+           h5_write_attr_float(g, "dropout_embd", c->dropout_embd) ||
+           h5_write_attr_float(g, "dropout_resid", c->dropout_resid) ||
+           h5_write_attr_float(g, "dropout_attn", c->dropout_attn) ||
+           h5_write_attr_string(g, "ln", config_ln_name(c->ln)) ||
+           h5_write_attr_float(g, "ln_eps", c->ln_eps);
 }
 
 static int write_tensor(hid_t g, const GPTTensor *t, const float *data) {
     hsize_t dims[2] = {(hsize_t)t->shape[0], (hsize_t)t->shape[1]};
-    hid_t space = H5Screate_simple(t->ndim, dims, NULL);
-    hid_t d = H5Dcreate2(g, t->name, H5T_IEEE_F32LE, space, H5P_DEFAULT, H5P_DEFAULT,
-                         H5P_DEFAULT);
-    herr_t rc = d < 0 ? -1 : H5Dwrite(d, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, data);
-    if (d >= 0) H5Dclose(d);
-    H5Sclose(space);
-    return rc < 0 ? -1 : 0;
+    return h5_write_array(g, t->name, H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, t->ndim, dims, data);
 }
 
 int model_file_write(const char *path, const GPT *m) {
-    quiet_hdf5();
+    h5_quiet();
     char tmp[PATH_MAX];
     if (snprintf(tmp, sizeof tmp, "%s.tmp", path) >= (int)sizeof tmp)
         return gpt_error("%s: path too long", path);
     hid_t f = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
     if (f < 0) return gpt_error("%s: cannot create the file (check the directory exists and is writable)", tmp);
-    int rc = write_attr_string(f, "format", MODEL_FORMAT) ||
-             write_attr_int(f, "format_version", MODEL_FORMAT_VERSION) ||
-             write_attr_string(f, "tool_version", GPT_VERSION);
+    int rc = h5_write_attr_string(f, "format", MODEL_FORMAT) ||
+             h5_write_attr_int(f, "format_version", MODEL_FORMAT_VERSION) ||
+             h5_write_attr_string(f, "tool_version", GPT_VERSION);
     hid_t g = rc ? -1 : H5Gcreate2(f, "model", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
     if (g < 0 || write_config(g, &m->cfg)) rc = -1;
     for (int i = 0; !rc && i < m->n_tensors; i++)
@@ -94,75 +59,9 @@ int model_file_write(const char *path, const GPT *m) {
     return 0;
 }
 
-/* Opens an attribute of the expected class; -1 with a message naming it otherwise. */
-static hid_t open_attr(const char *path, hid_t obj, const char *name, H5T_class_t cls,
-                       const char *expected) {
-    if (H5Aexists(obj, name) <= 0)
-        return gpt_error("%s: attribute /model/%s is missing (expected %s)", path, name, expected);
-    hid_t a = H5Aopen(obj, name, H5P_DEFAULT);
-    hid_t t = H5Aget_type(a);
-    hid_t s = H5Aget_space(a);
-    int ok = H5Tget_class(t) == cls && H5Sget_simple_extent_npoints(s) == 1;
-    H5Tclose(t);
-    H5Sclose(s);
-    if (!ok) {
-        H5Aclose(a);
-        return gpt_error("%s: attribute /model/%s is not %s", path, name, expected);
-    }
-    return a;
-}
-
-/* Reads a scalar attribute of class cls into *out as mem_type. */
-static int read_attr_scalar(const char *path, hid_t g, const char *name, H5T_class_t cls,
-                            hid_t mem_type, const char *expected, void *out) {
-    hid_t a = open_attr(path, g, name, cls, expected);
-    if (a < 0) return -1;
-    herr_t rc = H5Aread(a, mem_type, out);
-    H5Aclose(a);
-    return rc < 0 ? gpt_error("%s: cannot read attribute /model/%s", path, name) : 0;
-}
-
-static int read_attr_int(const char *path, hid_t g, const char *name, int *out) {
-    return read_attr_scalar(path, g, name, H5T_INTEGER, H5T_NATIVE_INT, "a single integer", out);
-}
-
-static int read_attr_float(const char *path, hid_t g, const char *name, float *out) {
-    return read_attr_scalar(path, g, name, H5T_FLOAT, H5T_NATIVE_FLOAT, "a single number", out);
-}
-
-/* Reads a fixed- or variable-length string attribute into buf. */
-static int read_attr_string(const char *path, hid_t g, const char *name, char *buf,
-                            size_t size) {
-    hid_t a = open_attr(path, g, name, H5T_STRING, "a string");
-    if (a < 0) return -1;
-    hid_t ft = H5Aget_type(a);
-    herr_t rc;
-    if (H5Tis_variable_str(ft) > 0) {
-        char *s = NULL;
-        hid_t mt = H5Tcopy(ft); /* same character set: HDF5 does not convert between them */
-        rc = H5Aread(a, mt, &s);
-        if (rc >= 0 && s) snprintf(buf, size, "%s", s);
-        if (s) H5free_memory(s);
-        H5Tclose(mt);
-    } else {
-        hid_t mt = H5Tcopy(ft);
-        H5Tset_size(mt, size);
-        H5Tset_strpad(mt, H5T_STR_NULLTERM);
-        rc = H5Aread(a, mt, buf);
-        buf[size - 1] = '\0';
-        H5Tclose(mt);
-    }
-    H5Tclose(ft);
-    H5Aclose(a);
-    return rc < 0 ? gpt_error("%s: cannot read attribute /model/%s", path, name) : 0;
-}
-
 static hid_t open_model_group(const char *path, hid_t *file) {
-    quiet_hdf5();
-    if (H5Fis_hdf5(path) <= 0)
-        return gpt_error("%s: cannot open (missing, unreadable or not an HDF5 file)", path);
-    *file = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
-    if (*file < 0) return gpt_error("%s: cannot open as HDF5", path);
+    *file = h5_open_read(path);
+    if (*file < 0) return -1;
     if (H5Lexists(*file, "model", H5P_DEFAULT) <= 0) {
         H5Fclose(*file);
         return gpt_error("%s: no /model group (not a model file)", path);
@@ -172,17 +71,18 @@ static hid_t open_model_group(const char *path, hid_t *file) {
 
 static int read_config(const char *path, hid_t g, GPTConfig *c) {
     char ln[16];
-    if (read_attr_int(path, g, "n_layer", &c->n_layer) ||
-        read_attr_int(path, g, "n_head", &c->n_head) ||
-        read_attr_int(path, g, "n_embd", &c->n_embd) ||
-        read_attr_int(path, g, "n_ctx", &c->n_ctx) ||
-        read_attr_int(path, g, "vocab_size", &c->vocab_size) ||
-        read_attr_int(path, g, "n_ffn", &c->n_ffn) ||
-        read_attr_float(path, g, "dropout_embd", &c->dropout_embd) ||
-        read_attr_float(path, g, "dropout_resid", &c->dropout_resid) ||
-        read_attr_float(path, g, "dropout_attn", &c->dropout_attn) ||
-        read_attr_float(path, g, "ln_eps", &c->ln_eps) ||
-        read_attr_string(path, g, "ln", ln, sizeof ln))
+    const char *w = "/model";
+    if (h5_read_attr_int(path, w, g, "n_layer", &c->n_layer) ||
+        h5_read_attr_int(path, w, g, "n_head", &c->n_head) ||
+        h5_read_attr_int(path, w, g, "n_embd", &c->n_embd) ||
+        h5_read_attr_int(path, w, g, "n_ctx", &c->n_ctx) ||
+        h5_read_attr_int(path, w, g, "vocab_size", &c->vocab_size) ||
+        h5_read_attr_int(path, w, g, "n_ffn", &c->n_ffn) ||
+        h5_read_attr_float(path, w, g, "dropout_embd", &c->dropout_embd) ||
+        h5_read_attr_float(path, w, g, "dropout_resid", &c->dropout_resid) ||
+        h5_read_attr_float(path, w, g, "dropout_attn", &c->dropout_attn) ||
+        h5_read_attr_float(path, w, g, "ln_eps", &c->ln_eps) ||
+        h5_read_attr_string(path, w, g, "ln", ln, sizeof ln))
         return -1;
     if (config_parse_ln(ln, &c->ln) || config_validate(c)) {
         char why[512];

@@ -42,6 +42,17 @@ void *xcalloc(size_t count, size_t size) {
     return p;
 }
 
+void *xrealloc(void *p, size_t bytes) {
+    void *q = realloc(p, bytes ? bytes : 1);
+    if (!q) out_of_memory(bytes);
+    return q;
+}
+
+char *xstrdup(const char *s) {
+    size_t n = strlen(s) + 1;
+    return memcpy(xmalloc(n), s, n);
+}
+
 float *xalloc_floats(size_t count) {
     if (count > SIZE_MAX / sizeof(float) - 64) out_of_memory(SIZE_MAX);
     size_t bytes = (count * sizeof(float) + 63) / 64 * 64;
@@ -49,6 +60,54 @@ float *xalloc_floats(size_t count) {
     if (posix_memalign(&p, 64, bytes ? bytes : 64) != 0) out_of_memory(bytes);
     memset(p, 0, bytes);
     return p;
+}
+
+uint8_t *read_file(const char *path, size_t *len) {
+    int is_stdin = !strcmp(path, "-");
+    FILE *f = is_stdin ? stdin : fopen(path, "rb");
+    if (!f) return gpt_error("%s: cannot open: %s", path, strerror(errno)), NULL;
+    size_t cap = 1 << 16, n = 0;
+    uint8_t *buf = xmalloc(cap + 1);
+    for (size_t got; (got = fread(buf + n, 1, cap - n, f)) > 0;) {
+        n += got;
+        if (n == cap) buf = xrealloc(buf, (cap *= 2) + 1);
+    }
+    int failed = ferror(f);
+    if (!is_stdin) fclose(f);
+    if (failed) {
+        free(buf);
+        return gpt_error("%s: read error", path), NULL;
+    }
+    buf[n] = 0;
+    *len = n;
+    return buf;
+}
+
+/* Length of the valid UTF-8 sequence at p (at most n bytes), 0 if invalid: no
+ * overlong forms, no surrogates, nothing above U+10FFFF. */
+static size_t utf8_seq(const uint8_t *p, size_t n) {
+    uint8_t c = p[0];
+    if (c < 0x80) return 1;
+    size_t len = c >= 0xF0 ? 4 : c >= 0xE0 ? 3 : c >= 0xC2 ? 2 : 0;
+    if (!len || len > n || c > 0xF4) return 0;
+    for (size_t i = 1; i < len; i++)
+        if ((p[i] & 0xC0) != 0x80) return 0;
+    if ((c == 0xE0 && p[1] < 0xA0) || (c == 0xED && p[1] > 0x9F) || (c == 0xF0 && p[1] < 0x90) ||
+        (c == 0xF4 && p[1] > 0x8F))
+        return 0;
+    return len;
+}
+
+int check_text(const char *path, const uint8_t *buf, size_t len, size_t base) {
+    if (len == 0) return gpt_error("%s: empty file (expected UTF-8 text)", path);
+    for (size_t i = 0; i < len;) {
+        if (buf[i] == 0)
+            return gpt_error("%s: NUL byte at offset %zu: binary data, expected UTF-8 text", path, base + i);
+        size_t k = utf8_seq(buf + i, len - i);
+        if (!k) return gpt_error("%s: invalid UTF-8 at byte offset %zu (expected UTF-8 text)", path, base + i);
+        i += k;
+    }
+    return 0;
 }
 
 double now_seconds(void) {

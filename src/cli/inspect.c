@@ -1,14 +1,116 @@
-/* inspect.c: `gpt inspect`, a human summary of a model file that also verifies that
- * every tensor is present, shaped as its configuration says, and finite. */
+/* inspect.c: `gpt inspect`, a human summary of any file the tool writes, chosen by its
+ * root attribute `format`. Inspecting also verifies: a model's tensors are present,
+ * shaped as its configuration says and finite; a tokenizer loads; a corpus's datasets
+ * agree with its attributes and their checksums verify. */
 #include <getopt.h>
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 
 #include "checkpoint.h"
 #include "cli.h"
+#include "h5util.h"
 #include "model.h"
+#include "tokenizer.h"
+#include "util.h"
 
-static const char help[] = "usage: gpt inspect FILE.h5\n\nPrints the configuration and tensors of a model file and checks them.\n";
+static const char help[] = "usage: gpt inspect FILE.h5\n\nPrints what a model, tokenizer or corpus file holds and checks it.\n";
+
+static void print_tokens(const Tokenizer *t, const int32_t *ids, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        size_t len;
+        const uint8_t *b = tokenizer_token_bytes(t, ids[i], &len);
+        putchar('[');
+        for (size_t j = 0; b && j < len; j++) putchar(b[j] == '\n' ? ' ' : b[j]);
+        putchar(']');
+    }
+    putchar('\n');
+}
+
+static int inspect_tokenizer(const char *path) {
+    Tokenizer *t = tokenizer_load(path);
+    if (!t) return cli_fail("inspect");
+    printf("%s: tokenizer, byte-level BPE\n  vocabulary %d: 256 bytes, %d merges, special:", path,
+           tokenizer_vocab_size(t), tokenizer_n_merges(t));
+    TokenizerParts p = tokenizer_parts(t);
+    for (int i = 0; i < p.n_special; i++) printf(" %s = %d", p.special_names[i], p.special_ids[i]);
+    static const char sample[] = "Hello world! The tokenizer splits text like this.";
+    TokenVec ids = {0};
+    int rc = tokenizer_encode(t, (const uint8_t *)sample, sizeof sample - 1, 0, &ids);
+    if (!rc) {
+        printf("\n  \"%s\" -> %zu tokens: ", sample, ids.n);
+        print_tokens(t, ids.ids, ids.n);
+    }
+    free(ids.ids);
+    tokenizer_free(t);
+    return rc ? cli_fail("inspect") : 0;
+}
+
+/* Reads every token of a split through HDF5's Fletcher32 check and compares the
+ * document offsets with it: the file is whole if this passes. */
+static int check_split(const char *path, hid_t f, const char *split, int64_t tokens, int64_t docs, int vocab,
+                       int32_t *first, size_t n_first) {
+    char where[16];
+    snprintf(where, sizeof where, "/%s", split);
+    hid_t g = H5Gopen2(f, split, H5P_DEFAULT);
+    if (g < 0) return gpt_error("%s: group %s is missing", path, where);
+    hsize_t nt, nd;
+    hid_t dt = h5_open_dataset(path, where, g, "tokens", 1, &nt);
+    hid_t dd = dt < 0 ? -1 : h5_open_dataset(path, where, g, "doc_offsets", 1, &nd);
+    int rc = dt < 0 || dd < 0;
+    uint32_t *tok = NULL;
+    int64_t *off = NULL;
+    if (!rc && (nt != (hsize_t)tokens || nd != (hsize_t)docs + 1))
+        rc = gpt_error("%s: %s holds %llu tokens and %llu offsets, its attributes say %lld and %lld + 1", path,
+                       where, (unsigned long long)nt, (unsigned long long)nd, (long long)tokens, (long long)docs);
+    if (!rc) {
+        tok = xmalloc(nt * sizeof *tok + 1);
+        off = xmalloc(nd * sizeof *off);
+        if (H5Dread(dt, H5T_NATIVE_UINT32, H5S_ALL, H5S_ALL, H5P_DEFAULT, tok) < 0 ||
+            H5Dread(dd, H5T_NATIVE_INT64, H5S_ALL, H5S_ALL, H5P_DEFAULT, off) < 0)
+            rc = gpt_error("%s: cannot read %s (checksum mismatch: the file is corrupted)", path, where);
+    }
+    for (hsize_t i = 0; !rc && i < nt; i++)
+        if (tok[i] >= (uint32_t)vocab) rc = gpt_error("%s: %s/tokens[%llu] = %u is outside the vocabulary", path, where, (unsigned long long)i, tok[i]);
+    for (hsize_t i = 0; !rc && i < nd; i++)
+        if ((i == 0 && off[0] != 0) || (i > 0 && off[i] <= off[i - 1]) || (i + 1 == nd && off[i] != tokens))
+            rc = gpt_error("%s: %s/doc_offsets[%llu] = %lld is out of order", path, where, (unsigned long long)i, (long long)off[i]);
+    for (size_t i = 0; !rc && i < n_first; i++) first[i] = i < nt ? (int32_t)tok[i] : -1;
+    free(tok);
+    free(off);
+    if (dd >= 0) H5Dclose(dd);
+    if (dt >= 0) H5Dclose(dt);
+    H5Gclose(g);
+    return rc;
+}
+
+static int inspect_corpus(const char *path, hid_t f) {
+    int64_t n[4];
+    int vocab, eot;
+    if (h5_read_attr_int(path, "", f, "vocab_size", &vocab) || h5_read_attr_int(path, "", f, "eot_token", &eot) ||
+        h5_read_attr_i64(path, "", f, "train_tokens", &n[0]) || h5_read_attr_i64(path, "", f, "train_docs", &n[1]) ||
+        h5_read_attr_i64(path, "", f, "val_tokens", &n[2]) || h5_read_attr_i64(path, "", f, "val_docs", &n[3]))
+        return cli_fail("inspect");
+    Tokenizer *t = tokenizer_read_h5(f, path);
+    if (!t) return cli_fail("inspect");
+    int32_t first[24];
+    int rc = tokenizer_vocab_size(t) != vocab
+                 ? gpt_error("%s: vocab_size %d, but its tokenizer has %d tokens", path, vocab, tokenizer_vocab_size(t))
+                 : check_split(path, f, "train", n[0], n[1], vocab, first, 24) ||
+                       check_split(path, f, "val", n[2], n[3], vocab, NULL, 0);
+    if (!rc) {
+        printf("%s: corpus\n  train: %lld tokens, %lld documents\n  val:   %lld tokens, %lld documents\n", path,
+               (long long)n[0], (long long)n[1], (long long)n[2], (long long)n[3]);
+        printf("  vocabulary %d (%d merges), <|endoftext|> = %d; checksums verified\n  first tokens: ", vocab,
+               tokenizer_n_merges(t), eot);
+        size_t k = 0;
+        while (k < 24 && first[k] >= 0) k++;
+        print_tokens(t, first, k);
+    }
+    tokenizer_free(t);
+    return rc ? cli_fail("inspect") : 0;
+}
 
 int cmd_inspect(int argc, char **argv) {
     static const struct option opts[] = {{"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
@@ -23,6 +125,15 @@ int cmd_inspect(int argc, char **argv) {
     }
     if (argc - optind != 1) return cli_usage_error("inspect", "expected one file");
     const char *path = argv[optind];
+    hid_t f = h5_open_read(path);
+    if (f < 0) return cli_fail("inspect");
+    char format[32] = "";
+    if (H5Aexists(f, "format") > 0) h5_read_attr_string(path, "", f, "format", format, sizeof format);
+    int rc = -1;
+    if (!strcmp(format, "gpt-tokenizer")) rc = inspect_tokenizer(path);
+    else if (!strcmp(format, "gpt-corpus")) rc = inspect_corpus(path, f);
+    H5Fclose(f);
+    if (rc >= 0) return rc;
     GPT *m = model_file_load(path, 1, 0);
     if (!m) return cli_fail("inspect");
     printf("%s: GPT model file\n  ", path);

@@ -17,7 +17,11 @@ typedef struct {
 static const Command commands[] = {
     {"init", cmd_init, "write a freshly initialised model file"},
     {"bench", cmd_bench, "measure training speed and memory on synthetic tokens"},
-    {"inspect", cmd_inspect, "describe and verify a model file"},
+    {"tokenizer", cmd_tokenizer, "train a byte-level BPE tokenizer, or import GPT-2's"},
+    {"tokenize", cmd_tokenize, "print the token ids of a text"},
+    {"detokenize", cmd_detokenize, "turn token ids back into text"},
+    {"prepare", cmd_prepare, "tokenize text into an HDF5 corpus (in parallel under mpirun)"},
+    {"inspect", cmd_inspect, "describe and verify a model, tokenizer or corpus file"},
 };
 
 static void usage(FILE *f) {

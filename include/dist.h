@@ -1,0 +1,19 @@
+/* dist.h: the MPI layer: start-up, rank and size, and agreement on errors.
+ *
+ * Commands that may run under mpirun call dist_init(); a plain run is a job of one
+ * rank. Any error that only some ranks see must be agreed on before the next
+ * collective operation, or the others would wait forever: dist_agree() is that point. */
+#ifndef GPT_DIST_H
+#define GPT_DIST_H
+
+#include <mpi.h>
+
+void dist_init(int *argc, char ***argv);
+void dist_finalize(void);
+int dist_rank(void);
+int dist_size(void);
+/* Collective. Returns 0 if local_rc was 0 on every rank; otherwise -1 on every rank,
+ * with the message of the lowest failing rank as gpt_last_error() everywhere. */
+int dist_agree(int local_rc);
+
+#endif

@@ -1,0 +1,35 @@
+/* h5util.h: small HDF5 helpers shared by every file format of the tool.
+ *
+ * HDF5's own error-stack printing is switched off (h5_quiet); each failure becomes one
+ * gpt_error() message naming the file and the object ("where"). */
+#ifndef GPT_H5UTIL_H
+#define GPT_H5UTIL_H
+
+#include <hdf5.h>
+#include <stdint.h>
+
+void h5_quiet(void);
+
+int h5_write_attr_int(hid_t obj, const char *name, int v);
+int h5_write_attr_i64(hid_t obj, const char *name, int64_t v);
+int h5_write_attr_float(hid_t obj, const char *name, float v);
+int h5_write_attr_string(hid_t obj, const char *name, const char *v);
+
+/* Readers: -1 with "PATH: attribute WHERE/NAME is missing / is not ..." on failure. */
+int h5_read_attr_int(const char *path, const char *where, hid_t obj, const char *name, int *out);
+int h5_read_attr_i64(const char *path, const char *where, hid_t obj, const char *name, int64_t *out);
+int h5_read_attr_float(const char *path, const char *where, hid_t obj, const char *name, float *out);
+int h5_read_attr_string(const char *path, const char *where, hid_t obj, const char *name,
+                        char *buf, size_t size);
+
+/* A 1-D or 2-D dataset of `file_type` from memory of `mem_type`; contiguous. */
+int h5_write_array(hid_t loc, const char *name, hid_t file_type, hid_t mem_type, int rank,
+                   const hsize_t *dims, const void *data);
+/* Opens dataset WHERE/NAME and checks its rank; dims receives its shape. */
+hid_t h5_open_dataset(const char *path, const char *where, hid_t loc, const char *name,
+                      int rank, hsize_t *dims);
+
+/* Opens an HDF5 file read-only; -1 with "PATH: cannot open ..." if missing or not HDF5. */
+hid_t h5_open_read(const char *path);
+
+#endif

@@ -1,0 +1,100 @@
+/* tokenizer.h: byte-level BPE (GPT-2's scheme) with special tokens.
+ *
+ * Text is split into pieces with GPT-2's pre-tokenization pattern (PCRE2, UTF + UCP,
+ * JIT; bytes that are not valid UTF-8 become pieces of their own), then each piece is
+ * merged over its bytes: repeatedly, the adjacent pair of tokens with the lowest merge
+ * rank becomes one token (leftmost first among equal ranks), until no adjacent pair
+ * is a merge. Any byte string therefore encodes, and decoding concatenates the tokens'
+ * bytes, so decode(encode(x)) == x for every x, invalid UTF-8 included.
+ *
+ * Ids: every one of the 256 bytes has a token (its id need not equal the byte: GPT-2's
+ * do not); merge i produces one new token; special tokens come last. Special tokens
+ * are never produced by merging, and text that spells one is ordinary text unless the
+ * caller passes allow_special. */
+#ifndef GPT_TOKENIZER_H
+#define GPT_TOKENIZER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* The special tokens a trained tokenizer has; an imported GPT-2 vocabulary has only
+ * <|endoftext|>. */
+#define TOK_EOT "<|endoftext|>"
+#define TOK_START "<|start|>"
+#define TOK_DELIM "<|delim|>"
+#define TOK_EXTRACT "<|extract|>"
+
+typedef struct Tokenizer Tokenizer;
+
+/* A growable array of token ids, owned by the caller (free(v->ids)). */
+typedef struct {
+    int32_t *ids;
+    size_t n, cap;
+} TokenVec;
+void tokvec_push(TokenVec *v, int32_t id);
+
+/* Builds a tokenizer from its parts (all copied):
+ *   token_bytes/token_offsets: bytes of token i are token_bytes[offsets[i] .. offsets[i+1]),
+ *     for i < n_tokens (the non-special tokens, in id order);
+ *   merges: n_merges triples (left id, right id, result id), in rank order;
+ *   special names and ids (ids >= n_tokens).
+ * Returns NULL with gpt_error() if the parts are inconsistent (a byte without a token,
+ * a merge whose result is not the concatenation, duplicate ids, ...). */
+Tokenizer *tokenizer_create(const uint8_t *token_bytes, const int64_t *token_offsets,
+                            int n_tokens, const int32_t (*merges)[3], int n_merges,
+                            const char *const *special_names, const int32_t *special_ids,
+                            int n_special);
+void tokenizer_free(Tokenizer *t);
+
+int tokenizer_vocab_size(const Tokenizer *t);     /* tokens + special tokens */
+int tokenizer_n_merges(const Tokenizer *t);
+/* Id of a special token by name, -1 if the tokenizer has none of that name. */
+int32_t tokenizer_special_id(const Tokenizer *t, const char *name);
+
+/* Appends the ids of text[0..len) to out. allow_special: spellings of special tokens
+ * in the text become those tokens. Returns 0, or -1 (PCRE2 failure) with gpt_error. */
+int tokenizer_encode(Tokenizer *t, const uint8_t *text, size_t len, int allow_special,
+                     TokenVec *out);
+/* The bytes of token `id` (special tokens: their name); NULL if id is out of range. */
+const uint8_t *tokenizer_token_bytes(const Tokenizer *t, int32_t id, size_t *len);
+
+/* The parts of a tokenizer, as tokenizer_create() takes them (views, owned by t). */
+typedef struct {
+    const uint8_t *token_bytes;
+    const int64_t *token_offsets;
+    int n_tokens;
+    const int32_t (*merges)[3];
+    int n_merges;
+    const char *const *special_names;
+    const int32_t *special_ids;
+    int n_special;
+} TokenizerParts;
+TokenizerParts tokenizer_parts(const Tokenizer *t);
+
+/* A fresh byte-level tokenizer from learned merges (token 256+k = merge k), with the
+ * four special tokens of TOK_EOT .. TOK_EXTRACT after them. */
+Tokenizer *tokenizer_from_merges(const int32_t (*merges)[2], int n_merges);
+/* GPT-2's vocabulary from OpenAI's files (encoder.json + vocab.bpe) or from tiktoken's
+ * rank file (base64 token, rank per line; <|endoftext|> is added after the last rank). */
+Tokenizer *tokenizer_import_gpt2(const char *encoder_json, const char *vocab_bpe);
+Tokenizer *tokenizer_import_tiktoken(const char *path);
+
+/* HDF5: the tokenizer as group "tokenizer" of an open file or group (docs/formats.md). */
+int tokenizer_write_h5(const Tokenizer *t, int64_t loc_id);
+Tokenizer *tokenizer_read_h5(int64_t loc_id, const char *path_for_errors);
+/* A tokenizer file (format "gpt-tokenizer"), or any file with a /tokenizer group. */
+int tokenizer_save(const Tokenizer *t, const char *path);
+Tokenizer *tokenizer_load(const char *path);
+
+/* The pre-tokenization step alone, for training: GPT-2's pattern, compiled once. */
+typedef struct Pretokenizer Pretokenizer;
+Pretokenizer *pretok_create(void);
+void pretok_free(Pretokenizer *p);
+/* Calls fn(piece, len, ctx) for each piece of text in order; the pieces concatenate
+ * to the text. Returns 0, or -1 on a PCRE2 failure. */
+int pretok_split(Pretokenizer *p, const uint8_t *text, size_t len,
+                 void (*fn)(const uint8_t *piece, size_t len, void *ctx), void *ctx);
+/* The pattern, as stored in tokenizer files. */
+extern const char *const PRETOK_PATTERN;
+
+#endif

@@ -1,0 +1,69 @@
+/* prepare.c: `gpt prepare`, raw text to an HDF5 corpus (see corpus.h). */
+#include <getopt.h>
+#include <stdio.h>
+
+#include "cli.h"
+#include "corpus.h"
+#include "dist.h"
+#include "util.h"
+
+static const char help[] =
+    "usage: [mpirun -np P] gpt prepare --tokenizer TOK.h5 --out CORPUS.h5 [--val-fraction F]\n"
+    "                                  [--split-on-blank-lines] [--max-doc-mb N] INPUTS...\n\n"
+    "Tokenizes UTF-8 text into one HDF5 corpus (docs/formats.md). A text file is one\n"
+    "document, or one per paragraph with --split-on-blank-lines; a .jsonl file holds one\n"
+    "document per line in its \"text\" field. Every document ends with <|endoftext|>.\n"
+    "--val-fraction F (default 0.01) of the documents, spread evenly, go to /val.\n"
+    "Under mpirun the ranks share the work; the file is the same for any number of ranks.\n"
+    "TOK.h5: a tokenizer file (gpt tokenizer train|import) or a corpus.\n";
+
+int cmd_prepare(int argc, char **argv) {
+    static const struct option opts[] = {{"tokenizer", required_argument, 0, 't'},
+                                         {"out", required_argument, 0, 'o'},
+                                         {"val-fraction", required_argument, 0, 'v'},
+                                         {"split-on-blank-lines", no_argument, 0, 'b'},
+                                         {"max-doc-mb", required_argument, 0, 'm'},
+                                         {"help", no_argument, 0, 'h'},
+                                         {0, 0, 0, 0}};
+    const char *tok = NULL, *out = NULL;
+    PrepareOptions opt = {.val_fraction = 0.01, .split_on_blank_lines = 0, .max_doc_bytes = (size_t)256 << 20};
+    float f;
+    int mb, o;
+    optind = 1;
+    while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        switch (o) {
+        case 't': tok = optarg; break;
+        case 'o': out = optarg; break;
+        case 'v':
+            if (parse_float(optarg, &f) || f < 0.0f || f >= 1.0f)
+                return cli_usage_error("prepare", "--val-fraction: expected a number in [0, 1), got '%s'", optarg);
+            opt.val_fraction = f;
+            break;
+        case 'b': opt.split_on_blank_lines = 1; break;
+        case 'm':
+            if (parse_int(optarg, &mb) || mb < 1) return cli_usage_error("prepare", "--max-doc-mb: expected a positive integer, got '%s'", optarg);
+            opt.max_doc_bytes = (size_t)mb << 20;
+            break;
+        case 'h': fputs(help, stdout); return 0;
+        default: return cli_usage_error("prepare", "unknown option");
+        }
+    }
+    if (!tok || !out) return cli_usage_error("prepare", "--tokenizer and --out are required");
+    if (optind == argc) return cli_usage_error("prepare", "no input files");
+    dist_init(&argc, &argv);
+    double t0 = now_seconds();
+    PrepareStats st;
+    int rc = corpus_prepare(tok, out, (const char *const *)argv + optind, argc - optind, &opt, &st);
+    if (dist_rank() == 0) {
+        if (rc) cli_fail("prepare");
+        else {
+            double s = now_seconds() - t0;
+            printf("wrote %s: train %lld tokens in %lld documents, val %lld tokens in %lld documents; "
+                   "%.1f MB in %.2f s (%.1f MB/s) on %d rank(s)\n",
+                   out, (long long)st.tokens[0], (long long)st.docs[0], (long long)st.tokens[1],
+                   (long long)st.docs[1], st.input_bytes / 1e6, s, st.input_bytes / 1e6 / s, dist_size());
+        }
+    }
+    dist_finalize();
+    return rc ? 1 : 0;
+}

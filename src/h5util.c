@@ -1,0 +1,139 @@
+/* h5util.c: attribute and dataset helpers over the HDF5 C API (see h5util.h). */
+#include "h5util.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include "util.h"
+
+void h5_quiet(void) { H5Eset_auto2(H5E_DEFAULT, NULL, NULL); }
+
+static int write_attr(hid_t obj, const char *name, hid_t file_type, hid_t mem_type,
+                      const void *value) {
+    hid_t space = H5Screate(H5S_SCALAR);
+    hid_t a = H5Acreate2(obj, name, file_type, space, H5P_DEFAULT, H5P_DEFAULT);
+    herr_t rc = a < 0 ? -1 : H5Awrite(a, mem_type, value);
+    if (a >= 0) H5Aclose(a);
+    H5Sclose(space);
+    return rc < 0 ? -1 : 0;
+}
+
+int h5_write_attr_int(hid_t obj, const char *name, int v) {
+    return write_attr(obj, name, H5T_STD_I32LE, H5T_NATIVE_INT, &v);
+}
+
+int h5_write_attr_i64(hid_t obj, const char *name, int64_t v) {
+    return write_attr(obj, name, H5T_STD_I64LE, H5T_NATIVE_INT64, &v);
+}
+
+int h5_write_attr_float(hid_t obj, const char *name, float v) {
+    return write_attr(obj, name, H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, &v);
+}
+
+int h5_write_attr_string(hid_t obj, const char *name, const char *v) {
+    hid_t t = H5Tcopy(H5T_C_S1);
+    H5Tset_size(t, H5T_VARIABLE);
+    H5Tset_cset(t, H5T_CSET_UTF8);
+    int rc = write_attr(obj, name, t, t, &v);
+    H5Tclose(t);
+    return rc;
+}
+
+/* Opens an attribute of the expected class; -1 with a message naming it otherwise. */
+static hid_t open_attr(const char *path, const char *where, hid_t obj, const char *name,
+                       H5T_class_t cls, const char *expected) {
+    if (H5Aexists(obj, name) <= 0)
+        return gpt_error("%s: attribute %s/%s is missing (expected %s)", path, where, name, expected);
+    hid_t a = H5Aopen(obj, name, H5P_DEFAULT);
+    hid_t t = H5Aget_type(a);
+    hid_t s = H5Aget_space(a);
+    int ok = H5Tget_class(t) == cls && H5Sget_simple_extent_npoints(s) == 1;
+    H5Tclose(t);
+    H5Sclose(s);
+    if (!ok) {
+        H5Aclose(a);
+        return gpt_error("%s: attribute %s/%s is not %s", path, where, name, expected);
+    }
+    return a;
+}
+
+static int read_attr_scalar(const char *path, const char *where, hid_t obj, const char *name,
+                            H5T_class_t cls, hid_t mem_type, const char *expected, void *out) {
+    hid_t a = open_attr(path, where, obj, name, cls, expected);
+    if (a < 0) return -1;
+    herr_t rc = H5Aread(a, mem_type, out);
+    H5Aclose(a);
+    return rc < 0 ? gpt_error("%s: cannot read attribute %s/%s", path, where, name) : 0;
+}
+
+int h5_read_attr_int(const char *path, const char *where, hid_t obj, const char *name, int *out) {
+    return read_attr_scalar(path, where, obj, name, H5T_INTEGER, H5T_NATIVE_INT, "a single integer", out);
+}
+
+int h5_read_attr_i64(const char *path, const char *where, hid_t obj, const char *name, int64_t *out) {
+    return read_attr_scalar(path, where, obj, name, H5T_INTEGER, H5T_NATIVE_INT64, "a single integer", out);
+}
+
+int h5_read_attr_float(const char *path, const char *where, hid_t obj, const char *name, float *out) {
+    return read_attr_scalar(path, where, obj, name, H5T_FLOAT, H5T_NATIVE_FLOAT, "a single number", out);
+}
+
+int h5_read_attr_string(const char *path, const char *where, hid_t obj, const char *name,
+                        char *buf, size_t size) {
+    hid_t a = open_attr(path, where, obj, name, H5T_STRING, "a string");
+    if (a < 0) return -1;
+    hid_t ft = H5Aget_type(a);
+    hid_t mt = H5Tcopy(ft); /* same character set: HDF5 does not convert between them */
+    herr_t rc;
+    if (H5Tis_variable_str(ft) > 0) {
+        char *s = NULL;
+        rc = H5Aread(a, mt, &s);
+        if (rc >= 0 && s) snprintf(buf, size, "%s", s);
+        if (s) H5free_memory(s);
+    } else {
+        H5Tset_size(mt, size);
+        H5Tset_strpad(mt, H5T_STR_NULLTERM);
+        rc = H5Aread(a, mt, buf);
+        buf[size - 1] = '\0';
+    }
+    H5Tclose(mt);
+    H5Tclose(ft);
+    H5Aclose(a);
+    return rc < 0 ? gpt_error("%s: cannot read attribute %s/%s", path, where, name) : 0;
+}
+
+int h5_write_array(hid_t loc, const char *name, hid_t file_type, hid_t mem_type, int rank,
+                   const hsize_t *dims, const void *data) {
+    hid_t space = H5Screate_simple(rank, dims, NULL);
+    hid_t d = H5Dcreate2(loc, name, file_type, space, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    herr_t rc = d < 0 ? -1 : H5Dwrite(d, mem_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, data);
+    if (d >= 0) H5Dclose(d);
+    H5Sclose(space);
+    return rc < 0 ? -1 : 0;
+}
+
+hid_t h5_open_dataset(const char *path, const char *where, hid_t loc, const char *name,
+                      int rank, hsize_t *dims) {
+    if (H5Lexists(loc, name, H5P_DEFAULT) <= 0)
+        return gpt_error("%s: dataset %s/%s is missing", path, where, name);
+    hid_t d = H5Dopen2(loc, name, H5P_DEFAULT);
+    if (d < 0) return gpt_error("%s: %s/%s is not a dataset", path, where, name);
+    hid_t s = H5Dget_space(d);
+    int nd = H5Sget_simple_extent_ndims(s);
+    if (nd == rank) H5Sget_simple_extent_dims(s, dims, NULL);
+    H5Sclose(s);
+    if (nd != rank) {
+        H5Dclose(d);
+        return gpt_error("%s: dataset %s/%s has %d dimensions, expected %d", path, where, name, nd, rank);
+    }
+    return d;
+}
+
+hid_t h5_open_read(const char *path) {
+    h5_quiet();
+    if (H5Fis_hdf5(path) <= 0)
+        return gpt_error("%s: cannot open (missing, unreadable or not an HDF5 file)", path);
+    hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+    if (f < 0) return gpt_error("%s: cannot open as HDF5", path);
+    return f;
+}

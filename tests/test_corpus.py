@@ -1,0 +1,186 @@
+"""gpt prepare: the HDF5 corpus (docs/formats.md) from text, paragraphs and JSON Lines,
+identical for any number of MPI ranks, with clear errors for bad input."""
+
+import json
+import os
+import subprocess
+
+import h5py
+import numpy as np
+import pytest
+
+MPI_ENV = {"OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1", "OMPI_MCA_rmaps_base_oversubscribe": "1"}
+
+
+def words(rng, n):
+    vocab = ["whale", "sea", "ship", "captain", "the", "a", "of", "and", "harpoon", "Ishmael", "ocean",
+             "café", "naïve", "日本語", "Ωμέγα", "emoji🐋", "42", "1851", "—", "!", "?", ","]
+    return " ".join(rng.choice(vocab, n))
+
+
+@pytest.fixture(scope="module")
+def texts(tmp_path_factory):
+    """A few text files of paragraphs, deterministic."""
+    d = tmp_path_factory.mktemp("texts")
+    rng = np.random.default_rng(5)
+    paths = []
+    for i in range(3):
+        paras = ["\n".join(words(rng, rng.integers(3, 40)) for _ in range(rng.integers(1, 4)))
+                 for _ in range(rng.integers(20, 60))]
+        p = d / f"book{i}.txt"
+        p.write_text("\n\n".join(paras) + "\n", encoding="utf-8")
+        paths.append(p)
+    return paths
+
+
+@pytest.fixture(scope="module")
+def tokenizer(texts, tmp_path_factory):
+    gpt = os.environ.get("GPT_BIN") or os.path.join(os.path.dirname(__file__), "..", "bin", "gpt")
+    out = tmp_path_factory.mktemp("tok") / "tok.h5"
+    subprocess.run([gpt, "tokenizer", "train", "--merges", "300", "--out", str(out), *map(str, texts)],
+                   check=True, capture_output=True)
+    return out
+
+
+def prepare(run, gpt_bin, tokenizer, out, inputs, np_=1, extra=(), check=True):
+    cmd = [gpt_bin, "prepare", "--tokenizer", tokenizer, "--out", out, *extra, *inputs]
+    if np_ > 1:
+        cmd = ["mpirun", "-np", np_, *cmd]
+    return run(cmd, check=check, env=MPI_ENV, timeout=300)
+
+
+def read_corpus(path):
+    with h5py.File(path, "r") as f:
+        return {k: f[k][()] for k in ("train/tokens", "train/doc_offsets", "val/tokens", "val/doc_offsets")}, dict(f.attrs)
+
+
+def decode(run, gpt_bin, tokenizer, ids, workdir):
+    p = workdir / "ids.txt"
+    p.write_text(" ".join(map(str, ids)))
+    return subprocess.run([gpt_bin, "detokenize", "--tokenizer", str(tokenizer), str(p)],
+                          check=True, capture_output=True).stdout
+
+
+@pytest.mark.parametrize("ranks", [2, 3])
+def test_same_file_for_any_number_of_ranks(run, gpt_bin, tokenizer, texts, workdir, ranks):
+    one, many = workdir / "one.h5", workdir / "many.h5"
+    args = ["--split-on-blank-lines", "--val-fraction", "0.1"]
+    prepare(run, gpt_bin, tokenizer, one, texts, 1, args)
+    prepare(run, gpt_bin, tokenizer, many, texts, ranks, args)
+    a, attrs_a = read_corpus(one)
+    b, attrs_b = read_corpus(many)
+    for k in a:
+        assert a[k].dtype == b[k].dtype and np.array_equal(a[k], b[k]), k
+    for k in ("train_tokens", "train_docs", "val_tokens", "val_docs", "vocab_size"):
+        assert attrs_a[k] == attrs_b[k], k
+    assert not (workdir / "many.h5.tmp").exists()
+
+
+def test_schema_and_documents_round_trip(run, gpt_bin, tokenizer, texts, workdir):
+    out = workdir / "c.h5"
+    prepare(run, gpt_bin, tokenizer, out, texts, 2, ["--split-on-blank-lines", "--val-fraction", "0.25"])
+    paragraphs = [p for t in texts for p in t.read_text(encoding="utf-8").rstrip("\n").split("\n\n")]
+    with h5py.File(out, "r") as f:
+        a = dict(f.attrs)
+        assert a["format"] == "gpt-corpus" and a["eot_token"] == a["vocab_size"] - 4
+        for split in ("train", "val"):
+            t = f[f"{split}/tokens"]
+            assert t.dtype == np.uint16 and t.fletcher32 and t.chunks is not None
+            assert f[f"{split}/doc_offsets"].dtype == np.int64
+        assert list(a["input_bytes"]) == [p.stat().st_size for p in texts]
+        assert [str(x) for x in a["input_files"]] == [str(p) for p in texts]
+        assert "tokenizer" in f and f["tokenizer"].attrs["vocab_size"] == a["vocab_size"]
+        n = len(paragraphs)
+        val_index = [g for g in range(n) if int((g + 1) * 0.25) > int(g * 0.25)]
+        assert a["val_docs"] == len(val_index) and a["train_docs"] == n - len(val_index)
+        # every document decodes back to its paragraph, in input order, ending in <|endoftext|>
+        split_of = {g: "val" if g in set(val_index) else "train" for g in range(n)}
+        seen = {"train": 0, "val": 0}
+        for g, para in enumerate(paragraphs):
+            s = split_of[g]
+            off = f[f"{s}/doc_offsets"][seen[s]:seen[s] + 2]
+            ids = f[f"{s}/tokens"][off[0]:off[1]]
+            seen[s] += 1
+            assert ids[-1] == a["eot_token"]
+            if g % 7 == 0:  # decoding every document would be slow; a spread sample
+                assert decode(run, gpt_bin, tokenizer, ids[:-1], workdir) == para.encode()
+        assert f["train/doc_offsets"][-1] == len(f["train/tokens"]) == a["train_tokens"]
+
+
+def test_jsonl_documents(run, gpt_bin, tokenizer, workdir):
+    src = workdir / "docs.jsonl"
+    recs = [{"text": f"document number {i} about the whale", "id": i} for i in range(50)]
+    recs[3]["text"] = ""  # empty documents are skipped
+    src.write_text("\n".join(json.dumps(r) for r in recs) + "\n\n", encoding="utf-8")
+    out = workdir / "j.h5"
+    prepare(run, gpt_bin, tokenizer, out, [src], 2, ["--val-fraction", "0"])
+    data, attrs = read_corpus(out)
+    assert attrs["train_docs"] == 49 and attrs["val_docs"] == 0 and len(data["val/tokens"]) == 0
+    first = data["train/tokens"][data["train/doc_offsets"][0]:data["train/doc_offsets"][1] - 1]
+    assert decode(run, gpt_bin, tokenizer, first, workdir) == b"document number 0 about the whale"
+
+
+def test_inspect_corpus_and_detects_corruption(run, gpt_bin, tokenizer, texts, workdir):
+    out = workdir / "c.h5"
+    prepare(run, gpt_bin, tokenizer, out, texts[:1])
+    proc = run([gpt_bin, "inspect", out], check=True)
+    assert "train:" in proc.stdout and "checksums verified" in proc.stdout and "first tokens" in proc.stdout
+    with h5py.File(out, "r") as f:
+        offset = f["train/tokens"].id.get_chunk_info(0).byte_offset
+    raw = bytearray(out.read_bytes())
+    raw[offset + 10] ^= 0xFF
+    bad = workdir / "bad.h5"
+    bad.write_bytes(bytes(raw))
+    proc = run([gpt_bin, "inspect", bad])
+    assert proc.returncode != 0 and "corrupted" in proc.stderr and str(bad) in proc.stderr
+
+
+@pytest.mark.parametrize("ranks", [1, 2])
+@pytest.mark.parametrize("content,message", [
+    (b"", "empty file"),
+    (b"good text\n\n\x00\x01\x02binary\n", "NUL byte at offset 11"),
+    (b"caf\xc3\xa9 ok\n\nbad \xff\xfe here\n", "invalid UTF-8 at byte offset 14"),
+    (b"truncated \xe6\x97\n", "invalid UTF-8 at byte offset 10"),
+])
+def test_bad_text_is_named(run, gpt_bin, tokenizer, workdir, ranks, content, message):
+    good = workdir / "good.txt"
+    good.write_text("fine text\n" * 1000)
+    bad = workdir / "bad.txt"
+    bad.write_bytes(content)
+    out = workdir / "c.h5"
+    proc = prepare(run, gpt_bin, tokenizer, out, [good, bad], ranks, ["--split-on-blank-lines"], check=False)
+    assert proc.returncode != 0
+    assert f"{bad}: {message}" in proc.stderr
+    assert proc.stderr.count("gpt prepare:") == 1  # printed once, by rank 0
+    assert not out.exists() and not (workdir / "c.h5.tmp").exists()
+
+
+def test_bad_inputs_and_tokenizer(run, gpt_bin, tokenizer, workdir):
+    out = workdir / "c.h5"
+    good = workdir / "good.txt"
+    good.write_text("some text\n")
+    proc = prepare(run, gpt_bin, tokenizer, out, [workdir / "missing.txt"], check=False)
+    assert proc.returncode != 0 and "missing.txt: cannot open" in proc.stderr
+    notok = workdir / "notok.h5"
+    with h5py.File(notok, "w") as f:
+        f["x"] = np.zeros(3)
+    proc = prepare(run, gpt_bin, notok, out, [good], check=False)
+    assert proc.returncode != 0 and f"{notok}: no /tokenizer group" in proc.stderr
+    proc = prepare(run, gpt_bin, good, out, [good], check=False)
+    assert proc.returncode != 0 and f"{good}: cannot open" in proc.stderr
+    jl = workdir / "bad.jsonl"
+    jl.write_text('{"text": "ok"}\n{"txt": "wrong field"}\n')
+    proc = prepare(run, gpt_bin, tokenizer, out, [jl], check=False)
+    assert proc.returncode != 0 and f"{jl}:2: expected an object with a string field \"text\"" in proc.stderr
+    jl.write_text('{"text": "ok"}\n{"text": "unterminated\n')
+    proc = prepare(run, gpt_bin, tokenizer, out, [jl], check=False)
+    assert proc.returncode != 0 and f"{jl}:2: not valid JSON" in proc.stderr
+    big = workdir / "big.txt"
+    big.write_text("word " * 300000)  # 1.5 MB, one document
+    proc = prepare(run, gpt_bin, tokenizer, out, [big], extra=["--max-doc-mb", "1"], check=False)
+    assert proc.returncode != 0 and f"{big}: the document at byte 0 has 1500000 bytes" in proc.stderr
+    assert not out.exists()
+    hollow = workdir / "hollow.jsonl"
+    hollow.write_text('{"text": ""}\n\n{"text": ""}\n')
+    proc = prepare(run, gpt_bin, tokenizer, out, [hollow], extra=["--val-fraction", "0.9"], check=False)
+    assert proc.returncode != 0 and "no documents: the inputs hold no text" in proc.stderr
