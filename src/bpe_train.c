@@ -19,7 +19,7 @@
  * old and new counts of a word meet in a small delta list first, so pairs a merge
  * leaves unchanged cost no hash-table work and are not listed again.
  *
- * The pair table is open addressing on the key left << 32 | right. Indices are 32
+ * Pairs are found through a hash map (hashmap.h) on left << 32 | right. Indices are 32
  * bits: list entries number at most the initial pairs (< total length) plus, per
  * occurrence merged (< total length), two for each run of the new window (at most
  * four runs an occurrence), and BPE_MAX_TOTAL_BYTES keeps 9 x total in range. */
@@ -28,11 +28,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "rng.h"
+#include "hashmap.h"
 #include "util.h"
 
 #define NIL UINT32_MAX
-#define EMPTY UINT64_MAX   /* no pair has this key: ids are below 2^31 */
 #define DELTA_CAP 64
 #define PROGRESS_EVERY 1000
 
@@ -46,7 +45,6 @@ typedef struct {
 
 typedef struct { uint32_t word, next; } Node;
 typedef struct { uint64_t count, key; } HeapItem;
-typedef struct { uint64_t key; uint32_t pair; } Slot;
 typedef struct { uint64_t key; int64_t n; } Delta;
 
 typedef struct {
@@ -57,8 +55,7 @@ typedef struct {
     uint32_t tag;                 /* current step: 1 while counting, 2 + k in merge k */
     Pair *pairs;
     size_t n_pairs, cap_pairs;
-    Slot *slots;                  /* at most half full; capacity mask + 1 */
-    size_t mask;
+    HashMap index;                /* pair key -> index into pairs */
     Node *nodes;
     size_t n_nodes, cap_nodes;
     uint32_t free_nodes;          /* nodes of merged pairs, reused */
@@ -70,50 +67,27 @@ typedef struct {
     int n_delta;
 } Trainer;
 
-/* Grows an xmalloc'd array to hold at least `need` elements, doubling. */
+/* Grows an array to hold at least `need` elements, doubling. */
 static void *grow(void *p, size_t *cap, size_t need, size_t size) {
     if (need <= *cap) return p;
     size_t n = *cap ? *cap : 64;
     while (n < need) n *= 2;
-    void *q = xmalloc(n * size);
-    if (*cap) memcpy(q, p, *cap * size);
-    free(p);
     *cap = n;
-    return q;
+    return xrealloc(p, n * size);
 }
 
 static inline uint64_t pair_key(int32_t left, int32_t right) {
     return (uint64_t)(uint32_t)left << 32 | (uint32_t)right;
 }
 
-static void rehash(Trainer *tr) {
-    size_t cap = 2 * (tr->mask + 1);
-    Slot *s = xmalloc(cap * sizeof *s);
-    for (size_t i = 0; i < cap; i++) s[i].key = EMPTY;
-    for (size_t p = 0; p < tr->n_pairs; p++) {
-        size_t i = rng_mix64(tr->pairs[p].key) & (cap - 1);
-        while (s[i].key != EMPTY) i = (i + 1) & (cap - 1);
-        s[i] = (Slot){tr->pairs[p].key, (uint32_t)p};
-    }
-    free(tr->slots);
-    tr->slots = s;
-    tr->mask = cap - 1;
-}
-
 /* Index of the pair `key`, added with count 0 if it is new. */
 static uint32_t pair_get(Trainer *tr, uint64_t key) {
-    size_t i = rng_mix64(key) & tr->mask;
-    for (; tr->slots[i].key != EMPTY; i = (i + 1) & tr->mask)
-        if (tr->slots[i].key == key) return tr->slots[i].pair;
-    if (2 * (tr->n_pairs + 1) > tr->mask + 1) {
-        rehash(tr);
-        return pair_get(tr, key);
+    int64_t *p = hm_put(&tr->index, key, (int64_t)tr->n_pairs);
+    if (*p == (int64_t)tr->n_pairs) {
+        tr->pairs = grow(tr->pairs, &tr->cap_pairs, tr->n_pairs + 1, sizeof *tr->pairs);
+        tr->pairs[tr->n_pairs++] = (Pair){.key = key, .count = 0, .head = NIL, .last_word = NIL, .dirty = 0};
     }
-    tr->pairs = grow(tr->pairs, &tr->cap_pairs, tr->n_pairs + 1, sizeof *tr->pairs);
-    uint32_t p = (uint32_t)tr->n_pairs++;
-    tr->pairs[p] = (Pair){.key = key, .count = 0, .head = NIL, .last_word = NIL, .dirty = 0};
-    tr->slots[i] = (Slot){key, p};
-    return p;
+    return (uint32_t)*p;
 }
 
 static inline int heap_before(HeapItem x, HeapItem y) {
@@ -303,7 +277,7 @@ static void trainer_free(Trainer *tr) {
     free(tr->len);
     free(tr->seen);
     free(tr->pairs);
-    free(tr->slots);
+    hm_free(&tr->index);
     free(tr->nodes);
     free(tr->heap);
     free(tr->dirty);
@@ -312,15 +286,14 @@ static void trainer_free(Trainer *tr) {
 int bpe_learn(const BpeWord *words, size_t n_words, int n_merges, int32_t (*merges)[2],
               void (*progress)(int done, int total, void *ctx), void *ctx) {
     if (check_args(words, n_words, n_merges, merges)) return -1;
-    Trainer tr = {.words = words, .free_nodes = NIL, .tag = 1, .mask = 1023};
+    Trainer tr = {.words = words, .free_nodes = NIL, .tag = 1};
     size_t total = 0;
     for (size_t w = 0; w < n_words; w++) total += words[w].len;
     tr.tok = xmalloc(total * sizeof *tr.tok);
     tr.off = xmalloc(n_words * sizeof *tr.off);
     tr.len = xmalloc(n_words * sizeof *tr.len);
     tr.seen = xcalloc(n_words, sizeof *tr.seen);
-    tr.slots = xmalloc((tr.mask + 1) * sizeof *tr.slots);
-    for (size_t i = 0; i <= tr.mask; i++) tr.slots[i].key = EMPTY;
+    hm_init(&tr.index, 1024);
 
     size_t at = 0;
     for (size_t w = 0; w < n_words; w++) {
