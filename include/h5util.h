@@ -22,7 +22,7 @@ int h5_read_attr_float(const char *path, const char *where, hid_t obj, const cha
 int h5_read_attr_string(const char *path, const char *where, hid_t obj, const char *name,
                         char *buf, size_t size);
 
-/* A 1-D or 2-D dataset of `file_type` from memory of `mem_type`; contiguous. */
+/* A contiguous dataset of `rank` dimensions, `file_type` on disk, from `mem_type` data. */
 int h5_write_array(hid_t loc, const char *name, hid_t file_type, hid_t mem_type, int rank,
                    const hsize_t *dims, const void *data);
 /* Opens dataset WHERE/NAME and checks its rank; dims receives its shape. */

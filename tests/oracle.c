@@ -12,6 +12,7 @@
 
 #include "blas.h"
 #include "checkpoint.h"
+#include "h5util.h"
 #include "model.h"
 #include "optim.h"
 #include "util.h"
@@ -53,15 +54,6 @@ static double read_attr_double(hid_t f, const char *name) {
     return v;
 }
 
-static void write_array(hid_t loc, const char *name, hid_t mem_type, hid_t file_type,
-                        int rank, const hsize_t *dims, const void *data) {
-    hid_t s = H5Screate_simple(rank, dims, NULL);
-    hid_t d = H5Dcreate2(loc, name, file_type, s, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
-    H5Dwrite(d, mem_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, data);
-    H5Dclose(d);
-    H5Sclose(s);
-}
-
 /* Splits rows of T+1 tokens into inputs and targets of T. */
 static void split_windows(const int *tok, int B, int T, int *in, int *tgt) {
     for (int b = 0; b < B; b++)
@@ -90,13 +82,13 @@ static int grads(const char *model_path, const char *batch_path, const char *out
 
     hid_t f = H5Fcreate(out_path, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
     hsize_t one = 1, ldims[3] = {(hsize_t)B, (hsize_t)T, V};
-    write_array(f, "loss", H5T_NATIVE_DOUBLE, H5T_IEEE_F64LE, 1, &one, &loss);
-    write_array(f, "logits", H5T_NATIVE_FLOAT, H5T_IEEE_F32LE, 3, ldims, logits);
+    h5_write_array(f, "loss", H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, 1, &one, &loss);
+    h5_write_array(f, "logits", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, 3, ldims, logits);
     hid_t g = H5Gcreate2(f, "grad", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
     for (int i = 0; i < m->n_tensors; i++) {
         const GPTTensor *t = &m->tensors[i];
         hsize_t d[2] = {(hsize_t)t->shape[0], (hsize_t)t->shape[1]};
-        write_array(g, t->name, H5T_NATIVE_FLOAT, H5T_IEEE_F32LE, t->ndim, d, m->grads + t->offset);
+        h5_write_array(g, t->name, H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, t->ndim, d, m->grads + t->offset);
     }
     H5Gclose(g);
     H5Fclose(f);
@@ -143,9 +135,9 @@ static int train(const char *model_path, const char *batch_path, const char *out
     }
     hid_t out = H5Fcreate(out_path, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
     hsize_t n = (hsize_t)steps;
-    write_array(out, "losses", H5T_NATIVE_DOUBLE, H5T_IEEE_F64LE, 1, &n, losses);
-    write_array(out, "lr", H5T_NATIVE_DOUBLE, H5T_IEEE_F64LE, 1, &n, lrs);
-    write_array(out, "grad_norm", H5T_NATIVE_DOUBLE, H5T_IEEE_F64LE, 1, &n, norms);
+    h5_write_array(out, "losses", H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, 1, &n, losses);
+    h5_write_array(out, "lr", H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, 1, &n, lrs);
+    h5_write_array(out, "grad_norm", H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, 1, &n, norms);
     H5Fclose(out);
     free(losses);
     free(lrs);
