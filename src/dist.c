@@ -1,7 +1,7 @@
 /* dist.c: MPI start-up and error agreement (see dist.h). */
 #include "dist.h"
 
-#include <string.h>
+#include <stdio.h>
 
 #include "util.h"
 

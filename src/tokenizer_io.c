@@ -412,7 +412,11 @@ Tokenizer *tokenizer_read_h5(int64_t loc_id, const char *path) {
             t = NULL;
         }
     }
-    if (names) H5Dvlen_reclaim(str, H5S_ALL, H5P_DEFAULT, names); /* frees the strings only */
+    if (names) { /* frees the strings HDF5 allocated, not the array */
+        hid_t space = H5Screate_simple(1, &ns, NULL);
+        H5Dvlen_reclaim(str, space, H5P_DEFAULT, names);
+        H5Sclose(space);
+    }
     H5Tclose(str);
 out:
     free(bytes);
