@@ -211,32 +211,37 @@ int cmd_tokenize(int argc, char **argv) {
 int cmd_detokenize(int argc, char **argv) {
     static const char help[] = "usage: gpt detokenize --tokenizer TOK.h5 [FILE]\n\n"
                                "Writes the bytes of the whitespace-separated token ids in FILE\n"
-                               "(default: standard input).\n";
+                               "(default: standard input). Nothing is written unless every id is valid.\n";
     const char *tok = NULL, *in = NULL;
     int rc = parse_codec_args("detokenize", help, argc, argv, &tok, &in, NULL);
     if (rc >= 0) return rc;
     Tokenizer *t = tokenizer_load(tok);
     if (!t) return cli_fail("detokenize");
     size_t len;
-    char *text = (char *)read_file(in, &len);
+    char *text = (char *)read_file(in, &len), *p = text;
+    TokenVec ids = {0};
     rc = !text;
-    char *p = text;
     for (size_t pos = 0; !rc; pos++) {
-        while (*p == ' ' || *p == '\n' || *p == '\t' || *p == '\r') p++;
+        p += strspn(p, " \n\t\r");
         if (!*p) break;
         char *end;
         long id = strtol(p, &end, 10);
         size_t n;
-        const uint8_t *bytes = end > p && (*end == '\0' || strchr(" \n\t\r", *end)) ? tokenizer_token_bytes(t, (int32_t)id, &n) : NULL;
-        if (!bytes || id < 0 || id > INT32_MAX) {
+        if (end == p || !strchr(" \n\t\r", *end) || id < 0 || id >= tokenizer_vocab_size(t) ||
+            !tokenizer_token_bytes(t, (int32_t)id, &n))
             rc = gpt_error("%s: token %zu ('%.*s') is not an id in [0, %d)", in, pos, (int)strcspn(p, " \n\t\r"), p,
                            tokenizer_vocab_size(t));
-            break;
-        }
-        fwrite(bytes, 1, n, stdout);
+        else
+            tokvec_push(&ids, (int32_t)id);
         p = end;
     }
+    for (size_t i = 0; !rc && i < ids.n; i++) {
+        size_t n;
+        const uint8_t *bytes = tokenizer_token_bytes(t, ids.ids[i], &n);
+        fwrite(bytes, 1, n, stdout);
+    }
     if (!rc && fflush(stdout)) rc = gpt_error("writing to standard output failed");
+    free(ids.ids);
     free(text);
     tokenizer_free(t);
     return rc ? cli_fail("detokenize") : 0;
