@@ -2,13 +2,21 @@
 #include "dist.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 
 #include "util.h"
 
 void dist_init(int *argc, char ***argv) {
     int ready;
     MPI_Initialized(&ready);
-    if (!ready) MPI_Init(argc, argv);
+    if (ready) return;
+#ifdef OPEN_MPI
+    /* Open MPI's ROMIO, not its default OMPIO, under parallel HDF5: twice as fast for
+     * our collective filtered writes, and the pairing HDF5 is tested with. A user's own
+     * OMPI_MCA_io wins. */
+    setenv("OMPI_MCA_io", "romio321", 0);
+#endif
+    MPI_Init(argc, argv);
 }
 
 void dist_finalize(void) {

@@ -124,6 +124,27 @@ def test_jsonl_documents(run, gpt_bin, tokenizer, workdir):
     assert decode(run, gpt_bin, tokenizer, first, workdir) == b"document number 0 about the whale"
 
 
+def test_thousands_of_inputs_from_a_list(run, gpt_bin, tokenizer, workdir):
+    """More paths than a command line holds, and an input_files attribute over 64 KiB
+    (the limit of HDF5's original file format, which the corpus must not use)."""
+    d = workdir / "many"
+    d.mkdir()
+    paths = []
+    for i in range(5000):  # an attribute holds 16 bytes a path: over 64 KiB at 4096
+        p = d / f"document_with_a_long_file_name_{i:05d}.txt"
+        p.write_text(f"text number {i}\n")
+        paths.append(p)
+    listing = workdir / "inputs.txt"
+    listing.write_text("\n".join(map(str, paths[1:])) + "\n")
+    out = workdir / "c.h5"
+    prepare(run, gpt_bin, tokenizer, out, [paths[0], "--input-list", listing], 2, ["--val-fraction", "0"])
+    with h5py.File(out, "r") as f:
+        assert f.attrs["train_docs"] == 5000
+        assert [str(x) for x in f.attrs["input_files"]] == [str(p) for p in paths]
+        ids = f["train/tokens"][f["train/doc_offsets"][4999]:-1]
+    assert decode(run, gpt_bin, tokenizer, ids, workdir) == b"text number 4999\n"
+
+
 def test_inspect_corpus_and_detects_corruption(run, gpt_bin, tokenizer, texts, workdir):
     out = workdir / "c.h5"
     prepare(run, gpt_bin, tokenizer, out, texts[:1])

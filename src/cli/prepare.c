@@ -1,6 +1,8 @@
 /* prepare.c: `gpt prepare`, raw text to an HDF5 corpus (see corpus.h). */
 #include <getopt.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 
 #include "cli.h"
 #include "corpus.h"
@@ -9,11 +11,14 @@
 
 static const char help[] =
     "usage: [mpirun -np P] gpt prepare --tokenizer TOK.h5 --out CORPUS.h5 [--val-fraction F]\n"
-    "                                  [--split-on-blank-lines] [--max-doc-mb N] INPUTS...\n\n"
+    "                                  [--split-on-blank-lines] [--max-doc-mb N]\n"
+    "                                  [--input-list FILE] INPUTS...\n\n"
     "Tokenizes UTF-8 text into one HDF5 corpus (docs/formats.md). A text file is one\n"
     "document, or one per paragraph with --split-on-blank-lines; a .jsonl file holds one\n"
     "document per line in its \"text\" field. Every document ends with <|endoftext|>.\n"
     "--val-fraction F (default 0.01) of the documents, spread evenly, go to /val.\n"
+    "--input-list FILE names further inputs, one path a line, after those on the command line\n"
+    "(for more files than a command line holds).\n"
     "Under mpirun the ranks share the work; the file is the same for any number of ranks.\n"
     "TOK.h5: a tokenizer file (gpt tokenizer train|import) or a corpus.\n";
 
@@ -23,9 +28,10 @@ int cmd_prepare(int argc, char **argv) {
                                          {"val-fraction", required_argument, 0, 'v'},
                                          {"split-on-blank-lines", no_argument, 0, 'b'},
                                          {"max-doc-mb", required_argument, 0, 'm'},
+                                         {"input-list", required_argument, 0, 'l'},
                                          {"help", no_argument, 0, 'h'},
                                          {0, 0, 0, 0}};
-    const char *tok = NULL, *out = NULL;
+    const char *tok = NULL, *out = NULL, *list = NULL;
     PrepareOptions opt = {.val_fraction = 0.01, .split_on_blank_lines = 0, .max_doc_bytes = (size_t)256 << 20};
     float f;
     int mb, o;
@@ -40,6 +46,7 @@ int cmd_prepare(int argc, char **argv) {
             opt.val_fraction = f;
             break;
         case 'b': opt.split_on_blank_lines = 1; break;
+        case 'l': list = optarg; break;
         case 'm':
             if (parse_int(optarg, &mb) || mb < 1) return cli_usage_error("prepare", "--max-doc-mb: expected a positive integer, got '%s'", optarg);
             opt.max_doc_bytes = (size_t)mb << 20;
@@ -49,11 +56,23 @@ int cmd_prepare(int argc, char **argv) {
         }
     }
     if (!tok || !out) return cli_usage_error("prepare", "--tokenizer and --out are required");
-    if (optind == argc) return cli_usage_error("prepare", "no input files");
+    if (optind == argc && !list) return cli_usage_error("prepare", "no input files");
+    /* the inputs: command line, then the list file's lines */
+    size_t list_len = 0;
+    char *list_text = list ? (char *)read_file(list, &list_len) : NULL;
+    if (list && !list_text) return cli_fail("prepare");
+    const char **inputs = xmalloc(((size_t)(argc - optind) + list_len + 1) * sizeof *inputs);
+    int n = 0;
+    for (int i = optind; i < argc; i++) inputs[n++] = argv[i];
+    for (char *line = list_text ? strtok(list_text, "\n") : NULL; line; line = strtok(NULL, "\n"))
+        if (line[strspn(line, " \t\r")]) inputs[n++] = line;
+    if (n == 0) return cli_usage_error("prepare", "%s names no input files", list);
     dist_init(&argc, &argv);
     double t0 = now_seconds();
     PrepareStats st;
-    int rc = corpus_prepare(tok, out, (const char *const *)argv + optind, argc - optind, &opt, &st);
+    int rc = corpus_prepare(tok, out, inputs, n, &opt, &st);
+    free(inputs);
+    free(list_text);
     if (dist_rank() == 0) {
         if (rc) cli_fail("prepare");
         else {
