@@ -79,6 +79,10 @@ Tokenizer *tokenizer_from_merges(const int32_t (*merges)[2], int n_merges);
 Tokenizer *tokenizer_import_gpt2(const char *encoder_json, const char *vocab_bpe);
 Tokenizer *tokenizer_import_tiktoken(const char *path);
 
+/* 1 if a and b encode every text alike (same tokens, merges and special tokens); else
+ * 0, with a description of the first difference in why[size]. */
+int tokenizer_equal(const Tokenizer *a, const Tokenizer *b, char *why, size_t size);
+
 /* HDF5: the tokenizer as group "tokenizer" of an open file or group (docs/formats.md). */
 int tokenizer_write_h5(const Tokenizer *t, int64_t loc_id);
 Tokenizer *tokenizer_read_h5(int64_t loc_id, const char *path_for_errors);

@@ -13,6 +13,7 @@
 #include "tokenizer.h"
 
 #include <pcre2.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -241,6 +242,25 @@ TokenizerParts tokenizer_parts(const Tokenizer *t) {
                         t->n_merges, (const char *const *)t->special_names, t->special_ids,
                         t->n_special};
     return p;
+}
+
+int tokenizer_equal(const Tokenizer *a, const Tokenizer *b, char *why, size_t size) {
+    if (a->n_tokens + a->n_special != b->n_tokens + b->n_special)
+        return snprintf(why, size, "vocabulary %d vs %d", a->n_tokens + a->n_special, b->n_tokens + b->n_special), 0;
+    if (a->n_tokens != b->n_tokens || a->n_merges != b->n_merges)
+        return snprintf(why, size, "%d vs %d merges", a->n_merges, b->n_merges), 0;
+    for (int i = 0; i < a->n_tokens; i++) {
+        int64_t la = a->offsets[i + 1] - a->offsets[i];
+        if (la != b->offsets[i + 1] - b->offsets[i] || memcmp(a->bytes + a->offsets[i], b->bytes + b->offsets[i], (size_t)la))
+            return snprintf(why, size, "token %d differs", i), 0;
+    }
+    for (int k = 0; k < a->n_merges; k++)
+        if (memcmp(a->merges[k], b->merges[k], sizeof a->merges[k]))
+            return snprintf(why, size, "merge %d differs", k), 0;
+    for (int i = 0; i < a->n_special; i++)
+        if (strcmp(a->special_names[i], b->special_names[i]) || a->special_ids[i] != b->special_ids[i])
+            return snprintf(why, size, "special token %d differs", i), 0;
+    return 1;
 }
 
 int tokenizer_vocab_size(const Tokenizer *t) { return t->n_tokens + t->n_special; }

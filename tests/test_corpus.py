@@ -160,6 +160,20 @@ def test_inspect_corpus_and_detects_corruption(run, gpt_bin, tokenizer, texts, w
     assert proc.returncode != 0 and "corrupted" in proc.stderr and str(bad) in proc.stderr
 
 
+def test_corpus_checked_against_a_tokenizer(run, gpt_bin, tokenizer, texts, workdir):
+    out = workdir / "c.h5"
+    prepare(run, gpt_bin, tokenizer, out, texts[:1])
+    run([gpt_bin, "inspect", out, "--tokenizer", tokenizer], check=True)
+    run([gpt_bin, "inspect", out, "--tokenizer", out], check=True)  # a corpus carries its tokenizer
+    other = workdir / "other.h5"
+    run([gpt_bin, "tokenizer", "train", "--merges", 50, "--out", other, texts[0]], check=True)
+    proc = run([gpt_bin, "inspect", out, "--tokenizer", other])
+    assert proc.returncode != 0
+    with h5py.File(tokenizer) as a, h5py.File(other) as b:
+        sizes = a["tokenizer"].attrs["vocab_size"], b["tokenizer"].attrs["vocab_size"]
+    assert f"{out} was tokenized with a different tokenizer than {other} (vocabulary {sizes[0]} vs {sizes[1]})" in proc.stderr
+
+
 @pytest.mark.parametrize("ranks", [1, 2])
 @pytest.mark.parametrize("content,message", [
     (b"", "empty file"),

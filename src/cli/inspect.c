@@ -15,7 +15,11 @@
 #include "tokenizer.h"
 #include "util.h"
 
-static const char help[] = "usage: gpt inspect FILE.h5\n\nPrints what a model, tokenizer or corpus file holds and checks it.\n";
+static const char help[] =
+    "usage: gpt inspect FILE.h5 [--tokenizer TOK.h5]\n\n"
+    "Prints what a model, tokenizer or corpus file holds and checks it. With --tokenizer,\n"
+    "also checks that a corpus was tokenized with TOK.h5 (or with the tokenizer a corpus or\n"
+    "tokenizer file TOK.h5 carries).\n";
 
 static void print_tokens(const Tokenizer *t, const int32_t *ids, size_t n) {
     for (size_t i = 0; i < n; i++) {
@@ -85,15 +89,23 @@ static int check_split(const char *path, hid_t f, const char *split, int64_t tok
     return rc;
 }
 
-static int inspect_corpus(const char *path, hid_t f) {
+static int inspect_corpus(const char *path, hid_t f, const char *expected_tok) {
     int64_t n[4];
     int vocab, eot;
     if (h5_read_attr_int(path, "", f, "vocab_size", &vocab) || h5_read_attr_int(path, "", f, "eot_token", &eot) ||
         h5_read_attr_i64(path, "", f, "train_tokens", &n[0]) || h5_read_attr_i64(path, "", f, "train_docs", &n[1]) ||
         h5_read_attr_i64(path, "", f, "val_tokens", &n[2]) || h5_read_attr_i64(path, "", f, "val_docs", &n[3]))
         return cli_fail("inspect");
-    Tokenizer *t = tokenizer_read_h5(f, path);
+    Tokenizer *t = tokenizer_read_h5(f, path), *want = NULL;
     if (!t) return cli_fail("inspect");
+    char why[128];
+    if (expected_tok && (!(want = tokenizer_load(expected_tok)) || !tokenizer_equal(t, want, why, sizeof why))) {
+        if (want) gpt_error("%s was tokenized with a different tokenizer than %s (%s)", path, expected_tok, why);
+        tokenizer_free(t);
+        tokenizer_free(want);
+        return cli_fail("inspect");
+    }
+    tokenizer_free(want);
     int32_t first[24];
     int rc = tokenizer_vocab_size(t) != vocab
                  ? gpt_error("%s: vocab_size %d, but its tokenizer has %d tokens", path, vocab, tokenizer_vocab_size(t))
@@ -113,15 +125,16 @@ static int inspect_corpus(const char *path, hid_t f) {
 }
 
 int cmd_inspect(int argc, char **argv) {
-    static const struct option opts[] = {{"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
+    static const struct option opts[] = {{"tokenizer", required_argument, 0, 't'},
+                                         {"help", no_argument, 0, 'h'},
+                                         {0, 0, 0, 0}};
+    const char *expected_tok = NULL;
     int opt;
     optind = 1;
     while ((opt = getopt_long(argc, argv, "", opts, NULL)) != -1) {
-        if (opt == 'h') {
-            fputs(help, stdout);
-            return 0;
-        }
-        return cli_usage_error("inspect", "unknown option");
+        if (opt == 't') expected_tok = optarg;
+        else if (opt == 'h') return fputs(help, stdout), 0;
+        else return cli_usage_error("inspect", "unknown option");
     }
     if (argc - optind != 1) return cli_usage_error("inspect", "expected one file");
     const char *path = argv[optind];
@@ -130,10 +143,11 @@ int cmd_inspect(int argc, char **argv) {
     char format[32] = "";
     if (H5Aexists(f, "format") > 0) h5_read_attr_string(path, "", f, "format", format, sizeof format);
     int rc = -1;
-    if (!strcmp(format, "gpt-tokenizer")) rc = inspect_tokenizer(path);
-    else if (!strcmp(format, "gpt-corpus")) rc = inspect_corpus(path, f);
+    if (!strcmp(format, "gpt-tokenizer") && !expected_tok) rc = inspect_tokenizer(path);
+    else if (!strcmp(format, "gpt-corpus")) rc = inspect_corpus(path, f, expected_tok);
     H5Fclose(f);
     if (rc >= 0) return rc;
+    if (expected_tok) return cli_usage_error("inspect", "--tokenizer applies to corpus files only");
     GPT *m = model_file_load(path, 1, 0);
     if (!m) return cli_fail("inspect");
     printf("%s: GPT model file\n  ", path);
