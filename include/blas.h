@@ -16,5 +16,8 @@ void blas_select_core(char **argv);
 const char *blas_core_name(void);
 const char *blas_core_origin(void);
 void blas_set_threads(int n);
+/* Best GFLOP/s of a square 2048 cblas_sgemm (best of 4 after a warm-up) with the
+ * current threads: the matrix-multiply limit that MFU is measured against. */
+double blas_sgemm_peak_gflops(void);
 
 #endif

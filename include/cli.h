@@ -10,7 +10,12 @@ int cmd_tokenizer(int argc, char **argv);
 int cmd_tokenize(int argc, char **argv);
 int cmd_detokenize(int argc, char **argv);
 int cmd_prepare(int argc, char **argv);
+int cmd_train(int argc, char **argv);
+int cmd_eval(int argc, char **argv);
 
+/* Under mpirun every rank runs the command; ranks other than 0 call cli_quiet(1) so that
+ * each message is printed once. */
+void cli_quiet(int quiet);
 /* Prints "gpt CMD: <last error>" to stderr and returns 1. */
 int cli_fail(const char *cmd);
 /* Prints "gpt CMD: <message>" to stderr and returns 2 (usage errors). */

@@ -16,4 +16,20 @@ int dist_size(void);
  * with the message of the lowest failing rank as gpt_last_error() everywhere. */
 int dist_agree(int local_rc);
 
+/* Gradient averaging that overlaps the backward pass. The gradient buffer is cut into
+ * buckets of whole layers, about bucket_bytes each, taken from its end (the last layer,
+ * whose gradients the backward pass finishes first) to its start (wte and wpe, finished
+ * last). The model's grad_ready hook starts a bucket's MPI_Iallreduce as soon as its
+ * lowest layer is done and lets the ones in flight progress; gradsync_finish() waits
+ * for the rest. Only an armed pass communicates, so gradient accumulation over several
+ * micro-steps sends once. */
+struct GPT;
+typedef struct GradSync GradSync;
+GradSync *gradsync_create(struct GPT *m, size_t bucket_bytes);
+void gradsync_free(GradSync *g);
+void gradsync_arm(GradSync *g);
+/* Waits for every bucket of the armed pass; returns the seconds spent waiting. */
+double gradsync_finish(GradSync *g);
+int gradsync_buckets(const GradSync *g);
+
 #endif

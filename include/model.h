@@ -80,7 +80,7 @@ typedef struct {
     int head_rows;
 } GPTActs;
 
-typedef struct {
+typedef struct GPT {
     GPTConfig cfg;
     int n_tensors;
     GPTTensor *tensors;         /* n_tensors entries in buffer order */
@@ -91,6 +91,11 @@ typedef struct {
     size_t n_acts;
     float *act_buf;
     GPTActs act;
+    /* Called by the backward pass as soon as a layer's parameter gradients are final
+     * (layer L-1 first, which also completes ln_f), and with layer -1 once wte and wpe
+     * are: the moment their gradients can be sent. NULL: no calls. */
+    void (*grad_ready)(void *ctx, int layer);
+    void *grad_ready_ctx;
 } GPT;
 
 /* Creates a model of the given (validated) configuration with zeroed parameters.

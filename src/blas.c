@@ -7,6 +7,9 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "rng.h"
+#include "util.h"
+
 #define AUTO_MARK "GPT_OPENBLAS_CORE_AUTO"
 
 /* Generic fallbacks OpenBLAS uses for CPUs it cannot identify. */
@@ -44,3 +47,23 @@ const char *blas_core_origin(void) {
 }
 
 void blas_set_threads(int n) { openblas_set_num_threads(n); }
+
+double blas_sgemm_peak_gflops(void) {
+    enum { N = 2048, REPS = 4 };
+    size_t nn = (size_t)N * N;
+    float *a = xalloc_floats(nn), *b = xalloc_floats(nn), *c = xalloc_floats(nn);
+    Rng r;
+    rng_seed(&r, 1);
+    for (size_t i = 0; i < nn; i++) a[i] = rng_uniform(&r) - 0.5f, b[i] = rng_uniform(&r) - 0.5f;
+    double best = 0.0;
+    for (int i = 0; i <= REPS; i++) { /* the first is a warm-up */
+        double t0 = now_seconds();
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, N, N, 1.0f, a, N, b, N, 0.0f, c, N);
+        double g = 2.0 * N * (double)nn / (now_seconds() - t0) / 1e9;
+        if (i > 0 && g > best) best = g;
+    }
+    free(a);
+    free(b);
+    free(c);
+    return best;
+}

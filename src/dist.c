@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#include "model.h"
 #include "util.h"
 
 void dist_init(int *argc, char ***argv) {
@@ -45,4 +46,72 @@ int dist_agree(int local_rc) {
     snprintf(msg, sizeof msg, "%s", gpt_last_error());
     MPI_Bcast(msg, sizeof msg, MPI_CHAR, first, MPI_COMM_WORLD);
     return gpt_error("%s", msg);
+}
+
+typedef struct {
+    size_t offset, count; /* floats */
+    int trigger;          /* the layer whose completion starts it; -1: the embeddings */
+} Bucket;
+
+struct GradSync {
+    GPT *m;
+    Bucket *b;
+    int n, next, armed;
+    MPI_Request *req;
+};
+
+GradSync *gradsync_create(GPT *m, size_t bucket_bytes) {
+    GradSync *g = xcalloc(1, sizeof *g);
+    int L = m->cfg.n_layer;
+    g->m = m;
+    g->b = xcalloc((size_t)L + 1, sizeof *g->b);
+    g->req = xcalloc((size_t)L + 1, sizeof *g->req);
+    /* layer l's tensors are 12 consecutive entries of the table, after wte and wpe */
+    size_t end = m->n_params; /* the last bucket also takes ln_f, finished before layer L-1 */
+    for (int l = L - 1; l >= 0; l--) {
+        size_t start = m->tensors[2 + 12 * l].offset;
+        if ((end - start) * sizeof(float) >= bucket_bytes || l == 0) {
+            g->b[g->n++] = (Bucket){start, end - start, l};
+            end = start;
+        }
+    }
+    g->b[g->n++] = (Bucket){0, end, -1};
+    return g;
+}
+
+void gradsync_free(GradSync *g) {
+    if (!g) return;
+    free(g->b);
+    free(g->req);
+    free(g);
+}
+
+int gradsync_buckets(const GradSync *g) { return g->n; }
+
+static void grad_ready(void *ctx, int layer) {
+    GradSync *g = ctx;
+    if (!g->armed) return;
+    while (g->next < g->n && g->b[g->next].trigger == layer) {
+        Bucket *b = &g->b[g->next];
+        MPI_Iallreduce(MPI_IN_PLACE, g->m->grads + b->offset, (int)b->count, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD,
+                       &g->req[g->next]);
+        g->next++;
+    }
+    /* Open MPI progresses non-blocking collectives only inside MPI calls */
+    int done;
+    MPI_Testall(g->next, g->req, &done, MPI_STATUSES_IGNORE);
+}
+
+void gradsync_arm(GradSync *g) {
+    g->armed = 1;
+    g->next = 0;
+    g->m->grad_ready = grad_ready;
+    g->m->grad_ready_ctx = g;
+}
+
+double gradsync_finish(GradSync *g) {
+    double t0 = now_seconds();
+    MPI_Waitall(g->next, g->req, MPI_STATUSES_IGNORE);
+    g->armed = 0;
+    return now_seconds() - t0;
 }

@@ -326,9 +326,11 @@ static void backward_trunk(GPT *m, const int *inputs, int B, int T, const uint64
                             3 * C, 1);
         }
         /* dres = dL/dx, the previous layer's output */
+        if (m->grad_ready) m->grad_ready(m->grad_ready_ctx, l);
     }
     dropout_apply(dres, B, (size_t)T * C, keys, SITE_EMBD, c->dropout_embd);
     embedding_backward(m->g.wte, m->g.wpe, dres, inputs, B, T, C);
+    if (m->grad_ready) m->grad_ready(m->grad_ready_ctx, -1);
 }
 
 /* Vocabulary projection and cross-entropy in row chunks; with dh != NULL also the

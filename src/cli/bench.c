@@ -1,9 +1,8 @@
 /* bench.c: `gpt bench`, training speed and memory on synthetic tokens.
  *
  * The machine's matrix-multiply limit is measured in the same process with the same
- * BLAS threads (a large square cblas_sgemm, best of several), so the model FLOP rate
- * can be reported as a fraction of it (MFU) whatever the core type OpenBLAS picked. */
-#include <cblas.h>
+ * BLAS threads (blas_sgemm_peak_gflops), so the model FLOP rate can be reported as a
+ * fraction of it (MFU) whatever the core type OpenBLAS picked. */
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,26 +22,6 @@ static const char help[] =
     "model GFLOP/s (6N + 12 L C n_ctx per token), the cblas_sgemm peak measured in\n"
     "the same run with the same threads, MFU, peak RSS and OpenBLAS's core type.\n"
     "Defaults: --batch 4 --steps 5 --warmup-steps 1 --threads 1.\n\nmodel options:\n" CONFIG_OPTIONS_HELP;
-
-/* Best GFLOP/s of a square n x n x n sgemm over `reps` runs after one warm-up. */
-static double sgemm_peak_gflops(int n, int reps) {
-    size_t nn = (size_t)n * n;
-    float *a = xalloc_floats(nn), *b = xalloc_floats(nn), *c = xalloc_floats(nn);
-    Rng r;
-    rng_seed(&r, 1);
-    for (size_t i = 0; i < nn; i++) a[i] = rng_uniform(&r) - 0.5f, b[i] = rng_uniform(&r) - 0.5f;
-    double best = 0.0;
-    for (int i = 0; i <= reps; i++) {
-        double t0 = now_seconds();
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1.0f, a, n, b, n, 0.0f, c, n);
-        double g = 2.0 * n * (double)nn / (now_seconds() - t0) / 1e9;
-        if (i > 0 && g > best) best = g;
-    }
-    free(a);
-    free(b);
-    free(c);
-    return best;
-}
 
 int cmd_bench(int argc, char **argv) {
     enum { OPT_BATCH = 1, OPT_STEPS, OPT_WARMUP, OPT_THREADS, OPT_SEED, OPT_JSON, OPT_HELP };
@@ -92,7 +71,7 @@ int cmd_bench(int argc, char **argv) {
     if (config_from_args(&cargs, &cfg)) return cli_fail("bench");
 
     blas_set_threads(threads);
-    double peak = sgemm_peak_gflops(2048, 4);
+    double peak = blas_sgemm_peak_gflops();
 
     int B = batch, T = cfg.n_ctx;
     GPT *m = gpt_create(&cfg, B, 1);

@@ -21,6 +21,8 @@ static const Command commands[] = {
     {"tokenize", cmd_tokenize, "print the token ids of a text"},
     {"detokenize", cmd_detokenize, "turn token ids back into text"},
     {"prepare", cmd_prepare, "tokenize text into an HDF5 corpus (in parallel under mpirun)"},
+    {"train", cmd_train, "pre-train a GPT on a corpus (data-parallel under mpirun)"},
+    {"eval", cmd_eval, "mean loss and perplexity of a model on a corpus split"},
     {"inspect", cmd_inspect, "describe and verify a model, tokenizer or corpus file"},
 };
 
@@ -30,12 +32,17 @@ static void usage(FILE *f) {
         fprintf(f, "  %-10s %s\n", commands[i].name, commands[i].summary);
 }
 
+static int quiet;
+
+void cli_quiet(int q) { quiet = q; }
+
 int cli_fail(const char *cmd) {
-    fprintf(stderr, "gpt %s: %s\n", cmd, gpt_last_error());
+    if (!quiet) fprintf(stderr, "gpt %s: %s\n", cmd, gpt_last_error());
     return 1;
 }
 
 int cli_usage_error(const char *cmd, const char *fmt, ...) {
+    if (quiet) return 2;
     va_list ap;
     fprintf(stderr, "gpt %s: ", cmd);
     va_start(ap, fmt);

@@ -22,7 +22,7 @@ static const char help[] =
     "Under mpirun the ranks share the work; the file is the same for any number of ranks.\n"
     "TOK.h5: a tokenizer file (gpt tokenizer train|import) or a corpus.\n";
 
-int cmd_prepare(int argc, char **argv) {
+static int prepare(int argc, char **argv) {
     static const struct option opts[] = {{"tokenizer", required_argument, 0, 't'},
                                          {"out", required_argument, 0, 'o'},
                                          {"val-fraction", required_argument, 0, 'v'},
@@ -46,12 +46,12 @@ int cmd_prepare(int argc, char **argv) {
             opt.val_fraction = f;
             break;
         case 'b': opt.split_on_blank_lines = 1; break;
-        case 'l': list = optarg; break;
         case 'm':
             if (parse_int(optarg, &mb) || mb < 1) return cli_usage_error("prepare", "--max-doc-mb: expected a positive integer, got '%s'", optarg);
             opt.max_doc_bytes = (size_t)mb << 20;
             break;
-        case 'h': fputs(help, stdout); return 0;
+        case 'l': list = optarg; break;
+        case 'h': if (dist_rank() == 0) fputs(help, stdout); return 0;
         default: return cli_usage_error("prepare", "unknown option");
         }
     }
@@ -60,29 +60,33 @@ int cmd_prepare(int argc, char **argv) {
     /* the inputs: command line, then the list file's lines */
     size_t list_len = 0;
     char *list_text = list ? (char *)read_file(list, &list_len) : NULL;
-    if (list && !list_text) return cli_fail("prepare");
+    if (dist_agree(list && !list_text)) return cli_fail("prepare");
     const char **inputs = xmalloc(((size_t)(argc - optind) + list_len + 1) * sizeof *inputs);
     int n = 0;
     for (int i = optind; i < argc; i++) inputs[n++] = argv[i];
     for (char *line = list_text ? strtok(list_text, "\n") : NULL; line; line = strtok(NULL, "\n"))
         if (line[strspn(line, " \t\r")]) inputs[n++] = line;
-    if (n == 0) return cli_usage_error("prepare", "%s names no input files", list);
-    dist_init(&argc, &argv);
+    int rc = 0;
+    if (n == 0) rc = cli_usage_error("prepare", "%s names no input files", list);
     double t0 = now_seconds();
     PrepareStats st;
-    int rc = corpus_prepare(tok, out, inputs, n, &opt, &st);
+    if (!rc && corpus_prepare(tok, out, inputs, n, &opt, &st)) rc = cli_fail("prepare");
+    if (!rc && dist_rank() == 0) {
+        double s = now_seconds() - t0;
+        printf("wrote %s: train %lld tokens in %lld documents, val %lld tokens in %lld documents; "
+               "%.1f MB in %.2f s (%.1f MB/s) on %d rank(s)\n",
+               out, (long long)st.tokens[0], (long long)st.docs[0], (long long)st.tokens[1],
+               (long long)st.docs[1], st.input_bytes / 1e6, s, st.input_bytes / 1e6 / s, dist_size());
+    }
     free(inputs);
     free(list_text);
-    if (dist_rank() == 0) {
-        if (rc) cli_fail("prepare");
-        else {
-            double s = now_seconds() - t0;
-            printf("wrote %s: train %lld tokens in %lld documents, val %lld tokens in %lld documents; "
-                   "%.1f MB in %.2f s (%.1f MB/s) on %d rank(s)\n",
-                   out, (long long)st.tokens[0], (long long)st.docs[0], (long long)st.tokens[1],
-                   (long long)st.docs[1], st.input_bytes / 1e6, s, st.input_bytes / 1e6 / s, dist_size());
-        }
-    }
+    return rc;
+}
+
+int cmd_prepare(int argc, char **argv) {
+    dist_init(&argc, &argv);
+    cli_quiet(dist_rank() != 0);
+    int rc = prepare(argc, argv);
     dist_finalize();
-    return rc ? 1 : 0;
+    return rc;
 }

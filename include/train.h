@@ -1,0 +1,43 @@
+/* train.h: data-parallel pre-training and evaluation over MPI.
+ *
+ * Every rank holds the whole model and takes its share of every step's windows
+ * (data.h): with P ranks, batch B and A micro-steps, a step trains on G = P B A windows,
+ * window j of step s being global sample s G + j, read by rank (j mod P B) / B in
+ * micro-step j / (P B). Gradients are averaged with bucketed MPI_Iallreduce overlapping
+ * the backward pass (dist.h) and every rank applies the same AdamW update, so the ranks'
+ * parameters never diverge and a step's result does not depend on P. */
+#ifndef GPT_TRAIN_H
+#define GPT_TRAIN_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "config.h"
+#include "data.h"
+#include "model.h"
+#include "optim.h"
+
+typedef struct {
+    const char *data;         /* corpus file */
+    const char *out;          /* run directory */
+    GPTConfig model;          /* vocab_size 0: take the corpus's */
+    OptimConfig optim;
+    long steps;
+    int batch, accum;
+    uint64_t seed;
+    int eval_every, eval_windows, log_every;
+    size_t bucket_bytes;
+    int max_bad_steps;        /* non-finite steps in a row before the run stops */
+    int overwrite;
+    int threads;
+} TrainOptions;
+
+/* Collective. Writes RUN_DIR/config.json, metrics.jsonl and model.h5. Returns 0, or -1
+ * on every rank with the same message. */
+int train_run(const TrainOptions *o);
+
+/* Collective: the summed NLL and the number of tokens over the first n_windows windows
+ * of a split, window w evaluated by rank w mod P in batches of the model's max_batch. */
+int evaluate(GPT *m, Corpus *c, int split, int64_t n_windows, double *nll_sum, int64_t *tokens);
+
+#endif

@@ -1,0 +1,181 @@
+/* train.c: `gpt train` (see train.h) and `gpt eval`. */
+#include <getopt.h>
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "blas.h"
+#include "checkpoint.h"
+#include "cli.h"
+#include "config.h"
+#include "data.h"
+#include "dist.h"
+#include "train.h"
+#include "util.h"
+
+static const char train_help[] =
+    "usage: [mpirun -np P] gpt train --data CORPUS.h5 --model PRESET [model options] --out RUN_DIR\n"
+    "                                --steps N [--batch B] [--accum A] [--seed S]\n"
+    "                                [--lr X] [--min-lr X] [--warmup W] [--weight-decay X] [--clip X]\n"
+    "                                [--eval-every E] [--eval-windows W] [--log-every L]\n"
+    "                                [--bucket-mb M] [--max-bad-steps K] [--threads T] [--overwrite]\n\n"
+    "Pre-trains on windows of n_ctx + 1 tokens of the corpus's /train split. B windows per\n"
+    "rank and micro-step (default 8), A micro-steps a step (default 1): P*B*A windows a step.\n"
+    "The vocabulary comes from the corpus unless --vocab is given. AdamW: --lr 2.5e-4, --min-lr 0,\n"
+    "--warmup min(2000, N/10), --weight-decay 0.01, --clip 1 (0: off). Every E steps (default\n"
+    "100, 0: never) and at the end, the mean loss over the first W windows of /val (default\n"
+    "100). Gradients are averaged in buckets of about M MiB (default 25) while the backward\n"
+    "pass runs. RUN_DIR gets config.json, metrics.jsonl (a line a step) and model.h5.\n"
+    "A RUN_DIR holding another run is refused unless --overwrite.\n\nmodel options:\n" CONFIG_OPTIONS_HELP;
+
+static int parse_train(int argc, char **argv, TrainOptions *o) {
+    enum { O_DATA = 1, O_OUT, O_STEPS, O_BATCH, O_ACCUM, O_SEED, O_LR, O_MIN_LR, O_WARMUP, O_WD, O_CLIP,
+           O_EVAL_EVERY, O_EVAL_WINDOWS, O_LOG_EVERY, O_BUCKET, O_MAX_BAD, O_THREADS, O_OVERWRITE, O_HELP };
+    static const struct option opts[] = {
+        CONFIG_LONG_OPTIONS,
+        {"data", required_argument, 0, O_DATA}, {"out", required_argument, 0, O_OUT},
+        {"steps", required_argument, 0, O_STEPS}, {"batch", required_argument, 0, O_BATCH},
+        {"accum", required_argument, 0, O_ACCUM}, {"seed", required_argument, 0, O_SEED},
+        {"lr", required_argument, 0, O_LR}, {"min-lr", required_argument, 0, O_MIN_LR},
+        {"warmup", required_argument, 0, O_WARMUP}, {"weight-decay", required_argument, 0, O_WD},
+        {"clip", required_argument, 0, O_CLIP}, {"eval-every", required_argument, 0, O_EVAL_EVERY},
+        {"eval-windows", required_argument, 0, O_EVAL_WINDOWS}, {"log-every", required_argument, 0, O_LOG_EVERY},
+        {"bucket-mb", required_argument, 0, O_BUCKET}, {"max-bad-steps", required_argument, 0, O_MAX_BAD},
+        {"threads", required_argument, 0, O_THREADS}, {"overwrite", no_argument, 0, O_OVERWRITE},
+        {"help", no_argument, 0, O_HELP}, {0, 0, 0, 0}};
+    ConfigArgs cargs = {0};
+    long steps = 0, warmup = -1;
+    int vocab_given = 0, bucket_mb = 25, opt;
+    unsigned long long seed = 1337;
+    float lr = 2.5e-4f, min_lr = 0.0f, wd = 0.01f, clip = 1.0f;
+    *o = (TrainOptions){.batch = 8, .accum = 1, .eval_every = 100, .eval_windows = 100, .log_every = 10,
+                        .max_bad_steps = 5, .threads = 1};
+    optind = 1;
+    while ((opt = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        const char *flag = NULL; /* set when the value is bad */
+        if (opt >= CONFIG_OPT_BASE) {
+            vocab_given |= opt == CONFIG_OPT_VOCAB;
+            if (config_args_add(&cargs, opt, optarg)) return cli_fail("train");
+            continue;
+        }
+        switch (opt) {
+        case O_DATA: o->data = optarg; break;
+        case O_OUT: o->out = optarg; break;
+        case O_STEPS: if (parse_long(optarg, &steps) || steps < 1) flag = "--steps: expected a positive integer"; break;
+        case O_BATCH: if (parse_int(optarg, &o->batch) || o->batch < 1) flag = "--batch: expected a positive integer"; break;
+        case O_ACCUM: if (parse_int(optarg, &o->accum) || o->accum < 1) flag = "--accum: expected a positive integer"; break;
+        case O_SEED: if (parse_u64(optarg, &seed)) flag = "--seed: expected a non-negative integer"; break;
+        case O_LR: if (parse_float(optarg, &lr)) flag = "--lr: expected a number"; break;
+        case O_MIN_LR: if (parse_float(optarg, &min_lr)) flag = "--min-lr: expected a number"; break;
+        case O_WARMUP: if (parse_long(optarg, &warmup) || warmup < 0) flag = "--warmup: expected an integer >= 0"; break;
+        case O_WD: if (parse_float(optarg, &wd)) flag = "--weight-decay: expected a number"; break;
+        case O_CLIP: if (parse_float(optarg, &clip)) flag = "--clip: expected a number"; break;
+        case O_EVAL_EVERY: if (parse_int(optarg, &o->eval_every) || o->eval_every < 0) flag = "--eval-every: expected an integer >= 0"; break;
+        case O_EVAL_WINDOWS: if (parse_int(optarg, &o->eval_windows) || o->eval_windows < 1) flag = "--eval-windows: expected a positive integer"; break;
+        case O_LOG_EVERY: if (parse_int(optarg, &o->log_every) || o->log_every < 1) flag = "--log-every: expected a positive integer"; break;
+        case O_BUCKET: if (parse_int(optarg, &bucket_mb) || bucket_mb < 1) flag = "--bucket-mb: expected a positive integer"; break;
+        case O_MAX_BAD: if (parse_int(optarg, &o->max_bad_steps) || o->max_bad_steps < 1) flag = "--max-bad-steps: expected a positive integer"; break;
+        case O_THREADS: if (parse_int(optarg, &o->threads) || o->threads < 1) flag = "--threads: expected a positive integer"; break;
+        case O_OVERWRITE: o->overwrite = 1; break;
+        case O_HELP: if (dist_rank() == 0) fputs(train_help, stdout); return 0;
+        default: return cli_usage_error("train", "unknown option");
+        }
+        if (flag) return cli_usage_error("train", "%s, got '%s'", flag, optarg);
+    }
+    if (optind < argc) return cli_usage_error("train", "unexpected argument '%s'", argv[optind]);
+    if (!o->data || !o->out || !steps) return cli_usage_error("train", "--data, --out and --steps are required");
+    if (config_from_args(&cargs, &o->model)) return cli_fail("train");
+    if (!vocab_given) o->model.vocab_size = 0; /* from the corpus */
+    o->steps = steps;
+    o->seed = seed;
+    o->bucket_bytes = (size_t)bucket_mb << 20;
+    o->optim = optim_defaults(steps);
+    o->optim.lr = lr, o->optim.min_lr = min_lr, o->optim.weight_decay = wd, o->optim.clip = clip;
+    o->optim.warmup = warmup >= 0 ? warmup : steps / 10 < 2000 ? steps / 10 : 2000;
+    if (optim_validate(&o->optim)) return cli_fail("train");
+    return -1; /* go on */
+}
+
+int cmd_train(int argc, char **argv) {
+    dist_init(&argc, &argv);
+    cli_quiet(dist_rank() != 0);
+    TrainOptions o;
+    int rc = parse_train(argc, argv, &o);
+    if (rc < 0) rc = train_run(&o) ? cli_fail("train") : 0;
+    dist_finalize();
+    return rc;
+}
+
+static const char eval_help[] =
+    "usage: [mpirun -np P] gpt eval --model MODEL.h5 --data CORPUS.h5 [--split val|train]\n"
+    "                               [--windows N] [--batch B] [--threads T] [--json]\n\n"
+    "Mean negative log-likelihood of the model over consecutive, non-overlapping windows of\n"
+    "n_ctx + 1 tokens of a split (window i starts at token i * n_ctx; the first N, default\n"
+    "all), and its perplexity. The same answer for any number of ranks.\n";
+
+static int eval(int argc, char **argv) {
+    static const struct option opts[] = {{"model", required_argument, 0, 'm'}, {"data", required_argument, 0, 'd'},
+                                         {"split", required_argument, 0, 's'}, {"windows", required_argument, 0, 'w'},
+                                         {"batch", required_argument, 0, 'b'}, {"threads", required_argument, 0, 't'},
+                                         {"json", no_argument, 0, 'j'}, {"help", no_argument, 0, 'h'},
+                                         {0, 0, 0, 0}};
+    const char *model = NULL, *data = NULL, *split_name = "val";
+    long windows = -1;
+    int batch = 8, threads = 1, json = 0, opt;
+    optind = 1;
+    while ((opt = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        switch (opt) {
+        case 'm': model = optarg; break;
+        case 'd': data = optarg; break;
+        case 's': split_name = optarg; break;
+        case 'w': if (parse_long(optarg, &windows) || windows < 1) return cli_usage_error("eval", "--windows: expected a positive integer, got '%s'", optarg); break;
+        case 'b': if (parse_int(optarg, &batch) || batch < 1) return cli_usage_error("eval", "--batch: expected a positive integer, got '%s'", optarg); break;
+        case 't': if (parse_int(optarg, &threads) || threads < 1) return cli_usage_error("eval", "--threads: expected a positive integer, got '%s'", optarg); break;
+        case 'j': json = 1; break;
+        case 'h': if (dist_rank() == 0) fputs(eval_help, stdout); return 0;
+        default: return cli_usage_error("eval", "unknown option");
+        }
+    }
+    if (!model || !data) return cli_usage_error("eval", "--model and --data are required");
+    int split = !strcmp(split_name, "val") ? SPLIT_VAL : !strcmp(split_name, "train") ? SPLIT_TRAIN : -1;
+    if (split < 0) return cli_usage_error("eval", "--split: expected val or train, got '%s'", split_name);
+    blas_set_threads(threads);
+    GPT *m = model_file_load(model, batch, 0);
+    if (dist_agree(!m)) return cli_fail("eval");
+    Corpus *c = corpus_open(data);
+    int rc = dist_agree(!c);
+    int64_t n = 0;
+    if (!rc) {
+        n = windows_in(corpus_split_tokens(c, split), m->cfg.n_ctx);
+        if (corpus_vocab_size(c) > m->cfg.vocab_size)
+            rc = gpt_error("%s has a vocabulary of %d tokens, more than the %d of %s", data, corpus_vocab_size(c),
+                           m->cfg.vocab_size, model);
+        else if (n == 0)
+            rc = gpt_error("%s: /%s holds %lld tokens, fewer than one window of n_ctx + 1 = %d", data, split_name,
+                           (long long)corpus_split_tokens(c, split), m->cfg.n_ctx + 1);
+        if (windows > 0 && windows < n) n = windows;
+    }
+    double nll = 0.0;
+    int64_t tokens = 0;
+    if (!rc) rc = evaluate(m, c, split, n, &nll, &tokens);
+    if (!rc && dist_rank() == 0) {
+        double loss = nll / (double)tokens;
+        if (json)
+            printf("{\"loss\": %.9g, \"perplexity\": %.9g, \"tokens\": %lld, \"windows\": %lld, \"split\": \"%s\"}\n",
+                   loss, exp(loss), (long long)tokens, (long long)n, split_name);
+        else
+            printf("%s on %s /%s: loss %.4f, perplexity %.2f over %lld tokens (%lld windows of %d)\n", model, data,
+                   split_name, loss, exp(loss), (long long)tokens, (long long)n, m->cfg.n_ctx);
+    }
+    corpus_close(c);
+    gpt_free(m);
+    return rc ? cli_fail("eval") : 0;
+}
+
+int cmd_eval(int argc, char **argv) {
+    dist_init(&argc, &argv);
+    cli_quiet(dist_rank() != 0);
+    int rc = eval(argc, argv);
+    dist_finalize();
+    return rc;
+}

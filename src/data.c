@@ -1,0 +1,131 @@
+/* data.c: corpus reading and the sampler (see data.h). */
+#include "data.h"
+
+#include <hdf5.h>
+#include <mpi.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "h5util.h"
+#include "rng.h"
+#include "util.h"
+
+/* HDF5 checks a chunk's checksum whenever it reads it; keeping recently read chunks
+ * (64 Ki tokens each) avoids doing that twice for neighbouring windows. */
+#define CHUNK_CACHE_BYTES ((size_t)32 << 20)
+
+struct Corpus {
+    char path[1024];
+    hid_t file, tokens[2];
+    int64_t n[2];
+    int vocab;
+};
+
+Corpus *corpus_open(const char *path) {
+    h5_quiet();
+    Corpus *c = xcalloc(1, sizeof *c);
+    snprintf(c->path, sizeof c->path, "%s", path);
+    c->file = c->tokens[0] = c->tokens[1] = -1;
+    char format[32] = "";
+    /* every rank checks the same file, so every rank reaches the same verdict */
+    int ok = H5Fis_hdf5(path) > 0;
+    if (ok) {
+        hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
+        H5Pset_fapl_mpio(fapl, MPI_COMM_WORLD, MPI_INFO_NULL);
+        c->file = H5Fopen(path, H5F_ACC_RDONLY, fapl);
+        H5Pclose(fapl);
+    }
+    if (c->file < 0) {
+        gpt_error("%s: cannot open (missing, unreadable or not an HDF5 file)", path);
+        goto fail;
+    }
+    if (H5Aexists(c->file, "format") <= 0 || h5_read_attr_string(path, "", c->file, "format", format, sizeof format) ||
+        strcmp(format, "gpt-corpus")) {
+        gpt_error("%s: not a corpus (made by gpt prepare)", path);
+        goto fail;
+    }
+    if (h5_read_attr_int(path, "", c->file, "vocab_size", &c->vocab)) goto fail;
+    hid_t dapl = H5Pcreate(H5P_DATASET_ACCESS);
+    H5Pset_chunk_cache(dapl, 521, CHUNK_CACHE_BYTES, 1.0);
+    static const char *const names[2] = {"train/tokens", "val/tokens"};
+    for (int s = 0; s < 2; s++) {
+        hsize_t dims;
+        c->tokens[s] = H5Lexists(c->file, s ? "val" : "train", H5P_DEFAULT) > 0
+                           ? H5Dopen2(c->file, names[s], dapl)
+                           : -1;
+        hid_t space = c->tokens[s] >= 0 ? H5Dget_space(c->tokens[s]) : -1;
+        if (space < 0 || H5Sget_simple_extent_ndims(space) != 1) {
+            if (space >= 0) H5Sclose(space);
+            H5Pclose(dapl);
+            gpt_error("%s: dataset /%s is missing or not 1-D", path, names[s]);
+            goto fail;
+        }
+        H5Sget_simple_extent_dims(space, &dims, NULL);
+        H5Sclose(space);
+        c->n[s] = (int64_t)dims;
+    }
+    H5Pclose(dapl);
+    return c;
+fail:
+    corpus_close(c);
+    return NULL;
+}
+
+void corpus_close(Corpus *c) {
+    if (!c) return;
+    for (int s = 0; s < 2; s++)
+        if (c->tokens[s] >= 0) H5Dclose(c->tokens[s]);
+    if (c->file >= 0) H5Fclose(c->file);
+    free(c);
+}
+
+int corpus_vocab_size(const Corpus *c) { return c->vocab; }
+int64_t corpus_split_tokens(const Corpus *c, int split) { return c->n[split]; }
+
+int corpus_read(Corpus *c, int split, int64_t start, int64_t n, int32_t *out) {
+    hsize_t off = (hsize_t)start, cnt = (hsize_t)n;
+    hid_t fs = H5Dget_space(c->tokens[split]), ms = H5Screate_simple(1, &cnt, NULL);
+    H5Sselect_hyperslab(fs, H5S_SELECT_SET, &off, NULL, &cnt, NULL);
+    herr_t rc = H5Dread(c->tokens[split], H5T_NATIVE_INT32, ms, fs, H5P_DEFAULT, out);
+    H5Sclose(ms);
+    H5Sclose(fs);
+    if (rc < 0)
+        return gpt_error("%s: cannot read tokens %lld..%lld of /%s (checksum mismatch: the file is corrupted)",
+                         c->path, (long long)start, (long long)(start + n), split ? "val" : "train");
+    for (int64_t i = 0; i < n; i++)
+        if (out[i] < 0 || out[i] >= c->vocab)
+            return gpt_error("%s: token %lld of /%s is %d, outside the vocabulary of %d", c->path,
+                             (long long)(start + i), split ? "val" : "train", out[i], c->vocab);
+    return 0;
+}
+
+int64_t windows_in(int64_t n_tokens, int n_ctx) { return n_tokens > 0 ? (n_tokens - 1) / n_ctx : 0; }
+
+/* A bijection of [0, 2^bits) for even bits: four Feistel rounds keyed by `key`. */
+static uint64_t feistel(uint64_t x, int bits, uint64_t key) {
+    int half = bits / 2;
+    uint64_t mask = (1ULL << half) - 1, l = x >> half, r = x & mask;
+    for (uint64_t round = 0; round < 4; round++) {
+        uint64_t f = rng_mix64(rng_key(key, round) ^ r) & mask;
+        uint64_t t = r;
+        r = l ^ f;
+        l = t;
+    }
+    return l << half | r;
+}
+
+int64_t sampler_window(uint64_t seed, int64_t n_windows, int64_t i) {
+    int64_t epoch = i / n_windows;
+    uint64_t x = (uint64_t)(i % n_windows), key = rng_key(seed, (uint64_t)epoch);
+    int bits = 2;
+    while ((1ULL << bits) < (uint64_t)n_windows) bits += 2;
+    /* cycle walking: apply until the value falls inside [0, n_windows) */
+    do x = feistel(x, bits, key);
+    while (x >= (uint64_t)n_windows);
+    return (int64_t)x;
+}
+
+uint64_t sampler_dropout_key(uint64_t seed, int64_t i) {
+    return rng_key(seed ^ 0xD40D0D40D0D40D0DULL, (uint64_t)i);
+}
