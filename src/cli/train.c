@@ -45,7 +45,8 @@ static int parse_train(int argc, char **argv, TrainOptions *o) {
         {"help", no_argument, 0, O_HELP}, {0, 0, 0, 0}};
     ConfigArgs cargs = {0};
     long steps = 0, warmup = -1;
-    int vocab_given = 0, bucket_mb = 25, opt;
+    int vocab_given = 0, opt;
+    float bucket_mb = 25.0f;
     unsigned long long seed = 1337;
     float lr = 2.5e-4f, min_lr = 0.0f, wd = 0.01f, clip = 1.0f;
     *o = (TrainOptions){.batch = 8, .accum = 1, .eval_every = 100, .eval_windows = 100, .log_every = 10,
@@ -73,7 +74,7 @@ static int parse_train(int argc, char **argv, TrainOptions *o) {
         case O_EVAL_EVERY: if (parse_int(optarg, &o->eval_every) || o->eval_every < 0) flag = "--eval-every: expected an integer >= 0"; break;
         case O_EVAL_WINDOWS: if (parse_int(optarg, &o->eval_windows) || o->eval_windows < 1) flag = "--eval-windows: expected a positive integer"; break;
         case O_LOG_EVERY: if (parse_int(optarg, &o->log_every) || o->log_every < 1) flag = "--log-every: expected a positive integer"; break;
-        case O_BUCKET: if (parse_int(optarg, &bucket_mb) || bucket_mb < 1) flag = "--bucket-mb: expected a positive integer"; break;
+        case O_BUCKET: if (parse_float(optarg, &bucket_mb) || !(bucket_mb > 0.0f)) flag = "--bucket-mb: expected a positive number"; break;
         case O_MAX_BAD: if (parse_int(optarg, &o->max_bad_steps) || o->max_bad_steps < 1) flag = "--max-bad-steps: expected a positive integer"; break;
         case O_THREADS: if (parse_int(optarg, &o->threads) || o->threads < 1) flag = "--threads: expected a positive integer"; break;
         case O_OVERWRITE: o->overwrite = 1; break;
@@ -88,7 +89,7 @@ static int parse_train(int argc, char **argv, TrainOptions *o) {
     if (!vocab_given) o->model.vocab_size = 0; /* from the corpus */
     o->steps = steps;
     o->seed = seed;
-    o->bucket_bytes = (size_t)bucket_mb << 20;
+    o->bucket_bytes = (size_t)(bucket_mb * 1048576.0f);
     o->optim = optim_defaults(steps);
     o->optim.lr = lr, o->optim.min_lr = min_lr, o->optim.weight_decay = wd, o->optim.clip = clip;
     o->optim.warmup = warmup >= 0 ? warmup : steps / 10 < 2000 ? steps / 10 : 2000;
