@@ -242,9 +242,12 @@ int train_run(const TrainOptions *o) {
         }
         if (rank == 0) {
             double tps = (double)G * T / step_s;
-            json_t *j = json_pack("{s:I,s:f,s:f,s:f,s:I,s:f,s:f,s:f,s:b}", "step", (json_int_t)(s + 1), "loss", loss,
-                                  "lr", (double)st.lr, "grad_norm", norm, "tokens", (json_int_t)((s + 1) * G * T),
-                                  "tokens_per_s", tps, "step_s", step_s, "comm_wait_s", wait, "skipped", skipped);
+            /* JSON has no NaN or infinity: a non-finite loss or norm is written as null */
+            json_t *j = json_pack("{s:I,s:o,s:f,s:o,s:I,s:f,s:f,s:f,s:b}", "step", (json_int_t)(s + 1), "loss",
+                                  isfinite(loss) ? json_real(loss) : json_null(), "lr", (double)st.lr, "grad_norm",
+                                  isfinite(norm) ? json_real(norm) : json_null(), "tokens",
+                                  (json_int_t)((s + 1) * G * T), "tokens_per_s", tps, "step_s", step_s,
+                                  "comm_wait_s", wait, "skipped", skipped);
             if (!isnan(val_loss)) json_object_set_new(j, "val_loss", json_real(val_loss));
             if (t.metrics) {
                 json_dumpf(j, t.metrics, JSON_COMPACT);
