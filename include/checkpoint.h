@@ -9,8 +9,11 @@
 #define GPT_CHECKPOINT_H
 
 #include "model.h"
+#include "tokenizer.h"
 
-int model_file_write(const char *path, const GPT *m);
+/* tok (may be NULL) is written as /tokenizer, so that the file alone can encode and
+ * decode text. */
+int model_file_write(const char *path, const GPT *m, const Tokenizer *tok);
 int model_file_read_config(const char *path, GPTConfig *cfg);
 /* Reads the parameters into m, whose configuration must equal the file's. */
 int model_file_read_weights(const char *path, GPT *m);

@@ -12,6 +12,8 @@ int cmd_detokenize(int argc, char **argv);
 int cmd_prepare(int argc, char **argv);
 int cmd_train(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
+int cmd_generate(int argc, char **argv);
+int cmd_score(int argc, char **argv);
 
 /* Under mpirun every rank runs the command; ranks other than 0 call cli_quiet(1) so that
  * each message is printed once. */

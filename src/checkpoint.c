@@ -32,7 +32,7 @@ static int write_tensor(hid_t g, const GPTTensor *t, const float *data) {
     return h5_write_array(g, t->name, H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, t->ndim, dims, data);
 }
 
-int model_file_write(const char *path, const GPT *m) {
+int model_file_write(const char *path, const GPT *m, const Tokenizer *tok) {
     h5_quiet();
     char tmp[PATH_MAX];
     if (snprintf(tmp, sizeof tmp, "%s.tmp", path) >= (int)sizeof tmp)
@@ -47,6 +47,7 @@ int model_file_write(const char *path, const GPT *m) {
     for (int i = 0; !rc && i < m->n_tensors; i++)
         if (write_tensor(g, &m->tensors[i], m->params + m->tensors[i].offset)) rc = -1;
     if (g >= 0) H5Gclose(g);
+    if (!rc && tok && tokenizer_write_h5(tok, f)) rc = -1;
     if (H5Fclose(f) < 0) rc = -1;
     if (rc) {
         remove(tmp);

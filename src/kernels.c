@@ -52,6 +52,11 @@ void vec_add(float *restrict y, const float *restrict x, size_t n) {
 void matmul_forward(float *out, const float *in, const float *w, const float *bias,
                     int N, int Cin, int Cout) {
     float beta = 0.0f;
+    if (N == 1) { /* one row (decoding a token): sgemv streams w once, sgemm would pack it */
+        if (bias) memcpy(out, bias, (size_t)Cout * sizeof(float)), beta = 1.0f;
+        cblas_sgemv(CblasRowMajor, CblasNoTrans, Cout, Cin, 1.0f, w, Cin, in, 1, beta, out, 1);
+        return;
+    }
     if (bias) {
         for (int n = 0; n < N; n++) memcpy(out + (size_t)n * Cout, bias, (size_t)Cout * sizeof(float));
         beta = 1.0f;

@@ -277,7 +277,9 @@ int train_run(const TrainOptions *o) {
     if (!rc && rank == 0) {
         char path[4096];
         snprintf(path, sizeof path, "%s/model.h5", o->out);
-        rc = model_file_write(path, t.m);
+        Tokenizer *tok = tokenizer_load(o->data); /* the corpus's, so the model file can generate alone */
+        rc = !tok || model_file_write(path, t.m, tok);
+        tokenizer_free(tok);
         if (!rc) printf("wrote %s\n", path);
     }
     rc = dist_agree(rc);

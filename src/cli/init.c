@@ -56,7 +56,7 @@ int cmd_init(int argc, char **argv) {
     if (config_from_args(&cargs, &cfg)) return cli_fail("init");
     GPT *m = gpt_create(&cfg, 1, 0);
     gpt_init_weights(m, seed, std, scale_residual);
-    int rc = model_file_write(out, m);
+    int rc = model_file_write(out, m, NULL);
     if (!rc) printf("wrote %s: %zu parameters; ", out, m->n_params);
     if (!rc) config_print(stdout, &cfg);
     gpt_free(m);

@@ -23,6 +23,8 @@ static const Command commands[] = {
     {"prepare", cmd_prepare, "tokenize text into an HDF5 corpus (in parallel under mpirun)"},
     {"train", cmd_train, "pre-train a GPT on a corpus (data-parallel under mpirun)"},
     {"eval", cmd_eval, "mean loss and perplexity of a model on a corpus split"},
+    {"generate", cmd_generate, "sample text from a model, one token at a time"},
+    {"score", cmd_score, "log-likelihood, perplexity and bits per byte of a text"},
     {"inspect", cmd_inspect, "describe and verify a model, tokenizer or corpus file"},
 };
 

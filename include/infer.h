@@ -1,0 +1,42 @@
+/* infer.h: inference with a key/value cache, and sampling.
+ *
+ * The cache holds every layer's keys and values for the positions seen so far, so a new
+ * token costs one position's work plus attention over the cache, instead of a forward
+ * pass over the whole prefix. gpt_forward_cached() takes several new tokens at once (a
+ * prompt in one pass: its matrix products run on all rows together). Single sequence;
+ * positions are absolute (learned position embeddings), so a full cache cannot slide:
+ * the caller resets it and re-encodes the tokens it keeps. */
+#ifndef GPT_INFER_H
+#define GPT_INFER_H
+
+#include "model.h"
+#include "rng.h"
+
+typedef struct {
+    int len;                  /* positions cached */
+    int capacity;             /* n_ctx */
+    float *k, *v;             /* (L, n_ctx, C) */
+    float *buf;               /* scratch for up to n_ctx rows, owned */
+    float *x, *a, *qkv, *y, *tmp, *f, *g, *mean, *rstd, *att;
+} GPTCache;
+
+GPTCache *cache_create(const GPTConfig *c);
+void cache_free(GPTCache *c);
+static inline void cache_reset(GPTCache *c) { c->len = 0; }
+
+/* Runs tokens[0..n) at positions len .. len+n-1 (len + n <= n_ctx), appends their keys
+ * and values, and writes the logits of the last one (V) to logits_last and, if not
+ * NULL, of all of them (n, V) to logits_all. */
+void gpt_forward_cached(const GPT *m, GPTCache *c, const int *tokens, int n, float *logits_last,
+                        float *logits_all);
+
+typedef struct {
+    float temperature;        /* 0: greedy (argmax, lowest id on ties) */
+    int top_k;                /* 0: off */
+    float top_p;              /* 1: off; keep the most likely tokens up to this mass */
+} SampleOptions;
+
+/* Draws a token from logits (V), which it overwrites. */
+int sample_token(float *logits, int V, const SampleOptions *o, Rng *rng);
+
+#endif
