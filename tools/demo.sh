@@ -3,7 +3,7 @@
 # pinned in tests/js/package-lock.json) is tokenized with a BPE vocabulary learned from
 # it and written as an HDF5 corpus by all cores under mpirun; a `small` GPT is
 # pre-trained on it with mpirun on all cores for a few minutes with live progress, then
-# evaluated, and its loss curves drawn. Sampling joins this script when generation lands.
+# evaluated, its loss curves drawn, and a sample printed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 run=${RUN_DIR:-runs/demo}
@@ -23,5 +23,7 @@ mpirun -np "$ranks" bin/gpt train --data "$run/corpus.h5" --model small --ln pre
     --steps "$steps" --batch 8 --lr 1e-3 --warmup 20 --eval-every 50 --eval-windows 62 --log-every 10
 mpirun -np "$ranks" bin/gpt eval --model "$run/train/model.h5" --data "$run/corpus.h5"
 tools/plot_loss.sh -o "$run/train/loss.png" "$run/train"
+echo "--- a sample (gpt generate --top-k 50) ---"
+bin/gpt generate --model "$run/train/model.h5" --prompt "Call me Ishmael." --max-new-tokens 80 --top-k 50
 echo "run directory: $run/train (config.json, metrics.jsonl, model.h5); loss plot: $run/train/loss.png"
 echo "tokenizer and corpus: $run/tokenizer.h5, $run/corpus.h5 (formats: docs/formats.md)"
