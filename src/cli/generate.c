@@ -143,6 +143,7 @@ int cmd_generate(int argc, char **argv) {
         Rng rng;
         rng_seed(&rng, rng_key(seed, (uint64_t)s));
         ctx.n = prompt_n;
+        size_t start = 0; /* the context is ctx.ids[start .. ctx.n) */
         cache_reset(kv);
         gpt_forward_cached(m, kv, ctx.ids, (int)ctx.n, logits, NULL);
         Utf8Out out = {{0}, 0};
@@ -157,10 +158,11 @@ int cmd_generate(int argc, char **argv) {
             tokvec_push(&ctx, tok);
             produced++;
             if (i + 1 == max_new) break;
-            if (no_cache || kv->len == n_ctx) { /* re-encode: everything, or the last half when full */
-                int keep = no_cache ? (int)(ctx.n < (size_t)n_ctx ? ctx.n : (size_t)n_ctx) : n_ctx / 2;
+            int slide = ctx.n - start > (size_t)n_ctx; /* the context is full: keep its last half */
+            if (slide) start = ctx.n - (size_t)(n_ctx / 2);
+            if (slide || no_cache) { /* re-encode the context in one pass */
                 cache_reset(kv);
-                gpt_forward_cached(m, kv, ctx.ids + ctx.n - keep, keep, logits, NULL);
+                gpt_forward_cached(m, kv, ctx.ids + start, (int)(ctx.n - start), logits, NULL);
             } else {
                 gpt_forward_cached(m, kv, &ctx.ids[ctx.n - 1], 1, logits, NULL);
             }
