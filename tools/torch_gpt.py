@@ -229,3 +229,142 @@ def reference_train(model, tokens, steps, lr, min_lr, warmup, total_steps,
         out["lr"].append(lr_s)
         out["grad_norm"].append(float(norm))
     return out
+
+
+# --------------------------------------------------------------------------- inference
+# Added for `gpt generate` / `gpt score` (tests/test_generate.py, tools/bench_generate.py).
+# A KV cache: past is None or a list with one (k, v) pair per block, each [B, H, Tp, hs].
+
+def attn_forward_cached(attn, x, past_kv=None):
+    """CausalSelfAttention over the new tokens x [B, T, C] at positions Tp .. Tp+T-1,
+    attending to the cached keys/values of positions 0 .. Tp-1 and causally to each
+    other. Returns (y [B, T, C], (k, v) of all Tp + T positions)."""
+    B, T, C = x.shape
+    H = attn.n_head
+    q, k, v = attn.c_attn(x).split(C, dim=2)
+    q, k, v = (t.view(B, T, H, C // H).transpose(1, 2) for t in (q, k, v))
+    if past_kv is not None:
+        k = torch.cat([past_kv[0], k], dim=2)
+        v = torch.cat([past_kv[1], v], dim=2)
+    Tp = k.shape[2] - T
+    att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(C // H))  # B, H, T, Tp+T
+    # new token i (absolute position Tp+i) sees keys 0 .. Tp+i
+    allowed = torch.ones(T, Tp + T, dtype=torch.bool, device=x.device).tril(diagonal=Tp)
+    att = att.masked_fill(~allowed, float("-inf"))
+    att = attn.attn_drop(F.softmax(att, dim=-1))
+    y = (att @ v).transpose(1, 2).contiguous().view(B, T, C)
+    return attn.c_proj(y), (k, v)
+
+
+def block_forward_cached(block, x, past_kv=None):
+    if block.pre:
+        a, kv = attn_forward_cached(block.attn, block.ln_1(x), past_kv)
+        x = x + block.drop(a)
+        x = x + block.drop(block.mlp(block.ln_2(x)))
+    else:
+        a, kv = attn_forward_cached(block.attn, x, past_kv)
+        x = block.ln_1(x + block.drop(a))
+        x = block.ln_2(x + block.drop(block.mlp(x)))
+    return x, kv
+
+
+def forward_cached(model, idx, past=None):
+    """idx: LongTensor [B, T] of new tokens at positions Tp .. Tp+T-1 (Tp = cached
+    length, Tp + T <= n_ctx) -> (logits [B, T, V], new past). past=None starts empty.
+    Equals model(full sequence)[:, Tp:] up to rounding."""
+    T = idx.shape[1]
+    Tp = 0 if past is None else past[0][0].shape[2]
+    assert Tp + T <= model.cfg["n_ctx"], f"Tp+T={Tp + T} exceeds n_ctx={model.cfg['n_ctx']}"
+    x = model.drop(F.embedding(idx, model.wte) + model.wpe[Tp:Tp + T])
+    new_past = []
+    for i, block in enumerate(model.h):
+        x, kv = block_forward_cached(block, x, None if past is None else past[i])
+        new_past.append(kv)
+    if model.cfg["ln"] == "pre":
+        x = model.ln_f(x)
+    return x @ model.wte.t(), new_past
+
+
+GPT.forward_cached = forward_cached  # model.forward_cached(idx, past)
+
+
+def decode(model, prompt_ids, n, eot, choose):
+    """The decoding loop of `gpt generate`, with the KV cache: an empty prompt starts from
+    [eot]; a prompt longer than n_ctx keeps its last n_ctx tokens; choose(logits_row, i)
+    gives generated token i; generation stops at eot (not returned) or after n tokens.
+    When the cache is full (n_ctx tokens) and another token must be fed, the context
+    slides: the last n_ctx // 2 tokens of the sequence (the token to feed included) are
+    re-encoded from position 0. Returns (ids, the logits rows they were chosen from)."""
+    model.eval()
+    n_ctx = model.cfg["n_ctx"]
+    ctx = list(prompt_ids) if len(prompt_ids) else [eot]
+    ctx = ctx[-n_ctx:]
+    out, rows = [], []
+    with torch.no_grad():
+        logits, past = forward_cached(model, torch.tensor([ctx]))
+        cached = len(ctx)
+        row = logits[0, -1]
+        while len(out) < n:
+            tok = int(choose(row, len(out)))
+            if tok == eot:
+                break
+            out.append(tok)
+            rows.append(row)
+            ctx.append(tok)
+            if len(out) == n:
+                break
+            if cached == n_ctx:  # full: slide
+                ctx = ctx[-(n_ctx // 2):]
+                logits, past = forward_cached(model, torch.tensor([ctx]))
+                cached = len(ctx)
+            else:
+                logits, past = forward_cached(model, torch.tensor([[tok]]), past)
+                cached += 1
+            row = logits[0, -1]
+    return out, rows
+
+
+def generate_greedy(model, prompt_ids, n, eot):
+    """Greedy decoding (`gpt generate --temperature 0`): the argmax at every step, ties to
+    the lowest id (torch.argmax returns the first maximum). Returns the generated ids."""
+    return decode(model, prompt_ids, n, eot, lambda row, i: torch.argmax(row))[0]
+
+
+def logits_along(model, prompt_ids, ids, eot):
+    """The logits rows from which the generated `ids` were drawn: decode() forced along
+    ids (teacher forcing with the same cache and sliding rule). [len(ids), V] tensor."""
+    ids = list(ids)
+    out, rows = decode(model, prompt_ids, len(ids), eot, lambda row, i: ids[i])
+    assert out == ids, "ids contain eot before their end"
+    return torch.stack(rows) if rows else torch.zeros(0, model.cfg["vocab_size"])
+
+
+def score(model, ids, n_ctx=None, stride=None):
+    """Log-likelihood by the window rule of `gpt score`. ids = [eot] + encode(text) =
+    x_0 .. x_n. For begin = 0, S, 2S, ...: end = min(begin + n_ctx, n); inputs x[begin:end],
+    targets x[begin+1:end+1]; the targets with index > prev_end are scored (prev_end
+    starts at 0, then becomes end); stop after the window with end == n.
+    Default stride S = n_ctx // 2 (at least 1). Returns dict log_likelihood (float, natural
+    log), tokens (n), windows, stride."""
+    model.eval()
+    n_ctx = n_ctx or model.cfg["n_ctx"]
+    S = stride or max(1, n_ctx // 2)
+    x = torch.as_tensor(list(ids), dtype=torch.long)
+    n = len(x) - 1
+    assert n >= 1, "nothing to score"
+    total, windows, prev_end, begin = 0.0, 0, 0, 0
+    with torch.no_grad():
+        while True:
+            end = min(begin + n_ctx, n)
+            logits = model(x[begin:end].unsqueeze(0))[0]
+            logp = F.log_softmax(logits.double(), dim=-1)
+            tgt = x[begin + 1:end + 1]
+            lp = logp.gather(1, tgt.unsqueeze(1)).squeeze(1)  # lp[j] is target index begin+1+j
+            first = max(prev_end + 1, begin + 1) - (begin + 1)
+            total += float(lp[first:].sum())
+            windows += 1
+            prev_end = end
+            if end == n:
+                break
+            begin += S
+    return {"log_likelihood": total, "tokens": n, "windows": windows, "stride": S}
