@@ -24,6 +24,8 @@ mpirun -np "$ranks" bin/gpt train --data "$run/corpus.h5" --model small --ln pre
 mpirun -np "$ranks" bin/gpt eval --model "$run/train/model.h5" --data "$run/corpus.h5"
 tools/plot_loss.sh -o "$run/train/loss.png" "$run/train"
 echo "--- a sample (gpt generate --top-k 50) ---"
-bin/gpt generate --model "$run/train/model.h5" --prompt "Call me Ishmael." --max-new-tokens 80 --top-k 50
+# a prompt that ends mid-sentence: paragraphs are documents, so a finished sentence is
+# often followed by <|endoftext|>, which ends the sample
+bin/gpt generate --model "$run/train/model.h5" --prompt "The whale" --max-new-tokens 100 --top-k 50
 echo "run directory: $run/train (config.json, metrics.jsonl, model.h5); loss plot: $run/train/loss.png"
 echo "tokenizer and corpus: $run/tokenizer.h5, $run/corpus.h5 (formats: docs/formats.md)"
