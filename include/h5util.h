@@ -14,6 +14,10 @@ int h5_write_attr_int(hid_t obj, const char *name, int v);
 int h5_write_attr_i64(hid_t obj, const char *name, int64_t v);
 int h5_write_attr_float(hid_t obj, const char *name, float v);
 int h5_write_attr_string(hid_t obj, const char *name, const char *v);
+/* A 1-D attribute of n values (for strings: file_type = mem_type = a variable-length
+ * string type, v an array of char pointers). */
+int h5_write_attr_array(hid_t obj, const char *name, hid_t file_type, hid_t mem_type, hsize_t n,
+                        const void *v);
 
 /* Readers: -1 with "PATH: attribute WHERE/NAME is missing / is not ..." on failure. */
 int h5_read_attr_int(const char *path, const char *where, hid_t obj, const char *name, int *out);

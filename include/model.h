@@ -108,6 +108,10 @@ void gpt_free(GPT *m);
  * std / sqrt(2 L) (GPT-2). Deterministic in seed. */
 void gpt_init_weights(GPT *m, uint64_t seed, float std, int scale_residual);
 
+/* Offset in the flat buffers of layer l's first tensor; layer n_layer gives the end of
+ * the last layer (where ln_f, if any, starts). Layers are contiguous. */
+size_t gpt_layer_offset(const GPT *m, int l);
+
 /* Parameters excluding wpe (the N of the FLOP count). */
 size_t gpt_params_no_wpe(const GPTConfig *c);
 /* Training FLOPs per token: 6 N + 12 L C n_ctx. */

@@ -305,16 +305,6 @@ static int write_splits(hid_t f, const Work *w, const char *split, const Counts 
     return rc;
 }
 
-static int write_attr_array(hid_t obj, const char *name, hid_t file_type, hid_t mem_type, hsize_t n,
-                            const void *v) {
-    hid_t space = H5Screate_simple(1, &n, NULL);
-    hid_t a = H5Acreate2(obj, name, file_type, space, H5P_DEFAULT, H5P_DEFAULT);
-    herr_t rc = a < 0 ? -1 : H5Awrite(a, mem_type, v);
-    if (a >= 0) H5Aclose(a);
-    H5Sclose(space);
-    return rc < 0 ? -1 : 0;
-}
-
 /* Rank 0, serial driver: the tokenizer and the root attributes. */
 static int write_metadata(const char *tmp, const Tokenizer *t, const Stream *s, const Counts *total,
                           const PrepareOptions *opt) {
@@ -340,8 +330,8 @@ static int write_metadata(const char *tmp, const Tokenizer *t, const Stream *s, 
              h5_write_attr_i64(f, "val_docs", total->docs[1]) ||
              h5_write_attr_float(f, "val_fraction", (float)opt->val_fraction) ||
              h5_write_attr_int(f, "split_on_blank_lines", opt->split_on_blank_lines) ||
-             write_attr_array(f, "input_files", str, str, (hsize_t)s->n, paths) ||
-             write_attr_array(f, "input_bytes", H5T_STD_I64LE, H5T_NATIVE_INT64, (hsize_t)s->n, sizes);
+             h5_write_attr_array(f, "input_files", str, str, (hsize_t)s->n, paths) ||
+             h5_write_attr_array(f, "input_bytes", H5T_STD_I64LE, H5T_NATIVE_INT64, (hsize_t)s->n, sizes);
     H5Tclose(str);
     free(sizes);
     free(paths);

@@ -66,10 +66,9 @@ GradSync *gradsync_create(GPT *m, size_t bucket_bytes) {
     g->m = m;
     g->b = xcalloc((size_t)L + 1, sizeof *g->b);
     g->req = xcalloc((size_t)L + 1, sizeof *g->req);
-    /* layer l's tensors are 12 consecutive entries of the table, after wte and wpe */
     size_t end = m->n_params; /* the last bucket also takes ln_f, finished before layer L-1 */
     for (int l = L - 1; l >= 0; l--) {
-        size_t start = m->tensors[2 + 12 * l].offset;
+        size_t start = gpt_layer_offset(m, l);
         if ((end - start) * sizeof(float) >= bucket_bytes || l == 0) {
             g->b[g->n++] = (Bucket){start, end - start, l};
             end = start;

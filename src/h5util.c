@@ -8,14 +8,22 @@
 
 void h5_quiet(void) { H5Eset_auto2(H5E_DEFAULT, NULL, NULL); }
 
-static int write_attr(hid_t obj, const char *name, hid_t file_type, hid_t mem_type,
-                      const void *value) {
-    hid_t space = H5Screate(H5S_SCALAR);
+static int write_attr_in(hid_t obj, const char *name, hid_t file_type, hid_t mem_type, hid_t space,
+                         const void *value) {
     hid_t a = H5Acreate2(obj, name, file_type, space, H5P_DEFAULT, H5P_DEFAULT);
     herr_t rc = a < 0 ? -1 : H5Awrite(a, mem_type, value);
     if (a >= 0) H5Aclose(a);
     H5Sclose(space);
     return rc < 0 ? -1 : 0;
+}
+
+static int write_attr(hid_t obj, const char *name, hid_t file_type, hid_t mem_type, const void *value) {
+    return write_attr_in(obj, name, file_type, mem_type, H5Screate(H5S_SCALAR), value);
+}
+
+int h5_write_attr_array(hid_t obj, const char *name, hid_t file_type, hid_t mem_type, hsize_t n,
+                        const void *v) {
+    return write_attr_in(obj, name, file_type, mem_type, H5Screate_simple(1, &n, NULL), v);
 }
 
 int h5_write_attr_int(hid_t obj, const char *name, int v) {

@@ -85,6 +85,9 @@ static size_t layout_params(const GPTConfig *c, float *base, GPTWeights *w, GPTT
     return lay.off;
 }
 
+/* The per-layer tensor count of layout_params, with wte and wpe first. */
+enum { TENSORS_BEFORE_LAYERS = 2, TENSORS_PER_LAYER = 12 };
+
 /* ---- activation layout ---- */
 
 static float *act(float *base, size_t *off, size_t n) {
@@ -140,6 +143,7 @@ GPT *gpt_create(const GPTConfig *cfg, int max_batch, int with_grads) {
     m->cfg = *cfg;
     m->max_batch = max_batch;
     m->n_params = layout_params(cfg, NULL, NULL, NULL, &m->n_tensors);
+    assert(m->n_tensors == TENSORS_BEFORE_LAYERS + TENSORS_PER_LAYER * cfg->n_layer + 2 * (cfg->ln == GPT_LN_PRE));
     m->tensors = xcalloc((size_t)m->n_tensors, sizeof *m->tensors);
     layout_params(cfg, NULL, NULL, m->tensors, NULL);
 
@@ -186,6 +190,11 @@ void gpt_init_weights(GPT *m, uint64_t seed, float std, int scale_residual) {
             }
         }
     }
+}
+
+size_t gpt_layer_offset(const GPT *m, int l) {
+    int i = TENSORS_BEFORE_LAYERS + TENSORS_PER_LAYER * l;
+    return i < m->n_tensors ? m->tensors[i].offset : m->n_params;
 }
 
 size_t gpt_params_no_wpe(const GPTConfig *c) {
