@@ -51,8 +51,22 @@ static int inspect_tokenizer(const char *path) {
     return rc ? cli_fail("inspect") : 0;
 }
 
-/* Reads every token of a split through HDF5's Fletcher32 check and compares the
- * document offsets with it: the file is whole if this passes. */
+/* Elements read at once: memory stays bounded whatever the corpus's size. */
+#define CHECK_BLOCK ((hsize_t)1 << 20)
+
+/* Reads elements [start, start + n) of a 1-D dataset; -1 on a checksum mismatch. */
+static int read_block(hid_t d, hid_t mem_type, hsize_t start, hsize_t n, void *buf) {
+    hid_t fs = H5Dget_space(d), ms = H5Screate_simple(1, &n, NULL);
+    H5Sselect_hyperslab(fs, H5S_SELECT_SET, &start, NULL, &n, NULL);
+    herr_t rc = H5Dread(d, mem_type, ms, fs, H5P_DEFAULT, buf);
+    H5Sclose(ms);
+    H5Sclose(fs);
+    return rc < 0 ? -1 : 0;
+}
+
+/* Reads every token and offset of a split, block by block, through HDF5's Fletcher32
+ * check, and checks tokens against the vocabulary and offsets for order: the split is
+ * whole if this passes. first (n_first) receives the split's first tokens, -1 past its end. */
 static int check_split(const char *path, hid_t f, const char *split, int64_t tokens, int64_t docs, int vocab,
                        int32_t *first, size_t n_first) {
     char where[16];
@@ -63,24 +77,34 @@ static int check_split(const char *path, hid_t f, const char *split, int64_t tok
     hid_t dt = h5_open_dataset(path, where, g, "tokens", 1, &nt);
     hid_t dd = dt < 0 ? -1 : h5_open_dataset(path, where, g, "doc_offsets", 1, &nd);
     int rc = dt < 0 || dd < 0;
-    uint32_t *tok = NULL;
-    int64_t *off = NULL;
     if (!rc && (nt != (hsize_t)tokens || nd != (hsize_t)docs + 1))
         rc = gpt_error("%s: %s holds %llu tokens and %llu offsets, its attributes say %lld and %lld + 1", path,
                        where, (unsigned long long)nt, (unsigned long long)nd, (long long)tokens, (long long)docs);
-    if (!rc) {
-        tok = xmalloc(nt * sizeof *tok + 1);
-        off = xmalloc(nd * sizeof *off);
-        if (H5Dread(dt, H5T_NATIVE_UINT32, H5S_ALL, H5S_ALL, H5P_DEFAULT, tok) < 0 ||
-            H5Dread(dd, H5T_NATIVE_INT64, H5S_ALL, H5S_ALL, H5P_DEFAULT, off) < 0)
-            rc = gpt_error("%s: cannot read %s (checksum mismatch: the file is corrupted)", path, where);
+    uint32_t *tok = xmalloc(CHECK_BLOCK * sizeof *tok);
+    int64_t *off = xmalloc(CHECK_BLOCK * sizeof *off), prev = -1;
+    for (size_t i = 0; i < n_first; i++) first[i] = -1;
+    for (hsize_t b = 0; !rc && b < nt; b += CHECK_BLOCK) {
+        hsize_t n = nt - b < CHECK_BLOCK ? nt - b : CHECK_BLOCK;
+        if (read_block(dt, H5T_NATIVE_UINT32, b, n, tok))
+            rc = gpt_error("%s: cannot read %s/tokens (checksum mismatch: the file is corrupted)", path, where);
+        for (hsize_t i = 0; !rc && i < n; i++)
+            if (tok[i] >= (uint32_t)vocab)
+                rc = gpt_error("%s: %s/tokens[%llu] = %u is outside the vocabulary", path, where,
+                               (unsigned long long)(b + i), tok[i]);
+        for (size_t i = 0; !rc && b == 0 && i < n_first && i < n; i++) first[i] = (int32_t)tok[i];
     }
-    for (hsize_t i = 0; !rc && i < nt; i++)
-        if (tok[i] >= (uint32_t)vocab) rc = gpt_error("%s: %s/tokens[%llu] = %u is outside the vocabulary", path, where, (unsigned long long)i, tok[i]);
-    for (hsize_t i = 0; !rc && i < nd; i++)
-        if ((i == 0 && off[0] != 0) || (i > 0 && off[i] <= off[i - 1]) || (i + 1 == nd && off[i] != tokens))
-            rc = gpt_error("%s: %s/doc_offsets[%llu] = %lld is out of order", path, where, (unsigned long long)i, (long long)off[i]);
-    for (size_t i = 0; !rc && i < n_first; i++) first[i] = i < nt ? (int32_t)tok[i] : -1;
+    for (hsize_t b = 0; !rc && b < nd; b += CHECK_BLOCK) {
+        hsize_t n = nd - b < CHECK_BLOCK ? nd - b : CHECK_BLOCK;
+        if (read_block(dd, H5T_NATIVE_INT64, b, n, off))
+            rc = gpt_error("%s: cannot read %s/doc_offsets (checksum mismatch: the file is corrupted)", path, where);
+        for (hsize_t i = 0; !rc && i < n; i++) {
+            hsize_t k = b + i;
+            if ((k == 0 && off[i] != 0) || (k > 0 && off[i] <= prev) || (k + 1 == nd && off[i] != tokens))
+                rc = gpt_error("%s: %s/doc_offsets[%llu] = %lld is out of order", path, where, (unsigned long long)k,
+                               (long long)off[i]);
+            prev = off[i];
+        }
+    }
     free(tok);
     free(off);
     if (dd >= 0) H5Dclose(dd);
