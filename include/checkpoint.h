@@ -1,23 +1,72 @@
-/* checkpoint.h: model files in HDF5.
+/* checkpoint.h: training checkpoints: the whole state of a run in one HDF5 file, written
+ * and read by all ranks together, and the set of checkpoints in a run directory.
  *
- * Layout (docs/formats.md): group /model with one float32 dataset per tensor, named
- * and shaped like a PyTorch state dict, and every GPTConfig field as an attribute of
- * /model. Writes go to "<path>.tmp" and are renamed into place once complete, so a
- * failed write never leaves a file that looks whole. Reads check every attribute and
- * tensor against the configuration and name what is missing or misshapen. */
+ * A checkpoint (docs/formats.md) holds /model exactly as a model file does (so every
+ * command that reads a model reads a checkpoint), /optimizer/m and /optimizer/v in the
+ * same layout, /tokenizer, and the training state as root attributes. The tensors are
+ * written with parallel HDF5: each tensor is chunked by whole rows, and rank r writes
+ * the chunks that start in the r-th of P equal parts of the flat buffer, so every rank
+ * writes a disjoint, contiguous share of the bytes and no chunk is shared. Loading
+ * reads the same partition for the current number of ranks (which need not be the
+ * saving one) and broadcasts each share, so every byte is read from disk once; every
+ * chunk's Fletcher32 checksum is verified as it is read.
+ *
+ * Atomicity: the data goes to PATH.tmp; rank 0 then adds the attributes and the
+ * tokenizer, flushes the file to disk and renames it into place. In a run directory,
+ * the pointer file `latest` is replaced (write, fsync, rename) only after that, and
+ * the oldest checkpoints beyond the kept number are removed only after that, so a
+ * crash at any moment leaves every earlier checkpoint whole. */
 #ifndef GPT_CHECKPOINT_H
 #define GPT_CHECKPOINT_H
 
+#include <stdint.h>
+
 #include "model.h"
+#include "optim.h"
 #include "tokenizer.h"
 
-/* tok (may be NULL) is written as /tokenizer, so that the file alone can encode and
- * decode text. */
-int model_file_write(const char *path, const GPT *m, const Tokenizer *tok);
-int model_file_read_config(const char *path, GPTConfig *cfg);
-/* Reads the parameters into m, whose configuration must equal the file's. */
-int model_file_read_weights(const char *path, GPT *m);
-/* Config, create (with the given batch and gradients), weights: one call. */
-GPT *model_file_load(const char *path, int max_batch, int with_grads);
+/* What besides the tensors a run needs to continue exactly. All randomness of training
+ * (the sample order and the dropout masks) is a pure function of (seed, global sample
+ * index), so seed and samples are the complete random state. */
+typedef struct {
+    long step;               /* training steps done */
+    long optim_step;         /* AdamW updates taken (a non-finite step takes none) */
+    int bad_steps;           /* non-finite steps in a row at the save */
+    int64_t samples;         /* global samples consumed: the data position */
+    int64_t tokens;          /* tokens trained on */
+    uint64_t seed;
+    int64_t global_batch;    /* windows a step */
+    int ranks;               /* ranks at the save */
+    uint64_t corpus_fingerprint;
+    char corpus[1024];       /* the corpus's path at the save */
+    char time[32];           /* UTC, ISO 8601 */
+    char *config;            /* the run's resolved configuration as JSON (owned) */
+} CkptState;
+
+void ckpt_state_free(CkptState *s);
+
+/* Collective. Writes the checkpoint to path as described above. tok is needed on rank 0
+ * only. -1 on every rank with one message if any rank failed; PATH.tmp is then removed. */
+int ckpt_write(const char *path, const GPT *m, const AdamW *opt, const CkptState *state, const Tokenizer *tok);
+
+/* Not collective: the model configuration and training state of a checkpoint file. */
+int ckpt_read_header(const char *path, GPTConfig *cfg, CkptState *state);
+
+/* Collective: the parameters into m and both moments into opt (created for the file's
+ * configuration), every checksum verified. -1 on every rank naming the file and the
+ * tensor on a mismatch or a corrupted chunk. */
+int ckpt_read_tensors(const char *path, GPT *m, AdamW *opt);
+
+/* RUN_DIR/ckpt_<step>.h5 */
+void ckpt_path(char *buf, size_t size, const char *run_dir, long step);
+
+/* Collective: ckpt_write to RUN_DIR/ckpt_<step>.h5, then RUN_DIR/latest, then removal
+ * of all but the `keep` newest checkpoints (keep 0: none removed). */
+int ckpt_save(const char *run_dir, int keep, const GPT *m, const AdamW *opt, const CkptState *state,
+              const Tokenizer *tok);
+
+/* Not collective: the steps of the checkpoints in run_dir (files ckpt_<step>.h5), newest
+ * first, in a new array; returns how many (0 if none or no such directory). */
+int ckpt_list(const char *run_dir, long **steps);
 
 #endif

@@ -29,6 +29,11 @@ int64_t corpus_split_tokens(const Corpus *c, int split);
  * (a checksum mismatch names the file). */
 int corpus_read(Corpus *c, int split, int64_t start, int64_t n, int32_t *out);
 
+/* A hash of the corpus's contents (vocabulary, split sizes, and the first and last
+ * tokens of each split), to tell whether a run resumes on the same corpus wherever the
+ * file has moved. Reads a few thousand tokens; -1 with gpt_error() if they are unreadable. */
+int corpus_fingerprint(Corpus *c, uint64_t *out);
+
 /* Windows of n_ctx + 1 tokens in a split of N tokens. */
 int64_t windows_in(int64_t n_tokens, int n_ctx);
 /* The window of global sample i (see above). */

@@ -5,7 +5,13 @@
  * window j of step s being global sample s G + j, read by rank (j mod P B) / B in
  * micro-step j / (P B). Gradients are averaged with bucketed MPI_Iallreduce overlapping
  * the backward pass (dist.h) and every rank applies the same AdamW update, so the ranks'
- * parameters never diverge and a step's result does not depend on P. */
+ * parameters never diverge and a step's result does not depend on P.
+ *
+ * Checkpoints (checkpoint.h) hold everything a run needs to go on: resuming with the
+ * same P continues bit for bit, with another P (same global batch) the same samples
+ * continue. SIGTERM, SIGINT and SIGUSR1 only set a flag; the ranks agree on it at the
+ * next step boundary (it rides in the step's one small allreduce), write a checkpoint
+ * and stop, as they do before --time-limit runs out. */
 #ifndef GPT_TRAIN_H
 #define GPT_TRAIN_H
 
@@ -30,10 +36,22 @@ typedef struct {
     int max_bad_steps;        /* non-finite steps in a row before the run stops */
     int overwrite;
     int threads;
+    int batch_given, accum_given; /* on resume with another P, the other one is derived */
+    long ckpt_every;          /* steps between checkpoints; 0: none */
+    double ckpt_minutes;      /* minutes between checkpoints; 0: none */
+    int keep;                 /* newest checkpoints kept; 0: all */
+    const char *resume;       /* NULL, "auto" (the newest that loads, if any) or a checkpoint */
+    double time_limit;        /* seconds after t_start by which the run must have stopped; 0: none */
+    double t_start;           /* now_seconds() at process start */
 } TrainOptions;
 
-/* Collective. Writes RUN_DIR/config.json, metrics.jsonl and model.h5. Returns 0, or -1
- * on every rank with the same message. */
+/* The process exit code of a run stopped early by a signal or the time limit, after
+ * writing a checkpoint (EX_TEMPFAIL: try again, with --resume auto). */
+#define TRAIN_EXIT_STOPPED 75
+
+/* Collective. Writes RUN_DIR/config.json, metrics.jsonl, checkpoints and, at the end,
+ * model.h5. Returns 0 when all steps are done, 1 when stopped early with a checkpoint
+ * written, or -1 on every rank with the same message. */
 int train_run(const TrainOptions *o);
 
 /* Collective: the summed NLL and the number of tokens over the first n_windows windows

@@ -29,6 +29,11 @@ uint8_t *read_file(const char *path, size_t *len);
  * naming path and the byte offset (buf starts at byte `base` of the file) otherwise. */
 int check_text(const char *path, const uint8_t *buf, size_t len, size_t base);
 
+/* Fault injection for the crash tests (tests/test_checkpoint.py): with the environment
+ * variable GPT_FAULT=POINT[:STEP][@RANK], the process kills itself with SIGKILL on
+ * reaching the named point (only at that step, only on that rank, when given). */
+void fault_point(const char *point, long step, int rank);
+
 double now_seconds(void);        /* monotonic clock */
 double peak_rss_mb(void);        /* this process's peak resident set, MiB */
 
@@ -37,5 +42,8 @@ int parse_int(const char *s, int *out);
 int parse_long(const char *s, long *out);
 int parse_float(const char *s, float *out);
 int parse_u64(const char *s, unsigned long long *out);
+/* A positive duration in Slurm's forms (MM, MM:SS, HH:MM:SS, D-HH, D-HH:MM, D-HH:MM:SS)
+ * in seconds; "UNLIMITED" gives 0 (no limit). */
+int parse_duration(const char *s, double *seconds);
 
 #endif

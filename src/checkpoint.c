@@ -1,164 +1,336 @@
-/* checkpoint.c: model files in HDF5 (see checkpoint.h and docs/formats.md).
+/* checkpoint.c: collective HDF5 checkpoints and the run directory's set of them (see
+ * checkpoint.h and docs/formats.md).
  *
- * Every failure becomes one message naming the file and the object (h5util.h). */
+ * Parallel HDF5 (1.10) cannot write variable-length data, which the tokenizer and the
+ * string attributes are, so the collective phase writes only the tensors; rank 0 then
+ * reopens the file with the serial driver for the rest. Every collective HDF5 call is
+ * made by every rank whatever happened before it, and errors are agreed on afterwards
+ * (dist_agree), so a failure on one rank can never leave the others waiting. */
 #include "checkpoint.h"
 
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <hdf5.h>
 #include <limits.h>
+#include <mpi.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
+#include "dist.h"
 #include "h5util.h"
+#include "model_file.h"
 #include "util.h"
 #include "version.h"
 
-#define MODEL_FORMAT "gpt-model"
-#define MODEL_FORMAT_VERSION 1
+#define CKPT_FORMAT "gpt-checkpoint"
+#define CKPT_FORMAT_VERSION 1
+#define BCAST_FLOATS ((size_t)1 << 28) /* MPI counts are ints */
 
-static int write_config(hid_t g, const GPTConfig *c) {
-    return h5_write_attr_int(g, "n_layer", c->n_layer) || h5_write_attr_int(g, "n_head", c->n_head) ||
-           h5_write_attr_int(g, "n_embd", c->n_embd) || h5_write_attr_int(g, "n_ctx", c->n_ctx) ||
-           h5_write_attr_int(g, "vocab_size", c->vocab_size) ||
-           h5_write_attr_int(g, "n_ffn", c->n_ffn) ||
-           h5_write_attr_float(g, "dropout_embd", c->dropout_embd) ||
-           h5_write_attr_float(g, "dropout_resid", c->dropout_resid) ||
-           h5_write_attr_float(g, "dropout_attn", c->dropout_attn) ||
-           h5_write_attr_string(g, "ln", config_ln_name(c->ln)) ||
-           h5_write_attr_float(g, "ln_eps", c->ln_eps);
+enum { N_PARTS = 3 };
+static const char *const part_group[N_PARTS] = {"/model", "/optimizer/m", "/optimizer/v"};
+
+static const float *part_data(const GPT *m, const AdamW *o, int part) {
+    return part == 0 ? m->params : part == 1 ? o->m : o->v;
 }
 
-static int write_tensor(hid_t g, const GPTTensor *t, const float *data) {
-    hsize_t dims[2] = {(hsize_t)t->shape[0], (hsize_t)t->shape[1]};
-    return h5_write_array(g, t->name, H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, t->ndim, dims, data);
+void ckpt_state_free(CkptState *s) {
+    free(s->config);
+    s->config = NULL;
 }
 
-int model_file_write(const char *path, const GPT *m, const Tokenizer *tok) {
-    h5_quiet();
-    char tmp[PATH_MAX];
-    if (snprintf(tmp, sizeof tmp, "%s.tmp", path) >= (int)sizeof tmp)
-        return gpt_error("%s: path too long", path);
-    hid_t f = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
-    if (f < 0) return gpt_error("%s: cannot create the file (check the directory exists and is writable)", tmp);
-    int rc = h5_write_attr_string(f, "format", MODEL_FORMAT) ||
-             h5_write_attr_int(f, "format_version", MODEL_FORMAT_VERSION) ||
-             h5_write_attr_string(f, "tool_version", GPT_VERSION);
-    hid_t g = rc ? -1 : H5Gcreate2(f, "model", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
-    if (g < 0 || write_config(g, &m->cfg)) rc = -1;
-    for (int i = 0; !rc && i < m->n_tensors; i++)
-        if (write_tensor(g, &m->tensors[i], m->params + m->tensors[i].offset)) rc = -1;
-    if (g >= 0) H5Gclose(g);
-    if (!rc && tok && tokenizer_write_h5(tok, f)) rc = -1;
-    if (H5Fclose(f) < 0) rc = -1;
-    if (rc) {
-        remove(tmp);
-        return gpt_error("%s: writing the model failed (disk full?)", tmp);
-    }
-    if (rename(tmp, path) != 0) {
-        remove(tmp);
-        return gpt_error("%s: cannot rename %s into place", path, tmp);
-    }
-    return 0;
-}
+/* ---- the partition: rank r's rows of each tensor ---- */
 
-static hid_t open_model_group(const char *path, hid_t *file) {
-    *file = h5_open_read(path);
-    if (*file < 0) return -1;
-    if (H5Lexists(*file, "model", H5P_DEFAULT) <= 0) {
-        H5Fclose(*file);
-        return gpt_error("%s: no /model group (not a model file)", path);
-    }
-    return H5Gopen2(*file, "model", H5P_DEFAULT);
-}
+typedef struct {
+    int *lo, *hi;       /* (n_tensors) rows [lo, hi) of each tensor */
+    size_t begin, end;  /* the flat range they cover, padding included */
+} Share;
 
-static int read_config(const char *path, hid_t g, GPTConfig *c) {
-    char ln[16];
-    const char *w = "/model";
-    if (h5_read_attr_int(path, w, g, "n_layer", &c->n_layer) ||
-        h5_read_attr_int(path, w, g, "n_head", &c->n_head) ||
-        h5_read_attr_int(path, w, g, "n_embd", &c->n_embd) ||
-        h5_read_attr_int(path, w, g, "n_ctx", &c->n_ctx) ||
-        h5_read_attr_int(path, w, g, "vocab_size", &c->vocab_size) ||
-        h5_read_attr_int(path, w, g, "n_ffn", &c->n_ffn) ||
-        h5_read_attr_float(path, w, g, "dropout_embd", &c->dropout_embd) ||
-        h5_read_attr_float(path, w, g, "dropout_resid", &c->dropout_resid) ||
-        h5_read_attr_float(path, w, g, "dropout_attn", &c->dropout_attn) ||
-        h5_read_attr_float(path, w, g, "ln_eps", &c->ln_eps) ||
-        h5_read_attr_string(path, w, g, "ln", ln, sizeof ln))
-        return -1;
-    if (config_parse_ln(ln, &c->ln) || config_validate(c)) {
-        char why[512];
-        snprintf(why, sizeof why, "%s", gpt_last_error());
-        return gpt_error("%s: invalid model configuration: %s", path, why);
-    }
-    return 0;
-}
-
-int model_file_read_config(const char *path, GPTConfig *cfg) {
-    hid_t f, g = open_model_group(path, &f);
-    if (g < 0) return -1;
-    int rc = read_config(path, g, cfg);
-    H5Gclose(g);
-    H5Fclose(f);
-    return rc;
-}
-
-static int read_tensor(const char *path, hid_t g, const GPTTensor *t, float *out) {
-    if (H5Lexists(g, t->name, H5P_DEFAULT) <= 0)
-        return gpt_error("%s: tensor /model/%s is missing", path, t->name);
-    hid_t d = H5Dopen2(g, t->name, H5P_DEFAULT);
-    if (d < 0) return gpt_error("%s: /model/%s is not a dataset", path, t->name);
-    hid_t s = H5Dget_space(d), ty = H5Dget_type(d);
-    hsize_t dims[8] = {0};
-    int nd = H5Sget_simple_extent_ndims(s);
-    int ok_type = H5Tget_class(ty) == H5T_FLOAT;
-    int ok_shape = nd == t->ndim && nd <= 8;
-    if (ok_shape) {
-        H5Sget_simple_extent_dims(s, dims, NULL);
-        for (int i = 0; i < nd; i++) ok_shape &= dims[i] == (hsize_t)t->shape[i];
-    }
-    int rc = 0;
-    if (!ok_type) {
-        rc = gpt_error("%s: tensor /model/%s is not floating point", path, t->name);
-    } else if (!ok_shape) {
-        char found[96] = "", expected[64];
-        if (nd >= 1 && nd <= 8) {
-            H5Sget_simple_extent_dims(s, dims, NULL);
-            size_t len = 0;
-            for (int i = 0; i < nd && len < sizeof found; i++)
-                len += (size_t)snprintf(found + len, sizeof found - len, "%s%llu", i ? ", " : "",
-                                        (unsigned long long)dims[i]);
+/* Rank r owns the whole chunks whose first element lies in [N r / P, N (r+1) / P). */
+static Share share_of(const GPT *m, int r, int P) {
+    Share s = {xmalloc(sizeof(int) * (size_t)m->n_tensors), xmalloc(sizeof(int) * (size_t)m->n_tensors), 0, 0};
+    uint64_t N = m->n_params;
+    int any = 0;
+    for (int i = 0; i < m->n_tensors; i++) {
+        const GPTTensor *t = &m->tensors[i];
+        uint64_t row = t->ndim == 2 ? (uint64_t)t->shape[1] : 1;
+        int rows = t->shape[0], step = model_tensor_chunk_rows(t);
+        s.lo[i] = s.hi[i] = rows;
+        for (int c = 0; c < rows; c += step) {
+            uint64_t owner = (t->offset + (uint64_t)c * row) * (uint64_t)P / N;
+            if (owner == (uint64_t)r && s.lo[i] == rows) s.lo[i] = c;
+            if (owner > (uint64_t)r) {
+                s.hi[i] = c;
+                break;
+            }
         }
-        if (t->ndim == 2) snprintf(expected, sizeof expected, "%d, %d", t->shape[0], t->shape[1]);
-        else snprintf(expected, sizeof expected, "%d", t->shape[0]);
-        rc = gpt_error("%s: tensor /model/%s has shape [%s], expected [%s]", path, t->name,
-                       found, expected);
-    } else if (H5Dread(d, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, out) < 0) {
-        rc = gpt_error("%s: cannot read tensor /model/%s (corrupted file?)", path, t->name);
+        if (s.lo[i] == rows) s.hi[i] = rows; /* none of it */
+        if (s.lo[i] < s.hi[i]) {
+            size_t b = t->offset + (size_t)s.lo[i] * row, e = t->offset + (size_t)s.hi[i] * row;
+            if (!any || b < s.begin) s.begin = b;
+            if (!any || e > s.end) s.end = e;
+            any = 1;
+        }
     }
-    H5Tclose(ty);
-    H5Sclose(s);
-    H5Dclose(d);
-    return rc;
+    return s;
 }
 
-int model_file_read_weights(const char *path, GPT *m) {
-    hid_t f, g = open_model_group(path, &f);
-    if (g < 0) return -1;
+static void share_free(Share *s) {
+    free(s->lo);
+    free(s->hi);
+}
+
+/* ---- writing ---- */
+
+static int fsync_path(const char *path, int directory) {
+    int fd = open(path, O_RDONLY | (directory ? O_DIRECTORY : 0));
+    if (fd < 0) return gpt_error("%s: cannot open to flush to disk: %s", path, strerror(errno));
+    int rc = fsync(fd);
+    close(fd);
+    return rc ? gpt_error("%s: cannot flush to disk: %s", path, strerror(errno)) : 0;
+}
+
+static void dir_of(const char *path, char *dir, size_t size) {
+    snprintf(dir, size, "%s", path);
+    char *slash = strrchr(dir, '/');
+    if (!slash) snprintf(dir, size, ".");
+    else if (slash == dir) dir[1] = '\0';
+    else *slash = '\0';
+}
+
+/* Collective: the tensors of all three parts, this rank's share of each. */
+static int write_tensors(hid_t f, const GPT *m, const AdamW *o, const Share *sh, long step) {
+    hid_t dxpl = H5Pcreate(H5P_DATASET_XFER), lcpl = H5Pcreate(H5P_LINK_CREATE);
+    H5Pset_dxpl_mpio(dxpl, H5FD_MPIO_COLLECTIVE);
+    H5Pset_create_intermediate_group(lcpl, 1);
     int rc = 0;
-    for (int i = 0; !rc && i < m->n_tensors; i++)
-        rc = read_tensor(path, g, &m->tensors[i], m->params + m->tensors[i].offset);
-    H5Gclose(g);
-    H5Fclose(f);
+    for (int p = 0; p < N_PARTS; p++) {
+        hid_t g = H5Gcreate2(f, part_group[p], lcpl, H5P_DEFAULT, H5P_DEFAULT);
+        if (g < 0) rc = -1;
+        for (int i = 0; g >= 0 && i < m->n_tensors; i++) {
+            const GPTTensor *t = &m->tensors[i];
+            hid_t d = model_tensor_create(g, t);
+            if (d < 0 || model_tensor_write_rows(d, t, part_data(m, o, p) + t->offset, sh->lo[i], sh->hi[i], dxpl))
+                rc = -1;
+            if (d >= 0) H5Dclose(d);
+        }
+        if (g >= 0) H5Gclose(g);
+        if (p == 0) fault_point("ckpt-write", step, dist_rank());
+    }
+    H5Pclose(lcpl);
+    H5Pclose(dxpl);
     return rc;
 }
 
-GPT *model_file_load(const char *path, int max_batch, int with_grads) {
-    GPTConfig cfg;
-    if (model_file_read_config(path, &cfg)) return NULL;
-    GPT *m = gpt_create(&cfg, max_batch, with_grads);
-    if (model_file_read_weights(path, m)) {
-        gpt_free(m);
-        return NULL;
+/* Rank 0, serial driver: attributes, the model configuration and the tokenizer. */
+static int write_metadata(const char *tmp, const GPT *m, const CkptState *s, const Tokenizer *tok) {
+    hid_t f = H5Fopen(tmp, H5F_ACC_RDWR, H5P_DEFAULT);
+    if (f < 0) return -1;
+    hid_t g = H5Gopen2(f, "model", H5P_DEFAULT);
+    int rc = g < 0 || model_config_write_h5(g, &m->cfg) || h5_write_attr_string(f, "format", CKPT_FORMAT) ||
+             h5_write_attr_int(f, "format_version", CKPT_FORMAT_VERSION) ||
+             h5_write_attr_string(f, "tool_version", GPT_VERSION) ||
+             h5_write_attr_i64(f, "step", s->step) || h5_write_attr_i64(f, "optim_step", s->optim_step) ||
+             h5_write_attr_int(f, "bad_steps", s->bad_steps) || h5_write_attr_i64(f, "samples", s->samples) ||
+             h5_write_attr_i64(f, "tokens", s->tokens) || h5_write_attr_i64(f, "seed", (int64_t)s->seed) ||
+             h5_write_attr_i64(f, "global_batch", s->global_batch) || h5_write_attr_int(f, "ranks", s->ranks) ||
+             h5_write_attr_i64(f, "corpus_fingerprint", (int64_t)s->corpus_fingerprint) ||
+             h5_write_attr_string(f, "corpus", s->corpus) || h5_write_attr_string(f, "time", s->time) ||
+             h5_write_attr_string(f, "config", s->config ? s->config : "{}") || tokenizer_write_h5(tok, f);
+    if (g >= 0) H5Gclose(g);
+    if (H5Fclose(f) < 0) rc = -1;
+    return rc ? -1 : 0;
+}
+
+int ckpt_write(const char *path, const GPT *m, const AdamW *o, const CkptState *s, const Tokenizer *tok) {
+    h5_quiet();
+    int rank = dist_rank();
+    char tmp[PATH_MAX], dir[PATH_MAX];
+    if (snprintf(tmp, sizeof tmp, "%s.tmp", path) >= (int)sizeof tmp) return gpt_error("%s: path too long", path);
+    hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
+    H5Pset_fapl_mpio(fapl, MPI_COMM_WORLD, MPI_INFO_NULL);
+    hid_t f = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
+    H5Pclose(fapl);
+    if (dist_agree(f < 0 ? gpt_error("%s: cannot create (check that the directory exists and is writable)", tmp) : 0))
+        return -1;
+    fault_point("ckpt-create", s->step, rank);
+    Share sh = share_of(m, rank, dist_size());
+    int rc = write_tensors(f, m, o, &sh, s->step);
+    share_free(&sh);
+    if (H5Fflush(f, H5F_SCOPE_GLOBAL) < 0) rc = -1; /* MPI_File_sync: every rank's share to disk */
+    if (H5Fclose(f) < 0) rc = -1;
+    rc = dist_agree(rc ? gpt_error("%s: writing the tensors failed (disk full?)", tmp) : 0);
+    if (!rc) fault_point("ckpt-close", s->step, rank);
+    if (!rc && rank == 0) {
+        dir_of(path, dir, sizeof dir);
+        rc = write_metadata(tmp, m, s, tok) ? gpt_error("%s: writing the attributes and tokenizer failed", tmp)
+             : fsync_path(tmp, 0)           ? -1
+             : rename(tmp, path)            ? gpt_error("%s: cannot rename %s into place: %s", path, tmp, strerror(errno))
+                                            : fsync_path(dir, 1);
     }
-    return m;
+    rc = dist_agree(rc);
+    if (rc && rank == 0) remove(tmp);
+    return rc;
+}
+
+/* ---- reading ---- */
+
+static hid_t open_checkpoint(const char *path) {
+    hid_t f = h5_open_read(path);
+    if (f < 0) return -1;
+    char format[32] = "";
+    if (H5Aexists(f, "format") > 0) h5_read_attr_string(path, "", f, "format", format, sizeof format);
+    if (strcmp(format, CKPT_FORMAT)) {
+        H5Fclose(f);
+        return gpt_error("%s: not a checkpoint (format '%s', expected '%s')", path, format, CKPT_FORMAT);
+    }
+    return f;
+}
+
+int ckpt_read_header(const char *path, GPTConfig *cfg, CkptState *s) {
+    memset(s, 0, sizeof *s);
+    hid_t f = open_checkpoint(path);
+    if (f < 0) return -1;
+    int64_t step = 0, optim_step = 0, seed = 0, fp = 0;
+    char config[1 << 16];
+    int version = 0;
+    int rc = h5_read_attr_int(path, "", f, "format_version", &version) ||
+             h5_read_attr_i64(path, "", f, "step", &step) || h5_read_attr_i64(path, "", f, "optim_step", &optim_step) ||
+             h5_read_attr_int(path, "", f, "bad_steps", &s->bad_steps) ||
+             h5_read_attr_i64(path, "", f, "samples", &s->samples) ||
+             h5_read_attr_i64(path, "", f, "tokens", &s->tokens) || h5_read_attr_i64(path, "", f, "seed", &seed) ||
+             h5_read_attr_i64(path, "", f, "global_batch", &s->global_batch) ||
+             h5_read_attr_int(path, "", f, "ranks", &s->ranks) ||
+             h5_read_attr_i64(path, "", f, "corpus_fingerprint", &fp) ||
+             h5_read_attr_string(path, "", f, "corpus", s->corpus, sizeof s->corpus) ||
+             h5_read_attr_string(path, "", f, "time", s->time, sizeof s->time) ||
+             h5_read_attr_string(path, "", f, "config", config, sizeof config);
+    H5Fclose(f);
+    if (rc) return -1;
+    if (version != CKPT_FORMAT_VERSION)
+        return gpt_error("%s: checkpoint format version %d, this tool reads version %d", path, version,
+                         CKPT_FORMAT_VERSION);
+    if (step < 0 || optim_step < 0 || optim_step > step || s->global_batch < 1 || s->samples != step * s->global_batch)
+        return gpt_error("%s: inconsistent training state (step %lld, optim_step %lld, samples %lld, global_batch "
+                         "%lld)", path, (long long)step, (long long)optim_step, (long long)s->samples,
+                         (long long)s->global_batch);
+    s->step = (long)step, s->optim_step = (long)optim_step;
+    s->seed = (uint64_t)seed, s->corpus_fingerprint = (uint64_t)fp;
+    s->config = xstrdup(config);
+    return model_file_read_config(path, cfg);
+}
+
+int ckpt_read_tensors(const char *path, GPT *m, AdamW *o) {
+    h5_quiet();
+    int rank = dist_rank(), P = dist_size();
+    hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
+    H5Pset_fapl_mpio(fapl, MPI_COMM_WORLD, MPI_INFO_NULL);
+    hid_t f = H5Fopen(path, H5F_ACC_RDONLY, fapl);
+    H5Pclose(fapl);
+    if (dist_agree(f < 0 ? gpt_error("%s: cannot open as HDF5 (truncated or not a checkpoint)", path) : 0)) return -1;
+    Share sh = share_of(m, rank, P);
+    float *parts[N_PARTS] = {m->params, o->m, o->v};
+    int rc = 0;
+    /* independent reads: a checksum failure on one rank must not leave a collective read half done */
+    for (int p = 0; !rc && p < N_PARTS; p++) {
+        hid_t g = H5Lexists(f, part_group[p] + 1, H5P_DEFAULT) > 0 ? H5Gopen2(f, part_group[p], H5P_DEFAULT) : -1;
+        if (g < 0) rc = gpt_error("%s: group %s is missing", path, part_group[p]);
+        for (int i = 0; !rc && i < m->n_tensors; i++)
+            rc = model_tensor_read(path, part_group[p], g, &m->tensors[i], parts[p] + m->tensors[i].offset,
+                                   sh.lo[i], sh.hi[i], H5P_DEFAULT);
+        if (g >= 0) H5Gclose(g);
+    }
+    share_free(&sh);
+    H5Fclose(f);
+    if (dist_agree(rc)) return -1;
+    /* every rank's share to every rank */
+    for (int r = 0; r < P; r++) {
+        Share s = share_of(m, r, P);
+        for (int p = 0; p < N_PARTS; p++)
+            for (size_t at = s.begin; at < s.end; at += BCAST_FLOATS) {
+                size_t n = s.end - at < BCAST_FLOATS ? s.end - at : BCAST_FLOATS;
+                MPI_Bcast(parts[p] + at, (int)n, MPI_FLOAT, r, MPI_COMM_WORLD);
+            }
+        share_free(&s);
+    }
+    return 0;
+}
+
+/* ---- the run directory ---- */
+
+void ckpt_path(char *buf, size_t size, const char *run_dir, long step) {
+    snprintf(buf, size, "%s/ckpt_%ld.h5", run_dir, step);
+}
+
+/* The step of a file name ckpt_<step>.h5, or -1. */
+static long step_of(const char *name) {
+    if (strncmp(name, "ckpt_", 5) || name[5] < '0' || name[5] > '9') return -1;
+    char *end;
+    long step = strtol(name + 5, &end, 10);
+    return strcmp(end, ".h5") ? -1 : step;
+}
+
+static int newest_first(const void *a, const void *b) {
+    long x = *(const long *)a, y = *(const long *)b;
+    return (x < y) - (x > y);
+}
+
+int ckpt_list(const char *run_dir, long **steps) {
+    *steps = NULL;
+    DIR *d = opendir(run_dir);
+    if (!d) return 0;
+    int n = 0, cap = 0;
+    for (struct dirent *e; (e = readdir(d));) {
+        long step = step_of(e->d_name);
+        if (step < 0) continue;
+        if (n == cap) *steps = xrealloc(*steps, sizeof(long) * (size_t)(cap = cap ? 2 * cap : 16));
+        (*steps)[n++] = step;
+    }
+    closedir(d);
+    if (n) qsort(*steps, (size_t)n, sizeof(long), newest_first);
+    return n;
+}
+
+/* Rank 0: RUN_DIR/latest names the checkpoint of `step`, replaced atomically. */
+static int point_latest(const char *run_dir, long step) {
+    char path[PATH_MAX], tmp[PATH_MAX + 8];
+    snprintf(path, sizeof path, "%s/latest", run_dir);
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    FILE *f = fopen(tmp, "w");
+    if (!f) return gpt_error("%s: cannot create: %s", tmp, strerror(errno));
+    int ok = fprintf(f, "ckpt_%ld.h5\n", step) > 0;
+    ok &= fflush(f) == 0 && fsync(fileno(f)) == 0;
+    ok &= fclose(f) == 0;
+    if (!ok || rename(tmp, path)) {
+        remove(tmp);
+        return gpt_error("%s: cannot write: %s", path, strerror(errno));
+    }
+    return fsync_path(run_dir, 1);
+}
+
+/* Rank 0: removes all but the `keep` newest checkpoints; a failure is only a warning. */
+static void prune(const char *run_dir, int keep) {
+    long *steps;
+    int n = ckpt_list(run_dir, &steps);
+    for (int i = keep; i < n; i++) {
+        char path[PATH_MAX];
+        ckpt_path(path, sizeof path, run_dir, steps[i]);
+        if (remove(path)) fprintf(stderr, "gpt train: warning: cannot remove old checkpoint %s: %s\n", path, strerror(errno));
+    }
+    free(steps);
+}
+
+int ckpt_save(const char *run_dir, int keep, const GPT *m, const AdamW *o, const CkptState *s, const Tokenizer *tok) {
+    char path[PATH_MAX];
+    ckpt_path(path, sizeof path, run_dir, s->step);
+    if (ckpt_write(path, m, o, s, tok)) return -1;
+    int rank = dist_rank(), rc = 0;
+    fault_point("ckpt-rename", s->step, rank);
+    if (rank == 0) rc = point_latest(run_dir, s->step);
+    fault_point("ckpt-latest", s->step, rank);
+    if (rank == 0 && !rc && keep > 0) prune(run_dir, keep);
+    return dist_agree(rc);
 }

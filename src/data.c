@@ -100,6 +100,24 @@ int corpus_read(Corpus *c, int split, int64_t start, int64_t n, int32_t *out) {
     return 0;
 }
 
+int corpus_fingerprint(Corpus *c, uint64_t *out) {
+    enum { SAMPLE = 4096 };
+    int32_t *buf = xmalloc(sizeof(int32_t) * SAMPLE);
+    uint64_t h = rng_key((uint64_t)c->vocab, (uint64_t)c->n[0]);
+    h = rng_key(h, (uint64_t)c->n[1]);
+    int rc = 0;
+    for (int s = 0; s < 2 && !rc; s++) {
+        int64_t n = c->n[s] < SAMPLE ? c->n[s] : SAMPLE;
+        for (int end = 0; end < 2 && !rc && n > 0; end++) {
+            rc = corpus_read(c, s, end ? c->n[s] - n : 0, n, buf);
+            for (int64_t i = 0; !rc && i < n; i++) h = rng_key(h, (uint64_t)buf[i]);
+        }
+    }
+    free(buf);
+    *out = h;
+    return rc;
+}
+
 int64_t windows_in(int64_t n_tokens, int n_ctx) { return n_tokens > 0 ? (n_tokens - 1) / n_ctx : 0; }
 
 /* A bijection of [0, 2^bits) for even bits: four Feistel rounds keyed by `key`. */

@@ -110,12 +110,27 @@ int h5_read_attr_string(const char *path, const char *where, hid_t obj, const ch
     return rc < 0 ? gpt_error("%s: cannot read attribute %s/%s", path, where, name) : 0;
 }
 
+hsize_t h5_chunk_rows(hsize_t rows, hsize_t row_bytes) {
+    hsize_t r = H5_CHUNK_BYTES / row_bytes;
+    return r < 1 ? 1 : r < rows ? r : rows;
+}
+
 int h5_write_array(hid_t loc, const char *name, hid_t file_type, hid_t mem_type, int rank,
                    const hsize_t *dims, const void *data) {
-    hid_t space = H5Screate_simple(rank, dims, NULL);
-    hid_t d = H5Dcreate2(loc, name, file_type, space, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    hid_t space = H5Screate_simple(rank, dims, NULL), dcpl = H5Pcreate(H5P_DATASET_CREATE);
+    hsize_t chunk[8], row = 1, n = 1;
+    for (int i = 0; i < rank && i < 8; i++) chunk[i] = dims[i], n *= dims[i];
+    for (int i = 1; i < rank && i < 8; i++) row *= dims[i];
+    /* HDF5 checksums chunked datasets only, neither an empty chunk nor variable-length data */
+    if (n > 0 && rank <= 8 && H5Tis_variable_str(file_type) <= 0) {
+        chunk[0] = h5_chunk_rows(dims[0], row * H5Tget_size(file_type));
+        H5Pset_chunk(dcpl, rank, chunk);
+        H5Pset_fletcher32(dcpl);
+    }
+    hid_t d = H5Dcreate2(loc, name, file_type, space, H5P_DEFAULT, dcpl, H5P_DEFAULT);
     herr_t rc = d < 0 ? -1 : H5Dwrite(d, mem_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, data);
     if (d >= 0) H5Dclose(d);
+    H5Pclose(dcpl);
     H5Sclose(space);
     return rc < 0 ? -1 : 0;
 }

@@ -13,14 +13,17 @@
 #include <jansson.h>
 #include <math.h>
 #include <mpi.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 
 #include "blas.h"
 #include "checkpoint.h"
 #include "dist.h"
+#include "model_file.h"
 #include "util.h"
 #include "version.h"
 
@@ -89,9 +92,11 @@ static json_t *config_json(const TrainOptions *o, const GPTConfig *c, int64_t n_
                              "batch", o->batch, "accum", o->accum, "global_batch",
                              (json_int_t)o->batch * o->accum * dist_size(), "train_windows", (json_int_t)n_windows,
                              "eval_windows", (json_int_t)eval_windows);
-    json_t *run = json_pack("{s:I,s:i,s:i,s:i,s:I,s:i}", "steps", (json_int_t)o->steps, "eval_every", o->eval_every,
-                            "log_every", o->log_every, "max_bad_steps", o->max_bad_steps, "bucket_bytes",
-                            (json_int_t)o->bucket_bytes, "threads", o->threads);
+    json_t *run = json_pack("{s:I,s:i,s:i,s:i,s:I,s:i,s:I,s:f,s:i,s:f}", "steps", (json_int_t)o->steps, "eval_every",
+                            o->eval_every, "log_every", o->log_every, "max_bad_steps", o->max_bad_steps,
+                            "bucket_bytes", (json_int_t)o->bucket_bytes, "threads", o->threads, "ckpt_every",
+                            (json_int_t)o->ckpt_every, "ckpt_minutes", o->ckpt_minutes, "keep", o->keep,
+                            "time_limit_s", o->time_limit);
     json_t *versions = json_pack("{s:s,s:s,s:s,s:s,s:s}", "gpt", GPT_VERSION, "hdf5", hdf5, "mpi", mpi,
                                  "openblas_core", blas_core_name(), "openblas_core_origin", blas_core_origin());
     return json_pack("{s:o,s:o,s:o,s:o,s:i,s:o}", "model", model, "optim", optim, "data", data, "run", run,
@@ -99,16 +104,43 @@ static json_t *config_json(const TrainOptions *o, const GPTConfig *c, int64_t n_
 }
 
 /* Rank 0: creates the run directory, refusing one that holds another run. */
-static int prepare_run_dir(const TrainOptions *o, json_t *config) {
+/* Rank 0: keeps the lines of metrics.jsonl up to `step` (a torn last line is dropped). */
+static int cut_metrics(const char *path, long step) {
+    FILE *in = fopen(path, "r");
+    if (!in) return 0; /* none yet */
+    char tmp[4096 + 8], line[8192];
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    FILE *out = fopen(tmp, "w");
+    if (!out) {
+        fclose(in);
+        return gpt_error("%s: cannot create: %s", tmp, strerror(errno));
+    }
+    while (fgets(line, sizeof line, in)) {
+        json_t *j = json_loads(line, 0, NULL);
+        json_t *s = j ? json_object_get(j, "step") : NULL;
+        if (json_is_integer(s) && json_integer_value(s) <= step && strchr(line, '\n')) fputs(line, out);
+        json_decref(j);
+    }
+    fclose(in);
+    int bad = ferror(out) | fclose(out);
+    if (bad || rename(tmp, path)) return gpt_error("%s: cannot rewrite: %s", path, strerror(errno));
+    return 0;
+}
+
+/* Rank 0: creates the run directory, refusing one that holds another run unless the run
+ * overwrites or resumes it. A resumed run keeps its metrics up to the checkpoint. */
+static int prepare_run_dir(const TrainOptions *o, json_t *config, long resumed_step) {
     char path[4096];
     snprintf(path, sizeof path, "%s/config.json", o->out);
     struct stat st;
-    if (!o->overwrite && stat(path, &st) == 0)
-        return gpt_error("%s holds another run (%s exists); pass --overwrite to replace it", o->out, path);
+    if (!o->overwrite && !o->resume && stat(path, &st) == 0)
+        return gpt_error("%s holds another run (%s exists); pass --overwrite to replace it, or --resume auto to "
+                         "continue it", o->out, path);
     if (mkdir_p(o->out)) return gpt_error("%s: cannot create the run directory: %s", o->out, strerror(errno));
     if (json_dump_file(config, path, JSON_INDENT(2) | JSON_SORT_KEYS))
         return gpt_error("%s: cannot write", path);
     snprintf(path, sizeof path, "%s/metrics.jsonl", o->out);
+    if (resumed_step > 0) return cut_metrics(path, resumed_step);
     FILE *f = fopen(path, "w");
     if (!f) return gpt_error("%s: cannot create: %s", path, strerror(errno));
     fclose(f);
@@ -120,11 +152,16 @@ typedef struct {
     AdamW *opt;
     GradSync *sync;
     Corpus *corpus;
+    Tokenizer *tok;           /* rank 0: the corpus's, written into checkpoints and model.h5 */
     FILE *metrics;
     int32_t *buf;
     int *in, *tgt;            /* (accum * batch, T) this rank's windows of the step */
     uint64_t *keys;           /* (accum * batch) */
     int64_t n_windows;
+    uint64_t fingerprint;     /* of the corpus */
+    long step;                /* steps done */
+    int bad;                  /* non-finite steps in a row */
+    char *config;             /* config.json's text */
 } Trainer;
 
 /* This rank's windows of step s: global sample s G + a P B + r B + b. */
@@ -149,14 +186,202 @@ static void print_duration(char *buf, size_t size, double s) {
     else snprintf(buf, size, "%ld:%02ld", t / 60, t % 60);
 }
 
-int train_run(const TrainOptions *o) {
+/* ---- signals ---- */
+
+static volatile sig_atomic_t stop_signal;
+
+static void on_stop_signal(int sig) { stop_signal = sig; }
+
+/* The first SIGTERM, SIGINT or SIGUSR1 asks for a checkpoint and a stop; a second one
+ * of the same kind has its default effect, so a stuck run can still be interrupted. */
+static void catch_stop_signals(void) {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_stop_signal;
+    sa.sa_flags = SA_RESTART | SA_RESETHAND;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGUSR1, &sa, NULL);
+}
+
+/* ---- checkpoints and resuming ---- */
+
+static int save(Trainer *t, const TrainOptions *o) {
+    CkptState st = {.step = t->step, .optim_step = t->opt->step, .bad_steps = t->bad,
+                    .samples = (int64_t)t->step * dist_size() * o->batch * o->accum, .seed = o->seed,
+                    .global_batch = (int64_t)dist_size() * o->batch * o->accum, .ranks = dist_size(),
+                    .corpus_fingerprint = t->fingerprint, .config = t->config};
+    st.tokens = st.samples * t->m->cfg.n_ctx;
+    snprintf(st.corpus, sizeof st.corpus, "%s", o->data);
+    time_t now = time(NULL);
+    strftime(st.time, sizeof st.time, "%Y-%m-%dT%H:%M:%SZ", gmtime(&now));
+    return ckpt_save(o->out, o->keep, t->m, t->opt, &st, t->tok);
+}
+
+/* The first model-configuration field in which a and b differ (dropout rates may). */
+static const char *config_difference(const GPTConfig *a, const GPTConfig *b, char *buf, size_t size) {
+#define DIFF_INT(f) if (a->f != b->f) return snprintf(buf, size, #f ": checkpoint %d, now %d", a->f, b->f), buf
+    DIFF_INT(n_layer);
+    DIFF_INT(n_head);
+    DIFF_INT(n_embd);
+    DIFF_INT(n_ctx);
+    DIFF_INT(vocab_size);
+    DIFF_INT(n_ffn);
+#undef DIFF_INT
+    if (a->ln != b->ln)
+        return snprintf(buf, size, "ln: checkpoint %s, now %s", config_ln_name(a->ln), config_ln_name(b->ln)), buf;
+    if (a->ln_eps != b->ln_eps)
+        return snprintf(buf, size, "ln_eps: checkpoint %g, now %g", (double)a->ln_eps, (double)b->ln_eps), buf;
+    return NULL;
+}
+
+/* Rank 0: one line listing the settings that differ from the checkpoint's run. */
+static void report_changes(const char *saved_text, const char *now_text) {
+    json_t *saved = json_loads(saved_text, 0, NULL), *now = json_loads(now_text, 0, NULL);
+    const char *section;
+    json_t *value;
+    int n = 0;
+    json_object_foreach(now, section, value) {
+        json_t *old = json_object_get(saved, section);
+        if (!strcmp(section, "versions") || !strcmp(section, "resume") || json_equal(old, value)) continue;
+        if (!json_is_object(value)) {
+            char *a = json_dumps(old, JSON_ENCODE_ANY), *b = json_dumps(value, JSON_ENCODE_ANY);
+            printf("%s %s: %s -> %s", n++ ? "," : "changed on resume:", section, a ? a : "?", b ? b : "?");
+            free(a), free(b);
+            continue;
+        }
+        const char *key;
+        json_t *v;
+        json_object_foreach(value, key, v) {
+            json_t *w = json_object_get(old, key);
+            if (json_equal(w, v)) continue;
+            char *a = w ? json_dumps(w, JSON_ENCODE_ANY) : NULL, *b = json_dumps(v, JSON_ENCODE_ANY);
+            printf("%s %s.%s: %s -> %s", n++ ? "," : "changed on resume:", section, key, a ? a : "(none)", b ? b : "?");
+            free(a), free(b);
+        }
+    }
+    if (n) printf("\n");
+    json_decref(saved);
+    json_decref(now);
+}
+
+/* Batch and accumulation for this run's P that keep the checkpoint's global batch G: the
+ * ones given, else the saved batch and whatever accumulation makes up G. */
+static int fit_global_batch(TrainOptions *run, const CkptState *st, const char *path) {
+    int P = dist_size();
+    int64_t G = st->global_batch;
+    json_t *saved = json_loads(st->config, 0, NULL);
+    int saved_batch = (int)json_integer_value(json_object_get(json_object_get(saved, "data"), "batch"));
+    json_decref(saved);
+    if (!run->batch_given && !run->accum_given && saved_batch > 0) run->batch = saved_batch;
+    if (!run->accum_given && G % ((int64_t)P * run->batch) == 0) run->accum = (int)(G / ((int64_t)P * run->batch));
+    else if (run->accum_given && !run->batch_given && G % ((int64_t)P * run->accum) == 0)
+        run->batch = (int)(G / ((int64_t)P * run->accum));
+    if ((int64_t)P * run->batch * run->accum != G)
+        return gpt_error("global batch: %s was trained with %lld windows a step, but %d rank(s) x batch %d x accum %d "
+                         "= %lld; pass --batch and --accum whose product with the ranks is %lld",
+                         path, (long long)G, P, run->batch, run->accum, (long long)P * run->batch * run->accum,
+                         (long long)G);
+    return 0;
+}
+
+/* Collective: reads a checkpoint's header and checks it against this run (which it
+ * adapts to the global batch). -2: the file is unreadable or broken (auto may try an
+ * older one); -1: it belongs to another run (model, corpus, seed or global batch). */
+static int resume_header(const char *path, TrainOptions *run, const GPTConfig *cfg, uint64_t fingerprint,
+                         GPTConfig *saved_cfg, CkptState *st) {
+    if (dist_agree(ckpt_read_header(path, saved_cfg, st))) return -2;
+    char why[256];
+    const char *diff = config_difference(saved_cfg, cfg, why, sizeof why);
+    int rc = 0;
+    if (diff)
+        rc = gpt_error("%s: the model differs from the checkpoint's: %s (the shape cannot change on resume)",
+                       path, diff);
+    else if (st->corpus_fingerprint != fingerprint)
+        rc = gpt_error("corpus: %s holds other tokens than the corpus %s was trained on (%s)", run->data, path,
+                       st->corpus);
+    else if (st->seed != run->seed)
+        rc = gpt_error("seed: %s was trained with --seed %llu, not %llu (the sample order depends on it)", path,
+                       (unsigned long long)st->seed, (unsigned long long)run->seed);
+    else
+        rc = fit_global_batch(run, st, path);
+    if (rc) ckpt_state_free(st);
+    return rc;
+}
+
+/* Collective: restores the run from --resume (a path, or the newest checkpoint of the
+ * run directory that loads). Creates t->m and t->opt for the run's batch. Returns the
+ * path resumed from in `from` ("" when starting afresh) and the saved run's configuration
+ * in *saved_config (owned; NULL when starting afresh). */
+static int resume(Trainer *t, TrainOptions *run, const GPTConfig *cfg, char *from, size_t size, char **saved_config) {
+    int rank = dist_rank(), is_auto = !strcmp(run->resume, "auto");
+    long *steps = NULL;
+    int n = 1;
+    if (is_auto) {
+        n = rank == 0 ? ckpt_list(run->out, &steps) : 0;
+        MPI_Bcast(&n, 1, MPI_INT, 0, MPI_COMM_WORLD);
+        if (rank != 0) steps = xmalloc(sizeof(long) * (size_t)(n ? n : 1));
+        if (n) MPI_Bcast(steps, n, MPI_LONG, 0, MPI_COMM_WORLD);
+    }
+    from[0] = '\0';
+    int rc = 0, tried = 0;
+    for (int k = 0; k < n; k++) {
+        char path[4096];
+        if (is_auto) ckpt_path(path, sizeof path, run->out, steps[k]);
+        else snprintf(path, sizeof path, "%s", run->resume);
+        GPTConfig saved_cfg;
+        CkptState st;
+        tried++;
+        rc = resume_header(path, run, cfg, t->fingerprint, &saved_cfg, &st);
+        if (rc == 0) {
+            t->m = gpt_create(cfg, run->batch, 1);
+            t->opt = adamw_create(&run->optim, t->m->n_params);
+            rc = ckpt_read_tensors(path, t->m, t->opt) ? -2 : 0;
+        }
+        if (rc == 0) {
+            t->step = st.step, t->bad = st.bad_steps, t->opt->step = st.optim_step;
+            snprintf(from, size, "%s", path);
+            if (rank == 0)
+                printf("resuming from %s: step %ld (saved %s by %d rank(s)), %lld tokens seen\n", path, st.step,
+                       st.time, st.ranks, (long long)st.tokens);
+            *saved_config = st.config; /* ownership passes to the caller */
+            break;
+        }
+        gpt_free(t->m), t->m = NULL;
+        adamw_free(t->opt), t->opt = NULL;
+        if (rc == -1 || !is_auto) break;
+        if (rank == 0) fprintf(stderr, "gpt train: %s; falling back to an older checkpoint\n", gpt_last_error());
+    }
+    free(steps);
+    if (rc == -2 && is_auto)
+        return gpt_error("%s: none of its %d checkpoint(s) loads (see the messages above)", run->out, tried);
+    if (rc) return -1;
+    if (!from[0] && rank == 0) printf("no checkpoint in %s yet: starting from step 0\n", run->out);
+    return 0;
+}
+
+/* ---- the loop ---- */
+
+/* Rank 0: whether the run must stop now to have its checkpoint written before the time
+ * limit: the rest of this step, an evaluation and the checkpoint must still fit. */
+static int out_of_time(const TrainOptions *o, double max_step_s, double max_eval_s, double ckpt_s) {
+    if (o->time_limit <= 0.0) return 0;
+    double reserve = 1.5 * (max_step_s + max_eval_s + ckpt_s) + 5.0;
+    return now_seconds() - o->t_start + reserve >= o->time_limit;
+}
+
+int train_run(const TrainOptions *opts) {
     int rank = dist_rank(), P = dist_size();
+    TrainOptions run = *opts, *o = &run;
     Trainer t = {0};
     json_t *config = NULL;
     int rc = 0;
     blas_set_threads(o->threads);
+    catch_stop_signals();
     t.corpus = corpus_open(o->data);
     if (dist_agree(!t.corpus)) return -1;
+    if ((rc = dist_agree(corpus_fingerprint(t.corpus, &t.fingerprint)))) goto out;
 
     GPTConfig cfg = o->model;
     int cv = corpus_vocab_size(t.corpus);
@@ -176,17 +401,29 @@ int train_run(const TrainOptions *o) {
         rc = gpt_error("%s: /val holds %lld tokens, fewer than one window of n_ctx + 1 = %d, so --eval-every "
                        "cannot evaluate (prepare with --val-fraction, or pass --eval-every 0)",
                        o->data, (long long)n_val, cfg.n_ctx + 1);
-    if (!rc && rank == 0) {
-        config = config_json(o, &cfg, t.n_windows, eval_windows);
-        rc = prepare_run_dir(o, config);
-    }
+    if (!rc && rank == 0 && !(t.tok = tokenizer_load(o->data))) rc = -1;
+    if ((rc = dist_agree(rc))) goto out;
+
+    char resumed_from[4096] = "", *saved_config = NULL;
+    if (o->resume && (rc = resume(&t, o, &cfg, resumed_from, sizeof resumed_from, &saved_config))) goto out;
+    /* after resume(), which may have fitted batch and accumulation to the saved global batch */
+    config = config_json(o, &cfg, t.n_windows, eval_windows);
+    if (saved_config)
+        json_object_set_new(config, "resume", json_pack("{s:s,s:I}", "checkpoint", resumed_from, "step",
+                                                        (json_int_t)t.step));
+    t.config = json_dumps(config, JSON_INDENT(2) | JSON_SORT_KEYS);
+    if (saved_config && rank == 0) report_changes(saved_config, t.config);
+    free(saved_config);
+    if (rank == 0) rc = prepare_run_dir(o, config, t.step);
     if ((rc = dist_agree(rc))) goto out;
 
     int B = o->batch, A = o->accum, T = cfg.n_ctx;
     int64_t G = (int64_t)P * B * A;
-    t.m = gpt_create(&cfg, B, 1);
-    gpt_init_weights(t.m, o->seed, 0.02f, 0); /* the same on every rank */
-    t.opt = adamw_create(&o->optim, t.m->n_params);
+    if (!t.m) {
+        t.m = gpt_create(&cfg, B, 1);
+        gpt_init_weights(t.m, o->seed, 0.02f, 0); /* the same on every rank */
+        t.opt = adamw_create(&o->optim, t.m->n_params);
+    }
     if (P > 1) t.sync = gradsync_create(t.m, o->bucket_bytes);
     t.buf = xmalloc(sizeof(int32_t) * (size_t)(T + 1));
     t.in = xmalloc(sizeof(int) * (size_t)A * B * T);
@@ -206,13 +443,17 @@ int train_run(const TrainOptions *o) {
         fflush(stdout);
     }
 
+    int checkpointing = o->ckpt_every > 0 || o->ckpt_minutes > 0.0;
+    /* until one is measured, a checkpoint is assumed to write at 100 MB/s */
     double t_start = now_seconds(), t_run = 0.0, interval_tokens = 0.0, interval_time = 0.0;
-    int bad = 0;
-    for (long s = 0; s < o->steps; s++) {
+    double last_ckpt = t_start, ckpt_s = 12.0 * (double)t.m->n_params / 1e8, max_step_s = 0.0, max_eval_s = 0.0;
+    long first_step = t.step;
+    for (long s = t.step; s < o->steps; s++) {
         double t0 = now_seconds();
         if ((rc = dist_agree(read_step(&t, o, s)))) break;
         gpt_zero_grad(t.m);
-        double local[2] = {0.0, 0.0}; /* summed NLL, non-finite flag */
+        /* summed NLL, non-finite flag, signals, out of time, checkpoint due by the clock */
+        double local[5] = {0.0, 0.0, 0.0, 0.0, 0.0};
         for (int a = 0; a < A; a++) {
             if (t.sync && a == A - 1) gradsync_arm(t.sync);
             size_t row = (size_t)a * B;
@@ -222,23 +463,29 @@ int train_run(const TrainOptions *o) {
         double wait = t.sync ? gradsync_finish(t.sync) : 0.0;
         double norm = grad_norm(t.m->grads, t.m->n_params);
         local[1] = !isfinite(local[0]) || !isfinite(norm);
-        MPI_Allreduce(MPI_IN_PLACE, local, 2, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD);
+        local[2] = stop_signal != 0;
+        local[3] = rank == 0 && out_of_time(o, max_step_s, max_eval_s, ckpt_s);
+        local[4] = rank == 0 && o->ckpt_minutes > 0.0 && now_seconds() - last_ckpt >= 60.0 * o->ckpt_minutes;
+        MPI_Allreduce(MPI_IN_PLACE, local, 5, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD);
         double loss = local[0] / (double)(G * T);
         int skipped = local[1] > 0;
         OptimStats st = {optim_lr_at(&o->optim, t.opt->step), norm, 1.0f};
-        if (skipped) bad++;
-        else bad = 0, st = adamw_step(t.opt, t.m->params, t.m->grads, t.m->tensors, t.m->n_tensors);
+        if (skipped) t.bad++;
+        else t.bad = 0, st = adamw_step(t.opt, t.m->params, t.m->grads, t.m->tensors, t.m->n_tensors);
+        t.step = s + 1;
         double step_s = now_seconds() - t0;
         t_run += step_s;
         interval_tokens += (double)G * T;
         interval_time += step_s;
+        if (step_s > max_step_s) max_step_s = step_s;
 
         double val_loss = NAN;
         if (o->eval_every > 0 && ((s + 1) % o->eval_every == 0 || s + 1 == o->steps)) {
-            double nll;
+            double nll, te = now_seconds();
             int64_t ntok;
             if ((rc = evaluate(t.m, t.corpus, SPLIT_VAL, eval_windows, &nll, &ntok))) break;
             val_loss = nll / (double)ntok;
+            if (now_seconds() - te > max_eval_s) max_eval_s = now_seconds() - te;
         }
         if (rank == 0) {
             double tps = (double)G * T / step_s;
@@ -256,12 +503,12 @@ int train_run(const TrainOptions *o) {
             }
             json_decref(j);
             if (skipped)
-                printf("step %ld: non-finite loss or gradient, update skipped (%d in a row)\n", s + 1, bad);
+                printf("step %ld: non-finite loss or gradient, update skipped (%d in a row)\n", s + 1, t.bad);
             if ((s + 1) % o->log_every == 0 || s + 1 == o->steps || !isnan(val_loss)) {
                 double rate = interval_tokens / interval_time, elapsed = now_seconds() - t_start;
                 char el[32], eta[32], val[48] = "";
                 print_duration(el, sizeof el, elapsed);
-                print_duration(eta, sizeof eta, t_run / (double)(s + 1) * (double)(o->steps - s - 1));
+                print_duration(eta, sizeof eta, t_run / (double)(s + 1 - first_step) * (double)(o->steps - s - 1));
                 if (!isnan(val_loss)) snprintf(val, sizeof val, " | val %.4f", val_loss);
                 printf("step %ld/%ld | loss %.4f%s | lr %.2e | grad %.3f | %.0f tok/s | MFU %.1f%% | %s elapsed | ETA %s\n",
                        s + 1, o->steps, loss, val, st.lr, norm, rate, 100.0 * rate * flops_per_token / 1e9 / peak, el, eta);
@@ -269,23 +516,48 @@ int train_run(const TrainOptions *o) {
                 interval_tokens = interval_time = 0.0;
             }
         }
-        if (bad >= o->max_bad_steps) {
-            rc = gpt_error("stopping: %d steps in a row had a non-finite loss or gradient (lower --lr, or check the data)", bad);
+        fault_point("step", s + 1, rank);
+        if (t.bad >= o->max_bad_steps) {
+            rc = gpt_error("stopping: %d steps in a row had a non-finite loss or gradient (lower --lr, or check the data)", t.bad);
+            break;
+        }
+        int stop = local[2] > 0 || local[3] > 0;
+        if (stop || local[4] > 0 || (o->ckpt_every > 0 && (s + 1) % o->ckpt_every == 0) ||
+            (checkpointing && s + 1 == o->steps)) {
+            double tc = now_seconds();
+            if ((rc = save(&t, o))) break;
+            last_ckpt = now_seconds();
+            ckpt_s = last_ckpt - tc;
+        }
+        if (stop) {
+            if (rank == 0) {
+                char path[4096];
+                ckpt_path(path, sizeof path, o->out, t.step);
+                const char *why = stop_signal == SIGTERM ? "on SIGTERM" : stop_signal == SIGINT ? "on SIGINT"
+                                  : stop_signal == SIGUSR1 ? "on SIGUSR1" : local[2] > 0 ? "on a signal to another rank"
+                                                                                          : "before the time limit";
+                printf("stopping after step %ld %s: wrote %s; exit code %d, continue with --resume auto\n", t.step,
+                       why, path, TRAIN_EXIT_STOPPED);
+                fflush(stdout);
+            }
+            rc = 1;
             break;
         }
     }
-    if (!rc && rank == 0) {
+    int finished = rc == 0;
+    if (finished && rank == 0) {
+        if (first_step >= o->steps)
+            printf("the run was already at step %ld of %ld: nothing left to train\n", t.step, o->steps);
         char path[4096];
         snprintf(path, sizeof path, "%s/model.h5", o->out);
-        Tokenizer *tok = tokenizer_load(o->data); /* the corpus's, so the model file can generate alone */
-        rc = !tok || model_file_write(path, t.m, tok);
-        tokenizer_free(tok);
+        rc = model_file_write(path, t.m, t.tok); /* with the corpus's tokenizer, so it can generate alone */
         if (!rc) printf("wrote %s\n", path);
     }
-    rc = dist_agree(rc);
+    if (finished) rc = dist_agree(rc); /* the model file is rank 0's alone */
 out:
     if (t.metrics) fclose(t.metrics);
     json_decref(config);
+    free(t.config);
     free(t.buf);
     free(t.in);
     free(t.tgt);
@@ -293,6 +565,7 @@ out:
     gradsync_free(t.sync);
     adamw_free(t.opt);
     gpt_free(t.m);
+    tokenizer_free(t.tok);
     corpus_close(t.corpus);
     return rc;
 }

@@ -1,9 +1,11 @@
 /* util.c: error messages, checked allocation, clocks and strict number parsing. */
 #include "util.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <limits.h>
 #include <math.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -110,6 +112,23 @@ int check_text(const char *path, const uint8_t *buf, size_t len, size_t base) {
     return 0;
 }
 
+void fault_point(const char *point, long step, int rank) {
+    const char *f = getenv("GPT_FAULT");
+    size_t n = strlen(point);
+    if (!f || strncmp(f, point, n) != 0) return;
+    const char *p = f + n;
+    char *end;
+    if (*p == ':') {
+        if (strtol(p + 1, &end, 10) != step) return;
+        p = end;
+    }
+    if (*p == '@') {
+        if (strtol(p + 1, &end, 10) != rank) return;
+        p = end;
+    }
+    if (*p == '\0') raise(SIGKILL);
+}
+
 double now_seconds(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -154,5 +173,35 @@ int parse_float(const char *s, float *out) {
     float v = strtof(s, &end);
     if (errno || end == s || *end || !isfinite(v)) return -1;
     *out = v;
+    return 0;
+}
+
+int parse_duration(const char *s, double *seconds) {
+    if (!strcmp(s, "UNLIMITED") || !strcmp(s, "unlimited")) return *seconds = 0.0, 0;
+    long days = 0, f[3] = {0, 0, 0};
+    const char *p = s, *dash = strchr(s, '-');
+    char *end;
+    if (dash) {
+        if (!isdigit((unsigned char)*s)) return -1;
+        days = strtol(s, &end, 10);
+        if (end != dash) return -1;
+        p = dash + 1;
+    }
+    int n = 0;
+    while (n < 3) {
+        if (!isdigit((unsigned char)*p)) return -1;
+        f[n++] = strtol(p, &end, 10);
+        p = end;
+        if (*p != ':') break;
+        p++;
+    }
+    if (*p) return -1;
+    long h = 0, m = 0, sec = 0;
+    if (dash) h = f[0], m = f[1], sec = f[2];            /* D-HH[:MM[:SS]] */
+    else if (n == 3) h = f[0], m = f[1], sec = f[2];     /* HH:MM:SS */
+    else m = f[0], sec = f[1];                          /* MM[:SS] */
+    double total = (((double)days * 24 + (double)h) * 60 + (double)m) * 60 + (double)sec;
+    if (!(total > 0)) return -1;
+    *seconds = total;
     return 0;
 }

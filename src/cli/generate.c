@@ -8,7 +8,7 @@
 #include <string.h>
 
 #include "blas.h"
-#include "checkpoint.h"
+#include "model_file.h"
 #include "cli.h"
 #include "infer.h"
 #include "tokenizer.h"

@@ -2,7 +2,7 @@
 #include <getopt.h>
 #include <stdio.h>
 
-#include "checkpoint.h"
+#include "model_file.h"
 #include "cli.h"
 #include "config.h"
 #include "model.h"

@@ -1,8 +1,10 @@
 /* inspect.c: `gpt inspect`, a human summary of any file the tool writes, chosen by its
  * root attribute `format`. Inspecting also verifies: a model's tensors are present,
- * shaped as its configuration says and finite; a tokenizer loads; a corpus's datasets
- * agree with its attributes and their checksums verify. */
+ * shaped as its configuration says and finite; a checkpoint's moments too, and every
+ * checksum in it; a tokenizer loads; a corpus's datasets agree with its attributes and
+ * their checksums verify. */
 #include <getopt.h>
+#include <jansson.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -10,6 +12,7 @@
 
 #include "checkpoint.h"
 #include "cli.h"
+#include "model_file.h"
 #include "h5util.h"
 #include "model.h"
 #include "tokenizer.h"
@@ -17,7 +20,7 @@
 
 static const char help[] =
     "usage: gpt inspect FILE.h5 [--tokenizer TOK.h5]\n\n"
-    "Prints what a model, tokenizer or corpus file holds and checks it. With --tokenizer,\n"
+    "Prints what a model, checkpoint, tokenizer or corpus file holds and checks it. With --tokenizer,\n"
     "also checks that a corpus was tokenized with TOK.h5 (or with the tokenizer a corpus or\n"
     "tokenizer file TOK.h5 carries).\n";
 
@@ -148,6 +151,104 @@ static int inspect_corpus(const char *path, hid_t f, const char *expected_tok) {
     return rc ? cli_fail("inspect") : 0;
 }
 
+/* Values of a tensor that are not finite (or, for second moments, negative); *sq gets
+ * the sum of squares of the others. */
+static size_t bad_values(const float *p, size_t n, int nonnegative, double *sq) {
+    size_t bad = 0;
+    *sq = 0.0;
+    for (size_t j = 0; j < n; j++) {
+        if (!isfinite(p[j]) || (nonnegative && p[j] < 0.0f)) bad++;
+        else *sq += (double)p[j] * p[j];
+    }
+    return bad;
+}
+
+static size_t count_bad(const GPT *m, const float *buf, int nonnegative) {
+    size_t bad = 0;
+    double sq;
+    for (int i = 0; i < m->n_tensors; i++)
+        bad += bad_values(buf + m->tensors[i].offset, m->tensors[i].numel, nonnegative, &sq);
+    return bad;
+}
+
+/* Prints each tensor's shape, size and RMS; returns how many values are not finite. */
+static size_t print_tensors(const GPT *m) {
+    size_t bad_total = 0;
+    for (int i = 0; i < m->n_tensors; i++) {
+        const GPTTensor *t = &m->tensors[i];
+        double sq;
+        size_t bad = bad_values(m->params + t->offset, t->numel, 0, &sq);
+        bad_total += bad;
+        if (t->ndim == 2) printf("  %-28s [%d, %d]", t->name, t->shape[0], t->shape[1]);
+        else printf("  %-28s [%d]   ", t->name, t->shape[0]);
+        printf("  %8.3f MB  rms %.4g%s\n", (double)t->numel * 4 / 1e6, sqrt(sq / (double)t->numel),
+               bad ? "  NON-FINITE VALUES" : "");
+    }
+    return bad_total;
+}
+
+/* A checkpoint's training state and optimizer moments (its /model is printed after). */
+static int inspect_checkpoint_state(const char *path, GPT *m, size_t *bad) {
+    GPTConfig cfg;
+    CkptState st;
+    if (ckpt_read_header(path, &cfg, &st)) return -1;
+    json_t *config = json_loads(st.config, 0, NULL);
+    char *compact = config ? json_dumps(config, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
+    printf("%s: GPT training checkpoint\n  step %ld (%ld optimizer updates), %lld samples, %lld tokens; seed %llu, "
+           "global batch %lld; saved %s by %d rank(s)\n  corpus %s\n  run configuration: %s\n",
+           path, st.step, st.optim_step, (long long)st.samples, (long long)st.tokens, (unsigned long long)st.seed,
+           (long long)st.global_batch, st.time, st.ranks, st.corpus, compact ? compact : st.config);
+    free(compact);
+    json_decref(config);
+    ckpt_state_free(&st);
+    static const char *const groups[2] = {"/optimizer/m", "/optimizer/v"};
+    float *buf = xalloc_floats(m->n_params);
+    hid_t f = h5_open_read(path);
+    int rc = f < 0 ? -1 : 0;
+    for (int k = 0; !rc && k < 2; k++) {
+        hid_t g = H5Lexists(f, groups[k] + 1, H5P_DEFAULT) > 0 ? H5Gopen2(f, groups[k], H5P_DEFAULT) : -1;
+        if (g < 0) rc = gpt_error("%s: group %s is missing", path, groups[k]);
+        for (int i = 0; !rc && i < m->n_tensors; i++)
+            rc = model_tensor_read(path, groups[k], g, &m->tensors[i], buf + m->tensors[i].offset, 0,
+                                   m->tensors[i].shape[0], H5P_DEFAULT);
+        if (g >= 0) H5Gclose(g);
+        if (!rc) *bad += count_bad(m, buf, k == 1);
+    }
+    if (f >= 0) H5Fclose(f);
+    free(buf);
+    Tokenizer *tok = rc ? NULL : tokenizer_load(path);
+    if (!rc && !tok) rc = -1;
+    if (tok)
+        printf("  /optimizer/m and /optimizer/v: Adam's moments, %d tensors each, shaped as /model\n"
+               "  /tokenizer: vocabulary %d (%d merges)\n",
+               m->n_tensors, tokenizer_vocab_size(tok), tokenizer_n_merges(tok));
+    tokenizer_free(tok);
+    return rc;
+}
+
+static int inspect_model(const char *path, int checkpoint) {
+    GPT *m = model_file_load(path, 1, 0);
+    if (!m) return cli_fail("inspect");
+    size_t nonfinite = 0;
+    if (checkpoint && inspect_checkpoint_state(path, m, &nonfinite)) {
+        gpt_free(m);
+        return cli_fail("inspect");
+    }
+    printf(checkpoint ? "/model:\n  " : "%s: GPT model file\n  ", path);
+    config_print(stdout, &m->cfg);
+    printf("  parameters: %zu (%.1f MB as float32), %zu without wpe\n", m->n_params,
+           (double)m->n_params * 4 / 1e6, gpt_params_no_wpe(&m->cfg));
+    nonfinite += print_tensors(m);
+    gpt_free(m);
+    if (nonfinite) {
+        fprintf(stderr, "gpt inspect: %s: %zu non-finite (or negative second-moment) values\n", path, nonfinite);
+        return 1;
+    }
+    printf(checkpoint ? "  all tensors present, shaped and finite; checksums verified\n"
+                      : "  all tensors present, shaped and finite\n");
+    return 0;
+}
+
 int cmd_inspect(int argc, char **argv) {
     static const struct option opts[] = {{"tokenizer", required_argument, 0, 't'},
                                          {"help", no_argument, 0, 'h'},
@@ -172,32 +273,5 @@ int cmd_inspect(int argc, char **argv) {
     H5Fclose(f);
     if (rc >= 0) return rc;
     if (expected_tok) return cli_usage_error("inspect", "--tokenizer applies to corpus files only");
-    GPT *m = model_file_load(path, 1, 0);
-    if (!m) return cli_fail("inspect");
-    printf("%s: GPT model file\n  ", path);
-    config_print(stdout, &m->cfg);
-    printf("  parameters: %zu (%.1f MB as float32), %zu without wpe\n", m->n_params,
-           (double)m->n_params * 4 / 1e6, gpt_params_no_wpe(&m->cfg));
-    size_t nonfinite = 0;
-    for (int i = 0; i < m->n_tensors; i++) {
-        const GPTTensor *t = &m->tensors[i];
-        const float *p = m->params + t->offset;
-        double sq = 0.0;
-        size_t bad = 0;
-        for (size_t j = 0; j < t->numel; j++) {
-            if (!isfinite(p[j])) bad++;
-            else sq += (double)p[j] * p[j];
-        }
-        nonfinite += bad;
-        if (t->ndim == 2) printf("  %-28s [%d, %d]", t->name, t->shape[0], t->shape[1]);
-        else printf("  %-28s [%d]   ", t->name, t->shape[0]);
-        printf("  rms %.4g%s\n", sqrt(sq / (double)t->numel), bad ? "  NON-FINITE VALUES" : "");
-    }
-    gpt_free(m);
-    if (nonfinite) {
-        fprintf(stderr, "gpt inspect: %s: %zu non-finite parameter values\n", path, nonfinite);
-        return 1;
-    }
-    printf("  all tensors present, shaped and finite\n");
-    return 0;
+    return inspect_model(path, !strcmp(format, "gpt-checkpoint"));
 }

@@ -5,7 +5,7 @@
 #include <string.h>
 
 #include "blas.h"
-#include "checkpoint.h"
+#include "model_file.h"
 #include "cli.h"
 #include "config.h"
 #include "data.h"
@@ -18,7 +18,9 @@ static const char train_help[] =
     "                                --steps N [--batch B] [--accum A] [--seed S]\n"
     "                                [--lr X] [--min-lr X] [--warmup W] [--weight-decay X] [--clip X]\n"
     "                                [--eval-every E] [--eval-windows W] [--log-every L]\n"
-    "                                [--bucket-mb M] [--max-bad-steps K] [--threads T] [--overwrite]\n\n"
+    "                                [--bucket-mb M] [--max-bad-steps K] [--threads T] [--overwrite]\n"
+    "                                [--ckpt-every N] [--ckpt-minutes M] [--keep K]\n"
+    "                                [--resume auto|CKPT.h5] [--time-limit D]\n\n"
     "Pre-trains on windows of n_ctx + 1 tokens of the corpus's /train split. B windows per\n"
     "rank and micro-step (default 8), A micro-steps a step (default 1): P*B*A windows a step.\n"
     "The vocabulary comes from the corpus unless --vocab is given. AdamW: --lr 2.5e-4, --min-lr 0,\n"
@@ -26,11 +28,20 @@ static const char train_help[] =
     "100, 0: never) and at the end, the mean loss over the first W windows of /val (default\n"
     "100). Gradients are averaged in buckets of about M MiB (default 25) while the backward\n"
     "pass runs. RUN_DIR gets config.json, metrics.jsonl (a line a step) and model.h5.\n"
-    "A RUN_DIR holding another run is refused unless --overwrite.\n\nmodel options:\n" CONFIG_OPTIONS_HELP;
+    "A RUN_DIR holding another run is refused unless --overwrite or --resume.\n\n"
+    "Checkpoints: RUN_DIR/ckpt_<step>.h5 every N steps and/or M minutes and after the last\n"
+    "step; RUN_DIR/latest names the newest; the K newest are kept (default 3, 0: all).\n"
+    "--resume auto continues from the newest checkpoint of RUN_DIR that loads (from step 0\n"
+    "if there is none), --resume CKPT.h5 from that one: same model, corpus, seed and global\n"
+    "batch; with another number of ranks the accumulation (or batch) is adapted to it.\n"
+    "SIGTERM, SIGINT or SIGUSR1, or --time-limit D (Slurm's forms: MM, MM:SS, HH:MM:SS,\n"
+    "D-HH, D-HH:MM, D-HH:MM:SS) coming close, make the ranks finish the step, write a\n"
+    "checkpoint and exit with code 75. See docs/operations.md.\n\nmodel options:\n" CONFIG_OPTIONS_HELP;
 
 static int parse_train(int argc, char **argv, TrainOptions *o) {
     enum { O_DATA = 1, O_OUT, O_STEPS, O_BATCH, O_ACCUM, O_SEED, O_LR, O_MIN_LR, O_WARMUP, O_WD, O_CLIP,
-           O_EVAL_EVERY, O_EVAL_WINDOWS, O_LOG_EVERY, O_BUCKET, O_MAX_BAD, O_THREADS, O_OVERWRITE, O_HELP };
+           O_EVAL_EVERY, O_EVAL_WINDOWS, O_LOG_EVERY, O_BUCKET, O_MAX_BAD, O_THREADS, O_OVERWRITE, O_CKPT_EVERY,
+           O_CKPT_MINUTES, O_KEEP, O_RESUME, O_TIME_LIMIT, O_HELP };
     static const struct option opts[] = {
         CONFIG_LONG_OPTIONS,
         {"data", required_argument, 0, O_DATA}, {"out", required_argument, 0, O_OUT},
@@ -42,15 +53,17 @@ static int parse_train(int argc, char **argv, TrainOptions *o) {
         {"eval-windows", required_argument, 0, O_EVAL_WINDOWS}, {"log-every", required_argument, 0, O_LOG_EVERY},
         {"bucket-mb", required_argument, 0, O_BUCKET}, {"max-bad-steps", required_argument, 0, O_MAX_BAD},
         {"threads", required_argument, 0, O_THREADS}, {"overwrite", no_argument, 0, O_OVERWRITE},
-        {"help", no_argument, 0, O_HELP}, {0, 0, 0, 0}};
+        {"ckpt-every", required_argument, 0, O_CKPT_EVERY}, {"ckpt-minutes", required_argument, 0, O_CKPT_MINUTES},
+        {"keep", required_argument, 0, O_KEEP}, {"resume", required_argument, 0, O_RESUME},
+        {"time-limit", required_argument, 0, O_TIME_LIMIT}, {"help", no_argument, 0, O_HELP}, {0, 0, 0, 0}};
     ConfigArgs cargs = {0};
     long steps = 0, warmup = -1;
     int vocab_given = 0, opt;
-    float bucket_mb = 25.0f;
+    float bucket_mb = 25.0f, ckpt_minutes = 0.0f;
     unsigned long long seed = 1337;
     float lr = 2.5e-4f, min_lr = 0.0f, wd = 0.01f, clip = 1.0f;
     *o = (TrainOptions){.batch = 8, .accum = 1, .eval_every = 100, .eval_windows = 100, .log_every = 10,
-                        .max_bad_steps = 5, .threads = 1};
+                        .max_bad_steps = 5, .threads = 1, .keep = 3, .t_start = now_seconds()};
     optind = 1;
     while ((opt = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         const char *flag = NULL; /* set when the value is bad */
@@ -63,8 +76,8 @@ static int parse_train(int argc, char **argv, TrainOptions *o) {
         case O_DATA: o->data = optarg; break;
         case O_OUT: o->out = optarg; break;
         case O_STEPS: if (parse_long(optarg, &steps) || steps < 1) flag = "--steps: expected a positive integer"; break;
-        case O_BATCH: if (parse_int(optarg, &o->batch) || o->batch < 1) flag = "--batch: expected a positive integer"; break;
-        case O_ACCUM: if (parse_int(optarg, &o->accum) || o->accum < 1) flag = "--accum: expected a positive integer"; break;
+        case O_BATCH: o->batch_given = 1; if (parse_int(optarg, &o->batch) || o->batch < 1) flag = "--batch: expected a positive integer"; break;
+        case O_ACCUM: o->accum_given = 1; if (parse_int(optarg, &o->accum) || o->accum < 1) flag = "--accum: expected a positive integer"; break;
         case O_SEED: if (parse_u64(optarg, &seed)) flag = "--seed: expected a non-negative integer"; break;
         case O_LR: if (parse_float(optarg, &lr)) flag = "--lr: expected a number"; break;
         case O_MIN_LR: if (parse_float(optarg, &min_lr)) flag = "--min-lr: expected a number"; break;
@@ -78,6 +91,11 @@ static int parse_train(int argc, char **argv, TrainOptions *o) {
         case O_MAX_BAD: if (parse_int(optarg, &o->max_bad_steps) || o->max_bad_steps < 1) flag = "--max-bad-steps: expected a positive integer"; break;
         case O_THREADS: if (parse_int(optarg, &o->threads) || o->threads < 1) flag = "--threads: expected a positive integer"; break;
         case O_OVERWRITE: o->overwrite = 1; break;
+        case O_CKPT_EVERY: if (parse_long(optarg, &o->ckpt_every) || o->ckpt_every < 0) flag = "--ckpt-every: expected an integer >= 0"; break;
+        case O_CKPT_MINUTES: if (parse_float(optarg, &ckpt_minutes) || !(ckpt_minutes >= 0.0f)) flag = "--ckpt-minutes: expected a number >= 0"; break;
+        case O_KEEP: if (parse_int(optarg, &o->keep) || o->keep < 0) flag = "--keep: expected an integer >= 0"; break;
+        case O_RESUME: if (!*optarg) flag = "--resume: expected auto or a checkpoint file"; o->resume = optarg; break;
+        case O_TIME_LIMIT: if (parse_duration(optarg, &o->time_limit)) flag = "--time-limit: expected a duration like 90 (minutes), 1:30:00 or 1-12:00:00, or UNLIMITED"; break;
         case O_HELP: if (dist_rank() == 0) fputs(train_help, stdout); return 0;
         default: return cli_usage_error("train", "unknown option");
         }
@@ -90,6 +108,7 @@ static int parse_train(int argc, char **argv, TrainOptions *o) {
     o->steps = steps;
     o->seed = seed;
     o->bucket_bytes = (size_t)(bucket_mb * 1048576.0f);
+    o->ckpt_minutes = ckpt_minutes;
     o->optim = optim_defaults(steps);
     o->optim.lr = lr, o->optim.min_lr = min_lr, o->optim.weight_decay = wd, o->optim.clip = clip;
     o->optim.warmup = warmup >= 0 ? warmup : steps / 10 < 2000 ? steps / 10 : 2000;
@@ -102,7 +121,10 @@ int cmd_train(int argc, char **argv) {
     cli_quiet(dist_rank() != 0);
     TrainOptions o;
     int rc = parse_train(argc, argv, &o);
-    if (rc < 0) rc = train_run(&o) ? cli_fail("train") : 0;
+    if (rc < 0) {
+        rc = train_run(&o);
+        rc = rc < 0 ? cli_fail("train") : rc == 1 ? TRAIN_EXIT_STOPPED : 0;
+    }
     dist_finalize();
     return rc;
 }

@@ -1,0 +1,43 @@
+/* model_file.h: model files in HDF5.
+ *
+ * Layout (docs/formats.md): group /model with one float32 dataset per tensor, named
+ * and shaped like a PyTorch state dict, and every GPTConfig field as an attribute of
+ * /model. Tensors are chunked by whole rows (about 1 MiB a chunk) and carry
+ * HDF5's Fletcher32 checksum, which HDF5 verifies on every read. Writes go to "<path>.tmp" and are renamed into place once complete, so a
+ * failed write never leaves a file that looks whole. Reads check every attribute and
+ * tensor against the configuration and name what is missing or misshapen. */
+#ifndef GPT_MODEL_FILE_H
+#define GPT_MODEL_FILE_H
+
+#include <stdint.h>
+
+#include "model.h"
+#include "tokenizer.h"
+
+
+/* tok (may be NULL) is written as /tokenizer, so that the file alone can encode and
+ * decode text. */
+int model_file_write(const char *path, const GPT *m, const Tokenizer *tok);
+int model_file_read_config(const char *path, GPTConfig *cfg);
+/* Reads the parameters into m, whose configuration must equal the file's. */
+int model_file_read_weights(const char *path, GPT *m);
+/* Config, create (with the given batch and gradients), weights: one call. */
+GPT *model_file_load(const char *path, int max_batch, int with_grads);
+
+/* Shared with the checkpoint writer (checkpoint.h), which writes the same /model group and
+ * the optimizer's moments in the same layout, each rank a range of whole chunks.
+ * Locations and transfer lists are HDF5 ids (hid_t). */
+int model_config_write_h5(int64_t group, const GPTConfig *cfg);
+/* Rows per chunk of a tensor's dataset (1-D tensors: elements). */
+int model_tensor_chunk_rows(const GPTTensor *t);
+/* A chunked, checksummed float32 dataset named and shaped like t; < 0 on failure. */
+int64_t model_tensor_create(int64_t loc, const GPTTensor *t);
+/* Rows [lo, hi) of a tensor (tensor: its first element), an empty range taking part in a
+ * collective transfer with nothing. */
+int model_tensor_write_rows(int64_t dataset, const GPTTensor *t, const float *tensor, int lo, int hi, int64_t dxpl);
+/* Checks that WHERE/<t->name> exists with t's shape, then reads its rows [lo, hi);
+ * -1 naming the file and the tensor on any mismatch or checksum failure. */
+int model_tensor_read(const char *path, const char *where, int64_t group, const GPTTensor *t, float *tensor,
+                      int lo, int hi, int64_t dxpl);
+
+#endif

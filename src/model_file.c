@@ -1,0 +1,213 @@
+/* model_file.c: model files in HDF5 (see model_file.h and docs/formats.md).
+ *
+ * Every failure becomes one message naming the file and the object (h5util.h). */
+#include "model_file.h"
+
+#include <hdf5.h>
+#include <limits.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "h5util.h"
+#include "util.h"
+#include "version.h"
+
+#define MODEL_FORMAT "gpt-model"
+#define MODEL_FORMAT_VERSION 1
+
+int model_config_write_h5(int64_t g, const GPTConfig *c) {
+    return h5_write_attr_int(g, "n_layer", c->n_layer) || h5_write_attr_int(g, "n_head", c->n_head) ||
+           h5_write_attr_int(g, "n_embd", c->n_embd) || h5_write_attr_int(g, "n_ctx", c->n_ctx) ||
+           h5_write_attr_int(g, "vocab_size", c->vocab_size) ||
+           h5_write_attr_int(g, "n_ffn", c->n_ffn) ||
+           h5_write_attr_float(g, "dropout_embd", c->dropout_embd) ||
+           h5_write_attr_float(g, "dropout_resid", c->dropout_resid) ||
+           h5_write_attr_float(g, "dropout_attn", c->dropout_attn) ||
+           h5_write_attr_string(g, "ln", config_ln_name(c->ln)) ||
+           h5_write_attr_float(g, "ln_eps", c->ln_eps);
+}
+
+int model_tensor_chunk_rows(const GPTTensor *t) {
+    return (int)h5_chunk_rows((hsize_t)t->shape[0], sizeof(float) * (t->ndim == 2 ? (hsize_t)t->shape[1] : 1));
+}
+
+int64_t model_tensor_create(int64_t loc, const GPTTensor *t) {
+    hsize_t dims[2] = {(hsize_t)t->shape[0], (hsize_t)t->shape[1]};
+    hsize_t chunk[2] = {(hsize_t)model_tensor_chunk_rows(t), dims[1]};
+    hid_t space = H5Screate_simple(t->ndim, dims, NULL), dcpl = H5Pcreate(H5P_DATASET_CREATE);
+    H5Pset_chunk(dcpl, t->ndim, chunk);
+    H5Pset_fletcher32(dcpl);
+    hid_t d = H5Dcreate2(loc, t->name, H5T_IEEE_F32LE, space, H5P_DEFAULT, dcpl, H5P_DEFAULT);
+    H5Pclose(dcpl);
+    H5Sclose(space);
+    return d;
+}
+
+/* Rows [lo, hi) of a tensor: the dataset selection and, in `mem`, the same elements. */
+static void select_rows(hid_t file_space, const GPTTensor *t, int lo, int hi) {
+    hsize_t start[2] = {(hsize_t)lo, 0}, count[2] = {(hsize_t)(hi - lo), (hsize_t)t->shape[1]};
+    if (hi > lo) H5Sselect_hyperslab(file_space, H5S_SELECT_SET, start, NULL, count, NULL);
+    else H5Sselect_none(file_space);
+}
+
+static hid_t rows_mem_space(const GPTTensor *t, int lo, int hi) {
+    hsize_t n = (hsize_t)(hi - lo) * (t->ndim == 2 ? (hsize_t)t->shape[1] : 1), one = n ? n : 1;
+    hid_t s = H5Screate_simple(1, &one, NULL);
+    if (!n) H5Sselect_none(s);
+    return s;
+}
+
+int model_tensor_write_rows(int64_t d, const GPTTensor *t, const float *tensor, int lo, int hi, int64_t dxpl) {
+    size_t row = t->ndim == 2 ? (size_t)t->shape[1] : 1;
+    hid_t fs = H5Dget_space(d), ms = rows_mem_space(t, lo, hi);
+    select_rows(fs, t, lo, hi);
+    herr_t rc = H5Dwrite(d, H5T_NATIVE_FLOAT, ms, fs, dxpl, tensor + (size_t)lo * row);
+    H5Sclose(ms);
+    H5Sclose(fs);
+    return rc < 0 ? -1 : 0;
+}
+
+static int write_tensor(hid_t g, const GPTTensor *t, const float *data) {
+    hid_t d = model_tensor_create(g, t);
+    int rc = d < 0 ? -1 : model_tensor_write_rows(d, t, data, 0, t->shape[0], H5P_DEFAULT);
+    if (d >= 0) H5Dclose(d);
+    return rc;
+}
+
+int model_file_write(const char *path, const GPT *m, const Tokenizer *tok) {
+    h5_quiet();
+    char tmp[PATH_MAX];
+    if (snprintf(tmp, sizeof tmp, "%s.tmp", path) >= (int)sizeof tmp)
+        return gpt_error("%s: path too long", path);
+    hid_t f = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+    if (f < 0) return gpt_error("%s: cannot create the file (check the directory exists and is writable)", tmp);
+    int rc = h5_write_attr_string(f, "format", MODEL_FORMAT) ||
+             h5_write_attr_int(f, "format_version", MODEL_FORMAT_VERSION) ||
+             h5_write_attr_string(f, "tool_version", GPT_VERSION);
+    hid_t g = rc ? -1 : H5Gcreate2(f, "model", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    if (g < 0 || model_config_write_h5(g, &m->cfg)) rc = -1;
+    for (int i = 0; !rc && i < m->n_tensors; i++)
+        if (write_tensor(g, &m->tensors[i], m->params + m->tensors[i].offset)) rc = -1;
+    if (g >= 0) H5Gclose(g);
+    if (!rc && tok && tokenizer_write_h5(tok, f)) rc = -1;
+    if (H5Fclose(f) < 0) rc = -1;
+    if (rc) {
+        remove(tmp);
+        return gpt_error("%s: writing the model failed (disk full?)", tmp);
+    }
+    if (rename(tmp, path) != 0) {
+        remove(tmp);
+        return gpt_error("%s: cannot rename %s into place", path, tmp);
+    }
+    return 0;
+}
+
+static hid_t open_model_group(const char *path, hid_t *file) {
+    *file = h5_open_read(path);
+    if (*file < 0) return -1;
+    if (H5Lexists(*file, "model", H5P_DEFAULT) <= 0) {
+        H5Fclose(*file);
+        return gpt_error("%s: no /model group (not a model file)", path);
+    }
+    return H5Gopen2(*file, "model", H5P_DEFAULT);
+}
+
+static int read_config(const char *path, hid_t g, GPTConfig *c) {
+    char ln[16];
+    const char *w = "/model";
+    if (h5_read_attr_int(path, w, g, "n_layer", &c->n_layer) ||
+        h5_read_attr_int(path, w, g, "n_head", &c->n_head) ||
+        h5_read_attr_int(path, w, g, "n_embd", &c->n_embd) ||
+        h5_read_attr_int(path, w, g, "n_ctx", &c->n_ctx) ||
+        h5_read_attr_int(path, w, g, "vocab_size", &c->vocab_size) ||
+        h5_read_attr_int(path, w, g, "n_ffn", &c->n_ffn) ||
+        h5_read_attr_float(path, w, g, "dropout_embd", &c->dropout_embd) ||
+        h5_read_attr_float(path, w, g, "dropout_resid", &c->dropout_resid) ||
+        h5_read_attr_float(path, w, g, "dropout_attn", &c->dropout_attn) ||
+        h5_read_attr_float(path, w, g, "ln_eps", &c->ln_eps) ||
+        h5_read_attr_string(path, w, g, "ln", ln, sizeof ln))
+        return -1;
+    if (config_parse_ln(ln, &c->ln) || config_validate(c)) {
+        char why[512];
+        snprintf(why, sizeof why, "%s", gpt_last_error());
+        return gpt_error("%s: invalid model configuration: %s", path, why);
+    }
+    return 0;
+}
+
+int model_file_read_config(const char *path, GPTConfig *cfg) {
+    hid_t f, g = open_model_group(path, &f);
+    if (g < 0) return -1;
+    int rc = read_config(path, g, cfg);
+    H5Gclose(g);
+    H5Fclose(f);
+    return rc;
+}
+
+int model_tensor_read(const char *path, const char *where, int64_t g, const GPTTensor *t, float *tensor, int lo,
+                      int hi, int64_t dxpl) {
+    if (H5Lexists(g, t->name, H5P_DEFAULT) <= 0)
+        return gpt_error("%s: tensor %s/%s is missing", path, where, t->name);
+    hid_t d = H5Dopen2(g, t->name, H5P_DEFAULT);
+    if (d < 0) return gpt_error("%s: %s/%s is not a dataset", path, where, t->name);
+    hid_t s = H5Dget_space(d), ty = H5Dget_type(d);
+    hsize_t dims[8] = {0};
+    int nd = H5Sget_simple_extent_ndims(s);
+    int ok_type = H5Tget_class(ty) == H5T_FLOAT;
+    int ok_shape = nd == t->ndim && nd <= 8;
+    if (ok_shape) {
+        H5Sget_simple_extent_dims(s, dims, NULL);
+        for (int i = 0; i < nd; i++) ok_shape &= dims[i] == (hsize_t)t->shape[i];
+    }
+    int rc = 0;
+    if (!ok_type) {
+        rc = gpt_error("%s: tensor %s/%s is not floating point", path, where, t->name);
+    } else if (!ok_shape) {
+        char found[96] = "", expected[64];
+        if (nd >= 1 && nd <= 8) {
+            H5Sget_simple_extent_dims(s, dims, NULL);
+            size_t len = 0;
+            for (int i = 0; i < nd && len < sizeof found; i++)
+                len += (size_t)snprintf(found + len, sizeof found - len, "%s%llu", i ? ", " : "",
+                                        (unsigned long long)dims[i]);
+        }
+        if (t->ndim == 2) snprintf(expected, sizeof expected, "%d, %d", t->shape[0], t->shape[1]);
+        else snprintf(expected, sizeof expected, "%d", t->shape[0]);
+        rc = gpt_error("%s: tensor %s/%s has shape [%s], expected [%s]", path, where, t->name, found, expected);
+    } else {
+        size_t row = t->ndim == 2 ? (size_t)t->shape[1] : 1;
+        hid_t ms = rows_mem_space(t, lo, hi);
+        select_rows(s, t, lo, hi);
+        if (H5Dread(d, H5T_NATIVE_FLOAT, ms, s, dxpl, tensor + (size_t)lo * row) < 0)
+            rc = gpt_error("%s: cannot read tensor %s/%s (checksum mismatch or truncated: the file is corrupted)",
+                           path, where, t->name);
+        H5Sclose(ms);
+    }
+    H5Tclose(ty);
+    H5Sclose(s);
+    H5Dclose(d);
+    return rc;
+}
+
+int model_file_read_weights(const char *path, GPT *m) {
+    hid_t f, g = open_model_group(path, &f);
+    if (g < 0) return -1;
+    int rc = 0;
+    for (int i = 0; !rc && i < m->n_tensors; i++)
+        rc = model_tensor_read(path, "/model", g, &m->tensors[i], m->params + m->tensors[i].offset, 0,
+                               m->tensors[i].shape[0], H5P_DEFAULT);
+    H5Gclose(g);
+    H5Fclose(f);
+    return rc;
+}
+
+GPT *model_file_load(const char *path, int max_batch, int with_grads) {
+    GPTConfig cfg;
+    if (model_file_read_config(path, &cfg)) return NULL;
+    GPT *m = gpt_create(&cfg, max_batch, with_grads);
+    if (model_file_read_weights(path, m)) {
+        gpt_free(m);
+        return NULL;
+    }
+    return m;
+}
