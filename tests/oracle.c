@@ -11,7 +11,7 @@
 #include <string.h>
 
 #include "blas.h"
-#include "checkpoint.h"
+#include "model_file.h"
 #include "h5util.h"
 #include "model.h"
 #include "optim.h"
