@@ -31,12 +31,13 @@ LIB := $(BUILD)/libgpt.a
 GPT := $(BINDIR)/gpt
 ORACLE := $(BUILD)/tests/oracle
 KERNEL_BENCH := $(BUILD)/tools/kernel_bench
+CKPT_BENCH := $(BUILD)/tools/ckpt_bench
 UNIT_BINS := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 
 # keep the unit tests' objects between builds
 .SECONDARY:
 
-.PHONY: all deps deb-deps test test-unit test-python sanitize bench demo clean
+.PHONY: all deps deb-deps test test-unit test-python test-slurm sanitize bench bench-ckpt demo clean
 
 all: $(GPT) $(ORACLE) $(UNIT_BINS)
 
@@ -54,7 +55,7 @@ $(GPT): $(CLI_OBJ) $(LIB)
 $(ORACLE): $(BUILD)/tests/oracle.o $(LIB)
 	$(CC) $(LDFLAGS) $^ -o $@ $(LDLIBS)
 
-$(KERNEL_BENCH): $(BUILD)/tools/kernel_bench.o $(LIB)
+$(BUILD)/tools/%: $(BUILD)/tools/%.o $(LIB)
 	$(CC) $(LDFLAGS) $^ -o $@ $(LDLIBS)
 
 $(BUILD)/tests/test_%: $(BUILD)/tests/unit/test_%.o $(LIB)
@@ -84,7 +85,14 @@ test-unit: $(UNIT_BINS)
 	@set -e; for t in $(UNIT_BINS); do echo "== $$t"; $$t; done
 
 test-python: $(GPT) $(ORACLE)
-	GPT_BIN=$(abspath $(GPT)) ORACLE_BIN=$(abspath $(ORACLE)) $(PYTHON) -m pytest -q tests
+	GPT_BIN=$(abspath $(GPT)) ORACLE_BIN=$(abspath $(ORACLE)) $(PYTHON) -m pytest -q --ignore=tests/slurm tests
+
+# jobs/pretrain.sbatch on a real single-node Slurm started for the test (root; needs
+# slurm-wlm and munge, which this installs when missing).
+SLURM_PACKAGES = slurm-wlm munge
+test-slurm: $(GPT)
+	@$(MAKE) --no-print-directory deb-deps DEB_PACKAGES="$(SLURM_PACKAGES)"
+	GPT_BIN=$(abspath $(GPT)) $(PYTHON) -m pytest -q tests/slurm
 
 sanitize:
 	$(MAKE) SAN=1 BUILD=build-san BINDIR=build-san/bin test
@@ -92,10 +100,13 @@ sanitize:
 bench: $(GPT) $(KERNEL_BENCH)
 	$(PYTHON) tools/bench.py
 
+bench-ckpt: $(GPT) $(CKPT_BENCH)
+	$(PYTHON) tools/bench_ckpt.py
+
 demo: deps all
 	bash tools/demo.sh
 
 clean:
 	rm -rf build build-san bin
 
--include $(LIB_OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(BUILD)/tests/oracle.d $(BUILD)/tools/kernel_bench.d $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/unit/%.d)
+-include $(LIB_OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(BUILD)/tests/oracle.d $(BUILD)/tools/kernel_bench.d $(BUILD)/tools/ckpt_bench.d $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/unit/%.d)

@@ -331,8 +331,15 @@ int tokenizer_write_h5(const Tokenizer *t, int64_t loc_id) {
     if (g < 0) return -1;
     hsize_t nb = (hsize_t)p.token_offsets[p.n_tokens], no = (hsize_t)p.n_tokens + 1;
     hsize_t dm[2] = {(hsize_t)p.n_merges, 3}, ns = (hsize_t)p.n_special;
+    /* fixed-length strings: HDF5 cannot checksum variable-length data */
+    size_t width = 1;
+    for (int i = 0; i < p.n_special; i++)
+        if (strlen(p.special_names[i]) + 1 > width) width = strlen(p.special_names[i]) + 1;
+    char *names = xcalloc((size_t)p.n_special + 1, width);
+    for (int i = 0; i < p.n_special; i++) memcpy(names + (size_t)i * width, p.special_names[i], strlen(p.special_names[i]));
     hid_t str = H5Tcopy(H5T_C_S1);
-    H5Tset_size(str, H5T_VARIABLE);
+    H5Tset_size(str, width);
+    H5Tset_strpad(str, H5T_STR_NULLTERM);
     H5Tset_cset(str, H5T_CSET_UTF8);
     int rc = h5_write_attr_string(g, "type", "byte-bpe") ||
              h5_write_attr_string(g, "pattern", PRETOK_PATTERN) ||
@@ -342,9 +349,10 @@ int tokenizer_write_h5(const Tokenizer *t, int64_t loc_id) {
              h5_write_array(g, "token_bytes", H5T_STD_U8LE, H5T_NATIVE_UINT8, 1, &nb, p.token_bytes) ||
              h5_write_array(g, "token_offsets", H5T_STD_I64LE, H5T_NATIVE_INT64, 1, &no, p.token_offsets) ||
              h5_write_array(g, "merges", H5T_STD_I32LE, H5T_NATIVE_INT32, 2, dm, p.merges) ||
-             h5_write_array(g, "special_tokens", str, str, 1, &ns, p.special_names) ||
+             h5_write_array(g, "special_tokens", str, str, 1, &ns, names) ||
              h5_write_array(g, "special_ids", H5T_STD_I32LE, H5T_NATIVE_INT32, 1, &ns, p.special_ids);
     H5Tclose(str);
+    free(names);
     H5Gclose(g);
     return rc ? -1 : 0;
 }
@@ -391,14 +399,26 @@ Tokenizer *tokenizer_read_h5(int64_t loc_id, const char *path) {
         gpt_error("%s: /tokenizer uses a pre-tokenization pattern this version does not support", path);
         goto out;
     }
-    hid_t str = H5Tcopy(H5T_C_S1);
-    H5Tset_size(str, H5T_VARIABLE);
-    H5Tset_cset(str, H5T_CSET_UTF8);
+    /* special_tokens: fixed-length strings, or variable-length ones in files of version 0.1 */
+    hid_t d = H5Lexists(g, "special_tokens", H5P_DEFAULT) > 0 ? H5Dopen2(g, "special_tokens", H5P_DEFAULT) : -1;
+    hid_t str = d >= 0 ? H5Dget_type(d) : H5Tcopy(H5T_C_S1);
+    if (d >= 0) H5Dclose(d);
+    int vlen = H5Tis_variable_str(str) > 0;
+    size_t width = vlen ? sizeof(char *) : H5Tget_size(str);
+    char *fixed = NULL;
     if ((bytes = read_all(path, g, "token_bytes", 1, H5T_NATIVE_UINT8, 1, &nb)) &&
         (offsets = read_all(path, g, "token_offsets", 1, H5T_NATIVE_INT64, 8, &no)) &&
         (merges = read_all(path, g, "merges", 2, H5T_NATIVE_INT32, 12, dm)) &&
-        (names = read_all(path, g, "special_tokens", 1, str, sizeof(char *), &ns)) &&
+        (vlen ? (names = read_all(path, g, "special_tokens", 1, str, width, &ns)) != NULL
+              : (fixed = read_all(path, g, "special_tokens", 1, str, width, &ns)) != NULL) &&
         (ids = read_all(path, g, "special_ids", 1, H5T_NATIVE_INT32, 4, &ni))) {
+        if (fixed) { /* NUL-terminate each name and point at it */
+            names = xmalloc(sizeof(char *) * ((size_t)ns + 1));
+            for (hsize_t i = 0; i < ns; i++) {
+                names[i] = fixed + i * width;
+                names[i][width - 1] = '\0';
+            }
+        }
         if (no < 1 || (hsize_t)offsets[no - 1] != nb || dm[1] != 3 || ns != ni || no > INT_MAX || dm[0] > INT_MAX)
             gpt_error("%s: /tokenizer datasets disagree in size", path);
         else if ((t = tokenizer_create(bytes, offsets, (int)no - 1, (const int32_t(*)[3])merges, (int)dm[0],
@@ -412,12 +432,13 @@ Tokenizer *tokenizer_read_h5(int64_t loc_id, const char *path) {
             t = NULL;
         }
     }
-    if (names) { /* frees the strings HDF5 allocated, not the array */
+    if (names && vlen) { /* frees the strings HDF5 allocated, not the array */
         hid_t space = H5Screate_simple(1, &ns, NULL);
         H5Dvlen_reclaim(str, space, H5P_DEFAULT, names);
         H5Sclose(space);
     }
     H5Tclose(str);
+    free(fixed);
 out:
     free(bytes);
     free(offsets);

@@ -521,7 +521,7 @@ int train_run(const TrainOptions *opts) {
             rc = gpt_error("stopping: %d steps in a row had a non-finite loss or gradient (lower --lr, or check the data)", t.bad);
             break;
         }
-        int stop = local[2] > 0 || local[3] > 0;
+        int stop = (local[2] > 0 || local[3] > 0) && s + 1 < o->steps; /* after the last step: just finish */
         if (stop || local[4] > 0 || (o->ckpt_every > 0 && (s + 1) % o->ckpt_every == 0) ||
             (checkpointing && s + 1 == o->steps)) {
             double tc = now_seconds();

