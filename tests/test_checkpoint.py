@@ -37,6 +37,7 @@ import pytest
 # and corpus fixtures of the training tests are shared rather than copied.
 from test_train import (MPI_ENV, TINY_ARGS, alive, children, kill_group, moby,  # noqa: F401
                         mpi_rank, read_metrics, tiny_corpus)
+from test_train import sh as train_sh
 
 N_CTX = 64
 STEPS, EVERY, G = 40, 10, 8           # the shared runs: 40 steps, a checkpoint every 10, 8 windows a step
@@ -61,26 +62,8 @@ def base_env(extra=None):
 
 
 def sh(args, ranks=None, env=None, timeout=180, check=True):
-    """test_train.sh with extra environment variables: runs args (under `mpirun -np
-    ranks` when ranks > 1) in its own process group, kills a hang, fails the test on
-    a non-zero exit when check."""
-    args = [str(a) for a in args]
-    if ranks is not None and ranks > 1:
-        args = ["mpirun", "-np", str(ranks), *args]
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=base_env(env), start_new_session=True)
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        kill_group(proc)
-        out, err = proc.communicate()
-        pytest.fail(f"hung: no exit after {timeout} s: {' '.join(args)}\nstdout:\n{out[-3000:]}\n"
-                    f"stderr:\n{err[-3000:]}", pytrace=False)
-    result = subprocess.CompletedProcess(args, proc.returncode, out, err)
-    if check and proc.returncode != 0:
-        pytest.fail(f"command failed (exit {proc.returncode}): {' '.join(args)}\n"
-                    f"stdout:\n{out[-3000:]}\nstderr:\n{err[-3000:]}", pytrace=False)
-    return result
+    """test_train.sh, with one rank run without mpirun."""
+    return train_sh(args, ranks if ranks is not None and ranks > 1 else None, timeout, check, env)
 
 
 def train_cmd(gpt_bin, data, out, steps=STEPS, batch=None, accum=None, extra=COMMON):

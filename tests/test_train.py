@@ -50,15 +50,17 @@ TINY_ARGS = ["--seed", 7, "--lr", "1e-3", "--min-lr", "1e-4", "--warmup", 5,
 
 # --------------------------------------------------------------------------- helpers
 
-def sh(args, ranks=None, timeout=300, check=True):
-    """Runs args (under `mpirun -np ranks` when ranks is given) in its own process group;
-    returns the CompletedProcess (text). A run past `timeout` is killed, group and all, and
-    fails the test as a hang; check=True fails the test on a non-zero exit."""
+def sh(args, ranks=None, timeout=300, check=True, env=None):
+    """Runs args (under `mpirun -np ranks` when ranks is given) in its own process group,
+    with MPI_ENV and `env` added to the environment; returns the CompletedProcess (text).
+    A run past `timeout` is killed, group and all, and fails the test as a hang;
+    check=True fails the test on a non-zero exit."""
     args = [str(a) for a in args]
     if ranks is not None:
         args = ["mpirun", "-np", str(ranks), *args]
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, **MPI_ENV}, start_new_session=True)
+                            env={**os.environ, **MPI_ENV, **{k: str(v) for k, v in (env or {}).items()}},
+                            start_new_session=True)
     try:
         out, err = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
