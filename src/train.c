@@ -348,6 +348,7 @@ static int resume(Trainer *t, TrainOptions *run, const GPTConfig *cfg, char *fro
             *saved_config = st.config; /* ownership passes to the caller */
             break;
         }
+        ckpt_state_free(&st);
         gpt_free(t->m), t->m = NULL;
         adamw_free(t->opt), t->opt = NULL;
         if (rc == -1 || !is_auto) break;
