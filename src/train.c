@@ -236,30 +236,27 @@ static const char *config_difference(const GPTConfig *a, const GPTConfig *b, cha
     return NULL;
 }
 
+/* Prints "name: old -> new", after "changed on resume:" the first time. */
+static void print_change(int *n, const char *section, const char *key, json_t *old, json_t *now) {
+    char *a = old ? json_dumps(old, JSON_ENCODE_ANY) : NULL, *b = json_dumps(now, JSON_ENCODE_ANY);
+    printf("%s %s%s%s: %s -> %s", (*n)++ ? "," : "changed on resume:", section, key ? "." : "", key ? key : "",
+           a ? a : "(none)", b ? b : "?");
+    free(a), free(b);
+}
+
 /* Rank 0: one line listing the settings that differ from the checkpoint's run. */
 static void report_changes(const char *saved_text, const char *now_text) {
     json_t *saved = json_loads(saved_text, 0, NULL), *now = json_loads(now_text, 0, NULL);
-    const char *section;
-    json_t *value;
+    const char *section, *key;
+    json_t *value, *v;
     int n = 0;
     json_object_foreach(now, section, value) {
         json_t *old = json_object_get(saved, section);
         if (!strcmp(section, "versions") || !strcmp(section, "resume") || json_equal(old, value)) continue;
-        if (!json_is_object(value)) {
-            char *a = json_dumps(old, JSON_ENCODE_ANY), *b = json_dumps(value, JSON_ENCODE_ANY);
-            printf("%s %s: %s -> %s", n++ ? "," : "changed on resume:", section, a ? a : "?", b ? b : "?");
-            free(a), free(b);
-            continue;
-        }
-        const char *key;
-        json_t *v;
-        json_object_foreach(value, key, v) {
-            json_t *w = json_object_get(old, key);
-            if (json_equal(w, v)) continue;
-            char *a = w ? json_dumps(w, JSON_ENCODE_ANY) : NULL, *b = json_dumps(v, JSON_ENCODE_ANY);
-            printf("%s %s.%s: %s -> %s", n++ ? "," : "changed on resume:", section, key, a ? a : "(none)", b ? b : "?");
-            free(a), free(b);
-        }
+        if (!json_is_object(value)) print_change(&n, section, NULL, old, value);
+        else json_object_foreach(value, key, v) {
+                if (!json_equal(json_object_get(old, key), v)) print_change(&n, section, key, json_object_get(old, key), v);
+            }
     }
     if (n) printf("\n");
     json_decref(saved);
