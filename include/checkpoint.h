@@ -45,9 +45,23 @@ typedef struct {
 
 void ckpt_state_free(CkptState *s);
 
-/* Collective. Writes the checkpoint to path as described above. tok is needed on rank 0
- * only. -1 on every rank with one message if any rank failed; PATH.tmp is then removed. */
-int ckpt_write(const char *path, const GPT *m, const AdamW *opt, const CkptState *state, const Tokenizer *tok);
+/* Tensors trained besides the model (a fine-tuning head, LoRA adapters): small, so rank 0
+ * writes them whole as GROUP/<name>, their moments as /optimizer/m/GROUP/<name> and
+ * /optimizer/v/GROUP/<name>, and every rank reads them whole. */
+typedef struct {
+    const char *group;        /* "head", "lora" */
+    int n_tensors;
+    const GPTTensor *tensors;
+    float *params;
+    AdamW *opt;
+} CkptExtra;
+
+/* Collective. Writes the checkpoint to path as described above, with n_extra extra tensor
+ * sets. opt NULL: the model is frozen (LoRA), and only its configuration is written. tok
+ * is needed on rank 0 only. -1 on every rank with one message if any rank failed;
+ * PATH.tmp is then removed. */
+int ckpt_write(const char *path, const GPT *m, const AdamW *opt, const CkptState *state, const Tokenizer *tok,
+               const CkptExtra *extra, int n_extra);
 
 /* Not collective: the model configuration and training state of a checkpoint file. */
 int ckpt_read_header(const char *path, GPTConfig *cfg, CkptState *state);
@@ -56,6 +70,8 @@ int ckpt_read_header(const char *path, GPTConfig *cfg, CkptState *state);
  * configuration), every checksum verified. -1 on every rank naming the file and the
  * tensor on a mismatch or a corrupted chunk. */
 int ckpt_read_tensors(const char *path, GPT *m, AdamW *opt);
+/* Not collective: the extra tensor sets and their moments, each checked against its table. */
+int ckpt_read_extras(const char *path, const CkptExtra *extra, int n_extra);
 
 /* RUN_DIR/ckpt_<step>.h5 */
 void ckpt_path(char *buf, size_t size, const char *run_dir, long step);
@@ -63,7 +79,7 @@ void ckpt_path(char *buf, size_t size, const char *run_dir, long step);
 /* Collective: ckpt_write to RUN_DIR/ckpt_<step>.h5, then RUN_DIR/latest, then removal
  * of all but the `keep` newest checkpoints (keep 0: none removed). */
 int ckpt_save(const char *run_dir, int keep, const GPT *m, const AdamW *opt, const CkptState *state,
-              const Tokenizer *tok);
+              const Tokenizer *tok, const CkptExtra *extra, int n_extra);
 
 /* Not collective: the steps of the checkpoints in run_dir (files ckpt_<step>.h5), newest
  * first, in a new array; returns how many (0 if none or no such directory). */

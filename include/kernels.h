@@ -22,8 +22,9 @@ float kern_tanhf(float x);
 /* out (N,Cout) = in (N,Cin) @ w^T (Cout,Cin) + bias (Cout); bias may be NULL. */
 void matmul_forward(float *out, const float *in, const float *w, const float *bias,
                     int N, int Cin, int Cout);
-/* dw (Cout,Cin) += dout^T @ in; dbias (Cout) += column sums of dout (if not
- * NULL); din (N,Cin) = dout @ w, or += when accumulate_din. din may be NULL. */
+/* dw (Cout,Cin) += dout^T @ in; dbias (Cout) += column sums of dout; din (N,Cin) =
+ * dout @ w, or += when accumulate_din. Any of din, dw, dbias may be NULL (a frozen
+ * weight needs only din). */
 void matmul_backward(float *din, float *dw, float *dbias, const float *dout,
                      const float *in, const float *w, int N, int Cin, int Cout,
                      int accumulate_din);
@@ -31,7 +32,8 @@ void matmul_backward(float *din, float *dw, float *dbias, const float *dout,
 /* out = (x - mean) * rstd * w + b per row; mean and rstd (N) saved for backward. */
 void layernorm_forward(float *out, float *mean, float *rstd, const float *x,
                        const float *w, const float *b, int N, int C, float eps);
-/* dx (N,C) = gradient w.r.t. x (overwritten); dw, db (C) accumulated. dx may alias dout. */
+/* dx (N,C) = gradient w.r.t. x (overwritten); dw, db (C) accumulated unless dw is NULL
+ * (frozen). dx may alias dout. */
 void layernorm_backward(float *dx, float *dw, float *db, const float *dout,
                         const float *x, const float *w, const float *mean,
                         const float *rstd, int N, int C);
@@ -68,7 +70,8 @@ void attention_backward(float *dqkv, const float *dy, const float *qkv, const fl
                         const uint64_t *keys, uint64_t site, float p);
 
 /* Cross-entropy over rows of logits (N,V) in place: returns the sum of -log p[target]
- * and, when grad_scale != 0, overwrites logits with grad_scale * (softmax - onehot). */
+ * and, when grad_scale != 0, overwrites logits with grad_scale * (softmax - onehot).
+ * A row whose target is negative (padding) adds nothing and gets a zero gradient. */
 double softmax_xent(float *logits, const int *targets, int N, int V, float grad_scale);
 
 /* y += x */

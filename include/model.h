@@ -96,6 +96,9 @@ typedef struct GPT {
      * are: the moment their gradients can be sent. NULL: no calls. */
     void (*grad_ready)(void *ctx, int layer);
     void *grad_ready_ctx;
+    /* Low-rank adapters (lora.h), not owned; NULL: none. With grads NULL as well, the
+     * base is frozen: the backward pass computes only the adapters' gradients. */
+    struct GPTLora *lora;
 } GPT;
 
 /* Creates a model of the given (validated) configuration with zeroed parameters.
@@ -128,6 +131,21 @@ int gpt_check_tokens(const GPT *m, const int *tokens, size_t n, const char *what
  * the mean). Returns the mean NLL of this batch. inputs, targets: (B,T) ids in [0,V). */
 double gpt_forward_backward(GPT *m, const int *inputs, const int *targets, int B, int T,
                             const uint64_t *dropout_keys, float grad_scale);
+/* The same in pieces, for objectives other than next-token prediction on every position
+ * (fine-tuning, model.c's callers in finetune.c):
+ *   hidden = gpt_forward_hidden(...)          final hidden states (B,T,C), valid until the next pass
+ *   gpt_lm_loss(m, hidden, targets, ...)      summed NLL over N = B*T rows; targets < 0 are ignored;
+ *                                             with dhidden (N,C) not NULL, dhidden = grad_scale *
+ *                                             d(sum NLL)/dhidden (overwritten) and dwte accumulated
+ *   gpt_hidden_grad(m)                        the (B,T,C) buffer the backward pass starts from: put
+ *                                             dL/dhidden there (it may be passed as dhidden above)
+ *   gpt_backward_hidden(...)                  the blocks' backward pass (same inputs, B, T and keys)
+ * A model without a gradient buffer (with_grads 0) can run the backward pass too: then only
+ * the adapters' gradients (m->lora) are computed. */
+const float *gpt_forward_hidden(GPT *m, const int *inputs, int B, int T, const uint64_t *dropout_keys);
+double gpt_lm_loss(GPT *m, const float *hidden, const int *targets, int N, float grad_scale, float *dhidden);
+float *gpt_hidden_grad(GPT *m);
+void gpt_backward_hidden(GPT *m, const int *inputs, int B, int T, const uint64_t *dropout_keys);
 /* Mean NLL without gradients or dropout. */
 double gpt_loss(GPT *m, const int *inputs, const int *targets, int B, int T);
 /* Evaluation-mode logits: out (B,T,V), owned by the caller. */

@@ -20,6 +20,7 @@ typedef struct {
     float beta1, beta2, eps;
     float weight_decay;
     float clip;          /* max global gradient norm; 0 = off */
+    int linear_decay;    /* after warm-up: 0 cosine (pre-training), 1 linear (GPT-1's fine-tuning) */
 } OptimConfig;
 
 /* GPT-1's settings: lr 2.5e-4, floor 0, 2000 warm-up steps, betas (0.9, 0.999),
@@ -27,8 +28,8 @@ typedef struct {
 OptimConfig optim_defaults(long total_steps);
 int optim_validate(const OptimConfig *c);
 
-/* Learning rate for 0-based step s: lr*(s+1)/warmup during warm-up, then cosine from
- * lr to min_lr over the remaining steps, min_lr after total_steps. */
+/* Learning rate for 0-based step s: lr*(s+1)/warmup during warm-up, then cosine (or
+ * linear) from lr to min_lr over the remaining steps, min_lr after total_steps. */
 float optim_lr_at(const OptimConfig *c, long step);
 
 typedef struct {
@@ -49,5 +50,9 @@ typedef struct { float lr; double grad_norm; float clip_scale; } OptimStats;
 /* One update of all tensors, with the schedule's learning rate at o->step. */
 OptimStats adamw_step(AdamW *o, float *params, const float *grads,
                       const GPTTensor *tensors, int n_tensors);
+/* The same, clipping by a given norm: that of all the gradients a step updates, when
+ * they are split between optimizers (a model and a fine-tuning head). */
+OptimStats adamw_step_norm(AdamW *o, float *params, const float *grads,
+                           const GPTTensor *tensors, int n_tensors, double norm);
 
 #endif

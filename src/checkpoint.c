@@ -125,11 +125,42 @@ static int write_tensors(hid_t f, const GPT *m, const AdamW *o, const Share *sh,
     return rc;
 }
 
-/* Rank 0, serial driver: attributes, the model configuration and the tokenizer. */
-static int write_metadata(const char *tmp, const GPT *m, const CkptState *s, const Tokenizer *tok) {
+/* Rank 0, serial: GROUP/<name> for every tensor of a set (parameters or a moment). */
+static int write_extra(hid_t f, const char *where, const CkptExtra *x, const float *data) {
+    hid_t lcpl = H5Pcreate(H5P_LINK_CREATE);
+    H5Pset_create_intermediate_group(lcpl, 1);
+    hid_t g = H5Gcreate2(f, where, lcpl, H5P_DEFAULT, H5P_DEFAULT);
+    H5Pclose(lcpl);
+    int rc = g < 0;
+    for (int i = 0; !rc && i < x->n_tensors; i++) {
+        const GPTTensor *t = &x->tensors[i];
+        hid_t d = model_tensor_create(g, t);
+        rc = d < 0 || model_tensor_write_rows(d, t, data + t->offset, 0, t->shape[0], H5P_DEFAULT);
+        if (d >= 0) H5Dclose(d);
+    }
+    if (g >= 0) H5Gclose(g);
+    return rc ? -1 : 0;
+}
+
+static int write_extras(hid_t f, const CkptExtra *extra, int n_extra) {
+    for (int e = 0; e < n_extra; e++) {
+        const CkptExtra *x = &extra[e];
+        char m[128], v[128];
+        snprintf(m, sizeof m, "/optimizer/m/%s", x->group);
+        snprintf(v, sizeof v, "/optimizer/v/%s", x->group);
+        if (write_extra(f, x->group, x, x->params) || write_extra(f, m, x, x->opt->m) || write_extra(f, v, x, x->opt->v))
+            return -1;
+    }
+    return 0;
+}
+
+/* Rank 0, serial driver: attributes, the model configuration, extras and the tokenizer. */
+static int write_metadata(const char *tmp, const GPT *m, const CkptState *s, const Tokenizer *tok,
+                          const CkptExtra *extra, int n_extra) {
     hid_t f = H5Fopen(tmp, H5F_ACC_RDWR, H5P_DEFAULT);
     if (f < 0) return -1;
-    hid_t g = H5Gopen2(f, "model", H5P_DEFAULT);
+    hid_t g = H5Lexists(f, "model", H5P_DEFAULT) > 0 ? H5Gopen2(f, "model", H5P_DEFAULT)
+                                                       : H5Gcreate2(f, "model", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
     int rc = g < 0 || model_config_write_h5(g, &m->cfg) || h5_write_attr_string(f, "format", CKPT_FORMAT) ||
              h5_write_attr_int(f, "format_version", CKPT_FORMAT_VERSION) ||
              h5_write_attr_string(f, "tool_version", GPT_VERSION) ||
@@ -139,13 +170,15 @@ static int write_metadata(const char *tmp, const GPT *m, const CkptState *s, con
              h5_write_attr_i64(f, "global_batch", s->global_batch) || h5_write_attr_int(f, "ranks", s->ranks) ||
              h5_write_attr_i64(f, "corpus_fingerprint", (int64_t)s->corpus_fingerprint) ||
              h5_write_attr_string(f, "corpus", s->corpus) || h5_write_attr_string(f, "time", s->time) ||
-             h5_write_attr_string(f, "config", s->config ? s->config : "{}") || tokenizer_write_h5(tok, f);
+             h5_write_attr_string(f, "config", s->config ? s->config : "{}") || write_extras(f, extra, n_extra) ||
+             tokenizer_write_h5(tok, f);
     if (g >= 0) H5Gclose(g);
     if (H5Fclose(f) < 0) rc = -1;
     return rc ? -1 : 0;
 }
 
-int ckpt_write(const char *path, const GPT *m, const AdamW *o, const CkptState *s, const Tokenizer *tok) {
+int ckpt_write(const char *path, const GPT *m, const AdamW *o, const CkptState *s, const Tokenizer *tok,
+               const CkptExtra *extra, int n_extra) {
     h5_quiet();
     int rank = dist_rank();
     char tmp[PATH_MAX], dir[PATH_MAX];
@@ -157,16 +190,19 @@ int ckpt_write(const char *path, const GPT *m, const AdamW *o, const CkptState *
     if (dist_agree(f < 0 ? gpt_error("%s: cannot create (check that the directory exists and is writable)", tmp) : 0))
         return -1;
     fault_point("ckpt-create", s->step, rank);
-    Share sh = share_of(m, rank, dist_size());
-    int rc = write_tensors(f, m, o, &sh, s->step);
-    share_free(&sh);
+    int rc = 0;
+    if (o) { /* a frozen model is not copied into its fine-tuning's checkpoints */
+        Share sh = share_of(m, rank, dist_size());
+        rc = write_tensors(f, m, o, &sh, s->step);
+        share_free(&sh);
+    }
     if (H5Fflush(f, H5F_SCOPE_GLOBAL) < 0) rc = -1; /* MPI_File_sync: every rank's share to disk */
     if (H5Fclose(f) < 0) rc = -1;
     rc = dist_agree(rc ? gpt_error("%s: writing the tensors failed (disk full?)", tmp) : 0);
     if (!rc) fault_point("ckpt-close", s->step, rank);
     if (!rc && rank == 0) {
         dir_of(path, dir, sizeof dir);
-        rc = write_metadata(tmp, m, s, tok) ? gpt_error("%s: writing the attributes and tokenizer failed", tmp)
+        rc = write_metadata(tmp, m, s, tok, extra, n_extra) ? gpt_error("%s: writing the attributes and tokenizer failed", tmp)
              : fsync_path(tmp, 0)           ? -1
              : rename(tmp, path)            ? gpt_error("%s: cannot rename %s into place: %s", path, tmp, strerror(errno))
                                             : fsync_path(dir, 1);
@@ -259,6 +295,35 @@ int ckpt_read_tensors(const char *path, GPT *m, AdamW *o) {
     return 0;
 }
 
+static int read_extra(const char *path, hid_t f, const char *where, const CkptExtra *x, float *data) {
+    hid_t g = H5Lexists(f, where, H5P_DEFAULT) > 0 ? H5Gopen2(f, where, H5P_DEFAULT) : -1;
+    if (g < 0) return gpt_error("%s: group %s is missing", path, where);
+    int rc = 0;
+    for (int i = 0; !rc && i < x->n_tensors; i++)
+        rc = model_tensor_read(path, where, g, &x->tensors[i], data + x->tensors[i].offset, 0, x->tensors[i].shape[0],
+                               H5P_DEFAULT);
+    H5Gclose(g);
+    return rc;
+}
+
+int ckpt_read_extras(const char *path, const CkptExtra *extra, int n_extra) {
+    h5_quiet();
+    hid_t f = h5_open_read(path);
+    if (f < 0) return -1;
+    int rc = 0;
+    for (int e = 0; !rc && e < n_extra; e++) {
+        const CkptExtra *x = &extra[e];
+        char where[3][128];
+        snprintf(where[0], sizeof where[0], "/%s", x->group);
+        snprintf(where[1], sizeof where[1], "/optimizer/m/%s", x->group);
+        snprintf(where[2], sizeof where[2], "/optimizer/v/%s", x->group);
+        rc = read_extra(path, f, where[0], x, x->params) || read_extra(path, f, where[1], x, x->opt->m) ||
+             read_extra(path, f, where[2], x, x->opt->v);
+    }
+    H5Fclose(f);
+    return rc ? -1 : 0;
+}
+
 /* ---- the run directory ---- */
 
 void ckpt_path(char *buf, size_t size, const char *run_dir, long step) {
@@ -323,10 +388,11 @@ static void prune(const char *run_dir, int keep) {
     free(steps);
 }
 
-int ckpt_save(const char *run_dir, int keep, const GPT *m, const AdamW *o, const CkptState *s, const Tokenizer *tok) {
+int ckpt_save(const char *run_dir, int keep, const GPT *m, const AdamW *o, const CkptState *s, const Tokenizer *tok,
+              const CkptExtra *extra, int n_extra) {
     char path[PATH_MAX];
     ckpt_path(path, sizeof path, run_dir, s->step);
-    if (ckpt_write(path, m, o, s, tok)) return -1;
+    if (ckpt_write(path, m, o, s, tok, extra, n_extra)) return -1;
     int rank = dist_rank(), rc = 0;
     fault_point("ckpt-rename", s->step, rank);
     if (rank == 0) rc = point_latest(run_dir, s->step);

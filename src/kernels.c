@@ -71,8 +71,9 @@ void matmul_backward(float *din, float *dw, float *dbias, const float *dout,
     if (din)
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, Cin, Cout, 1.0f, dout, Cout, w,
                     Cin, accumulate_din ? 1.0f : 0.0f, din, Cin);
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Cout, Cin, N, 1.0f, dout, Cout, in,
-                Cin, 1.0f, dw, Cin);
+    if (dw)
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Cout, Cin, N, 1.0f, dout, Cout, in,
+                    Cin, 1.0f, dw, Cin);
     if (dbias)
         for (int n = 0; n < N; n++) vec_add(dbias, dout + (size_t)n * Cout, (size_t)Cout);
 }
@@ -116,12 +117,15 @@ void layernorm_backward(float *dx, float *restrict dw, float *restrict db,
         }
         dnorm_mean /= (float)C;
         dnorm_xhat_mean /= (float)C;
+        if (dw)
+            for (int c = 0; c < C; c++) {
+                float xhat = (xr[c] - m) * s;
+                db[c] += dor[c];
+                dw[c] += xhat * dor[c];
+            }
         for (int c = 0; c < C; c++) {
             float xhat = (xr[c] - m) * s;
-            float d = dor[c];
-            db[c] += d;
-            dw[c] += xhat * d;
-            dxr[c] = (w[c] * d - dnorm_mean - xhat * dnorm_xhat_mean) * s;
+            dxr[c] = (w[c] * dor[c] - dnorm_mean - xhat * dnorm_xhat_mean) * s;
         }
     }
 }
@@ -320,6 +324,10 @@ double softmax_xent(float *logits, const int *targets, int N, int V, float grad_
     for (int n = 0; n < N; n++) {
         float *row = logits + (size_t)n * V;
         int t = targets[n];
+        if (t < 0) { /* ignored position: no loss, no gradient */
+            if (grad_scale != 0.0f) memset(row, 0, sizeof(float) * (size_t)V);
+            continue;
+        }
         float target_logit = row[t];
         float mx = -INFINITY;
 #pragma omp simd reduction(max : mx)

@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "kernels.h"
+#include "lora.h"
 #include "rng.h"
 #include "util.h"
 
@@ -232,6 +233,7 @@ static const float *forward_trunk(GPT *m, const int *inputs, int B, int T,
     int C = c->n_embd, F = c->n_ffn, H = c->n_head, N = B * T;
     size_t NC = (size_t)N * C;
     int pre = c->ln == GPT_LN_PRE;
+    GPTLora *lo = m->lora;
 
     embedding_forward(a->x0, inputs, m->w.wte, m->w.wpe, B, T, C);
     dropout_apply(a->x0, B, (size_t)T * C, keys, SITE_EMBD, c->dropout_embd);
@@ -243,9 +245,11 @@ static const float *forward_trunk(GPT *m, const int *inputs, int B, int T,
             layernorm_forward(h->attn_in, h->ln1_mean, h->ln1_rstd, x, w->ln_1_w, w->ln_1_b, N,
                               C, c->ln_eps);
         matmul_forward(h->qkv, h->attn_in, w->c_attn_w, w->c_attn_b, N, C, 3 * C);
+        if (lo) lora_forward(lo, l, LORA_C_ATTN, h->qkv, h->attn_in, N, C, 3 * C);
         attention_forward(h->atty, h->att_lse, h->qkv, B, T, C, H, a->att_s, keys,
                           site(l, SITE_ATTN), c->dropout_attn);
         matmul_forward(a->buf_c, h->atty, w->attn_proj_w, w->attn_proj_b, N, C, C);
+        if (lo) lora_forward(lo, l, LORA_ATTN_PROJ, a->buf_c, h->atty, N, C, C);
         dropout_apply(a->buf_c, B, (size_t)T * C, keys, site(l, SITE_RESID_ATTN),
                       c->dropout_resid);
         add_into(h->res1, x, a->buf_c, NC);
@@ -256,8 +260,10 @@ static const float *forward_trunk(GPT *m, const int *inputs, int B, int T,
             layernorm_forward(h->mlp_in, h->ln1_mean, h->ln1_rstd, h->res1, w->ln_1_w,
                               w->ln_1_b, N, C, c->ln_eps);
         matmul_forward(h->fch, h->mlp_in, w->c_fc_w, w->c_fc_b, N, C, F);
+        if (lo) lora_forward(lo, l, LORA_C_FC, h->fch, h->mlp_in, N, C, F);
         gelu_forward(a->buf_f, h->fch, (size_t)N * F);
         matmul_forward(a->buf_c, a->buf_f, w->mlp_proj_w, w->mlp_proj_b, N, F, C);
+        if (lo) lora_forward(lo, l, LORA_MLP_PROJ, a->buf_c, a->buf_f, N, F, C);
         dropout_apply(a->buf_c, B, (size_t)T * C, keys, site(l, SITE_RESID_MLP),
                       c->dropout_resid);
         add_into(h->res2, pre ? h->res1 : h->mlp_in, a->buf_c, NC);
@@ -282,6 +288,8 @@ static void backward_trunk(GPT *m, const int *inputs, int B, int T, const uint64
     size_t NC = (size_t)N * C;
     int pre = c->ln == GPT_LN_PRE;
     float *dres = a->dres;
+    GPTLora *lo = m->lora;
+    GPTLayerWeights frozen = {0}; /* no gradient buffer: the kernels skip parameter gradients */
 
     if (pre)
         layernorm_backward(dres, m->g.ln_f_w, m->g.ln_f_b, dres, a->h[L - 1].out, m->w.ln_f_w,
@@ -289,7 +297,7 @@ static void backward_trunk(GPT *m, const int *inputs, int B, int T, const uint64
     for (int l = L - 1; l >= 0; l--) {
         GPTLayerActs *h = &a->h[l];
         const GPTLayerWeights *w = &m->w.h[l];
-        GPTLayerWeights *g = &m->g.h[l];
+        GPTLayerWeights *g = m->grads ? &m->g.h[l] : &frozen;
         const float *x = l ? a->h[l - 1].out : a->x0;
 
         /* dres: dL/d(layer output) -> dL/d(res2) */
@@ -303,16 +311,19 @@ static void backward_trunk(GPT *m, const int *inputs, int B, int T, const uint64
         gelu_forward(a->buf_f, h->fch, (size_t)N * F);
         matmul_backward(a->dbuf_f, g->mlp_proj_w, g->mlp_proj_b, a->dbuf_c, a->buf_f,
                         w->mlp_proj_w, N, F, C, 0);
+        if (lo) lora_backward(lo, l, LORA_MLP_PROJ, a->dbuf_f, a->dbuf_c, a->buf_f, N, F, C);
         gelu_backward(a->dbuf_f, a->dbuf_f, h->fch, (size_t)N * F);
         if (pre) {
             matmul_backward(a->dbuf_c, g->c_fc_w, g->c_fc_b, a->dbuf_f, h->mlp_in, w->c_fc_w, N,
                             C, F, 0);
+            if (lo) lora_backward(lo, l, LORA_C_FC, a->dbuf_c, a->dbuf_f, h->mlp_in, N, C, F);
             layernorm_backward(a->dbuf_c, g->ln_2_w, g->ln_2_b, a->dbuf_c, h->res1, w->ln_2_w,
                                h->ln2_mean, h->ln2_rstd, N, C);
             vec_add(dres, a->dbuf_c, NC);
         } else {
             matmul_backward(dres, g->c_fc_w, g->c_fc_b, a->dbuf_f, h->mlp_in, w->c_fc_w, N, C,
                             F, 1);
+            if (lo) lora_backward(lo, l, LORA_C_FC, dres, a->dbuf_f, h->mlp_in, N, C, F);
             layernorm_backward(dres, g->ln_1_w, g->ln_1_b, dres, h->res1, w->ln_1_w, h->ln1_mean,
                                h->ln1_rstd, N, C);
         }
@@ -322,21 +333,25 @@ static void backward_trunk(GPT *m, const int *inputs, int B, int T, const uint64
                       c->dropout_resid);
         matmul_backward(a->buf_c, g->attn_proj_w, g->attn_proj_b, a->dbuf_c, h->atty,
                         w->attn_proj_w, N, C, C, 0);
+        if (lo) lora_backward(lo, l, LORA_ATTN_PROJ, a->buf_c, a->dbuf_c, h->atty, N, C, C);
         attention_backward(a->dqkv, a->buf_c, h->qkv, h->att_lse, B, T, C, H, a->att_s,
                            a->att_dp, keys, site(l, SITE_ATTN), c->dropout_attn);
         if (pre) {
             matmul_backward(a->dbuf_c, g->c_attn_w, g->c_attn_b, a->dqkv, h->attn_in,
                             w->c_attn_w, N, C, 3 * C, 0);
+            if (lo) lora_backward(lo, l, LORA_C_ATTN, a->dbuf_c, a->dqkv, h->attn_in, N, C, 3 * C);
             layernorm_backward(a->dbuf_c, g->ln_1_w, g->ln_1_b, a->dbuf_c, x, w->ln_1_w,
                                h->ln1_mean, h->ln1_rstd, N, C);
             vec_add(dres, a->dbuf_c, NC);
         } else {
             matmul_backward(dres, g->c_attn_w, g->c_attn_b, a->dqkv, x, w->c_attn_w, N, C,
                             3 * C, 1);
+            if (lo) lora_backward(lo, l, LORA_C_ATTN, dres, a->dqkv, x, N, C, 3 * C);
         }
         /* dres = dL/dx, the previous layer's output */
         if (m->grad_ready) m->grad_ready(m->grad_ready_ctx, l);
     }
+    if (!m->grads) return; /* frozen: the embeddings need no gradient */
     dropout_apply(dres, B, (size_t)T * C, keys, SITE_EMBD, c->dropout_embd);
     embedding_backward(m->g.wte, m->g.wpe, dres, inputs, B, T, C);
     if (m->grad_ready) m->grad_ready(m->grad_ready_ctx, -1);
@@ -356,8 +371,8 @@ static double head(GPT *m, const float *hidden, const int *targets, int N, float
         matmul_forward(logits, hr, m->w.wte, NULL, rows, C, V);
         total += softmax_xent(logits, targets + r0, rows, V, dh ? grad_scale : 0.0f);
         if (dh)
-            matmul_backward(dh + (size_t)r0 * C, m->g.wte, NULL, logits, hr, m->w.wte, rows, C, V,
-                            0);
+            matmul_backward(dh + (size_t)r0 * C, m->grads ? m->g.wte : NULL, NULL, logits, hr, m->w.wte,
+                            rows, C, V, 0);
     }
     return total;
 }
@@ -369,6 +384,20 @@ double gpt_forward_backward(GPT *m, const int *inputs, const int *targets, int B
     double total = head(m, hidden, targets, B * T, grad_scale, m->act.dres);
     backward_trunk(m, inputs, B, T, dropout_keys);
     return total / ((double)B * T);
+}
+
+const float *gpt_forward_hidden(GPT *m, const int *inputs, int B, int T, const uint64_t *dropout_keys) {
+    return forward_trunk(m, inputs, B, T, dropout_keys);
+}
+
+double gpt_lm_loss(GPT *m, const float *hidden, const int *targets, int N, float grad_scale, float *dhidden) {
+    return head(m, hidden, targets, N, grad_scale, dhidden);
+}
+
+float *gpt_hidden_grad(GPT *m) { return m->act.dres; }
+
+void gpt_backward_hidden(GPT *m, const int *inputs, int B, int T, const uint64_t *dropout_keys) {
+    backward_trunk(m, inputs, B, T, dropout_keys);
 }
 
 double gpt_loss(GPT *m, const int *inputs, const int *targets, int B, int T) {

@@ -32,6 +32,7 @@ float optim_lr_at(const OptimConfig *c, long step) {
     long decay_steps = c->total_steps - c->warmup;
     double progress = (double)(step - c->warmup) / (double)(decay_steps > 1 ? decay_steps : 1);
     if (progress > 1.0) progress = 1.0;
+    if (c->linear_decay) return c->min_lr + (c->lr - c->min_lr) * (float)(1.0 - progress);
     return c->min_lr + 0.5f * (c->lr - c->min_lr) * (float)(1.0 + cos(M_PI * progress));
 }
 
@@ -66,10 +67,15 @@ double grad_norm(const float *g, size_t n) {
 
 OptimStats adamw_step(AdamW *o, float *params, const float *grads, const GPTTensor *tensors,
                       int n_tensors) {
+    return adamw_step_norm(o, params, grads, tensors, n_tensors, grad_norm(grads, o->n));
+}
+
+OptimStats adamw_step_norm(AdamW *o, float *params, const float *grads, const GPTTensor *tensors,
+                           int n_tensors, double norm) {
     const OptimConfig *c = &o->cfg;
     OptimStats st;
     st.lr = optim_lr_at(c, o->step);
-    st.grad_norm = grad_norm(grads, o->n);
+    st.grad_norm = norm;
     st.clip_scale = 1.0f;
     if (c->clip > 0.0f) {
         double coef = c->clip / (st.grad_norm + 1e-6);

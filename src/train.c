@@ -24,6 +24,7 @@
 #include "checkpoint.h"
 #include "dist.h"
 #include "model_file.h"
+#include "run.h"
 #include "util.h"
 #include "version.h"
 
@@ -56,18 +57,6 @@ int evaluate(GPT *m, Corpus *c, int split, int64_t n_windows, double *nll_sum, i
     *nll_sum = sums[0];
     *tokens = (int64_t)sums[1];
     return 0;
-}
-
-static int mkdir_p(const char *dir) {
-    char path[4096];
-    snprintf(path, sizeof path, "%s", dir);
-    for (char *p = path + 1; *p; p++)
-        if (*p == '/') {
-            *p = '\0';
-            if (mkdir(path, 0777) && errno != EEXIST) return -1;
-            *p = '/';
-        }
-    return mkdir(path, 0777) && errno != EEXIST ? -1 : 0;
 }
 
 static json_t *config_json(const TrainOptions *o, const GPTConfig *c, int64_t n_windows, int64_t eval_windows) {
@@ -103,50 +92,6 @@ static json_t *config_json(const TrainOptions *o, const GPTConfig *c, int64_t n_
                      "ranks", dist_size(), "versions", versions);
 }
 
-/* Rank 0: creates the run directory, refusing one that holds another run. */
-/* Rank 0: keeps the lines of metrics.jsonl up to `step` (a torn last line is dropped). */
-static int cut_metrics(const char *path, long step) {
-    FILE *in = fopen(path, "r");
-    if (!in) return 0; /* none yet */
-    char tmp[4096 + 8], line[8192];
-    snprintf(tmp, sizeof tmp, "%s.tmp", path);
-    FILE *out = fopen(tmp, "w");
-    if (!out) {
-        fclose(in);
-        return gpt_error("%s: cannot create: %s", tmp, strerror(errno));
-    }
-    while (fgets(line, sizeof line, in)) {
-        json_t *j = json_loads(line, 0, NULL);
-        json_t *s = j ? json_object_get(j, "step") : NULL;
-        if (json_is_integer(s) && json_integer_value(s) <= step && strchr(line, '\n')) fputs(line, out);
-        json_decref(j);
-    }
-    fclose(in);
-    int bad = ferror(out) | fclose(out);
-    if (bad || rename(tmp, path)) return gpt_error("%s: cannot rewrite: %s", path, strerror(errno));
-    return 0;
-}
-
-/* Rank 0: creates the run directory, refusing one that holds another run unless the run
- * overwrites or resumes it. A resumed run keeps its metrics up to the checkpoint. */
-static int prepare_run_dir(const TrainOptions *o, json_t *config, long resumed_step) {
-    char path[4096];
-    snprintf(path, sizeof path, "%s/config.json", o->out);
-    struct stat st;
-    if (!o->overwrite && !o->resume && stat(path, &st) == 0)
-        return gpt_error("%s holds another run (%s exists); pass --overwrite to replace it, or --resume auto to "
-                         "continue it", o->out, path);
-    if (mkdir_p(o->out)) return gpt_error("%s: cannot create the run directory: %s", o->out, strerror(errno));
-    if (json_dump_file(config, path, JSON_INDENT(2) | JSON_SORT_KEYS))
-        return gpt_error("%s: cannot write", path);
-    snprintf(path, sizeof path, "%s/metrics.jsonl", o->out);
-    if (resumed_step > 0) return cut_metrics(path, resumed_step);
-    FILE *f = fopen(path, "w");
-    if (!f) return gpt_error("%s: cannot create: %s", path, strerror(errno));
-    fclose(f);
-    return 0;
-}
-
 typedef struct {
     GPT *m;
     AdamW *opt;
@@ -180,31 +125,6 @@ static int read_step(Trainer *t, const TrainOptions *o, long s) {
     return 0;
 }
 
-static void print_duration(char *buf, size_t size, double s) {
-    long t = (long)(s + 0.5);
-    if (t >= 3600) snprintf(buf, size, "%ld:%02ld:%02ld", t / 3600, t / 60 % 60, t % 60);
-    else snprintf(buf, size, "%ld:%02ld", t / 60, t % 60);
-}
-
-/* ---- signals ---- */
-
-static volatile sig_atomic_t stop_signal;
-
-static void on_stop_signal(int sig) { stop_signal = sig; }
-
-/* The first SIGTERM, SIGINT or SIGUSR1 asks for a checkpoint and a stop; a second one
- * of the same kind has its default effect, so a stuck run can still be interrupted. */
-static void catch_stop_signals(void) {
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_stop_signal;
-    sa.sa_flags = SA_RESTART | SA_RESETHAND;
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGTERM, &sa, NULL);
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGUSR1, &sa, NULL);
-}
-
 /* ---- checkpoints and resuming ---- */
 
 static int save(Trainer *t, const TrainOptions *o) {
@@ -216,7 +136,7 @@ static int save(Trainer *t, const TrainOptions *o) {
     snprintf(st.corpus, sizeof st.corpus, "%s", o->data);
     time_t now = time(NULL);
     strftime(st.time, sizeof st.time, "%Y-%m-%dT%H:%M:%SZ", gmtime(&now));
-    return ckpt_save(o->out, o->keep, t->m, t->opt, &st, t->tok);
+    return ckpt_save(o->out, o->keep, t->m, t->opt, &st, t->tok, NULL, 0);
 }
 
 /* The first model-configuration field in which a and b differ (dropout rates may). */
@@ -234,33 +154,6 @@ static const char *config_difference(const GPTConfig *a, const GPTConfig *b, cha
     if (a->ln_eps != b->ln_eps)
         return snprintf(buf, size, "ln_eps: checkpoint %g, now %g", (double)a->ln_eps, (double)b->ln_eps), buf;
     return NULL;
-}
-
-/* Prints "name: old -> new", after "changed on resume:" the first time. */
-static void print_change(int *n, const char *section, const char *key, json_t *old, json_t *now) {
-    char *a = old ? json_dumps(old, JSON_ENCODE_ANY) : NULL, *b = json_dumps(now, JSON_ENCODE_ANY);
-    printf("%s %s%s%s: %s -> %s", (*n)++ ? "," : "changed on resume:", section, key ? "." : "", key ? key : "",
-           a ? a : "(none)", b ? b : "?");
-    free(a), free(b);
-}
-
-/* Rank 0: one line listing the settings that differ from the checkpoint's run. */
-static void report_changes(const char *saved_text, const char *now_text) {
-    json_t *saved = json_loads(saved_text, 0, NULL), *now = json_loads(now_text, 0, NULL);
-    const char *section, *key;
-    json_t *value, *v;
-    int n = 0;
-    json_object_foreach(now, section, value) {
-        json_t *old = json_object_get(saved, section);
-        if (!strcmp(section, "versions") || !strcmp(section, "resume") || json_equal(old, value)) continue;
-        if (!json_is_object(value)) print_change(&n, section, NULL, old, value);
-        else json_object_foreach(value, key, v) {
-                if (!json_equal(json_object_get(old, key), v)) print_change(&n, section, key, json_object_get(old, key), v);
-            }
-    }
-    if (n) printf("\n");
-    json_decref(saved);
-    json_decref(now);
 }
 
 /* Batch and accumulation for this run's P that keep the checkpoint's global batch G: the
@@ -361,14 +254,6 @@ static int resume(Trainer *t, TrainOptions *run, const GPTConfig *cfg, char *fro
 
 /* ---- the loop ---- */
 
-/* Rank 0: whether the run must stop now to have its checkpoint written before the time
- * limit: the rest of this step, an evaluation and the checkpoint must still fit. */
-static int out_of_time(const TrainOptions *o, double max_step_s, double max_eval_s, double ckpt_s) {
-    if (o->time_limit <= 0.0) return 0;
-    double reserve = 1.5 * (max_step_s + max_eval_s + ckpt_s) + 5.0;
-    return now_seconds() - o->t_start + reserve >= o->time_limit;
-}
-
 int train_run(const TrainOptions *opts) {
     int rank = dist_rank(), P = dist_size();
     TrainOptions run = *opts, *o = &run;
@@ -376,7 +261,7 @@ int train_run(const TrainOptions *opts) {
     json_t *config = NULL;
     int rc = 0;
     blas_set_threads(o->threads);
-    catch_stop_signals();
+    run_catch_stop_signals();
     t.corpus = corpus_open(o->data);
     if (dist_agree(!t.corpus)) return -1;
     if ((rc = dist_agree(corpus_fingerprint(t.corpus, &t.fingerprint)))) goto out;
@@ -410,9 +295,9 @@ int train_run(const TrainOptions *opts) {
         json_object_set_new(config, "resume", json_pack("{s:s,s:I}", "checkpoint", resumed_from, "step",
                                                         (json_int_t)t.step));
     t.config = json_dumps(config, JSON_INDENT(2) | JSON_SORT_KEYS);
-    if (saved_config && rank == 0) report_changes(saved_config, t.config);
+    if (saved_config && rank == 0) run_report_changes(saved_config, t.config);
     free(saved_config);
-    if (rank == 0) rc = prepare_run_dir(o, config, t.step);
+    if (rank == 0) rc = run_dir_prepare(o->out, o->overwrite, o->resume != NULL, config, t.step);
     if ((rc = dist_agree(rc))) goto out;
 
     int B = o->batch, A = o->accum, T = cfg.n_ctx;
@@ -431,9 +316,7 @@ int train_run(const TrainOptions *opts) {
     double peak = blas_sgemm_peak_gflops(); /* every rank at once: the machine's limit under load */
     MPI_Allreduce(MPI_IN_PLACE, &peak, 1, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD);
     if (rank == 0) {
-        char path[4096];
-        snprintf(path, sizeof path, "%s/metrics.jsonl", o->out);
-        t.metrics = fopen(path, "a");
+        t.metrics = run_metrics_open(o->out);
         printf("training %zu parameters on %s: %d rank(s) x batch %d x accum %d = %lld windows of %d tokens a "
                "step, %lld windows an epoch; gradients in %d bucket(s); OpenBLAS %s, %d thread(s)\n",
                t.m->n_params, o->data, P, B, A, (long long)G, T, (long long)t.n_windows,
@@ -461,15 +344,15 @@ int train_run(const TrainOptions *opts) {
         double wait = t.sync ? gradsync_finish(t.sync) : 0.0;
         double norm = grad_norm(t.m->grads, t.m->n_params);
         local[1] = !isfinite(local[0]) || !isfinite(norm);
-        local[2] = stop_signal != 0;
-        local[3] = rank == 0 && out_of_time(o, max_step_s, max_eval_s, ckpt_s);
+        local[2] = run_stop_signal != 0;
+        local[3] = rank == 0 && run_out_of_time(o->time_limit, o->t_start, max_step_s, max_eval_s, ckpt_s);
         local[4] = rank == 0 && o->ckpt_minutes > 0.0 && now_seconds() - last_ckpt >= 60.0 * o->ckpt_minutes;
         MPI_Allreduce(MPI_IN_PLACE, local, 5, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD);
         double loss = local[0] / (double)(G * T);
         int skipped = local[1] > 0;
         OptimStats st = {optim_lr_at(&o->optim, t.opt->step), norm, 1.0f};
         if (skipped) t.bad++;
-        else t.bad = 0, st = adamw_step(t.opt, t.m->params, t.m->grads, t.m->tensors, t.m->n_tensors);
+        else t.bad = 0, st = adamw_step_norm(t.opt, t.m->params, t.m->grads, t.m->tensors, t.m->n_tensors, norm);
         t.step = s + 1;
         double step_s = now_seconds() - t0;
         t_run += step_s;
@@ -494,19 +377,15 @@ int train_run(const TrainOptions *opts) {
                                   (json_int_t)((s + 1) * G * T), "tokens_per_s", tps, "step_s", step_s,
                                   "comm_wait_s", wait, "skipped", skipped);
             if (!isnan(val_loss)) json_object_set_new(j, "val_loss", json_real(val_loss));
-            if (t.metrics) {
-                json_dumpf(j, t.metrics, JSON_COMPACT);
-                fputc('\n', t.metrics);
-                fflush(t.metrics);
-            }
+            run_metrics_write(t.metrics, j);
             json_decref(j);
             if (skipped)
                 printf("step %ld: non-finite loss or gradient, update skipped (%d in a row)\n", s + 1, t.bad);
             if ((s + 1) % o->log_every == 0 || s + 1 == o->steps || !isnan(val_loss)) {
                 double rate = interval_tokens / interval_time, elapsed = now_seconds() - t_start;
                 char el[32], eta[32], val[48] = "";
-                print_duration(el, sizeof el, elapsed);
-                print_duration(eta, sizeof eta, t_run / (double)(s + 1 - first_step) * (double)(o->steps - s - 1));
+                run_print_duration(el, sizeof el, elapsed);
+                run_print_duration(eta, sizeof eta, t_run / (double)(s + 1 - first_step) * (double)(o->steps - s - 1));
                 if (!isnan(val_loss)) snprintf(val, sizeof val, " | val %.4f", val_loss);
                 printf("step %ld/%ld | loss %.4f%s | lr %.2e | grad %.3f | %.0f tok/s | MFU %.1f%% | %s elapsed | ETA %s\n",
                        s + 1, o->steps, loss, val, st.lr, norm, rate, 100.0 * rate * flops_per_token / 1e9 / peak, el, eta);
@@ -531,9 +410,7 @@ int train_run(const TrainOptions *opts) {
             if (rank == 0) {
                 char path[4096];
                 ckpt_path(path, sizeof path, o->out, t.step);
-                const char *why = stop_signal == SIGTERM ? "on SIGTERM" : stop_signal == SIGINT ? "on SIGINT"
-                                  : stop_signal == SIGUSR1 ? "on SIGUSR1" : local[2] > 0 ? "on a signal to another rank"
-                                                                                          : "before the time limit";
+                const char *why = run_stop_reason(local[2] > 0 ? "on a signal to another rank" : "before the time limit");
                 printf("stopping after step %ld %s: wrote %s; exit code %d, continue with --resume auto\n", t.step,
                        why, path, TRAIN_EXIT_STOPPED);
                 fflush(stdout);

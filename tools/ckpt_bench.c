@@ -114,7 +114,7 @@ int main(int argc, char **argv) {
         if (rank == 0 && plain_write(plain, parts, n)) rc = gpt_error("%s: plain write failed: %s", plain, strerror(errno));
         t[0] = timed_barrier(t0);
         t0 = now_seconds();
-        if (ckpt_write(ckpt, m, o, &st, tok)) rc = -1;
+        if (ckpt_write(ckpt, m, o, &st, tok, NULL, 0)) rc = -1;
         t[1] = timed_barrier(t0);
         cold &= drop_caches();
         t0 = now_seconds();
