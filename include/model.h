@@ -115,6 +115,10 @@ void gpt_init_weights(GPT *m, uint64_t seed, float std, int scale_residual);
  * the last layer (where ln_f, if any, starts). Layers are contiguous. */
 size_t gpt_layer_offset(const GPT *m, int l);
 
+/* A 64-bit hash of every parameter's bits: tells whether adapters meet the base they were
+ * trained on. */
+uint64_t gpt_params_fingerprint(const GPT *m);
+
 /* Parameters excluding wpe (the N of the FLOP count). */
 size_t gpt_params_no_wpe(const GPTConfig *c);
 /* Training FLOPs per token: 6 N + 12 L C n_ctx. */

@@ -18,6 +18,11 @@
 /* tok (may be NULL) is written as /tokenizer, so that the file alone can encode and
  * decode text. */
 int model_file_write(const char *path, const GPT *m, const Tokenizer *tok);
+/* The same, with or without the tensors (a LoRA fine-tuning names its base instead of
+ * copying it: /model then holds the configuration alone), and extra(file, ctx), when not
+ * NULL, adding more to the open file before it is renamed into place. */
+int model_file_write_ex(const char *path, const GPT *m, int with_tensors, const Tokenizer *tok,
+                        int (*extra)(int64_t file, const void *ctx), const void *ctx);
 int model_file_read_config(const char *path, GPTConfig *cfg);
 /* Reads the parameters into m, whose configuration must equal the file's. */
 int model_file_read_weights(const char *path, GPT *m);

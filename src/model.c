@@ -198,6 +198,16 @@ size_t gpt_layer_offset(const GPT *m, int l) {
     return i < m->n_tensors ? m->tensors[i].offset : m->n_params;
 }
 
+uint64_t gpt_params_fingerprint(const GPT *m) {
+    uint64_t h = rng_key(0x6770742d62617365ULL, m->n_params);
+    for (size_t i = 0; i < m->n_params; i++) {
+        uint32_t bits;
+        memcpy(&bits, m->params + i, sizeof bits);
+        h = rng_mix64(h ^ bits);
+    }
+    return h;
+}
+
 size_t gpt_params_no_wpe(const GPTConfig *c) {
     return layout_params(c, NULL, NULL, NULL, NULL) - (size_t)c->n_ctx * c->n_embd;
 }

@@ -78,6 +78,11 @@ static int write_tensor(hid_t g, const GPTTensor *t, const float *data) {
 }
 
 int model_file_write(const char *path, const GPT *m, const Tokenizer *tok) {
+    return model_file_write_ex(path, m, 1, tok, NULL, NULL);
+}
+
+int model_file_write_ex(const char *path, const GPT *m, int with_tensors, const Tokenizer *tok,
+                        int (*extra)(int64_t file, const void *ctx), const void *ctx) {
     h5_quiet();
     char tmp[PATH_MAX];
     if (snprintf(tmp, sizeof tmp, "%s.tmp", path) >= (int)sizeof tmp)
@@ -89,10 +94,11 @@ int model_file_write(const char *path, const GPT *m, const Tokenizer *tok) {
              h5_write_attr_string(f, "tool_version", GPT_VERSION);
     hid_t g = rc ? -1 : H5Gcreate2(f, "model", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
     if (g < 0 || model_config_write_h5(g, &m->cfg)) rc = -1;
-    for (int i = 0; !rc && i < m->n_tensors; i++)
+    for (int i = 0; !rc && with_tensors && i < m->n_tensors; i++)
         if (write_tensor(g, &m->tensors[i], m->params + m->tensors[i].offset)) rc = -1;
     if (g >= 0) H5Gclose(g);
     if (!rc && tok && tokenizer_write_h5(tok, f)) rc = -1;
+    if (!rc && extra && extra(f, ctx)) rc = -1;
     if (H5Fclose(f) < 0) rc = -1;
     if (rc) {
         remove(tmp);
