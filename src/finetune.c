@@ -1,0 +1,596 @@
+/* finetune.c: the fine-tuning loop (see finetune.h).
+ *
+ * One routine, run_examples(), turns a list of examples into padded passes of the model
+ * and the head; training and evaluation both use it. Everything that trains is a
+ * "trainable": a parameter buffer, its gradient, its tensor table and its AdamW, so the
+ * model (full fine-tuning) or the adapters (LoRA) and the head go through the same
+ * allreduce, clipping, update and checkpoint code. */
+#include "finetune.h"
+
+#include <hdf5.h>
+#include <jansson.h>
+#include <limits.h>
+#include <stddef.h>
+#include <math.h>
+#include <mpi.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "blas.h"
+#include "checkpoint.h"
+#include "data.h"
+#include "dist.h"
+#include "head.h"
+#include "kernels.h"
+#include "lora.h"
+#include "model_file.h"
+#include "rng.h"
+#include "run.h"
+#include "task.h"
+#include "task_model.h"
+#include "util.h"
+#include "version.h"
+
+/* ---- metrics ---- */
+
+static double pearson(const double *x, const double *y, int64_t n) {
+    double mx = 0, my = 0, sxy = 0, sxx = 0, syy = 0;
+    for (int64_t i = 0; i < n; i++) mx += x[i], my += y[i];
+    mx /= (double)n, my /= (double)n;
+    for (int64_t i = 0; i < n; i++) {
+        sxy += (x[i] - mx) * (y[i] - my);
+        sxx += (x[i] - mx) * (x[i] - mx);
+        syy += (y[i] - my) * (y[i] - my);
+    }
+    return sxx > 0 && syy > 0 ? sxy / sqrt(sxx * syy) : NAN;
+}
+
+static const double *rank_keys;
+static int by_key(const void *a, const void *b) {
+    double x = rank_keys[*(const int64_t *)a], y = rank_keys[*(const int64_t *)b];
+    return (x > y) - (x < y);
+}
+
+/* Ranks 1..n, ties sharing their mean rank (as Spearman's coefficient needs). */
+static void ranks_of(const double *v, int64_t n, double *out) {
+    int64_t *idx = xmalloc(sizeof(int64_t) * (size_t)n);
+    for (int64_t i = 0; i < n; i++) idx[i] = i;
+    rank_keys = v;
+    qsort(idx, (size_t)n, sizeof *idx, by_key);
+    for (int64_t i = 0; i < n;) {
+        int64_t j = i;
+        while (j + 1 < n && v[idx[j + 1]] == v[idx[i]]) j++;
+        for (int64_t k = i; k <= j; k++) out[idx[k]] = 0.5 * (double)(i + j) + 1.0;
+        i = j + 1;
+    }
+    free(idx);
+}
+
+TaskMetrics task_metrics(int label_kind, const double *pred, const double *label, int64_t n) {
+    TaskMetrics t = {NAN, NAN, NAN, NAN};
+    if (n <= 0) return t;
+    if (label_kind != LABEL_REAL) {
+        int64_t right = 0;
+        for (int64_t i = 0; i < n; i++) right += pred[i] == label[i];
+        t.accuracy = (double)right / (double)n;
+        return t;
+    }
+    double se = 0;
+    for (int64_t i = 0; i < n; i++) se += (pred[i] - label[i]) * (pred[i] - label[i]);
+    t.mse = se / (double)n;
+    t.pearson = pearson(pred, label, n);
+    double *rp = xmalloc(sizeof(double) * (size_t)n), *rl = xmalloc(sizeof(double) * (size_t)n);
+    ranks_of(pred, n, rp);
+    ranks_of(label, n, rl);
+    t.spearman = pearson(rp, rl, n);
+    free(rp), free(rl);
+    return t;
+}
+
+/* ---- the tuner ---- */
+
+typedef struct {
+    const char *group;         /* in checkpoints: "model", "lora", "head" */
+    const GPTTensor *tensors;
+    int n_tensors;
+    size_t n;
+    float *params, *grads;
+    AdamW *opt;
+} Trainable;
+
+enum { MAX_TRAINABLES = 2 };
+
+typedef struct {
+    GPT *m;
+    GPTLora *lora;
+    TaskHead *head;
+    TaskData *td;
+    const TaskInfo *info;
+    Tokenizer *tok;            /* rank 0 */
+    Trainable tr[MAX_TRAINABLES];
+    int n_tr;
+    FILE *metrics;
+    char *config;
+    uint64_t fingerprint, base_fingerprint;
+    long step;
+    int bad;
+    int max_seqs;              /* sequences a pass */
+    int lambda_on;             /* the LM loss is computed */
+    /* pass buffers */
+    int *in, *tgt;             /* (max_seqs, n_ctx) */
+    uint64_t *keys;            /* (max_seqs) */
+    int *n_seqs;               /* (max_seqs) per example of the pass */
+    double *labels;            /* (max_seqs) */
+    float *feats, *dfeats;     /* (max_seqs, C) */
+    float *out;                /* (max_seqs, K) head outputs */
+} Tuner;
+
+/* A hash of the task data's training examples and labels: resuming needs the same data. */
+static uint64_t task_fingerprint(const TaskData *d) {
+    uint64_t h = rng_key((uint64_t)task_info(d)->type, (uint64_t)task_examples(d, SPLIT_TRAIN));
+    for (int64_t i = 0; i < task_examples(d, SPLIT_TRAIN); i++) {
+        TaskExample e;
+        task_example(d, SPLIT_TRAIN, i, &e);
+        int64_t n = 0;
+        for (int s = 0; s < e.n_seqs; s++) n += e.len[s];
+        for (int64_t k = 0; k < n; k++) h = rng_key(h, (uint64_t)e.tokens[k]);
+        h = rng_key(h, (uint64_t)(int64_t)(e.label * 1e6));
+    }
+    return h;
+}
+
+/* The prediction of an example from the head's outputs (class, value, or answer). */
+static double predict_one(const TaskHead *h, const float *out, int n_seqs) {
+    int n = h->kind == LABEL_CLASS ? h->n_out : h->kind == LABEL_CHOICE ? n_seqs : 1;
+    if (h->kind == LABEL_REAL) return out[0];
+    int best = 0;
+    for (int k = 1; k < n; k++)
+        if (out[k] > out[best]) best = k;
+    return best;
+}
+
+/* Runs examples idx[0..n) of a split through the model and head in passes of up to
+ * max_seqs sequences. Training (l2_scale != 0): gradients accumulate with dL/dhead
+ * scaled by l2_scale and the LM loss by l1_scale. Sums: [0] head loss, [1] LM NLL.
+ * pred (n), if not NULL, receives the predictions. */
+static void run_examples(Tuner *t, int split, const int64_t *idx, int64_t n, const uint64_t *keys, float l2_scale,
+                         float l1_scale, double sums[2], double *pred) {
+    GPT *m = t->m;
+    int C = m->cfg.n_embd, train = l2_scale != 0.0f;
+    for (int64_t first = 0; first < n;) {
+        /* take whole examples while their sequences fit */
+        int E = 0, S = 0, T = 0;
+        TaskExample ex[64];
+        while (first + E < n && E < 64) {
+            TaskExample e;
+            task_example(t->td, split, idx[first + E], &e);
+            if (S + e.n_seqs > t->max_seqs) break;
+            for (int k = 0; k < e.n_seqs; k++) T = e.len[k] > T ? e.len[k] : T;
+            ex[E++] = e;
+            S += e.n_seqs;
+        }
+        int q = 0;
+        for (int e = 0; e < E; e++) {
+            t->n_seqs[e] = ex[e].n_seqs;
+            t->labels[e] = ex[e].label;
+            const int32_t *tok = ex[e].tokens;
+            for (int k = 0; k < ex[e].n_seqs; k++, q++) {
+                int L = ex[e].len[k];
+                int *in = t->in + (size_t)q * T, *tg = t->tgt + (size_t)q * T;
+                for (int p = 0; p < T; p++) {
+                    in[p] = p < L ? tok[p] : 0;             /* padding after the extract token is never attended to */
+                    tg[p] = p + 1 < L ? tok[p + 1] : -1;   /* nothing to predict after the extract token */
+                }
+                t->keys[q] = keys ? rng_key(keys[first + e], (uint64_t)k) : 0;
+                tok += L;
+            }
+        }
+        const float *hidden = gpt_forward_hidden(m, t->in, S, T, train ? t->keys : NULL);
+        float *dh = train ? gpt_hidden_grad(m) : NULL;
+        if (t->lambda_on) sums[1] += gpt_lm_loss(m, hidden, t->tgt, S * T, l1_scale, dh);
+        else if (dh) memset(dh, 0, sizeof(float) * (size_t)S * T * C);
+        q = 0;
+        for (int e = 0; e < E; e++)
+            for (int k = 0; k < ex[e].n_seqs; k++, q++)
+                memcpy(t->feats + (size_t)q * C, hidden + ((size_t)q * T + ex[e].len[k] - 1) * C, sizeof(float) * C);
+        int labelled = !isnan(t->labels[0]);
+        sums[0] += head_forward_backward(t->head, t->feats, t->n_seqs, E, labelled ? t->labels : NULL, l2_scale,
+                                         train ? t->dfeats : NULL, t->out);
+        if (pred)
+            for (int e = 0, r = 0; e < E; e++) {
+                pred[first + e] = predict_one(t->head, t->out + (size_t)r * t->head->n_out, ex[e].n_seqs);
+                r += t->head->kind == LABEL_CHOICE ? ex[e].n_seqs : 1;
+            }
+        if (train) {
+            q = 0;
+            for (int e = 0; e < E; e++)
+                for (int k = 0; k < ex[e].n_seqs; k++, q++)
+                    vec_add(dh + ((size_t)q * T + ex[e].len[k] - 1) * C, t->dfeats + (size_t)q * C, (size_t)C);
+            gpt_backward_hidden(m, t->in, S, T, t->keys);
+        }
+        first += E;
+    }
+}
+
+/* ---- gradients and updates ---- */
+
+/* Sums a buffer over the ranks in pieces that fit an int count. */
+static void allreduce_sum(float *x, size_t n) {
+    for (size_t at = 0; at < n; at += INT_MAX / 2) {
+        size_t k = n - at < INT_MAX / 2 ? n - at : INT_MAX / 2;
+        MPI_Allreduce(MPI_IN_PLACE, x + at, (int)k, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD);
+    }
+}
+
+static void add_trainable(Tuner *t, const char *group, const GPTTensor *tensors, int n_tensors, size_t n,
+                          float *params, float *grads, const OptimConfig *oc) {
+    t->tr[t->n_tr++] = (Trainable){group, tensors, n_tensors, n, params, grads, adamw_create(oc, n)};
+}
+
+static void zero_grads(Tuner *t) {
+    for (int i = 0; i < t->n_tr; i++) memset(t->tr[i].grads, 0, sizeof(float) * t->tr[i].n);
+}
+
+/* ---- checkpoints ---- */
+
+static int extras_of(Tuner *t, CkptExtra *x, int *full) {
+    int n = 0;
+    *full = 0;
+    for (int i = 0; i < t->n_tr; i++) {
+        if (!strcmp(t->tr[i].group, "model")) {
+            *full = 1;
+            continue;
+        }
+        x[n++] = (CkptExtra){t->tr[i].group, t->tr[i].n_tensors, t->tr[i].tensors, t->tr[i].params, t->tr[i].opt};
+    }
+    return n;
+}
+
+static AdamW *model_opt(Tuner *t) { return !strcmp(t->tr[0].group, "model") ? t->tr[0].opt : NULL; }
+
+static int save(Tuner *t, const FinetuneOptions *o) {
+    CkptExtra x[MAX_TRAINABLES];
+    int full, n = extras_of(t, x, &full);
+    CkptState st = {.step = t->step, .optim_step = t->tr[0].opt->step, .bad_steps = t->bad,
+                    .samples = (int64_t)t->step * o->batch, .seed = o->seed, .global_batch = o->batch,
+                    .ranks = dist_size(), .corpus_fingerprint = t->fingerprint, .config = t->config};
+    snprintf(st.corpus, sizeof st.corpus, "%s", o->data);
+    time_t now = time(NULL);
+    strftime(st.time, sizeof st.time, "%Y-%m-%dT%H:%M:%SZ", gmtime(&now));
+    return ckpt_save(o->out, o->keep, t->m, model_opt(t), &st, t->tok, x, n);
+}
+
+/* Collective: restores the tuner from --resume; sets *saved_config (owned) when it did. */
+static int resume(Tuner *t, const FinetuneOptions *o, char *from, size_t size, char **saved_config) {
+    int rank = dist_rank(), is_auto = !strcmp(o->resume, "auto");
+    long *steps = NULL;
+    int n = 1;
+    if (is_auto) {
+        n = rank == 0 ? ckpt_list(o->out, &steps) : 0;
+        MPI_Bcast(&n, 1, MPI_INT, 0, MPI_COMM_WORLD);
+        if (rank != 0) steps = xmalloc(sizeof(long) * (size_t)(n ? n : 1));
+        if (n) MPI_Bcast(steps, n, MPI_LONG, 0, MPI_COMM_WORLD);
+    }
+    from[0] = '\0';
+    int rc = 0;
+    for (int k = 0; k < n; k++) {
+        char path[4096];
+        if (is_auto) ckpt_path(path, sizeof path, o->out, steps[k]);
+        else snprintf(path, sizeof path, "%s", o->resume);
+        GPTConfig cfg;
+        CkptState st;
+        rc = dist_agree(ckpt_read_header(path, &cfg, &st)) ? -2 : 0;
+        if (!rc && (memcmp(&cfg, &t->m->cfg, offsetof(GPTConfig, dropout_embd)) || st.corpus_fingerprint != t->fingerprint ||
+                    st.seed != o->seed || st.global_batch != o->batch))
+            rc = gpt_error("%s belongs to another fine-tuning (the model shape, task data, --seed or --batch differ: "
+                           "%s, seed %llu, batch %lld)", path, st.corpus, (unsigned long long)st.seed,
+                           (long long)st.global_batch);
+        CkptExtra x[MAX_TRAINABLES];
+        int full, nx = extras_of(t, x, &full);
+        if (!rc && full && ckpt_read_tensors(path, t->m, model_opt(t))) rc = -2;
+        if (!rc && dist_agree(ckpt_read_extras(path, x, nx))) rc = -2;
+        if (!rc) {
+            t->step = st.step, t->bad = st.bad_steps;
+            for (int i = 0; i < t->n_tr; i++) t->tr[i].opt->step = st.optim_step;
+            snprintf(from, size, "%s", path);
+            if (rank == 0) printf("resuming from %s: step %ld (saved %s by %d rank(s))\n", path, st.step, st.time, st.ranks);
+            *saved_config = st.config;
+            break;
+        }
+        ckpt_state_free(&st);
+        if (rc == -1 || !is_auto) break;
+        if (rank == 0) fprintf(stderr, "gpt finetune: %s; falling back to an older checkpoint\n", gpt_last_error());
+    }
+    free(steps);
+    if (rc == -2 && is_auto) return gpt_error("%s: none of its %d checkpoint(s) loads (see the messages above)", o->out, n);
+    if (rc) return -1;
+    if (!from[0] && rank == 0) printf("no checkpoint in %s yet: starting from step 0\n", o->out);
+    return 0;
+}
+
+/* ---- evaluation ---- */
+
+/* Collective: predictions for every example of a split (example w on rank w mod P) and
+ * the head's mean loss. */
+static int evaluate_task(Tuner *t, int split, TaskMetrics *tm, double *loss) {
+    int64_t n = task_examples(t->td, split);
+    int rank = dist_rank(), P = dist_size();
+    double *pred = xcalloc((size_t)(n ? n : 1), sizeof(double)), *label = xcalloc((size_t)(n ? n : 1), sizeof(double));
+    int64_t *idx = xmalloc(sizeof(int64_t) * (size_t)(n ? n : 1)), mine = 0;
+    for (int64_t w = rank; w < n; w += P) idx[mine++] = w;
+    double *local = xcalloc((size_t)(mine ? mine : 1), sizeof(double)), sums[2] = {0, 0};
+    int lambda_on = t->lambda_on;
+    t->lambda_on = 0;
+    run_examples(t, split, idx, mine, NULL, 0.0f, 0.0f, sums, local);
+    t->lambda_on = lambda_on;
+    for (int64_t i = 0; i < mine; i++) {
+        TaskExample e;
+        task_example(t->td, split, idx[i], &e);
+        pred[idx[i]] = local[i];
+        label[idx[i]] = e.label;
+    }
+    MPI_Allreduce(MPI_IN_PLACE, pred, (int)n, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD);
+    MPI_Allreduce(MPI_IN_PLACE, label, (int)n, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD);
+    MPI_Allreduce(MPI_IN_PLACE, sums, 1, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD);
+    *tm = task_metrics(t->info->label_kind, pred, label, n);
+    *loss = n ? sums[0] / (double)n : NAN;
+    free(pred), free(label), free(idx), free(local);
+    return 0;
+}
+
+static void metrics_json(json_t *j, const char *prefix, const TaskMetrics *tm, double loss) {
+    char key[64];
+    const char *names[] = {"loss", "accuracy", "pearson", "spearman", "mse"};
+    double v[] = {loss, tm->accuracy, tm->pearson, tm->spearman, tm->mse};
+    for (int i = 0; i < 5; i++)
+        if (!isnan(v[i])) {
+            snprintf(key, sizeof key, "%s%s", prefix, names[i]);
+            json_object_set_new(j, key, json_real(v[i]));
+        }
+}
+
+/* ---- the run ---- */
+
+static json_t *config_json(const FinetuneOptions *o, const Tuner *t, long steps) {
+    const OptimConfig *op = &o->optim;
+    char targets[16] = "";
+    if (o->lora_rank) lora_targets_name(o->lora_targets, targets, sizeof targets);
+    json_t *c = json_pack("{s:s,s:s,s:s,s:i,s:i,s:f,s:I,s:f,s:i,s:i}", "init", o->init, "data", o->data, "task",
+                          task_type_name(t->info->type), "batch", o->batch, "micro_batch", t->max_seqs, "epochs",
+                          o->epochs, "steps", (json_int_t)steps, "lambda", (double)o->lambda, "ranks", dist_size(),
+                          "eval_every", o->eval_every);
+    json_object_set_new(c, "optim", json_pack("{s:f,s:I,s:f,s:f,s:s}", "lr", (double)op->lr, "warmup",
+                                              (json_int_t)op->warmup, "weight_decay", (double)op->weight_decay, "clip",
+                                              (double)op->clip, "schedule", "linear"));
+    json_object_set_new(c, "lora", o->lora_rank ? json_pack("{s:i,s:f,s:s}", "rank", o->lora_rank, "alpha",
+                                                            (double)o->lora_alpha, "targets", targets)
+                                                : json_null());
+    json_object_set_new(c, "seed", json_integer((json_int_t)o->seed));
+    json_object_set_new(c, "versions", json_pack("{s:s,s:s}", "gpt", GPT_VERSION, "openblas_core", blas_core_name()));
+    return c;
+}
+
+/* Every rank: the task data, the model (or base and adapters), the head and the optimizers. */
+static int setup(Tuner *t, const FinetuneOptions *o) {
+    if (!(t->td = task_load(o->data))) return -1;
+    t->info = task_info(t->td);
+    GPTConfig cfg;
+    if (model_file_read_config(o->init, &cfg)) return -1;
+    if (t->info->vocab_size > cfg.vocab_size)
+        return gpt_error("%s: its tokenizer has %d tokens, more than the vocabulary of the model %s (%d)", o->data,
+                         t->info->vocab_size, o->init, cfg.vocab_size);
+    if (t->info->n_ctx > cfg.n_ctx)
+        return gpt_error("%s: sequences of up to %d tokens, longer than the context of the model %s (%d); prepare "
+                         "it with --n-ctx %d", o->data, t->info->n_ctx, o->init, cfg.n_ctx, cfg.n_ctx);
+    if (task_examples(t->td, SPLIT_TRAIN) < 1) return gpt_error("%s: /train has no examples", o->data);
+    int most = 1;
+    for (int s = 0; s < 2; s++)
+        for (int64_t i = 0; i < task_examples(t->td, s); i++) {
+            TaskExample e;
+            task_example(t->td, s, i, &e);
+            most = e.n_seqs > most ? e.n_seqs : most;
+        }
+    t->max_seqs = most;
+    t->fingerprint = task_fingerprint(t->td);
+    t->lambda_on = o->lambda > 0.0f;
+    return 0;
+}
+
+int finetune_run(const FinetuneOptions *opts) {
+    const FinetuneOptions *o = opts;
+    int rank = dist_rank(), P = dist_size(), rc;
+    Tuner t = {0};
+    json_t *config = NULL;
+    blas_set_threads(o->threads);
+    run_catch_stop_signals();
+    OptimConfig oc = o->optim;
+    if ((rc = dist_agree(setup(&t, o)))) goto out;
+    /* a pass holds at least one whole example */
+    t.max_seqs = t.max_seqs > o->micro_batch ? t.max_seqs : o->micro_batch;
+    GPTConfig cfg;
+    model_file_read_config(o->init, &cfg);
+    int64_t n_train = task_examples(t.td, SPLIT_TRAIN);
+    long steps = (long)ceil(o->epochs * (double)n_train / (double)o->batch);
+    if (steps < 1) steps = 1;
+    oc.total_steps = steps;
+    oc.warmup = (long)ceil(o->warmup_fraction * (double)steps);
+    oc.linear_decay = 1;
+    if (o->lora_rank) {
+        t.m = model_file_load(o->init, t.max_seqs, 0);
+        if (t.m) {
+            t.base_fingerprint = gpt_params_fingerprint(t.m);
+            t.lora = lora_create(&cfg, t.max_seqs * cfg.n_ctx, o->lora_rank, o->lora_alpha, o->lora_targets);
+            lora_init(t.lora, o->seed);
+            t.m->lora = t.lora;
+        }
+    } else {
+        t.m = model_file_load(o->init, t.max_seqs, 1);
+    }
+    if ((rc = dist_agree(t.m ? 0 : -1))) goto out;
+    t.head = head_create(t.info->type, t.info->label_kind, t.info->n_classes, cfg.n_embd, t.max_seqs);
+    head_init(t.head, rng_key(o->seed, 1));
+    if (t.lora)
+        add_trainable(&t, "lora", t.lora->tensors, t.lora->n_tensors, t.lora->n_params, t.lora->params, t.lora->grads, &oc);
+    else
+        add_trainable(&t, "model", t.m->tensors, t.m->n_tensors, t.m->n_params, t.m->params, t.m->grads, &oc);
+    add_trainable(&t, "head", t.head->tensors, t.head->n_tensors, t.head->n_params, t.head->params, t.head->grads, &oc);
+    if (rank == 0 && !(t.tok = tokenizer_load(o->data))) rc = -1;
+    if ((rc = dist_agree(rc))) goto out;
+
+    char resumed_from[4096] = "", *saved_config = NULL;
+    if (o->resume && (rc = resume(&t, o, resumed_from, sizeof resumed_from, &saved_config))) goto out;
+    config = config_json(o, &t, steps);
+    if (saved_config)
+        json_object_set_new(config, "resume", json_pack("{s:s,s:I}", "checkpoint", resumed_from, "step", (json_int_t)t.step));
+    t.config = json_dumps(config, JSON_INDENT(2) | JSON_SORT_KEYS);
+    if (saved_config && rank == 0) run_report_changes(saved_config, t.config);
+    free(saved_config);
+    if (rank == 0) rc = run_dir_prepare(o->out, o->overwrite, o->resume != NULL, config, t.step);
+    if ((rc = dist_agree(rc))) goto out;
+
+    int T = cfg.n_ctx, C = cfg.n_embd, G = o->batch;
+    t.in = xmalloc(sizeof(int) * (size_t)t.max_seqs * T);
+    t.tgt = xmalloc(sizeof(int) * (size_t)t.max_seqs * T);
+    t.keys = xmalloc(sizeof(uint64_t) * (size_t)t.max_seqs);
+    t.n_seqs = xmalloc(sizeof(int) * (size_t)t.max_seqs);
+    t.labels = xmalloc(sizeof(double) * (size_t)t.max_seqs);
+    t.feats = xalloc_floats((size_t)t.max_seqs * C);
+    t.dfeats = xalloc_floats((size_t)t.max_seqs * C);
+    t.out = xalloc_floats((size_t)t.max_seqs * (t.head->n_out > 1 ? t.head->n_out : 1));
+    int64_t *idx = xmalloc(sizeof(int64_t) * (size_t)G), *all = xmalloc(sizeof(int64_t) * (size_t)G);
+    uint64_t *ex_keys = xmalloc(sizeof(uint64_t) * (size_t)G);
+    size_t trained = 0;
+    for (int i = 0; i < t.n_tr; i++) trained += t.tr[i].n;
+    if (rank == 0) {
+        t.metrics = run_metrics_open(o->out);
+        printf("fine-tuning %s (%s) on %s: %lld examples, %d a step over %d rank(s), %ld steps (%.3g epochs); "
+               "training %zu parameters%s; lambda %g\n", o->init, task_type_name(t.info->type), o->data,
+               (long long)n_train, G, P, steps, o->epochs, trained, t.lora ? " (LoRA adapters and head)" : "",
+               (double)o->lambda);
+        fflush(stdout);
+    }
+
+    int checkpointing = o->ckpt_every > 0 || o->ckpt_minutes > 0.0;
+    double t_start = now_seconds(), last_ckpt = t_start, ckpt_s = 1.0, max_step_s = 0, max_eval_s = 0;
+    for (long s = t.step; s < steps; s++) {
+        double t0 = now_seconds();
+        /* the step's examples: all G for the token count, this rank's to run */
+        int64_t mine = 0, l1_tokens = 0;
+        for (int j = 0; j < G; j++) {
+            int64_t i = s * (int64_t)G + j;
+            all[j] = sampler_window(o->seed, n_train, i);
+            TaskExample e;
+            task_example(t.td, SPLIT_TRAIN, all[j], &e);
+            for (int k = 0; k < e.n_seqs; k++) l1_tokens += e.len[k] - 1;
+            if (j % P == rank) ex_keys[mine] = sampler_dropout_key(o->seed, i), idx[mine++] = all[j];
+        }
+        zero_grads(&t);
+        double sums[2] = {0, 0};
+        run_examples(&t, SPLIT_TRAIN, idx, mine, ex_keys, 1.0f / (float)G, o->lambda / (float)l1_tokens, sums, NULL);
+        for (int i = 0; i < t.n_tr; i++) allreduce_sum(t.tr[i].grads, t.tr[i].n);
+        double sq = 0;
+        for (int i = 0; i < t.n_tr; i++) {
+            double g = grad_norm(t.tr[i].grads, t.tr[i].n);
+            sq += g * g;
+        }
+        double norm = sqrt(sq);
+        /* head loss, LM NLL, non-finite, signal, out of time, checkpoint due */
+        double local[6] = {sums[0], sums[1], !isfinite(sums[0] + sums[1]) || !isfinite(norm), run_stop_signal != 0,
+                           rank == 0 && run_out_of_time(o->time_limit, o->t_start, max_step_s, max_eval_s, ckpt_s),
+                           rank == 0 && o->ckpt_minutes > 0 && now_seconds() - last_ckpt >= 60.0 * o->ckpt_minutes};
+        MPI_Allreduce(MPI_IN_PLACE, local, 6, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD);
+        double l2 = local[0] / G, l1 = local[1] / (double)l1_tokens, loss = l2 + (t.lambda_on ? o->lambda * l1 : 0);
+        int skipped = local[2] > 0;
+        OptimStats st = {optim_lr_at(&oc, t.tr[0].opt->step), norm, 1.0f};
+        if (skipped) t.bad++;
+        else {
+            t.bad = 0;
+            for (int i = 0; i < t.n_tr; i++)
+                st = adamw_step_norm(t.tr[i].opt, t.tr[i].params, t.tr[i].grads, t.tr[i].tensors, t.tr[i].n_tensors, norm);
+        }
+        t.step = s + 1;
+        double step_s = now_seconds() - t0;
+        if (step_s > max_step_s) max_step_s = step_s;
+
+        int eval_now = o->eval_every > 0 && task_examples(t.td, SPLIT_VAL) > 0 &&
+                       ((s + 1) % o->eval_every == 0 || s + 1 == steps);
+        TaskMetrics tm = {NAN, NAN, NAN, NAN};
+        double val_loss = NAN;
+        if (eval_now) {
+            double te = now_seconds();
+            evaluate_task(&t, SPLIT_VAL, &tm, &val_loss);
+            if (now_seconds() - te > max_eval_s) max_eval_s = now_seconds() - te;
+        }
+        if (rank == 0) {
+            json_t *j = json_pack("{s:I,s:o,s:o,s:f,s:o,s:f,s:b}", "step", (json_int_t)(s + 1), "loss",
+                                  isfinite(loss) ? json_real(loss) : json_null(), "task_loss",
+                                  isfinite(l2) ? json_real(l2) : json_null(), "lr", (double)st.lr, "grad_norm",
+                                  isfinite(norm) ? json_real(norm) : json_null(), "step_s", step_s, "skipped", skipped);
+            if (t.lambda_on) json_object_set_new(j, "lm_loss", isfinite(l1) ? json_real(l1) : json_null());
+            if (eval_now) metrics_json(j, "val_", &tm, val_loss);
+            run_metrics_write(t.metrics, j);
+            json_decref(j);
+            if ((s + 1) % o->log_every == 0 || s + 1 == steps || eval_now) {
+                char el[32], val[128] = "";
+                run_print_duration(el, sizeof el, now_seconds() - t_start);
+                if (eval_now && t.info->label_kind == LABEL_REAL)
+                    snprintf(val, sizeof val, " | val loss %.4f pearson %.4f spearman %.4f", val_loss, tm.pearson, tm.spearman);
+                else if (eval_now)
+                    snprintf(val, sizeof val, " | val loss %.4f accuracy %.4f", val_loss, tm.accuracy);
+                printf("step %ld/%ld | loss %.4f (task %.4f%s) | lr %.2e | grad %.3f%s | %s elapsed\n", s + 1, steps,
+                       loss, l2, t.lambda_on ? "" : ", no LM loss", st.lr, norm, val, el);
+                fflush(stdout);
+            }
+        }
+        fault_point("step", s + 1, rank);
+        if (t.bad >= o->max_bad_steps) {
+            rc = gpt_error("stopping: %d steps in a row had a non-finite loss or gradient (lower --lr)", t.bad);
+            break;
+        }
+        int stop = (local[3] > 0 || local[4] > 0) && s + 1 < steps;
+        if (stop || local[5] > 0 || (o->ckpt_every > 0 && (s + 1) % o->ckpt_every == 0) ||
+            (checkpointing && s + 1 == steps)) {
+            double tc = now_seconds();
+            if ((rc = save(&t, o))) break;
+            last_ckpt = now_seconds();
+            ckpt_s = last_ckpt - tc;
+        }
+        if (stop) {
+            if (rank == 0) {
+                printf("stopping after step %ld %s: wrote a checkpoint; exit code 75, continue with --resume auto\n",
+                       t.step, run_stop_reason(local[3] > 0 ? "on a signal to another rank" : "before the time limit"));
+                fflush(stdout);
+            }
+            rc = 1;
+            break;
+        }
+    }
+    free(idx), free(all), free(ex_keys);
+    if (rc == 0 && rank == 0) {
+        char path[4096];
+        snprintf(path, sizeof path, "%s/model.h5", o->out);
+        int K = t.info->label_kind == LABEL_CLASS ? t.info->n_classes : 0;
+        char **names = xcalloc((size_t)(K ? K : 1), sizeof(char *));
+        int n_names = 0;
+        for (int k = 0; k < K && task_class_name(t.td, k); k++) names[n_names++] = (char *)task_class_name(t.td, k);
+        rc = task_model_write(path, t.m, t.lora, o->init, t.base_fingerprint, t.head, t.info, names, n_names, t.tok);
+        free(names);
+        if (!rc) printf("wrote %s\n", path);
+    }
+    if (rc == 0) rc = dist_agree(rc);
+out:
+    if (t.metrics) fclose(t.metrics);
+    json_decref(config);
+    free(t.config);
+    free(t.in), free(t.tgt), free(t.keys), free(t.n_seqs), free(t.labels), free(t.feats), free(t.dfeats), free(t.out);
+    for (int i = 0; i < t.n_tr; i++) adamw_free(t.tr[i].opt);
+    if (t.m) t.m->lora = NULL;
+    gpt_free(t.m);
+    lora_free(t.lora);
+    head_free(t.head);
+    task_free(t.td);
+    tokenizer_free(t.tok);
+    return rc;
+}
