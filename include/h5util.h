@@ -34,9 +34,16 @@ int h5_read_attr_string(const char *path, const char *where, hid_t obj, const ch
 hsize_t h5_chunk_rows(hsize_t rows, hsize_t row_bytes);
 int h5_write_array(hid_t loc, const char *name, hid_t file_type, hid_t mem_type, int rank,
                    const hsize_t *dims, const void *data);
+/* n strings as a 1-D dataset of fixed-length UTF-8 strings (as wide as the longest):
+ * HDF5 cannot checksum variable-length data. */
+int h5_write_strings(hid_t loc, const char *name, const char *const *v, hsize_t n);
 /* Opens dataset WHERE/NAME and checks its rank; dims receives its shape. */
 hid_t h5_open_dataset(const char *path, const char *where, hid_t loc, const char *name,
                       int rank, hsize_t *dims);
+/* Reads the whole dataset WHERE/NAME of `rank` dimensions (shape into dims) as mem_type of
+ * elem bytes into a new buffer; NULL with a message naming it on a checksum mismatch. */
+void *h5_read_all(const char *path, const char *where, hid_t loc, const char *name, int rank,
+                  hid_t mem_type, size_t elem, hsize_t *dims);
 
 /* Opens an HDF5 file read-only; -1 with "PATH: cannot open ..." if missing or not HDF5. */
 hid_t h5_open_read(const char *path);

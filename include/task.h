@@ -9,7 +9,8 @@
  *   choice    <start> context <delim> choice_k <extract>, per answer   one per answer
  * A sequence longer than n_ctx is an error naming the record, unless truncation is asked
  * for: then the longest piece loses its last token until the sequence fits (special
- * tokens are never cut).
+ * tokens are never cut). Every piece of text loses its leading and trailing whitespace
+ * (CSV exports often end a field with " \n"); a piece that is then empty is an error.
  *
  * The task file (docs/formats.md) keeps the two splits, /train and /val, each with the
  * tokens of all sequences, the sequences' offsets, the examples' offsets into the
@@ -39,6 +40,7 @@ typedef struct {
     int n_ctx;              /* every sequence has at most this many tokens */
     int vocab_size;         /* of the tokenizer the file was made with */
     int start, delim, extract; /* the special tokens' ids */
+    int64_t truncated;      /* records cut to fit n_ctx */
 } TaskInfo;
 
 typedef struct {
@@ -63,12 +65,16 @@ typedef struct {
 
 typedef struct TaskData TaskData;
 
+/* 0 if tok has the special tokens the transformations need; else -1 with gpt_error()
+ * naming `where` (the tokenizer's file) and the missing token. */
+int task_tokenizer_check(const Tokenizer *tok, const char *where);
+
 /* Reads JSON Lines (one object per line, fields by task as above, "label") or CSV (a header
  * row naming the fields, or, without one, the label first and then the task's fields in
  * order; for choice, every column after the context is an answer) and applies the
  * transformation with tok. Records go to /train and /val as the options say. NULL with
  * gpt_error() naming the file, the line and the field on any bad record. */
-TaskData *task_from_text(const char *path, const Tokenizer *tok, const TaskPrepare *opt);
+TaskData *task_from_text(const char *path, Tokenizer *tok, const TaskPrepare *opt);
 
 /* Writes the task file (with tok as /tokenizer); temporary file renamed into place. */
 int task_write(const char *path, const TaskData *d, const Tokenizer *tok, const char *source);

@@ -2,6 +2,7 @@
 #include "h5util.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "util.h"
@@ -135,6 +136,22 @@ int h5_write_array(hid_t loc, const char *name, hid_t file_type, hid_t mem_type,
     return rc < 0 ? -1 : 0;
 }
 
+int h5_write_strings(hid_t loc, const char *name, const char *const *v, hsize_t n) {
+    size_t width = 1;
+    for (hsize_t i = 0; i < n; i++)
+        if (strlen(v[i]) + 1 > width) width = strlen(v[i]) + 1;
+    char *buf = xcalloc((size_t)n + 1, width);
+    for (hsize_t i = 0; i < n; i++) memcpy(buf + i * width, v[i], strlen(v[i]));
+    hid_t str = H5Tcopy(H5T_C_S1);
+    H5Tset_size(str, width);
+    H5Tset_strpad(str, H5T_STR_NULLTERM);
+    H5Tset_cset(str, H5T_CSET_UTF8);
+    int rc = h5_write_array(loc, name, str, str, 1, &n, buf);
+    H5Tclose(str);
+    free(buf);
+    return rc;
+}
+
 hid_t h5_open_dataset(const char *path, const char *where, hid_t loc, const char *name,
                       int rank, hsize_t *dims) {
     if (H5Lexists(loc, name, H5P_DEFAULT) <= 0)
@@ -150,6 +167,22 @@ hid_t h5_open_dataset(const char *path, const char *where, hid_t loc, const char
         return gpt_error("%s: dataset %s/%s has %d dimensions, expected %d", path, where, name, nd, rank);
     }
     return d;
+}
+
+void *h5_read_all(const char *path, const char *where, hid_t loc, const char *name, int rank,
+                  hid_t mem_type, size_t elem, hsize_t *dims) {
+    hid_t d = h5_open_dataset(path, where, loc, name, rank, dims);
+    if (d < 0) return NULL;
+    size_t n = 1;
+    for (int i = 0; i < rank; i++) n *= dims[i];
+    void *buf = xmalloc(n * elem + 1);
+    if (H5Dread(d, mem_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, buf) < 0) {
+        gpt_error("%s: cannot read %s/%s (wrong type or corrupted)", path, where, name);
+        free(buf);
+        buf = NULL;
+    }
+    H5Dclose(d);
+    return buf;
 }
 
 hid_t h5_open_read(const char *path) {

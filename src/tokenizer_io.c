@@ -331,16 +331,6 @@ int tokenizer_write_h5(const Tokenizer *t, int64_t loc_id) {
     if (g < 0) return -1;
     hsize_t nb = (hsize_t)p.token_offsets[p.n_tokens], no = (hsize_t)p.n_tokens + 1;
     hsize_t dm[2] = {(hsize_t)p.n_merges, 3}, ns = (hsize_t)p.n_special;
-    /* fixed-length strings: HDF5 cannot checksum variable-length data */
-    size_t width = 1;
-    for (int i = 0; i < p.n_special; i++)
-        if (strlen(p.special_names[i]) + 1 > width) width = strlen(p.special_names[i]) + 1;
-    char *names = xcalloc((size_t)p.n_special + 1, width);
-    for (int i = 0; i < p.n_special; i++) memcpy(names + (size_t)i * width, p.special_names[i], strlen(p.special_names[i]));
-    hid_t str = H5Tcopy(H5T_C_S1);
-    H5Tset_size(str, width);
-    H5Tset_strpad(str, H5T_STR_NULLTERM);
-    H5Tset_cset(str, H5T_CSET_UTF8);
     int rc = h5_write_attr_string(g, "type", "byte-bpe") ||
              h5_write_attr_string(g, "pattern", PRETOK_PATTERN) ||
              h5_write_attr_int(g, "vocab_size", tokenizer_vocab_size(t)) ||
@@ -349,29 +339,10 @@ int tokenizer_write_h5(const Tokenizer *t, int64_t loc_id) {
              h5_write_array(g, "token_bytes", H5T_STD_U8LE, H5T_NATIVE_UINT8, 1, &nb, p.token_bytes) ||
              h5_write_array(g, "token_offsets", H5T_STD_I64LE, H5T_NATIVE_INT64, 1, &no, p.token_offsets) ||
              h5_write_array(g, "merges", H5T_STD_I32LE, H5T_NATIVE_INT32, 2, dm, p.merges) ||
-             h5_write_array(g, "special_tokens", str, str, 1, &ns, names) ||
+             h5_write_strings(g, "special_tokens", p.special_names, ns) ||
              h5_write_array(g, "special_ids", H5T_STD_I32LE, H5T_NATIVE_INT32, 1, &ns, p.special_ids);
-    H5Tclose(str);
-    free(names);
     H5Gclose(g);
     return rc ? -1 : 0;
-}
-
-/* Reads a whole 1-D or 2-D dataset of the expected shape into a new buffer. */
-static void *read_all(const char *path, hid_t g, const char *name, int rank, hid_t mem_type,
-                      size_t elem, hsize_t *dims) {
-    hid_t d = h5_open_dataset(path, "/tokenizer", g, name, rank, dims);
-    if (d < 0) return NULL;
-    size_t n = 1;
-    for (int i = 0; i < rank; i++) n *= dims[i];
-    void *buf = xmalloc(n * elem + 1);
-    if (H5Dread(d, mem_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, buf) < 0) {
-        gpt_error("%s: cannot read /tokenizer/%s (wrong type or corrupted)", path, name);
-        free(buf);
-        buf = NULL;
-    }
-    H5Dclose(d);
-    return buf;
 }
 
 Tokenizer *tokenizer_read_h5(int64_t loc_id, const char *path) {
@@ -406,12 +377,12 @@ Tokenizer *tokenizer_read_h5(int64_t loc_id, const char *path) {
     int vlen = H5Tis_variable_str(str) > 0;
     size_t width = vlen ? sizeof(char *) : H5Tget_size(str);
     char *fixed = NULL;
-    if ((bytes = read_all(path, g, "token_bytes", 1, H5T_NATIVE_UINT8, 1, &nb)) &&
-        (offsets = read_all(path, g, "token_offsets", 1, H5T_NATIVE_INT64, 8, &no)) &&
-        (merges = read_all(path, g, "merges", 2, H5T_NATIVE_INT32, 12, dm)) &&
-        (vlen ? (names = read_all(path, g, "special_tokens", 1, str, width, &ns)) != NULL
-              : (fixed = read_all(path, g, "special_tokens", 1, str, width, &ns)) != NULL) &&
-        (ids = read_all(path, g, "special_ids", 1, H5T_NATIVE_INT32, 4, &ni))) {
+    if ((bytes = h5_read_all(path, "/tokenizer", g, "token_bytes", 1, H5T_NATIVE_UINT8, 1, &nb)) &&
+        (offsets = h5_read_all(path, "/tokenizer", g, "token_offsets", 1, H5T_NATIVE_INT64, 8, &no)) &&
+        (merges = h5_read_all(path, "/tokenizer", g, "merges", 2, H5T_NATIVE_INT32, 12, dm)) &&
+        (vlen ? (names = h5_read_all(path, "/tokenizer", g, "special_tokens", 1, str, width, &ns)) != NULL
+              : (fixed = h5_read_all(path, "/tokenizer", g, "special_tokens", 1, str, width, &ns)) != NULL) &&
+        (ids = h5_read_all(path, "/tokenizer", g, "special_ids", 1, H5T_NATIVE_INT32, 4, &ni))) {
         if (fixed) { /* NUL-terminate each name and point at it */
             names = xmalloc(sizeof(char *) * ((size_t)ns + 1));
             for (hsize_t i = 0; i < ns; i++) {

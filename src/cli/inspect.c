@@ -2,7 +2,7 @@
  * root attribute `format`. Inspecting also verifies: a model's tensors are present,
  * shaped as its configuration says and finite; a checkpoint's moments too, and every
  * checksum in it; a tokenizer loads; a corpus's datasets agree with its attributes and
- * their checksums verify. */
+ * their checksums verify; a task file loads (task_load checks all of it). */
 #include <getopt.h>
 #include <jansson.h>
 #include <math.h>
@@ -12,15 +12,17 @@
 
 #include "checkpoint.h"
 #include "cli.h"
+#include "data.h"
 #include "model_file.h"
 #include "h5util.h"
 #include "model.h"
+#include "task.h"
 #include "tokenizer.h"
 #include "util.h"
 
 static const char help[] =
     "usage: gpt inspect FILE.h5 [--tokenizer TOK.h5]\n\n"
-    "Prints what a model, checkpoint, tokenizer or corpus file holds and checks it. With --tokenizer,\n"
+    "Prints what a model, checkpoint, tokenizer, corpus or task file holds and checks it. With --tokenizer,\n"
     "also checks that a corpus was tokenized with TOK.h5 (or with the tokenizer a corpus or\n"
     "tokenizer file TOK.h5 carries).\n";
 
@@ -151,6 +153,48 @@ static int inspect_corpus(const char *path, hid_t f, const char *expected_tok) {
     return rc ? cli_fail("inspect") : 0;
 }
 
+static int inspect_task(const char *path) {
+    TaskData *d = task_load(path);
+    Tokenizer *t = d ? tokenizer_load(path) : NULL;
+    if (!t) {
+        task_free(d);
+        return cli_fail("inspect");
+    }
+    static const char *const kinds[] = {"classes", "real numbers", "the right answer's index"};
+    const TaskInfo *in = task_info(d);
+    printf("%s: task file, %s; labels are %s", path, task_type_name(in->type), kinds[in->label_kind]);
+    if (in->label_kind == LABEL_CLASS) {
+        printf(" (%d", in->n_classes);
+        for (int k = 0; task_class_name(d, k); k++) printf("%s%s", k ? ", " : ": ", task_class_name(d, k));
+        putchar(')');
+    }
+    printf("\n  n_ctx %d, vocabulary %d; %lld records were truncated\n", in->n_ctx, in->vocab_size,
+           (long long)in->truncated);
+    static const char *const splits[2] = {"train", "val"};
+    for (int s = 0; s < 2; s++) {
+        int64_t seqs = 0, tokens = 0;
+        for (int64_t i = 0; i < task_examples(d, s); i++) {
+            TaskExample ex;
+            task_example(d, s, i, &ex);
+            seqs += ex.n_seqs;
+            for (int k = 0; k < ex.n_seqs; k++) tokens += ex.len[k];
+        }
+        printf("  %-5s  %lld examples, %lld sequences, %lld tokens\n", splits[s], (long long)task_examples(d, s),
+               (long long)seqs, (long long)tokens);
+    }
+    int s = task_examples(d, SPLIT_TRAIN) ? SPLIT_TRAIN : SPLIT_VAL;
+    if (task_examples(d, s)) {
+        TaskExample ex;
+        task_example(d, s, 0, &ex);
+        printf("  first example (label %g): ", ex.label);
+        print_tokens(t, ex.tokens, (size_t)ex.len[0]);
+    }
+    printf("  offsets, tokens and labels verified; checksums verified\n");
+    tokenizer_free(t);
+    task_free(d);
+    return 0;
+}
+
 /* Values of a tensor that are not finite (or, for second moments, negative); *sq gets
  * the sum of squares of the others. */
 static size_t bad_values(const float *p, size_t n, int nonnegative, double *sq) {
@@ -270,6 +314,7 @@ int cmd_inspect(int argc, char **argv) {
     int rc = -1;
     if (!strcmp(format, "gpt-tokenizer") && !expected_tok) rc = inspect_tokenizer(path);
     else if (!strcmp(format, "gpt-corpus")) rc = inspect_corpus(path, f, expected_tok);
+    else if (!strcmp(format, "gpt-task") && !expected_tok) rc = inspect_task(path);
     H5Fclose(f);
     if (rc >= 0) return rc;
     if (expected_tok) return cli_usage_error("inspect", "--tokenizer applies to corpus files only");

@@ -21,6 +21,7 @@ static const Command commands[] = {
     {"tokenize", cmd_tokenize, "print the token ids of a text"},
     {"detokenize", cmd_detokenize, "turn token ids back into text"},
     {"prepare", cmd_prepare, "tokenize text into an HDF5 corpus (in parallel under mpirun)"},
+    {"prepare-task", cmd_prepare_task, "turn labelled JSONL or CSV records into a task file for fine-tuning"},
     {"train", cmd_train, "pre-train a GPT on a corpus (data-parallel under mpirun)"},
     {"eval", cmd_eval, "mean loss and perplexity of a model on a corpus split"},
     {"generate", cmd_generate, "sample text from a model, one token at a time"},
@@ -31,7 +32,7 @@ static const Command commands[] = {
 static void usage(FILE *f) {
     fprintf(f, "usage: gpt COMMAND [OPTIONS]   (gpt COMMAND --help for its options)\n\ncommands:\n");
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
-        fprintf(f, "  %-10s %s\n", commands[i].name, commands[i].summary);
+        fprintf(f, "  %-12s %s\n", commands[i].name, commands[i].summary);
 }
 
 static int quiet;
