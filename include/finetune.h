@@ -16,7 +16,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "head.h"
+#include "model.h"
 #include "optim.h"
+#include "task.h"
 
 typedef struct {
     const char *init;         /* model file or checkpoint to start from */
@@ -47,6 +50,18 @@ int finetune_run(const FinetuneOptions *o);
 /* Metrics of predictions against labels, as JSON text (owned): accuracy for classes and
  * choices, Pearson and Spearman correlation and the mean squared error for real labels. */
 typedef struct { double accuracy, pearson, spearman, mse; } TaskMetrics;
+
+/* Not collective: the prediction for every example of a split (class index, value, or
+ * answer index) into pred (n), and the head's mean loss (NAN without labels). -1 with
+ * gpt_error() if the data is not of the head's task. */
+/* Not collective, for tests against a reference: L3 = L2 + lambda L1 over examples
+ * idx[0..n) of a split without dropout (L2 averaged over the examples, L1 over their
+ * tokens), its gradients accumulated into the model's (or, with m->lora, the adapters')
+ * and the head's gradient buffers; l2 and l1 receive the parts. */
+double finetune_loss_grad(GPT *m, TaskHead *h, const TaskData *d, int split, const int64_t *idx, int64_t n,
+                          float lambda, double *l2, double *l1);
+int task_predict(GPT *m, TaskHead *h, const TaskData *d, int split, double *pred, double *loss);
+
 TaskMetrics task_metrics(int label_kind, const double *pred, const double *label, int64_t n);
 
 #endif

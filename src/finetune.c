@@ -187,7 +187,8 @@ static void run_examples(Tuner *t, int split, const int64_t *idx, int64_t n, con
                 tok += L;
             }
         }
-        const float *hidden = gpt_forward_hidden(m, t->in, S, T, train ? t->keys : NULL);
+        const uint64_t *dropout = train && keys ? t->keys : NULL;
+        const float *hidden = gpt_forward_hidden(m, t->in, S, T, dropout);
         float *dh = train ? gpt_hidden_grad(m) : NULL;
         if (t->lambda_on) sums[1] += gpt_lm_loss(m, hidden, t->tgt, S * T, l1_scale, dh);
         else if (dh) memset(dh, 0, sizeof(float) * (size_t)S * T * C);
@@ -208,10 +209,70 @@ static void run_examples(Tuner *t, int split, const int64_t *idx, int64_t n, con
             for (int e = 0; e < E; e++)
                 for (int k = 0; k < ex[e].n_seqs; k++, q++)
                     vec_add(dh + ((size_t)q * T + ex[e].len[k] - 1) * C, t->dfeats + (size_t)q * C, (size_t)C);
-            gpt_backward_hidden(m, t->in, S, T, t->keys);
+            gpt_backward_hidden(m, t->in, S, T, dropout);
         }
         first += E;
     }
+}
+
+static void alloc_pass_buffers(Tuner *t) {
+    size_t S = (size_t)t->max_seqs, T = (size_t)t->m->cfg.n_ctx, C = (size_t)t->m->cfg.n_embd;
+    t->in = xmalloc(sizeof(int) * S * T);
+    t->tgt = xmalloc(sizeof(int) * S * T);
+    t->keys = xmalloc(sizeof(uint64_t) * S);
+    t->n_seqs = xmalloc(sizeof(int) * S);
+    t->labels = xmalloc(sizeof(double) * S);
+    t->feats = xalloc_floats(S * C);
+    t->dfeats = xalloc_floats(S * C);
+    t->out = xalloc_floats(S * (size_t)t->head->n_out);
+}
+
+static void free_pass_buffers(Tuner *t) {
+    free(t->in), free(t->tgt), free(t->keys), free(t->n_seqs), free(t->labels), free(t->feats), free(t->dfeats),
+        free(t->out);
+}
+
+int task_predict(GPT *m, TaskHead *h, const TaskData *d, int split, double *pred, double *loss) {
+    int64_t n = task_examples(d, split);
+    Tuner t = {.m = m, .head = h, .td = (TaskData *)d, .info = task_info(d), .max_seqs = h->max_seqs};
+    if (t.info->type != h->type || t.info->label_kind != h->kind || (h->kind == LABEL_CLASS && t.info->n_classes != h->n_out))
+        return gpt_error("the data is a %s task with %d class(es), the model's head is for %s with %d",
+                         task_type_name(t.info->type), t.info->n_classes, task_type_name(h->type), h->n_out);
+    for (int64_t i = 0; i < n; i++) {
+        TaskExample e;
+        task_example(d, split, i, &e);
+        if (e.n_seqs > h->max_seqs)
+            return gpt_error("example %lld has %d sequences, more than the %d a pass of this model holds",
+                             (long long)i, e.n_seqs, h->max_seqs);
+    }
+    alloc_pass_buffers(&t);
+    int64_t *idx = xmalloc(sizeof(int64_t) * (size_t)(n ? n : 1));
+    for (int64_t i = 0; i < n; i++) idx[i] = i;
+    double sums[2] = {0, 0};
+    run_examples(&t, split, idx, n, NULL, 0.0f, 0.0f, sums, pred);
+    *loss = n ? sums[0] / (double)n : NAN;
+    free(idx);
+    free_pass_buffers(&t);
+    return 0;
+}
+
+double finetune_loss_grad(GPT *m, TaskHead *h, const TaskData *d, int split, const int64_t *idx, int64_t n,
+                          float lambda, double *l2, double *l1) {
+    Tuner t = {.m = m, .head = h, .td = (TaskData *)d, .info = task_info(d), .max_seqs = h->max_seqs,
+               .lambda_on = lambda > 0.0f};
+    int64_t tokens = 0;
+    for (int64_t i = 0; i < n; i++) {
+        TaskExample e;
+        task_example(d, split, idx[i], &e);
+        for (int k = 0; k < e.n_seqs; k++) tokens += e.len[k] - 1;
+    }
+    alloc_pass_buffers(&t);
+    double sums[2] = {0, 0};
+    run_examples(&t, split, idx, n, NULL, 1.0f / (float)n, lambda / (float)tokens, sums, NULL);
+    free_pass_buffers(&t);
+    *l2 = sums[0] / (double)n;
+    *l1 = sums[1] / (double)tokens;
+    return *l2 + (t.lambda_on ? lambda * *l1 : 0.0);
 }
 
 /* ---- gradients and updates ---- */
@@ -450,15 +511,8 @@ int finetune_run(const FinetuneOptions *opts) {
     if (rank == 0) rc = run_dir_prepare(o->out, o->overwrite, o->resume != NULL, config, t.step);
     if ((rc = dist_agree(rc))) goto out;
 
-    int T = cfg.n_ctx, C = cfg.n_embd, G = o->batch;
-    t.in = xmalloc(sizeof(int) * (size_t)t.max_seqs * T);
-    t.tgt = xmalloc(sizeof(int) * (size_t)t.max_seqs * T);
-    t.keys = xmalloc(sizeof(uint64_t) * (size_t)t.max_seqs);
-    t.n_seqs = xmalloc(sizeof(int) * (size_t)t.max_seqs);
-    t.labels = xmalloc(sizeof(double) * (size_t)t.max_seqs);
-    t.feats = xalloc_floats((size_t)t.max_seqs * C);
-    t.dfeats = xalloc_floats((size_t)t.max_seqs * C);
-    t.out = xalloc_floats((size_t)t.max_seqs * (t.head->n_out > 1 ? t.head->n_out : 1));
+    int G = o->batch;
+    alloc_pass_buffers(&t);
     int64_t *idx = xmalloc(sizeof(int64_t) * (size_t)G), *all = xmalloc(sizeof(int64_t) * (size_t)G);
     uint64_t *ex_keys = xmalloc(sizeof(uint64_t) * (size_t)G);
     size_t trained = 0;
@@ -584,7 +638,7 @@ out:
     if (t.metrics) fclose(t.metrics);
     json_decref(config);
     free(t.config);
-    free(t.in), free(t.tgt), free(t.keys), free(t.n_seqs), free(t.labels), free(t.feats), free(t.dfeats), free(t.out);
+    free_pass_buffers(&t);
     for (int i = 0; i < t.n_tr; i++) adamw_free(t.tr[i].opt);
     if (t.m) t.m->lora = NULL;
     gpt_free(t.m);

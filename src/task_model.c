@@ -178,7 +178,7 @@ TaskModel *task_model_load(const char *path, const char *base_override, int max_
                 rc = gpt_error("%s: the base model %s is not the one its adapters were trained on (its weights "
                                "differ; pass --base with the right one)", path, base);
             if (!rc) {
-                snprintf(t->base, sizeof t->base, "%s", base);
+                if (base_override) snprintf(t->base, sizeof t->base, "%s", base_override);
                 t->lora = lora_create(&cfg, max_batch * cfg.n_ctx, rank, alpha, tg);
                 rc = read_tensors(path, f, "lora", t->lora->tensors, t->lora->n_tensors, t->lora->params);
                 t->m->lora = t->lora;
