@@ -25,6 +25,7 @@ static const Command commands[] = {
     {"eval", cmd_eval, "mean loss and perplexity of a model on a corpus split"},
     {"generate", cmd_generate, "sample text from a model, one token at a time"},
     {"score", cmd_score, "log-likelihood, perplexity and bits per byte of a text"},
+    {"prune", cmd_prune, "zero the smallest weights of a model (magnitude pruning)"},
     {"inspect", cmd_inspect, "describe and verify a model, tokenizer or corpus file"},
 };
 
