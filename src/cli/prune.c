@@ -91,7 +91,9 @@ static int prune(int argc, char **argv) {
     int split = cli_parse_split("prune", split_arg);
     if (split < 0) return 2;
 
-    GPT *m = model_file_load(model, 8, 0); /* gpt eval's default batch */
+    /* gpt eval's default batch with --data; else the activations of one window (GPT-1's
+     * for 8 would be 2 GB) */
+    GPT *m = model_file_load(model, data ? 8 : 1, 0);
     if (dist_agree(!m)) return cli_fail("prune");
     Tokenizer *tok = NULL;
     Corpus *c = NULL;
