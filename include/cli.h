@@ -3,6 +3,11 @@
 #ifndef GPT_CLI_H
 #define GPT_CLI_H
 
+#include <stdint.h>
+
+#include "data.h"
+#include "model.h"
+
 int cmd_init(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
 int cmd_inspect(int argc, char **argv);
@@ -19,6 +24,7 @@ int cmd_merge_lora(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
 int cmd_generate(int argc, char **argv);
 int cmd_score(int argc, char **argv);
+int cmd_prune(int argc, char **argv);
 
 /* Under mpirun every rank runs the command; ranks other than 0 call cli_quiet(1) so that
  * each message is printed once. */
@@ -27,5 +33,19 @@ void cli_quiet(int quiet);
 int cli_fail(const char *cmd);
 /* Prints "gpt CMD: <message>" to stderr and returns 2 (usage errors). */
 int cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* gpt eval's evaluation, shared with gpt prune so that both print the same numbers.
+ * cli_parse_split: SPLIT_VAL or SPLIT_TRAIN for "val" or "train"; otherwise a usage
+ * error of CMD and -1. */
+int cli_parse_split(const char *cmd, const char *name);
+/* Collective: opens the corpus DATA to evaluate m (read from MODEL) on a split,
+ * checking that m covers its vocabulary and that the split holds a window; *n gets the
+ * split's windows, at most `windows` when positive. NULL with the same error on every
+ * rank. */
+Corpus *cli_eval_open(const GPT *m, const char *model, const char *data, int split, long windows, int64_t *n);
+/* Collective: evaluates m on the first n windows; rank 0 prints gpt eval's line (or,
+ * with json, its JSON object) naming MODEL, DATA and the split. *loss: the mean NLL. */
+int cli_eval_report(GPT *m, const char *model, Corpus *c, const char *data, int split, int64_t n, int json,
+                    double *loss);
 
 #endif

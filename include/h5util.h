@@ -13,6 +13,7 @@ void h5_quiet(void);
 int h5_write_attr_int(hid_t obj, const char *name, int v);
 int h5_write_attr_i64(hid_t obj, const char *name, int64_t v);
 int h5_write_attr_float(hid_t obj, const char *name, float v);
+int h5_write_attr_double(hid_t obj, const char *name, double v);
 int h5_write_attr_string(hid_t obj, const char *name, const char *v);
 /* A 1-D attribute of n values (for strings: file_type = mem_type = a variable-length
  * string type, v an array of char pointers). */
@@ -23,6 +24,7 @@ int h5_write_attr_array(hid_t obj, const char *name, hid_t file_type, hid_t mem_
 int h5_read_attr_int(const char *path, const char *where, hid_t obj, const char *name, int *out);
 int h5_read_attr_i64(const char *path, const char *where, hid_t obj, const char *name, int64_t *out);
 int h5_read_attr_float(const char *path, const char *where, hid_t obj, const char *name, float *out);
+int h5_read_attr_double(const char *path, const char *where, hid_t obj, const char *name, double *out);
 int h5_read_attr_string(const char *path, const char *where, hid_t obj, const char *name,
                         char *buf, size_t size);
 

@@ -23,6 +23,15 @@ int model_file_write(const char *path, const GPT *m, const Tokenizer *tok);
  * NULL, adding more to the open file before it is renamed into place. */
 int model_file_write_ex(const char *path, const GPT *m, int with_tensors, const Tokenizer *tok,
                         int (*extra)(int64_t file, const void *ctx), const void *ctx);
+/* The same, recording that m was pruned (prune.h): attributes pruned_sparsity (the
+ * fraction of zeros among the prunable entries) and pruned_scope ("global" or "layer")
+ * of /model, written before the file is renamed into place like everything else. */
+int model_file_write_pruned(const char *path, const GPT *m, const Tokenizer *tok, double sparsity,
+                            const char *scope);
+/* The pruned_sparsity of a model file or checkpoint: 0 with *sparsity = 0 when the
+ * attribute is absent (a model never pruned), -1 with gpt_error() if the file is not a
+ * model file or the attribute is not a number. */
+int model_file_read_pruned(const char *path, double *sparsity);
 int model_file_read_config(const char *path, GPTConfig *cfg);
 /* Reads the parameters into m, whose configuration must equal the file's. */
 int model_file_read_weights(const char *path, GPT *m);

@@ -41,6 +41,7 @@ double peak_rss_mb(void);        /* this process's peak resident set, MiB */
 int parse_int(const char *s, int *out);
 int parse_long(const char *s, long *out);
 int parse_float(const char *s, float *out);
+int parse_double(const char *s, double *out);
 int parse_u64(const char *s, unsigned long long *out);
 /* A positive duration in Slurm's forms (MM, MM:SS, HH:MM:SS, D-HH, D-HH:MM, D-HH:MM:SS)
  * in seconds; "UNLIMITED" gives 0 (no limit). */

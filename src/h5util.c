@@ -39,6 +39,10 @@ int h5_write_attr_float(hid_t obj, const char *name, float v) {
     return write_attr(obj, name, H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, &v);
 }
 
+int h5_write_attr_double(hid_t obj, const char *name, double v) {
+    return write_attr(obj, name, H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, &v);
+}
+
 int h5_write_attr_string(hid_t obj, const char *name, const char *v) {
     hid_t t = H5Tcopy(H5T_C_S1);
     H5Tset_size(t, H5T_VARIABLE);
@@ -85,6 +89,10 @@ int h5_read_attr_i64(const char *path, const char *where, hid_t obj, const char 
 
 int h5_read_attr_float(const char *path, const char *where, hid_t obj, const char *name, float *out) {
     return read_attr_scalar(path, where, obj, name, H5T_FLOAT, H5T_NATIVE_FLOAT, "a single number", out);
+}
+
+int h5_read_attr_double(const char *path, const char *where, hid_t obj, const char *name, double *out) {
+    return read_attr_scalar(path, where, obj, name, H5T_FLOAT, H5T_NATIVE_DOUBLE, "a single number", out);
 }
 
 int h5_read_attr_string(const char *path, const char *where, hid_t obj, const char *name,

@@ -77,12 +77,9 @@ static int write_tensor(hid_t g, const GPTTensor *t, const float *data) {
     return rc;
 }
 
-int model_file_write(const char *path, const GPT *m, const Tokenizer *tok) {
-    return model_file_write_ex(path, m, 1, tok, NULL, NULL);
-}
-
-int model_file_write_ex(const char *path, const GPT *m, int with_tensors, const Tokenizer *tok,
-                        int (*extra)(int64_t file, const void *ctx), const void *ctx) {
+/* pruned_scope NULL: a model that was not pruned, without the pruned_* attributes. */
+static int write_model(const char *path, const GPT *m, int with_tensors, const Tokenizer *tok, double pruned_sparsity,
+                       const char *pruned_scope, int (*extra)(int64_t file, const void *ctx), const void *ctx) {
     h5_quiet();
     char tmp[PATH_MAX];
     if (snprintf(tmp, sizeof tmp, "%s.tmp", path) >= (int)sizeof tmp)
@@ -94,6 +91,10 @@ int model_file_write_ex(const char *path, const GPT *m, int with_tensors, const 
              h5_write_attr_string(f, "tool_version", GPT_VERSION);
     hid_t g = rc ? -1 : H5Gcreate2(f, "model", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
     if (g < 0 || model_config_write_h5(g, &m->cfg)) rc = -1;
+    if (!rc && pruned_scope &&
+        (h5_write_attr_double(g, "pruned_sparsity", pruned_sparsity) ||
+         h5_write_attr_string(g, "pruned_scope", pruned_scope)))
+        rc = -1;
     for (int i = 0; !rc && with_tensors && i < m->n_tensors; i++)
         if (write_tensor(g, &m->tensors[i], m->params + m->tensors[i].offset)) rc = -1;
     if (g >= 0) H5Gclose(g);
@@ -109,6 +110,20 @@ int model_file_write_ex(const char *path, const GPT *m, int with_tensors, const 
         return gpt_error("%s: cannot rename %s into place", path, tmp);
     }
     return 0;
+}
+
+int model_file_write(const char *path, const GPT *m, const Tokenizer *tok) {
+    return write_model(path, m, 1, tok, 0.0, NULL, NULL, NULL);
+}
+
+int model_file_write_ex(const char *path, const GPT *m, int with_tensors, const Tokenizer *tok,
+                        int (*extra)(int64_t file, const void *ctx), const void *ctx) {
+    return write_model(path, m, with_tensors, tok, 0.0, NULL, extra, ctx);
+}
+
+int model_file_write_pruned(const char *path, const GPT *m, const Tokenizer *tok, double sparsity,
+                            const char *scope) {
+    return write_model(path, m, 1, tok, sparsity, scope, NULL, NULL);
 }
 
 static hid_t open_model_group(const char *path, hid_t *file) {
@@ -148,6 +163,19 @@ int model_file_read_config(const char *path, GPTConfig *cfg) {
     hid_t f, g = open_model_group(path, &f);
     if (g < 0) return -1;
     int rc = read_config(path, g, cfg);
+    H5Gclose(g);
+    H5Fclose(f);
+    return rc;
+}
+
+int model_file_read_pruned(const char *path, double *sparsity) {
+    *sparsity = 0.0;
+    hid_t f, g = open_model_group(path, &f);
+    if (g < 0) return -1;
+    int rc = 0;
+    htri_t has = H5Aexists(g, "pruned_sparsity");
+    if (has < 0) rc = gpt_error("%s: cannot read the attributes of /model", path);
+    else if (has) rc = h5_read_attr_double(path, "/model", g, "pruned_sparsity", sparsity);
     H5Gclose(g);
     H5Fclose(f);
     return rc;

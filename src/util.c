@@ -167,12 +167,19 @@ int parse_u64(const char *s, unsigned long long *out) {
     return 0;
 }
 
-int parse_float(const char *s, float *out) {
+int parse_double(const char *s, double *out) {
     char *end;
     errno = 0;
-    float v = strtof(s, &end);
+    double v = strtod(s, &end);
     if (errno || end == s || *end || !isfinite(v)) return -1;
     *out = v;
+    return 0;
+}
+
+int parse_float(const char *s, float *out) {
+    double v;
+    if (parse_double(s, &v) || !isfinite((float)v)) return -1;
+    *out = (float)v;
     return 0;
 }
 

@@ -1,4 +1,4 @@
-/* train.c: `gpt train` (see train.h) and `gpt eval`. */
+/* train.c: `gpt train` (see train.h) and `gpt eval`, whose evaluation gpt prune shares (cli.h). */
 #include <getopt.h>
 #include <math.h>
 #include <stdio.h>
@@ -136,13 +136,56 @@ static const char eval_help[] =
     "n_ctx + 1 tokens of a split (window i starts at token i * n_ctx; the first N, default\n"
     "all), and its perplexity. The same answer for any number of ranks.\n";
 
+int cli_parse_split(const char *cmd, const char *name) {
+    int split = !strcmp(name, "val") ? SPLIT_VAL : !strcmp(name, "train") ? SPLIT_TRAIN : -1;
+    if (split < 0) cli_usage_error(cmd, "--split: expected val or train, got '%s'", name);
+    return split;
+}
+
+static const char *split_name(int split) { return split == SPLIT_VAL ? "val" : "train"; }
+
+Corpus *cli_eval_open(const GPT *m, const char *model, const char *data, int split, long windows, int64_t *n) {
+    Corpus *c = corpus_open(data);
+    if (dist_agree(!c)) return NULL;
+    int rc = 0;
+    *n = windows_in(corpus_split_tokens(c, split), m->cfg.n_ctx);
+    if (corpus_vocab_size(c) > m->cfg.vocab_size)
+        rc = gpt_error("%s has a vocabulary of %d tokens, more than the %d of %s", data, corpus_vocab_size(c),
+                       m->cfg.vocab_size, model);
+    else if (*n == 0)
+        rc = gpt_error("%s: /%s holds %lld tokens, fewer than one window of n_ctx + 1 = %d", data, split_name(split),
+                       (long long)corpus_split_tokens(c, split), m->cfg.n_ctx + 1);
+    if (windows > 0 && windows < *n) *n = windows;
+    if (rc) {
+        corpus_close(c);
+        return NULL;
+    }
+    return c;
+}
+
+int cli_eval_report(GPT *m, const char *model, Corpus *c, const char *data, int split, int64_t n, int json,
+                    double *loss) {
+    double nll = 0.0;
+    int64_t tokens = 0;
+    if (evaluate(m, c, split, n, &nll, &tokens)) return -1;
+    *loss = nll / (double)tokens;
+    if (dist_rank() != 0) return 0;
+    if (json)
+        printf("{\"loss\": %.9g, \"perplexity\": %.9g, \"tokens\": %lld, \"windows\": %lld, \"split\": \"%s\"}\n",
+               *loss, exp(*loss), (long long)tokens, (long long)n, split_name(split));
+    else
+        printf("%s on %s /%s: loss %.4f, perplexity %.2f over %lld tokens (%lld windows of %d)\n", model, data,
+               split_name(split), *loss, exp(*loss), (long long)tokens, (long long)n, m->cfg.n_ctx);
+    return 0;
+}
+
 static int eval(int argc, char **argv) {
     static const struct option opts[] = {{"model", required_argument, 0, 'm'}, {"data", required_argument, 0, 'd'},
                                          {"split", required_argument, 0, 's'}, {"windows", required_argument, 0, 'w'},
                                          {"batch", required_argument, 0, 'b'}, {"threads", required_argument, 0, 't'},
                                          {"json", no_argument, 0, 'j'}, {"help", no_argument, 0, 'h'},
                                          {0, 0, 0, 0}};
-    const char *model = NULL, *data = NULL, *split_name = "val";
+    const char *model = NULL, *data = NULL, *split_arg = "val";
     long windows = -1;
     int batch = 8, threads = 1, json = 0, opt;
     optind = 1;
@@ -150,7 +193,7 @@ static int eval(int argc, char **argv) {
         switch (opt) {
         case 'm': model = optarg; break;
         case 'd': data = optarg; break;
-        case 's': split_name = optarg; break;
+        case 's': split_arg = optarg; break;
         case 'w': if (parse_long(optarg, &windows) || windows < 1) return cli_usage_error("eval", "--windows: expected a positive integer, got '%s'", optarg); break;
         case 'b': if (parse_int(optarg, &batch) || batch < 1) return cli_usage_error("eval", "--batch: expected a positive integer, got '%s'", optarg); break;
         case 't': if (parse_int(optarg, &threads) || threads < 1) return cli_usage_error("eval", "--threads: expected a positive integer, got '%s'", optarg); break;
@@ -160,36 +203,15 @@ static int eval(int argc, char **argv) {
         }
     }
     if (!model || !data) return cli_usage_error("eval", "--model and --data are required");
-    int split = !strcmp(split_name, "val") ? SPLIT_VAL : !strcmp(split_name, "train") ? SPLIT_TRAIN : -1;
-    if (split < 0) return cli_usage_error("eval", "--split: expected val or train, got '%s'", split_name);
+    int split = cli_parse_split("eval", split_arg);
+    if (split < 0) return 2;
     blas_set_threads(threads);
     GPT *m = model_file_load(model, batch, 0);
     if (dist_agree(!m)) return cli_fail("eval");
-    Corpus *c = corpus_open(data);
-    int rc = dist_agree(!c);
     int64_t n = 0;
-    if (!rc) {
-        n = windows_in(corpus_split_tokens(c, split), m->cfg.n_ctx);
-        if (corpus_vocab_size(c) > m->cfg.vocab_size)
-            rc = gpt_error("%s has a vocabulary of %d tokens, more than the %d of %s", data, corpus_vocab_size(c),
-                           m->cfg.vocab_size, model);
-        else if (n == 0)
-            rc = gpt_error("%s: /%s holds %lld tokens, fewer than one window of n_ctx + 1 = %d", data, split_name,
-                           (long long)corpus_split_tokens(c, split), m->cfg.n_ctx + 1);
-        if (windows > 0 && windows < n) n = windows;
-    }
-    double nll = 0.0;
-    int64_t tokens = 0;
-    if (!rc) rc = evaluate(m, c, split, n, &nll, &tokens);
-    if (!rc && dist_rank() == 0) {
-        double loss = nll / (double)tokens;
-        if (json)
-            printf("{\"loss\": %.9g, \"perplexity\": %.9g, \"tokens\": %lld, \"windows\": %lld, \"split\": \"%s\"}\n",
-                   loss, exp(loss), (long long)tokens, (long long)n, split_name);
-        else
-            printf("%s on %s /%s: loss %.4f, perplexity %.2f over %lld tokens (%lld windows of %d)\n", model, data,
-                   split_name, loss, exp(loss), (long long)tokens, (long long)n, m->cfg.n_ctx);
-    }
+    double loss;
+    Corpus *c = cli_eval_open(m, model, data, split, windows, &n);
+    int rc = !c || cli_eval_report(m, model, c, data, split, n, json, &loss);
     corpus_close(c);
     gpt_free(m);
     return rc ? cli_fail("eval") : 0;
