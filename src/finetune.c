@@ -26,6 +26,7 @@
 #include "kernels.h"
 #include "lora.h"
 #include "model_file.h"
+#include "prune.h"
 #include "rng.h"
 #include "run.h"
 #include "task.h"
@@ -111,6 +112,7 @@ typedef struct {
     Tokenizer *tok;            /* rank 0 */
     Trainable tr[MAX_TRAINABLES];
     int n_tr;
+    PruneMask *pruned;         /* a pruned model's zeros, kept through every update */
     FILE *metrics;
     char *config;
     uint64_t fingerprint, base_fingerprint;
@@ -487,7 +489,9 @@ int finetune_run(const FinetuneOptions *opts) {
             t.m->lora = t.lora;
         }
     } else {
-        t.m = model_file_load(o->init, t.max_seqs, 1);
+        double sparsity = 0.0;
+        t.m = model_file_read_pruned(o->init, &sparsity) ? NULL : model_file_load(o->init, t.max_seqs, 1);
+        if (t.m && sparsity > 0.0) t.pruned = prune_mask_create(t.m);
     }
     if ((rc = dist_agree(t.m ? 0 : -1))) goto out;
     t.head = head_create(t.info->type, t.info->label_kind, t.info->n_classes, cfg.n_embd, t.max_seqs);
@@ -563,6 +567,7 @@ int finetune_run(const FinetuneOptions *opts) {
             t.bad = 0;
             for (int i = 0; i < t.n_tr; i++)
                 st = adamw_step_norm(t.tr[i].opt, t.tr[i].params, t.tr[i].grads, t.tr[i].tensors, t.tr[i].n_tensors, norm);
+            if (t.pruned) prune_mask_apply(t.pruned, t.m->params);
         }
         t.step = s + 1;
         double step_s = now_seconds() - t0;
@@ -640,6 +645,7 @@ out:
     free(t.config);
     free_pass_buffers(&t);
     for (int i = 0; i < t.n_tr; i++) adamw_free(t.tr[i].opt);
+    prune_mask_free(t.pruned);
     if (t.m) t.m->lora = NULL;
     gpt_free(t.m);
     lora_free(t.lora);
