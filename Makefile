@@ -62,9 +62,11 @@ $(BUILD)/tests/test_%: $(BUILD)/tests/unit/test_%.o $(LIB)
 	$(CC) $(LDFLAGS) $^ -o $@ $(LDLIBS) -lcmocka
 
 # Debian packages the build, the tests and the benchmarks need; installs only what is missing.
+# python3-pattern ships a real labelled CSV (Pang & Lee's polarity sentences) for tests/test_task.py.
 DEB_PACKAGES = build-essential pkg-config libopenmpi-dev openmpi-bin libhdf5-openmpi-dev \
                hdf5-tools libopenblas-dev libpcre2-dev libjansson-dev libcmocka-dev \
-               python3-torch python3-h5py python3-numpy python3-pytest gnuplot-nox
+               python3-torch python3-h5py python3-numpy python3-pytest gnuplot-nox \
+               python3-pattern
 # The JavaScript reference tokenizers and test data, pinned by tests/js/package-lock.json.
 deps: deb-deps
 	@command -v npm >/dev/null || { SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \

@@ -70,7 +70,8 @@ typedef struct TaskData TaskData;
 int task_tokenizer_check(const Tokenizer *tok, const char *where);
 
 /* Reads JSON Lines (one object per line, fields by task as above, "label") or CSV (a header
- * row naming the fields, or, without one, the label first and then the task's fields in
+ * row naming the fields, recognised by a field "label", the answers being the columns
+ * named choice*; or, without one, the label first and then the task's fields in
  * order; for choice, every column after the context is an answer) and applies the
  * transformation with tok. Records go to /train and /val as the options say. NULL with
  * gpt_error() naming the file, the line and the field on any bad record. */

@@ -446,7 +446,7 @@ static int read_csv(Reader *r, const char *buf, size_t len) {
     CsvColumns c = {.label = -1};
     Record rec = {0};
     size_t pos = 0, line = 1;
-    int rc = 0, first = 1, header = 0, got;
+    int rc = 0, first = 1, header = 0, got = 0;
     while (!rc && (got = csv_row(r, buf, len, &pos, &line, &row)) > 0) {
         if (csv_blank(&row)) continue;
         if (first) {

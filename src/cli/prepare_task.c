@@ -4,10 +4,8 @@
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <string.h>
 
 #include "cli.h"
-#include "data.h"
 #include "h5util.h"
 #include "model_file.h"
 #include "task.h"
