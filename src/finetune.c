@@ -7,6 +7,9 @@
  * allreduce, clipping, update and checkpoint code. */
 #include "finetune.h"
 
+#include "h5util.h"
+#include "train.h"
+
 #include <hdf5.h>
 #include <jansson.h>
 #include <limits.h>
@@ -118,6 +121,12 @@ typedef struct {
     uint64_t fingerprint, base_fingerprint;
     long step;
     int bad;
+    Corpus *corpus;            /* continued pre-training on a corpus instead of a task */
+    int64_t n_train, n_val;    /* examples or windows: of /train, and evaluated of /val */
+    int64_t mine;              /* this rank's samples of the step: */
+    int64_t *step_idx;         /* (batch) their examples or windows */
+    uint64_t *step_keys;       /* (batch) their dropout keys */
+    int32_t *windows;          /* (batch, n_ctx + 1) corpus: their tokens */
     int max_seqs;              /* sequences a pass */
     int lambda_on;             /* the LM loss is computed */
     /* pass buffers */
@@ -226,7 +235,7 @@ static void alloc_pass_buffers(Tuner *t) {
     t->labels = xmalloc(sizeof(double) * S);
     t->feats = xalloc_floats(S * C);
     t->dfeats = xalloc_floats(S * C);
-    t->out = xalloc_floats(S * (size_t)t->head->n_out);
+    t->out = xalloc_floats(S * (size_t)(t->head ? t->head->n_out : 1));
 }
 
 static void free_pass_buffers(Tuner *t) {
@@ -414,6 +423,61 @@ static void metrics_json(json_t *j, const char *prefix, const TaskMetrics *tm, d
         }
 }
 
+/* ---- the data of a step ---- */
+
+/* Step s's samples j = 0..G-1 are global samples s G + j; rank r takes those with
+ * j mod P = r. Task: the examples (and the step's L1 token count, which needs them all).
+ * Corpus: the windows, read now so that a bad read is agreed on before any collective. */
+static int read_step(Tuner *t, const FinetuneOptions *o, long s, int64_t *l1_tokens) {
+    int P = dist_size(), rank = dist_rank(), G = o->batch, T = t->m->cfg.n_ctx;
+    t->mine = 0;
+    *l1_tokens = 0;
+    for (int j = 0; j < G; j++) {
+        int64_t i = s * (int64_t)G + j, k = sampler_window(o->seed, t->n_train, i);
+        if (t->corpus) *l1_tokens += T;
+        else {
+            TaskExample e;
+            task_example(t->td, SPLIT_TRAIN, k, &e);
+            for (int q = 0; q < e.n_seqs; q++) *l1_tokens += e.len[q] - 1;
+        }
+        if (j % P != rank) continue;
+        t->step_keys[t->mine] = sampler_dropout_key(o->seed, i);
+        t->step_idx[t->mine] = k;
+        if (t->corpus && corpus_read(t->corpus, SPLIT_TRAIN, k * T, T + 1, t->windows + (size_t)t->mine * (T + 1)))
+            return -1;
+        t->mine++;
+    }
+    return 0;
+}
+
+/* Corpus: next-token prediction on this rank's windows, in passes of max_seqs. */
+static void run_windows(Tuner *t, float scale, double sums[2]) {
+    GPT *m = t->m;
+    int T = m->cfg.n_ctx;
+    for (int64_t first = 0; first < t->mine; first += t->max_seqs) {
+        int B = (int)(t->mine - first < t->max_seqs ? t->mine - first : t->max_seqs);
+        for (int b = 0; b < B; b++) {
+            const int32_t *w = t->windows + (size_t)(first + b) * (T + 1);
+            for (int p = 0; p < T; p++) t->in[(size_t)b * T + p] = w[p], t->tgt[(size_t)b * T + p] = w[p + 1];
+        }
+        const uint64_t *keys = t->step_keys + first;
+        const float *hidden = gpt_forward_hidden(m, t->in, B, T, keys);
+        sums[1] += gpt_lm_loss(m, hidden, t->tgt, B * T, scale, gpt_hidden_grad(m));
+        gpt_backward_hidden(m, t->in, B, T, keys);
+    }
+}
+
+/* Collective: validation metrics (task) or the mean NLL over the first eval windows of /val. */
+static int evaluate_now(Tuner *t, TaskMetrics *tm, double *loss) {
+    *tm = (TaskMetrics){NAN, NAN, NAN, NAN};
+    if (!t->corpus) return evaluate_task(t, SPLIT_VAL, tm, loss);
+    double nll;
+    int64_t tokens;
+    if (evaluate(t->m, t->corpus, SPLIT_VAL, t->n_val, &nll, &tokens)) return -1;
+    *loss = nll / (double)tokens;
+    return 0;
+}
+
 /* ---- the run ---- */
 
 static json_t *config_json(const FinetuneOptions *o, const Tuner *t, long steps) {
@@ -421,9 +485,9 @@ static json_t *config_json(const FinetuneOptions *o, const Tuner *t, long steps)
     char targets[16] = "";
     if (o->lora_rank) lora_targets_name(o->lora_targets, targets, sizeof targets);
     json_t *c = json_pack("{s:s,s:s,s:s,s:i,s:i,s:f,s:I,s:f,s:i,s:i}", "init", o->init, "data", o->data, "task",
-                          task_type_name(t->info->type), "batch", o->batch, "micro_batch", t->max_seqs, "epochs",
-                          o->epochs, "steps", (json_int_t)steps, "lambda", (double)o->lambda, "ranks", dist_size(),
-                          "eval_every", o->eval_every);
+                          t->corpus ? "lm" : task_type_name(t->info->type), "batch", o->batch, "micro_batch",
+                          t->max_seqs, "epochs", o->epochs, "steps", (json_int_t)steps, "lambda",
+                          (double)o->lambda, "ranks", dist_size(), "eval_every", o->eval_every);
     json_object_set_new(c, "optim", json_pack("{s:f,s:I,s:f,s:f,s:s}", "lr", (double)op->lr, "warmup",
                                               (json_int_t)op->warmup, "weight_decay", (double)op->weight_decay, "clip",
                                               (double)op->clip, "schedule", "linear"));
@@ -435,72 +499,123 @@ static json_t *config_json(const FinetuneOptions *o, const Tuner *t, long steps)
     return c;
 }
 
-/* Every rank: the task data, the model (or base and adapters), the head and the optimizers. */
-static int setup(Tuner *t, const FinetuneOptions *o) {
-    if (!(t->td = task_load(o->data))) return -1;
-    t->info = task_info(t->td);
-    GPTConfig cfg;
-    if (model_file_read_config(o->init, &cfg)) return -1;
-    if (t->info->vocab_size > cfg.vocab_size)
-        return gpt_error("%s: its tokenizer has %d tokens, more than the vocabulary of the model %s (%d)", o->data,
-                         t->info->vocab_size, o->init, cfg.vocab_size);
-    if (t->info->n_ctx > cfg.n_ctx)
-        return gpt_error("%s: sequences of up to %d tokens, longer than the context of the model %s (%d); prepare "
-                         "it with --n-ctx %d", o->data, t->info->n_ctx, o->init, cfg.n_ctx, cfg.n_ctx);
-    if (task_examples(t->td, SPLIT_TRAIN) < 1) return gpt_error("%s: /train has no examples", o->data);
-    int most = 1;
-    for (int s = 0; s < 2; s++)
-        for (int64_t i = 0; i < task_examples(t->td, s); i++) {
-            TaskExample e;
-            task_example(t->td, s, i, &e);
-            most = e.n_seqs > most ? e.n_seqs : most;
-        }
-    t->max_seqs = most;
-    t->fingerprint = task_fingerprint(t->td);
-    t->lambda_on = o->lambda > 0.0f;
+/* The "format" attribute of a file ("" if it has none). Not collective. */
+static void file_format(const char *path, char *buf, size_t size) {
+    buf[0] = '\0';
+    h5_quiet();
+    hid_t f = H5Fis_hdf5(path) > 0 ? H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT) : -1;
+    if (f < 0) return;
+    if (H5Aexists(f, "format") > 0) h5_read_attr_string(path, "", f, "format", buf, size);
+    H5Fclose(f);
+}
+
+/* Collective (a corpus is opened by all ranks): the data, checked against the model. */
+static int open_data(Tuner *t, const FinetuneOptions *o, const GPTConfig *cfg) {
+    char format[32];
+    file_format(o->data, format, sizeof format);
+    if (!strcmp(format, "gpt-corpus")) { /* continued pre-training */
+        t->corpus = corpus_open(o->data);
+        if (dist_agree(!t->corpus)) return -1;
+        int rc = corpus_fingerprint(t->corpus, &t->fingerprint);
+        t->n_train = windows_in(corpus_split_tokens(t->corpus, SPLIT_TRAIN), cfg->n_ctx);
+        t->n_val = windows_in(corpus_split_tokens(t->corpus, SPLIT_VAL), cfg->n_ctx);
+        if (t->n_val > 100) t->n_val = 100;
+        if (!rc && corpus_vocab_size(t->corpus) > cfg->vocab_size)
+            rc = gpt_error("%s has a vocabulary of %d tokens, more than the %d of the model %s", o->data,
+                           corpus_vocab_size(t->corpus), cfg->vocab_size, o->init);
+        else if (!rc && t->n_train < 1)
+            rc = gpt_error("%s: /train holds fewer tokens than one window of n_ctx + 1 = %d", o->data, cfg->n_ctx + 1);
+        t->max_seqs = 1;
+        return dist_agree(rc);
+    }
+    int rc = 0;
+    if (!(t->td = task_load(o->data))) rc = -1;
+    else if ((t->info = task_info(t->td))->vocab_size > cfg->vocab_size)
+        rc = gpt_error("%s: its tokenizer has %d tokens, more than the vocabulary of the model %s (%d)", o->data,
+                       t->info->vocab_size, o->init, cfg->vocab_size);
+    else if (t->info->n_ctx > cfg->n_ctx)
+        rc = gpt_error("%s: sequences of up to %d tokens, longer than the context of the model %s (%d); prepare "
+                       "it with --n-ctx %d", o->data, t->info->n_ctx, o->init, cfg->n_ctx, cfg->n_ctx);
+    else if ((t->n_train = task_examples(t->td, SPLIT_TRAIN)) < 1)
+        rc = gpt_error("%s: /train has no examples", o->data);
+    if (!rc) {
+        t->n_val = task_examples(t->td, SPLIT_VAL);
+        t->max_seqs = 1;
+        for (int s = 0; s < 2; s++)
+            for (int64_t i = 0; i < task_examples(t->td, s); i++) {
+                TaskExample e;
+                task_example(t->td, s, i, &e);
+                if (e.n_seqs > t->max_seqs) t->max_seqs = e.n_seqs;
+            }
+        t->fingerprint = task_fingerprint(t->td);
+        t->lambda_on = o->lambda > 0.0f;
+    }
+    return dist_agree(rc);
+}
+
+/* Every rank: the model (or the frozen base and its adapters), the head and the optimizers. */
+static int build(Tuner *t, const FinetuneOptions *o, const GPTConfig *cfg, const OptimConfig *oc) {
+    double sparsity = 0.0;
+    int rc = model_file_read_pruned(o->init, &sparsity);
+    if (!rc && !(t->m = model_file_load(o->init, t->max_seqs, o->lora_rank == 0))) rc = -1;
+    if (dist_agree(rc)) return -1;
+    if (o->lora_rank) {
+        t->base_fingerprint = gpt_params_fingerprint(t->m);
+        t->lora = lora_create(cfg, t->max_seqs * cfg->n_ctx, o->lora_rank, o->lora_alpha, o->lora_targets);
+        lora_init(t->lora, o->seed);
+        t->m->lora = t->lora;
+        add_trainable(t, "lora", t->lora->tensors, t->lora->n_tensors, t->lora->n_params, t->lora->params,
+                      t->lora->grads, oc);
+    } else {
+        if (sparsity > 0.0) t->pruned = prune_mask_create(t->m);
+        add_trainable(t, "model", t->m->tensors, t->m->n_tensors, t->m->n_params, t->m->params, t->m->grads, oc);
+    }
+    if (!t->corpus) {
+        t->head = head_create(t->info->type, t->info->label_kind, t->info->n_classes, cfg->n_embd, t->max_seqs);
+        head_init(t->head, rng_key(o->seed, 1));
+        add_trainable(t, "head", t->head->tensors, t->head->n_tensors, t->head->n_params, t->head->params,
+                      t->head->grads, oc);
+    }
     return 0;
 }
 
-int finetune_run(const FinetuneOptions *opts) {
-    const FinetuneOptions *o = opts;
+/* Rank 0: RUN_DIR/model.h5: a plain model after continued full pre-training, else a task
+ * model (the model or the adapters, and the head if any). */
+static int write_result(Tuner *t, const FinetuneOptions *o) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s/model.h5", o->out);
+    int rc;
+    if (t->corpus && !t->lora) rc = model_file_write(path, t->m, t->tok);
+    else {
+        int K = t->head && t->info->label_kind == LABEL_CLASS ? t->info->n_classes : 0, n_names = 0;
+        char **names = xcalloc((size_t)(K ? K : 1), sizeof(char *));
+        for (int k = 0; k < K && task_class_name(t->td, k); k++) names[n_names++] = (char *)task_class_name(t->td, k);
+        rc = task_model_write(path, t->m, t->lora, o->init, t->base_fingerprint, t->head, t->head ? t->info : NULL,
+                              names, n_names, t->tok);
+        free(names);
+    }
+    if (!rc) printf("wrote %s\n", path);
+    return rc;
+}
+
+int finetune_run(const FinetuneOptions *o) {
     int rank = dist_rank(), P = dist_size(), rc;
     Tuner t = {0};
     json_t *config = NULL;
     blas_set_threads(o->threads);
     run_catch_stop_signals();
-    OptimConfig oc = o->optim;
-    if ((rc = dist_agree(setup(&t, o)))) goto out;
-    /* a pass holds at least one whole example */
-    t.max_seqs = t.max_seqs > o->micro_batch ? t.max_seqs : o->micro_batch;
     GPTConfig cfg;
-    model_file_read_config(o->init, &cfg);
-    int64_t n_train = task_examples(t.td, SPLIT_TRAIN);
-    long steps = (long)ceil(o->epochs * (double)n_train / (double)o->batch);
+    if ((rc = dist_agree(model_file_read_config(o->init, &cfg)))) return -1;
+    if ((rc = open_data(&t, o, &cfg))) goto out;
+    /* a pass holds at least one whole example */
+    if (t.max_seqs < o->micro_batch) t.max_seqs = o->micro_batch;
+    long steps = (long)ceil(o->epochs * (double)t.n_train / (double)o->batch);
     if (steps < 1) steps = 1;
+    OptimConfig oc = o->optim;
     oc.total_steps = steps;
     oc.warmup = (long)ceil(o->warmup_fraction * (double)steps);
     oc.linear_decay = 1;
-    if (o->lora_rank) {
-        t.m = model_file_load(o->init, t.max_seqs, 0);
-        if (t.m) {
-            t.base_fingerprint = gpt_params_fingerprint(t.m);
-            t.lora = lora_create(&cfg, t.max_seqs * cfg.n_ctx, o->lora_rank, o->lora_alpha, o->lora_targets);
-            lora_init(t.lora, o->seed);
-            t.m->lora = t.lora;
-        }
-    } else {
-        double sparsity = 0.0;
-        t.m = model_file_read_pruned(o->init, &sparsity) ? NULL : model_file_load(o->init, t.max_seqs, 1);
-        if (t.m && sparsity > 0.0) t.pruned = prune_mask_create(t.m);
-    }
-    if ((rc = dist_agree(t.m ? 0 : -1))) goto out;
-    t.head = head_create(t.info->type, t.info->label_kind, t.info->n_classes, cfg.n_embd, t.max_seqs);
-    head_init(t.head, rng_key(o->seed, 1));
-    if (t.lora)
-        add_trainable(&t, "lora", t.lora->tensors, t.lora->n_tensors, t.lora->n_params, t.lora->params, t.lora->grads, &oc);
-    else
-        add_trainable(&t, "model", t.m->tensors, t.m->n_tensors, t.m->n_params, t.m->params, t.m->grads, &oc);
-    add_trainable(&t, "head", t.head->tensors, t.head->n_tensors, t.head->n_params, t.head->params, t.head->grads, &oc);
+    if ((rc = build(&t, o, &cfg, &oc))) goto out;
     if (rank == 0 && !(t.tok = tokenizer_load(o->data))) rc = -1;
     if ((rc = dist_agree(rc))) goto out;
 
@@ -515,18 +630,21 @@ int finetune_run(const FinetuneOptions *opts) {
     if (rank == 0) rc = run_dir_prepare(o->out, o->overwrite, o->resume != NULL, config, t.step);
     if ((rc = dist_agree(rc))) goto out;
 
-    int G = o->batch;
+    int G = o->batch, T = cfg.n_ctx;
     alloc_pass_buffers(&t);
-    int64_t *idx = xmalloc(sizeof(int64_t) * (size_t)G), *all = xmalloc(sizeof(int64_t) * (size_t)G);
-    uint64_t *ex_keys = xmalloc(sizeof(uint64_t) * (size_t)G);
+    t.step_idx = xmalloc(sizeof(int64_t) * (size_t)G);
+    t.step_keys = xmalloc(sizeof(uint64_t) * (size_t)G);
+    if (t.corpus) t.windows = xmalloc(sizeof(int32_t) * (size_t)G * (T + 1));
     size_t trained = 0;
     for (int i = 0; i < t.n_tr; i++) trained += t.tr[i].n;
     if (rank == 0) {
         t.metrics = run_metrics_open(o->out);
-        printf("fine-tuning %s (%s) on %s: %lld examples, %d a step over %d rank(s), %ld steps (%.3g epochs); "
-               "training %zu parameters%s; lambda %g\n", o->init, task_type_name(t.info->type), o->data,
-               (long long)n_train, G, P, steps, o->epochs, trained, t.lora ? " (LoRA adapters and head)" : "",
-               (double)o->lambda);
+        printf("fine-tuning %s (%s) on %s: %lld %s, %d a step over %d rank(s), %ld steps (%.3g epochs); training "
+               "%zu parameters%s", o->init, t.corpus ? "language modelling" : task_type_name(t.info->type), o->data,
+               (long long)t.n_train, t.corpus ? "windows" : "examples", G, P, steps, o->epochs, trained,
+               t.lora ? " (LoRA adapters)" : "");
+        if (!t.corpus) printf("; lambda %g", (double)o->lambda);
+        printf("%s\n", t.pruned ? "; keeping the pruned weights zero" : "");
         fflush(stdout);
     }
 
@@ -534,19 +652,13 @@ int finetune_run(const FinetuneOptions *opts) {
     double t_start = now_seconds(), last_ckpt = t_start, ckpt_s = 1.0, max_step_s = 0, max_eval_s = 0;
     for (long s = t.step; s < steps; s++) {
         double t0 = now_seconds();
-        /* the step's examples: all G for the token count, this rank's to run */
-        int64_t mine = 0, l1_tokens = 0;
-        for (int j = 0; j < G; j++) {
-            int64_t i = s * (int64_t)G + j;
-            all[j] = sampler_window(o->seed, n_train, i);
-            TaskExample e;
-            task_example(t.td, SPLIT_TRAIN, all[j], &e);
-            for (int k = 0; k < e.n_seqs; k++) l1_tokens += e.len[k] - 1;
-            if (j % P == rank) ex_keys[mine] = sampler_dropout_key(o->seed, i), idx[mine++] = all[j];
-        }
+        int64_t l1_tokens;
+        if ((rc = dist_agree(read_step(&t, o, s, &l1_tokens)))) break;
         zero_grads(&t);
-        double sums[2] = {0, 0};
-        run_examples(&t, SPLIT_TRAIN, idx, mine, ex_keys, 1.0f / (float)G, o->lambda / (float)l1_tokens, sums, NULL);
+        double sums[2] = {0, 0}; /* head loss, LM NLL */
+        if (t.corpus) run_windows(&t, 1.0f / (float)l1_tokens, sums);
+        else run_examples(&t, SPLIT_TRAIN, t.step_idx, t.mine, t.step_keys, 1.0f / (float)G,
+                          o->lambda / (float)l1_tokens, sums, NULL);
         for (int i = 0; i < t.n_tr; i++) allreduce_sum(t.tr[i].grads, t.tr[i].n);
         double sq = 0;
         for (int i = 0; i < t.n_tr; i++) {
@@ -559,7 +671,9 @@ int finetune_run(const FinetuneOptions *opts) {
                            rank == 0 && run_out_of_time(o->time_limit, o->t_start, max_step_s, max_eval_s, ckpt_s),
                            rank == 0 && o->ckpt_minutes > 0 && now_seconds() - last_ckpt >= 60.0 * o->ckpt_minutes};
         MPI_Allreduce(MPI_IN_PLACE, local, 6, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD);
-        double l2 = local[0] / G, l1 = local[1] / (double)l1_tokens, loss = l2 + (t.lambda_on ? o->lambda * l1 : 0);
+        int lm_on = t.corpus || t.lambda_on;
+        double l2 = t.corpus ? 0.0 : local[0] / G, l1 = local[1] / (double)l1_tokens;
+        double loss = t.corpus ? l1 : l2 + (t.lambda_on ? o->lambda * l1 : 0.0);
         int skipped = local[2] > 0;
         OptimStats st = {optim_lr_at(&oc, t.tr[0].opt->step), norm, 1.0f};
         if (skipped) t.bad++;
@@ -573,33 +687,34 @@ int finetune_run(const FinetuneOptions *opts) {
         double step_s = now_seconds() - t0;
         if (step_s > max_step_s) max_step_s = step_s;
 
-        int eval_now = o->eval_every > 0 && task_examples(t.td, SPLIT_VAL) > 0 &&
-                       ((s + 1) % o->eval_every == 0 || s + 1 == steps);
+        int eval_now = o->eval_every > 0 && t.n_val > 0 && ((s + 1) % o->eval_every == 0 || s + 1 == steps);
         TaskMetrics tm = {NAN, NAN, NAN, NAN};
         double val_loss = NAN;
         if (eval_now) {
             double te = now_seconds();
-            evaluate_task(&t, SPLIT_VAL, &tm, &val_loss);
+            if ((rc = evaluate_now(&t, &tm, &val_loss))) break;
             if (now_seconds() - te > max_eval_s) max_eval_s = now_seconds() - te;
         }
         if (rank == 0) {
-            json_t *j = json_pack("{s:I,s:o,s:o,s:f,s:o,s:f,s:b}", "step", (json_int_t)(s + 1), "loss",
-                                  isfinite(loss) ? json_real(loss) : json_null(), "task_loss",
-                                  isfinite(l2) ? json_real(l2) : json_null(), "lr", (double)st.lr, "grad_norm",
+            json_t *j = json_pack("{s:I,s:o,s:f,s:o,s:f,s:b}", "step", (json_int_t)(s + 1), "loss",
+                                  isfinite(loss) ? json_real(loss) : json_null(), "lr", (double)st.lr, "grad_norm",
                                   isfinite(norm) ? json_real(norm) : json_null(), "step_s", step_s, "skipped", skipped);
-            if (t.lambda_on) json_object_set_new(j, "lm_loss", isfinite(l1) ? json_real(l1) : json_null());
+            if (!t.corpus) json_object_set_new(j, "task_loss", isfinite(l2) ? json_real(l2) : json_null());
+            if (lm_on) json_object_set_new(j, "lm_loss", isfinite(l1) ? json_real(l1) : json_null());
             if (eval_now) metrics_json(j, "val_", &tm, val_loss);
             run_metrics_write(t.metrics, j);
             json_decref(j);
             if ((s + 1) % o->log_every == 0 || s + 1 == steps || eval_now) {
-                char el[32], val[128] = "";
+                char el[32], parts[64] = "", val[128] = "";
                 run_print_duration(el, sizeof el, now_seconds() - t_start);
-                if (eval_now && t.info->label_kind == LABEL_REAL)
+                if (!t.corpus) snprintf(parts, sizeof parts, " (task %.4f%s)", l2, t.lambda_on ? "" : ", no LM loss");
+                if (eval_now && t.corpus) snprintf(val, sizeof val, " | val loss %.4f", val_loss);
+                else if (eval_now && t.info->label_kind == LABEL_REAL)
                     snprintf(val, sizeof val, " | val loss %.4f pearson %.4f spearman %.4f", val_loss, tm.pearson, tm.spearman);
                 else if (eval_now)
                     snprintf(val, sizeof val, " | val loss %.4f accuracy %.4f", val_loss, tm.accuracy);
-                printf("step %ld/%ld | loss %.4f (task %.4f%s) | lr %.2e | grad %.3f%s | %s elapsed\n", s + 1, steps,
-                       loss, l2, t.lambda_on ? "" : ", no LM loss", st.lr, norm, val, el);
+                printf("step %ld/%ld | loss %.4f%s | lr %.2e | grad %.3f%s | %s elapsed\n", s + 1, steps, loss, parts,
+                       st.lr, norm, val, el);
                 fflush(stdout);
             }
         }
@@ -618,32 +733,25 @@ int finetune_run(const FinetuneOptions *opts) {
         }
         if (stop) {
             if (rank == 0) {
-                printf("stopping after step %ld %s: wrote a checkpoint; exit code 75, continue with --resume auto\n",
-                       t.step, run_stop_reason(local[3] > 0 ? "on a signal to another rank" : "before the time limit"));
+                printf("stopping after step %ld %s: wrote a checkpoint; exit code %d, continue with --resume auto\n",
+                       t.step, run_stop_reason(local[3] > 0 ? "on a signal to another rank" : "before the time limit"),
+                       TRAIN_EXIT_STOPPED);
                 fflush(stdout);
             }
             rc = 1;
             break;
         }
     }
-    free(idx), free(all), free(ex_keys);
     if (rc == 0 && rank == 0) {
-        char path[4096];
-        snprintf(path, sizeof path, "%s/model.h5", o->out);
-        int K = t.info->label_kind == LABEL_CLASS ? t.info->n_classes : 0;
-        char **names = xcalloc((size_t)(K ? K : 1), sizeof(char *));
-        int n_names = 0;
-        for (int k = 0; k < K && task_class_name(t.td, k); k++) names[n_names++] = (char *)task_class_name(t.td, k);
-        rc = task_model_write(path, t.m, t.lora, o->init, t.base_fingerprint, t.head, t.info, names, n_names, t.tok);
-        free(names);
-        if (!rc) printf("wrote %s\n", path);
+        rc = write_result(&t, o);
     }
-    if (rc == 0) rc = dist_agree(rc);
+    if (rc == 0) rc = dist_agree(rc); /* the model file is rank 0's alone */
 out:
     if (t.metrics) fclose(t.metrics);
     json_decref(config);
     free(t.config);
     free_pass_buffers(&t);
+    free(t.step_idx), free(t.step_keys), free(t.windows);
     for (int i = 0; i < t.n_tr; i++) adamw_free(t.tr[i].opt);
     prune_mask_free(t.pruned);
     if (t.m) t.m->lora = NULL;
@@ -651,6 +759,7 @@ out:
     lora_free(t.lora);
     head_free(t.head);
     task_free(t.td);
+    corpus_close(t.corpus);
     tokenizer_free(t.tok);
     return rc;
 }

@@ -14,12 +14,13 @@
 #include "finetune.h"
 #include "h5util.h"
 #include "lora.h"
+#include "model_file.h"
 #include "task_model.h"
 #include "train.h"
 #include "util.h"
 
 static const char finetune_help[] =
-    "usage: [mpirun -np P] gpt finetune --init MODEL.h5 --data TASK.h5 --out RUN_DIR\n"
+    "usage: [mpirun -np P] gpt finetune --init MODEL.h5 --data (TASK.h5 | CORPUS.h5) --out RUN_DIR\n"
     "           [--lambda 0.5] [--lr 6.25e-5] [--epochs 3] [--batch 32] [--warmup-fraction 0.002]\n"
     "           [--micro-batch 8] [--weight-decay 0.01] [--clip 1] [--seed S]\n"
     "           [--lora-rank R [--lora-alpha A] [--lora-targets attn,mlp]]\n"
@@ -34,7 +35,10 @@ static const char finetune_help[] =
     "the attention (attn, the default) and/or feed-forward (mlp) matrices with the head.\n"
     "Every E steps (default 100) and at the end: accuracy (or Pearson and Spearman) on /val.\n"
     "RUN_DIR gets config.json, metrics.jsonl, checkpoints and model.h5 as gpt train's does\n"
-    "(see docs/finetuning.md); --resume, signals and --time-limit work as in gpt train.\n";
+    "(see docs/finetuning.md); --resume, signals and --time-limit work as in gpt train.\n"
+    "With a corpus (gpt prepare) as --data it continues pre-training instead: next-token\n"
+    "prediction on windows of n_ctx + 1 tokens, --batch windows a step, no head; with\n"
+    "--lora-rank, model.h5 holds the adapters (gpt merge-lora makes a plain model file).\n";
 
 static int parse_finetune(int argc, char **argv, FinetuneOptions *o) {
     enum { O_INIT = 1, O_DATA, O_OUT, O_LAMBDA, O_LR, O_EPOCHS, O_BATCH, O_MICRO, O_WARMUP, O_WD, O_CLIP, O_SEED,
@@ -241,7 +245,9 @@ int cmd_merge_lora(int argc, char **argv) {
     else {
         lora_merge(tm->lora, tm->m);
         tm->m->lora = NULL;
-        rc = task_model_write(out, tm->m, NULL, NULL, 0, tm->head, &tm->info, tm->names, tm->n_names, tm->tok);
+        /* adapters from continued pre-training merge into a plain model file */
+        rc = tm->head ? task_model_write(out, tm->m, NULL, NULL, 0, tm->head, &tm->info, tm->names, tm->n_names, tm->tok)
+                      : model_file_write(out, tm->m, tm->tok);
         if (!rc) printf("wrote %s: %s merged into %s\n", out, model, tm->base);
     }
     task_model_free(tm);
