@@ -3,6 +3,9 @@
  *
  *   oracle grads MODEL.h5 BATCH.h5 OUT.h5   loss, logits and every gradient
  *   oracle train MODEL.h5 BATCH.h5 OUT.h5   losses, lr and grad norm of AdamW steps
+ *   oracle task MODEL.h5 TASK.h5 LAMBDA OUT.h5 [LORA_RANK LORA_ALPHA TARGETS]
+ *                                           finetune_loss_grad over the first min(8, n)
+ *                                           /train examples (tests/test_finetune.py)
  *
  * Dropout is off: PyTorch cannot reproduce our masks; tests/unit covers dropout. */
 #include <hdf5.h>
@@ -11,6 +14,12 @@
 #include <string.h>
 
 #include "blas.h"
+#include "data.h"
+#include "finetune.h"
+#include "head.h"
+#include "lora.h"
+#include "rng.h"
+#include "task.h"
 #include "model_file.h"
 #include "h5util.h"
 #include "model.h"
@@ -150,11 +159,119 @@ static int train(const char *model_path, const char *batch_path, const char *out
     return 0;
 }
 
+static void write_floats(hid_t g, const char *name, int ndim, const int *shape, const float *x) {
+    hsize_t d[2] = {(hsize_t)shape[0], ndim > 1 ? (hsize_t)shape[1] : 1};
+    h5_write_array(g, name, H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, ndim, d, x);
+}
+
+static void write_attr(hid_t f, const char *name, double v) {
+    hid_t s = H5Screate(H5S_SCALAR);
+    hid_t a = H5Acreate2(f, name, H5T_IEEE_F64LE, s, H5P_DEFAULT, H5P_DEFAULT);
+    H5Awrite(a, H5T_NATIVE_DOUBLE, &v);
+    H5Aclose(a);
+    H5Sclose(s);
+}
+
+/* The loss and gradients of fine-tuning on the first min(8, n) training examples. OUT:
+ * attributes loss, l2, l1; head_weight, head_bias (initial), head_grad_weight,
+ * head_grad_bias; without LoRA /grad/<name> of a few model tensors; with LoRA
+ * /lora/<name> (the adapter, B filled with small values) and /lora_grad/<name>. */
+static int task(int argc, char **argv) {
+    const char *model_path = argv[2], *task_path = argv[3], *out_path = argv[5];
+    float lambda = (float)atof(argv[4]);
+    int rank = argc > 6 ? atoi(argv[6]) : 0;
+    TaskData *d = task_load(task_path);
+    if (!d) return die();
+    const TaskInfo *ti = task_info(d);
+    int64_t n = task_examples(d, SPLIT_TRAIN);
+    if (n > 8) n = 8;
+    if (n < 1) return gpt_error("%s: no training examples", task_path), die();
+    int64_t idx[8];
+    int S = 0;
+    for (int64_t i = 0; i < n; i++) {
+        TaskExample e;
+        task_example(d, SPLIT_TRAIN, i, &e);
+        idx[i] = i;
+        S += e.n_seqs;
+    }
+    GPT *m = model_file_load(model_path, S, rank ? 0 : 1);
+    if (!m) return die();
+    if (ti->n_ctx > m->cfg.n_ctx) return gpt_error("%s: n_ctx %d > the model's %d", task_path, ti->n_ctx, m->cfg.n_ctx), die();
+    TaskHead *h = head_create(ti->type, ti->label_kind, ti->n_classes, m->cfg.n_embd, S);
+    head_init(h, 7);
+    float *head0 = xalloc_floats(h->n_params);
+    memcpy(head0, h->params, sizeof(float) * h->n_params);
+    GPTLora *lo = NULL;
+    if (rank) {
+        unsigned targets;
+        if (lora_parse_targets(argv[8], &targets)) return die();
+        lo = lora_create(&m->cfg, S * m->cfg.n_ctx, rank, (float)atof(argv[7]), targets);
+        lora_init(lo, 3);
+        Rng r;
+        rng_seed(&r, 11);
+        for (int i = 0; i < lo->n_tensors; i++) {
+            const GPTTensor *t = &lo->tensors[i];
+            if (!strstr(t->name, "lora_B")) continue;
+            for (size_t k = 0; k < t->numel; k++) /* uniform in [-0.03, 0.03) */
+                lo->params[t->offset + k] = (float)(((double)(rng_next(&r) >> 11) / 9007199254740992.0 - 0.5) * 0.06);
+        }
+        memset(lo->grads, 0, sizeof(float) * lo->n_params);
+        m->lora = lo;
+    } else {
+        gpt_zero_grad(m);
+    }
+    memset(h->grads, 0, sizeof(float) * h->n_params);
+    double l2, l1;
+    double loss = finetune_loss_grad(m, h, d, SPLIT_TRAIN, idx, n, lambda, &l2, &l1);
+
+    hid_t f = H5Fcreate(out_path, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+    write_attr(f, "loss", loss);
+    write_attr(f, "l2", l2);
+    write_attr(f, "l1", l1);
+    write_attr(f, "n", (double)n);
+    const GPTTensor *hw = &h->tensors[0], *hb = &h->tensors[1];
+    write_floats(f, "head_weight", hw->ndim, hw->shape, head0 + hw->offset);
+    write_floats(f, "head_bias", hb->ndim, hb->shape, head0 + hb->offset);
+    write_floats(f, "head_grad_weight", hw->ndim, hw->shape, h->grads + hw->offset);
+    write_floats(f, "head_grad_bias", hb->ndim, hb->shape, h->grads + hb->offset);
+    if (lo) {
+        hid_t p = H5Gcreate2(f, "lora", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+        hid_t g = H5Gcreate2(f, "lora_grad", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+        for (int i = 0; i < lo->n_tensors; i++) {
+            const GPTTensor *t = &lo->tensors[i];
+            write_floats(p, t->name, t->ndim, t->shape, lo->params + t->offset);
+            write_floats(g, t->name, t->ndim, t->shape, lo->grads + t->offset);
+        }
+        H5Gclose(p);
+        H5Gclose(g);
+    } else {
+        char last[GPT_TENSOR_NAME_MAX];
+        snprintf(last, sizeof last, "h.%d.ln_2.weight", m->cfg.n_layer - 1);
+        const char *names[] = {"wte", "h.0.attn.c_attn.weight", "h.0.mlp.c_proj.weight", last};
+        hid_t g = H5Gcreate2(f, "grad", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+        for (int j = 0; j < 4; j++)
+            for (int i = 0; i < m->n_tensors; i++)
+                if (!strcmp(m->tensors[i].name, names[j]))
+                    write_floats(g, names[j], m->tensors[i].ndim, m->tensors[i].shape, m->grads + m->tensors[i].offset);
+        H5Gclose(g);
+    }
+    H5Fclose(f);
+    m->lora = NULL;
+    if (lo) lora_free(lo);
+    free(head0);
+    head_free(h);
+    gpt_free(m);
+    task_free(d);
+    return 0;
+}
+
 int main(int argc, char **argv) {
     blas_select_core(argv); /* test the kernels users get */
     H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
+    if (argc >= 2 && !strcmp(argv[1], "task") && (argc == 6 || argc == 9)) return task(argc, argv);
     if (argc != 5) {
-        fprintf(stderr, "usage: oracle grads|train MODEL.h5 BATCH.h5 OUT.h5\n");
+        fprintf(stderr, "usage: oracle grads|train MODEL.h5 BATCH.h5 OUT.h5\n"
+                        "       oracle task MODEL.h5 TASK.h5 LAMBDA OUT.h5 [LORA_RANK LORA_ALPHA TARGETS]\n");
         return 2;
     }
     if (!strcmp(argv[1], "grads")) return grads(argv[2], argv[3], argv[4]);
