@@ -445,3 +445,81 @@ def test_unknown_lora_targets(env, gpt_bin):
     proc = finetune(gpt_bin, env["base"], env["tasks"]["classify"], env["dir"] / "bad4",
                     ["--epochs", 1, "--lora-rank", 2, "--lora-targets", "attn,ffn"], check=False)
     failed(proc, "ffn")
+
+
+# --------------------------------------------------------------------------- more contracts
+
+PRUNABLE = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
+
+
+def test_fine_tuning_a_pruned_model_keeps_its_zeros(env, gpt_bin):
+    pruned = env["dir"] / "pruned.h5"
+    sh([gpt_bin, "prune", "--model", env["base"], "--sparsity", 0.5, "--out", pruned])
+    out = env["dir"] / "ft_pruned"
+    proc = finetune(gpt_bin, pruned, env["tasks"]["classify"], out, ["--epochs", 2, "--lr", 1e-2])
+    assert "keeping the pruned weights zero" in proc.stdout
+    with h5py.File(pruned, "r") as a, h5py.File(out / "model.h5", "r") as b:
+        for layer in range(2):
+            for name in PRUNABLE:
+                before, after = a["model"][f"h.{layer}.{name}"][()], b["model"][f"h.{layer}.{name}"][()]
+                zero = before == 0
+                assert zero.mean() > 0.2, name
+                assert (after[zero] == 0).all(), f"h.{layer}.{name}: a pruned weight came back"
+                assert not np.array_equal(after[~zero], before[~zero]), f"h.{layer}.{name} did not train"
+
+
+def test_continued_pretraining_with_lora_merges_to_what_it_evaluated(env, gpt_bin):
+    rng = random.Random(8)
+    text = env["dir"] / "paragraphs.txt"
+    text.write_text("\n\n".join(" ".join(sentence(rng, 5, 15) + "." for _ in range(8)) for _ in range(40)))
+    corpus = env["dir"] / "corpus.h5"
+    sh([gpt_bin, "prepare", "--tokenizer", env["tok"], "--out", corpus, "--val-fraction", 0.2,
+        "--split-on-blank-lines", text])
+    base_hash = sha(env["base"])
+    out = env["dir"] / "lm_lora"
+    proc = finetune(gpt_bin, env["base"], corpus, out, ["--lora-rank", 4, "--lora-targets", "attn,mlp", "--lr", 1e-2,
+                                                         "--batch", 4, "--epochs", 1, "--eval-every", 1000], ranks=2)
+    assert "language modelling" in proc.stdout and "(LoRA adapters)" in proc.stdout
+    assert sha(env["base"]) == base_hash
+    val_loss = read_metrics(out)[-1]["val_loss"]
+    with h5py.File(out / "model.h5", "r") as f:
+        assert "lora" in f and "head" not in f and len(f["model"]) == 0
+    merged = env["dir"] / "lm_merged.h5"
+    sh([gpt_bin, "merge-lora", "--model", out / "model.h5", "--out", merged])
+    with h5py.File(merged, "r") as f:
+        assert f.attrs["format"] == "gpt-model"
+    ev = json.loads(sh([gpt_bin, "eval", "--model", merged, "--data", corpus, "--windows", 100, "--json"]).stdout)
+    base = json.loads(sh([gpt_bin, "eval", "--model", env["base"], "--data", corpus, "--windows", 100, "--json"]).stdout)
+    assert ev["loss"] == pytest.approx(val_loss, rel=1e-5)
+    assert ev["loss"] < base["loss"], "continued pre-training did not lower the loss"
+
+
+def test_time_limit_stops_with_a_checkpoint_and_resume_finishes_the_same(env, gpt_bin):
+    task, args = env["tasks"]["entail"], ["--epochs", 3, "--batch", 3, "--lr", 1e-3, "--ckpt-every", 100]
+    whole = env["dir"] / "tl_whole"
+    finetune(gpt_bin, env["base"], task, whole, args)
+    cut = env["dir"] / "tl_cut"
+    proc = finetune(gpt_bin, env["base"], task, cut, [*args, "--time-limit", "0:01"], check=False)
+    assert proc.returncode == 75, proc.stderr
+    assert "before the time limit" in proc.stdout and (cut / "ckpt_1.h5").exists()
+    finetune(gpt_bin, env["base"], task, cut, [*args, "--resume", "auto"])
+    with h5py.File(whole / "model.h5", "r") as a, h5py.File(cut / "model.h5", "r") as b:
+        for name in ("head/weight", "head/bias", "model/wte", "model/h.1.mlp.c_fc.weight"):
+            assert np.array_equal(a[name][()], b[name][()]), name
+
+
+def test_predict_prints_class_names_and_eval_task_counts_them(env, gpt_bin):
+    rng = random.Random(3)
+    recs = [{"text": sentence(rng), "label": rng.choice(["neg", "pos"])} for _ in range(16)]
+    src = write_jsonl(env["dir"] / "named.jsonl", recs)
+    task = env["dir"] / "named.h5"
+    sh([gpt_bin, "prepare-task", "--tokenizer", env["tok"], "--task", "classify", "--labels", "neg,pos",
+        "--n-ctx", 64, "--out", task, src])
+    out = env["dir"] / "named_run"
+    finetune(gpt_bin, env["base"], task, out, ["--epochs", 2, "--lr", 1e-3])
+    unlabelled = write_jsonl(env["dir"] / "unlabelled.jsonl", [{"text": r["text"]} for r in recs])
+    pred = sh([gpt_bin, "predict", "--model", out / "model.h5", "--data", unlabelled]).stdout.split()
+    assert len(pred) == len(recs) and set(pred) <= {"neg", "pos"}
+    metrics = eval_task(gpt_bin, out / "model.h5", src)
+    assert metrics["examples"] == len(recs)
+    assert metrics["accuracy"] == pytest.approx(np.mean([p == r["label"] for p, r in zip(pred, recs)]))
