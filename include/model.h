@@ -136,7 +136,7 @@ int gpt_check_tokens(const GPT *m, const int *tokens, size_t n, const char *what
 double gpt_forward_backward(GPT *m, const int *inputs, const int *targets, int B, int T,
                             const uint64_t *dropout_keys, float grad_scale);
 /* The same in pieces, for objectives other than next-token prediction on every position
- * (fine-tuning, model.c's callers in finetune.c):
+ * (fine-tuning, finetune.c):
  *   hidden = gpt_forward_hidden(...)          final hidden states (B,T,C), valid until the next pass
  *   gpt_lm_loss(m, hidden, targets, ...)      summed NLL over N = B*T rows; targets < 0 are ignored;
  *                                             with dhidden (N,C) not NULL, dhidden = grad_scale *

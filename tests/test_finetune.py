@@ -13,8 +13,6 @@ import hashlib
 import json
 import os
 import random
-import signal
-import subprocess
 from pathlib import Path
 
 import h5py
@@ -26,12 +24,10 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 import torch_gpt  # noqa: E402
+from test_train import sh  # noqa: E402
 
 torch.set_num_threads(1)
 
-MPI_ENV = {"OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1",
-           "OMPI_MCA_rmaps_base_oversubscribe": "1", "OPENBLAS_NUM_THREADS": "1",
-           "ASAN_OPTIONS": "detect_leaks=0"}  # Open MPI leaks by design; see tests/test_train.py
 LOSS_RTOL = 1e-4
 GRAD_TOL = 1e-3    # per tensor: max |diff| <= GRAD_TOL * max |reference| (+ a floor)
 
@@ -40,25 +36,6 @@ WORDS = ("the whale ship sea captain ahab white boat harpoon crew deck storm win
 
 
 # --------------------------------------------------------------------------- helpers
-
-def sh(args, ranks=None, timeout=120, check=True, env=None):
-    args = [str(a) for a in args]
-    if ranks is not None:
-        args = ["mpirun", "-np", str(ranks), *args]
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, **MPI_ENV, **{k: str(v) for k, v in (env or {}).items()}},
-                            start_new_session=True)
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        out, err = proc.communicate()
-        pytest.fail(f"hung: {' '.join(args)}\n{out[-2000:]}\n{err[-2000:]}", pytrace=False)
-    if check and proc.returncode != 0:
-        pytest.fail(f"command failed (exit {proc.returncode}): {' '.join(args)}\n"
-                    f"stdout:\n{out[-3000:]}\nstderr:\n{err[-3000:]}", pytrace=False)
-    return subprocess.CompletedProcess(args, proc.returncode, out, err)
-
 
 def sentence(rng, lo=2, hi=6):
     return " ".join(rng.choice(WORDS) for _ in range(rng.randint(lo, hi)))
