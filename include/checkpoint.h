@@ -81,6 +81,14 @@ void ckpt_path(char *buf, size_t size, const char *run_dir, long step);
 int ckpt_save(const char *run_dir, int keep, const GPT *m, const AdamW *opt, const CkptState *state,
               const Tokenizer *tok, const CkptExtra *extra, int n_extra);
 
+/* Collective: --resume RESUME for run_dir: RESUME a checkpoint's path, or "auto" for the
+ * run directory's checkpoints newest first. load(path, ctx) restores from one and returns
+ * 0, or -1 when it belongs to another run (no other is tried) or -2 when it is unreadable
+ * or broken (auto then tries the next older one, saying so as `gpt CMD`). `from`
+ * receives the path restored from, "" when auto found none (the run starts afresh). */
+int ckpt_resume(const char *run_dir, const char *resume, const char *cmd, int (*load)(const char *path, void *ctx),
+                void *ctx, char *from, size_t size);
+
 /* Not collective: the steps of the checkpoints in run_dir (files ckpt_<step>.h5), newest
  * first, in a new array; returns how many (0 if none or no such directory). */
 int ckpt_list(const char *run_dir, long **steps);

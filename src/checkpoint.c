@@ -388,6 +388,38 @@ static void prune(const char *run_dir, int keep) {
     free(steps);
 }
 
+int ckpt_resume(const char *run_dir, const char *resume, const char *cmd, int (*load)(const char *path, void *ctx),
+                void *ctx, char *from, size_t size) {
+    int rank = dist_rank(), is_auto = !strcmp(resume, "auto");
+    long *steps = NULL;
+    int n = 1;
+    if (is_auto) {
+        n = rank == 0 ? ckpt_list(run_dir, &steps) : 0;
+        MPI_Bcast(&n, 1, MPI_INT, 0, MPI_COMM_WORLD);
+        if (rank != 0) steps = xmalloc(sizeof(long) * (size_t)(n ? n : 1));
+        if (n) MPI_Bcast(steps, n, MPI_LONG, 0, MPI_COMM_WORLD);
+    }
+    from[0] = '\0';
+    int rc = 0;
+    for (int k = 0; k < n; k++) {
+        char path[PATH_MAX];
+        if (is_auto) ckpt_path(path, sizeof path, run_dir, steps[k]);
+        else snprintf(path, sizeof path, "%s", resume);
+        if ((rc = load(path, ctx)) == 0) {
+            snprintf(from, size, "%s", path);
+            break;
+        }
+        if (rc == -1 || !is_auto) break;
+        if (rank == 0) fprintf(stderr, "gpt %s: %s; falling back to an older checkpoint\n", cmd, gpt_last_error());
+    }
+    free(steps);
+    if (rc == -2 && is_auto)
+        return gpt_error("%s: none of its %d checkpoint(s) loads (see the messages above)", run_dir, n);
+    if (rc) return -1;
+    if (!from[0] && rank == 0) printf("no checkpoint in %s yet: starting from step 0\n", run_dir);
+    return 0;
+}
+
 int ckpt_save(const char *run_dir, int keep, const GPT *m, const AdamW *o, const CkptState *s, const Tokenizer *tok,
               const CkptExtra *extra, int n_extra) {
     char path[PATH_MAX];

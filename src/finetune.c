@@ -334,51 +334,37 @@ static int save(Tuner *t, const FinetuneOptions *o) {
     return ckpt_save(o->out, o->keep, t->m, model_opt(t), &st, t->tok, x, n);
 }
 
-/* Collective: restores the tuner from --resume; sets *saved_config (owned) when it did. */
-static int resume(Tuner *t, const FinetuneOptions *o, char *from, size_t size, char **saved_config) {
-    int rank = dist_rank(), is_auto = !strcmp(o->resume, "auto");
-    long *steps = NULL;
-    int n = 1;
-    if (is_auto) {
-        n = rank == 0 ? ckpt_list(o->out, &steps) : 0;
-        MPI_Bcast(&n, 1, MPI_INT, 0, MPI_COMM_WORLD);
-        if (rank != 0) steps = xmalloc(sizeof(long) * (size_t)(n ? n : 1));
-        if (n) MPI_Bcast(steps, n, MPI_LONG, 0, MPI_COMM_WORLD);
-    }
-    from[0] = '\0';
-    int rc = 0;
-    for (int k = 0; k < n; k++) {
-        char path[4096];
-        if (is_auto) ckpt_path(path, sizeof path, o->out, steps[k]);
-        else snprintf(path, sizeof path, "%s", o->resume);
-        GPTConfig cfg;
-        CkptState st;
-        rc = dist_agree(ckpt_read_header(path, &cfg, &st)) ? -2 : 0;
-        if (!rc && (memcmp(&cfg, &t->m->cfg, offsetof(GPTConfig, dropout_embd)) || st.corpus_fingerprint != t->fingerprint ||
-                    st.seed != o->seed || st.global_batch != o->batch))
-            rc = gpt_error("%s belongs to another fine-tuning (the model shape, task data, --seed or --batch differ: "
-                           "%s, seed %llu, batch %lld)", path, st.corpus, (unsigned long long)st.seed,
-                           (long long)st.global_batch);
-        CkptExtra x[MAX_TRAINABLES];
-        int full, nx = extras_of(t, x, &full);
-        if (!rc && full && ckpt_read_tensors(path, t->m, model_opt(t))) rc = -2;
-        if (!rc && dist_agree(ckpt_read_extras(path, x, nx))) rc = -2;
-        if (!rc) {
-            t->step = st.step, t->bad = st.bad_steps;
-            for (int i = 0; i < t->n_tr; i++) t->tr[i].opt->step = st.optim_step;
-            snprintf(from, size, "%s", path);
-            if (rank == 0) printf("resuming from %s: step %ld (saved %s by %d rank(s))\n", path, st.step, st.time, st.ranks);
-            *saved_config = st.config;
-            break;
-        }
+typedef struct {
+    Tuner *t;
+    const FinetuneOptions *o;
+    char **saved_config;
+} Resume;
+
+/* ckpt_resume's loader: checks the checkpoint against the run and reads what trains. */
+static int load_checkpoint(const char *path, void *ctx) {
+    Resume *r = ctx;
+    Tuner *t = r->t;
+    const FinetuneOptions *o = r->o;
+    GPTConfig cfg;
+    CkptState st;
+    if (dist_agree(ckpt_read_header(path, &cfg, &st))) return -2;
+    if (memcmp(&cfg, &t->m->cfg, offsetof(GPTConfig, dropout_embd)) || st.corpus_fingerprint != t->fingerprint ||
+        st.seed != o->seed || st.global_batch != o->batch) {
         ckpt_state_free(&st);
-        if (rc == -1 || !is_auto) break;
-        if (rank == 0) fprintf(stderr, "gpt finetune: %s; falling back to an older checkpoint\n", gpt_last_error());
+        return gpt_error("%s belongs to another fine-tuning (the model shape, the data, --seed or --batch differ: it "
+                         "was made from %s with seed %llu and batch %lld)", path, st.corpus,
+                         (unsigned long long)st.seed, (long long)st.global_batch);
     }
-    free(steps);
-    if (rc == -2 && is_auto) return gpt_error("%s: none of its %d checkpoint(s) loads (see the messages above)", o->out, n);
-    if (rc) return -1;
-    if (!from[0] && rank == 0) printf("no checkpoint in %s yet: starting from step 0\n", o->out);
+    CkptExtra x[MAX_TRAINABLES];
+    int full, nx = extras_of(t, x, &full);
+    if ((full && ckpt_read_tensors(path, t->m, model_opt(t))) || dist_agree(ckpt_read_extras(path, x, nx))) {
+        ckpt_state_free(&st);
+        return -2;
+    }
+    t->step = st.step, t->bad = st.bad_steps;
+    for (int i = 0; i < t->n_tr; i++) t->tr[i].opt->step = st.optim_step;
+    if (dist_rank() == 0) printf("resuming from %s: step %ld (saved %s by %d rank(s))\n", path, st.step, st.time, st.ranks);
+    *r->saved_config = st.config; /* ownership passes to the caller */
     return 0;
 }
 
@@ -620,7 +606,10 @@ int finetune_run(const FinetuneOptions *o) {
     if ((rc = dist_agree(rc))) goto out;
 
     char resumed_from[4096] = "", *saved_config = NULL;
-    if (o->resume && (rc = resume(&t, o, resumed_from, sizeof resumed_from, &saved_config))) goto out;
+    Resume r = {&t, o, &saved_config};
+    if (o->resume &&
+        (rc = ckpt_resume(o->out, o->resume, "finetune", load_checkpoint, &r, resumed_from, sizeof resumed_from)))
+        goto out;
     config = config_json(o, &t, steps);
     if (saved_config)
         json_object_set_new(config, "resume", json_pack("{s:s,s:I}", "checkpoint", resumed_from, "step", (json_int_t)t.step));

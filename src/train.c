@@ -200,55 +200,35 @@ static int resume_header(const char *path, TrainOptions *run, const GPTConfig *c
     return rc;
 }
 
-/* Collective: restores the run from --resume (a path, or the newest checkpoint of the
- * run directory that loads). Creates t->m and t->opt for the run's batch. Returns the
- * path resumed from in `from` ("" when starting afresh) and the saved run's configuration
- * in *saved_config (owned; NULL when starting afresh). */
-static int resume(Trainer *t, TrainOptions *run, const GPTConfig *cfg, char *from, size_t size, char **saved_config) {
-    int rank = dist_rank(), is_auto = !strcmp(run->resume, "auto");
-    long *steps = NULL;
-    int n = 1;
-    if (is_auto) {
-        n = rank == 0 ? ckpt_list(run->out, &steps) : 0;
-        MPI_Bcast(&n, 1, MPI_INT, 0, MPI_COMM_WORLD);
-        if (rank != 0) steps = xmalloc(sizeof(long) * (size_t)(n ? n : 1));
-        if (n) MPI_Bcast(steps, n, MPI_LONG, 0, MPI_COMM_WORLD);
-    }
-    from[0] = '\0';
-    int rc = 0, tried = 0;
-    for (int k = 0; k < n; k++) {
-        char path[4096];
-        if (is_auto) ckpt_path(path, sizeof path, run->out, steps[k]);
-        else snprintf(path, sizeof path, "%s", run->resume);
-        GPTConfig saved_cfg;
-        CkptState st;
-        tried++;
-        rc = resume_header(path, run, cfg, t->fingerprint, &saved_cfg, &st);
-        if (rc == 0) {
-            t->m = gpt_create(cfg, run->batch, 1);
-            t->opt = adamw_create(&run->optim, t->m->n_params);
-            rc = ckpt_read_tensors(path, t->m, t->opt) ? -2 : 0;
-        }
-        if (rc == 0) {
-            t->step = st.step, t->bad = st.bad_steps, t->opt->step = st.optim_step;
-            snprintf(from, size, "%s", path);
-            if (rank == 0)
-                printf("resuming from %s: step %ld (saved %s by %d rank(s)), %lld tokens seen\n", path, st.step,
-                       st.time, st.ranks, (long long)st.tokens);
-            *saved_config = st.config; /* ownership passes to the caller */
-            break;
-        }
+typedef struct {
+    Trainer *t;
+    TrainOptions *run;
+    const GPTConfig *cfg;
+    char **saved_config;
+} Resume;
+
+/* ckpt_resume's loader: checks the checkpoint against the run, then creates t->m and
+ * t->opt for the run's batch and reads them. */
+static int load_checkpoint(const char *path, void *ctx) {
+    Resume *r = ctx;
+    Trainer *t = r->t;
+    GPTConfig saved_cfg;
+    CkptState st;
+    int rc = resume_header(path, r->run, r->cfg, t->fingerprint, &saved_cfg, &st);
+    if (rc) return rc;
+    t->m = gpt_create(r->cfg, r->run->batch, 1);
+    t->opt = adamw_create(&r->run->optim, t->m->n_params);
+    if (ckpt_read_tensors(path, t->m, t->opt)) {
         ckpt_state_free(&st);
         gpt_free(t->m), t->m = NULL;
         adamw_free(t->opt), t->opt = NULL;
-        if (rc == -1 || !is_auto) break;
-        if (rank == 0) fprintf(stderr, "gpt train: %s; falling back to an older checkpoint\n", gpt_last_error());
+        return -2;
     }
-    free(steps);
-    if (rc == -2 && is_auto)
-        return gpt_error("%s: none of its %d checkpoint(s) loads (see the messages above)", run->out, tried);
-    if (rc) return -1;
-    if (!from[0] && rank == 0) printf("no checkpoint in %s yet: starting from step 0\n", run->out);
+    t->step = st.step, t->bad = st.bad_steps, t->opt->step = st.optim_step;
+    if (dist_rank() == 0)
+        printf("resuming from %s: step %ld (saved %s by %d rank(s)), %lld tokens seen\n", path, st.step, st.time,
+               st.ranks, (long long)st.tokens);
+    *r->saved_config = st.config; /* ownership passes to the caller */
     return 0;
 }
 
@@ -288,7 +268,10 @@ int train_run(const TrainOptions *opts) {
     if ((rc = dist_agree(rc))) goto out;
 
     char resumed_from[4096] = "", *saved_config = NULL;
-    if (o->resume && (rc = resume(&t, o, &cfg, resumed_from, sizeof resumed_from, &saved_config))) goto out;
+    Resume r = {&t, o, &cfg, &saved_config};
+    if (o->resume && (rc = ckpt_resume(o->out, o->resume, "train", load_checkpoint, &r, resumed_from,
+                                       sizeof resumed_from)))
+        goto out;
     /* after resume(), which may have fitted batch and accumulation to the saved global batch */
     config = config_json(o, &cfg, t.n_windows, eval_windows);
     if (saved_config)
