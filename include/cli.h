@@ -3,6 +3,10 @@
 #ifndef GPT_CLI_H
 #define GPT_CLI_H
 
+#include <getopt.h>
+
+#include "run.h"
+
 #include <stdint.h>
 
 #include "data.h"
@@ -47,5 +51,26 @@ Corpus *cli_eval_open(const GPT *m, const char *model, const char *data, int spl
  * with json, its JSON object) naming MODEL, DATA and the split. *loss: the mean NLL. */
 int cli_eval_report(GPT *m, const char *model, Corpus *c, const char *data, int split, int64_t n, int json,
                     double *loss);
+
+/* The options of RunOptions (run.h) that gpt train and gpt finetune share: put
+ * RUN_LONG_OPTIONS in the option table and hand every value to run_option() first. */
+enum {
+    RUN_OPT_BASE = 0x2000,
+    RUN_OPT_EVAL_EVERY = RUN_OPT_BASE, RUN_OPT_LOG_EVERY, RUN_OPT_MAX_BAD, RUN_OPT_THREADS, RUN_OPT_OVERWRITE,
+    RUN_OPT_CKPT_EVERY, RUN_OPT_CKPT_MINUTES, RUN_OPT_KEEP, RUN_OPT_RESUME, RUN_OPT_TIME_LIMIT
+};
+#define RUN_LONG_OPTIONS                                                                                  \
+    {"eval-every", required_argument, 0, RUN_OPT_EVAL_EVERY},                                             \
+    {"log-every", required_argument, 0, RUN_OPT_LOG_EVERY},                                               \
+    {"max-bad-steps", required_argument, 0, RUN_OPT_MAX_BAD},                                             \
+    {"threads", required_argument, 0, RUN_OPT_THREADS}, {"overwrite", no_argument, 0, RUN_OPT_OVERWRITE}, \
+    {"ckpt-every", required_argument, 0, RUN_OPT_CKPT_EVERY},                                             \
+    {"ckpt-minutes", required_argument, 0, RUN_OPT_CKPT_MINUTES},                                         \
+    {"keep", required_argument, 0, RUN_OPT_KEEP}, {"resume", required_argument, 0, RUN_OPT_RESUME},       \
+    {"time-limit", required_argument, 0, RUN_OPT_TIME_LIMIT}
+void run_options_defaults(RunOptions *r);
+/* 1 if opt is one of RUN_LONG_OPTIONS, stored into r or with *bad set to what was
+ * expected; 0 if it is not one of them. */
+int run_option(RunOptions *r, int opt, const char *arg, const char **bad);
 
 #endif

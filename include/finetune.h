@@ -19,6 +19,7 @@
 #include "head.h"
 #include "model.h"
 #include "optim.h"
+#include "run.h"
 #include "task.h"
 
 typedef struct {
@@ -32,12 +33,7 @@ typedef struct {
     int micro_batch;          /* sequences a pass */
     float lambda;             /* weight of the auxiliary LM loss */
     uint64_t seed;
-    int eval_every, log_every, max_bad_steps, threads, overwrite;
-    long ckpt_every;
-    double ckpt_minutes;
-    int keep;
-    const char *resume;
-    double time_limit, t_start;
+    RunOptions run;
     int lora_rank;            /* 0: full fine-tuning */
     float lora_alpha;
     unsigned lora_targets;

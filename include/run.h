@@ -8,6 +8,21 @@
 #include <signal.h>
 #include <stddef.h>
 
+/* How a training command runs, checkpoints and stops (gpt train and gpt finetune take
+ * the same options for these; cli/options.c parses them). */
+typedef struct {
+    int eval_every, log_every;
+    int max_bad_steps;        /* non-finite steps in a row before the run stops */
+    int threads;              /* BLAS threads a rank */
+    int overwrite;
+    long ckpt_every;          /* steps between checkpoints; 0: none */
+    double ckpt_minutes;      /* minutes between checkpoints; 0: none */
+    int keep;                 /* newest checkpoints kept; 0: all */
+    const char *resume;       /* NULL, "auto" or a checkpoint */
+    double time_limit;        /* seconds after t_start by which the run must have stopped; 0: none */
+    double t_start;           /* now_seconds() at process start */
+} RunOptions;
+
 /* Rank 0: creates the run directory with config.json and an empty metrics.jsonl,
  * refusing one that holds another run unless overwriting or resuming; a resumed run
  * (resumed_step > 0) keeps its metrics up to that step. */

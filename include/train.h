@@ -22,6 +22,7 @@
 #include "data.h"
 #include "model.h"
 #include "optim.h"
+#include "run.h"
 
 typedef struct {
     const char *data;         /* corpus file */
@@ -31,18 +32,10 @@ typedef struct {
     long steps;
     int batch, accum;
     uint64_t seed;
-    int eval_every, eval_windows, log_every;
+    int eval_windows;
     size_t bucket_bytes;
-    int max_bad_steps;        /* non-finite steps in a row before the run stops */
-    int overwrite;
-    int threads;
     int batch_given, accum_given; /* on resume with another P, the other one is derived */
-    long ckpt_every;          /* steps between checkpoints; 0: none */
-    double ckpt_minutes;      /* minutes between checkpoints; 0: none */
-    int keep;                 /* newest checkpoints kept; 0: all */
-    const char *resume;       /* NULL, "auto" (the newest that loads, if any) or a checkpoint */
-    double time_limit;        /* seconds after t_start by which the run must have stopped; 0: none */
-    double t_start;           /* now_seconds() at process start */
+    RunOptions run;
 } TrainOptions;
 
 /* The process exit code of a run stopped early by a signal or the time limit, after

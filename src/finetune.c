@@ -331,7 +331,7 @@ static int save(Tuner *t, const FinetuneOptions *o) {
     snprintf(st.corpus, sizeof st.corpus, "%s", o->data);
     time_t now = time(NULL);
     strftime(st.time, sizeof st.time, "%Y-%m-%dT%H:%M:%SZ", gmtime(&now));
-    return ckpt_save(o->out, o->keep, t->m, model_opt(t), &st, t->tok, x, n);
+    return ckpt_save(o->out, o->run.keep, t->m, model_opt(t), &st, t->tok, x, n);
 }
 
 typedef struct {
@@ -473,7 +473,7 @@ static json_t *config_json(const FinetuneOptions *o, const Tuner *t, long steps)
     json_t *c = json_pack("{s:s,s:s,s:s,s:i,s:i,s:f,s:I,s:f,s:i,s:i}", "init", o->init, "data", o->data, "task",
                           t->corpus ? "lm" : task_type_name(t->info->type), "batch", o->batch, "micro_batch",
                           t->max_seqs, "epochs", o->epochs, "steps", (json_int_t)steps, "lambda",
-                          (double)o->lambda, "ranks", dist_size(), "eval_every", o->eval_every);
+                          (double)o->lambda, "ranks", dist_size(), "eval_every", o->run.eval_every);
     json_object_set_new(c, "optim", json_pack("{s:f,s:I,s:f,s:f,s:s}", "lr", (double)op->lr, "warmup",
                                               (json_int_t)op->warmup, "weight_decay", (double)op->weight_decay, "clip",
                                               (double)op->clip, "schedule", "linear"));
@@ -588,7 +588,7 @@ int finetune_run(const FinetuneOptions *o) {
     int rank = dist_rank(), P = dist_size(), rc;
     Tuner t = {0};
     json_t *config = NULL;
-    blas_set_threads(o->threads);
+    blas_set_threads(o->run.threads);
     run_catch_stop_signals();
     GPTConfig cfg;
     if ((rc = dist_agree(model_file_read_config(o->init, &cfg)))) return -1;
@@ -607,8 +607,8 @@ int finetune_run(const FinetuneOptions *o) {
 
     char resumed_from[4096] = "", *saved_config = NULL;
     Resume r = {&t, o, &saved_config};
-    if (o->resume &&
-        (rc = ckpt_resume(o->out, o->resume, "finetune", load_checkpoint, &r, resumed_from, sizeof resumed_from)))
+    if (o->run.resume &&
+        (rc = ckpt_resume(o->out, o->run.resume, "finetune", load_checkpoint, &r, resumed_from, sizeof resumed_from)))
         goto out;
     config = config_json(o, &t, steps);
     if (saved_config)
@@ -616,7 +616,7 @@ int finetune_run(const FinetuneOptions *o) {
     t.config = json_dumps(config, JSON_INDENT(2) | JSON_SORT_KEYS);
     if (saved_config && rank == 0) run_report_changes(saved_config, t.config);
     free(saved_config);
-    if (rank == 0) rc = run_dir_prepare(o->out, o->overwrite, o->resume != NULL, config, t.step);
+    if (rank == 0) rc = run_dir_prepare(o->out, o->run.overwrite, o->run.resume != NULL, config, t.step);
     if ((rc = dist_agree(rc))) goto out;
 
     int G = o->batch, T = cfg.n_ctx;
@@ -637,7 +637,7 @@ int finetune_run(const FinetuneOptions *o) {
         fflush(stdout);
     }
 
-    int checkpointing = o->ckpt_every > 0 || o->ckpt_minutes > 0.0;
+    int checkpointing = o->run.ckpt_every > 0 || o->run.ckpt_minutes > 0.0;
     double t_start = now_seconds(), last_ckpt = t_start, ckpt_s = 1.0, max_step_s = 0, max_eval_s = 0;
     for (long s = t.step; s < steps; s++) {
         double t0 = now_seconds();
@@ -657,8 +657,8 @@ int finetune_run(const FinetuneOptions *o) {
         double norm = sqrt(sq);
         /* head loss, LM NLL, non-finite, signal, out of time, checkpoint due */
         double local[6] = {sums[0], sums[1], !isfinite(sums[0] + sums[1]) || !isfinite(norm), run_stop_signal != 0,
-                           rank == 0 && run_out_of_time(o->time_limit, o->t_start, max_step_s, max_eval_s, ckpt_s),
-                           rank == 0 && o->ckpt_minutes > 0 && now_seconds() - last_ckpt >= 60.0 * o->ckpt_minutes};
+                           rank == 0 && run_out_of_time(o->run.time_limit, o->run.t_start, max_step_s, max_eval_s, ckpt_s),
+                           rank == 0 && o->run.ckpt_minutes > 0 && now_seconds() - last_ckpt >= 60.0 * o->run.ckpt_minutes};
         MPI_Allreduce(MPI_IN_PLACE, local, 6, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD);
         int lm_on = t.corpus || t.lambda_on;
         double l2 = t.corpus ? 0.0 : local[0] / G, l1 = local[1] / (double)l1_tokens;
@@ -676,7 +676,7 @@ int finetune_run(const FinetuneOptions *o) {
         double step_s = now_seconds() - t0;
         if (step_s > max_step_s) max_step_s = step_s;
 
-        int eval_now = o->eval_every > 0 && t.n_val > 0 && ((s + 1) % o->eval_every == 0 || s + 1 == steps);
+        int eval_now = o->run.eval_every > 0 && t.n_val > 0 && ((s + 1) % o->run.eval_every == 0 || s + 1 == steps);
         TaskMetrics tm = {NAN, NAN, NAN, NAN};
         double val_loss = NAN;
         if (eval_now) {
@@ -693,7 +693,7 @@ int finetune_run(const FinetuneOptions *o) {
             if (eval_now) metrics_json(j, "val_", &tm, val_loss);
             run_metrics_write(t.metrics, j);
             json_decref(j);
-            if ((s + 1) % o->log_every == 0 || s + 1 == steps || eval_now) {
+            if ((s + 1) % o->run.log_every == 0 || s + 1 == steps || eval_now) {
                 char el[32], parts[64] = "", val[128] = "";
                 run_print_duration(el, sizeof el, now_seconds() - t_start);
                 if (!t.corpus) snprintf(parts, sizeof parts, " (task %.4f%s)", l2, t.lambda_on ? "" : ", no LM loss");
@@ -708,12 +708,12 @@ int finetune_run(const FinetuneOptions *o) {
             }
         }
         fault_point("step", s + 1, rank);
-        if (t.bad >= o->max_bad_steps) {
+        if (t.bad >= o->run.max_bad_steps) {
             rc = gpt_error("stopping: %d steps in a row had a non-finite loss or gradient (lower --lr)", t.bad);
             break;
         }
         int stop = (local[3] > 0 || local[4] > 0) && s + 1 < steps;
-        if (stop || local[5] > 0 || (o->ckpt_every > 0 && (s + 1) % o->ckpt_every == 0) ||
+        if (stop || local[5] > 0 || (o->run.ckpt_every > 0 && (s + 1) % o->run.ckpt_every == 0) ||
             (checkpointing && s + 1 == steps)) {
             double tc = now_seconds();
             if ((rc = save(&t, o))) break;

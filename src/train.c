@@ -82,10 +82,10 @@ static json_t *config_json(const TrainOptions *o, const GPTConfig *c, int64_t n_
                              (json_int_t)o->batch * o->accum * dist_size(), "train_windows", (json_int_t)n_windows,
                              "eval_windows", (json_int_t)eval_windows);
     json_t *run = json_pack("{s:I,s:i,s:i,s:i,s:I,s:i,s:I,s:f,s:i,s:f}", "steps", (json_int_t)o->steps, "eval_every",
-                            o->eval_every, "log_every", o->log_every, "max_bad_steps", o->max_bad_steps,
-                            "bucket_bytes", (json_int_t)o->bucket_bytes, "threads", o->threads, "ckpt_every",
-                            (json_int_t)o->ckpt_every, "ckpt_minutes", o->ckpt_minutes, "keep", o->keep,
-                            "time_limit_s", o->time_limit);
+                            o->run.eval_every, "log_every", o->run.log_every, "max_bad_steps", o->run.max_bad_steps,
+                            "bucket_bytes", (json_int_t)o->bucket_bytes, "threads", o->run.threads, "ckpt_every",
+                            (json_int_t)o->run.ckpt_every, "ckpt_minutes", o->run.ckpt_minutes, "keep", o->run.keep,
+                            "time_limit_s", o->run.time_limit);
     json_t *versions = json_pack("{s:s,s:s,s:s,s:s,s:s}", "gpt", GPT_VERSION, "hdf5", hdf5, "mpi", mpi,
                                  "openblas_core", blas_core_name(), "openblas_core_origin", blas_core_origin());
     return json_pack("{s:o,s:o,s:o,s:o,s:i,s:o}", "model", model, "optim", optim, "data", data, "run", run,
@@ -136,7 +136,7 @@ static int save(Trainer *t, const TrainOptions *o) {
     snprintf(st.corpus, sizeof st.corpus, "%s", o->data);
     time_t now = time(NULL);
     strftime(st.time, sizeof st.time, "%Y-%m-%dT%H:%M:%SZ", gmtime(&now));
-    return ckpt_save(o->out, o->keep, t->m, t->opt, &st, t->tok, NULL, 0);
+    return ckpt_save(o->out, o->run.keep, t->m, t->opt, &st, t->tok, NULL, 0);
 }
 
 /* The first model-configuration field in which a and b differ (dropout rates may). */
@@ -240,7 +240,7 @@ int train_run(const TrainOptions *opts) {
     Trainer t = {0};
     json_t *config = NULL;
     int rc = 0;
-    blas_set_threads(o->threads);
+    blas_set_threads(o->run.threads);
     run_catch_stop_signals();
     t.corpus = corpus_open(o->data);
     if (dist_agree(!t.corpus)) return -1;
@@ -251,7 +251,7 @@ int train_run(const TrainOptions *opts) {
     if (cfg.vocab_size == 0) cfg.vocab_size = cv;
     int64_t n_train = corpus_split_tokens(t.corpus, SPLIT_TRAIN), n_val = corpus_split_tokens(t.corpus, SPLIT_VAL);
     t.n_windows = windows_in(n_train, cfg.n_ctx);
-    int64_t eval_windows = o->eval_every > 0 ? windows_in(n_val, cfg.n_ctx) : 0;
+    int64_t eval_windows = o->run.eval_every > 0 ? windows_in(n_val, cfg.n_ctx) : 0;
     if (eval_windows > o->eval_windows) eval_windows = o->eval_windows;
     if (cfg.vocab_size < cv)
         rc = gpt_error("%s has a vocabulary of %d tokens, more than the model's --vocab %d", o->data, cv, cfg.vocab_size);
@@ -260,7 +260,7 @@ int train_run(const TrainOptions *opts) {
     else if (t.n_windows < 1)
         rc = gpt_error("%s: /train holds %lld tokens, fewer than one window of n_ctx + 1 = %d", o->data,
                        (long long)n_train, cfg.n_ctx + 1);
-    else if (o->eval_every > 0 && eval_windows == 0)
+    else if (o->run.eval_every > 0 && eval_windows == 0)
         rc = gpt_error("%s: /val holds %lld tokens, fewer than one window of n_ctx + 1 = %d, so --eval-every "
                        "cannot evaluate (prepare with --val-fraction, or pass --eval-every 0)",
                        o->data, (long long)n_val, cfg.n_ctx + 1);
@@ -269,7 +269,7 @@ int train_run(const TrainOptions *opts) {
 
     char resumed_from[4096] = "", *saved_config = NULL;
     Resume r = {&t, o, &cfg, &saved_config};
-    if (o->resume && (rc = ckpt_resume(o->out, o->resume, "train", load_checkpoint, &r, resumed_from,
+    if (o->run.resume && (rc = ckpt_resume(o->out, o->run.resume, "train", load_checkpoint, &r, resumed_from,
                                        sizeof resumed_from)))
         goto out;
     /* after resume(), which may have fitted batch and accumulation to the saved global batch */
@@ -280,7 +280,7 @@ int train_run(const TrainOptions *opts) {
     t.config = json_dumps(config, JSON_INDENT(2) | JSON_SORT_KEYS);
     if (saved_config && rank == 0) run_report_changes(saved_config, t.config);
     free(saved_config);
-    if (rank == 0) rc = run_dir_prepare(o->out, o->overwrite, o->resume != NULL, config, t.step);
+    if (rank == 0) rc = run_dir_prepare(o->out, o->run.overwrite, o->run.resume != NULL, config, t.step);
     if ((rc = dist_agree(rc))) goto out;
 
     int B = o->batch, A = o->accum, T = cfg.n_ctx;
@@ -303,11 +303,11 @@ int train_run(const TrainOptions *opts) {
         printf("training %zu parameters on %s: %d rank(s) x batch %d x accum %d = %lld windows of %d tokens a "
                "step, %lld windows an epoch; gradients in %d bucket(s); OpenBLAS %s, %d thread(s)\n",
                t.m->n_params, o->data, P, B, A, (long long)G, T, (long long)t.n_windows,
-               t.sync ? gradsync_buckets(t.sync) : 0, blas_core_name(), o->threads);
+               t.sync ? gradsync_buckets(t.sync) : 0, blas_core_name(), o->run.threads);
         fflush(stdout);
     }
 
-    int checkpointing = o->ckpt_every > 0 || o->ckpt_minutes > 0.0;
+    int checkpointing = o->run.ckpt_every > 0 || o->run.ckpt_minutes > 0.0;
     /* until one is measured, a checkpoint is assumed to write at 100 MB/s */
     double t_start = now_seconds(), t_run = 0.0, interval_tokens = 0.0, interval_time = 0.0;
     double last_ckpt = t_start, ckpt_s = 12.0 * (double)t.m->n_params / 1e8, max_step_s = 0.0, max_eval_s = 0.0;
@@ -328,8 +328,8 @@ int train_run(const TrainOptions *opts) {
         double norm = grad_norm(t.m->grads, t.m->n_params);
         local[1] = !isfinite(local[0]) || !isfinite(norm);
         local[2] = run_stop_signal != 0;
-        local[3] = rank == 0 && run_out_of_time(o->time_limit, o->t_start, max_step_s, max_eval_s, ckpt_s);
-        local[4] = rank == 0 && o->ckpt_minutes > 0.0 && now_seconds() - last_ckpt >= 60.0 * o->ckpt_minutes;
+        local[3] = rank == 0 && run_out_of_time(o->run.time_limit, o->run.t_start, max_step_s, max_eval_s, ckpt_s);
+        local[4] = rank == 0 && o->run.ckpt_minutes > 0.0 && now_seconds() - last_ckpt >= 60.0 * o->run.ckpt_minutes;
         MPI_Allreduce(MPI_IN_PLACE, local, 5, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD);
         double loss = local[0] / (double)(G * T);
         int skipped = local[1] > 0;
@@ -344,7 +344,7 @@ int train_run(const TrainOptions *opts) {
         if (step_s > max_step_s) max_step_s = step_s;
 
         double val_loss = NAN;
-        if (o->eval_every > 0 && ((s + 1) % o->eval_every == 0 || s + 1 == o->steps)) {
+        if (o->run.eval_every > 0 && ((s + 1) % o->run.eval_every == 0 || s + 1 == o->steps)) {
             double nll, te = now_seconds();
             int64_t ntok;
             if ((rc = evaluate(t.m, t.corpus, SPLIT_VAL, eval_windows, &nll, &ntok))) break;
@@ -364,7 +364,7 @@ int train_run(const TrainOptions *opts) {
             json_decref(j);
             if (skipped)
                 printf("step %ld: non-finite loss or gradient, update skipped (%d in a row)\n", s + 1, t.bad);
-            if ((s + 1) % o->log_every == 0 || s + 1 == o->steps || !isnan(val_loss)) {
+            if ((s + 1) % o->run.log_every == 0 || s + 1 == o->steps || !isnan(val_loss)) {
                 double rate = interval_tokens / interval_time, elapsed = now_seconds() - t_start;
                 char el[32], eta[32], val[48] = "";
                 run_print_duration(el, sizeof el, elapsed);
@@ -377,12 +377,12 @@ int train_run(const TrainOptions *opts) {
             }
         }
         fault_point("step", s + 1, rank);
-        if (t.bad >= o->max_bad_steps) {
+        if (t.bad >= o->run.max_bad_steps) {
             rc = gpt_error("stopping: %d steps in a row had a non-finite loss or gradient (lower --lr, or check the data)", t.bad);
             break;
         }
         int stop = (local[2] > 0 || local[3] > 0) && s + 1 < o->steps; /* after the last step: just finish */
-        if (stop || local[4] > 0 || (o->ckpt_every > 0 && (s + 1) % o->ckpt_every == 0) ||
+        if (stop || local[4] > 0 || (o->run.ckpt_every > 0 && (s + 1) % o->run.ckpt_every == 0) ||
             (checkpointing && s + 1 == o->steps)) {
             double tc = now_seconds();
             if ((rc = save(&t, o))) break;

@@ -42,9 +42,9 @@ static const char finetune_help[] =
 
 static int parse_finetune(int argc, char **argv, FinetuneOptions *o) {
     enum { O_INIT = 1, O_DATA, O_OUT, O_LAMBDA, O_LR, O_EPOCHS, O_BATCH, O_MICRO, O_WARMUP, O_WD, O_CLIP, O_SEED,
-           O_LORA_RANK, O_LORA_ALPHA, O_LORA_TARGETS, O_EVAL_EVERY, O_LOG_EVERY, O_MAX_BAD, O_THREADS, O_OVERWRITE,
-           O_CKPT_EVERY, O_CKPT_MINUTES, O_KEEP, O_RESUME, O_TIME_LIMIT, O_HELP };
+           O_LORA_RANK, O_LORA_ALPHA, O_LORA_TARGETS, O_HELP };
     static const struct option opts[] = {
+        RUN_LONG_OPTIONS,
         {"init", required_argument, 0, O_INIT}, {"data", required_argument, 0, O_DATA},
         {"out", required_argument, 0, O_OUT}, {"lambda", required_argument, 0, O_LAMBDA},
         {"lr", required_argument, 0, O_LR}, {"epochs", required_argument, 0, O_EPOCHS},
@@ -52,21 +52,19 @@ static int parse_finetune(int argc, char **argv, FinetuneOptions *o) {
         {"warmup-fraction", required_argument, 0, O_WARMUP}, {"weight-decay", required_argument, 0, O_WD},
         {"clip", required_argument, 0, O_CLIP}, {"seed", required_argument, 0, O_SEED},
         {"lora-rank", required_argument, 0, O_LORA_RANK}, {"lora-alpha", required_argument, 0, O_LORA_ALPHA},
-        {"lora-targets", required_argument, 0, O_LORA_TARGETS}, {"eval-every", required_argument, 0, O_EVAL_EVERY},
-        {"log-every", required_argument, 0, O_LOG_EVERY}, {"max-bad-steps", required_argument, 0, O_MAX_BAD},
-        {"threads", required_argument, 0, O_THREADS}, {"overwrite", no_argument, 0, O_OVERWRITE},
-        {"ckpt-every", required_argument, 0, O_CKPT_EVERY}, {"ckpt-minutes", required_argument, 0, O_CKPT_MINUTES},
-        {"keep", required_argument, 0, O_KEEP}, {"resume", required_argument, 0, O_RESUME},
-        {"time-limit", required_argument, 0, O_TIME_LIMIT}, {"help", no_argument, 0, O_HELP}, {0, 0, 0, 0}};
-    float lr = 6.25e-5f, wd = 0.01f, clip = 1.0f, epochs = 3.0f, warmup = 0.002f, ckpt_minutes = 0.0f, alpha = 0.0f;
+        {"lora-targets", required_argument, 0, O_LORA_TARGETS}, {"help", no_argument, 0, O_HELP}, {0, 0, 0, 0}};
+    float lr = 6.25e-5f, wd = 0.01f, clip = 1.0f, epochs = 3.0f, warmup = 0.002f, alpha = 0.0f;
     unsigned long long seed = 1;
-    *o = (FinetuneOptions){.lambda = 0.5f, .batch = 32, .micro_batch = 8, .eval_every = 100, .log_every = 10,
-                           .max_bad_steps = 5, .threads = 1, .keep = 3, .lora_targets = LORA_ATTN,
-                           .t_start = now_seconds()};
+    *o = (FinetuneOptions){.lambda = 0.5f, .batch = 32, .micro_batch = 8, .lora_targets = LORA_ATTN};
+    run_options_defaults(&o->run);
     int opt;
     optind = 1;
     while ((opt = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         const char *flag = NULL;
+        if (run_option(&o->run, opt, optarg, &flag)) {
+            if (flag) return cli_usage_error("finetune", "%s, got '%s'", flag, optarg);
+            continue;
+        }
         switch (opt) {
         case O_INIT: o->init = optarg; break;
         case O_DATA: o->data = optarg; break;
@@ -83,16 +81,6 @@ static int parse_finetune(int argc, char **argv, FinetuneOptions *o) {
         case O_LORA_RANK: if (parse_int(optarg, &o->lora_rank) || o->lora_rank < 1) flag = "--lora-rank: expected a positive integer"; break;
         case O_LORA_ALPHA: if (parse_float(optarg, &alpha) || !(alpha > 0.0f)) flag = "--lora-alpha: expected a positive number"; break;
         case O_LORA_TARGETS: if (lora_parse_targets(optarg, &o->lora_targets)) return cli_fail("finetune"); break;
-        case O_EVAL_EVERY: if (parse_int(optarg, &o->eval_every) || o->eval_every < 0) flag = "--eval-every: expected an integer >= 0"; break;
-        case O_LOG_EVERY: if (parse_int(optarg, &o->log_every) || o->log_every < 1) flag = "--log-every: expected a positive integer"; break;
-        case O_MAX_BAD: if (parse_int(optarg, &o->max_bad_steps) || o->max_bad_steps < 1) flag = "--max-bad-steps: expected a positive integer"; break;
-        case O_THREADS: if (parse_int(optarg, &o->threads) || o->threads < 1) flag = "--threads: expected a positive integer"; break;
-        case O_OVERWRITE: o->overwrite = 1; break;
-        case O_CKPT_EVERY: if (parse_long(optarg, &o->ckpt_every) || o->ckpt_every < 0) flag = "--ckpt-every: expected an integer >= 0"; break;
-        case O_CKPT_MINUTES: if (parse_float(optarg, &ckpt_minutes) || !(ckpt_minutes >= 0.0f)) flag = "--ckpt-minutes: expected a number >= 0"; break;
-        case O_KEEP: if (parse_int(optarg, &o->keep) || o->keep < 0) flag = "--keep: expected an integer >= 0"; break;
-        case O_RESUME: if (!*optarg) flag = "--resume: expected auto or a checkpoint file"; o->resume = optarg; break;
-        case O_TIME_LIMIT: if (parse_duration(optarg, &o->time_limit)) flag = "--time-limit: expected a duration like 90 (minutes), 1:30:00 or 1-12:00:00, or UNLIMITED"; break;
         case O_HELP: if (dist_rank() == 0) fputs(finetune_help, stdout); return 0;
         default: return cli_usage_error("finetune", "unknown option");
         }
@@ -102,7 +90,7 @@ static int parse_finetune(int argc, char **argv, FinetuneOptions *o) {
     if (!o->init || !o->data || !o->out) return cli_usage_error("finetune", "--init, --data and --out are required");
     if (alpha > 0.0f && !o->lora_rank) return cli_usage_error("finetune", "--lora-alpha needs --lora-rank");
     o->lora_alpha = alpha > 0.0f ? alpha : (float)o->lora_rank;
-    o->epochs = epochs, o->warmup_fraction = warmup, o->seed = seed, o->ckpt_minutes = ckpt_minutes;
+    o->epochs = epochs, o->warmup_fraction = warmup, o->seed = seed;
     o->optim = optim_defaults(1);
     o->optim.lr = lr, o->optim.weight_decay = wd, o->optim.clip = clip, o->optim.warmup = 0;
     if (optim_validate(&o->optim)) return cli_fail("finetune");

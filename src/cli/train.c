@@ -40,33 +40,31 @@ static const char train_help[] =
 
 static int parse_train(int argc, char **argv, TrainOptions *o) {
     enum { O_DATA = 1, O_OUT, O_STEPS, O_BATCH, O_ACCUM, O_SEED, O_LR, O_MIN_LR, O_WARMUP, O_WD, O_CLIP,
-           O_EVAL_EVERY, O_EVAL_WINDOWS, O_LOG_EVERY, O_BUCKET, O_MAX_BAD, O_THREADS, O_OVERWRITE, O_CKPT_EVERY,
-           O_CKPT_MINUTES, O_KEEP, O_RESUME, O_TIME_LIMIT, O_HELP };
+           O_EVAL_WINDOWS, O_BUCKET, O_HELP };
     static const struct option opts[] = {
-        CONFIG_LONG_OPTIONS,
+        CONFIG_LONG_OPTIONS, RUN_LONG_OPTIONS,
         {"data", required_argument, 0, O_DATA}, {"out", required_argument, 0, O_OUT},
         {"steps", required_argument, 0, O_STEPS}, {"batch", required_argument, 0, O_BATCH},
         {"accum", required_argument, 0, O_ACCUM}, {"seed", required_argument, 0, O_SEED},
         {"lr", required_argument, 0, O_LR}, {"min-lr", required_argument, 0, O_MIN_LR},
         {"warmup", required_argument, 0, O_WARMUP}, {"weight-decay", required_argument, 0, O_WD},
-        {"clip", required_argument, 0, O_CLIP}, {"eval-every", required_argument, 0, O_EVAL_EVERY},
-        {"eval-windows", required_argument, 0, O_EVAL_WINDOWS}, {"log-every", required_argument, 0, O_LOG_EVERY},
-        {"bucket-mb", required_argument, 0, O_BUCKET}, {"max-bad-steps", required_argument, 0, O_MAX_BAD},
-        {"threads", required_argument, 0, O_THREADS}, {"overwrite", no_argument, 0, O_OVERWRITE},
-        {"ckpt-every", required_argument, 0, O_CKPT_EVERY}, {"ckpt-minutes", required_argument, 0, O_CKPT_MINUTES},
-        {"keep", required_argument, 0, O_KEEP}, {"resume", required_argument, 0, O_RESUME},
-        {"time-limit", required_argument, 0, O_TIME_LIMIT}, {"help", no_argument, 0, O_HELP}, {0, 0, 0, 0}};
+        {"clip", required_argument, 0, O_CLIP}, {"eval-windows", required_argument, 0, O_EVAL_WINDOWS},
+        {"bucket-mb", required_argument, 0, O_BUCKET}, {"help", no_argument, 0, O_HELP}, {0, 0, 0, 0}};
     ConfigArgs cargs = {0};
     long steps = 0, warmup = -1;
     int vocab_given = 0, opt;
-    float bucket_mb = 25.0f, ckpt_minutes = 0.0f;
+    float bucket_mb = 25.0f;
     unsigned long long seed = 1337;
     float lr = 2.5e-4f, min_lr = 0.0f, wd = 0.01f, clip = 1.0f;
-    *o = (TrainOptions){.batch = 8, .accum = 1, .eval_every = 100, .eval_windows = 100, .log_every = 10,
-                        .max_bad_steps = 5, .threads = 1, .keep = 3, .t_start = now_seconds()};
+    *o = (TrainOptions){.batch = 8, .accum = 1, .eval_windows = 100};
+    run_options_defaults(&o->run);
     optind = 1;
     while ((opt = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         const char *flag = NULL; /* set when the value is bad */
+        if (run_option(&o->run, opt, optarg, &flag)) {
+            if (flag) return cli_usage_error("train", "%s, got '%s'", flag, optarg);
+            continue;
+        }
         if (opt >= CONFIG_OPT_BASE) {
             vocab_given |= opt == CONFIG_OPT_VOCAB;
             if (config_args_add(&cargs, opt, optarg)) return cli_fail("train");
@@ -84,18 +82,8 @@ static int parse_train(int argc, char **argv, TrainOptions *o) {
         case O_WARMUP: if (parse_long(optarg, &warmup) || warmup < 0) flag = "--warmup: expected an integer >= 0"; break;
         case O_WD: if (parse_float(optarg, &wd)) flag = "--weight-decay: expected a number"; break;
         case O_CLIP: if (parse_float(optarg, &clip)) flag = "--clip: expected a number"; break;
-        case O_EVAL_EVERY: if (parse_int(optarg, &o->eval_every) || o->eval_every < 0) flag = "--eval-every: expected an integer >= 0"; break;
         case O_EVAL_WINDOWS: if (parse_int(optarg, &o->eval_windows) || o->eval_windows < 1) flag = "--eval-windows: expected a positive integer"; break;
-        case O_LOG_EVERY: if (parse_int(optarg, &o->log_every) || o->log_every < 1) flag = "--log-every: expected a positive integer"; break;
         case O_BUCKET: if (parse_float(optarg, &bucket_mb) || !(bucket_mb > 0.0f)) flag = "--bucket-mb: expected a positive number"; break;
-        case O_MAX_BAD: if (parse_int(optarg, &o->max_bad_steps) || o->max_bad_steps < 1) flag = "--max-bad-steps: expected a positive integer"; break;
-        case O_THREADS: if (parse_int(optarg, &o->threads) || o->threads < 1) flag = "--threads: expected a positive integer"; break;
-        case O_OVERWRITE: o->overwrite = 1; break;
-        case O_CKPT_EVERY: if (parse_long(optarg, &o->ckpt_every) || o->ckpt_every < 0) flag = "--ckpt-every: expected an integer >= 0"; break;
-        case O_CKPT_MINUTES: if (parse_float(optarg, &ckpt_minutes) || !(ckpt_minutes >= 0.0f)) flag = "--ckpt-minutes: expected a number >= 0"; break;
-        case O_KEEP: if (parse_int(optarg, &o->keep) || o->keep < 0) flag = "--keep: expected an integer >= 0"; break;
-        case O_RESUME: if (!*optarg) flag = "--resume: expected auto or a checkpoint file"; o->resume = optarg; break;
-        case O_TIME_LIMIT: if (parse_duration(optarg, &o->time_limit)) flag = "--time-limit: expected a duration like 90 (minutes), 1:30:00 or 1-12:00:00, or UNLIMITED"; break;
         case O_HELP: if (dist_rank() == 0) fputs(train_help, stdout); return 0;
         default: return cli_usage_error("train", "unknown option");
         }
@@ -108,7 +96,6 @@ static int parse_train(int argc, char **argv, TrainOptions *o) {
     o->steps = steps;
     o->seed = seed;
     o->bucket_bytes = (size_t)(bucket_mb * 1048576.0f);
-    o->ckpt_minutes = ckpt_minutes;
     o->optim = optim_defaults(steps);
     o->optim.lr = lr, o->optim.min_lr = min_lr, o->optim.weight_decay = wd, o->optim.clip = clip;
     o->optim.warmup = warmup >= 0 ? warmup : steps / 10 < 2000 ? steps / 10 : 2000;
