@@ -37,7 +37,7 @@ UNIT_BINS := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 # keep the unit tests' objects between builds
 .SECONDARY:
 
-.PHONY: all deps deb-deps test test-unit test-python test-slurm sanitize bench bench-ckpt demo clean
+.PHONY: all deps deb-deps test test-unit test-python test-slurm sanitize bench bench-ckpt bench-finetune demo clean
 
 all: $(GPT) $(ORACLE) $(UNIT_BINS)
 
@@ -104,6 +104,9 @@ bench: $(GPT) $(KERNEL_BENCH)
 
 bench-ckpt: $(GPT) $(CKPT_BENCH)
 	$(PYTHON) tools/bench_ckpt.py
+
+bench-finetune: $(GPT)
+	$(PYTHON) tools/bench_finetune.py
 
 demo: deps all
 	bash tools/demo.sh
