@@ -39,7 +39,7 @@ typedef struct {
     int ranks;               /* ranks at the save */
     uint64_t corpus_fingerprint;
     char corpus[1024];       /* the corpus's path at the save */
-    char time[32];           /* UTC, ISO 8601 */
+    char time[32];           /* UTC, ISO 8601, of the write (set by ckpt_write) */
     char *config;            /* the run's resolved configuration as JSON (owned) */
 } CkptState;
 

@@ -159,6 +159,9 @@ static int write_metadata(const char *tmp, const GPT *m, const CkptState *s, con
                           const CkptExtra *extra, int n_extra) {
     hid_t f = H5Fopen(tmp, H5F_ACC_RDWR, H5P_DEFAULT);
     if (f < 0) return -1;
+    char when[32];
+    time_t now = time(NULL);
+    strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", gmtime(&now));
     hid_t g = H5Lexists(f, "model", H5P_DEFAULT) > 0 ? H5Gopen2(f, "model", H5P_DEFAULT)
                                                        : H5Gcreate2(f, "model", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
     int rc = g < 0 || model_config_write_h5(g, &m->cfg) || h5_write_attr_string(f, "format", CKPT_FORMAT) ||
@@ -169,7 +172,7 @@ static int write_metadata(const char *tmp, const GPT *m, const CkptState *s, con
              h5_write_attr_i64(f, "tokens", s->tokens) || h5_write_attr_i64(f, "seed", (int64_t)s->seed) ||
              h5_write_attr_i64(f, "global_batch", s->global_batch) || h5_write_attr_int(f, "ranks", s->ranks) ||
              h5_write_attr_i64(f, "corpus_fingerprint", (int64_t)s->corpus_fingerprint) ||
-             h5_write_attr_string(f, "corpus", s->corpus) || h5_write_attr_string(f, "time", s->time) ||
+             h5_write_attr_string(f, "corpus", s->corpus) || h5_write_attr_string(f, "time", when) ||
              h5_write_attr_string(f, "config", s->config ? s->config : "{}") || write_extras(f, extra, n_extra) ||
              tokenizer_write_h5(tok, f);
     if (g >= 0) H5Gclose(g);

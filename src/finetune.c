@@ -19,7 +19,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "blas.h"
 #include "checkpoint.h"
@@ -329,8 +328,6 @@ static int save(Tuner *t, const FinetuneOptions *o) {
                     .samples = (int64_t)t->step * o->batch, .seed = o->seed, .global_batch = o->batch,
                     .ranks = dist_size(), .corpus_fingerprint = t->fingerprint, .config = t->config};
     snprintf(st.corpus, sizeof st.corpus, "%s", o->data);
-    time_t now = time(NULL);
-    strftime(st.time, sizeof st.time, "%Y-%m-%dT%H:%M:%SZ", gmtime(&now));
     return ckpt_save(o->out, o->run.keep, t->m, model_opt(t), &st, t->tok, x, n);
 }
 

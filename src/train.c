@@ -18,7 +18,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <time.h>
 
 #include "blas.h"
 #include "checkpoint.h"
@@ -134,8 +133,6 @@ static int save(Trainer *t, const TrainOptions *o) {
                     .corpus_fingerprint = t->fingerprint, .config = t->config};
     st.tokens = st.samples * t->m->cfg.n_ctx;
     snprintf(st.corpus, sizeof st.corpus, "%s", o->data);
-    time_t now = time(NULL);
-    strftime(st.time, sizeof st.time, "%Y-%m-%dT%H:%M:%SZ", gmtime(&now));
     return ckpt_save(o->out, o->run.keep, t->m, t->opt, &st, t->tok, NULL, 0);
 }
 

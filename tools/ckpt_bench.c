@@ -99,7 +99,6 @@ int main(int argc, char **argv) {
     CkptState st = {.step = 1, .optim_step = 1, .samples = 8, .tokens = 8 * cfg.n_ctx, .seed = 1,
                     .global_batch = 8, .ranks = dist_size(), .config = "{}"};
     snprintf(st.corpus, sizeof st.corpus, "none");
-    snprintf(st.time, sizeof st.time, "2026-01-01T00:00:00Z");
     const float *parts[3] = {m->params, o->m, o->v};
 
     GPT *m2 = gpt_create(&cfg, 1, 0);
