@@ -573,7 +573,9 @@ static int write_result(Tuner *t, const FinetuneOptions *o) {
         int K = t->head && t->info->label_kind == LABEL_CLASS ? t->info->n_classes : 0, n_names = 0;
         char **names = xcalloc((size_t)(K ? K : 1), sizeof(char *));
         for (int k = 0; k < K && task_class_name(t->td, k); k++) names[n_names++] = (char *)task_class_name(t->td, k);
-        rc = task_model_write(path, t->m, t->lora, o->init, t->base_fingerprint, t->head, t->head ? t->info : NULL,
+        char base[PATH_MAX]; /* absolute: the adapters are used from other directories */
+        if (!realpath(o->init, base)) snprintf(base, sizeof base, "%s", o->init);
+        rc = task_model_write(path, t->m, t->lora, base, t->base_fingerprint, t->head, t->head ? t->info : NULL,
                               names, n_names, t->tok);
         free(names);
     }

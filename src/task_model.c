@@ -166,9 +166,10 @@ TaskModel *task_model_load(const char *path, const char *base_override, int max_
         if (!rc) {
             const char *base = base_override ? base_override : t->base;
             GPTConfig bcfg;
+            char why[1024];
             if (model_file_read_config(base, &bcfg))
                 rc = gpt_error("%s: its adapters need their base model %s, which does not load: %s (pass --base)", path,
-                               base, gpt_last_error());
+                               base, (snprintf(why, sizeof why, "%s", gpt_last_error()), why));
             else if (memcmp(&bcfg, &cfg, offsetof(GPTConfig, dropout_embd)))
                 rc = gpt_error("%s: the base model %s has another shape than the one the adapters were trained on", path,
                                base);

@@ -2,7 +2,8 @@
  * root attribute `format`. Inspecting also verifies: a model's tensors are present,
  * shaped as its configuration says and finite; a checkpoint's moments too, and every
  * checksum in it; a tokenizer loads; a corpus's datasets agree with its attributes and
- * their checksums verify; a task file loads (task_load checks all of it). */
+ * their checksums verify; a task file loads (task_load checks all of it); a fine-tuned
+ * model loads with its base (whose fingerprint must match). */
 #include <getopt.h>
 #include <jansson.h>
 #include <math.h>
@@ -17,13 +18,15 @@
 #include "h5util.h"
 #include "model.h"
 #include "task.h"
+#include "task_model.h"
 #include "tokenizer.h"
 #include "util.h"
 
 static const char help[] =
     "usage: gpt inspect FILE.h5 [--tokenizer TOK.h5]\n\n"
-    "Prints what a model, checkpoint, tokenizer, corpus or task file holds and checks it. With --tokenizer,\n"
-    "also checks that a corpus was tokenized with TOK.h5 (or with the tokenizer a corpus or\n"
+    "Prints what a model, checkpoint, tokenizer, corpus, task file or fine-tuned model holds\n"
+    "and checks it (a fine-tuned model's adapters against their base). With --tokenizer, also\n"
+    "checks that a corpus was tokenized with TOK.h5 (or with the tokenizer a corpus or\n"
     "tokenizer file TOK.h5 carries).\n";
 
 static void print_tokens(const Tokenizer *t, const int32_t *ids, size_t n) {
@@ -232,7 +235,8 @@ static size_t print_tensors(const GPT *m) {
 }
 
 /* A checkpoint's training state and optimizer moments (its /model is printed after). */
-static int inspect_checkpoint_state(const char *path, GPT *m, size_t *bad) {
+/* The header line and the run's configuration of a checkpoint. */
+static int print_checkpoint_header(const char *path) {
     GPTConfig cfg;
     CkptState st;
     if (ckpt_read_header(path, &cfg, &st)) return -1;
@@ -245,6 +249,11 @@ static int inspect_checkpoint_state(const char *path, GPT *m, size_t *bad) {
     free(compact);
     json_decref(config);
     ckpt_state_free(&st);
+    return 0;
+}
+
+static int inspect_checkpoint_state(const char *path, GPT *m, size_t *bad) {
+    if (print_checkpoint_header(path)) return -1;
     static const char *const groups[2] = {"/optimizer/m", "/optimizer/v"};
     float *buf = xalloc_floats(m->n_params);
     hid_t f = h5_open_read(path);
@@ -293,6 +302,101 @@ static int inspect_model(const char *path, int checkpoint) {
     return 0;
 }
 
+/* Reads every float dataset of a group whole (so every checksum is verified); prints a
+ * line for the group; adds the non-finite values to *bad. */
+static int verify_group(const char *path, hid_t f, const char *where, size_t *bad) {
+    hid_t g = H5Lexists(f, where + 1, H5P_DEFAULT) > 0 ? H5Gopen2(f, where, H5P_DEFAULT) : -1;
+    if (g < 0) return gpt_error("%s: group %s is missing", path, where);
+    H5G_info_t info;
+    H5Gget_info(g, &info);
+    size_t values = 0;
+    int rc = 0;
+    for (hsize_t i = 0; !rc && i < info.nlinks; i++) {
+        char name[GPT_TENSOR_NAME_MAX];
+        H5Lget_name_by_idx(g, ".", H5_INDEX_NAME, H5_ITER_INC, i, name, sizeof name, H5P_DEFAULT);
+        hsize_t dims[2];
+        hid_t d = H5Dopen2(g, name, H5P_DEFAULT), space = d < 0 ? -1 : H5Dget_space(d);
+        int rank = space < 0 ? -1 : H5Sget_simple_extent_ndims(space);
+        if (space >= 0) H5Sclose(space);
+        if (d >= 0) H5Dclose(d);
+        float *v = rank == 1 || rank == 2 ? h5_read_all(path, where, g, name, rank, H5T_NATIVE_FLOAT, sizeof(float), dims) : NULL;
+        if (!v) {
+            rc = rank == 1 || rank == 2 ? -1 : gpt_error("%s: %s/%s is not a 1-D or 2-D tensor", path, where, name);
+            break;
+        }
+        size_t n = rank == 2 ? dims[0] * dims[1] : dims[0];
+        double sq;
+        *bad += bad_values(v, n, !strncmp(where, "/optimizer/v", 12), &sq);
+        values += n;
+        free(v);
+    }
+    H5Gclose(g);
+    if (!rc) printf("  %s: %llu tensors, %zu values\n", where, (unsigned long long)info.nlinks, values);
+    return rc;
+}
+
+/* A fine-tuned model: the task, the head, the model or the adapters with their base. */
+static int inspect_task_model(const char *path) {
+    TaskModel *tm = task_model_load(path, NULL, 1);
+    if (!tm) return cli_fail("inspect");
+    printf("%s: fine-tuned model", path);
+    if (tm->head) {
+        printf(", task %s, n_ctx %d, head (%d, %d)", task_type_name(tm->info.type), tm->info.n_ctx, tm->head->n_out,
+               tm->head->C);
+        for (int k = 0; k < tm->n_names; k++) printf("%s%s", k ? ", " : "; classes ", tm->names[k]);
+    } else
+        printf(" (adapters from continued pre-training, no head)");
+    printf("\n  ");
+    config_print(stdout, &tm->m->cfg);
+    size_t bad = tm->head ? bad_values(tm->head->params, tm->head->n_params, 0, &(double){0}) : 0;
+    if (tm->lora) {
+        char targets[16];
+        printf("  LoRA adapters: rank %d, alpha %g, on %s; %zu parameters; base %s (its weights match the "
+               "fingerprint)\n", tm->lora->rank, (double)tm->lora->alpha,
+               lora_targets_name(tm->lora->targets, targets, sizeof targets), tm->lora->n_params, tm->base);
+        bad += bad_values(tm->lora->params, tm->lora->n_params, 0, &(double){0});
+    } else
+        bad += count_bad(tm->m, tm->m->params, 0);
+    task_model_free(tm);
+    if (bad) {
+        fprintf(stderr, "gpt inspect: %s: %zu non-finite values\n", path, bad);
+        return 1;
+    }
+    printf("  all tensors present, shaped and finite\n");
+    return 0;
+}
+
+/* A LoRA fine-tuning's checkpoint: no model tensors (the base is frozen), the adapters,
+ * the head and their moments. */
+static int inspect_adapter_checkpoint(const char *path, hid_t f) {
+    if (print_checkpoint_header(path)) return cli_fail("inspect");
+    printf("  /model: the configuration only (the frozen base is not copied)\n");
+    size_t bad = 0;
+    static const char *const groups[] = {"/lora", "/head", "/optimizer/m/lora", "/optimizer/v/lora",
+                                         "/optimizer/m/head", "/optimizer/v/head"};
+    for (size_t i = 0; i < sizeof groups / sizeof *groups; i++)
+        if (H5Lexists(f, groups[i][1] == 'o' ? "optimizer" : groups[i] + 1, H5P_DEFAULT) > 0 &&
+            (strncmp(groups[i], "/optimizer", 10) || H5Lexists(f, groups[i] + 1, H5P_DEFAULT) > 0) &&
+            verify_group(path, f, groups[i], &bad))
+            return cli_fail("inspect");
+    if (bad) {
+        fprintf(stderr, "gpt inspect: %s: %zu non-finite (or negative second-moment) values\n", path, bad);
+        return 1;
+    }
+    printf("  all tensors finite; checksums verified\n");
+    return 0;
+}
+
+/* 1 if the checkpoint's /model group holds no tensors (a LoRA fine-tuning's). */
+static int model_group_empty(hid_t f) {
+    if (H5Lexists(f, "model", H5P_DEFAULT) <= 0) return 0;
+    hid_t g = H5Gopen2(f, "model", H5P_DEFAULT);
+    H5G_info_t info;
+    int empty = g >= 0 && H5Gget_info(g, &info) >= 0 && info.nlinks == 0;
+    if (g >= 0) H5Gclose(g);
+    return empty;
+}
+
 int cmd_inspect(int argc, char **argv) {
     static const struct option opts[] = {{"tokenizer", required_argument, 0, 't'},
                                          {"help", no_argument, 0, 'h'},
@@ -315,6 +419,9 @@ int cmd_inspect(int argc, char **argv) {
     if (!strcmp(format, "gpt-tokenizer") && !expected_tok) rc = inspect_tokenizer(path);
     else if (!strcmp(format, "gpt-corpus")) rc = inspect_corpus(path, f, expected_tok);
     else if (!strcmp(format, "gpt-task") && !expected_tok) rc = inspect_task(path);
+    else if (!strcmp(format, "gpt-task-model") && !expected_tok) rc = inspect_task_model(path);
+    else if (!strcmp(format, "gpt-checkpoint") && !expected_tok && model_group_empty(f))
+        rc = inspect_adapter_checkpoint(path, f);
     H5Fclose(f);
     if (rc >= 0) return rc;
     if (expected_tok) return cli_usage_error("inspect", "--tokenizer applies to corpus files only");
