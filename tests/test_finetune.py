@@ -501,3 +501,19 @@ def test_predict_prints_class_names_and_eval_task_counts_them(env, gpt_bin):
     metrics = eval_task(gpt_bin, out / "model.h5", src)
     assert metrics["examples"] == len(recs)
     assert metrics["accuracy"] == pytest.approx(np.mean([p == r["label"] for p, r in zip(pred, recs)]))
+
+
+def test_inspect_describes_fine_tuned_models_and_lora_checkpoints(env, gpt_bin):
+    out = env["dir"] / "inspect_lora"
+    finetune(gpt_bin, env["base"], env["tasks"]["choice"], out, ["--lora-rank", 2, "--epochs", 1, "--ckpt-every", 1])
+    text = sh([gpt_bin, "inspect", out / "model.h5"]).stdout
+    assert "fine-tuned model, task choice" in text and "LoRA adapters: rank 2" in text
+    assert str(Path(env["base"]).resolve()) in text
+    ckpt = sorted(out.glob("ckpt_*.h5"))[-1]
+    text = sh([gpt_bin, "inspect", ckpt]).stdout
+    assert "/lora: " in text and "/optimizer/v/head: 2 tensors" in text and "checksums verified" in text
+    with h5py.File(ckpt, "r+") as f:  # a non-finite adapter value is reported
+        a = f["lora/h.0.attn.c_attn.lora_A"]
+        a[0, 0] = np.nan
+    proc = sh([gpt_bin, "inspect", ckpt], check=False)
+    assert proc.returncode != 0 and "non-finite" in proc.stderr
