@@ -7,14 +7,11 @@
  * allreduce, clipping, update and checkpoint code. */
 #include "finetune.h"
 
-#include "h5util.h"
-#include "train.h"
-
 #include <hdf5.h>
 #include <jansson.h>
 #include <limits.h>
-#include <stddef.h>
 #include <math.h>
+#include <stddef.h>
 #include <mpi.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -24,6 +21,7 @@
 #include "checkpoint.h"
 #include "data.h"
 #include "dist.h"
+#include "h5util.h"
 #include "head.h"
 #include "kernels.h"
 #include "lora.h"
@@ -33,6 +31,7 @@
 #include "run.h"
 #include "task.h"
 #include "task_model.h"
+#include "train.h"
 #include "util.h"
 #include "version.h"
 
