@@ -1,21 +1,23 @@
 #!/usr/bin/env bash
-# Pre-trains a GPT with mpirun on this machine, one rank per core with one BLAS thread
+# Pre-trains (or fine-tunes) a GPT with mpirun on this machine, one rank per core with one BLAS thread
 # each, checkpointing as it goes and resuming from the newest good checkpoint of the
 # run directory; Ctrl-C (or SIGTERM to this script) makes every rank write a checkpoint
 # at the next step and stop, and running the same command again carries on from there.
 #
 #   jobs/workstation.sh --data corpus.h5 --model small --out runs/small --steps 2000 --batch 8
 #   NP=4 CKPT_EVERY=50 jobs/workstation.sh --data corpus.h5 --out runs/small --steps 2000
+#   jobs/workstation.sh finetune --init runs/small/model.h5 --data task.h5 --out runs/task
 #
-# The arguments are `gpt train`'s (bin/gpt train --help); this script adds
-# `--resume auto` and `--ckpt-every $CKPT_EVERY` unless they are given.
+# The arguments are `gpt train`'s (bin/gpt train --help), or after `finetune` those of
+# `gpt finetune`; this script adds `--resume auto` and `--ckpt-every $CKPT_EVERY` unless
+# they are given.
 #   NP          ranks                          default: the number of cores (nproc)
 #   GPT         the gpt binary                 default: bin/gpt next to this directory
 #   CKPT_EVERY  checkpoint every N steps       default: 100
 #   THREADS     BLAS/OpenMP threads per rank   default: 1
 #   MPIRUN_ARGS more mpirun arguments, split on blanks (e.g. "--bind-to none")
 #
-# Exit status: gpt train's: 0 all steps done, 75 stopped after a checkpoint (run the same
+# Exit status: gpt's: 0 all steps done, 75 stopped after a checkpoint (run the same
 # command again to resume), anything else an error. A second Ctrl-C stops at once
 # (SIGTERM to mpirun, which kills the ranks; a resume then starts from the newest
 # checkpoint on disk).
@@ -45,6 +47,8 @@ fi
 [ -x "$GPT" ] || { log "GPT=$GPT is not an executable: run make, or set GPT"; exit 2; }
 [[ $NP =~ ^[1-9][0-9]*$ ]] || { log "NP=$NP: a number of ranks"; exit 2; }
 
+command=train
+case $1 in train | finetune) command=$1; shift ;; esac
 args=("$@")
 has() {  # has OPTION: the arguments give OPTION (as "--opt value" or "--opt=value")
     local a
@@ -82,10 +86,10 @@ on_signal() {
 trap 'on_signal INT' INT
 trap 'on_signal TERM' TERM
 
-log "${mpirun[*]} $GPT train ${args[*]}"
+log "${mpirun[*]} $GPT $command ${args[*]}"
 # a background command of a non-interactive shell is not a process-group leader, so
 # setsid makes the new session in the same process (no fork): $! is mpirun's pid
-setsid "${mpirun[@]}" "$GPT" train "${args[@]}" </dev/null &
+setsid "${mpirun[@]}" "$GPT" "$command" "${args[@]}" </dev/null &
 launcher_pid=$!
 while :; do
     signalled=$stops
@@ -108,7 +112,7 @@ case $rc in
     if [ "$stops" -ge 2 ]; then
         log "stopped at once (exit $rc): the same command resumes from the newest good checkpoint"
     else
-        log "gpt train failed (exit $rc)"
+        log "gpt $command failed (exit $rc)"
     fi
     ;;
 esac

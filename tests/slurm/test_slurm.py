@@ -1,5 +1,6 @@
 """jobs/pretrain.sbatch on a real single-node Slurm cluster: a preempted job is requeued,
-resumes from its checkpoint and ends with exactly the losses of an uninterrupted run.
+resumes from its checkpoint and ends with exactly the losses of an uninterrupted run, for
+`gpt train` and (COMMAND=finetune) `gpt finetune`.
 
     make && /usr/bin/python3 -m pytest -q tests/slurm     # as root; slurm-wlm and munge
 
@@ -44,7 +45,10 @@ CKPT_EVERY, KEEP = 150, 2
 PREEMPT_AFTER = 200    # steps in metrics.jsonl before the job is preempted
 TRAIN_ARGS = ["--lr", "1e-3", "--min-lr", "1e-4", "--warmup", "20",
               "--eval-every", "250", "--eval-windows", "15", "--log-every", "250"]
-# metrics that must be equal to the reference's; the others are timings
+# finetune: continued pre-training of a tiny model on the same corpus, ~1000 steps too
+EPOCHS, FT_BATCH = 50, 8
+FINETUNE_ARGS = ["--lr", "1e-3", "--eval-every", "250", "--log-every", "250"]
+# metrics that must be equal to the reference's (those a command writes); the others are timings
 EXACT_KEYS = ("step", "loss", "val_loss", "lr", "grad_norm", "tokens", "skipped")
 
 ENDED = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "PREEMPTED",
@@ -171,32 +175,63 @@ def corpus(gpt_bin, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def reference(gpt_bin, corpus, tmp_path_factory):
-    """The uninterrupted run: plain mpirun, the same training arguments, no checkpoints."""
-    out = tmp_path_factory.mktemp("reference") / "run"
-    sh(["mpirun", "-np", RANKS, gpt_bin, "train", "--data", corpus, "--model", "tiny",
-        "--out", out, "--steps", STEPS, "--batch", BATCH, "--seed", SEED, *TRAIN_ARGS],
-       env={**os.environ, **MPI_ENV}, timeout=300)
-    metrics = read_metrics(out)
-    assert [m["step"] for m in metrics] == list(range(1, STEPS + 1))
-    return metrics
+def init_model(gpt_bin, corpus, tmp_path_factory):
+    """A tiny model to fine-tune, with the corpus's vocabulary."""
+    path = tmp_path_factory.mktemp("init") / "init.h5"
+    sh([gpt_bin, "init", "--model", "tiny", "--seed", SEED, "--out", path], env={**os.environ, **MPI_ENV})
+    return path
+
+
+def job_settings(command, init_model):
+    """The job's environment and extra arguments, and its steps, for a command."""
+    if command == "train":
+        return {"MODEL": "tiny", "STEPS": str(STEPS), "BATCH": str(BATCH)}, TRAIN_ARGS
+    return {"COMMAND": "finetune", "INIT": str(init_model), "EPOCHS": str(EPOCHS),
+            "BATCH": str(FT_BATCH)}, FINETUNE_ARGS
+
+
+@pytest.fixture(scope="module")
+def references(gpt_bin, corpus, init_model, tmp_path_factory):
+    """The uninterrupted runs (plain mpirun, the job's arguments, no checkpoints) by
+    command, made when first asked for."""
+    runs = {}
+
+    def get(command):
+        if command not in runs:
+            out = tmp_path_factory.mktemp("reference") / command
+            settings, extra = job_settings(command, init_model)
+            if command == "train":
+                args = ["train", "--data", corpus, "--model", "tiny", "--steps", STEPS, "--batch", BATCH]
+            else:
+                args = ["finetune", "--init", init_model, "--data", corpus, "--epochs", EPOCHS, "--batch", FT_BATCH]
+            sh(["mpirun", "-np", RANKS, gpt_bin, *args, "--out", out, "--seed", SEED, *extra],
+               env={**os.environ, **MPI_ENV}, timeout=300)
+            metrics = read_metrics(out)
+            assert [m["step"] for m in metrics] == list(range(1, len(metrics) + 1)) and len(metrics) > 500
+            runs[command] = metrics
+        return runs[command]
+    return get
 
 
 # --------------------------------------------------------------------------- the test
 
-@pytest.mark.parametrize("launcher, preempt", [("srun", "usr1"), ("mpirun", "requeue")],
-                         ids=["srun-scancel-usr1", "mpirun-scontrol-requeue"])
-def test_preempted_job_resumes_with_the_same_losses(cluster, gpt_bin, corpus, reference,
-                                                    tmp_path, launcher, preempt):
+@pytest.mark.parametrize("command, launcher, preempt",
+                         [("train", "srun", "usr1"), ("train", "mpirun", "requeue"),
+                          ("finetune", "srun", "usr1")],
+                         ids=["srun-scancel-usr1", "mpirun-scontrol-requeue", "finetune-srun-scancel-usr1"])
+def test_preempted_job_resumes_with_the_same_losses(cluster, gpt_bin, corpus, init_model, references,
+                                                    tmp_path, command, launcher, preempt):
+    reference = references(command)
+    steps = len(reference)
     out_dir = tmp_path / "run"
     output = tmp_path / "job.out"
-    env = {**cluster.env, "GPT": gpt_bin, "DATA": str(corpus), "OUT": str(out_dir),
-           "MODEL": "tiny", "STEPS": str(STEPS), "BATCH": str(BATCH), "SEED": str(SEED),
-           "CKPT_EVERY": str(CKPT_EVERY), "KEEP": str(KEEP), "LAUNCHER": launcher}
+    settings, extra = job_settings(command, init_model)
+    env = {**cluster.env, "GPT": gpt_bin, "DATA": str(corpus), "OUT": str(out_dir), "SEED": str(SEED),
+           "CKPT_EVERY": str(CKPT_EVERY), "KEEP": str(KEEP), "LAUNCHER": launcher, **settings}
     # a time limit, so that the script's --time-limit is exercised (10 min: never reached)
     proc = sh(["sbatch", "--parsable", f"--ntasks={RANKS}", "--time=10",
-               f"--job-name=gpt-{launcher}-{preempt}", f"--output={output}",
-               f"--chdir={tmp_path}", PRETRAIN, *TRAIN_ARGS], env=env)
+               f"--job-name=gpt-{command}-{launcher}-{preempt}", f"--output={output}",
+               f"--chdir={tmp_path}", PRETRAIN, *extra], env=env)
     job_id = proc.stdout.strip().split(";")[0]
     assert job_id.isdigit(), proc.stdout
 
@@ -237,11 +272,11 @@ def test_preempted_job_resumes_with_the_same_losses(cluster, gpt_bin, corpus, re
     assert info.get("ExitCode") == "0:0", f"exit code {info.get('ExitCode')}" + context
     assert int(info["Restarts"]) >= 1, context
     assert "SLURM_RESTART_COUNT=1" in log, context
-    assert "gpt train finished all" in log, context
+    assert f"gpt {command} finished" in log, context
     resumed = re.findall(r"^resuming from (\S+?ckpt_(\d+)\.h5)", log, re.M)
     assert resumed, "no `resuming from` in the job's output" + context
     ckpt_step = int(resumed[-1][1])
-    assert 0 < ckpt_step < STEPS, context
+    assert 0 < ckpt_step < steps, context
     if preempt == "usr1":
         # the ranks stopped on the forwarded USR1 and wrote a checkpoint where they stopped
         assert "exit 75" in log and "requeueing job" in log, context
@@ -249,7 +284,7 @@ def test_preempted_job_resumes_with_the_same_losses(cluster, gpt_bin, corpus, re
     assert "--time-limit" in log, "the script passed no --time-limit" + context
 
     metrics = read_metrics(out_dir)
-    assert [m["step"] for m in metrics] == list(range(1, STEPS + 1)), \
+    assert [m["step"] for m in metrics] == list(range(1, steps + 1)), \
         "metrics.jsonl: not one line per step" + context
     for ref, got in zip(reference, metrics):
         for key in EXACT_KEYS:
