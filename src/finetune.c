@@ -535,6 +535,26 @@ static int open_data(Tuner *t, const FinetuneOptions *o, const GPTConfig *cfg) {
     return dist_agree(rc);
 }
 
+/* Rank 0: the data's tokenizer (for the files written), which must be the model's when
+ * the model file has one: same-sized vocabularies with other tokens would train silently
+ * on nonsense. */
+static int load_tokenizer(Tuner *t, const FinetuneOptions *o) {
+    if (!(t->tok = tokenizer_load(o->data))) return -1;
+    hid_t f = h5_open_read(o->init);
+    int has = f >= 0 && H5Lexists(f, "tokenizer", H5P_DEFAULT) > 0;
+    if (f >= 0) H5Fclose(f);
+    if (!has) return 0;
+    Tokenizer *model_tok = tokenizer_load(o->init);
+    if (!model_tok) return -1;
+    char why[256];
+    int rc = tokenizer_equal(model_tok, t->tok, why, sizeof why)
+                 ? 0
+                 : gpt_error("%s was tokenized with another tokenizer than the model %s was trained with (%s); "
+                             "prepare it with --tokenizer %s", o->data, o->init, why, o->init);
+    tokenizer_free(model_tok);
+    return rc;
+}
+
 /* Every rank: the model (or the frozen base and its adapters), the head and the optimizers. */
 static int build(Tuner *t, const FinetuneOptions *o, const GPTConfig *cfg, const OptimConfig *oc) {
     double sparsity = 0.0;
@@ -600,7 +620,7 @@ int finetune_run(const FinetuneOptions *o) {
     oc.warmup = (long)ceil(o->warmup_fraction * (double)steps);
     oc.linear_decay = 1;
     if ((rc = build(&t, o, &cfg, &oc))) goto out;
-    if (rank == 0 && !(t.tok = tokenizer_load(o->data))) rc = -1;
+    if (rank == 0) rc = load_tokenizer(&t, o);
     if ((rc = dist_agree(rc))) goto out;
 
     char resumed_from[4096] = "", *saved_config = NULL;

@@ -517,3 +517,25 @@ def test_inspect_describes_fine_tuned_models_and_lora_checkpoints(env, gpt_bin):
         a[0, 0] = np.nan
     proc = sh([gpt_bin, "inspect", ckpt], check=False)
     assert proc.returncode != 0 and "non-finite" in proc.stderr
+
+
+def test_task_tokenized_with_another_tokenizer_than_the_model(env, gpt_bin):
+    """Same vocabulary size, other tokens: refused, not trained on silently."""
+    d = env["dir"]
+    text = d / "other_text.txt"
+    rng = random.Random(99)
+    text.write_text("\n".join(" ".join(rng.choice(WORDS)[::-1] for _ in range(9)) + "." for _ in range(300)))
+    tok2 = d / "tok2.h5"
+    sh([gpt_bin, "tokenizer", "train", "--merges", 60, "--out", tok2, text])
+    with h5py.File(tok2, "r") as a, h5py.File(env["tok"], "r") as b:
+        assert a["tokenizer"].attrs["vocab_size"] == b["tokenizer"].attrs["vocab_size"]
+    src = write_jsonl(d / "tok2.jsonl", records("classify", 8, 4))
+    task = d / "tok2_task.h5"
+    sh([gpt_bin, "prepare-task", "--tokenizer", tok2, "--task", "classify", "--n-ctx", 64, "--out", task, src])
+    model = d / "base_with_tokenizer.h5"
+    model.write_bytes(Path(env["base"]).read_bytes())
+    with h5py.File(model, "a") as f, h5py.File(env["tok"], "r") as t:
+        t.copy(t["tokenizer"], f, "tokenizer")
+    proc = finetune(gpt_bin, model, task, d / "tok2_run", check=False)
+    assert proc.returncode != 0 and "another tokenizer" in proc.stderr and str(task) in proc.stderr
+    assert not (d / "tok2_run" / "model.h5").exists()
