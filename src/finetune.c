@@ -160,10 +160,13 @@ static double predict_one(const TaskHead *h, const float *out, int n_seqs) {
     return best;
 }
 
+enum { PASS_EXAMPLES = 64 }; /* examples a pass at most (their sequences: max_seqs) */
+
 /* Runs examples idx[0..n) of a split through the model and head in passes of up to
  * max_seqs sequences. Training (l2_scale != 0): gradients accumulate with dL/dhead
  * scaled by l2_scale and the LM loss by l1_scale. Sums: [0] head loss, [1] LM NLL.
  * pred (n), if not NULL, receives the predictions. */
+
 static void run_examples(Tuner *t, int split, const int64_t *idx, int64_t n, const uint64_t *keys, float l2_scale,
                          float l1_scale, double sums[2], double *pred) {
     GPT *m = t->m;
@@ -171,8 +174,8 @@ static void run_examples(Tuner *t, int split, const int64_t *idx, int64_t n, con
     for (int64_t first = 0; first < n;) {
         /* take whole examples while their sequences fit */
         int E = 0, S = 0, T = 0;
-        TaskExample ex[64];
-        while (first + E < n && E < 64) {
+        TaskExample ex[PASS_EXAMPLES];
+        while (first + E < n && E < PASS_EXAMPLES) {
             TaskExample e;
             task_example(t->td, split, idx[first + E], &e);
             if (S + e.n_seqs > t->max_seqs) break;
