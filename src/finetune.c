@@ -105,29 +105,32 @@ typedef struct {
 enum { MAX_TRAINABLES = 2 };
 
 typedef struct {
+    /* what trains and on what */
     GPT *m;
     GPTLora *lora;
     TaskHead *head;
-    TaskData *td;
+    TaskData *td;              /* the task, or */
     const TaskInfo *info;
-    Tokenizer *tok;            /* rank 0 */
+    Corpus *corpus;            /* a corpus: continued pre-training */
     Trainable tr[MAX_TRAINABLES];
     int n_tr;
     PruneMask *pruned;         /* a pruned model's zeros, kept through every update */
+    uint64_t fingerprint, base_fingerprint;
+    int64_t n_train, n_val;    /* examples or windows: of /train, and evaluated of /val */
+    int lambda_on;             /* the LM loss is computed */
+    /* the run */
+    Tokenizer *tok;            /* rank 0 */
     FILE *metrics;
     char *config;
-    uint64_t fingerprint, base_fingerprint;
     long step;
     int bad;
-    Corpus *corpus;            /* continued pre-training on a corpus instead of a task */
-    int64_t n_train, n_val;    /* examples or windows: of /train, and evaluated of /val */
-    int64_t mine;              /* this rank's samples of the step: */
+    /* this rank's samples of the step */
+    int64_t mine;
     int64_t *step_idx;         /* (batch) their examples or windows */
     uint64_t *step_keys;       /* (batch) their dropout keys */
     int32_t *windows;          /* (batch, n_ctx + 1) corpus: their tokens */
-    int max_seqs;              /* sequences a pass */
-    int lambda_on;             /* the LM loss is computed */
     /* pass buffers */
+    int max_seqs;              /* sequences a pass */
     int *in, *tgt;             /* (max_seqs, n_ctx) */
     uint64_t *keys;            /* (max_seqs) */
     int *n_seqs;               /* (max_seqs) per example of the pass */
@@ -166,7 +169,6 @@ enum { PASS_EXAMPLES = 64 }; /* examples a pass at most (their sequences: max_se
  * max_seqs sequences. Training (l2_scale != 0): gradients accumulate with dL/dhead
  * scaled by l2_scale and the LM loss by l1_scale. Sums: [0] head loss, [1] LM NLL.
  * pred (n), if not NULL, receives the predictions. */
-
 static void run_examples(Tuner *t, int split, const int64_t *idx, int64_t n, const uint64_t *keys, float l2_scale,
                          float l1_scale, double sums[2], double *pred) {
     GPT *m = t->m;

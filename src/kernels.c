@@ -117,15 +117,14 @@ void layernorm_backward(float *dx, float *restrict dw, float *restrict db,
         }
         dnorm_mean /= (float)C;
         dnorm_xhat_mean /= (float)C;
-        if (dw)
-            for (int c = 0; c < C; c++) {
-                float xhat = (xr[c] - m) * s;
-                db[c] += dor[c];
-                dw[c] += xhat * dor[c];
-            }
         for (int c = 0; c < C; c++) {
             float xhat = (xr[c] - m) * s;
-            dxr[c] = (w[c] * dor[c] - dnorm_mean - xhat * dnorm_xhat_mean) * s;
+            float d = dor[c];
+            if (dw) { /* loop-invariant: GCC unswitches it */
+                db[c] += d;
+                dw[c] += xhat * d;
+            }
+            dxr[c] = (w[c] * d - dnorm_mean - xhat * dnorm_xhat_mean) * s;
         }
     }
 }
