@@ -25,10 +25,12 @@ int dist_agree(int local_rc);
  * micro-steps sends once. */
 struct GPT;
 typedef struct GradSync GradSync;
+#define GRADSYNC_BUCKET_MB 25 /* default bucket size (gpt train --bucket-mb) */
 GradSync *gradsync_create(struct GPT *m, size_t bucket_bytes);
 void gradsync_free(GradSync *g);
 void gradsync_arm(GradSync *g);
-/* Waits for every bucket of the armed pass; returns the seconds spent waiting. */
+/* Waits for every bucket of the armed pass, first starting those the pass did not (all
+ * of them on a rank that armed but ran no backward pass); returns the seconds waited. */
 double gradsync_finish(GradSync *g);
 int gradsync_buckets(const GradSync *g);
 

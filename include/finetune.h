@@ -7,9 +7,11 @@
  * objective is L3 = L2 + lambda L1: L2 the head's loss averaged over the G examples,
  * L1 the next-token NLL averaged over the step's real tokens (padding is ignored).
  * Gradients of everything that trains (the model or the LoRA adapters, and the head) are
- * summed over the ranks, clipped by their joint norm and applied by AdamW with a linear
- * warm-up and linear decay. So a step's result does not depend on P, and checkpoints,
- * resume, signals and --time-limit behave as in pre-training (train.h). */
+ * summed over the ranks (the model's in buckets started during each rank's last backward
+ * pass of the step, as in pre-training; the small rest after it), clipped by their joint
+ * norm and applied by AdamW with a linear warm-up and linear decay. So a step's result
+ * does not depend on P, and checkpoints, resume, signals and --time-limit behave as in
+ * pre-training (train.h). */
 #ifndef GPT_FINETUNE_H
 #define GPT_FINETUNE_H
 

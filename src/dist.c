@@ -87,15 +87,18 @@ void gradsync_free(GradSync *g) {
 
 int gradsync_buckets(const GradSync *g) { return g->n; }
 
+/* Starts the next bucket's allreduce. */
+static void start_bucket(GradSync *g) {
+    Bucket *b = &g->b[g->next];
+    MPI_Iallreduce(MPI_IN_PLACE, g->m->grads + b->offset, (int)b->count, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD,
+                   &g->req[g->next]);
+    g->next++;
+}
+
 static void grad_ready(void *ctx, int layer) {
     GradSync *g = ctx;
     if (!g->armed) return;
-    while (g->next < g->n && g->b[g->next].trigger == layer) {
-        Bucket *b = &g->b[g->next];
-        MPI_Iallreduce(MPI_IN_PLACE, g->m->grads + b->offset, (int)b->count, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD,
-                       &g->req[g->next]);
-        g->next++;
-    }
+    while (g->next < g->n && g->b[g->next].trigger == layer) start_bucket(g);
     /* Open MPI progresses non-blocking collectives only inside MPI calls */
     int done;
     MPI_Testall(g->next, g->req, &done, MPI_STATUSES_IGNORE);
@@ -110,6 +113,9 @@ void gradsync_arm(GradSync *g) {
 
 double gradsync_finish(GradSync *g) {
     double t0 = now_seconds();
+    /* buckets no backward pass started (a rank with nothing to compute this step) start
+     * now, in the same order as on every other rank */
+    while (g->armed && g->next < g->n) start_bucket(g);
     MPI_Waitall(g->next, g->req, MPI_STATUSES_IGNORE);
     g->armed = 0;
     return now_seconds() - t0;

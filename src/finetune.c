@@ -115,6 +115,7 @@ typedef struct {
     Trainable tr[MAX_TRAINABLES];
     int n_tr;
     PruneMask *pruned;         /* a pruned model's zeros, kept through every update */
+    GradSync *sync;            /* full fine-tuning on P > 1: the model's gradients, overlapped */
     uint64_t fingerprint, base_fingerprint;
     int64_t n_train, n_val;    /* examples or windows: of /train, and evaluated of /val */
     int lambda_on;             /* the LM loss is computed */
@@ -201,6 +202,8 @@ static void run_examples(Tuner *t, int split, const int64_t *idx, int64_t n, con
                 tok += L;
             }
         }
+        /* the model's gradients go out layer by layer during the rank's last backward pass */
+        if (train && t->sync && first + E == n) gradsync_arm(t->sync);
         const uint64_t *dropout = train && keys ? t->keys : NULL;
         const float *hidden = gpt_forward_hidden(m, t->in, S, T, dropout);
         float *dh = train ? gpt_hidden_grad(m) : NULL;
@@ -443,6 +446,7 @@ static void run_windows(Tuner *t, float scale, double sums[2]) {
     int T = m->cfg.n_ctx;
     for (int64_t first = 0; first < t->mine; first += t->max_seqs) {
         int B = (int)(t->mine - first < t->max_seqs ? t->mine - first : t->max_seqs);
+        if (t->sync && first + B == t->mine) gradsync_arm(t->sync);
         for (int b = 0; b < B; b++) {
             const int32_t *w = t->windows + (size_t)(first + b) * (T + 1);
             for (int p = 0; p < T; p++) t->in[(size_t)b * T + p] = w[p], t->tgt[(size_t)b * T + p] = w[p + 1];
@@ -625,6 +629,7 @@ int finetune_run(const FinetuneOptions *o) {
     oc.warmup = (long)ceil(o->warmup_fraction * (double)steps);
     oc.linear_decay = 1;
     if ((rc = build(&t, o, &cfg, &oc))) goto out;
+    if (P > 1 && !t.lora) t.sync = gradsync_create(t.m, (size_t)GRADSYNC_BUCKET_MB << 20);
     if (rank == 0) rc = load_tokenizer(&t, o);
     if ((rc = dist_agree(rc))) goto out;
 
@@ -671,7 +676,10 @@ int finetune_run(const FinetuneOptions *o) {
         if (t.corpus) run_windows(&t, 1.0f / (float)l1_tokens, sums);
         else run_examples(&t, SPLIT_TRAIN, t.step_idx, t.mine, t.step_keys, 1.0f / (float)G,
                           o->lambda / (float)l1_tokens, sums, NULL);
-        for (int i = 0; i < t.n_tr; i++) allreduce_sum(t.tr[i].grads, t.tr[i].n);
+        if (t.sync && t.mine == 0) gradsync_arm(t.sync); /* no pass: gradsync_finish sends its zeros */
+        double wait = t.sync ? gradsync_finish(t.sync) : 0.0;
+        for (int i = 0; i < t.n_tr; i++)
+            if (!(t.sync && t.tr[i].params == t.m->params)) allreduce_sum(t.tr[i].grads, t.tr[i].n);
         double sq = 0;
         for (int i = 0; i < t.n_tr; i++) {
             double g = grad_norm(t.tr[i].grads, t.tr[i].n);
@@ -708,9 +716,10 @@ int finetune_run(const FinetuneOptions *o) {
             if (now_seconds() - te > max_eval_s) max_eval_s = now_seconds() - te;
         }
         if (rank == 0) {
-            json_t *j = json_pack("{s:I,s:o,s:f,s:o,s:f,s:b}", "step", (json_int_t)(s + 1), "loss",
+            json_t *j = json_pack("{s:I,s:o,s:f,s:o,s:f,s:f,s:b}", "step", (json_int_t)(s + 1), "loss",
                                   isfinite(loss) ? json_real(loss) : json_null(), "lr", (double)st.lr, "grad_norm",
-                                  isfinite(norm) ? json_real(norm) : json_null(), "step_s", step_s, "skipped", skipped);
+                                  isfinite(norm) ? json_real(norm) : json_null(), "step_s", step_s, "comm_wait_s", wait,
+                                  "skipped", skipped);
             if (!t.corpus) json_object_set_new(j, "task_loss", isfinite(l2) ? json_real(l2) : json_null());
             if (lm_on) json_object_set_new(j, "lm_loss", isfinite(l1) ? json_real(l1) : json_null());
             if (eval_now) metrics_json(j, "val_", &tm, val_loss);
@@ -766,6 +775,7 @@ out:
     free(t.step_idx), free(t.step_keys), free(t.windows);
     for (int i = 0; i < t.n_tr; i++) adamw_free(t.tr[i].opt);
     prune_mask_free(t.pruned);
+    gradsync_free(t.sync);
     if (t.m) t.m->lora = NULL;
     gpt_free(t.m);
     lora_free(t.lora);

@@ -53,7 +53,7 @@ static int parse_train(int argc, char **argv, TrainOptions *o) {
     ConfigArgs cargs = {0};
     long steps = 0, warmup = -1;
     int vocab_given = 0, opt;
-    float bucket_mb = 25.0f;
+    float bucket_mb = GRADSYNC_BUCKET_MB;
     unsigned long long seed = 1337;
     float lr = 2.5e-4f, min_lr = 0.0f, wd = 0.01f, clip = 1.0f;
     *o = (TrainOptions){.batch = 8, .accum = 1, .eval_windows = 100};
