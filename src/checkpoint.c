@@ -125,31 +125,21 @@ static int write_tensors(hid_t f, const GPT *m, const AdamW *o, const Share *sh,
     return rc;
 }
 
-/* Rank 0, serial: GROUP/<name> for every tensor of a set (parameters or a moment). */
-static int write_extra(hid_t f, const char *where, const CkptExtra *x, const float *data) {
-    hid_t lcpl = H5Pcreate(H5P_LINK_CREATE);
-    H5Pset_create_intermediate_group(lcpl, 1);
-    hid_t g = H5Gcreate2(f, where, lcpl, H5P_DEFAULT, H5P_DEFAULT);
-    H5Pclose(lcpl);
-    int rc = g < 0;
-    for (int i = 0; !rc && i < x->n_tensors; i++) {
-        const GPTTensor *t = &x->tensors[i];
-        hid_t d = model_tensor_create(g, t);
-        rc = d < 0 || model_tensor_write_rows(d, t, data + t->offset, 0, t->shape[0], H5P_DEFAULT);
-        if (d >= 0) H5Dclose(d);
-    }
-    if (g >= 0) H5Gclose(g);
-    return rc ? -1 : 0;
+/* Where a set of extra tensors goes: GROUP, /optimizer/m/GROUP, /optimizer/v/GROUP. */
+static void extra_groups(const CkptExtra *x, char where[3][128]) {
+    snprintf(where[0], sizeof where[0], "/%s", x->group);
+    snprintf(where[1], sizeof where[1], "/optimizer/m/%s", x->group);
+    snprintf(where[2], sizeof where[2], "/optimizer/v/%s", x->group);
 }
 
 static int write_extras(hid_t f, const CkptExtra *extra, int n_extra) {
     for (int e = 0; e < n_extra; e++) {
         const CkptExtra *x = &extra[e];
-        char m[128], v[128];
-        snprintf(m, sizeof m, "/optimizer/m/%s", x->group);
-        snprintf(v, sizeof v, "/optimizer/v/%s", x->group);
-        if (write_extra(f, x->group, x, x->params) || write_extra(f, m, x, x->opt->m) || write_extra(f, v, x, x->opt->v))
-            return -1;
+        char where[3][128];
+        extra_groups(x, where);
+        const float *data[3] = {x->params, x->opt->m, x->opt->v};
+        for (int k = 0; k < 3; k++)
+            if (model_tensors_write(f, where[k], x->tensors, x->n_tensors, data[k])) return -1;
     }
     return 0;
 }
@@ -298,17 +288,6 @@ int ckpt_read_tensors(const char *path, GPT *m, AdamW *o) {
     return 0;
 }
 
-static int read_extra(const char *path, hid_t f, const char *where, const CkptExtra *x, float *data) {
-    hid_t g = H5Lexists(f, where, H5P_DEFAULT) > 0 ? H5Gopen2(f, where, H5P_DEFAULT) : -1;
-    if (g < 0) return gpt_error("%s: group %s is missing", path, where);
-    int rc = 0;
-    for (int i = 0; !rc && i < x->n_tensors; i++)
-        rc = model_tensor_read(path, where, g, &x->tensors[i], data + x->tensors[i].offset, 0, x->tensors[i].shape[0],
-                               H5P_DEFAULT);
-    H5Gclose(g);
-    return rc;
-}
-
 int ckpt_read_extras(const char *path, const CkptExtra *extra, int n_extra) {
     h5_quiet();
     hid_t f = h5_open_read(path);
@@ -317,11 +296,9 @@ int ckpt_read_extras(const char *path, const CkptExtra *extra, int n_extra) {
     for (int e = 0; !rc && e < n_extra; e++) {
         const CkptExtra *x = &extra[e];
         char where[3][128];
-        snprintf(where[0], sizeof where[0], "/%s", x->group);
-        snprintf(where[1], sizeof where[1], "/optimizer/m/%s", x->group);
-        snprintf(where[2], sizeof where[2], "/optimizer/v/%s", x->group);
-        rc = read_extra(path, f, where[0], x, x->params) || read_extra(path, f, where[1], x, x->opt->m) ||
-             read_extra(path, f, where[2], x, x->opt->v);
+        extra_groups(x, where);
+        float *data[3] = {x->params, x->opt->m, x->opt->v};
+        for (int k = 0; !rc && k < 3; k++) rc = model_tensors_read(path, f, where[k], x->tensors, x->n_tensors, data[k]);
     }
     H5Fclose(f);
     return rc ? -1 : 0;

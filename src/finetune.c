@@ -154,6 +154,13 @@ static uint64_t task_fingerprint(const TaskData *d) {
     return h;
 }
 
+/* The next-token targets of an example for L1: every position but each extract token. */
+static int64_t lm_targets(const TaskExample *e) {
+    int64_t n = 0;
+    for (int k = 0; k < e->n_seqs; k++) n += e->len[k] - 1;
+    return n;
+}
+
 /* The prediction of an example from the head's outputs (class, value, or answer). */
 static double predict_one(const TaskHead *h, const float *out, int n_seqs) {
     int n = h->kind == LABEL_CLASS ? h->n_out : h->kind == LABEL_CHOICE ? n_seqs : 1;
@@ -281,7 +288,7 @@ double finetune_loss_grad(GPT *m, TaskHead *h, const TaskData *d, int split, con
     for (int64_t i = 0; i < n; i++) {
         TaskExample e;
         task_example(d, split, idx[i], &e);
-        for (int k = 0; k < e.n_seqs; k++) tokens += e.len[k] - 1;
+        tokens += lm_targets(&e);
     }
     alloc_pass_buffers(&t);
     double sums[2] = {0, 0};
@@ -313,24 +320,22 @@ static void zero_grads(Tuner *t) {
 
 /* ---- checkpoints ---- */
 
-static int extras_of(Tuner *t, CkptExtra *x, int *full) {
+/* The model's trainable in a full fine-tuning (always the first), else NULL. */
+static Trainable *model_trainable(Tuner *t) { return !strcmp(t->tr[0].group, "model") ? &t->tr[0] : NULL; }
+
+static AdamW *model_opt(Tuner *t) { return model_trainable(t) ? t->tr[0].opt : NULL; }
+
+/* The trainables besides the model, as checkpoint extras; returns how many. */
+static int extras_of(Tuner *t, CkptExtra *x) {
     int n = 0;
-    *full = 0;
-    for (int i = 0; i < t->n_tr; i++) {
-        if (!strcmp(t->tr[i].group, "model")) {
-            *full = 1;
-            continue;
-        }
+    for (int i = model_trainable(t) ? 1 : 0; i < t->n_tr; i++)
         x[n++] = (CkptExtra){t->tr[i].group, t->tr[i].n_tensors, t->tr[i].tensors, t->tr[i].params, t->tr[i].opt};
-    }
     return n;
 }
 
-static AdamW *model_opt(Tuner *t) { return !strcmp(t->tr[0].group, "model") ? t->tr[0].opt : NULL; }
-
 static int save(Tuner *t, const FinetuneOptions *o) {
     CkptExtra x[MAX_TRAINABLES];
-    int full, n = extras_of(t, x, &full);
+    int n = extras_of(t, x);
     CkptState st = {.step = t->step, .optim_step = t->tr[0].opt->step, .bad_steps = t->bad,
                     .samples = (int64_t)t->step * o->batch, .seed = o->seed, .global_batch = o->batch,
                     .ranks = dist_size(), .corpus_fingerprint = t->fingerprint, .config = t->config};
@@ -360,8 +365,8 @@ static int load_checkpoint(const char *path, void *ctx) {
                          (unsigned long long)st.seed, (long long)st.global_batch);
     }
     CkptExtra x[MAX_TRAINABLES];
-    int full, nx = extras_of(t, x, &full);
-    if ((full && ckpt_read_tensors(path, t->m, model_opt(t))) || dist_agree(ckpt_read_extras(path, x, nx))) {
+    int nx = extras_of(t, x);
+    if ((model_opt(t) && ckpt_read_tensors(path, t->m, model_opt(t))) || dist_agree(ckpt_read_extras(path, x, nx))) {
         ckpt_state_free(&st);
         return -2;
     }
@@ -428,7 +433,7 @@ static int read_step(Tuner *t, const FinetuneOptions *o, long s, int64_t *l1_tok
         else {
             TaskExample e;
             task_example(t->td, SPLIT_TRAIN, k, &e);
-            for (int q = 0; q < e.n_seqs; q++) *l1_tokens += e.len[q] - 1;
+            *l1_tokens += lm_targets(&e);
         }
         if (j % P != rank) continue;
         t->step_keys[t->mine] = sampler_dropout_key(o->seed, i);
@@ -451,10 +456,7 @@ static void run_windows(Tuner *t, float scale, double sums[2]) {
             const int32_t *w = t->windows + (size_t)(first + b) * (T + 1);
             for (int p = 0; p < T; p++) t->in[(size_t)b * T + p] = w[p], t->tgt[(size_t)b * T + p] = w[p + 1];
         }
-        const uint64_t *keys = t->step_keys + first;
-        const float *hidden = gpt_forward_hidden(m, t->in, B, T, keys);
-        sums[1] += gpt_lm_loss(m, hidden, t->tgt, B * T, scale, gpt_hidden_grad(m));
-        gpt_backward_hidden(m, t->in, B, T, keys);
+        sums[1] += gpt_forward_backward(m, t->in, t->tgt, B, T, t->step_keys + first, scale) * B * T;
     }
 }
 
@@ -679,7 +681,7 @@ int finetune_run(const FinetuneOptions *o) {
         if (t.sync && t.mine == 0) gradsync_arm(t.sync); /* no pass: gradsync_finish sends its zeros */
         double wait = t.sync ? gradsync_finish(t.sync) : 0.0;
         for (int i = 0; i < t.n_tr; i++)
-            if (!(t.sync && t.tr[i].params == t.m->params)) allreduce_sum(t.tr[i].grads, t.tr[i].n);
+            if (!(t.sync && &t.tr[i] == model_trainable(&t))) allreduce_sum(t.tr[i].grads, t.tr[i].n);
         double sq = 0;
         for (int i = 0; i < t.n_tr; i++) {
             double g = grad_norm(t.tr[i].grads, t.tr[i].n);

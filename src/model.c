@@ -389,7 +389,7 @@ static double head(GPT *m, const float *hidden, const int *targets, int N, float
 
 double gpt_forward_backward(GPT *m, const int *inputs, const int *targets, int B, int T,
                             const uint64_t *dropout_keys, float grad_scale) {
-    assert(m->grads);
+    assert(m->grads || m->lora); /* something must receive gradients */
     const float *hidden = forward_trunk(m, inputs, B, T, dropout_keys);
     double total = head(m, hidden, targets, B * T, grad_scale, m->act.dres);
     backward_trunk(m, inputs, B, T, dropout_keys);

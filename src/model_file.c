@@ -226,14 +226,33 @@ int model_tensor_read(const char *path, const char *where, int64_t g, const GPTT
     return rc;
 }
 
+int model_tensors_write(int64_t file, const char *where, const GPTTensor *t, int n, const float *params) {
+    hid_t lcpl = H5Pcreate(H5P_LINK_CREATE);
+    H5Pset_create_intermediate_group(lcpl, 1);
+    hid_t g = H5Gcreate2((hid_t)file, where, lcpl, H5P_DEFAULT, H5P_DEFAULT);
+    H5Pclose(lcpl);
+    int rc = g < 0 ? -1 : 0;
+    for (int i = 0; !rc && i < n; i++) rc = write_tensor(g, &t[i], params + t[i].offset);
+    if (g >= 0) H5Gclose(g);
+    return rc;
+}
+
+int model_tensors_read(const char *path, int64_t file, const char *where, const GPTTensor *t, int n, float *params) {
+    hid_t f = (hid_t)file;
+    hid_t g = H5Lexists(f, where, H5P_DEFAULT) > 0 ? H5Gopen2(f, where, H5P_DEFAULT) : -1;
+    if (g < 0) return gpt_error("%s: group %s is missing", path, where);
+    int rc = 0;
+    for (int i = 0; !rc && i < n; i++)
+        rc = model_tensor_read(path, where, g, &t[i], params + t[i].offset, 0, t[i].shape[0], H5P_DEFAULT);
+    H5Gclose(g);
+    return rc;
+}
+
 int model_file_read_weights(const char *path, GPT *m) {
     hid_t f, g = open_model_group(path, &f);
     if (g < 0) return -1;
-    int rc = 0;
-    for (int i = 0; !rc && i < m->n_tensors; i++)
-        rc = model_tensor_read(path, "/model", g, &m->tensors[i], m->params + m->tensors[i].offset, 0,
-                               m->tensors[i].shape[0], H5P_DEFAULT);
     H5Gclose(g);
+    int rc = model_tensors_read(path, f, "/model", m->tensors, m->n_tensors, m->params);
     H5Fclose(f);
     return rc;
 }

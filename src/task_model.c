@@ -26,18 +26,6 @@ typedef struct {
     int n_names;
 } Extra;
 
-static int write_tensors(hid_t f, const char *group, const GPTTensor *t, int n, const float *params) {
-    hid_t g = H5Gcreate2(f, group, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
-    int rc = g < 0;
-    for (int i = 0; !rc && i < n; i++) {
-        hid_t d = model_tensor_create(g, &t[i]);
-        rc = d < 0 || model_tensor_write_rows(d, &t[i], params + t[i].offset, 0, t[i].shape[0], H5P_DEFAULT);
-        if (d >= 0) H5Dclose(d);
-    }
-    if (g >= 0) H5Gclose(g);
-    return rc ? -1 : 0;
-}
-
 static int write_extra(int64_t file, const void *ctx) {
     const Extra *x = ctx;
     hid_t f = (hid_t)file;
@@ -64,11 +52,11 @@ static int write_extra(int64_t file, const void *ctx) {
             if (rc) return -1;
         }
     }
-    if (x->head && write_tensors(f, "head", x->head->tensors, x->head->n_tensors, x->head->params)) return -1;
+    if (x->head && model_tensors_write(f, "/head", x->head->tensors, x->head->n_tensors, x->head->params)) return -1;
     if (x->lora) {
         const GPTLora *lo = x->lora;
         char targets[16];
-        if (write_tensors(f, "lora", lo->tensors, lo->n_tensors, lo->params)) return -1;
+        if (model_tensors_write(f, "/lora", lo->tensors, lo->n_tensors, lo->params)) return -1;
         hid_t g = H5Gopen2(f, "lora", H5P_DEFAULT);
         int rc = g < 0 || h5_write_attr_int(g, "rank", lo->rank) || h5_write_attr_float(g, "alpha", lo->alpha) ||
                  h5_write_attr_string(g, "targets", lora_targets_name(lo->targets, targets, sizeof targets)) ||
@@ -94,18 +82,6 @@ int task_model_is(const char *path) {
     if (H5Aexists(f, "format") > 0) h5_read_attr_string(path, "", f, "format", format, sizeof format);
     H5Fclose(f);
     return !strcmp(format, TASK_MODEL_FORMAT);
-}
-
-/* Reads GROUP's tensors (checked against the table) into params. */
-static int read_tensors(const char *path, hid_t f, const char *group, const GPTTensor *t, int n, float *params) {
-    char where[64];
-    snprintf(where, sizeof where, "/%s", group);
-    hid_t g = H5Lexists(f, group, H5P_DEFAULT) > 0 ? H5Gopen2(f, group, H5P_DEFAULT) : -1;
-    if (g < 0) return gpt_error("%s: group %s is missing", path, where);
-    int rc = 0;
-    for (int i = 0; !rc && i < n; i++) rc = model_tensor_read(path, where, g, &t[i], params + t[i].offset, 0, t[i].shape[0], H5P_DEFAULT);
-    H5Gclose(g);
-    return rc;
 }
 
 static int read_task(const char *path, hid_t f, TaskModel *t) {
@@ -181,7 +157,7 @@ TaskModel *task_model_load(const char *path, const char *base_override, int max_
             if (!rc) {
                 if (base_override) snprintf(t->base, sizeof t->base, "%s", base_override);
                 t->lora = lora_create(&cfg, max_batch * cfg.n_ctx, rank, alpha, tg);
-                rc = read_tensors(path, f, "lora", t->lora->tensors, t->lora->n_tensors, t->lora->params);
+                rc = model_tensors_read(path, f, "/lora", t->lora->tensors, t->lora->n_tensors, t->lora->params);
                 t->m->lora = t->lora;
             }
         }
@@ -191,7 +167,7 @@ TaskModel *task_model_load(const char *path, const char *base_override, int max_
     }
     if (!rc && has_head) {
         t->head = head_create(t->info.type, t->info.label_kind, t->info.n_classes, cfg.n_embd, max_batch);
-        rc = read_tensors(path, f, "head", t->head->tensors, t->head->n_tensors, t->head->params);
+        rc = model_tensors_read(path, f, "/head", t->head->tensors, t->head->n_tensors, t->head->params);
     }
     if (f >= 0) H5Fclose(f);
     if (!rc && !(t->tok = tokenizer_load(path))) rc = -1;
