@@ -259,12 +259,7 @@ static int inspect_checkpoint_state(const char *path, GPT *m, size_t *bad) {
     hid_t f = h5_open_read(path);
     int rc = f < 0 ? -1 : 0;
     for (int k = 0; !rc && k < 2; k++) {
-        hid_t g = H5Lexists(f, groups[k] + 1, H5P_DEFAULT) > 0 ? H5Gopen2(f, groups[k], H5P_DEFAULT) : -1;
-        if (g < 0) rc = gpt_error("%s: group %s is missing", path, groups[k]);
-        for (int i = 0; !rc && i < m->n_tensors; i++)
-            rc = model_tensor_read(path, groups[k], g, &m->tensors[i], buf + m->tensors[i].offset, 0,
-                                   m->tensors[i].shape[0], H5P_DEFAULT);
-        if (g >= 0) H5Gclose(g);
+        rc = model_tensors_read(path, f, groups[k], m->tensors, m->n_tensors, buf);
         if (!rc) *bad += count_bad(m, buf, k == 1);
     }
     if (f >= 0) H5Fclose(f);
