@@ -7,8 +7,11 @@ BINDIR ?= bin
 PYTHON ?= /usr/bin/python3
 
 CC = gcc
-HDF5_CFLAGS := $(shell pkg-config --cflags hdf5-openmpi 2>/dev/null)
-HDF5_LIBS := $(shell pkg-config --libs hdf5-openmpi 2>/dev/null)
+# Asked of pkg-config when a recipe first needs them, not when the Makefile is read: in
+# `make demo` on a fresh machine the `deps` prerequisite installs HDF5 first.
+pkg = $(or $(shell pkg-config $(1) hdf5-openmpi 2>/dev/null),$(error pkg-config knows no hdf5-openmpi: run `make deps` (or install libhdf5-openmpi-dev)))
+HDF5_CFLAGS = $(eval HDF5_CFLAGS := $(call pkg,--cflags))$(HDF5_CFLAGS)
+HDF5_LIBS = $(eval HDF5_LIBS := $(call pkg,--libs))$(HDF5_LIBS)
 BLAS_CFLAGS := -I/usr/include/x86_64-linux-gnu/openblas-pthread
 
 OPT = -O3 -march=native
