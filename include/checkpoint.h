@@ -77,8 +77,9 @@ int ckpt_read_extras(const char *path, const CkptExtra *extra, int n_extra);
 void ckpt_path(char *buf, size_t size, const char *run_dir, long step);
 
 /* Collective: ckpt_write to RUN_DIR/ckpt_<step>.h5, then RUN_DIR/latest, then removal
- * of all but the `keep` newest checkpoints (keep 0: none removed). */
-int ckpt_save(const char *run_dir, int keep, const GPT *m, const AdamW *opt, const CkptState *state,
+ * of all but the `keep` newest checkpoints (keep 0: none removed; a failure to remove is
+ * a warning of `gpt CMD`). */
+int ckpt_save(const char *cmd, const char *run_dir, int keep, const GPT *m, const AdamW *opt, const CkptState *state,
               const Tokenizer *tok, const CkptExtra *extra, int n_extra);
 
 /* Collective: --resume RESUME for run_dir: RESUME a checkpoint's path, or "auto" for the

@@ -119,6 +119,10 @@ size_t gpt_layer_offset(const GPT *m, int l);
  * trained on. */
 uint64_t gpt_params_fingerprint(const GPT *m);
 
+/* The first of n tensors (a model's, an adapter set's, a head's) whose values in buf hold
+ * a NaN or an infinity, or NULL: what loading and writing refuse. */
+const GPTTensor *tensors_first_nonfinite(const GPTTensor *tensors, int n, const float *buf);
+
 /* Parameters excluding wpe (the N of the FLOP count). */
 size_t gpt_params_no_wpe(const GPTConfig *c);
 /* Training FLOPs per token: 6 N + 12 L C n_ctx. */

@@ -357,13 +357,13 @@ static int point_latest(const char *run_dir, long step) {
 }
 
 /* Rank 0: removes all but the `keep` newest checkpoints; a failure is only a warning. */
-static void prune(const char *run_dir, int keep) {
+static void prune(const char *cmd, const char *run_dir, int keep) {
     long *steps;
     int n = ckpt_list(run_dir, &steps);
     for (int i = keep; i < n; i++) {
         char path[PATH_MAX];
         ckpt_path(path, sizeof path, run_dir, steps[i]);
-        if (remove(path)) fprintf(stderr, "gpt train: warning: cannot remove old checkpoint %s: %s\n", path, strerror(errno));
+        if (remove(path)) fprintf(stderr, "gpt %s: warning: cannot remove old checkpoint %s: %s\n", cmd, path, strerror(errno));
     }
     free(steps);
 }
@@ -400,7 +400,7 @@ int ckpt_resume(const char *run_dir, const char *resume, const char *cmd, int (*
     return 0;
 }
 
-int ckpt_save(const char *run_dir, int keep, const GPT *m, const AdamW *o, const CkptState *s, const Tokenizer *tok,
+int ckpt_save(const char *cmd, const char *run_dir, int keep, const GPT *m, const AdamW *o, const CkptState *s, const Tokenizer *tok,
               const CkptExtra *extra, int n_extra) {
     char path[PATH_MAX];
     ckpt_path(path, sizeof path, run_dir, s->step);
@@ -409,6 +409,6 @@ int ckpt_save(const char *run_dir, int keep, const GPT *m, const AdamW *o, const
     fault_point("ckpt-rename", s->step, rank);
     if (rank == 0) rc = point_latest(run_dir, s->step);
     fault_point("ckpt-latest", s->step, rank);
-    if (rank == 0 && !rc && keep > 0) prune(run_dir, keep);
+    if (rank == 0 && !rc && keep > 0) prune(cmd, run_dir, keep);
     return dist_agree(rc);
 }

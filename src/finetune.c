@@ -340,7 +340,7 @@ static int save(Tuner *t, const FinetuneOptions *o) {
                     .samples = (int64_t)t->step * o->batch, .seed = o->seed, .global_batch = o->batch,
                     .ranks = dist_size(), .corpus_fingerprint = t->fingerprint, .config = t->config};
     snprintf(st.corpus, sizeof st.corpus, "%s", o->data);
-    return ckpt_save(o->out, o->run.keep, t->m, model_opt(t), &st, t->tok, x, n);
+    return ckpt_save("finetune", o->out, o->run.keep, t->m, model_opt(t), &st, t->tok, x, n);
 }
 
 typedef struct {

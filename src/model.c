@@ -208,6 +208,15 @@ uint64_t gpt_params_fingerprint(const GPT *m) {
     return h;
 }
 
+const GPTTensor *tensors_first_nonfinite(const GPTTensor *tensors, int n, const float *buf) {
+    for (int i = 0; i < n; i++) {
+        const float *x = buf + tensors[i].offset;
+        for (size_t k = 0; k < tensors[i].numel; k++)
+            if (!isfinite(x[k])) return &tensors[i];
+    }
+    return NULL;
+}
+
 size_t gpt_params_no_wpe(const GPTConfig *c) {
     return layout_params(c, NULL, NULL, NULL, NULL) - (size_t)c->n_ctx * c->n_embd;
 }

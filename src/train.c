@@ -133,7 +133,7 @@ static int save(Trainer *t, const TrainOptions *o) {
                     .corpus_fingerprint = t->fingerprint, .config = t->config};
     st.tokens = st.samples * t->m->cfg.n_ctx;
     snprintf(st.corpus, sizeof st.corpus, "%s", o->data);
-    return ckpt_save(o->out, o->run.keep, t->m, t->opt, &st, t->tok, NULL, 0);
+    return ckpt_save("train", o->out, o->run.keep, t->m, t->opt, &st, t->tok, NULL, 0);
 }
 
 /* The first model-configuration field in which a and b differ (dropout rates may). */
