@@ -1,12 +1,34 @@
-/* run.h: what every training command (train, finetune) does around its loop: the run
- * directory with config.json and metrics.jsonl, the stop signals, the time limit, and the
- * report of settings changed on resume. Rank 0 alone touches the files. */
+/* run.h: the one lifecycle of every training command (gpt train, gpt finetune, and
+ * continued pre-training through gpt finetune --data CORPUS).
+ *
+ * run_training() drives it; a command supplies only what differs (a RunClient: reading
+ * a step, computing its gradients, the update, the loss it reports, evaluation, what a
+ * checkpoint holds, the result file):
+ *
+ *   lock RUN_DIR (run_dir.h) -> --overwrite clears it, or --resume loads a checkpoint
+ *   -> config.json, and the settings changed on resume -> the client's start
+ *   -> for each step:
+ *        read the step's samples (a failure on any rank is agreed on: all stop)
+ *        gradients, summed over the ranks by the client
+ *        the step control record (losses, non-finite, stop signal, out of time,
+ *        checkpoint due), reduced over the ranks in one allreduce
+ *        the update, or on a non-finite step none on every rank alike
+ *        evaluation when due; metrics.jsonl and the progress line (rank 0)
+ *        --max-bad-steps non-finite steps in a row: stop with an error
+ *        a checkpoint when due, and the stop when signalled or out of time
+ *   -> the result file (rank 0, agreed on by every rank) -> unlock.
+ *
+ * Every decision that ends or changes a step is taken from the reduced record, so the
+ * ranks always take the same branch and never wait in different collectives. */
 #ifndef GPT_RUN_H
 #define GPT_RUN_H
 
 #include <jansson.h>
-#include <signal.h>
 #include <stddef.h>
+#include <stdint.h>
+
+#include "checkpoint.h"
+#include "optim.h"
 
 /* How a training command runs, checkpoints and stops (gpt train and gpt finetune take
  * the same options for these; cli/options.c parses them). */
@@ -14,7 +36,7 @@ typedef struct {
     int eval_every, log_every;
     int max_bad_steps;        /* non-finite steps in a row before the run stops */
     int threads;              /* BLAS threads a rank */
-    int overwrite;
+    int overwrite;            /* start afresh, removing the run directory's old run */
     long ckpt_every;          /* steps between checkpoints; 0: none */
     double ckpt_minutes;      /* minutes between checkpoints; 0: none */
     int keep;                 /* newest checkpoints kept; 0: all */
@@ -23,30 +45,76 @@ typedef struct {
     double t_start;           /* now_seconds() at process start */
 } RunOptions;
 
-/* Rank 0: creates the run directory with config.json and an empty metrics.jsonl,
- * refusing one that holds another run unless overwriting or resuming; a resumed run
- * (resumed_step > 0) keeps its metrics up to that step. */
-int run_dir_prepare(const char *out, int overwrite, int resuming, json_t *config, long resumed_step);
-/* Rank 0: opens RUN_DIR/metrics.jsonl for appending (NULL on failure) and writes lines. */
-FILE *run_metrics_open(const char *out);
-void run_metrics_write(FILE *f, json_t *line);
+/* The process exit code of a run stopped early by a signal or the time limit, after
+ * writing a checkpoint (EX_TEMPFAIL: try again, with --resume auto). */
+#define RUN_EXIT_STOPPED 75
 
-/* The first SIGTERM, SIGINT or SIGUSR1 sets run_stop_signal; a second one of the same
- * kind has its default effect, so a stuck run can still be interrupted. */
-extern volatile sig_atomic_t run_stop_signal;
-void run_catch_stop_signals(void);
-/* "on SIGTERM", ..., or `otherwise` when no signal came to this rank. */
-const char *run_stop_reason(const char *otherwise);
+enum { RUN_LOSS_PARTS = 2 }; /* loss sums a step reports (pre-training: NLL; fine-tuning: task, LM) */
 
-/* Rank 0: whether a run that must end by t_start + time_limit (0: never) has to stop now
- * to still fit the rest of a step, an evaluation and a checkpoint (seconds measured). */
-int run_out_of_time(double time_limit, double t_start, double step_s, double eval_s, double ckpt_s);
+/* What every rank must agree on after a step's gradients: one allreduce. */
+typedef struct {
+    double loss[RUN_LOSS_PARTS]; /* summed over the ranks */
+    int nonfinite;               /* any rank's loss or gradient norm is NaN or infinite */
+    int signalled;               /* any rank caught SIGTERM, SIGINT or SIGUSR1 */
+    int out_of_time;             /* rank 0: --time-limit is too close for another step */
+    int ckpt_due;                /* rank 0: --ckpt-minutes have passed since the last checkpoint */
+} StepControl;
 
-/* "M:SS" or "H:MM:SS" */
-void run_print_duration(char *buf, size_t size, double seconds);
+/* Collective: sums the losses over the ranks; a flag is set if any rank set it. */
+void step_control_reduce(StepControl *c);
 
-/* Rank 0: one line listing the settings of config JSON now_text that differ from
- * saved_text's (sections "versions" and "resume" aside). */
-void run_report_changes(const char *saved_text, const char *now_text);
+/* A step's gradients as the client computed them. */
+typedef struct {
+    double loss[RUN_LOSS_PARTS]; /* this rank's loss sums */
+    double grad_norm;            /* of the gradients summed over the ranks */
+    double comm_wait_s;          /* waited for the gradients' allreduce after the backward pass */
+    double tokens;               /* tokens the step trained on, over all ranks */
+} StepGrads;
+
+typedef struct RunClient {
+    const char *cmd;             /* "train", "finetune": in messages */
+    const char *out;             /* the run directory */
+    const RunOptions *opt;
+    long steps;                  /* the run's total */
+    int64_t global_batch;        /* samples a step (a resumed run keeps its checkpoint's, which load checks) */
+    uint64_t seed, fingerprint;  /* the run's seed and its data's fingerprint, kept in checkpoints */
+    const char *data;            /* the data's path, kept in checkpoints */
+    size_t trained_floats;       /* parameters that train: estimates the first checkpoint's duration */
+    double flops_per_token;      /* for the MFU of the progress line; 0: not shown */
+    void *ctx;
+
+    /* Collective, for --resume: checks a checkpoint (its model shape and state) against
+     * the run, -1 if it belongs to another run (nothing read), then reads what trains and
+     * sets the optimizers' step, -2 if that fails (--resume auto then tries an older one). */
+    int (*load)(void *ctx, const char *path, const GPTConfig *cfg, const CkptState *st);
+    /* The run's resolved configuration for config.json (after any resume). */
+    json_t *(*config)(void *ctx);
+    /* Collective: after the run directory is ready: what the resume did not create, the
+     * step buffers, the opening line (rank 0). Errors are agreed on by the loop. */
+    int (*start)(void *ctx, int resumed);
+    /* This rank's samples of step s; a failure is agreed on by the loop. */
+    int (*read_step)(void *ctx, long s);
+    /* Collective: step s's gradients, summed over the ranks. */
+    void (*backward)(void *ctx, long s, StepGrads *g);
+    /* Every rank: the update with the global norm, or none (skip: a non-finite step);
+     * the statistics of either, the learning rate included. */
+    OptimStats (*update)(void *ctx, double norm, int skip);
+    /* Every rank: the step's loss from the losses summed over the ranks; adds the command's
+     * own fields to the metrics line and its part of the progress line to detail. */
+    double (*loss)(void *ctx, const double sum[RUN_LOSS_PARTS], double tokens, json_t *line, char *detail,
+                   size_t size);
+    /* Collective, NULL when there is nothing to evaluate: the val_* fields into line and
+     * the progress text into summary. */
+    int (*evaluate)(void *ctx, json_t *line, char *summary, size_t size);
+    /* Collective: ckpt_save with what trains; st holds everything but optim_step. */
+    int (*save)(void *ctx, CkptState *st);
+    /* Rank 0: the result file at path (RUN_DIR/model.h5). */
+    int (*write_result)(void *ctx, const char *path);
+} RunClient;
+
+/* Collective. The whole lifecycle above. Returns 0 when all steps are done and the result
+ * is written, 1 when stopped early with a checkpoint written, or -1 on every rank with
+ * the same message. */
+int run_training(const RunClient *c);
 
 #endif

@@ -38,13 +38,10 @@ typedef struct {
     RunOptions run;
 } TrainOptions;
 
-/* The process exit code of a run stopped early by a signal or the time limit, after
- * writing a checkpoint (EX_TEMPFAIL: try again, with --resume auto). */
-#define TRAIN_EXIT_STOPPED 75
-
-/* Collective. Writes RUN_DIR/config.json, metrics.jsonl, checkpoints and, at the end,
- * model.h5. Returns 0 when all steps are done, 1 when stopped early with a checkpoint
- * written, or -1 on every rank with the same message. */
+/* Collective: run.h's lifecycle with pre-training's steps. Writes RUN_DIR/config.json,
+ * metrics.jsonl, checkpoints and, at the end, model.h5. Returns 0 when all steps are
+ * done, 1 when stopped early with a checkpoint written, or -1 on every rank with the
+ * same message. */
 int train_run(const TrainOptions *o);
 
 /* Collective: the summed NLL and the number of tokens over the first n_windows windows

@@ -120,13 +120,13 @@ typedef struct {
     int64_t n_train, n_val;    /* examples or windows: of /train, and evaluated of /val */
     int lambda_on;             /* the LM loss is computed */
     /* the run */
+    const FinetuneOptions *o;
+    OptimConfig oc;            /* with the run's warm-up and length */
+    long steps;
     Tokenizer *tok;            /* rank 0 */
-    FILE *metrics;
-    char *config;
-    long step;
-    int bad;
     /* this rank's samples of the step */
     int64_t mine;
+    int64_t l1_tokens;         /* the step's L1 targets over all ranks */
     int64_t *step_idx;         /* (batch) their examples or windows */
     uint64_t *step_keys;       /* (batch) their dropout keys */
     int32_t *windows;          /* (batch, n_ctx + 1) corpus: their tokens */
@@ -333,47 +333,43 @@ static int extras_of(Tuner *t, CkptExtra *x) {
     return n;
 }
 
-static int save(Tuner *t, const FinetuneOptions *o) {
+static int save(void *ctx, CkptState *st) {
+    Tuner *t = ctx;
     CkptExtra x[MAX_TRAINABLES];
     int n = extras_of(t, x);
-    CkptState st = {.step = t->step, .optim_step = t->tr[0].opt->step, .bad_steps = t->bad,
-                    .samples = (int64_t)t->step * o->batch, .seed = o->seed, .global_batch = o->batch,
-                    .ranks = dist_size(), .corpus_fingerprint = t->fingerprint, .config = t->config};
-    snprintf(st.corpus, sizeof st.corpus, "%s", o->data);
-    return ckpt_save("finetune", o->out, o->run.keep, t->m, model_opt(t), &st, t->tok, x, n);
+    st->optim_step = t->tr[0].opt->step;
+    return ckpt_save("finetune", t->o->out, t->o->run.keep, t->m, model_opt(t), st, t->tok, x, n);
 }
 
-typedef struct {
-    Tuner *t;
-    const FinetuneOptions *o;
-    char **saved_config;
-} Resume;
+/* The base fingerprint a LoRA run's config.json (kept in its checkpoints) records, as text. */
+static void fingerprint_text(uint64_t fp, char *buf, size_t size) { snprintf(buf, size, "%016llx", (unsigned long long)fp); }
 
-/* ckpt_resume's loader: checks the checkpoint against the run and reads what trains. */
-static int load_checkpoint(const char *path, void *ctx) {
-    Resume *r = ctx;
-    Tuner *t = r->t;
-    const FinetuneOptions *o = r->o;
-    GPTConfig cfg;
-    CkptState st;
-    if (dist_agree(ckpt_read_header(path, &cfg, &st))) return -2;
-    if (memcmp(&cfg, &t->m->cfg, offsetof(GPTConfig, dropout_embd)) || st.corpus_fingerprint != t->fingerprint ||
-        st.seed != o->seed || st.global_batch != o->batch) {
-        ckpt_state_free(&st);
+/* The resume loader: checks the checkpoint against the run and reads what trains. */
+static int load_checkpoint(void *ctx, const char *path, const GPTConfig *cfg, const CkptState *st) {
+    Tuner *t = ctx;
+    const FinetuneOptions *o = t->o;
+    if (memcmp(cfg, &t->m->cfg, offsetof(GPTConfig, dropout_embd)) || st->corpus_fingerprint != t->fingerprint ||
+        st->seed != o->seed || st->global_batch != o->batch)
         return gpt_error("%s belongs to another fine-tuning (the model shape, the data, --seed or --batch differ: it "
-                         "was made from %s with seed %llu and batch %lld)", path, st.corpus,
-                         (unsigned long long)st.seed, (long long)st.global_batch);
+                         "was made from %s with seed %llu and batch %lld)", path, st->corpus,
+                         (unsigned long long)st->seed, (long long)st->global_batch);
+    if (t->lora) { /* adapters only fit the base they were trained on */
+        json_t *saved = json_loads(st->config, 0, NULL);
+        const char *base = json_string_value(json_object_get(json_object_get(saved, "lora"), "base_fingerprint"));
+        char now[32];
+        fingerprint_text(t->base_fingerprint, now, sizeof now);
+        int same = base && !strcmp(base, now);
+        json_decref(saved);
+        if (!same)
+            return gpt_error("%s: its LoRA adapters were trained on another base model than --init %s (base "
+                             "fingerprint %s, now %s); resume with the --init it was started with", path, o->init,
+                             base ? base : "not recorded", now);
     }
     CkptExtra x[MAX_TRAINABLES];
     int nx = extras_of(t, x);
-    if ((model_opt(t) && ckpt_read_tensors(path, t->m, model_opt(t))) || dist_agree(ckpt_read_extras(path, x, nx))) {
-        ckpt_state_free(&st);
+    if ((model_opt(t) && ckpt_read_tensors(path, t->m, model_opt(t))) || dist_agree(ckpt_read_extras(path, x, nx)))
         return -2;
-    }
-    t->step = st.step, t->bad = st.bad_steps;
-    for (int i = 0; i < t->n_tr; i++) t->tr[i].opt->step = st.optim_step;
-    if (dist_rank() == 0) printf("resuming from %s: step %ld (saved %s by %d rank(s))\n", path, st.step, st.time, st.ranks);
-    *r->saved_config = st.config; /* ownership passes to the caller */
+    for (int i = 0; i < t->n_tr; i++) t->tr[i].opt->step = st->optim_step;
     return 0;
 }
 
@@ -423,8 +419,11 @@ static void metrics_json(json_t *j, const char *prefix, const TaskMetrics *tm, d
 /* Step s's samples j = 0..G-1 are global samples s G + j; rank r takes those with
  * j mod P = r. Task: the examples (and the step's L1 token count, which needs them all).
  * Corpus: the windows, read now so that a bad read is agreed on before any collective. */
-static int read_step(Tuner *t, const FinetuneOptions *o, long s, int64_t *l1_tokens) {
+static int read_step(void *ctx, long s) {
+    Tuner *t = ctx;
+    const FinetuneOptions *o = t->o;
     int P = dist_size(), rank = dist_rank(), G = o->batch, T = t->m->cfg.n_ctx;
+    int64_t *l1_tokens = &t->l1_tokens;
     t->mine = 0;
     *l1_tokens = 0;
     for (int j = 0; j < G; j++) {
@@ -461,19 +460,76 @@ static void run_windows(Tuner *t, float scale, double sums[2]) {
 }
 
 /* Collective: validation metrics (task) or the mean NLL over the first eval windows of /val. */
-static int evaluate_now(Tuner *t, TaskMetrics *tm, double *loss) {
-    *tm = (TaskMetrics){NAN, NAN, NAN, NAN};
-    if (!t->corpus) return evaluate_task(t, SPLIT_VAL, tm, loss);
-    double nll;
-    int64_t tokens;
-    if (evaluate(t->m, t->corpus, SPLIT_VAL, t->n_val, &nll, &tokens)) return -1;
-    *loss = nll / (double)tokens;
+static int evaluate_val(void *ctx, json_t *line, char *summary, size_t size) {
+    Tuner *t = ctx;
+    TaskMetrics tm = {NAN, NAN, NAN, NAN};
+    double loss;
+    if (t->corpus) {
+        double nll;
+        int64_t tokens;
+        if (evaluate(t->m, t->corpus, SPLIT_VAL, t->n_val, &nll, &tokens)) return -1;
+        loss = nll / (double)tokens;
+        snprintf(summary, size, " | val loss %.4f", loss);
+    } else {
+        if (evaluate_task(t, SPLIT_VAL, &tm, &loss)) return -1;
+        if (t->info->label_kind == LABEL_REAL)
+            snprintf(summary, size, " | val loss %.4f pearson %.4f spearman %.4f", loss, tm.pearson, tm.spearman);
+        else snprintf(summary, size, " | val loss %.4f accuracy %.4f", loss, tm.accuracy);
+    }
+    metrics_json(line, "val_", &tm, loss);
     return 0;
+}
+
+/* Collective: the step's gradients of everything that trains, summed over the ranks. */
+static void backward(void *ctx, long s, StepGrads *g) {
+    (void)s;
+    Tuner *t = ctx;
+    zero_grads(t);
+    if (t->corpus) run_windows(t, 1.0f / (float)t->l1_tokens, g->loss);
+    else run_examples(t, SPLIT_TRAIN, t->step_idx, t->mine, t->step_keys, 1.0f / (float)t->o->batch,
+                      t->o->lambda / (float)t->l1_tokens, g->loss, NULL);
+    if (t->sync && t->mine == 0) gradsync_arm(t->sync); /* no pass: gradsync_finish sends its zeros */
+    g->comm_wait_s = t->sync ? gradsync_finish(t->sync) : 0.0;
+    for (int i = 0; i < t->n_tr; i++)
+        if (!(t->sync && &t->tr[i] == model_trainable(t))) allreduce_sum(t->tr[i].grads, t->tr[i].n);
+    double sq = 0;
+    for (int i = 0; i < t->n_tr; i++) {
+        double n = grad_norm(t->tr[i].grads, t->tr[i].n);
+        sq += n * n;
+    }
+    g->grad_norm = sqrt(sq);
+    g->tokens = (double)t->l1_tokens;
+}
+
+static OptimStats update(void *ctx, double norm, int skip) {
+    Tuner *t = ctx;
+    OptimStats st = {optim_lr_at(&t->oc, t->tr[0].opt->step), norm, 1.0f};
+    if (skip) return st;
+    for (int i = 0; i < t->n_tr; i++)
+        st = adamw_step_norm(t->tr[i].opt, t->tr[i].params, t->tr[i].grads, t->tr[i].tensors, t->tr[i].n_tensors, norm);
+    if (t->pruned) prune_mask_apply(t->pruned, t->m->params);
+    return st;
+}
+
+/* L3 = L2 + lambda L1 from the summed head loss and LM NLL (continued pre-training: L1). */
+static double step_loss(void *ctx, const double sum[RUN_LOSS_PARTS], double tokens, json_t *line, char *detail,
+                        size_t size) {
+    Tuner *t = ctx;
+    double l2 = t->corpus ? 0.0 : sum[0] / t->o->batch, l1 = sum[1] / tokens;
+    if (!t->corpus) {
+        json_object_set_new(line, "task_loss", isfinite(l2) ? json_real(l2) : json_null());
+        snprintf(detail, size, " (task %.4f%s)", l2, t->lambda_on ? "" : ", no LM loss");
+    }
+    if (t->corpus || t->lambda_on) json_object_set_new(line, "lm_loss", isfinite(l1) ? json_real(l1) : json_null());
+    return t->corpus ? l1 : l2 + (t->lambda_on ? t->o->lambda * l1 : 0.0);
 }
 
 /* ---- the run ---- */
 
-static json_t *config_json(const FinetuneOptions *o, const Tuner *t, long steps) {
+static json_t *config_json(void *ctx) {
+    const Tuner *t = ctx;
+    const FinetuneOptions *o = t->o;
+    long steps = t->steps;
     const OptimConfig *op = &o->optim;
     char targets[16] = "";
     if (o->lora_rank) lora_targets_name(o->lora_targets, targets, sizeof targets);
@@ -484,8 +540,11 @@ static json_t *config_json(const FinetuneOptions *o, const Tuner *t, long steps)
     json_object_set_new(c, "optim", json_pack("{s:f,s:I,s:f,s:f,s:s}", "lr", (double)op->lr, "warmup",
                                               (json_int_t)op->warmup, "weight_decay", (double)op->weight_decay, "clip",
                                               (double)op->clip, "schedule", "linear"));
-    json_object_set_new(c, "lora", o->lora_rank ? json_pack("{s:i,s:f,s:s}", "rank", o->lora_rank, "alpha",
-                                                            (double)o->lora_alpha, "targets", targets)
+    char base[32];
+    fingerprint_text(t->base_fingerprint, base, sizeof base);
+    json_object_set_new(c, "lora", o->lora_rank ? json_pack("{s:i,s:f,s:s,s:s}", "rank", o->lora_rank, "alpha",
+                                                            (double)o->lora_alpha, "targets", targets,
+                                                            "base_fingerprint", base)
                                                 : json_null());
     json_object_set_new(c, "seed", json_integer((json_int_t)o->seed));
     json_object_set_new(c, "versions", json_pack("{s:s,s:s}", "gpt", GPT_VERSION, "openblas_core", blas_core_name()));
@@ -594,9 +653,9 @@ static int build(Tuner *t, const FinetuneOptions *o, const GPTConfig *cfg, const
 
 /* Rank 0: RUN_DIR/model.h5: a plain model after continued full pre-training, else a task
  * model (the model or the adapters, and the head if any). */
-static int write_result(Tuner *t, const FinetuneOptions *o) {
-    char path[4096];
-    snprintf(path, sizeof path, "%s/model.h5", o->out);
+static int write_result(void *ctx, const char *path) {
+    Tuner *t = ctx;
+    const FinetuneOptions *o = t->o;
     int rc;
     if (t->corpus && !t->lora) rc = model_file_write(path, t->m, t->tok);
     else {
@@ -609,170 +668,61 @@ static int write_result(Tuner *t, const FinetuneOptions *o) {
                               names, n_names, t->tok);
         free(names);
     }
-    if (!rc) printf("wrote %s\n", path);
     return rc;
 }
 
+/* After the run directory is ready: the step's buffers and the opening line. */
+static int start(void *ctx, int resumed) {
+    (void)resumed;
+    Tuner *t = ctx;
+    const FinetuneOptions *o = t->o;
+    int G = o->batch, T = t->m->cfg.n_ctx;
+    alloc_pass_buffers(t);
+    t->step_idx = xmalloc(sizeof(int64_t) * (size_t)G);
+    t->step_keys = xmalloc(sizeof(uint64_t) * (size_t)G);
+    if (t->corpus) t->windows = xmalloc(sizeof(int32_t) * (size_t)G * (T + 1));
+    if (dist_rank() == 0) {
+        size_t trained = 0;
+        for (int i = 0; i < t->n_tr; i++) trained += t->tr[i].n;
+        printf("fine-tuning %s (%s) on %s: %lld %s, %d a step over %d rank(s), %ld steps (%.3g epochs); training "
+               "%zu parameters%s", o->init, t->corpus ? "language modelling" : task_type_name(t->info->type), o->data,
+               (long long)t->n_train, t->corpus ? "windows" : "examples", G, dist_size(), t->steps, o->epochs,
+               trained, t->lora ? " (LoRA adapters)" : "");
+        if (!t->corpus) printf("; lambda %g", (double)o->lambda);
+        printf("%s\n", t->pruned ? "; keeping the pruned weights zero" : "");
+        fflush(stdout);
+    }
+    return 0;
+}
+
 int finetune_run(const FinetuneOptions *o) {
-    int rank = dist_rank(), P = dist_size(), rc;
-    Tuner t = {0};
-    json_t *config = NULL;
+    int rc;
+    Tuner t = {.o = o};
     blas_set_threads(o->run.threads);
-    run_catch_stop_signals();
     GPTConfig cfg;
     if ((rc = dist_agree(model_file_read_config(o->init, &cfg)))) return -1;
     if ((rc = open_data(&t, o, &cfg))) goto out;
     /* a pass holds at least one whole example */
     if (t.max_seqs < o->micro_batch) t.max_seqs = o->micro_batch;
-    long steps = (long)ceil(o->epochs * (double)t.n_train / (double)o->batch);
-    if (steps < 1) steps = 1;
-    OptimConfig oc = o->optim;
-    oc.total_steps = steps;
-    oc.warmup = (long)ceil(o->warmup_fraction * (double)steps);
-    oc.linear_decay = 1;
-    if ((rc = build(&t, o, &cfg, &oc))) goto out;
-    if (P > 1 && !t.lora) t.sync = gradsync_create(t.m, (size_t)GRADSYNC_BUCKET_MB << 20);
-    if (rank == 0) rc = load_tokenizer(&t, o);
+    t.steps = (long)ceil(o->epochs * (double)t.n_train / (double)o->batch);
+    if (t.steps < 1) t.steps = 1;
+    t.oc = o->optim;
+    t.oc.total_steps = t.steps;
+    t.oc.warmup = (long)ceil(o->warmup_fraction * (double)t.steps);
+    t.oc.linear_decay = 1;
+    if ((rc = build(&t, o, &cfg, &t.oc))) goto out;
+    if (dist_size() > 1 && !t.lora) t.sync = gradsync_create(t.m, (size_t)GRADSYNC_BUCKET_MB << 20);
+    if (dist_rank() == 0) rc = load_tokenizer(&t, o);
     if ((rc = dist_agree(rc))) goto out;
-
-    char resumed_from[4096] = "", *saved_config = NULL;
-    Resume r = {&t, o, &saved_config};
-    if (o->run.resume &&
-        (rc = ckpt_resume(o->out, o->run.resume, "finetune", load_checkpoint, &r, resumed_from, sizeof resumed_from)))
-        goto out;
-    config = config_json(o, &t, steps);
-    if (saved_config)
-        json_object_set_new(config, "resume", json_pack("{s:s,s:I}", "checkpoint", resumed_from, "step", (json_int_t)t.step));
-    t.config = json_dumps(config, JSON_INDENT(2) | JSON_SORT_KEYS);
-    if (saved_config && rank == 0) run_report_changes(saved_config, t.config);
-    free(saved_config);
-    if (rank == 0) rc = run_dir_prepare(o->out, o->run.overwrite, o->run.resume != NULL, config, t.step);
-    if ((rc = dist_agree(rc))) goto out;
-
-    int G = o->batch, T = cfg.n_ctx;
-    alloc_pass_buffers(&t);
-    t.step_idx = xmalloc(sizeof(int64_t) * (size_t)G);
-    t.step_keys = xmalloc(sizeof(uint64_t) * (size_t)G);
-    if (t.corpus) t.windows = xmalloc(sizeof(int32_t) * (size_t)G * (T + 1));
     size_t trained = 0;
     for (int i = 0; i < t.n_tr; i++) trained += t.tr[i].n;
-    if (rank == 0) {
-        t.metrics = run_metrics_open(o->out);
-        printf("fine-tuning %s (%s) on %s: %lld %s, %d a step over %d rank(s), %ld steps (%.3g epochs); training "
-               "%zu parameters%s", o->init, t.corpus ? "language modelling" : task_type_name(t.info->type), o->data,
-               (long long)t.n_train, t.corpus ? "windows" : "examples", G, P, steps, o->epochs, trained,
-               t.lora ? " (LoRA adapters)" : "");
-        if (!t.corpus) printf("; lambda %g", (double)o->lambda);
-        printf("%s\n", t.pruned ? "; keeping the pruned weights zero" : "");
-        fflush(stdout);
-    }
-
-    int checkpointing = o->run.ckpt_every > 0 || o->run.ckpt_minutes > 0.0;
-    double t_start = now_seconds(), last_ckpt = t_start, ckpt_s = 1.0, max_step_s = 0, max_eval_s = 0;
-    for (long s = t.step; s < steps; s++) {
-        double t0 = now_seconds();
-        int64_t l1_tokens;
-        if ((rc = dist_agree(read_step(&t, o, s, &l1_tokens)))) break;
-        zero_grads(&t);
-        double sums[2] = {0, 0}; /* head loss, LM NLL */
-        if (t.corpus) run_windows(&t, 1.0f / (float)l1_tokens, sums);
-        else run_examples(&t, SPLIT_TRAIN, t.step_idx, t.mine, t.step_keys, 1.0f / (float)G,
-                          o->lambda / (float)l1_tokens, sums, NULL);
-        if (t.sync && t.mine == 0) gradsync_arm(t.sync); /* no pass: gradsync_finish sends its zeros */
-        double wait = t.sync ? gradsync_finish(t.sync) : 0.0;
-        for (int i = 0; i < t.n_tr; i++)
-            if (!(t.sync && &t.tr[i] == model_trainable(&t))) allreduce_sum(t.tr[i].grads, t.tr[i].n);
-        double sq = 0;
-        for (int i = 0; i < t.n_tr; i++) {
-            double g = grad_norm(t.tr[i].grads, t.tr[i].n);
-            sq += g * g;
-        }
-        double norm = sqrt(sq);
-        /* head loss, LM NLL, non-finite, signal, out of time, checkpoint due */
-        double local[6] = {sums[0], sums[1], !isfinite(sums[0] + sums[1]) || !isfinite(norm), run_stop_signal != 0,
-                           rank == 0 && run_out_of_time(o->run.time_limit, o->run.t_start, max_step_s, max_eval_s, ckpt_s),
-                           rank == 0 && o->run.ckpt_minutes > 0 && now_seconds() - last_ckpt >= 60.0 * o->run.ckpt_minutes};
-        MPI_Allreduce(MPI_IN_PLACE, local, 6, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD);
-        int lm_on = t.corpus || t.lambda_on;
-        double l2 = t.corpus ? 0.0 : local[0] / G, l1 = local[1] / (double)l1_tokens;
-        double loss = t.corpus ? l1 : l2 + (t.lambda_on ? o->lambda * l1 : 0.0);
-        int skipped = local[2] > 0;
-        OptimStats st = {optim_lr_at(&oc, t.tr[0].opt->step), norm, 1.0f};
-        if (skipped) t.bad++;
-        else {
-            t.bad = 0;
-            for (int i = 0; i < t.n_tr; i++)
-                st = adamw_step_norm(t.tr[i].opt, t.tr[i].params, t.tr[i].grads, t.tr[i].tensors, t.tr[i].n_tensors, norm);
-            if (t.pruned) prune_mask_apply(t.pruned, t.m->params);
-        }
-        t.step = s + 1;
-        double step_s = now_seconds() - t0;
-        if (step_s > max_step_s) max_step_s = step_s;
-
-        int eval_now = o->run.eval_every > 0 && t.n_val > 0 && ((s + 1) % o->run.eval_every == 0 || s + 1 == steps);
-        TaskMetrics tm = {NAN, NAN, NAN, NAN};
-        double val_loss = NAN;
-        if (eval_now) {
-            double te = now_seconds();
-            if ((rc = evaluate_now(&t, &tm, &val_loss))) break;
-            if (now_seconds() - te > max_eval_s) max_eval_s = now_seconds() - te;
-        }
-        if (rank == 0) {
-            json_t *j = json_pack("{s:I,s:o,s:f,s:o,s:f,s:f,s:b}", "step", (json_int_t)(s + 1), "loss",
-                                  isfinite(loss) ? json_real(loss) : json_null(), "lr", (double)st.lr, "grad_norm",
-                                  isfinite(norm) ? json_real(norm) : json_null(), "step_s", step_s, "comm_wait_s", wait,
-                                  "skipped", skipped);
-            if (!t.corpus) json_object_set_new(j, "task_loss", isfinite(l2) ? json_real(l2) : json_null());
-            if (lm_on) json_object_set_new(j, "lm_loss", isfinite(l1) ? json_real(l1) : json_null());
-            if (eval_now) metrics_json(j, "val_", &tm, val_loss);
-            run_metrics_write(t.metrics, j);
-            json_decref(j);
-            if ((s + 1) % o->run.log_every == 0 || s + 1 == steps || eval_now) {
-                char el[32], parts[64] = "", val[128] = "";
-                run_print_duration(el, sizeof el, now_seconds() - t_start);
-                if (!t.corpus) snprintf(parts, sizeof parts, " (task %.4f%s)", l2, t.lambda_on ? "" : ", no LM loss");
-                if (eval_now && t.corpus) snprintf(val, sizeof val, " | val loss %.4f", val_loss);
-                else if (eval_now && t.info->label_kind == LABEL_REAL)
-                    snprintf(val, sizeof val, " | val loss %.4f pearson %.4f spearman %.4f", val_loss, tm.pearson, tm.spearman);
-                else if (eval_now)
-                    snprintf(val, sizeof val, " | val loss %.4f accuracy %.4f", val_loss, tm.accuracy);
-                printf("step %ld/%ld | loss %.4f%s | lr %.2e | grad %.3f%s | %s elapsed\n", s + 1, steps, loss, parts,
-                       st.lr, norm, val, el);
-                fflush(stdout);
-            }
-        }
-        fault_point("step", s + 1, rank);
-        if (t.bad >= o->run.max_bad_steps) {
-            rc = gpt_error("stopping: %d steps in a row had a non-finite loss or gradient (lower --lr)", t.bad);
-            break;
-        }
-        int stop = (local[3] > 0 || local[4] > 0) && s + 1 < steps;
-        if (stop || local[5] > 0 || (o->run.ckpt_every > 0 && (s + 1) % o->run.ckpt_every == 0) ||
-            (checkpointing && s + 1 == steps)) {
-            double tc = now_seconds();
-            if ((rc = save(&t, o))) break;
-            last_ckpt = now_seconds();
-            ckpt_s = last_ckpt - tc;
-        }
-        if (stop) {
-            if (rank == 0) {
-                printf("stopping after step %ld %s: wrote a checkpoint; exit code %d, continue with --resume auto\n",
-                       t.step, run_stop_reason(local[3] > 0 ? "on a signal to another rank" : "before the time limit"),
-                       TRAIN_EXIT_STOPPED);
-                fflush(stdout);
-            }
-            rc = 1;
-            break;
-        }
-    }
-    if (rc == 0 && rank == 0) {
-        rc = write_result(&t, o);
-    }
-    if (rc == 0) rc = dist_agree(rc); /* the model file is rank 0's alone */
+    RunClient c = {.cmd = "finetune", .out = o->out, .opt = &o->run, .steps = t.steps, .global_batch = o->batch,
+                   .seed = o->seed, .fingerprint = t.fingerprint, .data = o->data, .trained_floats = trained,
+                   .ctx = &t, .load = load_checkpoint, .config = config_json, .start = start,
+                   .read_step = read_step, .backward = backward, .update = update, .loss = step_loss,
+                   .evaluate = t.n_val > 0 ? evaluate_val : NULL, .save = save, .write_result = write_result};
+    rc = run_training(&c);
 out:
-    if (t.metrics) fclose(t.metrics);
-    json_decref(config);
-    free(t.config);
     free_pass_buffers(&t);
     free(t.step_idx), free(t.step_keys), free(t.windows);
     for (int i = 0; i < t.n_tr; i++) adamw_free(t.tr[i].opt);

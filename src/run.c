@@ -1,88 +1,28 @@
-/* run.c: the run directory, stop signals, time limit and resume report shared by the
- * training commands (see run.h). */
+/* run.c: the training lifecycle that gpt train and gpt finetune share (see run.h). */
 #include "run.h"
 
-#include <errno.h>
+#include <limits.h>
+#include <math.h>
+#include <mpi.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
+#include "blas.h"
+#include "dist.h"
+#include "run_dir.h"
 #include "util.h"
 
-static int mkdir_p(const char *dir) {
-    char path[4096];
-    snprintf(path, sizeof path, "%s", dir);
-    for (char *p = path + 1; *p; p++)
-        if (*p == '/') {
-            *p = '\0';
-            if (mkdir(path, 0777) && errno != EEXIST) return -1;
-            *p = '/';
-        }
-    return mkdir(path, 0777) && errno != EEXIST ? -1 : 0;
-}
+/* ---- signals and the clock ---- */
 
-/* Keeps the lines of metrics.jsonl up to `step` (a torn last line is dropped). */
-static int cut_metrics(const char *path, long step) {
-    FILE *in = fopen(path, "r");
-    if (!in) return 0; /* none yet */
-    char tmp[4096 + 8], line[8192];
-    snprintf(tmp, sizeof tmp, "%s.tmp", path);
-    FILE *out = fopen(tmp, "w");
-    if (!out) {
-        fclose(in);
-        return gpt_error("%s: cannot create: %s", tmp, strerror(errno));
-    }
-    while (fgets(line, sizeof line, in)) {
-        json_t *j = json_loads(line, 0, NULL);
-        json_t *s = j ? json_object_get(j, "step") : NULL;
-        if (json_is_integer(s) && json_integer_value(s) <= step && strchr(line, '\n')) fputs(line, out);
-        json_decref(j);
-    }
-    fclose(in);
-    int bad = ferror(out) | fclose(out);
-    if (bad || rename(tmp, path)) return gpt_error("%s: cannot rewrite: %s", path, strerror(errno));
-    return 0;
-}
+static volatile sig_atomic_t stop_signal;
 
-int run_dir_prepare(const char *out, int overwrite, int resuming, json_t *config, long resumed_step) {
-    char path[4096];
-    snprintf(path, sizeof path, "%s/config.json", out);
-    struct stat st;
-    if (!overwrite && !resuming && stat(path, &st) == 0)
-        return gpt_error("%s holds another run (%s exists); pass --overwrite to replace it, or --resume auto to "
-                         "continue it", out, path);
-    if (mkdir_p(out)) return gpt_error("%s: cannot create the run directory: %s", out, strerror(errno));
-    if (json_dump_file(config, path, JSON_INDENT(2) | JSON_SORT_KEYS))
-        return gpt_error("%s: cannot write", path);
-    snprintf(path, sizeof path, "%s/metrics.jsonl", out);
-    if (resumed_step > 0) return cut_metrics(path, resumed_step);
-    FILE *f = fopen(path, "w");
-    if (!f) return gpt_error("%s: cannot create: %s", path, strerror(errno));
-    fclose(f);
-    return 0;
-}
+static void on_stop_signal(int sig) { stop_signal = sig; }
 
-FILE *run_metrics_open(const char *out) {
-    char path[4096];
-    snprintf(path, sizeof path, "%s/metrics.jsonl", out);
-    return fopen(path, "a");
-}
-
-void run_metrics_write(FILE *f, json_t *line) {
-    if (!f) return;
-    json_dumpf(line, f, JSON_COMPACT);
-    fputc('\n', f);
-    fflush(f);
-}
-
-/* ---- signals ---- */
-
-volatile sig_atomic_t run_stop_signal;
-
-static void on_stop_signal(int sig) { run_stop_signal = sig; }
-
-void run_catch_stop_signals(void) {
+/* The first SIGTERM, SIGINT or SIGUSR1 only sets stop_signal; a second one of the same
+ * kind has its default effect, so a stuck run can still be interrupted. */
+static void catch_stop_signals(void) {
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = on_stop_signal;
@@ -93,45 +33,234 @@ void run_catch_stop_signals(void) {
     sigaction(SIGUSR1, &sa, NULL);
 }
 
-const char *run_stop_reason(const char *otherwise) {
-    return run_stop_signal == SIGTERM ? "on SIGTERM" : run_stop_signal == SIGINT ? "on SIGINT"
-           : run_stop_signal == SIGUSR1 ? "on SIGUSR1" : otherwise;
+static const char *stop_reason(const char *otherwise) {
+    return stop_signal == SIGTERM ? "on SIGTERM" : stop_signal == SIGINT ? "on SIGINT"
+           : stop_signal == SIGUSR1 ? "on SIGUSR1" : otherwise;
 }
 
-int run_out_of_time(double time_limit, double t_start, double step_s, double eval_s, double ckpt_s) {
-    if (time_limit <= 0.0) return 0;
+/* Whether a run that must end by t_start + time_limit (0: never) has to stop now to still
+ * fit the rest of a step, an evaluation and a checkpoint (their longest durations so far). */
+static int out_of_time(const RunOptions *o, double step_s, double eval_s, double ckpt_s) {
+    if (o->time_limit <= 0.0) return 0;
     double reserve = 1.5 * (step_s + eval_s + ckpt_s) + 5.0;
-    return now_seconds() - t_start + reserve >= time_limit;
+    return now_seconds() - o->t_start + reserve >= o->time_limit;
 }
 
-void run_print_duration(char *buf, size_t size, double s) {
+static void print_duration(char *buf, size_t size, double s) {
     long t = (long)(s + 0.5);
     if (t >= 3600) snprintf(buf, size, "%ld:%02ld:%02ld", t / 3600, t / 60 % 60, t % 60);
     else snprintf(buf, size, "%ld:%02ld", t / 60, t % 60);
 }
 
-/* Prints "name: old -> new", after "changed on resume:" the first time. */
-static void print_change(int *n, const char *section, const char *key, json_t *old, json_t *now) {
-    char *a = old ? json_dumps(old, JSON_ENCODE_ANY) : NULL, *b = json_dumps(now, JSON_ENCODE_ANY);
-    printf("%s %s%s%s: %s -> %s", (*n)++ ? "," : "changed on resume:", section, key ? "." : "", key ? key : "",
-           a ? a : "(none)", b ? b : "?");
-    free(a), free(b);
+void step_control_reduce(StepControl *c) {
+    double v[RUN_LOSS_PARTS + 4];
+    memcpy(v, c->loss, sizeof c->loss);
+    v[RUN_LOSS_PARTS] = c->nonfinite, v[RUN_LOSS_PARTS + 1] = c->signalled;
+    v[RUN_LOSS_PARTS + 2] = c->out_of_time, v[RUN_LOSS_PARTS + 3] = c->ckpt_due;
+    MPI_Allreduce(MPI_IN_PLACE, v, RUN_LOSS_PARTS + 4, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD);
+    memcpy(c->loss, v, sizeof c->loss);
+    c->nonfinite = v[RUN_LOSS_PARTS] > 0, c->signalled = v[RUN_LOSS_PARTS + 1] > 0;
+    c->out_of_time = v[RUN_LOSS_PARTS + 2] > 0, c->ckpt_due = v[RUN_LOSS_PARTS + 3] > 0;
 }
 
-void run_report_changes(const char *saved_text, const char *now_text) {
-    json_t *saved = json_loads(saved_text, 0, NULL), *now = json_loads(now_text, 0, NULL);
-    const char *section, *key;
-    json_t *value, *v;
-    int n = 0;
-    json_object_foreach(now, section, value) {
-        json_t *old = json_object_get(saved, section);
-        if (!strcmp(section, "versions") || !strcmp(section, "resume") || json_equal(old, value)) continue;
-        if (!json_is_object(value)) print_change(&n, section, NULL, old, value);
-        else json_object_foreach(value, key, v) {
-                if (!json_equal(json_object_get(old, key), v)) print_change(&n, section, key, json_object_get(old, key), v);
-            }
+/* ---- the run's state ---- */
+
+typedef struct {
+    const RunClient *c;
+    long step;            /* steps done */
+    int bad;              /* non-finite steps in a row */
+    int64_t global_batch; /* samples a step: a resumed run keeps its checkpoint's */
+    double tokens;        /* trained on, over all ranks */
+    char *config;         /* config.json's text, kept in checkpoints */
+    char *saved_config;   /* the resumed checkpoint's */
+} Run;
+
+/* ckpt_resume's loader: the header, the client's checks and reads, then the run's state. */
+static int load(const char *path, void *ctx) {
+    Run *r = ctx;
+    GPTConfig cfg;
+    CkptState st;
+    if (dist_agree(ckpt_read_header(path, &cfg, &st))) return -2;
+    int rc = r->c->load(r->c->ctx, path, &cfg, &st);
+    if (rc) {
+        ckpt_state_free(&st);
+        return rc;
     }
-    if (n) printf("\n");
-    json_decref(saved);
-    json_decref(now);
+    r->step = st.step, r->bad = st.bad_steps, r->tokens = (double)st.tokens, r->global_batch = st.global_batch;
+    if (dist_rank() == 0)
+        printf("resuming from %s: step %ld (saved %s by %d rank(s)), %lld tokens seen\n", path, st.step, st.time,
+               st.ranks, (long long)st.tokens);
+    r->saved_config = st.config; /* ownership passes to the run */
+    return 0;
+}
+
+static int save(Run *r) {
+    const RunClient *c = r->c;
+    CkptState st = {.step = r->step, .bad_steps = r->bad, .samples = (int64_t)r->step * r->global_batch,
+                    .tokens = (int64_t)r->tokens, .seed = c->seed, .global_batch = r->global_batch,
+                    .ranks = dist_size(), .corpus_fingerprint = c->fingerprint, .config = r->config};
+    snprintf(st.corpus, sizeof st.corpus, "%s", c->data);
+    return c->save(c->ctx, &st);
+}
+
+/* Collective: the lock, --overwrite or --resume, config.json. */
+static int begin(Run *r, int *lock) {
+    const RunClient *c = r->c;
+    const RunOptions *o = c->opt;
+    int rank = dist_rank(), rc = 0;
+    if (o->overwrite && o->resume)
+        return gpt_error("--overwrite and --resume contradict each other: --overwrite starts afresh, removing the "
+                         "run in %s", c->out);
+    if (rank == 0 && (*lock = run_dir_lock(c->out)) < 0) rc = -1;
+    if (!rc && rank == 0 && o->overwrite) rc = run_dir_clear(c->out);
+    if (dist_agree(rc)) return -1;
+    char from[PATH_MAX] = "";
+    if (o->resume && ckpt_resume(c->out, o->resume, c->cmd, load, r, from, sizeof from)) return -1;
+    json_t *config = c->config(c->ctx);
+    if (r->saved_config)
+        json_object_set_new(config, "resume", json_pack("{s:s,s:I}", "checkpoint", from, "step", (json_int_t)r->step));
+    r->config = json_dumps(config, JSON_INDENT(2) | JSON_SORT_KEYS);
+    if (rank == 0) {
+        if (r->saved_config) run_report_changes(r->saved_config, r->config);
+        rc = run_dir_prepare(c->out, o->resume != NULL, config, r->step);
+        if (!rc) run_dir_claim(*lock);
+    }
+    json_decref(config);
+    return dist_agree(rc);
+}
+
+/* Rank 0: the step's line of metrics.jsonl and, every log_every steps, its progress line. */
+typedef struct {
+    FILE *metrics;
+    double t_start, t_run, interval_tokens, interval_s;
+    long first_step;
+    double peak_gflops; /* sgemm, all ranks: the MFU's denominator */
+} Report;
+
+static void report_step(Report *p, const RunClient *c, const Run *r, json_t *line, double loss, const OptimStats *st,
+                        double step_s, const StepGrads *g, int skipped, const char *detail, const char *val) {
+    long s = r->step;
+    /* JSON has no NaN or infinity: a non-finite loss or norm is written as null */
+    json_object_set_new(line, "step", json_integer(s));
+    json_object_set_new(line, "loss", isfinite(loss) ? json_real(loss) : json_null());
+    json_object_set_new(line, "lr", json_real(st->lr));
+    json_object_set_new(line, "grad_norm", isfinite(g->grad_norm) ? json_real(g->grad_norm) : json_null());
+    json_object_set_new(line, "tokens", json_integer((json_int_t)r->tokens));
+    json_object_set_new(line, "tokens_per_s", json_real(g->tokens / step_s));
+    json_object_set_new(line, "step_s", json_real(step_s));
+    json_object_set_new(line, "comm_wait_s", json_real(g->comm_wait_s));
+    json_object_set_new(line, "skipped", json_boolean(skipped));
+    run_metrics_write(p->metrics, line);
+    if (skipped) printf("step %ld: non-finite loss or gradient, update skipped (%d in a row)\n", s, r->bad);
+    if (s % c->opt->log_every == 0 || s == c->steps || val[0]) {
+        double rate = p->interval_tokens / p->interval_s;
+        char el[32], eta[32], mfu[32] = "";
+        print_duration(el, sizeof el, now_seconds() - p->t_start);
+        print_duration(eta, sizeof eta, p->t_run / (double)(s - p->first_step) * (double)(c->steps - s));
+        if (c->flops_per_token > 0)
+            snprintf(mfu, sizeof mfu, " | MFU %.1f%%", 100.0 * rate * c->flops_per_token / 1e9 / p->peak_gflops);
+        printf("step %ld/%ld | loss %.4f%s%s | lr %.2e | grad %.3f | %.0f tok/s%s | %s elapsed | ETA %s\n", s,
+               c->steps, loss, detail, val, st->lr, g->grad_norm, rate, mfu, el, eta);
+        fflush(stdout);
+        p->interval_tokens = p->interval_s = 0.0;
+    }
+}
+
+/* Collective: the steps. 0: all done; 1: stopped with a checkpoint; -1: an error. */
+static int steps(Run *r) {
+    const RunClient *c = r->c;
+    const RunOptions *o = c->opt;
+    int rank = dist_rank(), rc = 0;
+    Report p = {.t_start = now_seconds(), .first_step = r->step};
+    if (c->flops_per_token > 0) { /* every rank at once: the machine's limit under load */
+        p.peak_gflops = blas_sgemm_peak_gflops();
+        MPI_Allreduce(MPI_IN_PLACE, &p.peak_gflops, 1, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD);
+    }
+    if (rank == 0) p.metrics = run_metrics_open(c->out);
+    int checkpointing = o->ckpt_every > 0 || o->ckpt_minutes > 0.0;
+    /* until one is measured, a checkpoint (parameters and two moments) is assumed to write at 100 MB/s */
+    double last_ckpt = p.t_start, ckpt_s = 12.0 * (double)c->trained_floats / 1e8, max_step_s = 0, max_eval_s = 0;
+    while (!rc && r->step < c->steps) {
+        long s = r->step;
+        double t0 = now_seconds();
+        if ((rc = dist_agree(c->read_step(c->ctx, s)))) break;
+        StepGrads g = {.tokens = 0};
+        c->backward(c->ctx, s, &g);
+        StepControl ctl = {.nonfinite = !isfinite(g.loss[0] + g.loss[1]) || !isfinite(g.grad_norm),
+                           .signalled = stop_signal != 0,
+                           .out_of_time = rank == 0 && out_of_time(o, max_step_s, max_eval_s, ckpt_s),
+                           .ckpt_due = rank == 0 && o->ckpt_minutes > 0 && now_seconds() - last_ckpt >= 60.0 * o->ckpt_minutes};
+        memcpy(ctl.loss, g.loss, sizeof g.loss);
+        step_control_reduce(&ctl);
+        OptimStats st = c->update(c->ctx, g.grad_norm, ctl.nonfinite);
+        r->bad = ctl.nonfinite ? r->bad + 1 : 0;
+        r->step = s + 1;
+        r->tokens += g.tokens;
+        double step_s = now_seconds() - t0;
+        p.t_run += step_s, p.interval_tokens += g.tokens, p.interval_s += step_s;
+        if (step_s > max_step_s) max_step_s = step_s;
+
+        json_t *line = json_object();
+        char detail[128] = "", val[160] = "";
+        double loss = c->loss(c->ctx, ctl.loss, g.tokens, line, detail, sizeof detail);
+        if (c->evaluate && o->eval_every > 0 && (r->step % o->eval_every == 0 || r->step == c->steps)) {
+            double te = now_seconds();
+            rc = c->evaluate(c->ctx, line, val, sizeof val);
+            if (now_seconds() - te > max_eval_s) max_eval_s = now_seconds() - te;
+        }
+        if (!rc && rank == 0) report_step(&p, c, r, line, loss, &st, step_s, &g, ctl.nonfinite, detail, val);
+        json_decref(line);
+        if (rc) break;
+        fault_point("step", r->step, rank);
+        if (r->bad >= o->max_bad_steps) {
+            rc = gpt_error("stopping: %d steps in a row had a non-finite loss or gradient (lower --lr, or check the "
+                           "data)", r->bad);
+            break;
+        }
+        int stop = (ctl.signalled || ctl.out_of_time) && r->step < c->steps; /* after the last step: just finish */
+        if (stop || ctl.ckpt_due || (o->ckpt_every > 0 && r->step % o->ckpt_every == 0) ||
+            (checkpointing && r->step == c->steps)) {
+            double tc = now_seconds();
+            if ((rc = save(r))) break;
+            last_ckpt = now_seconds();
+            ckpt_s = last_ckpt - tc;
+        }
+        if (stop) {
+            if (rank == 0) {
+                char path[PATH_MAX];
+                ckpt_path(path, sizeof path, c->out, r->step);
+                printf("stopping after step %ld %s: wrote %s; exit code %d, continue with --resume auto\n", r->step,
+                       stop_reason(ctl.signalled ? "on a signal to another rank" : "before the time limit"), path,
+                       RUN_EXIT_STOPPED);
+                fflush(stdout);
+            }
+            rc = 1;
+        }
+    }
+    if (p.metrics) fclose(p.metrics);
+    if (rc == 0 && rank == 0 && p.first_step >= c->steps)
+        printf("the run was already at step %ld of %ld: nothing left to train\n", r->step, c->steps);
+    return rc;
+}
+
+int run_training(const RunClient *c) {
+    Run r = {.c = c, .global_batch = c->global_batch};
+    int lock = -1, rc;
+    catch_stop_signals();
+    if ((rc = begin(&r, &lock)) == 0) rc = dist_agree(c->start(c->ctx, r.saved_config != NULL));
+    if (rc == 0) rc = steps(&r);
+    if (rc == 0) {
+        int written = 0;
+        if (dist_rank() == 0) {
+            char path[PATH_MAX];
+            snprintf(path, sizeof path, "%s/model.h5", c->out);
+            written = c->write_result(c->ctx, path);
+            if (!written) printf("wrote %s\n", path);
+        }
+        rc = dist_agree(written); /* every rank waits for rank 0's file, failed or not */
+    }
+    run_dir_unlock(lock);
+    free(r.config);
+    free(r.saved_config);
+    return rc;
 }

@@ -104,7 +104,7 @@ int cmd_finetune(int argc, char **argv) {
     int rc = parse_finetune(argc, argv, &o);
     if (rc < 0) {
         rc = finetune_run(&o);
-        rc = rc < 0 ? cli_fail("finetune") : rc == 1 ? TRAIN_EXIT_STOPPED : 0;
+        rc = rc < 0 ? cli_fail("finetune") : rc == 1 ? RUN_EXIT_STOPPED : 0;
     }
     dist_finalize();
     return rc;

@@ -110,7 +110,7 @@ int cmd_train(int argc, char **argv) {
     int rc = parse_train(argc, argv, &o);
     if (rc < 0) {
         rc = train_run(&o);
-        rc = rc < 0 ? cli_fail("train") : rc == 1 ? TRAIN_EXIT_STOPPED : 0;
+        rc = rc < 0 ? cli_fail("train") : rc == 1 ? RUN_EXIT_STOPPED : 0;
     }
     dist_finalize();
     return rc;

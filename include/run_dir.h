@@ -1,0 +1,45 @@
+/* run_dir.h: a training run's directory: its lock, config.json, metrics.jsonl and the
+ * report of settings changed on resume. Rank 0 alone touches these files.
+ *
+ * A run directory belongs to one run at a time: the run holds an flock(2) on RUN_DIR/lock
+ * for its whole life, which the kernel releases however the process ends, so a crashed or
+ * killed run never leaves a stale lock. The lock file names the holder's PID and host so
+ * that a refused second run can say who has it.
+ *
+ * What makes a directory "hold a run" is what a resume or a prune could take for the
+ * run's own: a checkpoint (ckpt_<step>.h5), `latest`, model.h5 or a metrics line. A
+ * config.json left by a start that never completed a step is not, so a failed start (out
+ * of memory, say) never blocks the next attempt. */
+#ifndef GPT_RUN_DIR_H
+#define GPT_RUN_DIR_H
+
+#include <jansson.h>
+#include <stdio.h>
+
+/* Rank 0: creates the run directory if needed and takes its lock; returns the lock's
+ * file descriptor (keep it open for the run), or -1 naming the PID and host of the run
+ * that holds it, or why the directory cannot be made. */
+int run_dir_lock(const char *out);
+/* Rank 0: writes this process's PID and host into the lock file, once the run is
+ * accepted (a refused run leaves the directory as it found it). */
+void run_dir_claim(int fd);
+void run_dir_unlock(int fd);
+
+/* Rank 0, for --overwrite: removes everything of a previous run (checkpoints and their
+ * .tmp files, latest, model.h5, metrics.jsonl, config.json). */
+int run_dir_clear(const char *out);
+
+/* Rank 0: writes config.json and starts metrics.jsonl, refusing a directory that holds
+ * another run unless resuming; a resumed run (resumed_step > 0) keeps its metrics up
+ * to that step. */
+int run_dir_prepare(const char *out, int resuming, json_t *config, long resumed_step);
+
+/* Rank 0: opens RUN_DIR/metrics.jsonl for appending (NULL on failure) and writes lines. */
+FILE *run_metrics_open(const char *out);
+void run_metrics_write(FILE *f, json_t *line);
+
+/* Rank 0: one line listing the settings of config JSON now_text that differ from
+ * saved_text's (sections "versions" and "resume" aside). */
+void run_report_changes(const char *saved_text, const char *now_text);
+
+#endif
