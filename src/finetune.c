@@ -355,15 +355,15 @@ static int load_checkpoint(void *ctx, const char *path, const GPTConfig *cfg, co
                          (unsigned long long)st->seed, (long long)st->global_batch);
     if (t->lora) { /* adapters only fit the base they were trained on */
         json_t *saved = json_loads(st->config, 0, NULL);
-        const char *base = json_string_value(json_object_get(json_object_get(saved, "lora"), "base_fingerprint"));
-        char now[32];
-        fingerprint_text(t->base_fingerprint, now, sizeof now);
-        int same = base && !strcmp(base, now);
+        const char *fp = json_string_value(json_object_get(json_object_get(saved, "lora"), "base_fingerprint"));
+        char base[32], now[32];
+        snprintf(base, sizeof base, "%s", fp ? fp : "not recorded");
         json_decref(saved);
-        if (!same)
+        fingerprint_text(t->base_fingerprint, now, sizeof now);
+        if (strcmp(base, now))
             return gpt_error("%s: its LoRA adapters were trained on another base model than --init %s (base "
                              "fingerprint %s, now %s); resume with the --init it was started with", path, o->init,
-                             base ? base : "not recorded", now);
+                             base, now);
     }
     CkptExtra x[MAX_TRAINABLES];
     int nx = extras_of(t, x);

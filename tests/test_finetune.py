@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import random
+import shutil
 from pathlib import Path
 
 import h5py
@@ -542,3 +543,52 @@ def test_task_tokenized_with_another_tokenizer_than_the_model(env, gpt_bin):
     proc = finetune(gpt_bin, model, task, d / "tok2_run", check=False)
     assert proc.returncode != 0 and "another tokenizer" in proc.stderr and str(task) in proc.stderr
     assert not (d / "tok2_run" / "model.h5").exists()
+
+
+# --------------------------------------------------------------------------- (f) the run lifecycle
+
+def test_model_file_unwritable_fails_on_every_rank_without_a_hang(env, gpt_bin):
+    """Rank 0 alone writes model.h5; before the one run loop, its failure skipped the
+    agreement the other ranks waited in, and 2 ranks hung forever."""
+    out = env["dir"] / "unwritable"
+    (out / "model.h5").mkdir(parents=True)
+    (out / "model.h5" / "keep").write_text("")
+    proc = sh([gpt_bin, "finetune", "--init", env["base"], "--data", env["tasks"]["classify"], "--out", out,
+               "--batch", 4, "--epochs", 0.5, "--resume", "auto"], ranks=2, check=False, timeout=120)
+    failed(proc, "model.h5", "gpt finetune:")
+    assert proc.stderr.count("gpt finetune:") == 1, proc.stderr
+
+
+def test_lora_resume_on_another_base_is_refused(env, gpt_bin):
+    """Adapters only fit the base they were trained on: a checkpoint's base fingerprint is
+    checked on resume, as loading a LoRA model checks it."""
+    out, task = env["dir"] / "lora_resume_base", env["tasks"]["classify"]
+    args = ["--epochs", 2, "--lora-rank", 2, "--ckpt-every", 1]
+    proc = finetune(gpt_bin, env["base"], task, out, args, check=False, env={"GPT_FAULT": "step:2"})
+    assert proc.returncode != 0 and (out / "ckpt_1.h5").exists()
+    proc = finetune(gpt_bin, env["other"], task, out, [*args, "--resume", "auto"], check=False)
+    failed(proc, "another base model", str(env["other"]))
+    assert not (out / "model.h5").exists()
+    finetune(gpt_bin, env["base"], task, out, [*args, "--resume", "auto"])  # its own base resumes
+    assert (out / "model.h5").exists()
+
+
+def test_continued_pretraining_from_a_non_finite_model_is_refused(env, gpt_bin):
+    """Shorter than --max-bad-steps, such a run used to write a NaN model.h5 and exit 0."""
+    rng = random.Random(4)
+    text = env["dir"] / "nan_paragraphs.txt"
+    text.write_text("\n\n".join(" ".join(sentence(rng, 5, 15) + "." for _ in range(8)) for _ in range(20)))
+    corpus = env["dir"] / "nan_corpus.h5"
+    sh([gpt_bin, "prepare", "--tokenizer", env["tok"], "--out", corpus, "--split-on-blank-lines", text])
+    bad = env["dir"] / "nan_base.h5"
+    shutil.copy(env["base"], bad)
+    with h5py.File(bad, "r+") as f:
+        w = f["model/h.0.mlp.c_fc.weight"]
+        a = w[()]
+        a[0, 0] = np.nan
+        w[...] = a
+    out = env["dir"] / "nan_run"
+    proc = finetune(gpt_bin, bad, corpus, out, ["--epochs", 1, "--max-bad-steps", 100, "--eval-every", 0],
+                    check=False)
+    failed(proc, "h.0.mlp.c_fc.weight")
+    assert not (out / "model.h5").exists()
