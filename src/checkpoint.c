@@ -431,12 +431,12 @@ static int point_latest(const char *run_dir, long step) {
     snprintf(tmp, sizeof tmp, "%s.tmp", path);
     FILE *f = fopen(tmp, "w");
     if (!f) return gpt_error("%s: cannot create: %s", tmp, strerror(errno));
-    int ok = fprintf(f, "ckpt_%ld.h5\n", step) > 0;
-    ok &= fflush(f) == 0 && fsync(fileno(f)) == 0;
-    ok &= fclose(f) == 0;
-    if (!ok || rename(tmp, path)) {
+    int err = fprintf(f, "ckpt_%ld.h5\n", step) < 0 || fflush(f) || fsync(fileno(f)) ? errno : 0; /* a full disk shows here */
+    if (fclose(f) && !err) err = errno;
+    if (!err && rename(tmp, path)) err = errno;
+    if (err) {
         remove(tmp);
-        return gpt_error("%s: cannot write: %s", path, strerror(errno));
+        return gpt_error("%s: cannot write: %s", path, strerror(err));
     }
     return fsync_path(run_dir, 1);
 }
