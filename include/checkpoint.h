@@ -15,7 +15,12 @@
  * tokenizer, flushes the file to disk and renames it into place. In a run directory,
  * the pointer file `latest` is replaced (write, fsync, rename) only after that, and
  * the oldest checkpoints beyond the kept number are removed only after that, so a
- * crash at any moment leaves every earlier checkpoint whole. */
+ * crash at any moment leaves every earlier checkpoint whole.
+ *
+ * Disk space: before creating PATH.tmp, and again before rank 0's serial phase, rank 0
+ * reserves (fallocate) an upper bound of the file's size, and the ranks agree on it, so
+ * a full disk is one error on every rank naming the file and the space needed, before
+ * any HDF5 write (a write failing inside parallel HDF5 could only hang or crash). */
 #ifndef GPT_CHECKPOINT_H
 #define GPT_CHECKPOINT_H
 
