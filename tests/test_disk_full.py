@@ -135,7 +135,7 @@ def test_the_first_checkpoint_without_room(gpt_bin, tiny_corpus, reference, tmpf
     run_dir = tmpfs(pages(size // 2)) / "run"
     proc = train(gpt_bin, tiny_corpus["corpus"], run_dir, ranks, check=False)
     assert_disk_full_error(proc, run_dir, EVERY, size, ranks)
-    assert sorted(p.name for p in run_dir.iterdir()) == ["config.json", "metrics.jsonl"]
+    assert sorted(p.name for p in run_dir.iterdir()) == ["config.json", "lock", "metrics.jsonl"]
 
 
 @pytest.mark.parametrize("ranks", [1, 2])
@@ -145,10 +145,10 @@ def test_a_disk_full_to_the_last_block(gpt_bin, tiny_corpus, reference, tmpfs, r
     disk = tmpfs(pages(2 * size))
     st = os.statvfs(disk)
     free = st.f_bavail * st.f_frsize
-    with open(disk / "filler", "wb") as f:  # leaves a page each for config.json and metrics.jsonl
-        os.posix_fallocate(f.fileno(), 0, free - 2 * PAGE)
+    with open(disk / "filler", "wb") as f:  # leaves a page each for config.json, lock and metrics.jsonl
+        os.posix_fallocate(f.fileno(), 0, free - 3 * PAGE)
     run_dir = disk / "run"
     proc = train(gpt_bin, tiny_corpus["corpus"], run_dir, ranks, check=False)
     assert os.statvfs(disk).f_bavail == 0, "the disk should be full after the failure"
     assert_disk_full_error(proc, run_dir, EVERY, size, ranks)
-    assert sorted(p.name for p in run_dir.iterdir()) == ["config.json", "metrics.jsonl"]
+    assert sorted(p.name for p in run_dir.iterdir()) == ["config.json", "lock", "metrics.jsonl"]
