@@ -135,8 +135,8 @@ static TaskData *load_data(TaskModel *tm, const char *path, int truncate, int la
 static int predict_or_eval(const char *cmd, int argc, char **argv, int eval) {
     static const struct option opts[] = {{"model", required_argument, 0, 'm'}, {"data", required_argument, 0, 'd'},
                                          {"base", required_argument, 0, 'b'}, {"truncate", no_argument, 0, 't'},
-                                         {"threads", required_argument, 0, 'T'}, {"help", no_argument, 0, 'h'},
-                                         {0, 0, 0, 0}};
+                                         {"threads", required_argument, 0, 'T'}, {"json", no_argument, 0, 'j'},
+                                         {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
     const char *model = NULL, *data = NULL, *base = NULL;
     int truncate = 0, threads = 1, opt;
     optind = 1;
@@ -147,12 +147,16 @@ static int predict_or_eval(const char *cmd, int argc, char **argv, int eval) {
         case 'b': base = optarg; break;
         case 't': truncate = 1; break;
         case 'T': if (parse_int(optarg, &threads) || threads < 1) return cli_usage_error(cmd, "--threads: expected a positive integer, got '%s'", optarg); break;
+        case 'j': /* eval-task prints JSON anyway: --json is accepted as by every command printing JSON */
+            if (!eval) return cli_usage_error(cmd, "--json: predict prints one prediction a line, not JSON");
+            break;
         case 'h':
             printf("usage: gpt %s --model RUN_DIR/model.h5 --data (FILE.jsonl | FILE.csv | TASK.h5) [--base BASE.h5]\n"
-                   "           [--truncate] [--threads T]\n\n%s", cmd,
-                   eval ? "Prints the fine-tuned model's metrics on the labelled records as JSON: accuracy (or\n"
-                          "Pearson, Spearman and mean squared error), the head's mean loss and the count. A task\n"
-                          "file's /val split is used (its /train if it has none).\n"
+                   "           [--truncate] [--threads T]%s\n\n%s", cmd, eval ? " [--json]" : "",
+                   eval ? "Prints the fine-tuned model's metrics on the labelled records as JSON (with or without\n"
+                          "--json): accuracy (or Pearson, Spearman and mean squared error; null where undefined),\n"
+                          "the head's mean loss and the count. A task file's /val split is used (its /train if it\n"
+                          "has none).\n"
                         : "Prints one prediction per record, in order: the class (its name when the task has\n"
                           "names), the real value, or the index of the chosen answer. Labels are not needed.\n");
             printf("--base: the base model of LoRA adapters, if not where they name it.\n");
@@ -180,11 +184,14 @@ static int predict_or_eval(const char *cmd, int argc, char **argv, int eval) {
             label[i] = e.label;
         }
         TaskMetrics m = task_metrics(tm->info.label_kind, pred, label, n);
-        printf("{\"examples\": %lld, \"loss\": %.6g", (long long)n, loss);
-        if (tm->info.label_kind == LABEL_REAL)
-            printf(", \"pearson\": %.6g, \"spearman\": %.6g, \"mse\": %.6g}\n", m.pearson, m.spearman, m.mse);
-        else
-            printf(", \"accuracy\": %.6g}\n", m.accuracy);
+        json_t *j = json_pack("{s:I,s:o}", "examples", (json_int_t)n, "loss", cli_json_real(loss));
+        if (tm->info.label_kind == LABEL_REAL) {
+            json_object_set_new(j, "pearson", cli_json_real(m.pearson)); /* null when a side is constant */
+            json_object_set_new(j, "spearman", cli_json_real(m.spearman));
+            json_object_set_new(j, "mse", cli_json_real(m.mse));
+        } else
+            json_object_set_new(j, "accuracy", cli_json_real(m.accuracy));
+        cli_print_json(j);
         free(label);
     } else if (!rc) {
         for (int64_t i = 0; i < n; i++) {

@@ -1,4 +1,5 @@
 /* main.c: bin/gpt, a git-style front end: `gpt COMMAND [OPTIONS]`. */
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -58,6 +59,14 @@ int cli_usage_error(const char *cmd, const char *fmt, ...) {
     va_end(ap);
     fprintf(stderr, " (see gpt %s --help)\n", cmd);
     return 2;
+}
+
+json_t *cli_json_real(double x) { return isfinite(x) ? json_real(x) : json_null(); }
+
+void cli_print_json(json_t *obj) {
+    json_dumpf(obj, stdout, JSON_REAL_PRECISION(9)); /* float32 results: 9 digits tell them apart */
+    putchar('\n');
+    json_decref(obj);
 }
 
 int main(int argc, char **argv) {

@@ -158,8 +158,9 @@ int cli_eval_report(GPT *m, const char *model, Corpus *c, const char *data, int 
     *loss = nll / (double)tokens;
     if (dist_rank() != 0) return 0;
     if (json)
-        printf("{\"loss\": %.9g, \"perplexity\": %.9g, \"tokens\": %lld, \"windows\": %lld, \"split\": \"%s\"}\n",
-               *loss, exp(*loss), (long long)tokens, (long long)n, split_name(split));
+        cli_print_json(json_pack("{s:o,s:o,s:I,s:I,s:s}", "loss", cli_json_real(*loss), "perplexity",
+                                 cli_json_real(exp(*loss)), "tokens", (json_int_t)tokens, "windows", (json_int_t)n,
+                                 "split", split_name(split)));
     else
         printf("%s on %s /%s: loss %.4f, perplexity %.2f over %lld tokens (%lld windows of %d)\n", model, data,
                split_name(split), *loss, exp(*loss), (long long)tokens, (long long)n, m->cfg.n_ctx);
