@@ -32,7 +32,7 @@ static const Command commands[] = {
     {"generate", cmd_generate, "sample text from a model, one token at a time"},
     {"score", cmd_score, "log-likelihood, perplexity and bits per byte of a text"},
     {"prune", cmd_prune, "zero the smallest weights of a model (magnitude pruning)"},
-    {"inspect", cmd_inspect, "describe and verify a model, tokenizer or corpus file"},
+    {"inspect", cmd_inspect, "describe and verify any file the tool writes (model, checkpoint, tokenizer, corpus, task, fine-tuned model)"},
 };
 
 static void usage(FILE *f) {
