@@ -167,7 +167,7 @@ static int predict_or_eval(const char *cmd, int argc, char **argv, int eval) {
     if (optind < argc) return cli_usage_error(cmd, "unexpected argument '%s'", argv[optind]);
     if (!model || !data) return cli_usage_error(cmd, "--model and --data are required");
     blas_set_threads(threads);
-    TaskModel *tm = task_model_load(model, base, 8);
+    TaskModel *tm = task_model_load(model, base, 8, 1);
     if (!tm) return cli_fail(cmd);
     int rc = 0, split;
     if (!tm->head) rc = gpt_error("%s: has no task head (adapters from continued pre-training)", model);
@@ -233,7 +233,7 @@ int cmd_merge_lora(int argc, char **argv) {
     }
     if (optind < argc) return cli_usage_error("merge-lora", "unexpected argument '%s'", argv[optind]);
     if (!model || !out) return cli_usage_error("merge-lora", "--model and --out are required");
-    TaskModel *tm = task_model_load(model, base, 1);
+    TaskModel *tm = task_model_load(model, base, 1, 1);
     if (!tm) return cli_fail("merge-lora");
     int rc = 0;
     if (!tm->lora) rc = gpt_error("%s: has no LoRA adapters to merge", model);

@@ -275,7 +275,7 @@ static int inspect_checkpoint_state(const char *path, GPT *m, size_t *bad) {
 }
 
 static int inspect_model(const char *path, int checkpoint) {
-    GPT *m = model_file_load(path, 1, 0);
+    GPT *m = model_file_load_any(path, 1);
     if (!m) return cli_fail("inspect");
     size_t nonfinite = 0;
     if (checkpoint && inspect_checkpoint_state(path, m, &nonfinite)) {
@@ -332,7 +332,7 @@ static int verify_group(const char *path, hid_t f, const char *where, size_t *ba
 
 /* A fine-tuned model: the task, the head, the model or the adapters with their base. */
 static int inspect_task_model(const char *path) {
-    TaskModel *tm = task_model_load(path, NULL, 1);
+    TaskModel *tm = task_model_load(path, NULL, 1, 0);
     if (!tm) return cli_fail("inspect");
     printf("%s: fine-tuned model", path);
     if (tm->head) {
