@@ -44,7 +44,9 @@ int parse_float(const char *s, float *out);
 int parse_double(const char *s, double *out);
 int parse_u64(const char *s, unsigned long long *out);
 /* A positive duration in Slurm's forms (MM, MM:SS, HH:MM:SS, D-HH, D-HH:MM, D-HH:MM:SS)
- * in seconds; "UNLIMITED" gives 0 (no limit). */
+ * in seconds; "UNLIMITED" gives 0 (no limit). The first field may be any number (90 is
+ * 90 minutes, 30:00:00 30 hours); after it hours are below 24 and minutes and seconds
+ * below 60, else -1 (12:99 is not 13:39). */
 int parse_duration(const char *s, double *seconds);
 
 #endif
