@@ -42,7 +42,7 @@ int cmd_bench(int argc, char **argv) {
     optind = 1;
     while ((opt = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         if (opt >= CONFIG_OPT_BASE) {
-            if (config_args_add(&cargs, opt, optarg)) return cli_fail("bench");
+            if (config_args_add(&cargs, opt, optarg)) return cli_usage_error("bench", "%s", gpt_last_error());
             continue;
         }
         switch (opt) {
@@ -68,7 +68,7 @@ int cmd_bench(int argc, char **argv) {
     }
     if (optind < argc) return cli_usage_error("bench", "unexpected argument '%s'", argv[optind]);
     GPTConfig cfg;
-    if (config_from_args(&cargs, &cfg)) return cli_fail("bench");
+    if (config_from_args(&cargs, &cfg)) return cli_usage_error("bench", "%s", gpt_last_error());
 
     blas_set_threads(threads);
     double peak = blas_sgemm_peak_gflops();

@@ -70,17 +70,17 @@ static int parse_finetune(int argc, char **argv, FinetuneOptions *o) {
         case O_DATA: o->data = optarg; break;
         case O_OUT: o->out = optarg; break;
         case O_LAMBDA: if (parse_float(optarg, &o->lambda) || !(o->lambda >= 0.0f)) flag = "--lambda: expected a number >= 0"; break;
-        case O_LR: if (parse_float(optarg, &lr)) flag = "--lr: expected a number"; break;
+        case O_LR: if (parse_float(optarg, &lr) || !(lr > 0.0f)) flag = "--lr: expected a positive number"; break;
         case O_EPOCHS: if (parse_float(optarg, &epochs) || !(epochs > 0.0f)) flag = "--epochs: expected a positive number"; break;
         case O_BATCH: if (parse_int(optarg, &o->batch) || o->batch < 1) flag = "--batch: expected a positive integer"; break;
         case O_MICRO: if (parse_int(optarg, &o->micro_batch) || o->micro_batch < 1) flag = "--micro-batch: expected a positive integer"; break;
         case O_WARMUP: if (parse_float(optarg, &warmup) || !(warmup >= 0.0f && warmup <= 1.0f)) flag = "--warmup-fraction: expected a number in [0, 1]"; break;
-        case O_WD: if (parse_float(optarg, &wd)) flag = "--weight-decay: expected a number"; break;
-        case O_CLIP: if (parse_float(optarg, &clip)) flag = "--clip: expected a number"; break;
+        case O_WD: if (parse_float(optarg, &wd) || !(wd >= 0.0f)) flag = "--weight-decay: expected a number >= 0"; break;
+        case O_CLIP: if (parse_float(optarg, &clip) || !(clip >= 0.0f)) flag = "--clip: expected a number >= 0 (0: off)"; break;
         case O_SEED: if (parse_u64(optarg, &seed)) flag = "--seed: expected a non-negative integer"; break;
         case O_LORA_RANK: if (parse_int(optarg, &o->lora_rank) || o->lora_rank < 1) flag = "--lora-rank: expected a positive integer"; break;
         case O_LORA_ALPHA: if (parse_float(optarg, &alpha) || !(alpha > 0.0f)) flag = "--lora-alpha: expected a positive number"; break;
-        case O_LORA_TARGETS: if (lora_parse_targets(optarg, &o->lora_targets)) return cli_fail("finetune"); break;
+        case O_LORA_TARGETS: if (lora_parse_targets(optarg, &o->lora_targets)) return cli_usage_error("finetune", "%s", gpt_last_error()); break;
         case O_HELP: if (dist_rank() == 0) fputs(finetune_help, stdout); return 0;
         default: return cli_usage_error("finetune", "unknown option");
         }
@@ -93,7 +93,7 @@ static int parse_finetune(int argc, char **argv, FinetuneOptions *o) {
     o->epochs = epochs, o->warmup_fraction = warmup, o->seed = seed;
     o->optim = optim_defaults(1);
     o->optim.lr = lr, o->optim.weight_decay = wd, o->optim.clip = clip, o->optim.warmup = 0;
-    if (optim_validate(&o->optim)) return cli_fail("finetune");
+    if (optim_validate(&o->optim)) return cli_usage_error("finetune", "%s", gpt_last_error());
     return -1;
 }
 
