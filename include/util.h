@@ -25,6 +25,9 @@ float *xalloc_floats(size_t count);
 /* Reads a whole file (path "-" = standard input) into a new buffer (NUL-terminated,
  * *len excludes the NUL); NULL with "PATH: cannot open: reason" on failure. */
 uint8_t *read_file(const char *path, size_t *len);
+/* 3 if buf starts with the UTF-8 byte order mark (EF BB BF, which some editors write
+ * first), else 0: every reader of text skips it instead of taking it for content. */
+size_t utf8_bom_len(const uint8_t *buf, size_t len);
 /* Checks that buf is text: not empty, no NUL byte, valid UTF-8. -1 with a message
  * naming path and the byte offset (buf starts at byte `base` of the file) otherwise. */
 int check_text(const char *path, const uint8_t *buf, size_t len, size_t base);

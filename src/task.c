@@ -610,8 +610,9 @@ TaskData *task_from_text(const char *path, Tokenizer *tok, const TaskPrepare *op
     int rc = check_options(&r, opt, &info);
     if (!rc) rc = !(buf = (char *)read_file(path, &len)) || check_text(path, (const uint8_t *)buf, len, 0);
     if (!rc) {
-        const char *text = buf;
-        if (len >= 3 && !memcmp(text, "\xEF\xBB\xBF", 3)) text += 3, len -= 3; /* the UTF-8 byte order mark */
+        size_t bom = utf8_bom_len((const uint8_t *)buf, len);
+        const char *text = buf + bom;
+        len -= bom;
         size_t n = strlen(path);
         int csv = n >= 4 && !strcmp(path + n - 4, ".csv"), json = (n >= 6 && !strcmp(path + n - 6, ".jsonl")) ||
                                                                   (n >= 5 && !strcmp(path + n - 5, ".json"));

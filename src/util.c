@@ -100,6 +100,8 @@ static size_t utf8_seq(const uint8_t *p, size_t n) {
     return len;
 }
 
+size_t utf8_bom_len(const uint8_t *buf, size_t len) { return len >= 3 && !memcmp(buf, "\xEF\xBB\xBF", 3) ? 3 : 0; }
+
 int check_text(const char *path, const uint8_t *buf, size_t len, size_t base) {
     if (len == 0) return gpt_error("%s: empty file (expected UTF-8 text)", path);
     for (size_t i = 0; i < len;) {
