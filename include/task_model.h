@@ -37,7 +37,5 @@ int task_model_write(const char *path, const GPT *m, const GPTLora *lora, const 
  * task_model_write refuses such tensors as model_file_write does. */
 TaskModel *task_model_load(const char *path, const char *base_override, int max_batch, int check_finite);
 void task_model_free(TaskModel *t);
-/* 1 if the file is a task model. */
-int task_model_is(const char *path);
 
 #endif

@@ -747,10 +747,9 @@ static int load_split(const char *path, hid_t f, const char *name, const TaskInf
 /* The root attributes and /label_names into d. */
 static int load_info(const char *path, hid_t f, TaskData *d) {
     TaskInfo *in = &d->info;
-    char format[32], task[32], kind[32];
+    char task[32], kind[32];
     int version;
-    if (h5_read_attr_string(path, "", f, "format", format, sizeof format)) return -1;
-    if (strcmp(format, TASK_FORMAT)) return gpt_error("%s: a %s file, not a task file (%s)", path, format, TASK_FORMAT);
+    if (h5_expect_format(path, f, TASK_FORMAT, "a task file (made by gpt prepare-task)")) return -1;
     if (h5_read_attr_int(path, "", f, "format_version", &version) ||
         h5_read_attr_string(path, "", f, "task", task, sizeof task) ||
         h5_read_attr_string(path, "", f, "label_kind", kind, sizeof kind) ||

@@ -77,16 +77,6 @@ int task_model_write(const char *path, const GPT *m, const GPTLora *lora, const 
     return model_file_write_ex(path, m, lora == NULL, tok, write_extra, &x);
 }
 
-int task_model_is(const char *path) {
-    h5_quiet();
-    hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
-    if (f < 0) return 0;
-    char format[32] = "";
-    if (H5Aexists(f, "format") > 0) h5_read_attr_string(path, "", f, "format", format, sizeof format);
-    H5Fclose(f);
-    return !strcmp(format, TASK_MODEL_FORMAT);
-}
-
 static int read_task(const char *path, hid_t f, TaskModel *t) {
     char task[32], kind[16];
     TaskInfo *i = &t->info;
@@ -125,15 +115,15 @@ static int read_tensors(const char *path, hid_t f, const char *where, const GPTT
 }
 
 TaskModel *task_model_load(const char *path, const char *base_override, int max_batch, int check_finite) {
-    h5_quiet();
-    if (!task_model_is(path)) {
-        gpt_error("%s: not a fine-tuned model (format '%s' expected; see gpt finetune)", path, TASK_MODEL_FORMAT);
+    hid_t f = h5_open_read(path);
+    if (f < 0) return NULL;
+    if (h5_expect_format(path, f, TASK_MODEL_FORMAT, "a fine-tuned model (made by gpt finetune)")) {
+        H5Fclose(f);
         return NULL;
     }
     TaskModel *t = xcalloc(1, sizeof *t);
-    hid_t f = h5_open_read(path);
     GPTConfig cfg;
-    int rc = f < 0 || model_file_read_config(path, &cfg);
+    int rc = model_file_read_config(path, &cfg);
     int has_lora = !rc && H5Lexists(f, "lora", H5P_DEFAULT) > 0, has_head = !rc && H5Lexists(f, "head", H5P_DEFAULT) > 0;
     if (!rc && has_head) rc = read_task(path, f, t);
     if (!rc && has_lora) {
@@ -179,7 +169,7 @@ TaskModel *task_model_load(const char *path, const char *base_override, int max_
         t->head = head_create(t->info.type, t->info.label_kind, t->info.n_classes, cfg.n_embd, max_batch);
         rc = read_tensors(path, f, "/head", t->head->tensors, t->head->n_tensors, t->head->params, check_finite);
     }
-    if (f >= 0) H5Fclose(f);
+    H5Fclose(f);
     if (!rc && !(t->tok = tokenizer_load(path))) rc = -1;
     if (rc) {
         task_model_free(t);

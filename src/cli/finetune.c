@@ -115,8 +115,7 @@ int cmd_finetune(int argc, char **argv) {
 /* The examples of --data: a task file's split, or a JSONL/CSV file transformed with the
  * model's task description and tokenizer. */
 static TaskData *load_data(TaskModel *tm, const char *path, int truncate, int labels_optional, int *split) {
-    h5_quiet();
-    if (H5Fis_hdf5(path) > 0) {
+    if (h5_is_hdf5_file(path)) {
         *split = SPLIT_VAL;
         TaskData *d = task_load(path);
         if (d && !task_examples(d, SPLIT_VAL)) *split = SPLIT_TRAIN; /* prepared without a validation split */

@@ -408,8 +408,11 @@ int cmd_inspect(int argc, char **argv) {
     const char *path = argv[optind];
     hid_t f = h5_open_read(path);
     if (f < 0) return cli_fail("inspect");
-    char format[32] = "";
-    if (H5Aexists(f, "format") > 0) h5_read_attr_string(path, "", f, "format", format, sizeof format);
+    char format[32];
+    if (h5_read_format(path, f, format, sizeof format)) {
+        H5Fclose(f);
+        return cli_fail("inspect");
+    }
     int rc = -1;
     if (!strcmp(format, "gpt-tokenizer") && !expected_tok) rc = inspect_tokenizer(path);
     else if (!strcmp(format, "gpt-corpus")) rc = inspect_corpus(path, f, expected_tok);
