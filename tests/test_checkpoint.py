@@ -33,11 +33,8 @@ import h5py
 import numpy as np
 import pytest
 
-# pytest puts tests/ on sys.path (rootdir-relative "prepend" import mode), so the helpers
-# and corpus fixtures of the training tests are shared rather than copied.
-from test_train import (MPI_ENV, TINY_ARGS, alive, children, kill_group, moby,  # noqa: F401
-                        mpi_rank, read_metrics, tiny_corpus)
-from test_train import sh as train_sh
+from conftest import (TINY_ARGS, alive, children, kill_group, moby_slice, mpi_environ, mpi_rank,
+                      read_metrics, sh)
 
 N_CTX = 64
 STEPS, EVERY, G = 40, 10, 8           # the shared runs: 40 steps, a checkpoint every 10, 8 windows a step
@@ -55,16 +52,6 @@ CKPT_RE = re.compile(r"^ckpt_(\d+)\.h5$")
 
 
 # --------------------------------------------------------------------------- helpers
-
-def base_env(extra=None):
-    env = {k: v for k, v in os.environ.items() if k != "GPT_FAULT"}
-    return {**env, **MPI_ENV, **{k: str(v) for k, v in (extra or {}).items()}}
-
-
-def sh(args, ranks=None, env=None, timeout=180, check=True):
-    """test_train.sh, with one rank run without mpirun."""
-    return train_sh(args, ranks if ranks is not None and ranks > 1 else None, timeout, check, env)
-
 
 def train_cmd(gpt_bin, data, out, steps=STEPS, batch=None, accum=None, extra=COMMON):
     """A gpt train command line; batch/accum None leaves the option out."""
@@ -478,7 +465,8 @@ def start(args, logdir, ranks=2):
     so, se = logdir / "stdout.txt", logdir / "stderr.txt"
     with open(so, "w") as fo, open(se, "w") as fe:
         proc = subprocess.Popen(["mpirun", "-np", str(ranks), *[str(a) for a in args]], stdout=fo,
-                                stderr=fe, env=base_env(), start_new_session=True)
+                                stderr=fe, start_new_session=True,
+                                env=mpi_environ(base={k: v for k, v in os.environ.items() if k != "GPT_FAULT"}))
     return proc, so, se
 
 
@@ -724,13 +712,10 @@ def other_corpora(gpt_bin, moby, tiny_corpus, tmp_path_factory):
     tokenizer; tiny_corpus with one training token changed (same sizes); an exact copy
     at another path."""
     d = tmp_path_factory.mktemp("other_corpora")
-    text_ = moby.read_bytes()[25_000:50_000]
-    text_ = text_[text_.find(b"\n\n") + 2: text_.rfind(b"\n\n")] + b"\n"
-    src = d / "slice2.txt"
-    src.write_bytes(text_)
+    src = moby_slice(moby, d / "slice2.txt", 25_000, 50_000)
     other = d / "other.h5"
     sh([gpt_bin, "prepare", "--tokenizer", tiny_corpus["tokenizer"], "--out", other,
-        "--split-on-blank-lines", "--val-fraction", "0.15", src])
+        "--split-on-blank-lines", "--val-fraction", "0.15", src], timeout=180)
     edited = d / "edited.h5"
     shutil.copy(tiny_corpus["corpus"], edited)
     with h5py.File(edited, "r+") as f:

@@ -2,18 +2,13 @@
 identical for any number of MPI ranks, with clear errors for bad input."""
 
 import json
-import os
 import subprocess
 
 import h5py
 import numpy as np
 import pytest
 
-# Open MPI's plugins keep allocations until exit that LeakSanitizer reports from modules
-# already unloaded (so no suppression can name them): under `make sanitize`, commands
-# that start MPI run with ASan's memory checks but without leak detection.
-MPI_ENV = {"OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1",
-           "OMPI_MCA_rmaps_base_oversubscribe": "1", "ASAN_OPTIONS": "detect_leaks=0"}
+from conftest import MPI_ENV, run_cmd
 
 
 def words(rng, n):
@@ -38,11 +33,9 @@ def texts(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def tokenizer(texts, tmp_path_factory):
-    gpt = os.environ.get("GPT_BIN") or os.path.join(os.path.dirname(__file__), "..", "bin", "gpt")
+def tokenizer(gpt_bin, texts, tmp_path_factory):
     out = tmp_path_factory.mktemp("tok") / "tok.h5"
-    subprocess.run([gpt, "tokenizer", "train", "--merges", "300", "--out", str(out), *map(str, texts)],
-                   check=True, capture_output=True)
+    run_cmd([gpt_bin, "tokenizer", "train", "--merges", "300", "--out", out, *texts], check=True)
     return out
 
 

