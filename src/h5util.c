@@ -20,8 +20,8 @@ static herr_t keep_desc(unsigned n, const H5E_error2_t *e, void *out) {
     return 0;
 }
 
-/* -1 naming PATH when HDF5 failed to read what the format says, with the cause from its
- * error stack. */
+/* -1 naming PATH and what failed (the format) when HDF5 could not read the file, with the
+ * cause from its error stack. */
 static int __attribute__((format(printf, 2, 3))) corrupted(const char *path, const char *fmt, ...) {
     char cause[256] = "", what[256];
     H5Ewalk2(H5E_DEFAULT, H5E_WALK_DOWNWARD, keep_desc, cause);
@@ -29,7 +29,7 @@ static int __attribute__((format(printf, 2, 3))) corrupted(const char *path, con
     va_start(ap, fmt);
     vsnprintf(what, sizeof what, fmt, ap);
     va_end(ap);
-    return gpt_error("%s: cannot read %s (HDF5: %s): the file is corrupted", path, what,
+    return gpt_error("%s: %s (HDF5: %s): the file is corrupted", path, what,
                      cause[0] ? cause : "no details");
 }
 
@@ -80,7 +80,7 @@ int h5_write_attr_string(hid_t obj, const char *name, const char *v) {
 static hid_t open_attr(const char *path, const char *where, hid_t obj, const char *name,
                        H5T_class_t cls, const char *expected) {
     htri_t has = H5Aexists(obj, name);
-    if (has < 0) return corrupted(path, "the attributes of %s", *where ? where : "/");
+    if (has < 0) return corrupted(path, "cannot read the attributes of %s", *where ? where : "/");
     if (!has) return gpt_error("%s: attribute %s/%s is missing (expected %s)", path, where, name, expected);
     hid_t a = H5Aopen(obj, name, H5P_DEFAULT);
     hid_t t = H5Aget_type(a);
@@ -100,7 +100,7 @@ static int read_attr_scalar(const char *path, const char *where, hid_t obj, cons
     hid_t a = open_attr(path, where, obj, name, cls, expected);
     if (a < 0) return -1;
     herr_t rc = H5Aread(a, mem_type, out);
-    if (rc < 0) corrupted(path, "attribute %s/%s", where, name);
+    if (rc < 0) corrupted(path, "cannot read attribute %s/%s", where, name);
     H5Aclose(a);
     return rc < 0 ? -1 : 0;
 }
@@ -139,7 +139,7 @@ int h5_read_attr_string(const char *path, const char *where, hid_t obj, const ch
         rc = H5Aread(a, mt, buf);
         buf[size - 1] = '\0';
     }
-    if (rc < 0) corrupted(path, "attribute %s/%s", where, name);
+    if (rc < 0) corrupted(path, "cannot read attribute %s/%s", where, name);
     H5Tclose(mt);
     H5Tclose(ft);
     H5Aclose(a);
@@ -234,11 +234,11 @@ hid_t h5_open_read_fapl(const char *path, hid_t fapl) {
     h5_quiet();
     if (H5Fis_hdf5(path) <= 0) return gpt_error("%s: cannot open (unreadable or not an HDF5 file)", path);
     hid_t f = H5Fopen(path, H5F_ACC_RDONLY, fapl);
-    if (f < 0) return corrupted(path, "the file as HDF5");
+    if (f < 0) return corrupted(path, "cannot open as HDF5");
     /* opening reads only the superblock: a damaged root group would otherwise look empty */
     H5O_info_t info;
     if (H5Oget_info2(f, &info, H5O_INFO_NUM_ATTRS) < 0) {
-        corrupted(path, "the root group's metadata");
+        corrupted(path, "cannot read the root group's metadata");
         H5Fclose(f);
         return -1;
     }
@@ -250,7 +250,7 @@ hid_t h5_open_read(const char *path) { return h5_open_read_fapl(path, H5P_DEFAUL
 int h5_read_format(const char *path, hid_t f, char *buf, size_t size) {
     buf[0] = '\0';
     htri_t has = H5Aexists(f, "format");
-    if (has < 0) return corrupted(path, "the attributes of /");
+    if (has < 0) return corrupted(path, "cannot read the attributes of /");
     return has ? h5_read_attr_string(path, "", f, "format", buf, size) : 0;
 }
 
