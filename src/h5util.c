@@ -220,7 +220,6 @@ void *h5_read_all(const char *path, const char *where, hid_t loc, const char *na
     return buf;
 }
 
-
 int h5_is_hdf5_file(const char *path) {
     struct stat st;
     h5_quiet();

@@ -107,6 +107,11 @@ static int read_task(const char *path, hid_t f, TaskModel *t) {
     return rc;
 }
 
+/* A model file's model, refusing non-finite values when check_finite. */
+static GPT *load_model(const char *path, int max_batch, int check_finite) {
+    return check_finite ? model_file_load(path, max_batch, 0) : model_file_load_any(path, max_batch);
+}
+
 /* Reads group WHERE's tensors, refusing non-finite values when check_finite. */
 static int read_tensors(const char *path, hid_t f, const char *where, const GPTTensor *t, int n, float *params,
                         int check_finite) {
@@ -149,7 +154,7 @@ TaskModel *task_model_load(const char *path, const char *base_override, int max_
             else if (memcmp(&bcfg, &cfg, offsetof(GPTConfig, dropout_embd)))
                 rc = gpt_error("%s: the base model %s has another shape than the one the adapters were trained on", path,
                                base);
-            else if (!(t->m = check_finite ? model_file_load(base, max_batch, 0) : model_file_load_any(base, max_batch)))
+            else if (!(t->m = load_model(base, max_batch, check_finite)))
                 rc = -1;
             else if (gpt_params_fingerprint(t->m) != (uint64_t)fp)
                 rc = gpt_error("%s: the base model %s is not the one its adapters were trained on (its weights "
@@ -162,7 +167,7 @@ TaskModel *task_model_load(const char *path, const char *base_override, int max_
             }
         }
     } else if (!rc) {
-        t->m = check_finite ? model_file_load(path, max_batch, 0) : model_file_load_any(path, max_batch);
+        t->m = load_model(path, max_batch, check_finite);
         rc = !t->m;
     }
     if (!rc && has_head) {
