@@ -4,6 +4,7 @@
 #define GPT_CLI_H
 
 #include <getopt.h>
+#include <jansson.h>
 
 #include "run.h"
 
@@ -37,6 +38,12 @@ void cli_quiet(int quiet);
 int cli_fail(const char *cmd);
 /* Prints "gpt CMD: <message>" to stderr and returns 2 (usage errors). */
 int cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* JSON output (--json): commands build their object with jansson, numbers through
+ * cli_json_real, which gives null for a NaN or an infinity (JSON has neither), and print
+ * it with cli_print_json: one line on standard output; the object is freed. */
+json_t *cli_json_real(double x);
+void cli_print_json(json_t *obj);
 
 /* gpt eval's evaluation, shared with gpt prune so that both print the same numbers.
  * cli_parse_split: SPLIT_VAL or SPLIT_TRAIN for "val" or "train"; otherwise a usage

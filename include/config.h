@@ -77,7 +77,8 @@ typedef struct {
 
 /* Remembers one option; -1 if there are too many. */
 int config_args_add(ConfigArgs *a, int opt, const char *value);
-/* Preset, then overrides in command-line order, then validation. */
+/* Preset, then overrides in command-line order, then validation; every error is one of
+ * the command line, naming the option and what it expects. */
 int config_from_args(const ConfigArgs *a, GPTConfig *out);
 
 #endif

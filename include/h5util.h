@@ -47,7 +47,21 @@ hid_t h5_open_dataset(const char *path, const char *where, hid_t loc, const char
 void *h5_read_all(const char *path, const char *where, hid_t loc, const char *name, int rank,
                   hid_t mem_type, size_t elem, hsize_t *dims);
 
-/* Opens an HDF5 file read-only; -1 with "PATH: cannot open ..." if missing or not HDF5. */
-hid_t h5_open_read(const char *path);
+/* Opens an HDF5 file read-only with the file-access list fapl (H5P_DEFAULT, or MPI-IO's
+ * for a collective open). -1 with a message naming PATH if it is missing, not a regular
+ * file (opening a FIFO would wait for a writer forever), not HDF5, or its root group's
+ * metadata cannot be read (a checksum failure: the file is corrupted). */
+hid_t h5_open_read_fapl(const char *path, hid_t fapl);
+hid_t h5_open_read(const char *path); /* the same with H5P_DEFAULT */
+/* 1 if path is a regular file in HDF5's format, else 0; never blocks on a FIFO. */
+int h5_is_hdf5_file(const char *path);
+/* 0 if the root attribute "format" of file f is `expected`; else -1 naming PATH and, when
+ * the attribute is absent or different, WHAT the file is not ("a corpus (made by gpt
+ * prepare)") and the format found, or, when it cannot be read, that the file's metadata is
+ * corrupted. */
+int h5_expect_format(const char *path, hid_t f, const char *expected, const char *what);
+/* The root attribute "format" into buf ("" if the file has none); -1 naming PATH if it
+ * cannot be read (corrupted metadata). */
+int h5_read_format(const char *path, hid_t f, char *buf, size_t size);
 
 #endif

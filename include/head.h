@@ -41,7 +41,8 @@ void head_init(TaskHead *h, uint64_t seed);
 /* E examples whose S = sum n_seqs[e] sequences have extract states feats (S, C), in order.
  * out receives the head's outputs: LABEL_CLASS (E, K) logits, LABEL_REAL (E) values,
  * LABEL_CHOICE (S) scores. With labels not NULL returns the summed loss over the examples
- * (cross-entropy, or squared error) and, when dfeats is not NULL, accumulates
+ * (cross-entropy, or squared error; an example whose label is NAN, unlabelled, adds no loss
+ * and no gradient) and, when dfeats is not NULL, accumulates
  * grad_scale * dLoss into the head's gradients and writes dfeats (S, C) = grad_scale *
  * dLoss/dfeats (overwritten). */
 double head_forward_backward(TaskHead *h, const float *feats, const int *n_seqs, int E, const double *labels,

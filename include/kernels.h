@@ -44,7 +44,8 @@ void gelu_forward(float *out, const float *x, size_t n);
 void gelu_backward(float *dx, const float *dout, const float *x, size_t n);
 
 /* Inverted dropout driven by the counter-based RNG: element i of row r is kept when
- * rng_bits24_at(keys[r] ^ site, i) >= p * 2^24 and then scaled by 1/(1-p).
+ * rng_bits24_at(rng_key(keys[r], site), i) >= (uint32_t)(p * 2^24) and then scaled by
+ * 1/(1-p), else zeroed.
  * x (rows, n) is modified in place; the same call with the gradient applies the
  * same mask in the backward pass. keys NULL or p == 0: no-op. */
 void dropout_apply(float *x, int rows, size_t n, const uint64_t *keys, uint64_t site,
@@ -60,7 +61,8 @@ void embedding_backward(float *dwte, float *dwpe, const float *dout, const int *
 /* Causal multi-head attention over qkv (B,T,3C) into y (B,T,C); lse (B,H,T) saves each
  * row's log-sum-exp for the backward pass. s is scratch of ATT_BLOCK*T floats.
  * Attention dropout (probability p, one key per batch row, site `site`) is applied to
- * the probabilities. */
+ * the probabilities as dropout_apply does, probability (h, i, j) being element
+ * (h T + i) T + j of its row's stream. */
 void attention_forward(float *y, float *lse, const float *qkv, int B, int T, int C,
                        int H, float *s, const uint64_t *keys, uint64_t site, float p);
 /* dqkv (B,T,3C) = gradient w.r.t. qkv (overwritten), recomputing the probabilities

@@ -3,9 +3,11 @@
  * Layout (docs/formats.md): group /model with one float32 dataset per tensor, named
  * and shaped like a PyTorch state dict, and every GPTConfig field as an attribute of
  * /model. Tensors are chunked by whole rows (about 1 MiB a chunk) and carry
- * HDF5's Fletcher32 checksum, which HDF5 verifies on every read. Writes go to "<path>.tmp" and are renamed into place once complete, so a
- * failed write never leaves a file that looks whole. Reads check every attribute and
- * tensor against the configuration and name what is missing or misshapen. */
+ * HDF5's Fletcher32 checksum, which HDF5 verifies on every read. Writes go to "<path>.tmp"
+ * and are renamed into place once complete, so a failed write never leaves a file that
+ * looks whole. Reads check every attribute and tensor against the configuration and name
+ * what is missing or misshapen. A tensor holding a NaN or an infinity is never written,
+ * and loading refuses it: a diverged or damaged model would only print garbage. */
 #ifndef GPT_MODEL_FILE_H
 #define GPT_MODEL_FILE_H
 
@@ -16,7 +18,7 @@
 
 
 /* tok (may be NULL) is written as /tokenizer, so that the file alone can encode and
- * decode text. */
+ * decode text. -1 without writing anything if a tensor is not finite. */
 int model_file_write(const char *path, const GPT *m, const Tokenizer *tok);
 /* The same, with or without the tensors (a LoRA fine-tuning names its base instead of
  * copying it: /model then holds the configuration alone), and extra(file, ctx), when not
@@ -33,10 +35,20 @@ int model_file_write_pruned(const char *path, const GPT *m, const Tokenizer *tok
  * model file or the attribute is not a number. */
 int model_file_read_pruned(const char *path, double *sparsity);
 int model_file_read_config(const char *path, GPTConfig *cfg);
-/* Reads the parameters into m, whose configuration must equal the file's. */
+/* Reads the parameters into m, whose configuration must equal the file's, as stored
+ * (finite or not). */
 int model_file_read_weights(const char *path, GPT *m);
-/* Config, create (with the given batch and gradients), weights: one call. */
+/* Config, create (with the given batch and gradients), weights: one call; -1 naming the
+ * file and the tensor if one is not finite. */
 GPT *model_file_load(const char *path, int max_batch, int with_grads);
+/* The same without gradients or the finiteness check: for gpt inspect, which reports
+ * non-finite tensors. */
+GPT *model_file_load_any(const char *path, int max_batch);
+/* 0 if the n tensors of a table (from params at their offsets) are finite; else -1
+ * naming PATH and the first one that is not (WHERE/name), as read from the file or, with
+ * writing, as refused for it. */
+int model_tensors_check_finite(const char *path, const char *where, const GPTTensor *t, int n, const float *params,
+                               int writing);
 
 /* Shared with the checkpoint writer (checkpoint.h), which writes the same /model group and
  * the optimizer's moments in the same layout, each rank a range of whole chunks.

@@ -1,9 +1,10 @@
 /* rng.h: deterministic random numbers.
  *
  * Two kinds: a sequential SplitMix64 stream (weight init, synthetic data), and a
- * counter-based generator, rng_at(key, i), whose i-th value needs no state. Dropout
- * uses the latter: the backward pass regenerates the forward masks instead of storing
- * them, and a mask depends only on (key, position), never on thread or call order. */
+ * counter-based generator, rng_bits24_at(key, i), whose i-th value needs no state.
+ * Dropout uses the latter (kernels.h): the backward pass regenerates the forward masks
+ * instead of storing them, and a mask depends only on (key, position), never on thread
+ * or call order. */
 #ifndef GPT_RNG_H
 #define GPT_RNG_H
 

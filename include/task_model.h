@@ -32,10 +32,10 @@ typedef struct {
 int task_model_write(const char *path, const GPT *m, const GPTLora *lora, const char *base, uint64_t base_fingerprint,
                      const TaskHead *head, const TaskInfo *info, char *const *names, int n_names, const Tokenizer *tok);
 /* Loads a task model (or, for adapters, its base: base_override, or the path it names)
- * for passes of up to max_batch sequences. NULL with gpt_error() naming the file. */
-TaskModel *task_model_load(const char *path, const char *base_override, int max_batch);
+ * for passes of up to max_batch sequences. NULL with gpt_error() naming the file; with
+ * check_finite also if a tensor holds a NaN or an infinity (0: as stored, for gpt inspect).
+ * task_model_write refuses such tensors as model_file_write does. */
+TaskModel *task_model_load(const char *path, const char *base_override, int max_batch, int check_finite);
 void task_model_free(TaskModel *t);
-/* 1 if the file is a task model. */
-int task_model_is(const char *path);
 
 #endif

@@ -25,6 +25,9 @@ float *xalloc_floats(size_t count);
 /* Reads a whole file (path "-" = standard input) into a new buffer (NUL-terminated,
  * *len excludes the NUL); NULL with "PATH: cannot open: reason" on failure. */
 uint8_t *read_file(const char *path, size_t *len);
+/* 3 if buf starts with the UTF-8 byte order mark (EF BB BF, which some editors write
+ * first), else 0: every reader of text skips it instead of taking it for content. */
+size_t utf8_bom_len(const uint8_t *buf, size_t len);
 /* Checks that buf is text: not empty, no NUL byte, valid UTF-8. -1 with a message
  * naming path and the byte offset (buf starts at byte `base` of the file) otherwise. */
 int check_text(const char *path, const uint8_t *buf, size_t len, size_t base);
@@ -44,7 +47,9 @@ int parse_float(const char *s, float *out);
 int parse_double(const char *s, double *out);
 int parse_u64(const char *s, unsigned long long *out);
 /* A positive duration in Slurm's forms (MM, MM:SS, HH:MM:SS, D-HH, D-HH:MM, D-HH:MM:SS)
- * in seconds; "UNLIMITED" gives 0 (no limit). */
+ * in seconds; "UNLIMITED" gives 0 (no limit). The first field may be any number (90 is
+ * 90 minutes, 30:00:00 30 hours); after it hours are below 24 and minutes and seconds
+ * below 60, else -1 (12:99 is not 13:39). */
 int parse_duration(const char *s, double *seconds);
 
 #endif

@@ -89,9 +89,11 @@ int config_args_add(ConfigArgs *a, int opt, const char *value) {
     return 0;
 }
 
+/* Bounded here, not only by config_validate: 4 * n_embd (the default n_ffn) must not overflow. */
 static int set_int(int *field, const char *flag, const char *v) {
     if (parse_int(v, field) || *field < 1)
         return gpt_error("--%s: expected a positive integer, got '%s'", flag, v);
+    if (*field > CONFIG_MAX_DIM) return gpt_error("--%s: expected at most %d, got '%s'", flag, CONFIG_MAX_DIM, v);
     return 0;
 }
 
@@ -109,7 +111,9 @@ static int apply_override(GPTConfig *c, int opt, const char *v, int *ffn_explici
     case CONFIG_OPT_N_CTX: return set_int(&c->n_ctx, "n-ctx", v);
     case CONFIG_OPT_VOCAB: return set_int(&c->vocab_size, "vocab", v);
     case CONFIG_OPT_N_FFN: *ffn_explicit = 1; return set_int(&c->n_ffn, "n-ffn", v);
-    case CONFIG_OPT_LN: return config_parse_ln(v, &c->ln);
+    case CONFIG_OPT_LN:
+        if (config_parse_ln(v, &c->ln)) return gpt_error("--ln: expected 'post' or 'pre', got '%s'", v);
+        return 0;
     case CONFIG_OPT_LN_EPS:
         if (parse_float(v, &c->ln_eps) || !(c->ln_eps > 0.0f))
             return gpt_error("--ln-eps: expected a positive number, got '%s'", v);
@@ -132,5 +136,8 @@ int config_from_args(const ConfigArgs *a, GPTConfig *out) {
     for (int i = 0; i < a->n; i++)
         if (apply_override(out, a->opt[i], a->value[i], &ffn_explicit)) return -1;
     if (!ffn_explicit) out->n_ffn = 4 * out->n_embd;
+    /* each value was checked alone above; this is the one rule between options */
+    if (out->n_embd % out->n_head)
+        return gpt_error("--n-head: n_embd (%d) must be divisible by n_head (%d)", out->n_embd, out->n_head);
     return config_validate(out);
 }

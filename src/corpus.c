@@ -42,8 +42,9 @@ typedef enum { DOC_FILE, DOC_JSONL, DOC_PARAGRAPH } DocMode;
 
 typedef struct {
     const char *path;
-    const uint8_t *buf;
+    const uint8_t *buf;  /* the file's bytes after its byte order mark, if any */
     size_t size;
+    size_t bom;          /* bytes of the byte order mark: byte p of buf is byte bom + p of the file */
     DocMode mode;
 } Input;
 
@@ -117,12 +118,12 @@ static int open_inputs(Stream *s, const char *const *paths, int n, int paragraph
         in->mode = len > 6 && !strcmp(paths[i] + len - 6, ".jsonl") ? DOC_JSONL
                    : paragraphs                                       ? DOC_PARAGRAPH
                                                                       : DOC_FILE;
-        int fd = open(paths[i], O_RDONLY);
+        int fd = open(paths[i], O_RDONLY | O_NONBLOCK); /* a FIFO is refused below, not waited on */
         struct stat st;
         if (fd < 0) return gpt_error("%s: cannot open: %s", paths[i], strerror(errno));
         if (fstat(fd, &st) || !S_ISREG(st.st_mode)) {
             close(fd);
-            return gpt_error("%s: not a regular file", paths[i]);
+            return gpt_error("%s: not a regular file (expected a text or .jsonl file)", paths[i]);
         }
         if (st.st_size == 0) {
             close(fd);
@@ -132,7 +133,10 @@ static int open_inputs(Stream *s, const char *const *paths, int n, int paragraph
         void *p = mmap(NULL, in->size, PROT_READ, MAP_PRIVATE, fd, 0);
         close(fd);
         if (p == MAP_FAILED) return gpt_error("%s: cannot map: %s", paths[i], strerror(errno));
-        in->buf = p;
+        in->bom = utf8_bom_len(p, in->size);
+        in->buf = (const uint8_t *)p + in->bom;
+        in->size -= in->bom;
+        if (in->size == 0) return gpt_error("%s: empty file (expected UTF-8 text)", paths[i]);
         s->offs[i + 1] = s->offs[i] + (int64_t)in->size;
     }
     return 0;
@@ -140,7 +144,7 @@ static int open_inputs(Stream *s, const char *const *paths, int n, int paragraph
 
 static void close_inputs(Stream *s) {
     for (int i = 0; i < s->n; i++)
-        if (s->in[i].buf) munmap((void *)s->in[i].buf, s->in[i].size);
+        if (s->in[i].buf) munmap((void *)(s->in[i].buf - s->in[i].bom), s->in[i].bom + s->in[i].size);
     free(s->in);
     free(s->offs);
 }
@@ -176,7 +180,7 @@ static size_t line_number(const Input *in, size_t pos) {
 static int add_document(Work *w, const Input *in, size_t start, const uint8_t *text, size_t len) {
     if (len > w->opt->max_doc_bytes)
         return gpt_error("%s: the document at byte %zu has %zu bytes, more than the %zu MiB buffer (--max-doc-mb)",
-                         in->path, start, len, w->opt->max_doc_bytes >> 20);
+                         in->path, in->bom + start, len, w->opt->max_doc_bytes >> 20);
     size_t before = w->tokens.n;
     if (tokenizer_encode(w->tok, text, len, 0, &w->tokens)) return -1;
     tokvec_push(&w->tokens, w->eot);
@@ -188,7 +192,7 @@ static int add_document(Work *w, const Input *in, size_t start, const uint8_t *t
 
 static int process_document(Work *w, const Input *in, size_t start, size_t end) {
     if (in->mode != DOC_JSONL) {
-        if (check_text(in->path, in->buf + start, end - start, start)) return -1;
+        if (check_text(in->path, in->buf + start, end - start, in->bom + start)) return -1;
         return add_document(w, in, start, in->buf + start, end - start);
     }
     int blank = 1;
@@ -312,7 +316,7 @@ static int write_metadata(const char *tmp, const Tokenizer *t, const Stream *s, 
     if (f < 0) return -1;
     int64_t *sizes = xmalloc((size_t)s->n * sizeof *sizes);
     const char **paths = xmalloc((size_t)s->n * sizeof *paths);
-    for (int i = 0; i < s->n; i++) sizes[i] = (int64_t)s->in[i].size, paths[i] = s->in[i].path;
+    for (int i = 0; i < s->n; i++) sizes[i] = (int64_t)(s->in[i].bom + s->in[i].size), paths[i] = s->in[i].path;
     hid_t str = H5Tcopy(H5T_C_S1);
     H5Tset_size(str, H5T_VARIABLE);
     H5Tset_cset(str, H5T_CSET_UTF8);

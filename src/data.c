@@ -27,24 +27,12 @@ Corpus *corpus_open(const char *path) {
     Corpus *c = xcalloc(1, sizeof *c);
     snprintf(c->path, sizeof c->path, "%s", path);
     c->file = c->tokens[0] = c->tokens[1] = -1;
-    char format[32] = "";
     /* every rank checks the same file, so every rank reaches the same verdict */
-    int ok = H5Fis_hdf5(path) > 0;
-    if (ok) {
-        hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
-        H5Pset_fapl_mpio(fapl, MPI_COMM_WORLD, MPI_INFO_NULL);
-        c->file = H5Fopen(path, H5F_ACC_RDONLY, fapl);
-        H5Pclose(fapl);
-    }
-    if (c->file < 0) {
-        gpt_error("%s: cannot open (missing, unreadable or not an HDF5 file)", path);
-        goto fail;
-    }
-    if (H5Aexists(c->file, "format") <= 0 || h5_read_attr_string(path, "", c->file, "format", format, sizeof format) ||
-        strcmp(format, "gpt-corpus")) {
-        gpt_error("%s: not a corpus (made by gpt prepare)", path);
-        goto fail;
-    }
+    hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
+    H5Pset_fapl_mpio(fapl, MPI_COMM_WORLD, MPI_INFO_NULL);
+    c->file = h5_open_read_fapl(path, fapl);
+    H5Pclose(fapl);
+    if (c->file < 0 || h5_expect_format(path, c->file, "gpt-corpus", "a corpus (made by gpt prepare)")) goto fail;
     if (h5_read_attr_int(path, "", c->file, "vocab_size", &c->vocab)) goto fail;
     hid_t dapl = H5Pcreate(H5P_DATASET_ACCESS);
     H5Pset_chunk_cache(dapl, 521, CHUNK_CACHE_BYTES, 1.0);

@@ -1,13 +1,37 @@
 /* h5util.c: attribute and dataset helpers over the HDF5 C API (see h5util.h). */
 #include "h5util.h"
 
+#include <errno.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "util.h"
 
 void h5_quiet(void) { H5Eset_auto2(H5E_DEFAULT, NULL, NULL); }
+
+/* Keeps the last message of HDF5's error stack walked downward: the innermost one, which
+ * says what failed ("incorrect metadata checksum after all read attempts"). */
+static herr_t keep_desc(unsigned n, const H5E_error2_t *e, void *out) {
+    (void)n;
+    snprintf(out, 256, "%s", e->desc);
+    return 0;
+}
+
+/* -1 naming PATH and what failed (the format) when HDF5 could not read the file, with the
+ * cause from its error stack. */
+static int __attribute__((format(printf, 2, 3))) corrupted(const char *path, const char *fmt, ...) {
+    char cause[256] = "", what[256];
+    H5Ewalk2(H5E_DEFAULT, H5E_WALK_DOWNWARD, keep_desc, cause);
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(what, sizeof what, fmt, ap);
+    va_end(ap);
+    return gpt_error("%s: %s (HDF5: %s): the file is corrupted", path, what,
+                     cause[0] ? cause : "no details");
+}
 
 static int write_attr_in(hid_t obj, const char *name, hid_t file_type, hid_t mem_type, hid_t space,
                          const void *value) {
@@ -55,8 +79,9 @@ int h5_write_attr_string(hid_t obj, const char *name, const char *v) {
 /* Opens an attribute of the expected class; -1 with a message naming it otherwise. */
 static hid_t open_attr(const char *path, const char *where, hid_t obj, const char *name,
                        H5T_class_t cls, const char *expected) {
-    if (H5Aexists(obj, name) <= 0)
-        return gpt_error("%s: attribute %s/%s is missing (expected %s)", path, where, name, expected);
+    htri_t has = H5Aexists(obj, name);
+    if (has < 0) return corrupted(path, "cannot read the attributes of %s", *where ? where : "/");
+    if (!has) return gpt_error("%s: attribute %s/%s is missing (expected %s)", path, where, name, expected);
     hid_t a = H5Aopen(obj, name, H5P_DEFAULT);
     hid_t t = H5Aget_type(a);
     hid_t s = H5Aget_space(a);
@@ -75,8 +100,9 @@ static int read_attr_scalar(const char *path, const char *where, hid_t obj, cons
     hid_t a = open_attr(path, where, obj, name, cls, expected);
     if (a < 0) return -1;
     herr_t rc = H5Aread(a, mem_type, out);
+    if (rc < 0) corrupted(path, "cannot read attribute %s/%s", where, name);
     H5Aclose(a);
-    return rc < 0 ? gpt_error("%s: cannot read attribute %s/%s", path, where, name) : 0;
+    return rc < 0 ? -1 : 0;
 }
 
 int h5_read_attr_int(const char *path, const char *where, hid_t obj, const char *name, int *out) {
@@ -113,10 +139,11 @@ int h5_read_attr_string(const char *path, const char *where, hid_t obj, const ch
         rc = H5Aread(a, mt, buf);
         buf[size - 1] = '\0';
     }
+    if (rc < 0) corrupted(path, "cannot read attribute %s/%s", where, name);
     H5Tclose(mt);
     H5Tclose(ft);
     H5Aclose(a);
-    return rc < 0 ? gpt_error("%s: cannot read attribute %s/%s", path, where, name) : 0;
+    return rc < 0 ? -1 : 0;
 }
 
 hsize_t h5_chunk_rows(hsize_t rows, hsize_t row_bytes) {
@@ -193,11 +220,44 @@ void *h5_read_all(const char *path, const char *where, hid_t loc, const char *na
     return buf;
 }
 
-hid_t h5_open_read(const char *path) {
+int h5_is_hdf5_file(const char *path) {
+    struct stat st;
     h5_quiet();
-    if (H5Fis_hdf5(path) <= 0)
-        return gpt_error("%s: cannot open (missing, unreadable or not an HDF5 file)", path);
-    hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
-    if (f < 0) return gpt_error("%s: cannot open as HDF5", path);
+    return stat(path, &st) == 0 && S_ISREG(st.st_mode) && H5Fis_hdf5(path) > 0;
+}
+
+hid_t h5_open_read_fapl(const char *path, hid_t fapl) {
+    struct stat st;
+    if (stat(path, &st)) return gpt_error("%s: cannot open: %s", path, strerror(errno));
+    if (!S_ISREG(st.st_mode)) return gpt_error("%s: cannot open: not a regular file (expected an HDF5 file)", path);
+    h5_quiet();
+    if (H5Fis_hdf5(path) <= 0) return gpt_error("%s: cannot open (unreadable or not an HDF5 file)", path);
+    hid_t f = H5Fopen(path, H5F_ACC_RDONLY, fapl);
+    if (f < 0) return corrupted(path, "cannot open as HDF5");
+    /* opening reads only the superblock: a damaged root group would otherwise look empty */
+    H5O_info_t info;
+    if (H5Oget_info2(f, &info, H5O_INFO_NUM_ATTRS) < 0) {
+        corrupted(path, "cannot read the root group's metadata");
+        H5Fclose(f);
+        return -1;
+    }
     return f;
+}
+
+hid_t h5_open_read(const char *path) { return h5_open_read_fapl(path, H5P_DEFAULT); }
+
+int h5_read_format(const char *path, hid_t f, char *buf, size_t size) {
+    buf[0] = '\0';
+    htri_t has = H5Aexists(f, "format");
+    if (has < 0) return corrupted(path, "cannot read the attributes of /");
+    return has ? h5_read_attr_string(path, "", f, "format", buf, size) : 0;
+}
+
+int h5_expect_format(const char *path, hid_t f, const char *expected, const char *what) {
+    char format[64];
+    if (h5_read_format(path, f, format, sizeof format)) return -1;
+    if (!format[0]) return gpt_error("%s: not %s: it has no format attribute (expected '%s')", path, what, expected);
+    if (strcmp(format, expected))
+        return gpt_error("%s: not %s: its format is '%s' (expected '%s')", path, what, format, expected);
+    return 0;
 }

@@ -2,6 +2,7 @@
  * batch are gathered into one matrix so that the layer is one matmul each way. */
 #include "head.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -47,6 +48,11 @@ void head_init(TaskHead *h, uint64_t seed) {
     memset(h->params + h->tensors[1].offset, 0, sizeof(float) * h->tensors[1].numel);
 }
 
+/* A class or answer index for softmax_xent; an example without a label (NAN, prediction
+ * input) gets -1, which softmax_xent ignores: no loss, no gradient. NAN is never converted
+ * to int, which C leaves undefined. */
+static int label_index(double label) { return isnan(label) ? -1 : (int)label; }
+
 double head_forward_backward(TaskHead *h, const float *feats, const int *n_seqs, int E, const double *labels,
                              float grad_scale, float *dfeats, float *out) {
     int C = h->C, K = h->n_out, choice = h->kind == LABEL_CHOICE;
@@ -72,18 +78,18 @@ double head_forward_backward(TaskHead *h, const float *feats, const int *n_seqs,
     double loss = 0.0;
     if (h->kind == LABEL_REAL) {
         for (int e = 0; e < E; e++) {
-            double d = (double)h->y[e] - labels[e];
+            double d = isnan(labels[e]) ? 0.0 : (double)h->y[e] - labels[e];
             loss += d * d;
             h->y[e] = (float)(2.0 * d) * gs;
         }
     } else if (choice) {
         for (int e = 0, r = 0; e < E; r += n_seqs[e], e++) {
-            int t = (int)labels[e];
+            int t = label_index(labels[e]);
             loss += softmax_xent(h->y + r, &t, 1, n_seqs[e], gs);
         }
     } else {
         for (int e = 0; e < E; e++) {
-            int t = (int)labels[e];
+            int t = label_index(labels[e]);
             loss += softmax_xent(h->y + (size_t)e * K, &t, 1, K, gs);
         }
     }

@@ -81,6 +81,7 @@ static int write_tensor(hid_t g, const GPTTensor *t, const float *data) {
 static int write_model(const char *path, const GPT *m, int with_tensors, const Tokenizer *tok, double pruned_sparsity,
                        const char *pruned_scope, int (*extra)(int64_t file, const void *ctx), const void *ctx) {
     h5_quiet();
+    if (with_tensors && model_tensors_check_finite(path, "/model", m->tensors, m->n_tensors, m->params, 1)) return -1;
     char tmp[PATH_MAX];
     if (snprintf(tmp, sizeof tmp, "%s.tmp", path) >= (int)sizeof tmp)
         return gpt_error("%s: path too long", path);
@@ -257,13 +258,27 @@ int model_file_read_weights(const char *path, GPT *m) {
     return rc;
 }
 
-GPT *model_file_load(const char *path, int max_batch, int with_grads) {
+int model_tensors_check_finite(const char *path, const char *where, const GPTTensor *t, int n, const float *params,
+                               int writing) {
+    const GPTTensor *bad = tensors_first_nonfinite(t, n, params);
+    if (!bad) return 0;
+    if (writing) return gpt_error("%s: not written: tensor %s/%s holds a NaN or an infinity", path, where, bad->name);
+    return gpt_error("%s: tensor %s/%s holds a NaN or an infinity: the model diverged or the file is damaged "
+                     "(gpt inspect %s lists every such tensor)", path, where, bad->name, path);
+}
+
+static GPT *load(const char *path, int max_batch, int with_grads, int check_finite) {
     GPTConfig cfg;
     if (model_file_read_config(path, &cfg)) return NULL;
     GPT *m = gpt_create(&cfg, max_batch, with_grads);
-    if (model_file_read_weights(path, m)) {
+    if (model_file_read_weights(path, m) ||
+        (check_finite && model_tensors_check_finite(path, "/model", m->tensors, m->n_tensors, m->params, 0))) {
         gpt_free(m);
         return NULL;
     }
     return m;
 }
+
+GPT *model_file_load(const char *path, int max_batch, int with_grads) { return load(path, max_batch, with_grads, 1); }
+
+GPT *model_file_load_any(const char *path, int max_batch) { return load(path, max_batch, 0, 0); }

@@ -610,8 +610,9 @@ TaskData *task_from_text(const char *path, Tokenizer *tok, const TaskPrepare *op
     int rc = check_options(&r, opt, &info);
     if (!rc) rc = !(buf = (char *)read_file(path, &len)) || check_text(path, (const uint8_t *)buf, len, 0);
     if (!rc) {
-        const char *text = buf;
-        if (len >= 3 && !memcmp(text, "\xEF\xBB\xBF", 3)) text += 3, len -= 3; /* the UTF-8 byte order mark */
+        size_t bom = utf8_bom_len((const uint8_t *)buf, len);
+        const char *text = buf + bom;
+        len -= bom;
         size_t n = strlen(path);
         int csv = n >= 4 && !strcmp(path + n - 4, ".csv"), json = (n >= 6 && !strcmp(path + n - 6, ".jsonl")) ||
                                                                   (n >= 5 && !strcmp(path + n - 5, ".json"));
@@ -746,10 +747,9 @@ static int load_split(const char *path, hid_t f, const char *name, const TaskInf
 /* The root attributes and /label_names into d. */
 static int load_info(const char *path, hid_t f, TaskData *d) {
     TaskInfo *in = &d->info;
-    char format[32], task[32], kind[32];
+    char task[32], kind[32];
     int version;
-    if (h5_read_attr_string(path, "", f, "format", format, sizeof format)) return -1;
-    if (strcmp(format, TASK_FORMAT)) return gpt_error("%s: a %s file, not a task file (%s)", path, format, TASK_FORMAT);
+    if (h5_expect_format(path, f, TASK_FORMAT, "a task file (made by gpt prepare-task)")) return -1;
     if (h5_read_attr_int(path, "", f, "format_version", &version) ||
         h5_read_attr_string(path, "", f, "task", task, sizeof task) ||
         h5_read_attr_string(path, "", f, "label_kind", kind, sizeof kind) ||

@@ -71,17 +71,10 @@ static int write_extra(int64_t file, const void *ctx) {
 int task_model_write(const char *path, const GPT *m, const GPTLora *lora, const char *base, uint64_t base_fingerprint,
                      const TaskHead *head, const TaskInfo *info, char *const *names, int n_names, const Tokenizer *tok) {
     Extra x = {lora, base, base_fingerprint, head, info, names, n_names};
+    if ((head && model_tensors_check_finite(path, "/head", head->tensors, head->n_tensors, head->params, 1)) ||
+        (lora && model_tensors_check_finite(path, "/lora", lora->tensors, lora->n_tensors, lora->params, 1)))
+        return -1;
     return model_file_write_ex(path, m, lora == NULL, tok, write_extra, &x);
-}
-
-int task_model_is(const char *path) {
-    h5_quiet();
-    hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
-    if (f < 0) return 0;
-    char format[32] = "";
-    if (H5Aexists(f, "format") > 0) h5_read_attr_string(path, "", f, "format", format, sizeof format);
-    H5Fclose(f);
-    return !strcmp(format, TASK_MODEL_FORMAT);
 }
 
 static int read_task(const char *path, hid_t f, TaskModel *t) {
@@ -114,16 +107,28 @@ static int read_task(const char *path, hid_t f, TaskModel *t) {
     return rc;
 }
 
-TaskModel *task_model_load(const char *path, const char *base_override, int max_batch) {
-    h5_quiet();
-    if (!task_model_is(path)) {
-        gpt_error("%s: not a fine-tuned model (format '%s' expected; see gpt finetune)", path, TASK_MODEL_FORMAT);
+/* A model file's model, refusing non-finite values when check_finite. */
+static GPT *load_model(const char *path, int max_batch, int check_finite) {
+    return check_finite ? model_file_load(path, max_batch, 0) : model_file_load_any(path, max_batch);
+}
+
+/* Reads group WHERE's tensors, refusing non-finite values when check_finite. */
+static int read_tensors(const char *path, hid_t f, const char *where, const GPTTensor *t, int n, float *params,
+                        int check_finite) {
+    return model_tensors_read(path, f, where, t, n, params) ||
+           (check_finite && model_tensors_check_finite(path, where, t, n, params, 0));
+}
+
+TaskModel *task_model_load(const char *path, const char *base_override, int max_batch, int check_finite) {
+    hid_t f = h5_open_read(path);
+    if (f < 0) return NULL;
+    if (h5_expect_format(path, f, TASK_MODEL_FORMAT, "a fine-tuned model (made by gpt finetune)")) {
+        H5Fclose(f);
         return NULL;
     }
     TaskModel *t = xcalloc(1, sizeof *t);
-    hid_t f = h5_open_read(path);
     GPTConfig cfg;
-    int rc = f < 0 || model_file_read_config(path, &cfg);
+    int rc = model_file_read_config(path, &cfg);
     int has_lora = !rc && H5Lexists(f, "lora", H5P_DEFAULT) > 0, has_head = !rc && H5Lexists(f, "head", H5P_DEFAULT) > 0;
     if (!rc && has_head) rc = read_task(path, f, t);
     if (!rc && has_lora) {
@@ -149,7 +154,7 @@ TaskModel *task_model_load(const char *path, const char *base_override, int max_
             else if (memcmp(&bcfg, &cfg, offsetof(GPTConfig, dropout_embd)))
                 rc = gpt_error("%s: the base model %s has another shape than the one the adapters were trained on", path,
                                base);
-            else if (!(t->m = model_file_load(base, max_batch, 0)))
+            else if (!(t->m = load_model(base, max_batch, check_finite)))
                 rc = -1;
             else if (gpt_params_fingerprint(t->m) != (uint64_t)fp)
                 rc = gpt_error("%s: the base model %s is not the one its adapters were trained on (its weights "
@@ -157,19 +162,19 @@ TaskModel *task_model_load(const char *path, const char *base_override, int max_
             if (!rc) {
                 if (base_override) snprintf(t->base, sizeof t->base, "%s", base_override);
                 t->lora = lora_create(&cfg, max_batch * cfg.n_ctx, rank, alpha, tg);
-                rc = model_tensors_read(path, f, "/lora", t->lora->tensors, t->lora->n_tensors, t->lora->params);
+                rc = read_tensors(path, f, "/lora", t->lora->tensors, t->lora->n_tensors, t->lora->params, check_finite);
                 t->m->lora = t->lora;
             }
         }
     } else if (!rc) {
-        t->m = model_file_load(path, max_batch, 0);
+        t->m = load_model(path, max_batch, check_finite);
         rc = !t->m;
     }
     if (!rc && has_head) {
         t->head = head_create(t->info.type, t->info.label_kind, t->info.n_classes, cfg.n_embd, max_batch);
-        rc = model_tensors_read(path, f, "/head", t->head->tensors, t->head->n_tensors, t->head->params);
+        rc = read_tensors(path, f, "/head", t->head->tensors, t->head->n_tensors, t->head->params, check_finite);
     }
-    if (f >= 0) H5Fclose(f);
+    H5Fclose(f);
     if (!rc && !(t->tok = tokenizer_load(path))) rc = -1;
     if (rc) {
         task_model_free(t);

@@ -100,6 +100,8 @@ static size_t utf8_seq(const uint8_t *p, size_t n) {
     return len;
 }
 
+size_t utf8_bom_len(const uint8_t *buf, size_t len) { return len >= 3 && !memcmp(buf, "\xEF\xBB\xBF", 3) ? 3 : 0; }
+
 int check_text(const char *path, const uint8_t *buf, size_t len, size_t base) {
     if (len == 0) return gpt_error("%s: empty file (expected UTF-8 text)", path);
     for (size_t i = 0; i < len;) {
@@ -207,6 +209,8 @@ int parse_duration(const char *s, double *seconds) {
     if (dash) h = f[0], m = f[1], sec = f[2];            /* D-HH[:MM[:SS]] */
     else if (n == 3) h = f[0], m = f[1], sec = f[2];     /* HH:MM:SS */
     else m = f[0], sec = f[1];                          /* MM[:SS] */
+    /* the leading field counts its unit freely (90 is 90 minutes); the others are clock fields */
+    if ((dash && h >= 24) || ((dash || n == 3) && m >= 60) || sec >= 60) return -1;
     double total = (((double)days * 24 + (double)h) * 60 + (double)m) * 60 + (double)sec;
     if (!(total > 0)) return -1;
     *seconds = total;

@@ -42,7 +42,7 @@ int cmd_bench(int argc, char **argv) {
     optind = 1;
     while ((opt = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         if (opt >= CONFIG_OPT_BASE) {
-            if (config_args_add(&cargs, opt, optarg)) return cli_fail("bench");
+            if (config_args_add(&cargs, opt, optarg)) return cli_usage_error("bench", "%s", gpt_last_error());
             continue;
         }
         switch (opt) {
@@ -68,7 +68,7 @@ int cmd_bench(int argc, char **argv) {
     }
     if (optind < argc) return cli_usage_error("bench", "unexpected argument '%s'", argv[optind]);
     GPTConfig cfg;
-    if (config_from_args(&cargs, &cfg)) return cli_fail("bench");
+    if (config_from_args(&cargs, &cfg)) return cli_usage_error("bench", "%s", gpt_last_error());
 
     blas_set_threads(threads);
     double peak = blas_sgemm_peak_gflops();
@@ -109,13 +109,14 @@ int cmd_bench(int argc, char **argv) {
     double gflops = tok_s * gpt_train_flops_per_token(&cfg) / 1e9;
     const char *core = blas_core_name(), *origin = blas_core_origin();
     if (json) {
-        printf("{\"model\": \"%s\", \"batch\": %d, \"n_ctx\": %d, \"threads\": %d, \"steps\": %d, "
-               "\"params\": %zu, \"tokens_per_s\": %.2f, \"step_s\": %.4f, \"fwdbwd_s\": %.4f, "
-               "\"optim_s\": %.4f, \"model_gflops\": %.2f, \"sgemm_peak_gflops\": %.2f, "
-               "\"mfu\": %.4f, \"peak_rss_mb\": %.1f, \"openblas_core\": \"%s\", "
-               "\"openblas_core_origin\": \"%s\", \"loss\": %.5f}\n",
-               cargs.preset, B, T, threads, steps, m->n_params, tok_s, step_s, t_fb / steps,
-               t_opt / steps, gflops, peak, gflops / peak, peak_rss_mb(), core, origin, loss);
+        cli_print_json(json_pack("{s:s,s:i,s:i,s:i,s:i,s:I,s:o,s:o,s:o,s:o,s:o,s:o,s:o,s:o,s:s,s:s,s:o}",
+                                 "model", cargs.preset, "batch", B, "n_ctx", T, "threads", threads, "steps", steps,
+                                 "params", (json_int_t)m->n_params, "tokens_per_s", cli_json_real(tok_s), "step_s",
+                                 cli_json_real(step_s), "fwdbwd_s", cli_json_real(t_fb / steps), "optim_s",
+                                 cli_json_real(t_opt / steps), "model_gflops", cli_json_real(gflops),
+                                 "sgemm_peak_gflops", cli_json_real(peak), "mfu", cli_json_real(gflops / peak),
+                                 "peak_rss_mb", cli_json_real(peak_rss_mb()), "openblas_core", core,
+                                 "openblas_core_origin", origin, "loss", cli_json_real(loss)));
     } else {
         printf("model %s: %zu parameters, batch %d x %d tokens, %d BLAS thread(s), OpenBLAS core %s (%s)\n",
                cargs.preset, m->n_params, B, T, threads, core, origin);

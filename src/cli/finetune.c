@@ -70,17 +70,17 @@ static int parse_finetune(int argc, char **argv, FinetuneOptions *o) {
         case O_DATA: o->data = optarg; break;
         case O_OUT: o->out = optarg; break;
         case O_LAMBDA: if (parse_float(optarg, &o->lambda) || !(o->lambda >= 0.0f)) flag = "--lambda: expected a number >= 0"; break;
-        case O_LR: if (parse_float(optarg, &lr)) flag = "--lr: expected a number"; break;
+        case O_LR: if (parse_float(optarg, &lr) || !(lr > 0.0f)) flag = "--lr: expected a positive number"; break;
         case O_EPOCHS: if (parse_float(optarg, &epochs) || !(epochs > 0.0f)) flag = "--epochs: expected a positive number"; break;
         case O_BATCH: if (parse_int(optarg, &o->batch) || o->batch < 1) flag = "--batch: expected a positive integer"; break;
         case O_MICRO: if (parse_int(optarg, &o->micro_batch) || o->micro_batch < 1) flag = "--micro-batch: expected a positive integer"; break;
         case O_WARMUP: if (parse_float(optarg, &warmup) || !(warmup >= 0.0f && warmup <= 1.0f)) flag = "--warmup-fraction: expected a number in [0, 1]"; break;
-        case O_WD: if (parse_float(optarg, &wd)) flag = "--weight-decay: expected a number"; break;
-        case O_CLIP: if (parse_float(optarg, &clip)) flag = "--clip: expected a number"; break;
+        case O_WD: if (parse_float(optarg, &wd) || !(wd >= 0.0f)) flag = "--weight-decay: expected a number >= 0"; break;
+        case O_CLIP: if (parse_float(optarg, &clip) || !(clip >= 0.0f)) flag = "--clip: expected a number >= 0 (0: off)"; break;
         case O_SEED: if (parse_u64(optarg, &seed)) flag = "--seed: expected a non-negative integer"; break;
         case O_LORA_RANK: if (parse_int(optarg, &o->lora_rank) || o->lora_rank < 1) flag = "--lora-rank: expected a positive integer"; break;
         case O_LORA_ALPHA: if (parse_float(optarg, &alpha) || !(alpha > 0.0f)) flag = "--lora-alpha: expected a positive number"; break;
-        case O_LORA_TARGETS: if (lora_parse_targets(optarg, &o->lora_targets)) return cli_fail("finetune"); break;
+        case O_LORA_TARGETS: if (lora_parse_targets(optarg, &o->lora_targets)) return cli_usage_error("finetune", "%s", gpt_last_error()); break;
         case O_HELP: if (dist_rank() == 0) fputs(finetune_help, stdout); return 0;
         default: return cli_usage_error("finetune", "unknown option");
         }
@@ -93,7 +93,7 @@ static int parse_finetune(int argc, char **argv, FinetuneOptions *o) {
     o->epochs = epochs, o->warmup_fraction = warmup, o->seed = seed;
     o->optim = optim_defaults(1);
     o->optim.lr = lr, o->optim.weight_decay = wd, o->optim.clip = clip, o->optim.warmup = 0;
-    if (optim_validate(&o->optim)) return cli_fail("finetune");
+    if (optim_validate(&o->optim)) return cli_usage_error("finetune", "%s", gpt_last_error());
     return -1;
 }
 
@@ -115,8 +115,7 @@ int cmd_finetune(int argc, char **argv) {
 /* The examples of --data: a task file's split, or a JSONL/CSV file transformed with the
  * model's task description and tokenizer. */
 static TaskData *load_data(TaskModel *tm, const char *path, int truncate, int labels_optional, int *split) {
-    h5_quiet();
-    if (H5Fis_hdf5(path) > 0) {
+    if (h5_is_hdf5_file(path)) {
         *split = SPLIT_VAL;
         TaskData *d = task_load(path);
         if (d && !task_examples(d, SPLIT_VAL)) *split = SPLIT_TRAIN; /* prepared without a validation split */
@@ -135,8 +134,8 @@ static TaskData *load_data(TaskModel *tm, const char *path, int truncate, int la
 static int predict_or_eval(const char *cmd, int argc, char **argv, int eval) {
     static const struct option opts[] = {{"model", required_argument, 0, 'm'}, {"data", required_argument, 0, 'd'},
                                          {"base", required_argument, 0, 'b'}, {"truncate", no_argument, 0, 't'},
-                                         {"threads", required_argument, 0, 'T'}, {"help", no_argument, 0, 'h'},
-                                         {0, 0, 0, 0}};
+                                         {"threads", required_argument, 0, 'T'}, {"json", no_argument, 0, 'j'},
+                                         {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
     const char *model = NULL, *data = NULL, *base = NULL;
     int truncate = 0, threads = 1, opt;
     optind = 1;
@@ -147,12 +146,16 @@ static int predict_or_eval(const char *cmd, int argc, char **argv, int eval) {
         case 'b': base = optarg; break;
         case 't': truncate = 1; break;
         case 'T': if (parse_int(optarg, &threads) || threads < 1) return cli_usage_error(cmd, "--threads: expected a positive integer, got '%s'", optarg); break;
+        case 'j': /* eval-task prints JSON anyway: --json is accepted as by every command printing JSON */
+            if (!eval) return cli_usage_error(cmd, "--json: predict prints one prediction a line, not JSON");
+            break;
         case 'h':
             printf("usage: gpt %s --model RUN_DIR/model.h5 --data (FILE.jsonl | FILE.csv | TASK.h5) [--base BASE.h5]\n"
-                   "           [--truncate] [--threads T]\n\n%s", cmd,
-                   eval ? "Prints the fine-tuned model's metrics on the labelled records as JSON: accuracy (or\n"
-                          "Pearson, Spearman and mean squared error), the head's mean loss and the count. A task\n"
-                          "file's /val split is used (its /train if it has none).\n"
+                   "           [--truncate] [--threads T]%s\n\n%s", cmd, eval ? " [--json]" : "",
+                   eval ? "Prints the fine-tuned model's metrics on the labelled records as JSON (with or without\n"
+                          "--json): accuracy (or Pearson, Spearman and mean squared error; null where undefined),\n"
+                          "the head's mean loss and the count. A task file's /val split is used (its /train if it\n"
+                          "has none).\n"
                         : "Prints one prediction per record, in order: the class (its name when the task has\n"
                           "names), the real value, or the index of the chosen answer. Labels are not needed.\n");
             printf("--base: the base model of LoRA adapters, if not where they name it.\n");
@@ -163,7 +166,7 @@ static int predict_or_eval(const char *cmd, int argc, char **argv, int eval) {
     if (optind < argc) return cli_usage_error(cmd, "unexpected argument '%s'", argv[optind]);
     if (!model || !data) return cli_usage_error(cmd, "--model and --data are required");
     blas_set_threads(threads);
-    TaskModel *tm = task_model_load(model, base, 8);
+    TaskModel *tm = task_model_load(model, base, 8, 1);
     if (!tm) return cli_fail(cmd);
     int rc = 0, split;
     if (!tm->head) rc = gpt_error("%s: has no task head (adapters from continued pre-training)", model);
@@ -180,11 +183,14 @@ static int predict_or_eval(const char *cmd, int argc, char **argv, int eval) {
             label[i] = e.label;
         }
         TaskMetrics m = task_metrics(tm->info.label_kind, pred, label, n);
-        printf("{\"examples\": %lld, \"loss\": %.6g", (long long)n, loss);
-        if (tm->info.label_kind == LABEL_REAL)
-            printf(", \"pearson\": %.6g, \"spearman\": %.6g, \"mse\": %.6g}\n", m.pearson, m.spearman, m.mse);
-        else
-            printf(", \"accuracy\": %.6g}\n", m.accuracy);
+        json_t *j = json_pack("{s:I,s:o}", "examples", (json_int_t)n, "loss", cli_json_real(loss));
+        if (tm->info.label_kind == LABEL_REAL) {
+            json_object_set_new(j, "pearson", cli_json_real(m.pearson)); /* null when a side is constant */
+            json_object_set_new(j, "spearman", cli_json_real(m.spearman));
+            json_object_set_new(j, "mse", cli_json_real(m.mse));
+        } else
+            json_object_set_new(j, "accuracy", cli_json_real(m.accuracy));
+        cli_print_json(j);
         free(label);
     } else if (!rc) {
         for (int64_t i = 0; i < n; i++) {
@@ -226,7 +232,7 @@ int cmd_merge_lora(int argc, char **argv) {
     }
     if (optind < argc) return cli_usage_error("merge-lora", "unexpected argument '%s'", argv[optind]);
     if (!model || !out) return cli_usage_error("merge-lora", "--model and --out are required");
-    TaskModel *tm = task_model_load(model, base, 1);
+    TaskModel *tm = task_model_load(model, base, 1, 1);
     if (!tm) return cli_fail("merge-lora");
     int rc = 0;
     if (!tm->lora) rc = gpt_error("%s: has no LoRA adapters to merge", model);

@@ -248,9 +248,10 @@ int cmd_score(int argc, char **argv) {
     }
     double nll = -ll / (double)n, bpb = -ll / log(2.0) / (double)blen;
     if (json)
-        printf("{\"log_likelihood\": %.9g, \"tokens\": %ld, \"nll_per_token\": %.9g, \"perplexity\": %.9g, "
-               "\"bytes\": %zu, \"bits_per_byte\": %.9g, \"windows\": %ld, \"stride\": %d}\n",
-               ll, n, nll, exp(nll), blen, bpb, windows, stride);
+        cli_print_json(json_pack("{s:o,s:I,s:o,s:o,s:I,s:o,s:I,s:i}", "log_likelihood", cli_json_real(ll), "tokens",
+                                 (json_int_t)n, "nll_per_token", cli_json_real(nll), "perplexity",
+                                 cli_json_real(exp(nll)), "bytes", (json_int_t)blen, "bits_per_byte",
+                                 cli_json_real(bpb), "windows", (json_int_t)windows, "stride", stride));
     else
         printf("log-likelihood %.4f over %ld tokens (%zu bytes): %.4f nats per token, perplexity %.2f, %.4f bits "
                "per byte (%ld window(s), stride %d)\n",

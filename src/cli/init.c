@@ -34,7 +34,7 @@ int cmd_init(int argc, char **argv) {
     optind = 1;
     while ((opt = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         if (opt >= CONFIG_OPT_BASE) {
-            if (config_args_add(&cargs, opt, optarg)) return cli_fail("init");
+            if (config_args_add(&cargs, opt, optarg)) return cli_usage_error("init", "%s", gpt_last_error());
             continue;
         }
         switch (opt) {
@@ -53,7 +53,7 @@ int cmd_init(int argc, char **argv) {
     if (optind < argc) return cli_usage_error("init", "unexpected argument '%s'", argv[optind]);
     if (!out) return cli_usage_error("init", "--out MODEL.h5 is required");
     GPTConfig cfg;
-    if (config_from_args(&cargs, &cfg)) return cli_fail("init");
+    if (config_from_args(&cargs, &cfg)) return cli_usage_error("init", "%s", gpt_last_error());
     GPT *m = gpt_create(&cfg, 1, 0);
     gpt_init_weights(m, seed, std, scale_residual);
     int rc = model_file_write(out, m, NULL);

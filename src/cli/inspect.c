@@ -275,7 +275,7 @@ static int inspect_checkpoint_state(const char *path, GPT *m, size_t *bad) {
 }
 
 static int inspect_model(const char *path, int checkpoint) {
-    GPT *m = model_file_load(path, 1, 0);
+    GPT *m = model_file_load_any(path, 1);
     if (!m) return cli_fail("inspect");
     size_t nonfinite = 0;
     if (checkpoint && inspect_checkpoint_state(path, m, &nonfinite)) {
@@ -332,7 +332,7 @@ static int verify_group(const char *path, hid_t f, const char *where, size_t *ba
 
 /* A fine-tuned model: the task, the head, the model or the adapters with their base. */
 static int inspect_task_model(const char *path) {
-    TaskModel *tm = task_model_load(path, NULL, 1);
+    TaskModel *tm = task_model_load(path, NULL, 1, 0);
     if (!tm) return cli_fail("inspect");
     printf("%s: fine-tuned model", path);
     if (tm->head) {
@@ -408,8 +408,11 @@ int cmd_inspect(int argc, char **argv) {
     const char *path = argv[optind];
     hid_t f = h5_open_read(path);
     if (f < 0) return cli_fail("inspect");
-    char format[32] = "";
-    if (H5Aexists(f, "format") > 0) h5_read_attr_string(path, "", f, "format", format, sizeof format);
+    char format[32];
+    if (h5_read_format(path, f, format, sizeof format)) {
+        H5Fclose(f);
+        return cli_fail("inspect");
+    }
     int rc = -1;
     if (!strcmp(format, "gpt-tokenizer") && !expected_tok) rc = inspect_tokenizer(path);
     else if (!strcmp(format, "gpt-corpus")) rc = inspect_corpus(path, f, expected_tok);

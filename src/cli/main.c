@@ -1,4 +1,5 @@
 /* main.c: bin/gpt, a git-style front end: `gpt COMMAND [OPTIONS]`. */
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -31,7 +32,7 @@ static const Command commands[] = {
     {"generate", cmd_generate, "sample text from a model, one token at a time"},
     {"score", cmd_score, "log-likelihood, perplexity and bits per byte of a text"},
     {"prune", cmd_prune, "zero the smallest weights of a model (magnitude pruning)"},
-    {"inspect", cmd_inspect, "describe and verify a model, tokenizer or corpus file"},
+    {"inspect", cmd_inspect, "describe and verify any file the tool writes (model, checkpoint, tokenizer, corpus, task, fine-tuned model)"},
 };
 
 static void usage(FILE *f) {
@@ -58,6 +59,14 @@ int cli_usage_error(const char *cmd, const char *fmt, ...) {
     va_end(ap);
     fprintf(stderr, " (see gpt %s --help)\n", cmd);
     return 2;
+}
+
+json_t *cli_json_real(double x) { return isfinite(x) ? json_real(x) : json_null(); }
+
+void cli_print_json(json_t *obj) {
+    json_dumpf(obj, stdout, JSON_REAL_PRECISION(9)); /* float32 results: 9 digits tell them apart */
+    putchar('\n');
+    json_decref(obj);
 }
 
 int main(int argc, char **argv) {

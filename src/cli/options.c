@@ -29,7 +29,8 @@ int run_option(RunOptions *r, int opt, const char *arg, const char **bad) {
     case RUN_OPT_RESUME: if (!*arg) *bad = "--resume: expected auto or a checkpoint file"; r->resume = arg; break;
     case RUN_OPT_TIME_LIMIT:
         if (parse_duration(arg, &r->time_limit))
-            *bad = "--time-limit: expected a duration like 90 (minutes), 1:30:00 or 1-12:00:00, or UNLIMITED";
+            *bad = "--time-limit: expected a duration like 90 (minutes), 1:30:00 or 1-12:00:00 (minutes and seconds "
+                   "below 60, hours below 24 after days), or UNLIMITED";
         break;
     default: return 0;
     }

@@ -87,7 +87,8 @@ static int tokenizer_train(int argc, char **argv) {
     for (int i = optind; i < argc && !rc; i++) {
         size_t len;
         uint8_t *text = read_file(argv[i], &len);
-        rc = !text || check_text(argv[i], text, len, 0) || pretok_split(pre, text, len, count_piece, &wc);
+        size_t bom = text ? utf8_bom_len(text, len) : 0;
+        rc = !text || check_text(argv[i], text, len, 0) || pretok_split(pre, text + bom, len - bom, count_piece, &wc);
         total_bytes += len;
         free(text);
     }

@@ -38,6 +38,9 @@ static const char train_help[] =
     "D-HH, D-HH:MM, D-HH:MM:SS) coming close, make the ranks finish the step, write a\n"
     "checkpoint and exit with code 75. See docs/operations.md.\n\nmodel options:\n" CONFIG_OPTIONS_HELP;
 
+/* --bucket-mb's bound: its bytes must fit a size_t. */
+#define BUCKET_MB_MAX 1048576.0f
+
 static int parse_train(int argc, char **argv, TrainOptions *o) {
     enum { O_DATA = 1, O_OUT, O_STEPS, O_BATCH, O_ACCUM, O_SEED, O_LR, O_MIN_LR, O_WARMUP, O_WD, O_CLIP,
            O_EVAL_WINDOWS, O_BUCKET, O_HELP };
@@ -67,7 +70,7 @@ static int parse_train(int argc, char **argv, TrainOptions *o) {
         }
         if (opt >= CONFIG_OPT_BASE) {
             vocab_given |= opt == CONFIG_OPT_VOCAB;
-            if (config_args_add(&cargs, opt, optarg)) return cli_fail("train");
+            if (config_args_add(&cargs, opt, optarg)) return cli_usage_error("train", "%s", gpt_last_error());
             continue;
         }
         switch (opt) {
@@ -77,13 +80,13 @@ static int parse_train(int argc, char **argv, TrainOptions *o) {
         case O_BATCH: o->batch_given = 1; if (parse_int(optarg, &o->batch) || o->batch < 1) flag = "--batch: expected a positive integer"; break;
         case O_ACCUM: o->accum_given = 1; if (parse_int(optarg, &o->accum) || o->accum < 1) flag = "--accum: expected a positive integer"; break;
         case O_SEED: if (parse_u64(optarg, &seed)) flag = "--seed: expected a non-negative integer"; break;
-        case O_LR: if (parse_float(optarg, &lr)) flag = "--lr: expected a number"; break;
-        case O_MIN_LR: if (parse_float(optarg, &min_lr)) flag = "--min-lr: expected a number"; break;
+        case O_LR: if (parse_float(optarg, &lr) || !(lr > 0.0f)) flag = "--lr: expected a positive number"; break;
+        case O_MIN_LR: if (parse_float(optarg, &min_lr) || !(min_lr >= 0.0f)) flag = "--min-lr: expected a number >= 0"; break;
         case O_WARMUP: if (parse_long(optarg, &warmup) || warmup < 0) flag = "--warmup: expected an integer >= 0"; break;
-        case O_WD: if (parse_float(optarg, &wd)) flag = "--weight-decay: expected a number"; break;
-        case O_CLIP: if (parse_float(optarg, &clip)) flag = "--clip: expected a number"; break;
+        case O_WD: if (parse_float(optarg, &wd) || !(wd >= 0.0f)) flag = "--weight-decay: expected a number >= 0"; break;
+        case O_CLIP: if (parse_float(optarg, &clip) || !(clip >= 0.0f)) flag = "--clip: expected a number >= 0 (0: off)"; break;
         case O_EVAL_WINDOWS: if (parse_int(optarg, &o->eval_windows) || o->eval_windows < 1) flag = "--eval-windows: expected a positive integer"; break;
-        case O_BUCKET: if (parse_float(optarg, &bucket_mb) || !(bucket_mb > 0.0f)) flag = "--bucket-mb: expected a positive number"; break;
+        case O_BUCKET: if (parse_float(optarg, &bucket_mb) || !(bucket_mb > 0.0f && bucket_mb <= BUCKET_MB_MAX)) flag = "--bucket-mb: expected a positive number of MiB, at most 1048576"; break;
         case O_HELP: if (dist_rank() == 0) fputs(train_help, stdout); return 0;
         default: return cli_usage_error("train", "unknown option");
         }
@@ -91,7 +94,8 @@ static int parse_train(int argc, char **argv, TrainOptions *o) {
     }
     if (optind < argc) return cli_usage_error("train", "unexpected argument '%s'", argv[optind]);
     if (!o->data || !o->out || !steps) return cli_usage_error("train", "--data, --out and --steps are required");
-    if (config_from_args(&cargs, &o->model)) return cli_fail("train");
+    if (config_from_args(&cargs, &o->model)) return cli_usage_error("train", "%s", gpt_last_error());
+    if (min_lr > lr) return cli_usage_error("train", "--min-lr: expected a number in [0, --lr %g], got %g", lr, min_lr);
     if (!vocab_given) o->model.vocab_size = 0; /* from the corpus */
     o->steps = steps;
     o->seed = seed;
@@ -99,7 +103,11 @@ static int parse_train(int argc, char **argv, TrainOptions *o) {
     o->optim = optim_defaults(steps);
     o->optim.lr = lr, o->optim.min_lr = min_lr, o->optim.weight_decay = wd, o->optim.clip = clip;
     o->optim.warmup = warmup >= 0 ? warmup : steps / 10 < 2000 ? steps / 10 : 2000;
-    if (optim_validate(&o->optim)) return cli_fail("train");
+    if (optim_validate(&o->optim)) return cli_usage_error("train", "%s", gpt_last_error());
+    if (o->optim.warmup > steps && dist_rank() == 0) /* a valid schedule, but hardly what was meant */
+        fprintf(stderr, "gpt train: warning: --warmup %ld is longer than --steps %ld: the learning rate rises to "
+                        "only %g (%.3g%% of --lr) and never reaches its peak\n", o->optim.warmup, steps,
+                (double)optim_lr_at(&o->optim, steps - 1), 100.0 * (double)steps / (double)o->optim.warmup);
     return -1; /* go on */
 }
 
@@ -158,8 +166,9 @@ int cli_eval_report(GPT *m, const char *model, Corpus *c, const char *data, int 
     *loss = nll / (double)tokens;
     if (dist_rank() != 0) return 0;
     if (json)
-        printf("{\"loss\": %.9g, \"perplexity\": %.9g, \"tokens\": %lld, \"windows\": %lld, \"split\": \"%s\"}\n",
-               *loss, exp(*loss), (long long)tokens, (long long)n, split_name(split));
+        cli_print_json(json_pack("{s:o,s:o,s:I,s:I,s:s}", "loss", cli_json_real(*loss), "perplexity",
+                                 cli_json_real(exp(*loss)), "tokens", (json_int_t)tokens, "windows", (json_int_t)n,
+                                 "split", split_name(split)));
     else
         printf("%s on %s /%s: loss %.4f, perplexity %.2f over %lld tokens (%lld windows of %d)\n", model, data,
                split_name(split), *loss, exp(*loss), (long long)tokens, (long long)n, m->cfg.n_ctx);
