@@ -40,9 +40,8 @@ int cli_fail(const char *cmd);
 int cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /* JSON output (--json): commands build their object with jansson, numbers through
- * cli_json_real, which gives null for a NaN or an infinity (JSON has neither), and print
- * it with cli_print_json: one line on standard output; the object is freed. */
-json_t *cli_json_real(double x);
+ * json_real_or_null (util.h), and print it with cli_print_json: one line on standard
+ * output; the object is freed. */
 void cli_print_json(json_t *obj);
 
 /* gpt eval's evaluation, shared with gpt prune so that both print the same numbers.
@@ -79,5 +78,7 @@ void run_options_defaults(RunOptions *r);
 /* 1 if opt is one of RUN_LONG_OPTIONS, stored into r or with *bad set to what was
  * expected; 0 if it is not one of them. */
 int run_option(RunOptions *r, int opt, const char *arg, const char **bad);
+/* After parsing: what in r contradicts itself, or NULL. */
+const char *run_options_conflict(const RunOptions *r);
 
 #endif

@@ -37,6 +37,10 @@ int check_text(const char *path, const uint8_t *buf, size_t len, size_t base);
  * reaching the named point (only at that step, only on that rank, when given). */
 void fault_point(const char *point, long step, int rank);
 
+/* A JSON number, or null for a NaN or an infinity (JSON has neither): every number the
+ * tool writes as JSON (metrics.jsonl, --json) goes through it. */
+struct json_t *json_real_or_null(double x);
+
 double now_seconds(void);        /* monotonic clock */
 double peak_rss_mb(void);        /* this process's peak resident set, MiB */
 

@@ -410,7 +410,7 @@ static void metrics_json(json_t *j, const char *prefix, const TaskMetrics *tm, d
     for (int i = 0; i < 5; i++)
         if (!isnan(v[i])) {
             snprintf(key, sizeof key, "%s%s", prefix, names[i]);
-            json_object_set_new(j, key, json_real(v[i]));
+            json_object_set_new(j, key, json_real_or_null(v[i]));
         }
 }
 
@@ -517,10 +517,10 @@ static double step_loss(void *ctx, const double sum[RUN_LOSS_PARTS], double toke
     Tuner *t = ctx;
     double l2 = t->corpus ? 0.0 : sum[0] / t->o->batch, l1 = sum[1] / tokens;
     if (!t->corpus) {
-        json_object_set_new(line, "task_loss", isfinite(l2) ? json_real(l2) : json_null());
+        json_object_set_new(line, "task_loss", json_real_or_null(l2));
         snprintf(detail, size, " (task %.4f%s)", l2, t->lambda_on ? "" : ", no LM loss");
     }
-    if (t->corpus || t->lambda_on) json_object_set_new(line, "lm_loss", isfinite(l1) ? json_real(l1) : json_null());
+    if (t->corpus || t->lambda_on) json_object_set_new(line, "lm_loss", json_real_or_null(l1));
     return t->corpus ? l1 : l2 + (t->lambda_on ? t->o->lambda * l1 : 0.0);
 }
 
@@ -554,10 +554,9 @@ static json_t *config_json(void *ctx) {
 /* The "format" attribute of a file ("" if it has none). Not collective. */
 static void file_format(const char *path, char *buf, size_t size) {
     buf[0] = '\0';
-    h5_quiet();
-    hid_t f = H5Fis_hdf5(path) > 0 ? H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT) : -1;
+    hid_t f = h5_is_hdf5_file(path) ? h5_open_read(path) : -1; /* what is not (a FIFO) task_load reports */
     if (f < 0) return;
-    if (H5Aexists(f, "format") > 0) h5_read_attr_string(path, "", f, "format", buf, size);
+    if (h5_read_format(path, f, buf, size)) buf[0] = '\0';
     H5Fclose(f);
 }
 

@@ -108,9 +108,6 @@ static int begin(Run *r, int *lock) {
     const RunClient *c = r->c;
     const RunOptions *o = c->opt;
     int rank = dist_rank(), rc = 0;
-    if (o->overwrite && o->resume)
-        return gpt_error("--overwrite and --resume contradict each other: --overwrite starts afresh, removing the "
-                         "run in %s", c->out);
     if (rank == 0 && (*lock = run_dir_lock(c->out)) < 0) rc = -1;
     if (!rc && rank == 0 && o->overwrite) rc = run_dir_clear(c->out);
     if (dist_agree(rc)) return -1;
@@ -140,15 +137,14 @@ typedef struct {
 static void report_step(Report *p, const RunClient *c, const Run *r, json_t *line, double loss, const OptimStats *st,
                         double step_s, const StepGrads *g, int skipped, const char *detail, const char *val) {
     long s = r->step;
-    /* JSON has no NaN or infinity: a non-finite loss or norm is written as null */
     json_object_set_new(line, "step", json_integer(s));
-    json_object_set_new(line, "loss", isfinite(loss) ? json_real(loss) : json_null());
-    json_object_set_new(line, "lr", json_real(st->lr));
-    json_object_set_new(line, "grad_norm", isfinite(g->grad_norm) ? json_real(g->grad_norm) : json_null());
+    json_object_set_new(line, "loss", json_real_or_null(loss));
+    json_object_set_new(line, "lr", json_real_or_null(st->lr));
+    json_object_set_new(line, "grad_norm", json_real_or_null(g->grad_norm));
     json_object_set_new(line, "tokens", json_integer((json_int_t)r->tokens));
-    json_object_set_new(line, "tokens_per_s", json_real(g->tokens / step_s));
-    json_object_set_new(line, "step_s", json_real(step_s));
-    json_object_set_new(line, "comm_wait_s", json_real(g->comm_wait_s));
+    json_object_set_new(line, "tokens_per_s", json_real_or_null(g->tokens / step_s));
+    json_object_set_new(line, "step_s", json_real_or_null(step_s));
+    json_object_set_new(line, "comm_wait_s", json_real_or_null(g->comm_wait_s));
     json_object_set_new(line, "skipped", json_boolean(skipped));
     run_metrics_write(p->metrics, line);
     if (skipped) printf("step %ld: non-finite loss or gradient, update skipped (%d in a row)\n", s, r->bad);

@@ -149,7 +149,7 @@ static int evaluate_val(void *ctx, json_t *line, char *summary, size_t size) {
     double nll;
     int64_t tokens;
     if (evaluate(t->m, t->corpus, SPLIT_VAL, t->eval_windows, &nll, &tokens)) return -1;
-    json_object_set_new(line, "val_loss", json_real(nll / (double)tokens));
+    json_object_set_new(line, "val_loss", json_real_or_null(nll / (double)tokens));
     snprintf(summary, size, " | val %.4f", nll / (double)tokens);
     return 0;
 }

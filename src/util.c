@@ -3,6 +3,7 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <jansson.h>
 #include <limits.h>
 #include <math.h>
 #include <signal.h>
@@ -216,3 +217,5 @@ int parse_duration(const char *s, double *seconds) {
     *seconds = total;
     return 0;
 }
+
+json_t *json_real_or_null(double x) { return isfinite(x) ? json_real(x) : json_null(); }

@@ -89,7 +89,7 @@ def test_overwrite_leaves_nothing_of_the_old_run(gpt_bin, tiny_corpus, workdir):
     assert f"resuming from {out}/ckpt_3.h5: step 3" in proc.stdout, proc.stdout
     # the two cannot be meant together
     proc = sh(train_args(gpt_bin, corpus, out, 6, ["--overwrite", "--resume", "auto"]), check=False, timeout=60)
-    assert proc.returncode != 0 and "--overwrite and --resume" in proc.stderr, proc.stderr
+    assert proc.returncode == 2 and "--overwrite and --resume" in proc.stderr, proc.stderr
     assert checkpoints(out) == [5, 6], "a refused --overwrite --resume removed checkpoints"
 
 

@@ -111,12 +111,12 @@ int cmd_bench(int argc, char **argv) {
     if (json) {
         cli_print_json(json_pack("{s:s,s:i,s:i,s:i,s:i,s:I,s:o,s:o,s:o,s:o,s:o,s:o,s:o,s:o,s:s,s:s,s:o}",
                                  "model", cargs.preset, "batch", B, "n_ctx", T, "threads", threads, "steps", steps,
-                                 "params", (json_int_t)m->n_params, "tokens_per_s", cli_json_real(tok_s), "step_s",
-                                 cli_json_real(step_s), "fwdbwd_s", cli_json_real(t_fb / steps), "optim_s",
-                                 cli_json_real(t_opt / steps), "model_gflops", cli_json_real(gflops),
-                                 "sgemm_peak_gflops", cli_json_real(peak), "mfu", cli_json_real(gflops / peak),
-                                 "peak_rss_mb", cli_json_real(peak_rss_mb()), "openblas_core", core,
-                                 "openblas_core_origin", origin, "loss", cli_json_real(loss)));
+                                 "params", (json_int_t)m->n_params, "tokens_per_s", json_real_or_null(tok_s), "step_s",
+                                 json_real_or_null(step_s), "fwdbwd_s", json_real_or_null(t_fb / steps), "optim_s",
+                                 json_real_or_null(t_opt / steps), "model_gflops", json_real_or_null(gflops),
+                                 "sgemm_peak_gflops", json_real_or_null(peak), "mfu", json_real_or_null(gflops / peak),
+                                 "peak_rss_mb", json_real_or_null(peak_rss_mb()), "openblas_core", core,
+                                 "openblas_core_origin", origin, "loss", json_real_or_null(loss)));
     } else {
         printf("model %s: %zu parameters, batch %d x %d tokens, %d BLAS thread(s), OpenBLAS core %s (%s)\n",
                cargs.preset, m->n_params, B, T, threads, core, origin);

@@ -88,6 +88,7 @@ static int parse_finetune(int argc, char **argv, FinetuneOptions *o) {
     }
     if (optind < argc) return cli_usage_error("finetune", "unexpected argument '%s'", argv[optind]);
     if (!o->init || !o->data || !o->out) return cli_usage_error("finetune", "--init, --data and --out are required");
+    if (run_options_conflict(&o->run)) return cli_usage_error("finetune", "%s", run_options_conflict(&o->run));
     if (alpha > 0.0f && !o->lora_rank) return cli_usage_error("finetune", "--lora-alpha needs --lora-rank");
     o->lora_alpha = alpha > 0.0f ? alpha : (float)o->lora_rank;
     o->epochs = epochs, o->warmup_fraction = warmup, o->seed = seed;
@@ -183,13 +184,13 @@ static int predict_or_eval(const char *cmd, int argc, char **argv, int eval) {
             label[i] = e.label;
         }
         TaskMetrics m = task_metrics(tm->info.label_kind, pred, label, n);
-        json_t *j = json_pack("{s:I,s:o}", "examples", (json_int_t)n, "loss", cli_json_real(loss));
+        json_t *j = json_pack("{s:I,s:o}", "examples", (json_int_t)n, "loss", json_real_or_null(loss));
         if (tm->info.label_kind == LABEL_REAL) {
-            json_object_set_new(j, "pearson", cli_json_real(m.pearson)); /* null when a side is constant */
-            json_object_set_new(j, "spearman", cli_json_real(m.spearman));
-            json_object_set_new(j, "mse", cli_json_real(m.mse));
+            json_object_set_new(j, "pearson", json_real_or_null(m.pearson)); /* null when a side is constant */
+            json_object_set_new(j, "spearman", json_real_or_null(m.spearman));
+            json_object_set_new(j, "mse", json_real_or_null(m.mse));
         } else
-            json_object_set_new(j, "accuracy", cli_json_real(m.accuracy));
+            json_object_set_new(j, "accuracy", json_real_or_null(m.accuracy));
         cli_print_json(j);
         free(label);
     } else if (!rc) {

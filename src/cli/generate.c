@@ -248,10 +248,10 @@ int cmd_score(int argc, char **argv) {
     }
     double nll = -ll / (double)n, bpb = -ll / log(2.0) / (double)blen;
     if (json)
-        cli_print_json(json_pack("{s:o,s:I,s:o,s:o,s:I,s:o,s:I,s:i}", "log_likelihood", cli_json_real(ll), "tokens",
-                                 (json_int_t)n, "nll_per_token", cli_json_real(nll), "perplexity",
-                                 cli_json_real(exp(nll)), "bytes", (json_int_t)blen, "bits_per_byte",
-                                 cli_json_real(bpb), "windows", (json_int_t)windows, "stride", stride));
+        cli_print_json(json_pack("{s:o,s:I,s:o,s:o,s:I,s:o,s:I,s:i}", "log_likelihood", json_real_or_null(ll), "tokens",
+                                 (json_int_t)n, "nll_per_token", json_real_or_null(nll), "perplexity",
+                                 json_real_or_null(exp(nll)), "bytes", (json_int_t)blen, "bits_per_byte",
+                                 json_real_or_null(bpb), "windows", (json_int_t)windows, "stride", stride));
     else
         printf("log-likelihood %.4f over %ld tokens (%zu bytes): %.4f nats per token, perplexity %.2f, %.4f bits "
                "per byte (%ld window(s), stride %d)\n",

@@ -61,7 +61,6 @@ int cli_usage_error(const char *cmd, const char *fmt, ...) {
     return 2;
 }
 
-json_t *cli_json_real(double x) { return isfinite(x) ? json_real(x) : json_null(); }
 
 void cli_print_json(json_t *obj) {
     json_dumpf(obj, stdout, JSON_REAL_PRECISION(9)); /* float32 results: 9 digits tell them apart */

@@ -36,3 +36,9 @@ int run_option(RunOptions *r, int opt, const char *arg, const char **bad) {
     }
     return 1;
 }
+
+const char *run_options_conflict(const RunOptions *r) {
+    return r->overwrite && r->resume ? "--overwrite and --resume contradict each other: --overwrite starts afresh, "
+                                       "removing the run directory's old run"
+                                     : NULL;
+}

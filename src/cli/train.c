@@ -94,6 +94,7 @@ static int parse_train(int argc, char **argv, TrainOptions *o) {
     }
     if (optind < argc) return cli_usage_error("train", "unexpected argument '%s'", argv[optind]);
     if (!o->data || !o->out || !steps) return cli_usage_error("train", "--data, --out and --steps are required");
+    if (run_options_conflict(&o->run)) return cli_usage_error("train", "%s", run_options_conflict(&o->run));
     if (config_from_args(&cargs, &o->model)) return cli_usage_error("train", "%s", gpt_last_error());
     if (min_lr > lr) return cli_usage_error("train", "--min-lr: expected a number in [0, --lr %g], got %g", lr, min_lr);
     if (!vocab_given) o->model.vocab_size = 0; /* from the corpus */
@@ -166,8 +167,8 @@ int cli_eval_report(GPT *m, const char *model, Corpus *c, const char *data, int 
     *loss = nll / (double)tokens;
     if (dist_rank() != 0) return 0;
     if (json)
-        cli_print_json(json_pack("{s:o,s:o,s:I,s:I,s:s}", "loss", cli_json_real(*loss), "perplexity",
-                                 cli_json_real(exp(*loss)), "tokens", (json_int_t)tokens, "windows", (json_int_t)n,
+        cli_print_json(json_pack("{s:o,s:o,s:I,s:I,s:s}", "loss", json_real_or_null(*loss), "perplexity",
+                                 json_real_or_null(exp(*loss)), "tokens", (json_int_t)tokens, "windows", (json_int_t)n,
                                  "split", split_name(split)));
     else
         printf("%s on %s /%s: loss %.4f, perplexity %.2f over %lld tokens (%lld windows of %d)\n", model, data,
