@@ -36,6 +36,20 @@ int h5_read_attr_string(const char *path, const char *where, hid_t obj, const ch
 hsize_t h5_chunk_rows(hsize_t rows, hsize_t row_bytes);
 int h5_write_array(hid_t loc, const char *name, hid_t file_type, hid_t mem_type, int rank,
                    const hsize_t *dims, const void *data);
+/* Upper bounds of what HDF5 (1.10) writes: a dataset of `rows` rows of row_bytes chunked
+ * as h5_write_array does (whole chunks, the last one too), and a file's own metadata. */
+uint64_t h5_array_bytes(uint64_t rows, uint64_t row_bytes);
+#define H5_FILE_OVERHEAD ((uint64_t)1 << 16)
+
+/* A full disk must never meet HDF5: once a write or flush has failed, HDF5 1.10 cannot
+ * close the file ("slist already enabled"), and the open ID crashes MPI_Finalize; under
+ * parallel HDF5 one rank's failed write also desynchronises the collectives (a hang).
+ * So a writer first makes sure that tmp can grow to `bytes`: fallocate reserves the
+ * blocks, or where the file system cannot, the free space is checked. HDF5 truncates a
+ * file to its data when it creates or closes it, so reserve before H5Fcreate (on a disk
+ * full to the last block even closing an empty file fails), again after it, and again
+ * before reopening. -1 naming PATH (WHAT: "the checkpoint") with the space needed and free. */
+int h5_reserve(const char *path, const char *tmp, uint64_t bytes, const char *what);
 /* n strings as a 1-D dataset of fixed-length UTF-8 strings (as wide as the longest):
  * HDF5 cannot checksum variable-length data. */
 int h5_write_strings(hid_t loc, const char *name, const char *const *v, hsize_t n);

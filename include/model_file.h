@@ -22,9 +22,11 @@
 int model_file_write(const char *path, const GPT *m, const Tokenizer *tok);
 /* The same, with or without the tensors (a LoRA fine-tuning names its base instead of
  * copying it: /model then holds the configuration alone), and extra(file, ctx), when not
- * NULL, adding more to the open file before it is renamed into place. */
+ * NULL, adding at most extra_bytes more to the open file before it is renamed into place.
+ * The space the file needs is reserved first (h5_reserve): a full disk is an error
+ * naming the space needed, with no file left. */
 int model_file_write_ex(const char *path, const GPT *m, int with_tensors, const Tokenizer *tok,
-                        int (*extra)(int64_t file, const void *ctx), const void *ctx);
+                        int (*extra)(int64_t file, const void *ctx), const void *ctx, uint64_t extra_bytes);
 /* The same, recording that m was pruned (prune.h): attributes pruned_sparsity (the
  * fraction of zeros among the prunable entries) and pruned_scope ("global" or "layer")
  * of /model, written before the file is renamed into place like everything else. */
@@ -56,6 +58,8 @@ int model_tensors_check_finite(const char *path, const char *where, const GPTTen
 int model_config_write_h5(int64_t group, const GPTConfig *cfg);
 /* Rows per chunk of a tensor's dataset (1-D tensors: elements). */
 int model_tensor_chunk_rows(const GPTTensor *t);
+/* An upper bound on the bytes n tensors' datasets take in a file (h5_array_bytes). */
+uint64_t model_tensors_bytes(const GPTTensor *t, int n);
 /* A chunked, checksummed float32 dataset named and shaped like t; < 0 on failure. */
 int64_t model_tensor_create(int64_t loc, const GPTTensor *t);
 /* Rows [lo, hi) of a tensor (tensor: its first element), an empty range taking part in a

@@ -70,6 +70,8 @@ typedef struct {
     int n_special;
 } TokenizerParts;
 TokenizerParts tokenizer_parts(const Tokenizer *t);
+/* An upper bound on the bytes tokenizer_write_h5 adds to a file (0 for NULL). */
+uint64_t tokenizer_h5_bytes(const Tokenizer *t);
 
 /* A fresh byte-level tokenizer from learned merges (token 256+k = merge k), with the
  * four special tokens of TOK_EOT .. TOK_EXTRACT after them. */

@@ -7,13 +7,9 @@
  * made by every rank whatever happened before it, and errors are agreed on afterwards
  * (dist_agree), so a failure on one rank can never leave the others waiting.
  *
- * A full disk is the exception, so it must never meet HDF5: parallel HDF5 allocates
- * chunks collectively, and an MPI-IO write error on one rank desynchronises those
- * collectives (a hang); and once a write or flush has failed, HDF5 1.10.8 cannot close
- * the file ("slist already enabled"), whose ID then crashes MPI_Finalize. So rank 0
- * reserves the space the whole file needs (reserve) before each phase, and the ranks
- * agree on that before any HDF5 file is opened or written. */
-#define _GNU_SOURCE /* fallocate */
+ * A full disk is the exception, so it must never meet HDF5 (h5_reserve in h5util.h
+ * says why): rank 0 reserves the space the whole file needs before each phase, and the
+ * ranks agree on that before any HDF5 file is opened or written. */
 #include "checkpoint.h"
 
 #include <dirent.h>
@@ -26,7 +22,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <sys/statvfs.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -182,61 +177,13 @@ static int write_metadata(const char *tmp, const GPT *m, const CkptState *s, con
 
 /* ---- the disk space ---- */
 
-/* Bytes HDF5 takes beyond the data, generously (measured in 1.10: about 2.8 KiB a
- * dataset with its share of the group, 40 a chunk, 20 KiB for the file). */
-enum { DATASET_OVERHEAD = 4096, CHUNK_OVERHEAD = 128, FILE_OVERHEAD = 1 << 16 };
-
-/* A dataset of `rows` rows chunked as h5_write_array and model_tensor_create do: whole
- * chunks, the last one too. */
-static uint64_t array_bytes(uint64_t rows, uint64_t row_bytes) {
-    uint64_t step = rows ? h5_chunk_rows(rows, row_bytes) : 1, chunks = (rows + step - 1) / step;
-    return chunks * (step * row_bytes + CHUNK_OVERHEAD) + DATASET_OVERHEAD;
-}
-
-/* One part (parameters or a moment) of n tensors. */
-static uint64_t tensors_bytes(const GPTTensor *t, int n) {
-    uint64_t b = 0;
-    for (int i = 0; i < n; i++)
-        b += array_bytes((uint64_t)t[i].shape[0], sizeof(float) * (t[i].ndim == 2 ? (uint64_t)t[i].shape[1] : 1));
-    return b;
-}
-
 /* Rank 0: an upper bound on the size of the checkpoint file. */
 static uint64_t ckpt_bytes(const GPT *m, const AdamW *o, const CkptState *s, const Tokenizer *tok,
                            const CkptExtra *extra, int n_extra) {
-    TokenizerParts p = tokenizer_parts(tok);
-    uint64_t width = 1; /* of the special tokens' names, as h5_write_strings stores them */
-    for (int i = 0; i < p.n_special; i++)
-        if (strlen(p.special_names[i]) + 1 > width) width = strlen(p.special_names[i]) + 1;
-    uint64_t n_tokens = (uint64_t)p.n_tokens, n_special = (uint64_t)p.n_special;
-    uint64_t b = FILE_OVERHEAD + 2 * (s->config ? strlen(s->config) : 0) +
-                 array_bytes((uint64_t)p.token_offsets[p.n_tokens], 1) + array_bytes(n_tokens + 1, sizeof(int64_t)) +
-                 array_bytes((uint64_t)p.n_merges, 3 * sizeof(int32_t)) + array_bytes(n_special, width) +
-                 array_bytes(n_special, sizeof(int32_t));
-    if (o) b += N_PARTS * tensors_bytes(m->tensors, m->n_tensors);
-    for (int e = 0; e < n_extra; e++) b += 3 * tensors_bytes(extra[e].tensors, extra[e].n_tensors);
+    uint64_t b = H5_FILE_OVERHEAD + 2 * (s->config ? strlen(s->config) : 0) + tokenizer_h5_bytes(tok);
+    if (o) b += N_PARTS * model_tensors_bytes(m->tensors, m->n_tensors);
+    for (int e = 0; e < n_extra; e++) b += 3 * model_tensors_bytes(extra[e].tensors, extra[e].n_tensors);
     return b;
-}
-
-static double mib(double bytes) { return bytes / (1 << 20); }
-
-/* Rank 0: makes sure tmp can grow to `bytes` without the disk filling up. fallocate
- * reserves the blocks (HDF5 truncates the file to its data at every close, so a later
- * phase reserves again); where the file system cannot, the free space is checked. */
-static int reserve(const char *path, const char *tmp, uint64_t bytes) {
-    int fd = open(tmp, O_WRONLY | O_CREAT, 0644);
-    if (fd < 0) return gpt_error("%s: cannot create: %s", tmp, strerror(errno));
-    struct statvfs v;
-    struct stat st;
-    double avail = (double)bytes; /* unknown: assumed enough */
-    if (!fstatvfs(fd, &v) && !fstat(fd, &st)) /* what tmp already holds counts */
-        avail = (double)v.f_bavail * (double)v.f_frsize + 512.0 * (double)st.st_blocks;
-    int err = fallocate(fd, 0, 0, (off_t)bytes) ? errno : 0;
-    if (err == EOPNOTSUPP) err = avail < (double)bytes ? ENOSPC : 0;
-    close(fd);
-    return err ? gpt_error("%s: cannot reserve the %.1f MiB the checkpoint needs (%.1f MiB free): %s", path,
-                           mib((double)bytes), mib(avail), strerror(err))
-               : 0;
 }
 
 /* Collective: tmp created with parallel HDF5 and the tensors in it. */
@@ -250,7 +197,7 @@ static int write_collective(const char *path, const char *tmp, uint64_t need, co
     if (dist_agree(f < 0 ? gpt_error("%s: cannot create (check that the directory exists and is writable)", tmp) : 0))
         return -1;
     fault_point("ckpt-create", s->step, rank);
-    if (dist_agree(rank == 0 ? reserve(path, tmp, need) : 0)) {
+    if (dist_agree(rank == 0 ? h5_reserve(path, tmp, need, "the checkpoint") : 0)) {
         H5Fclose(f); /* nothing written yet: the disk had the room a moment ago */
         return -1;
     }
@@ -273,12 +220,12 @@ int ckpt_write(const char *path, const GPT *m, const AdamW *o, const CkptState *
     if (snprintf(tmp, sizeof tmp, "%s.tmp", path) >= (int)sizeof tmp) return gpt_error("%s: path too long", path);
     uint64_t need = rank == 0 ? ckpt_bytes(m, o, s, tok, extra, n_extra) : 0;
     /* first while no HDF5 file is open: on a disk full to the last block, closing one fails */
-    int rc = dist_agree(rank == 0 ? reserve(path, tmp, need) : 0);
+    int rc = dist_agree(rank == 0 ? h5_reserve(path, tmp, need, "the checkpoint") : 0);
     if (!rc) rc = write_collective(path, tmp, need, m, o, s);
     if (!rc) fault_point("ckpt-close", s->step, rank);
     if (!rc && rank == 0) {
         dir_of(path, dir, sizeof dir);
-        rc = reserve(path, tmp, need) ? -1 /* again: closing the parallel file truncated it */
+        rc = h5_reserve(path, tmp, need, "the checkpoint") ? -1 /* again: closing the parallel file truncated it */
              : write_metadata(tmp, m, s, tok, extra, n_extra)
                  ? gpt_error("%s: writing the attributes and tokenizer failed", tmp)
              : fsync_path(tmp, 0) ? -1

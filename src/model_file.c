@@ -60,6 +60,13 @@ static hid_t rows_mem_space(const GPTTensor *t, int lo, int hi) {
     return s;
 }
 
+uint64_t model_tensors_bytes(const GPTTensor *t, int n) {
+    uint64_t b = 0;
+    for (int i = 0; i < n; i++)
+        b += h5_array_bytes((uint64_t)t[i].shape[0], sizeof(float) * (t[i].ndim == 2 ? (uint64_t)t[i].shape[1] : 1));
+    return b;
+}
+
 int model_tensor_write_rows(int64_t d, const GPTTensor *t, const float *tensor, int lo, int hi, int64_t dxpl) {
     size_t row = t->ndim == 2 ? (size_t)t->shape[1] : 1;
     hid_t fs = H5Dget_space(d), ms = rows_mem_space(t, lo, hi);
@@ -79,14 +86,29 @@ static int write_tensor(hid_t g, const GPTTensor *t, const float *data) {
 
 /* pruned_scope NULL: a model that was not pruned, without the pruned_* attributes. */
 static int write_model(const char *path, const GPT *m, int with_tensors, const Tokenizer *tok, double pruned_sparsity,
-                       const char *pruned_scope, int (*extra)(int64_t file, const void *ctx), const void *ctx) {
+                       const char *pruned_scope, int (*extra)(int64_t file, const void *ctx), const void *ctx,
+                       uint64_t extra_bytes) {
     h5_quiet();
     if (with_tensors && model_tensors_check_finite(path, "/model", m->tensors, m->n_tensors, m->params, 1)) return -1;
     char tmp[PATH_MAX];
     if (snprintf(tmp, sizeof tmp, "%s.tmp", path) >= (int)sizeof tmp)
         return gpt_error("%s: path too long", path);
+    uint64_t need = H5_FILE_OVERHEAD + (with_tensors ? model_tensors_bytes(m->tensors, m->n_tensors) : 0) +
+                    tokenizer_h5_bytes(tok) + extra_bytes;
+    if (h5_reserve(path, tmp, need, "the model file")) { /* before and after the create, which truncates */
+        remove(tmp);
+        return -1;
+    }
     hid_t f = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
-    if (f < 0) return gpt_error("%s: cannot create the file (check the directory exists and is writable)", tmp);
+    if (f < 0) {
+        remove(tmp);
+        return gpt_error("%s: cannot create the file (check the directory exists and is writable)", tmp);
+    }
+    if (h5_reserve(path, tmp, need, "the model file")) {
+        H5Fclose(f); /* nothing written yet */
+        remove(tmp);
+        return -1;
+    }
     int rc = h5_write_attr_string(f, "format", MODEL_FORMAT) ||
              h5_write_attr_int(f, "format_version", MODEL_FORMAT_VERSION) ||
              h5_write_attr_string(f, "tool_version", GPT_VERSION);
@@ -104,7 +126,7 @@ static int write_model(const char *path, const GPT *m, int with_tensors, const T
     if (H5Fclose(f) < 0) rc = -1;
     if (rc) {
         remove(tmp);
-        return gpt_error("%s: writing the model failed (disk full?)", tmp);
+        return gpt_error("%s: writing the model failed", tmp);
     }
     if (rename(tmp, path) != 0) {
         remove(tmp);
@@ -114,17 +136,17 @@ static int write_model(const char *path, const GPT *m, int with_tensors, const T
 }
 
 int model_file_write(const char *path, const GPT *m, const Tokenizer *tok) {
-    return write_model(path, m, 1, tok, 0.0, NULL, NULL, NULL);
+    return write_model(path, m, 1, tok, 0.0, NULL, NULL, NULL, 0);
 }
 
 int model_file_write_ex(const char *path, const GPT *m, int with_tensors, const Tokenizer *tok,
-                        int (*extra)(int64_t file, const void *ctx), const void *ctx) {
-    return write_model(path, m, with_tensors, tok, 0.0, NULL, extra, ctx);
+                        int (*extra)(int64_t file, const void *ctx), const void *ctx, uint64_t extra_bytes) {
+    return write_model(path, m, with_tensors, tok, 0.0, NULL, extra, ctx, extra_bytes);
 }
 
 int model_file_write_pruned(const char *path, const GPT *m, const Tokenizer *tok, double sparsity,
                             const char *scope) {
-    return write_model(path, m, 1, tok, sparsity, scope, NULL, NULL);
+    return write_model(path, m, 1, tok, sparsity, scope, NULL, NULL, 0);
 }
 
 static hid_t open_model_group(const char *path, hid_t *file) {

@@ -74,7 +74,13 @@ int task_model_write(const char *path, const GPT *m, const GPTLora *lora, const 
     if ((head && model_tensors_check_finite(path, "/head", head->tensors, head->n_tensors, head->params, 1)) ||
         (lora && model_tensors_check_finite(path, "/lora", lora->tensors, lora->n_tensors, lora->params, 1)))
         return -1;
-    return model_file_write_ex(path, m, lora == NULL, tok, write_extra, &x);
+    uint64_t extra_bytes = (head ? model_tensors_bytes(head->tensors, head->n_tensors) : 0) +
+                           (lora ? model_tensors_bytes(lora->tensors, lora->n_tensors) : 0) + (uint64_t)H5_FILE_OVERHEAD;
+    uint64_t width = 1; /* of the class names, stored as wide as the longest */
+    for (int k = 0; k < n_names; k++)
+        if (strlen(names[k]) + 1 > width) width = strlen(names[k]) + 1;
+    extra_bytes += h5_array_bytes((uint64_t)n_names, width);
+    return model_file_write_ex(path, m, lora == NULL, tok, write_extra, &x, extra_bytes);
 }
 
 static int read_task(const char *path, hid_t f, TaskModel *t) {

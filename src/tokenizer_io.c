@@ -444,3 +444,15 @@ Tokenizer *tokenizer_load(const char *path) {
     H5Fclose(f);
     return t;
 }
+
+uint64_t tokenizer_h5_bytes(const Tokenizer *tok) {
+    if (!tok) return 0;
+    TokenizerParts p = tokenizer_parts(tok);
+    uint64_t width = 1; /* of the special tokens' names, as h5_write_strings stores them */
+    for (int i = 0; i < p.n_special; i++)
+        if (strlen(p.special_names[i]) + 1 > width) width = strlen(p.special_names[i]) + 1;
+    uint64_t n_tokens = (uint64_t)p.n_tokens, n_special = (uint64_t)p.n_special;
+    return h5_array_bytes((uint64_t)p.token_offsets[p.n_tokens], 1) + h5_array_bytes(n_tokens + 1, sizeof(int64_t)) +
+           h5_array_bytes((uint64_t)p.n_merges, 3 * sizeof(int32_t)) + h5_array_bytes(n_special, width) +
+           h5_array_bytes(n_special, sizeof(int32_t));
+}

@@ -152,3 +152,19 @@ def test_a_disk_full_to_the_last_block(gpt_bin, tiny_corpus, reference, tmpfs, r
     assert os.statvfs(disk).f_bavail == 0, "the disk should be full after the failure"
     assert_disk_full_error(proc, run_dir, EVERY, size, ranks)
     assert sorted(p.name for p in run_dir.iterdir()) == ["config.json", "lock", "metrics.jsonl"]
+
+
+@pytest.mark.parametrize("ranks", [1, 2])
+def test_model_file_without_room(gpt_bin, tiny_corpus, reference, tmpfs, ranks):
+    """No checkpoints, and room for the metrics but not for model.h5 at the end (this
+    crashed in MPI_Finalize too: HDF5 could not close the file it failed to write)."""
+    size = (reference(ranks) / "model.h5").stat().st_size
+    run_dir = tmpfs(pages(size // 2)) / "run"
+    proc = sh([gpt_bin, "train", "--data", tiny_corpus["corpus"], "--out", run_dir, "--model", "tiny", "--steps", STEPS,
+               "--batch", BATCH, *TINY_ARGS], ranks=ranks, timeout=TIMEOUT, check=False)
+    streams = f"stdout:\n{proc.stdout[-3000:]}\nstderr:\n{proc.stderr[-3000:]}"
+    assert 0 < proc.returncode < 128, f"exit {proc.returncode}, expected an error exit\n{streams}"
+    assert re.search(rf"gpt train: {re.escape(str(run_dir))}/model.h5: cannot reserve the [\d.]+ MiB the model "
+                     r"file needs \([\d.]+ MiB free\): No space left on device", proc.stderr), streams
+    assert sorted(p.name for p in run_dir.iterdir()) == ["config.json", "lock", "metrics.jsonl"]
+    assert [m["step"] for m in read_metrics(run_dir)] == list(range(1, STEPS + 1))
