@@ -63,8 +63,8 @@ typedef struct {
 
 /* Collective. Writes the checkpoint to path as described above, with n_extra extra tensor
  * sets. opt NULL: the model is frozen (LoRA), and only its configuration is written. tok
- * is needed on rank 0 only. -1 on every rank with one message if any rank failed;
- * PATH.tmp is then removed. */
+ * is needed on rank 0 only. -1 on every rank with one message if any rank failed, or if
+ * a parameter is not finite (a diverged run saves nothing); PATH.tmp is then removed. */
 int ckpt_write(const char *path, const GPT *m, const AdamW *opt, const CkptState *state, const Tokenizer *tok,
                const CkptExtra *extra, int n_extra);
 
@@ -73,9 +73,10 @@ int ckpt_read_header(const char *path, GPTConfig *cfg, CkptState *state);
 
 /* Collective: the parameters into m and both moments into opt (created for the file's
  * configuration), every checksum verified. -1 on every rank naming the file and the
- * tensor on a mismatch or a corrupted chunk. */
+ * tensor on a mismatch, a corrupted chunk or a value that is not finite. */
 int ckpt_read_tensors(const char *path, GPT *m, AdamW *opt);
-/* Not collective: the extra tensor sets and their moments, each checked against its table. */
+/* Not collective: the extra tensor sets and their moments, each checked against its table
+ * and for non-finite values. */
 int ckpt_read_extras(const char *path, const CkptExtra *extra, int n_extra);
 
 /* RUN_DIR/ckpt_<step>.h5 */

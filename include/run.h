@@ -11,7 +11,7 @@
  *        read the step's samples (a failure on any rank is agreed on: all stop)
  *        gradients, summed over the ranks by the client
  *        the step control record (losses, non-finite, stop signal, out of time,
- *        checkpoint due), reduced over the ranks in one allreduce
+ *        checkpoint due, metrics unwritable), reduced over the ranks in one allreduce
  *        the update, or on a non-finite step none on every rank alike
  *        evaluation when due; metrics.jsonl and the progress line (rank 0)
  *        --max-bad-steps non-finite steps in a row: stop with an error
@@ -58,6 +58,7 @@ typedef struct {
     int signalled;               /* any rank caught SIGTERM, SIGINT or SIGUSR1 */
     int out_of_time;             /* rank 0: --time-limit is too close for another step */
     int ckpt_due;                /* rank 0: --ckpt-minutes have passed since the last checkpoint */
+    int metrics_failed;          /* rank 0: a line of metrics.jsonl could not be written */
 } StepControl;
 
 /* Collective: sums the losses over the ranks; a flag is set if any rank set it. */

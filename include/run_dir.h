@@ -34,9 +34,10 @@ int run_dir_clear(const char *out);
  * to that step. */
 int run_dir_prepare(const char *out, int resuming, json_t *config, long resumed_step);
 
-/* Rank 0: opens RUN_DIR/metrics.jsonl for appending (NULL on failure) and writes lines. */
+/* Rank 0: opens RUN_DIR/metrics.jsonl for appending (NULL with gpt_error() on failure)
+ * and writes a line, flushed (-1 naming the file when it cannot: a full disk). */
 FILE *run_metrics_open(const char *out);
-void run_metrics_write(FILE *f, json_t *line);
+int run_metrics_write(FILE *f, const char *out, json_t *line);
 
 /* Rank 0: one line listing the settings of config JSON now_text that differ from
  * saved_text's (sections "versions" and "resume" aside). */

@@ -218,9 +218,14 @@ int ckpt_write(const char *path, const GPT *m, const AdamW *o, const CkptState *
     int rank = dist_rank();
     char tmp[PATH_MAX], dir[PATH_MAX];
     if (snprintf(tmp, sizeof tmp, "%s.tmp", path) >= (int)sizeof tmp) return gpt_error("%s: path too long", path);
+    /* a diverged state is not saved over the good ones (every rank holds the same values) */
+    int rc = o ? model_tensors_check_finite(path, "/model", m->tensors, m->n_tensors, m->params, 1) : 0;
+    for (int e = 0; !rc && e < n_extra; e++)
+        rc = model_tensors_check_finite(path, extra[e].group, extra[e].tensors, extra[e].n_tensors, extra[e].params, 1);
+    if (dist_agree(rc)) return -1;
     uint64_t need = rank == 0 ? ckpt_bytes(m, o, s, tok, extra, n_extra) : 0;
     /* first while no HDF5 file is open: on a disk full to the last block, closing one fails */
-    int rc = dist_agree(rank == 0 ? h5_reserve(path, tmp, need, "the checkpoint") : 0);
+    rc = dist_agree(rank == 0 ? h5_reserve(path, tmp, need, "the checkpoint") : 0);
     if (!rc) rc = write_collective(path, tmp, need, m, o, s);
     if (!rc) fault_point("ckpt-close", s->step, rank);
     if (!rc && rank == 0) {
@@ -317,6 +322,9 @@ int ckpt_read_tensors(const char *path, GPT *m, AdamW *o) {
             }
         share_free(&s);
     }
+    /* every rank holds every value now, so every rank finds the same */
+    for (int p = 0; p < N_PARTS; p++)
+        if (model_tensors_check_finite(path, part_group[p], m->tensors, m->n_tensors, parts[p], 0)) return -1;
     return 0;
 }
 
@@ -330,7 +338,9 @@ int ckpt_read_extras(const char *path, const CkptExtra *extra, int n_extra) {
         char where[3][128];
         extra_groups(x, where);
         float *data[3] = {x->params, x->opt->m, x->opt->v};
-        for (int k = 0; !rc && k < 3; k++) rc = model_tensors_read(path, f, where[k], x->tensors, x->n_tensors, data[k]);
+        for (int k = 0; !rc && k < 3; k++)
+            rc = model_tensors_read(path, f, where[k], x->tensors, x->n_tensors, data[k]) ||
+                 model_tensors_check_finite(path, where[k], x->tensors, x->n_tensors, data[k], 0);
     }
     H5Fclose(f);
     return rc ? -1 : 0;

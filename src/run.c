@@ -53,14 +53,14 @@ static void print_duration(char *buf, size_t size, double s) {
 }
 
 void step_control_reduce(StepControl *c) {
-    double v[RUN_LOSS_PARTS + 4];
+    int *flags[] = {&c->nonfinite, &c->signalled, &c->out_of_time, &c->ckpt_due, &c->metrics_failed};
+    enum { N_FLAGS = sizeof flags / sizeof flags[0] };
+    double v[RUN_LOSS_PARTS + N_FLAGS];
     memcpy(v, c->loss, sizeof c->loss);
-    v[RUN_LOSS_PARTS] = c->nonfinite, v[RUN_LOSS_PARTS + 1] = c->signalled;
-    v[RUN_LOSS_PARTS + 2] = c->out_of_time, v[RUN_LOSS_PARTS + 3] = c->ckpt_due;
-    MPI_Allreduce(MPI_IN_PLACE, v, RUN_LOSS_PARTS + 4, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD);
+    for (int i = 0; i < N_FLAGS; i++) v[RUN_LOSS_PARTS + i] = *flags[i];
+    MPI_Allreduce(MPI_IN_PLACE, v, RUN_LOSS_PARTS + N_FLAGS, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD);
     memcpy(c->loss, v, sizeof c->loss);
-    c->nonfinite = v[RUN_LOSS_PARTS] > 0, c->signalled = v[RUN_LOSS_PARTS + 1] > 0;
-    c->out_of_time = v[RUN_LOSS_PARTS + 2] > 0, c->ckpt_due = v[RUN_LOSS_PARTS + 3] > 0;
+    for (int i = 0; i < N_FLAGS; i++) *flags[i] = v[RUN_LOSS_PARTS + i] > 0;
 }
 
 /* ---- the run's state ---- */
@@ -129,6 +129,8 @@ static int begin(Run *r, int *lock) {
 /* Rank 0: the step's line of metrics.jsonl and, every log_every steps, its progress line. */
 typedef struct {
     FILE *metrics;
+    int metrics_failed;
+    char metrics_error[512];
     double t_start, t_run, interval_tokens, interval_s;
     long first_step;
     double peak_gflops; /* sgemm, all ranks: the MFU's denominator */
@@ -146,7 +148,10 @@ static void report_step(Report *p, const RunClient *c, const Run *r, json_t *lin
     json_object_set_new(line, "step_s", json_real_or_null(step_s));
     json_object_set_new(line, "comm_wait_s", json_real_or_null(g->comm_wait_s));
     json_object_set_new(line, "skipped", json_boolean(skipped));
-    run_metrics_write(p->metrics, line);
+    if (!p->metrics_failed && run_metrics_write(p->metrics, c->out, line)) {
+        p->metrics_failed = 1;
+        snprintf(p->metrics_error, sizeof p->metrics_error, "%s", gpt_last_error());
+    }
     if (skipped) printf("step %ld: non-finite loss or gradient, update skipped (%d in a row)\n", s, r->bad);
     if (s % c->opt->log_every == 0 || s == c->steps || val[0]) {
         double rate = p->interval_tokens / p->interval_s;
@@ -172,7 +177,7 @@ static int steps(Run *r) {
         p.peak_gflops = blas_sgemm_peak_gflops();
         MPI_Allreduce(MPI_IN_PLACE, &p.peak_gflops, 1, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD);
     }
-    if (rank == 0) p.metrics = run_metrics_open(c->out);
+    if (dist_agree(rank == 0 && !(p.metrics = run_metrics_open(c->out)) ? -1 : 0)) return -1;
     int checkpointing = o->ckpt_every > 0 || o->ckpt_minutes > 0.0;
     /* until one is measured, a checkpoint (parameters and two moments) is assumed to write at 100 MB/s */
     double last_ckpt = p.t_start, ckpt_s = 12.0 * (double)c->trained_floats / 1e8, max_step_s = 0, max_eval_s = 0;
@@ -185,9 +190,14 @@ static int steps(Run *r) {
         StepControl ctl = {.nonfinite = !isfinite(g.loss[0] + g.loss[1]) || !isfinite(g.grad_norm),
                            .signalled = stop_signal != 0,
                            .out_of_time = rank == 0 && out_of_time(o, max_step_s, max_eval_s, ckpt_s),
-                           .ckpt_due = rank == 0 && o->ckpt_minutes > 0 && now_seconds() - last_ckpt >= 60.0 * o->ckpt_minutes};
+                           .ckpt_due = rank == 0 && o->ckpt_minutes > 0 && now_seconds() - last_ckpt >= 60.0 * o->ckpt_minutes,
+                           .metrics_failed = p.metrics_failed};
         memcpy(ctl.loss, g.loss, sizeof g.loss);
         step_control_reduce(&ctl);
+        if (ctl.metrics_failed) { /* rank 0's message to every rank; the step is not taken */
+            rc = dist_agree(p.metrics_failed ? gpt_error("%s", p.metrics_error) : 0);
+            break;
+        }
         OptimStats st = c->update(c->ctx, g.grad_norm, ctl.nonfinite);
         r->bad = ctl.nonfinite ? r->bad + 1 : 0;
         r->step = s + 1;
@@ -233,6 +243,7 @@ static int steps(Run *r) {
             rc = 1;
         }
     }
+    if (rc == 0) rc = dist_agree(p.metrics_failed ? gpt_error("%s", p.metrics_error) : 0); /* the last step's line */
     if (p.metrics) fclose(p.metrics);
     if (rc == 0 && rank == 0 && p.first_step >= c->steps)
         printf("the run was already at step %ld of %ld: nothing left to train\n", r->step, c->steps);

@@ -153,14 +153,15 @@ int run_dir_prepare(const char *out, int resuming, json_t *config, long resumed_
 FILE *run_metrics_open(const char *out) {
     char path[PATH_MAX];
     snprintf(path, sizeof path, "%s/metrics.jsonl", out);
-    return fopen(path, "a");
+    FILE *f = fopen(path, "a");
+    if (!f) gpt_error("%s: cannot open for appending: %s", path, strerror(errno));
+    return f;
 }
 
-void run_metrics_write(FILE *f, json_t *line) {
-    if (!f) return;
-    json_dumpf(line, f, JSON_COMPACT);
-    fputc('\n', f);
-    fflush(f);
+int run_metrics_write(FILE *f, const char *out, json_t *line) {
+    errno = 0;
+    int bad = json_dumpf(line, f, JSON_COMPACT) | (fputc('\n', f) == EOF) | fflush(f);
+    return bad ? gpt_error("%s/metrics.jsonl: cannot write: %s", out, errno ? strerror(errno) : "write error") : 0;
 }
 
 /* Prints "name: old -> new", after "changed on resume:" the first time. */

@@ -1,4 +1,5 @@
-"""A full disk while gpt train writes a checkpoint, on 1 and 2 ranks (issue 12).
+"""A full disk while gpt train writes a checkpoint, model.h5 or metrics.jsonl, on 1 and 2
+ranks (issue 12).
 
     make && /usr/bin/python3 -m pytest -q tests/test_disk_full.py   (as root: it mounts tmpfs)
 
@@ -168,3 +169,16 @@ def test_model_file_without_room(gpt_bin, tiny_corpus, reference, tmpfs, ranks):
                      r"file needs \([\d.]+ MiB free\): No space left on device", proc.stderr), streams
     assert sorted(p.name for p in run_dir.iterdir()) == ["config.json", "lock", "metrics.jsonl"]
     assert [m["step"] for m in read_metrics(run_dir)] == list(range(1, STEPS + 1))
+
+
+@pytest.mark.parametrize("ranks", [1, 2])
+def test_metrics_without_room(gpt_bin, tiny_corpus, tmpfs, ranks):
+    """metrics.jsonl fills the disk: one error naming it, every rank stops, no line lost
+    silently (a run used to go on with its metrics cut)."""
+    run_dir = tmpfs(4 * PAGE) / "run"  # config.json, lock and a page or two of metrics
+    proc = sh([gpt_bin, "train", "--data", tiny_corpus["corpus"], "--out", run_dir, "--model", "tiny", "--steps", 400,
+               "--batch", BATCH, "--eval-every", 0], ranks=ranks, timeout=TIMEOUT, check=False)
+    streams = f"stdout:\n{proc.stdout[-3000:]}\nstderr:\n{proc.stderr[-3000:]}"
+    assert 0 < proc.returncode < 128, f"exit {proc.returncode}, expected an error exit\n{streams}"
+    assert f"gpt train: {run_dir}/metrics.jsonl: cannot write: No space left on device" in proc.stderr, streams
+    assert "step 400/400" not in proc.stdout, f"the run went on without its metrics\n{streams}"

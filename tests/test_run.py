@@ -9,7 +9,9 @@
   * a start that failed before its first step does not block the next attempt;
   * an --out that is a regular file is "not a directory";
   * rank 0 failing to write model.h5 is one error and a non-zero exit on every rank,
-    not a hang (the fine-tuning twin is in tests/test_finetune.py)."""
+    not a hang (the fine-tuning twin is in tests/test_finetune.py);
+  * a checkpoint holding a non-finite value is not resumed from: --resume auto falls
+    back to an older one. (A full disk: tests/test_disk_full.py.)"""
 
 import json
 import os
@@ -18,6 +20,8 @@ import subprocess
 import time
 from pathlib import Path
 
+import h5py
+import numpy as np
 import pytest
 
 from conftest import MPI_ENV, kill_group, read_metrics, sh
@@ -121,3 +125,20 @@ def test_model_file_unwritable_is_an_error_on_every_rank(gpt_bin, tiny_corpus, w
     assert proc.stderr.count("model.h5") >= 1 and "gpt train:" in proc.stderr, proc.stderr
     assert proc.stderr.count("gpt train:") == 1, f"one message, from rank 0:\n{proc.stderr}"
     assert [m["step"] for m in read_metrics(out)] == [1, 2]
+
+
+def test_resume_skips_a_checkpoint_with_non_finite_values(gpt_bin, tiny_corpus, workdir):
+    """A NaN in a moment (written with a valid checksum) makes the checkpoint unusable:
+    --resume auto falls back to the older one, naming the tensor."""
+    corpus, out = tiny_corpus["corpus"], workdir / "run"
+    sh(train_args(gpt_bin, corpus, out, 4, ["--ckpt-every", 2, "--keep", 0]), timeout=120)
+    with h5py.File(out / "ckpt_4.h5", "r+") as f:
+        v = f["optimizer/v/wte"]
+        a = v[()]
+        a[3, 5] = np.inf
+        v[...] = a
+    proc = sh(train_args(gpt_bin, corpus, out, 6, ["--ckpt-every", 2, "--keep", 0, "--resume", "auto"]),
+              timeout=120)
+    assert "/optimizer/v/wte holds a NaN or an infinity" in proc.stderr and "falling back" in proc.stderr, \
+        proc.stderr
+    assert f"resuming from {out}/ckpt_2.h5: step 2" in proc.stdout, proc.stdout
