@@ -168,7 +168,7 @@ static double mib(double bytes) { return bytes / (1 << 20); }
 
 int h5_reserve(const char *path, const char *tmp, uint64_t bytes, const char *what) {
     int fd = open(tmp, O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
-    if (fd < 0) return gpt_error("%s: cannot create: %s", tmp, strerror(errno));
+    if (fd < 0) return gpt_error("%s: cannot create the file: %s", tmp, strerror(errno));
     struct statvfs v;
     struct stat st;
     double avail = (double)bytes; /* unknown: assumed enough */
