@@ -247,11 +247,9 @@ int ckpt_write(const char *path, const GPT *m, const AdamW *o, const CkptState *
 static hid_t open_checkpoint(const char *path) {
     hid_t f = h5_open_read(path);
     if (f < 0) return -1;
-    char format[32] = "";
-    if (H5Aexists(f, "format") > 0) h5_read_attr_string(path, "", f, "format", format, sizeof format);
-    if (strcmp(format, CKPT_FORMAT)) {
+    if (h5_expect_format(path, f, CKPT_FORMAT, "a checkpoint (made by gpt train or gpt finetune)")) {
         H5Fclose(f);
-        return gpt_error("%s: not a checkpoint (format '%s', expected '%s')", path, format, CKPT_FORMAT);
+        return -1;
     }
     return f;
 }

@@ -670,6 +670,13 @@ static int write_result(void *ctx, const char *path) {
     return rc;
 }
 
+/* Parameters that train: the model's or the adapters', and the head's. */
+static size_t trained_params(const Tuner *t) {
+    size_t n = 0;
+    for (int i = 0; i < t->n_tr; i++) n += t->tr[i].n;
+    return n;
+}
+
 /* After the run directory is ready: the step's buffers and the opening line. */
 static int start(void *ctx, int resumed) {
     (void)resumed;
@@ -681,12 +688,10 @@ static int start(void *ctx, int resumed) {
     t->step_keys = xmalloc(sizeof(uint64_t) * (size_t)G);
     if (t->corpus) t->windows = xmalloc(sizeof(int32_t) * (size_t)G * (T + 1));
     if (dist_rank() == 0) {
-        size_t trained = 0;
-        for (int i = 0; i < t->n_tr; i++) trained += t->tr[i].n;
         printf("fine-tuning %s (%s) on %s: %lld %s, %d a step over %d rank(s), %ld steps (%.3g epochs); training "
                "%zu parameters%s", o->init, t->corpus ? "language modelling" : task_type_name(t->info->type), o->data,
                (long long)t->n_train, t->corpus ? "windows" : "examples", G, dist_size(), t->steps, o->epochs,
-               trained, t->lora ? " (LoRA adapters)" : "");
+               trained_params(t), t->lora ? " (LoRA adapters)" : "");
         if (!t->corpus) printf("; lambda %g", (double)o->lambda);
         printf("%s\n", t->pruned ? "; keeping the pruned weights zero" : "");
         fflush(stdout);
@@ -713,10 +718,8 @@ int finetune_run(const FinetuneOptions *o) {
     if (dist_size() > 1 && !t.lora) t.sync = gradsync_create(t.m, (size_t)GRADSYNC_BUCKET_MB << 20);
     if (dist_rank() == 0) rc = load_tokenizer(&t, o);
     if ((rc = dist_agree(rc))) goto out;
-    size_t trained = 0;
-    for (int i = 0; i < t.n_tr; i++) trained += t.tr[i].n;
     RunClient c = {.cmd = "finetune", .out = o->out, .opt = &o->run, .steps = t.steps, .global_batch = o->batch,
-                   .seed = o->seed, .fingerprint = t.fingerprint, .data = o->data, .trained_floats = trained,
+                   .seed = o->seed, .fingerprint = t.fingerprint, .data = o->data, .trained_floats = trained_params(&t),
                    .ctx = &t, .load = load_checkpoint, .config = config_json, .start = start,
                    .read_step = read_step, .backward = backward, .update = update, .loss = step_loss,
                    .evaluate = t.n_val > 0 ? evaluate_val : NULL, .save = save, .write_result = write_result};
