@@ -12,23 +12,47 @@ CC = gcc
 pkg = $(or $(shell pkg-config $(1) hdf5-openmpi 2>/dev/null),$(error pkg-config knows no hdf5-openmpi: run `make deps` (or install libhdf5-openmpi-dev)))
 HDF5_CFLAGS = $(eval HDF5_CFLAGS := $(call pkg,--cflags))$(HDF5_CFLAGS)
 HDF5_LIBS = $(eval HDF5_LIBS := $(call pkg,--libs))$(HDF5_LIBS)
-BLAS_CFLAGS := -I/usr/include/x86_64-linux-gnu/openblas-pthread
+# OpenBLAS's OpenMP build, so that sgemm and our OpenMP kernels share one team of
+# threads (the pthread build keeps a second pool whose threads spin beside ours).
+# Linked by path with an rpath: Debian's alternatives keep pointing other programs
+# (PyTorch) at the pthread build. BLAS_VARIANT=pthread builds the other for comparison.
+BLAS_VARIANT ?= openmp
+BLAS_CFLAGS := -I/usr/include/x86_64-linux-gnu/openblas-$(BLAS_VARIANT)
+BLAS_LIBDIR := /usr/lib/x86_64-linux-gnu/openblas-$(BLAS_VARIANT)
+BLAS_LIBS := -L$(BLAS_LIBDIR) -Wl,-rpath,$(BLAS_LIBDIR) -lopenblas
 
-OPT = -O3 -march=native
+# The binary runs on any x86-64-v3 CPU (AVX2 + FMA). The kernels are built for both
+# AVX2 and AVX-512 and chosen when the program starts (include/kernels.h); NATIVE=1
+# builds the rest for this machine's CPU only (the binary may not run elsewhere).
+ARCH = -march=x86-64-v3 -mtune=generic
+KERNEL_TUNE = -mtune=generic
+ifeq ($(NATIVE),1)
+ARCH = -march=native
+KERNEL_TUNE = -mtune=native
+endif
+KERNEL_FLAGS_avx2 = -march=x86-64-v3 $(KERNEL_TUNE)
+KERNEL_FLAGS_avx512 = -march=x86-64-v4 $(KERNEL_TUNE) -mprefer-vector-width=512
+
+OPT = -O3
 SANFLAGS =
 ifeq ($(SAN),1)
 SANFLAGS = -fsanitize=address,undefined -fno-sanitize-recover=undefined
-OPT = -O1 -g -march=native -fno-omit-frame-pointer $(SANFLAGS)
+OPT = -O1 -g -fno-omit-frame-pointer $(SANFLAGS)
 endif
-CFLAGS = -std=c11 -D_DEFAULT_SOURCE $(OPT) -fno-math-errno -ffp-contract=fast -fopenmp-simd \
+# -fno-trapping-math: without it GCC keeps the clamps of the exp polynomial as branches
+# and leaves those loops scalar on AVX2 (we never enable floating-point traps).
+FPFLAGS = -fno-math-errno -fno-trapping-math -ffp-contract=fast -fopenmp
+CFLAGS = -std=c11 -D_DEFAULT_SOURCE $(OPT) $(ARCH) $(FPFLAGS) \
          -Wall -Wextra -Wshadow -Iinclude $(HDF5_CFLAGS) $(BLAS_CFLAGS) -MMD -MP
-LDFLAGS = $(SANFLAGS)
-LDLIBS = $(HDF5_LIBS) -lopenblas -lpcre2-8 -ljansson -lm
+LDFLAGS = $(SANFLAGS) -fopenmp
+LDLIBS = $(HDF5_LIBS) $(BLAS_LIBS) -lpcre2-8 -ljansson -lm
 
-LIB_SRC := $(wildcard src/*.c)
+LIB_SRC := $(filter-out src/kernels.c,$(wildcard src/*.c))
+KERNEL_SETS := avx2 avx512
 CLI_SRC := $(wildcard src/cli/*.c)
 UNIT_SRC := $(wildcard tests/unit/test_*.c)
-LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/%.o)
+KERNEL_OBJ := $(KERNEL_SETS:%=$(BUILD)/src/kernels_%.o)
+LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/%.o) $(KERNEL_OBJ)
 CLI_OBJ := $(CLI_SRC:%.c=$(BUILD)/%.o)
 LIB := $(BUILD)/libgpt.a
 GPT := $(BINDIR)/gpt
@@ -47,6 +71,11 @@ all: $(GPT) $(ORACLE) $(UNIT_BINS)
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c $< -o $@
+
+# src/kernels.c once per kernel set, ARCH replaced by the set's own flags
+$(KERNEL_OBJ): $(BUILD)/src/kernels_%.o: src/kernels.c
+	@mkdir -p $(dir $@)
+	$(CC) $(filter-out $(ARCH),$(CFLAGS)) $(KERNEL_FLAGS_$*) -DKERNEL_ISA=$* -c $< -o $@
 
 $(LIB): $(LIB_OBJ)
 	ar rcs $@ $^
@@ -67,7 +96,7 @@ $(BUILD)/tests/test_%: $(BUILD)/tests/unit/test_%.o $(LIB)
 # Debian packages the build, the tests and the benchmarks need; installs only what is missing.
 # python3-pattern ships a real labelled CSV (Pang & Lee's polarity sentences) for tests/test_task.py.
 DEB_PACKAGES = build-essential pkg-config libopenmpi-dev openmpi-bin libhdf5-openmpi-dev \
-               hdf5-tools libopenblas-dev libpcre2-dev libjansson-dev libcmocka-dev \
+               hdf5-tools libopenblas-dev libopenblas-openmp-dev libpcre2-dev libjansson-dev libcmocka-dev \
                python3-torch python3-h5py python3-numpy python3-pytest gnuplot-nox \
                python3-pattern
 # The JavaScript reference tokenizers and test data, pinned by tests/js/package-lock.json.

@@ -1,4 +1,4 @@
-/* blas.h: choosing and reporting OpenBLAS's kernels and threads.
+/* blas.h: choosing and reporting OpenBLAS's kernels, and the threads of a process.
  *
  * OpenBLAS picks its kernels once, when the library loads, from the CPU model; on a
  * CPU it does not know (a virtualised or newer model) it falls back to generic SSE3
@@ -15,7 +15,11 @@ void blas_select_core(char **argv);
  * OPENBLAS_CORETYPE". */
 const char *blas_core_name(void);
 const char *blas_core_origin(void);
-void blas_set_threads(int n);
+/* The one thread count of this process, set once at start-up (--threads): OpenBLAS is
+ * the OpenMP build, so sgemm and the kernels of kernels.h share one OpenMP team of n
+ * threads and never compete for cores. */
+void compute_threads_set(int n);
+int compute_threads(void);
 /* Best GFLOP/s of a square 2048 cblas_sgemm (best of 4 after a warm-up) with the
  * current threads: the matrix-multiply limit that MFU is measured against. */
 double blas_sgemm_peak_gflops(void);

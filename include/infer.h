@@ -17,7 +17,9 @@ typedef struct {
     int capacity;             /* n_ctx */
     float *k, *v;             /* (L, n_ctx, C) */
     float *buf;               /* scratch for up to n_ctx rows, owned */
-    float *x, *a, *qkv, *y, *tmp, *f, *g, *mean, *rstd, *att;
+    float *x, *a, *qkv, *y, *tmp, *f, *g, *mean, *rstd;
+    float *att;               /* (att_slots, n_ctx) attention weights, one row per thread */
+    int att_slots;            /* compute_threads() when the cache was created */
 } GPTCache;
 
 GPTCache *cache_create(const GPTConfig *c);

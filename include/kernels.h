@@ -1,10 +1,22 @@
 /* kernels.h: the numeric building blocks of the model, pure functions on float arrays.
  *
  * No MPI, no HDF5, no allocation: callers pass every buffer. Dense products go through
- * cblas_sgemm; the rest are fused loops written so that GCC vectorises them
- * (exp and tanh are polynomial approximations to a few ulp, not libm calls).
+ * cblas_sgemm; the rest are fused loops written so that GCC vectorises them (exp and
+ * tanh are branch-free polynomial approximations to a few ulp, not libm calls).
  * Shapes use N for rows (N = B*T), C for features. Backward kernels accumulate (+=)
- * into parameter gradients and, where noted, into input gradients. */
+ * into parameter gradients and, where noted, into input gradients.
+ *
+ * Kernel sets. src/kernels.c is compiled twice, for AVX2+FMA (x86-64-v3) and for
+ * AVX-512 (x86-64-v4); the functions below forward to the set chosen once, at the first
+ * call, from the CPU (or from GPT_KERNELS=avx2|avx512), so one binary runs on every node
+ * of a cluster with the best code for each.
+ *
+ * Threads. Every kernel runs on the OpenMP threads of the calling thread (the count set
+ * by compute_threads_set in blas.h, which OpenBLAS shares); call them from outside a
+ * parallel region. Work is split into pieces whose boundaries do not depend on the
+ * thread count, and every sum over rows is taken in row order, so each kernel's result
+ * is bit-identical for any thread count. The one exception is cblas_sgemm itself, which
+ * OpenBLAS splits by rows and columns of the output, never along the inner dimension. */
 #ifndef GPT_KERNELS_H
 #define GPT_KERNELS_H
 
@@ -14,7 +26,16 @@
 /* Rows of the attention score block processed at once. */
 #define ATT_BLOCK 64
 
-/* exp(x) for x in float range, relative error < 3e-7; vectorisable. */
+/* Chooses the kernel set: "avx2", "avx512", or NULL/"auto" for the best the CPU runs.
+ * -1 with a message when the CPU cannot run the set asked for or the name is unknown.
+ * Without a call, the first kernel call chooses from GPT_KERNELS, else the CPU. */
+int kernels_select(const char *name);
+/* The set in use ("avx2" or "avx512"), choosing it first if needed. */
+const char *kernels_name(void);
+/* 1 when this CPU can run the named set. */
+int kernels_supported(const char *name);
+
+/* exp(x) for x in float range, relative error < 3e-7; NaN in, NaN out. */
 float kern_expf(float x);
 /* tanh(x) through kern_expf, absolute error < 3e-7. */
 float kern_tanhf(float x);
@@ -59,17 +80,24 @@ void embedding_backward(float *dwte, float *dwpe, const float *dout, const int *
                         int B, int T, int C);
 
 /* Causal multi-head attention over qkv (B,T,3C) into y (B,T,C); lse (B,H,T) saves each
- * row's log-sum-exp for the backward pass. s is scratch of ATT_BLOCK*T floats.
+ * row's log-sum-exp for the backward pass. s is scratch of `slots` blocks of
+ * ATT_BLOCK*T floats: one per thread, so at most `slots` threads work on it.
  * Attention dropout (probability p, one key per batch row, site `site`) is applied to
  * the probabilities as dropout_apply does, probability (h, i, j) being element
  * (h T + i) T + j of its row's stream. */
 void attention_forward(float *y, float *lse, const float *qkv, int B, int T, int C,
-                       int H, float *s, const uint64_t *keys, uint64_t site, float p);
+                       int H, float *s, int slots, const uint64_t *keys, uint64_t site,
+                       float p);
 /* dqkv (B,T,3C) = gradient w.r.t. qkv (overwritten), recomputing the probabilities
- * from qkv and lse. s, dp: scratch of ATT_BLOCK*T floats each. */
+ * from qkv and lse. s, dp: scratch of `slots` blocks of ATT_BLOCK*T floats each. */
 void attention_backward(float *dqkv, const float *dy, const float *qkv, const float *lse,
-                        int B, int T, int C, int H, float *s, float *dp,
+                        int B, int T, int C, int H, float *s, float *dp, int slots,
                         const uint64_t *keys, uint64_t site, float p);
+/* Attention of n new rows (positions pos0 .. pos0+n-1, their q in qkv (n,3C)) over a
+ * key/value cache K, V (pos0+n, C) that already holds them: y (n,C). s is scratch of
+ * `slots` blocks of pos0+n floats. */
+void attention_cached(float *y, const float *qkv, const float *K, const float *V,
+                      int pos0, int n, int C, int H, float *s, int slots);
 
 /* Cross-entropy over rows of logits (N,V) in place: returns the sum of -log p[target]
  * and, when grad_scale != 0, overwrites logits with grad_scale * (softmax - onehot).
@@ -78,5 +106,20 @@ double softmax_xent(float *logits, const int *targets, int N, int V, float grad_
 
 /* y += x */
 void vec_add(float *y, const float *x, size_t n);
+/* out = a + b; out may alias a or b. */
+void vec_sum(float *out, const float *a, const float *b, size_t n);
+/* Sum of squares, accumulated in double over blocks of float sums. */
+double sum_squares(const float *x, size_t n);
+
+/* One AdamW update of n parameters (optim.h has the formula). */
+typedef struct {
+    float grad_scale;            /* clipping factor applied to the gradient */
+    float beta1, beta2, eps;
+    float step_size;             /* lr / (1 - beta1^t) */
+    float bc2_sqrt;              /* sqrt(1 - beta2^t) */
+    float decay;                 /* 1 - lr * weight_decay, or 1 */
+} AdamWCoeffs;
+void adamw_update(float *p, float *m, float *v, const float *g, size_t n,
+                  const AdamWCoeffs *k);
 
 #endif

@@ -76,8 +76,10 @@ typedef struct {
     float *dqkv;                /* (B,T,3C) */
     float *dbuf_f;              /* (B,T,F) */
     float *logits;              /* (head_rows, V) one chunk of logits / their gradient */
-    float *att_s, *att_dp;      /* (ATT_BLOCK, n_ctx) attention scores and their gradient */
+    float *att_s, *att_dp;      /* (att_slots, ATT_BLOCK, n_ctx) attention scores and their
+                                   gradient, one block per thread */
     int head_rows;
+    int att_slots;              /* compute_threads() when the model was created */
 } GPTActs;
 
 typedef struct GPT {

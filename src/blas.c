@@ -1,7 +1,8 @@
-/* blas.c: OpenBLAS kernel selection and threads (see blas.h). */
+/* blas.c: OpenBLAS kernel selection, and the threads of BLAS and the kernels (see blas.h). */
 #include "blas.h"
 
 #include <cblas.h>
+#include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -51,7 +52,14 @@ const char *blas_core_origin(void) {
     return set ? "set by OPENBLAS_CORETYPE" : "detected";
 }
 
-void blas_set_threads(int n) { openblas_set_num_threads(n); }
+void compute_threads_set(int n) {
+    /* OpenBLAS's OpenMP build runs sgemm on the same OpenMP team, so one count serves
+     * both; both calls are made so that neither depends on the other's side effects. */
+    openblas_set_num_threads(n);
+    omp_set_num_threads(n);
+}
+
+int compute_threads(void) { return omp_get_max_threads(); }
 
 double blas_sgemm_peak_gflops(void) {
     enum { N = 2048, REPS = 4 };

@@ -17,7 +17,9 @@ void dist_init(int *argc, char ***argv) {
      * OMPI_MCA_io wins. */
     setenv("OMPI_MCA_io", "romio321", 0);
 #endif
-    MPI_Init(argc, argv);
+    /* the OpenMP threads of the kernels never call MPI: only the main thread does */
+    int provided;
+    MPI_Init_thread(argc, argv, MPI_THREAD_FUNNELED, &provided);
 }
 
 void dist_finalize(void) {

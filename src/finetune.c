@@ -702,7 +702,7 @@ static int start(void *ctx, int resumed) {
 int finetune_run(const FinetuneOptions *o) {
     int rc;
     Tuner t = {.o = o};
-    blas_set_threads(o->run.threads);
+    compute_threads_set(o->run.threads);
     GPTConfig cfg;
     if ((rc = dist_agree(model_file_read_config(o->init, &cfg)))) return -1;
     if ((rc = open_data(&t, o, &cfg))) goto out;

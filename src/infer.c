@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "blas.h"
 #include "kernels.h"
 #include "util.h"
 
@@ -19,7 +20,8 @@ GPTCache *cache_create(const GPTConfig *cfg) {
     c->capacity = cfg->n_ctx;
     c->k = xalloc_floats((size_t)cfg->n_layer * T * C);
     c->v = xalloc_floats((size_t)cfg->n_layer * T * C);
-    c->buf = xalloc_floats(T * (C * 7 + 2 * F + 2) + T);
+    c->att_slots = compute_threads();
+    c->buf = xalloc_floats(T * (C * 7 + 2 * F + 2) + T * (size_t)c->att_slots);
     float *p = c->buf;
     c->x = p, p += T * C;
     c->a = p, p += T * C;
@@ -40,33 +42,6 @@ void cache_free(GPTCache *c) {
     free(c->v);
     free(c->buf);
     free(c);
-}
-
-/* Causal attention of the n new rows (positions pos0..) over the layer's cache. */
-static void attend(GPTCache *c, const float *K, const float *Vc, int pos0, int n, int C, int H) {
-    int hs = C / H;
-    float scale = 1.0f / sqrtf((float)hs);
-    for (int t = 0; t < n; t++)
-        for (int h = 0; h < H; h++) {
-            const float *q = c->qkv + (size_t)t * 3 * C + h * hs;
-            int len = pos0 + t + 1;
-            float mx = -INFINITY, sum = 0.0f;
-            for (int j = 0; j < len; j++) {
-                const float *k = K + (size_t)j * C + h * hs;
-                float s = 0.0f;
-                for (int d = 0; d < hs; d++) s += q[d] * k[d];
-                c->att[j] = s * scale;
-                mx = c->att[j] > mx ? c->att[j] : mx;
-            }
-            for (int j = 0; j < len; j++) sum += c->att[j] = kern_expf(c->att[j] - mx);
-            float *y = c->y + (size_t)t * C + h * hs;
-            memset(y, 0, (size_t)hs * sizeof *y);
-            for (int j = 0; j < len; j++) {
-                const float *v = Vc + (size_t)j * C + h * hs;
-                float w = c->att[j] / sum;
-                for (int d = 0; d < hs; d++) y[d] += w * v[d];
-            }
-        }
 }
 
 void gpt_forward_cached(const GPT *m, GPTCache *c, const int *tokens, int n, float *logits_last,
@@ -92,7 +67,7 @@ void gpt_forward_cached(const GPT *m, GPTCache *c, const int *tokens, int n, flo
             memcpy(K + (size_t)(pos0 + t) * C, c->qkv + (size_t)t * 3 * C + C, (size_t)C * sizeof(float));
             memcpy(Vc + (size_t)(pos0 + t) * C, c->qkv + (size_t)t * 3 * C + 2 * C, (size_t)C * sizeof(float));
         }
-        attend(c, K, Vc, pos0, n, C, cfg->n_head);
+        attention_cached(c->y, c->qkv, K, Vc, pos0, n, C, cfg->n_head, c->att, c->att_slots);
         matmul_forward(c->tmp, c->y, w->attn_proj_w, w->attn_proj_b, n, C, C);
         vec_add(c->tmp, c->x, nC); /* res1 */
         if (pre) { /* x = res1, a = LN2(res1) */

@@ -1,23 +1,48 @@
-/* kernels.c: numeric building blocks (see kernels.h).
+/* kernels.c: numeric building blocks (see kernels.h), compiled once per kernel set.
  *
- * Everything here is single-threaded and branch-light so that GCC vectorises the inner
- * loops (-O3 -march=native -fopenmp-simd for the reductions); parallelism comes from
- * one process per core, or from OpenBLAS threads inside sgemm. exp is a Cephes-style
- * polynomial instead of libm's expf because libm's scalar call would not vectorise and
- * dominated softmax, GELU and the vocabulary cross-entropy. */
-#include "kernels.h"
-
+ * The Makefile builds this file twice, with -DKERNEL_ISA=avx2 -march=x86-64-v3 and with
+ * -DKERNEL_ISA=avx512 -march=x86-64-v4; each object exports only its table
+ * (kernels_avx2, kernels_avx512) and kernels_dispatch.c forwards to one of them.
+ *
+ * The loops are branch-free so that GCC vectorises them with either instruction set:
+ * exp is a Cephes-style polynomial instead of libm's expf (a scalar call that dominated
+ * softmax, GELU and the cross-entropy), and its clamps are selects that GCC turns into
+ * blends (-fno-trapping-math lets it: with trapping math a comparison that may raise
+ * an exception is kept as a branch, and the loop stays scalar on AVX2).
+ *
+ * Threads: each kernel splits its work with OpenMP into pieces fixed by the shapes
+ * alone (rows, column chunks, (batch, head) pairs, blocks), never by the thread
+ * count, and sums over rows run in row order inside one piece; see kernels.h. */
 #include <cblas.h>
 #include <math.h>
+#include <omp.h>
 #include <string.h>
 
+#include "kernel_set.h"
 #include "rng.h"
+
+#ifndef KERNEL_ISA
+#error "build with -DKERNEL_ISA=avx2 or -DKERNEL_ISA=avx512 (see the Makefile)"
+#endif
+#define KERNEL_SET_TABLE_(isa) kernels_##isa
+#define KERNEL_SET_TABLE(isa) KERNEL_SET_TABLE_(isa)
+#define STR_(x) #x
+#define STR(x) STR_(x)
+
+/* Elementwise loops below this many elements stay on one thread: starting the team
+ * costs about a microsecond, as much as a few thousand floats of work. */
+#define PAR_MIN 16384
+/* Column chunk of the kernels that sum over rows per column: 64 floats, a whole number
+ * of cache lines and vector registers. */
+#define COL_CHUNK 64
+/* Elementwise work is split into chunks of this many floats. */
+#define ELEM_CHUNK 8192
 
 static inline float bits_to_float(uint32_t u) { float f; memcpy(&f, &u, sizeof f); return f; }
 static inline uint32_t float_to_bits(float f) { uint32_t u; memcpy(&u, &f, sizeof u); return u; }
 
 static inline float expf_fast(float x) {
-    /* Comparisons, not fminf/fmaxf, so that NaN propagates instead of being clamped. */
+    /* Selects, not fminf/fmaxf: NaN fails both comparisons and propagates. */
     x = x > 88.0f ? 88.0f : x;
     x = x < -87.0f ? -87.0f : x;
     /* Adding 1.5*2^23 rounds x*log2(e) to the integer n held in the low mantissa bits. */
@@ -42,15 +67,78 @@ static inline float tanhf_fast(float x) {
     return 1.0f - 2.0f / (e + 1.0f);
 }
 
-float kern_expf(float x) { return expf_fast(x); }
-float kern_tanhf(float x) { return tanhf_fast(x); }
+static float k_kern_expf(float x) { return expf_fast(x); }
+static float k_kern_tanhf(float x) { return tanhf_fast(x); }
 
-void vec_add(float *restrict y, const float *restrict x, size_t n) {
-    for (size_t i = 0; i < n; i++) y[i] += x[i];
+static inline size_t chunks(size_t n, size_t chunk) { return (n + chunk - 1) / chunk; }
+
+static void k_vec_add(float *restrict y, const float *restrict x, size_t n) {
+    size_t n_chunks = chunks(n, ELEM_CHUNK);
+#pragma omp parallel for schedule(static) if (n >= PAR_MIN)
+    for (size_t ch = 0; ch < n_chunks; ch++) {
+        size_t end = (ch + 1) * ELEM_CHUNK < n ? (ch + 1) * ELEM_CHUNK : n;
+        for (size_t i = ch * ELEM_CHUNK; i < end; i++) y[i] += x[i];
+    }
 }
 
-void matmul_forward(float *out, const float *in, const float *w, const float *bias,
-                    int N, int Cin, int Cout) {
+static void k_vec_sum(float *out, const float *a, const float *b, size_t n) {
+    size_t n_chunks = chunks(n, ELEM_CHUNK);
+#pragma omp parallel for schedule(static) if (n >= PAR_MIN)
+    for (size_t ch = 0; ch < n_chunks; ch++) {
+        size_t end = (ch + 1) * ELEM_CHUNK < n ? (ch + 1) * ELEM_CHUNK : n;
+#pragma omp simd
+        for (size_t i = ch * ELEM_CHUNK; i < end; i++) out[i] = a[i] + b[i];
+    }
+}
+
+/* 4096-float blocks summed in float (vectorised), blocks added in double. A group of
+ * SUMSQ_GROUP blocks is one piece of work; groups are added in order. */
+#define SUMSQ_BLOCK 4096
+#define SUMSQ_GROUP 64
+static double k_sum_squares(const float *x, size_t n) {
+    size_t group = (size_t)SUMSQ_BLOCK * SUMSQ_GROUP, n_groups = chunks(n, group);
+    double total = 0.0;
+    enum { BATCH = 256 }; /* groups per parallel pass: a fixed array, no allocation */
+    double part[BATCH];
+    for (size_t g0 = 0; g0 < n_groups; g0 += BATCH) {
+        size_t ng = n_groups - g0 < BATCH ? n_groups - g0 : BATCH;
+#pragma omp parallel for schedule(static) if (n >= PAR_MIN)
+        for (size_t g = 0; g < ng; g++) {
+            size_t start = (g0 + g) * group, stop = start + group < n ? start + group : n;
+            double acc = 0.0;
+            for (size_t i = start; i < stop; i += SUMSQ_BLOCK) {
+                size_t end = i + SUMSQ_BLOCK < stop ? i + SUMSQ_BLOCK : stop;
+                float s = 0.0f;
+#pragma omp simd reduction(+ : s)
+                for (size_t j = i; j < end; j++) s += x[j] * x[j];
+                acc += s;
+            }
+            part[g] = acc;
+        }
+        for (size_t g = 0; g < ng; g++) total += part[g];
+    }
+    return total;
+}
+
+static void k_adamw_update(float *restrict p, float *restrict m, float *restrict v,
+                           const float *restrict g, size_t n, const AdamWCoeffs *k) {
+    const float b1 = k->beta1, b2 = k->beta2, gs = k->grad_scale, eps = k->eps;
+    const float step_size = k->step_size, bc2_sqrt = k->bc2_sqrt, decay = k->decay;
+    size_t n_chunks = chunks(n, ELEM_CHUNK);
+#pragma omp parallel for schedule(static) if (n >= PAR_MIN)
+    for (size_t ch = 0; ch < n_chunks; ch++) {
+        size_t end = (ch + 1) * ELEM_CHUNK < n ? (ch + 1) * ELEM_CHUNK : n;
+        for (size_t i = ch * ELEM_CHUNK; i < end; i++) {
+            float gi = g[i] * gs;
+            m[i] = b1 * m[i] + (1.0f - b1) * gi;
+            v[i] = b2 * v[i] + (1.0f - b2) * gi * gi;
+            p[i] = p[i] * decay - step_size * m[i] / (sqrtf(v[i]) / bc2_sqrt + eps);
+        }
+    }
+}
+
+static void k_matmul_forward(float *out, const float *in, const float *w, const float *bias,
+                             int N, int Cin, int Cout) {
     float beta = 0.0f;
     if (N == 1) { /* one row (decoding a token): sgemv streams w once, sgemm would pack it */
         if (bias) memcpy(out, bias, (size_t)Cout * sizeof(float)), beta = 1.0f;
@@ -58,6 +146,7 @@ void matmul_forward(float *out, const float *in, const float *w, const float *bi
         return;
     }
     if (bias) {
+#pragma omp parallel for schedule(static) if ((size_t)N * Cout >= PAR_MIN)
         for (int n = 0; n < N; n++) memcpy(out + (size_t)n * Cout, bias, (size_t)Cout * sizeof(float));
         beta = 1.0f;
     }
@@ -65,22 +154,31 @@ void matmul_forward(float *out, const float *in, const float *w, const float *bi
                 beta, out, Cout);
 }
 
-void matmul_backward(float *din, float *dw, float *dbias, const float *dout,
-                     const float *in, const float *w, int N, int Cin, int Cout,
-                     int accumulate_din) {
+static void k_matmul_backward(float *din, float *dw, float *dbias, const float *dout,
+                              const float *in, const float *w, int N, int Cin, int Cout,
+                              int accumulate_din) {
     if (din)
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, Cin, Cout, 1.0f, dout, Cout, w,
                     Cin, accumulate_din ? 1.0f : 0.0f, din, Cin);
     if (dw)
         cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Cout, Cin, N, 1.0f, dout, Cout, in,
                     Cin, 1.0f, dw, Cin);
-    if (dbias)
-        for (int n = 0; n < N; n++) vec_add(dbias, dout + (size_t)n * Cout, (size_t)Cout);
+    if (dbias) { /* by column chunks, each summing the rows in order */
+#pragma omp parallel for schedule(static) if ((size_t)N * Cout >= PAR_MIN)
+        for (int c0 = 0; c0 < Cout; c0 += COL_CHUNK) {
+            int c1 = c0 + COL_CHUNK < Cout ? c0 + COL_CHUNK : Cout;
+            for (int n = 0; n < N; n++) {
+                const float *d = dout + (size_t)n * Cout;
+                for (int c = c0; c < c1; c++) dbias[c] += d[c];
+            }
+        }
+    }
 }
 
-void layernorm_forward(float *restrict out, float *restrict mean, float *restrict rstd,
-                       const float *restrict x, const float *restrict w,
-                       const float *restrict b, int N, int C, float eps) {
+static void k_layernorm_forward(float *restrict out, float *restrict mean, float *restrict rstd,
+                                const float *restrict x, const float *restrict w,
+                                const float *restrict b, int N, int C, float eps) {
+#pragma omp parallel for schedule(static) if ((size_t)N * C >= PAR_MIN)
     for (int n = 0; n < N; n++) {
         const float *xr = x + (size_t)n * C;
         float *o = out + (size_t)n * C;
@@ -99,10 +197,27 @@ void layernorm_forward(float *restrict out, float *restrict mean, float *restric
     }
 }
 
-void layernorm_backward(float *dx, float *restrict dw, float *restrict db,
-                        const float *dout, const float *restrict x,
-                        const float *restrict w, const float *restrict mean,
-                        const float *restrict rstd, int N, int C) {
+static void k_layernorm_backward(float *dx, float *restrict dw, float *restrict db,
+                                 const float *dout, const float *restrict x,
+                                 const float *restrict w, const float *restrict mean,
+                                 const float *restrict rstd, int N, int C) {
+    int par = (size_t)N * C >= PAR_MIN;
+    /* dw, db first, by column chunks over the rows in order: dx may overwrite dout. */
+    if (dw) {
+#pragma omp parallel for schedule(static) if (par)
+        for (int c0 = 0; c0 < C; c0 += COL_CHUNK) {
+            int c1 = c0 + COL_CHUNK < C ? c0 + COL_CHUNK : C;
+            for (int n = 0; n < N; n++) {
+                const float *xr = x + (size_t)n * C, *dor = dout + (size_t)n * C;
+                float m = mean[n], s = rstd[n];
+                for (int c = c0; c < c1; c++) {
+                    db[c] += dor[c];
+                    dw[c] += (xr[c] - m) * s * dor[c];
+                }
+            }
+        }
+    }
+#pragma omp parallel for schedule(static) if (par)
     for (int n = 0; n < N; n++) {
         const float *xr = x + (size_t)n * C;
         const float *dor = dout + (size_t)n * C;
@@ -119,12 +234,7 @@ void layernorm_backward(float *dx, float *restrict dw, float *restrict db,
         dnorm_xhat_mean /= (float)C;
         for (int c = 0; c < C; c++) {
             float xhat = (xr[c] - m) * s;
-            float d = dor[c];
-            if (dw) { /* loop-invariant: GCC unswitches it */
-                db[c] += d;
-                dw[c] += xhat * d;
-            }
-            dxr[c] = (w[c] * d - dnorm_mean - xhat * dnorm_xhat_mean) * s;
+            dxr[c] = (w[c] * dor[c] - dnorm_mean - xhat * dnorm_xhat_mean) * s;
         }
     }
 }
@@ -132,19 +242,29 @@ void layernorm_backward(float *dx, float *restrict dw, float *restrict db,
 #define GELU_K 0.7978845608028654f /* sqrt(2/pi) */
 #define GELU_A 0.044715f
 
-void gelu_forward(float *restrict out, const float *restrict x, size_t n) {
-    for (size_t i = 0; i < n; i++) {
-        float v = x[i];
-        out[i] = 0.5f * v * (1.0f + tanhf_fast(GELU_K * (v + GELU_A * v * v * v)));
+static void k_gelu_forward(float *restrict out, const float *restrict x, size_t n) {
+    size_t n_chunks = chunks(n, ELEM_CHUNK);
+#pragma omp parallel for schedule(static) if (n >= PAR_MIN)
+    for (size_t ch = 0; ch < n_chunks; ch++) {
+        size_t end = (ch + 1) * ELEM_CHUNK < n ? (ch + 1) * ELEM_CHUNK : n;
+        for (size_t i = ch * ELEM_CHUNK; i < end; i++) {
+            float v = x[i];
+            out[i] = 0.5f * v * (1.0f + tanhf_fast(GELU_K * (v + GELU_A * v * v * v)));
+        }
     }
 }
 
-void gelu_backward(float *dx, const float *dout, const float *restrict x, size_t n) {
-    for (size_t i = 0; i < n; i++) {
-        float v = x[i];
-        float t = tanhf_fast(GELU_K * (v + GELU_A * v * v * v));
-        float du = GELU_K * (1.0f + 3.0f * GELU_A * v * v);
-        dx[i] = dout[i] * (0.5f * (1.0f + t) + 0.5f * v * (1.0f - t * t) * du);
+static void k_gelu_backward(float *dx, const float *dout, const float *restrict x, size_t n) {
+    size_t n_chunks = chunks(n, ELEM_CHUNK);
+#pragma omp parallel for schedule(static) if (n >= PAR_MIN)
+    for (size_t ch = 0; ch < n_chunks; ch++) {
+        size_t end = (ch + 1) * ELEM_CHUNK < n ? (ch + 1) * ELEM_CHUNK : n;
+        for (size_t i = ch * ELEM_CHUNK; i < end; i++) {
+            float v = x[i];
+            float t = tanhf_fast(GELU_K * (v + GELU_A * v * v * v));
+            float du = GELU_K * (1.0f + 3.0f * GELU_A * v * v);
+            dx[i] = dout[i] * (0.5f * (1.0f + t) + 0.5f * v * (1.0f - t * t) * du);
+        }
     }
 }
 
@@ -161,37 +281,47 @@ static Dropout dropout_params(const uint64_t *keys, float p) {
     return d;
 }
 
-void dropout_apply(float *x, int rows, size_t n, const uint64_t *keys, uint64_t site,
-                   float p) {
+static void k_dropout_apply(float *x, int rows, size_t n, const uint64_t *keys, uint64_t site,
+                            float p) {
     Dropout d = dropout_params(keys, p);
     if (!d.on) return;
-    for (int r = 0; r < rows; r++) {
+    size_t per_row = chunks(n, ELEM_CHUNK);
+#pragma omp parallel for schedule(static) if ((size_t)rows * n >= PAR_MIN)
+    for (size_t piece = 0; piece < (size_t)rows * per_row; piece++) {
+        size_t r = piece / per_row, i0 = piece % per_row * ELEM_CHUNK;
+        size_t i1 = i0 + ELEM_CHUNK < n ? i0 + ELEM_CHUNK : n;
         uint64_t key = rng_key(keys[r], site);
-        float *xr = x + (size_t)r * n;
-        for (size_t i = 0; i < n; i++)
+        float *xr = x + r * n;
+        for (size_t i = i0; i < i1; i++)
             xr[i] = rng_bits24_at(key, i) >= d.thresh ? xr[i] * d.keep_scale : 0.0f;
     }
 }
 
-void embedding_forward(float *out, const int *tokens, const float *wte, const float *wpe,
-                       int B, int T, int C) {
-    for (int b = 0; b < B; b++)
-        for (int t = 0; t < T; t++) {
-            float *o = out + ((size_t)b * T + t) * C;
-            const float *te = wte + (size_t)tokens[b * T + t] * C;
-            const float *pe = wpe + (size_t)t * C;
-            for (int c = 0; c < C; c++) o[c] = te[c] + pe[c];
-        }
+static void k_embedding_forward(float *out, const int *tokens, const float *wte, const float *wpe,
+                                int B, int T, int C) {
+#pragma omp parallel for schedule(static) if ((size_t)B * T * C >= PAR_MIN)
+    for (int bt = 0; bt < B * T; bt++) {
+        float *o = out + (size_t)bt * C;
+        const float *te = wte + (size_t)tokens[bt] * C;
+        const float *pe = wpe + (size_t)(bt % T) * C;
+        for (int c = 0; c < C; c++) o[c] = te[c] + pe[c];
+    }
 }
 
-void embedding_backward(float *dwte, float *dwpe, const float *dout, const int *tokens,
-                        int B, int T, int C) {
-    for (int b = 0; b < B; b++)
-        for (int t = 0; t < T; t++) {
-            const float *d = dout + ((size_t)b * T + t) * C;
-            vec_add(dwte + (size_t)tokens[b * T + t] * C, d, (size_t)C);
-            vec_add(dwpe + (size_t)t * C, d, (size_t)C);
+static void k_embedding_backward(float *dwte, float *dwpe, const float *dout, const int *tokens,
+                                 int B, int T, int C) {
+    /* By column chunks, each walking the rows in order: a token that repeats gets its
+     * gradients added in the same order on any number of threads. */
+#pragma omp parallel for schedule(static) if ((size_t)B * T * C >= PAR_MIN)
+    for (int c0 = 0; c0 < C; c0 += COL_CHUNK) {
+        int c1 = c0 + COL_CHUNK < C ? c0 + COL_CHUNK : C;
+        for (int bt = 0; bt < B * T; bt++) {
+            const float *d = dout + (size_t)bt * C;
+            float *te = dwte + (size_t)tokens[bt] * C, *pe = dwpe + (size_t)(bt % T) * C;
+            for (int c = c0; c < c1; c++) te[c] += d[c];
+            for (int c = c0; c < c1; c++) pe[c] += d[c];
         }
+    }
 }
 
 /* Index of attention probability (h, i, j) in its row's dropout stream. */
@@ -206,146 +336,236 @@ static void attention_scores(float *s, const float *q, const float *k, int r0, i
                 q + (size_t)r0 * C3, C3, k, C3, 0.0f, s, ncols);
 }
 
-void attention_forward(float *y, float *lse, const float *qkv, int B, int T, int C,
-                       int H, float *s, const uint64_t *keys, uint64_t site, float p) {
+/* Attention below this many multiply-adds stays on one thread (a team costs more). */
+#define ATT_PAR_MIN (1 << 20)
+
+/* Threads for a loop over `items` independent pieces with `slots` scratch blocks, doing
+ * `work` multiply-adds in all. */
+static inline int team_size(int items, int slots, size_t work) {
+    if (work < ATT_PAR_MIN) return 1;
+    int t = omp_get_max_threads();
+    t = t < slots ? t : slots;
+    return t < items ? t : items;
+}
+
+static void attention_forward_head(float *y, float *lse, const float *qkv, int b, int h, int T,
+                                   int C, int H, float *s, const Dropout *d, uint64_t key) {
     int hs = C / H, C3 = 3 * C;
     float scale = 1.0f / sqrtf((float)hs);
-    Dropout d = dropout_params(keys, p);
-    for (int b = 0; b < B; b++) {
-        uint64_t key = d.on ? rng_key(keys[b], site) : 0;
-        for (int h = 0; h < H; h++) {
-            const float *q = qkv + (size_t)b * T * C3 + h * hs;
-            const float *k = q + C, *v = q + 2 * C;
-            float *yb = y + (size_t)b * T * C + h * hs;
-            float *l = lse + ((size_t)b * H + h) * T;
-            for (int r0 = 0; r0 < T; r0 += ATT_BLOCK) {
-                int rows = T - r0 < ATT_BLOCK ? T - r0 : ATT_BLOCK;
-                int ncols = r0 + rows;
-                attention_scores(s, q, k, r0, rows, hs, C3, scale);
-                for (int i = 0; i < rows; i++) {
-                    float *si = s + (size_t)i * ncols;
-                    int len = r0 + i + 1;
-                    float mx = -INFINITY;
+    const float *q = qkv + (size_t)b * T * C3 + h * hs;
+    const float *k = q + C, *v = q + 2 * C;
+    float *yb = y + (size_t)b * T * C + h * hs;
+    float *l = lse + ((size_t)b * H + h) * T;
+    for (int r0 = 0; r0 < T; r0 += ATT_BLOCK) {
+        int rows = T - r0 < ATT_BLOCK ? T - r0 : ATT_BLOCK;
+        int ncols = r0 + rows;
+        attention_scores(s, q, k, r0, rows, hs, C3, scale);
+        for (int i = 0; i < rows; i++) {
+            float *si = s + (size_t)i * ncols;
+            int len = r0 + i + 1;
+            float mx = -INFINITY;
 #pragma omp simd reduction(max : mx)
-                    for (int j = 0; j < len; j++) mx = si[j] > mx ? si[j] : mx;
-                    float sum = 0.0f;
+            for (int j = 0; j < len; j++) mx = si[j] > mx ? si[j] : mx;
+            float sum = 0.0f;
 #pragma omp simd reduction(+ : sum)
-                    for (int j = 0; j < len; j++) {
-                        si[j] = expf_fast(si[j] - mx);
-                        sum += si[j];
-                    }
-                    l[r0 + i] = mx + logf(sum);
-                    float inv = d.keep_scale / sum;
-                    if (d.on) {
-                        uint64_t base = att_index(h, r0 + i, T);
-                        for (int j = 0; j < len; j++)
-                            si[j] = rng_bits24_at(key, base + j) >= d.thresh ? si[j] * inv : 0.0f;
-                    } else {
-                        for (int j = 0; j < len; j++) si[j] *= inv;
-                    }
-                    for (int j = len; j < ncols; j++) si[j] = 0.0f;
+            for (int j = 0; j < len; j++) {
+                si[j] = expf_fast(si[j] - mx);
+                sum += si[j];
+            }
+            l[r0 + i] = mx + logf(sum);
+            float inv = d->keep_scale / sum;
+            if (d->on) {
+                uint64_t base = att_index(h, r0 + i, T);
+                for (int j = 0; j < len; j++)
+                    si[j] = rng_bits24_at(key, base + j) >= d->thresh ? si[j] * inv : 0.0f;
+            } else {
+                for (int j = 0; j < len; j++) si[j] *= inv;
+            }
+            for (int j = len; j < ncols; j++) si[j] = 0.0f;
+        }
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, hs, ncols, 1.0f, s, ncols,
+                    v, C3, 0.0f, yb + (size_t)r0 * C, C);
+    }
+}
+
+static void k_attention_forward(float *y, float *lse, const float *qkv, int B, int T, int C,
+                                int H, float *s, int slots, const uint64_t *keys, uint64_t site,
+                                float p) {
+    Dropout d = dropout_params(keys, p);
+    size_t block = (size_t)ATT_BLOCK * T;
+#pragma omp parallel num_threads(team_size(B * H, slots, (size_t)B * T * T * C))
+    {
+        float *mine = s + (size_t)omp_get_thread_num() * block;
+#pragma omp for schedule(static)
+        for (int bh = 0; bh < B * H; bh++) {
+            int b = bh / H, h = bh % H;
+            uint64_t key = d.on ? rng_key(keys[b], site) : 0;
+            attention_forward_head(y, lse, qkv, b, h, T, C, H, mine, &d, key);
+        }
+    }
+}
+
+static void attention_backward_head(float *dqkv, const float *dy, const float *qkv,
+                                    const float *lse, int b, int h, int T, int C, int H,
+                                    float *s, float *dp, const Dropout *d, uint64_t key) {
+    int hs = C / H, C3 = 3 * C;
+    float scale = 1.0f / sqrtf((float)hs);
+    const float *q = qkv + (size_t)b * T * C3 + h * hs;
+    const float *k = q + C, *v = q + 2 * C;
+    float *dq = dqkv + (size_t)b * T * C3 + h * hs;
+    float *dk = dq + C, *dv = dq + 2 * C;
+    const float *dyb = dy + (size_t)b * T * C + h * hs;
+    const float *l = lse + ((size_t)b * H + h) * T;
+    /* dq is overwritten block by block; dk and dv accumulate over blocks */
+    for (int t = 0; t < T; t++) {
+        memset(dk + (size_t)t * C3, 0, (size_t)hs * sizeof(float));
+        memset(dv + (size_t)t * C3, 0, (size_t)hs * sizeof(float));
+    }
+    for (int r0 = 0; r0 < T; r0 += ATT_BLOCK) {
+        int rows = T - r0 < ATT_BLOCK ? T - r0 : ATT_BLOCK;
+        int ncols = r0 + rows;
+        attention_scores(s, q, k, r0, rows, hs, C3, scale);
+        /* dp = dY V^T: gradient w.r.t. the (dropped-out) probabilities */
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, ncols, hs, 1.0f,
+                    dyb + (size_t)r0 * C, C, v, C3, 0.0f, dp, ncols);
+        for (int i = 0; i < rows; i++) {
+            float *si = s + (size_t)i * ncols, *dpi = dp + (size_t)i * ncols;
+            int len = r0 + i + 1;
+            float li = l[r0 + i];
+            uint64_t base = att_index(h, r0 + i, T);
+            /* s <- P; dp <- dL/dP through the mask; D = sum_j P dL/dP */
+            float D = 0.0f;
+            if (d->on) {
+#pragma omp simd reduction(+ : D)
+                for (int j = 0; j < len; j++) {
+                    float pj = expf_fast(si[j] - li);
+                    float m = rng_bits24_at(key, base + j) >= d->thresh ? d->keep_scale : 0.0f;
+                    si[j] = pj;
+                    dpi[j] *= m;
+                    D += pj * dpi[j];
                 }
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, hs, ncols, 1.0f,
-                            s, ncols, v, C3, 0.0f, yb + (size_t)r0 * C, C);
+            } else {
+#pragma omp simd reduction(+ : D)
+                for (int j = 0; j < len; j++) {
+                    float pj = expf_fast(si[j] - li);
+                    si[j] = pj;
+                    D += pj * dpi[j];
+                }
+            }
+            /* dp <- dS = P (dP - D); s <- the dropped-out P that multiplied V */
+            for (int j = 0; j < len; j++) dpi[j] = si[j] * (dpi[j] - D);
+            if (d->on)
+                for (int j = 0; j < len; j++)
+                    si[j] = rng_bits24_at(key, base + j) >= d->thresh ? si[j] * d->keep_scale : 0.0f;
+            for (int j = len; j < ncols; j++) si[j] = dpi[j] = 0.0f;
+        }
+        /* dV += P_d^T dY, dQ = scale dS K, dK += scale dS^T Q */
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, ncols, hs, rows, 1.0f, s, ncols,
+                    dyb + (size_t)r0 * C, C, 1.0f, dv, C3);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, hs, ncols, scale, dp, ncols,
+                    k, C3, 0.0f, dq + (size_t)r0 * C3, C3);
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, ncols, hs, rows, scale, dp, ncols,
+                    q + (size_t)r0 * C3, C3, 1.0f, dk, C3);
+    }
+}
+
+static void k_attention_backward(float *dqkv, const float *dy, const float *qkv, const float *lse,
+                                 int B, int T, int C, int H, float *s, float *dp, int slots,
+                                 const uint64_t *keys, uint64_t site, float p) {
+    Dropout d = dropout_params(keys, p);
+    size_t block = (size_t)ATT_BLOCK * T;
+#pragma omp parallel num_threads(team_size(B * H, slots, (size_t)B * T * T * C))
+    {
+        size_t mine = (size_t)omp_get_thread_num() * block;
+#pragma omp for schedule(static)
+        for (int bh = 0; bh < B * H; bh++) {
+            int b = bh / H, h = bh % H;
+            uint64_t key = d.on ? rng_key(keys[b], site) : 0;
+            attention_backward_head(dqkv, dy, qkv, lse, b, h, T, C, H, s + mine, dp + mine, &d,
+                                    key);
+        }
+    }
+}
+
+static void k_attention_cached(float *y, const float *qkv, const float *K, const float *V,
+                               int pos0, int n, int C, int H, float *s, int slots) {
+    int hs = C / H;
+    float scale = 1.0f / sqrtf((float)hs);
+    size_t block = (size_t)pos0 + n;
+#pragma omp parallel num_threads(team_size(n * H, slots, (size_t)n * block * C))
+    {
+        float *att = s + (size_t)omp_get_thread_num() * block;
+#pragma omp for schedule(static)
+        for (int th = 0; th < n * H; th++) {
+            int t = th / H, h = th % H;
+            const float *q = qkv + (size_t)t * 3 * C + h * hs;
+            int len = pos0 + t + 1;
+            float mx = -INFINITY, sum = 0.0f;
+            for (int j = 0; j < len; j++) {
+                const float *k = K + (size_t)j * C + h * hs;
+                float dot = 0.0f;
+#pragma omp simd reduction(+ : dot)
+                for (int e = 0; e < hs; e++) dot += q[e] * k[e];
+                att[j] = dot * scale;
+                mx = att[j] > mx ? att[j] : mx;
+            }
+#pragma omp simd reduction(+ : sum)
+            for (int j = 0; j < len; j++) {
+                att[j] = expf_fast(att[j] - mx);
+                sum += att[j];
+            }
+            float *yr = y + (size_t)t * C + h * hs;
+            memset(yr, 0, (size_t)hs * sizeof *yr);
+            for (int j = 0; j < len; j++) {
+                const float *v = V + (size_t)j * C + h * hs;
+                float w = att[j] / sum;
+                for (int e = 0; e < hs; e++) yr[e] += w * v[e];
             }
         }
     }
 }
 
-void attention_backward(float *dqkv, const float *dy, const float *qkv, const float *lse,
-                        int B, int T, int C, int H, float *s, float *dp,
-                        const uint64_t *keys, uint64_t site, float p) {
-    int hs = C / H, C3 = 3 * C;
-    float scale = 1.0f / sqrtf((float)hs);
-    Dropout d = dropout_params(keys, p);
-    memset(dqkv, 0, (size_t)B * T * C3 * sizeof(float));
-    for (int b = 0; b < B; b++) {
-        uint64_t key = d.on ? rng_key(keys[b], site) : 0;
-        for (int h = 0; h < H; h++) {
-            const float *q = qkv + (size_t)b * T * C3 + h * hs;
-            const float *k = q + C, *v = q + 2 * C;
-            float *dq = dqkv + (size_t)b * T * C3 + h * hs;
-            float *dk = dq + C, *dv = dq + 2 * C;
-            const float *dyb = dy + (size_t)b * T * C + h * hs;
-            const float *l = lse + ((size_t)b * H + h) * T;
-            for (int r0 = 0; r0 < T; r0 += ATT_BLOCK) {
-                int rows = T - r0 < ATT_BLOCK ? T - r0 : ATT_BLOCK;
-                int ncols = r0 + rows;
-                attention_scores(s, q, k, r0, rows, hs, C3, scale);
-                /* dp = dY V^T: gradient w.r.t. the (dropped-out) probabilities */
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, ncols, hs, 1.0f,
-                            dyb + (size_t)r0 * C, C, v, C3, 0.0f, dp, ncols);
-                for (int i = 0; i < rows; i++) {
-                    float *si = s + (size_t)i * ncols, *dpi = dp + (size_t)i * ncols;
-                    int len = r0 + i + 1;
-                    float li = l[r0 + i];
-                    uint64_t base = att_index(h, r0 + i, T);
-                    /* s <- P; dp <- dL/dP through the mask; D = sum_j P dL/dP */
-                    float D = 0.0f;
-                    if (d.on) {
-#pragma omp simd reduction(+ : D)
-                        for (int j = 0; j < len; j++) {
-                            float pj = expf_fast(si[j] - li);
-                            float m = rng_bits24_at(key, base + j) >= d.thresh ? d.keep_scale : 0.0f;
-                            si[j] = pj;
-                            dpi[j] *= m;
-                            D += pj * dpi[j];
-                        }
-                    } else {
-#pragma omp simd reduction(+ : D)
-                        for (int j = 0; j < len; j++) {
-                            float pj = expf_fast(si[j] - li);
-                            si[j] = pj;
-                            D += pj * dpi[j];
-                        }
-                    }
-                    /* dp <- dS = P (dP - D); s <- the dropped-out P that multiplied V */
-                    for (int j = 0; j < len; j++) dpi[j] = si[j] * (dpi[j] - D);
-                    if (d.on)
-                        for (int j = 0; j < len; j++)
-                            si[j] = rng_bits24_at(key, base + j) >= d.thresh ? si[j] * d.keep_scale : 0.0f;
-                    for (int j = len; j < ncols; j++) si[j] = dpi[j] = 0.0f;
-                }
-                /* dV += P_d^T dY, dQ = scale dS K, dK += scale dS^T Q */
-                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, ncols, hs, rows, 1.0f, s,
-                            ncols, dyb + (size_t)r0 * C, C, 1.0f, dv, C3);
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, hs, ncols, scale,
-                            dp, ncols, k, C3, 0.0f, dq + (size_t)r0 * C3, C3);
-                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, ncols, hs, rows, scale, dp,
-                            ncols, q + (size_t)r0 * C3, C3, 1.0f, dk, C3);
-            }
-        }
+/* The loss of one row (and, when grad_scale != 0, its gradient in place). */
+static double xent_row(float *row, int t, int V, float grad_scale) {
+    if (t < 0) { /* ignored position: no loss, no gradient */
+        if (grad_scale != 0.0f) memset(row, 0, sizeof(float) * (size_t)V);
+        return 0.0;
     }
+    float target_logit = row[t];
+    float mx = -INFINITY;
+#pragma omp simd reduction(max : mx)
+    for (int v = 0; v < V; v++) mx = row[v] > mx ? row[v] : mx;
+    float sum = 0.0f;
+    if (grad_scale != 0.0f) {
+#pragma omp simd reduction(+ : sum)
+        for (int v = 0; v < V; v++) {
+            row[v] = expf_fast(row[v] - mx);
+            sum += row[v];
+        }
+        float g = grad_scale / sum;
+        for (int v = 0; v < V; v++) row[v] *= g;
+        row[t] -= grad_scale;
+    } else {
+#pragma omp simd reduction(+ : sum)
+        for (int v = 0; v < V; v++) sum += expf_fast(row[v] - mx);
+    }
+    return (double)(mx + logf(sum) - target_logit);
 }
 
-double softmax_xent(float *logits, const int *targets, int N, int V, float grad_scale) {
-    double total = 0.0;
-    for (int n = 0; n < N; n++) {
-        float *row = logits + (size_t)n * V;
-        int t = targets[n];
-        if (t < 0) { /* ignored position: no loss, no gradient */
-            if (grad_scale != 0.0f) memset(row, 0, sizeof(float) * (size_t)V);
-            continue;
-        }
-        float target_logit = row[t];
-        float mx = -INFINITY;
-#pragma omp simd reduction(max : mx)
-        for (int v = 0; v < V; v++) mx = row[v] > mx ? row[v] : mx;
-        float sum = 0.0f;
-        if (grad_scale != 0.0f) {
-#pragma omp simd reduction(+ : sum)
-            for (int v = 0; v < V; v++) {
-                row[v] = expf_fast(row[v] - mx);
-                sum += row[v];
-            }
-            float g = grad_scale / sum;
-            for (int v = 0; v < V; v++) row[v] *= g;
-            row[t] -= grad_scale;
-        } else {
-#pragma omp simd reduction(+ : sum)
-            for (int v = 0; v < V; v++) sum += expf_fast(row[v] - mx);
-        }
-        total += (double)(mx + logf(sum) - target_logit);
+static double k_softmax_xent(float *logits, const int *targets, int N, int V, float grad_scale) {
+    enum { GROUP = 256 }; /* rows per parallel pass; their losses are added in row order */
+    double loss[GROUP], total = 0.0;
+    for (int r0 = 0; r0 < N; r0 += GROUP) {
+        int rows = N - r0 < GROUP ? N - r0 : GROUP;
+#pragma omp parallel for schedule(static) if ((size_t)rows * V >= PAR_MIN)
+        for (int i = 0; i < rows; i++)
+            loss[i] = xent_row(logits + (size_t)(r0 + i) * V, targets[r0 + i], V, grad_scale);
+        for (int i = 0; i < rows; i++) total += loss[i];
     }
     return total;
 }
+
+#define SET_ENTRY_V(name, params, args) .name = k_##name,
+#define SET_ENTRY_R(type, name, params, args) .name = k_##name,
+const KernelSet KERNEL_SET_TABLE(KERNEL_ISA) = {.name = STR(KERNEL_ISA),
+                                                KERNELS(SET_ENTRY_V, SET_ENTRY_R)};

@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "blas.h"
 #include "kernels.h"
 #include "lora.h"
 #include "rng.h"
@@ -104,6 +105,7 @@ static size_t layout_acts(const GPTConfig *c, int max_batch, float *base, GPTAct
     a->head_rows = (int)(HEAD_CHUNK_FLOATS / (size_t)c->vocab_size);
     if (a->head_rows < 1) a->head_rows = 1;
     if ((size_t)a->head_rows > N) a->head_rows = (int)N;
+    a->att_slots = compute_threads();
 
     a->x0 = act(base, &off, N * C);
     const float *layer_in = a->x0;
@@ -134,8 +136,8 @@ static size_t layout_acts(const GPTConfig *c, int max_batch, float *base, GPTAct
     a->dqkv = act(base, &off, 3 * N * C);
     a->dbuf_f = act(base, &off, N * F);
     a->logits = act(base, &off, (size_t)a->head_rows * c->vocab_size);
-    a->att_s = act(base, &off, (size_t)ATT_BLOCK * c->n_ctx);
-    a->att_dp = act(base, &off, (size_t)ATT_BLOCK * c->n_ctx);
+    a->att_s = act(base, &off, (size_t)a->att_slots * ATT_BLOCK * c->n_ctx);
+    a->att_dp = act(base, &off, (size_t)a->att_slots * ATT_BLOCK * c->n_ctx);
     return off;
 }
 
@@ -238,11 +240,6 @@ void gpt_zero_grad(GPT *m) {
     if (m->grads) memset(m->grads, 0, m->n_params * sizeof(float));
 }
 
-/* out = a + b, elementwise over n */
-static void add_into(float *restrict out, const float *a, const float *b, size_t n) {
-    for (size_t i = 0; i < n; i++) out[i] = a[i] + b[i];
-}
-
 /* Runs the blocks; returns the final hidden states (B,T,C). */
 static const float *forward_trunk(GPT *m, const int *inputs, int B, int T,
                                   const uint64_t *keys) {
@@ -265,13 +262,13 @@ static const float *forward_trunk(GPT *m, const int *inputs, int B, int T,
                               C, c->ln_eps);
         matmul_forward(h->qkv, h->attn_in, w->c_attn_w, w->c_attn_b, N, C, 3 * C);
         if (lo) lora_forward(lo, l, LORA_C_ATTN, h->qkv, h->attn_in, N, C, 3 * C);
-        attention_forward(h->atty, h->att_lse, h->qkv, B, T, C, H, a->att_s, keys,
-                          site(l, SITE_ATTN), c->dropout_attn);
+        attention_forward(h->atty, h->att_lse, h->qkv, B, T, C, H, a->att_s, a->att_slots,
+                          keys, site(l, SITE_ATTN), c->dropout_attn);
         matmul_forward(a->buf_c, h->atty, w->attn_proj_w, w->attn_proj_b, N, C, C);
         if (lo) lora_forward(lo, l, LORA_ATTN_PROJ, a->buf_c, h->atty, N, C, C);
         dropout_apply(a->buf_c, B, (size_t)T * C, keys, site(l, SITE_RESID_ATTN),
                       c->dropout_resid);
-        add_into(h->res1, x, a->buf_c, NC);
+        vec_sum(h->res1, x, a->buf_c, NC);
         if (pre)
             layernorm_forward(h->mlp_in, h->ln2_mean, h->ln2_rstd, h->res1, w->ln_2_w,
                               w->ln_2_b, N, C, c->ln_eps);
@@ -285,7 +282,7 @@ static const float *forward_trunk(GPT *m, const int *inputs, int B, int T,
         if (lo) lora_forward(lo, l, LORA_MLP_PROJ, a->buf_c, a->buf_f, N, F, C);
         dropout_apply(a->buf_c, B, (size_t)T * C, keys, site(l, SITE_RESID_MLP),
                       c->dropout_resid);
-        add_into(h->res2, pre ? h->res1 : h->mlp_in, a->buf_c, NC);
+        vec_sum(h->res2, pre ? h->res1 : h->mlp_in, a->buf_c, NC);
         if (!pre)
             layernorm_forward(h->out, h->ln2_mean, h->ln2_rstd, h->res2, w->ln_2_w,
                               w->ln_2_b, N, C, c->ln_eps);
@@ -354,7 +351,7 @@ static void backward_trunk(GPT *m, const int *inputs, int B, int T, const uint64
                         w->attn_proj_w, N, C, C, 0);
         if (lo) lora_backward(lo, l, LORA_ATTN_PROJ, a->buf_c, a->dbuf_c, h->atty, N, C, C);
         attention_backward(a->dqkv, a->buf_c, h->qkv, h->att_lse, B, T, C, H, a->att_s,
-                           a->att_dp, keys, site(l, SITE_ATTN), c->dropout_attn);
+                           a->att_dp, a->att_slots, keys, site(l, SITE_ATTN), c->dropout_attn);
         if (pre) {
             matmul_backward(a->dbuf_c, g->c_attn_w, g->c_attn_b, a->dqkv, h->attn_in,
                             w->c_attn_w, N, C, 3 * C, 0);

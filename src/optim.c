@@ -4,6 +4,7 @@
 #include <math.h>
 #include <stdlib.h>
 
+#include "kernels.h"
 #include "util.h"
 
 OptimConfig optim_defaults(long total_steps) {
@@ -52,18 +53,7 @@ void adamw_free(AdamW *o) {
     free(o);
 }
 
-double grad_norm(const float *g, size_t n) {
-    /* Blocks of float sums, added in double: vectorised and still accurate. */
-    double total = 0.0;
-    for (size_t i = 0; i < n; i += 4096) {
-        size_t end = i + 4096 < n ? i + 4096 : n;
-        float s = 0.0f;
-#pragma omp simd reduction(+ : s)
-        for (size_t j = i; j < end; j++) s += g[j] * g[j];
-        total += s;
-    }
-    return sqrt(total);
-}
+double grad_norm(const float *g, size_t n) { return sqrt(sum_squares(g, n)); }
 
 OptimStats adamw_step(AdamW *o, float *params, const float *grads, const GPTTensor *tensors,
                       int n_tensors) {
@@ -82,20 +72,13 @@ OptimStats adamw_step_norm(AdamW *o, float *params, const float *grads, const GP
         if (coef < 1.0) st.clip_scale = (float)coef;
     }
     o->step++;
-    float b1 = c->beta1, b2 = c->beta2, gs = st.clip_scale, lr = st.lr, eps = c->eps;
-    double bc1 = 1.0 - pow(b1, (double)o->step), bc2 = 1.0 - pow(b2, (double)o->step);
-    float step_size = (float)(lr / bc1), bc2_sqrt = (float)sqrt(bc2);
+    double bc1 = 1.0 - pow(c->beta1, (double)o->step), bc2 = 1.0 - pow(c->beta2, (double)o->step);
+    AdamWCoeffs k = {.grad_scale = st.clip_scale, .beta1 = c->beta1, .beta2 = c->beta2, .eps = c->eps,
+                     .step_size = (float)(st.lr / bc1), .bc2_sqrt = (float)sqrt(bc2)};
     for (int t = 0; t < n_tensors; t++) {
-        size_t off = tensors[t].offset, n = tensors[t].numel;
-        float *p = params + off, *m = o->m + off, *v = o->v + off;
-        const float *g = grads + off;
-        float decay = tensors[t].decay ? 1.0f - lr * c->weight_decay : 1.0f;
-        for (size_t i = 0; i < n; i++) {
-            float gi = g[i] * gs;
-            m[i] = b1 * m[i] + (1.0f - b1) * gi;
-            v[i] = b2 * v[i] + (1.0f - b2) * gi * gi;
-            p[i] = p[i] * decay - step_size * m[i] / (sqrtf(v[i]) / bc2_sqrt + eps);
-        }
+        size_t off = tensors[t].offset;
+        k.decay = tensors[t].decay ? 1.0f - st.lr * c->weight_decay : 1.0f;
+        adamw_update(params + off, o->m + off, o->v + off, grads + off, tensors[t].numel, &k);
     }
     return st;
 }

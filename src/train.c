@@ -291,7 +291,7 @@ static int open_corpus(Trainer *t) {
 int train_run(const TrainOptions *opts) {
     TrainOptions run = *opts;
     Trainer t = {.o = &run, .cfg = opts->model};
-    blas_set_threads(run.run.threads);
+    compute_threads_set(run.run.threads);
     int rc = open_corpus(&t);
     if (!rc) {
         RunClient c = {.cmd = "train", .out = run.out, .opt = &run.run, .steps = run.steps,

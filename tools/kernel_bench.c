@@ -203,7 +203,7 @@ static void head_plain(void *p) {
 int main(int argc, char **argv) {
     (void)argc;
     blas_select_core(argv);
-    blas_set_threads(1);
+    compute_threads_set(1);
     const double MB = 1e6 / sizeof(float);
     printf("kernel_bench: GPT-1 shapes (B %d, T %d, C %d, H %d, F %d, V %d), 1 thread, OpenBLAS %s (%s)\n",
            B, T, C, H, F, V, blas_core_name(), blas_core_origin());

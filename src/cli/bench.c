@@ -70,7 +70,7 @@ int cmd_bench(int argc, char **argv) {
     GPTConfig cfg;
     if (config_from_args(&cargs, &cfg)) return cli_usage_error("bench", "%s", gpt_last_error());
 
-    blas_set_threads(threads);
+    compute_threads_set(threads);
     double peak = blas_sgemm_peak_gflops();
 
     int B = batch, T = cfg.n_ctx;

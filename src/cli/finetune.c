@@ -166,7 +166,7 @@ static int predict_or_eval(const char *cmd, int argc, char **argv, int eval) {
     }
     if (optind < argc) return cli_usage_error(cmd, "unexpected argument '%s'", argv[optind]);
     if (!model || !data) return cli_usage_error(cmd, "--model and --data are required");
-    blas_set_threads(threads);
+    compute_threads_set(threads);
     TaskModel *tm = task_model_load(model, base, 8, 1);
     if (!tm) return cli_fail(cmd);
     int rc = 0, split;

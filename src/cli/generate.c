@@ -121,7 +121,7 @@ int cmd_generate(int argc, char **argv) {
     size_t plen;
     uint8_t *ptext = text_arg("generate", prompt, prompt_file, "--prompt", "--prompt-file", &plen);
     if (!ptext) return 2;
-    blas_set_threads(threads);
+    compute_threads_set(threads);
     GPT *m;
     Tokenizer *t;
     if (load("generate", model, tok_path, &m, &t)) return free(ptext), 1;

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "blas.h"
+#include "kernels.h"
 #include "cli.h"
 #include "util.h"
 #include "version.h"
@@ -70,6 +71,10 @@ void cli_print_json(json_t *obj) {
 
 int main(int argc, char **argv) {
     blas_select_core(argv);
+    if (kernels_select(getenv("GPT_KERNELS"))) {
+        fprintf(stderr, "gpt: %s\n", gpt_last_error());
+        return 2;
+    }
     if (argc < 2) {
         usage(stderr);
         return 2;

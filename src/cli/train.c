@@ -202,7 +202,7 @@ static int eval(int argc, char **argv) {
     if (!model || !data) return cli_usage_error("eval", "--model and --data are required");
     int split = cli_parse_split("eval", split_arg);
     if (split < 0) return 2;
-    blas_set_threads(threads);
+    compute_threads_set(threads);
     GPT *m = model_file_load(model, batch, 0);
     if (dist_agree(!m)) return cli_fail("eval");
     int64_t n = 0;

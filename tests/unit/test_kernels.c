@@ -1,6 +1,7 @@
 /* test_kernels.c: the approximations and fused kernels against double-precision
  * references, and dropout's determinism and scale. */
 #include <math.h>
+#include <stdio.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -10,7 +11,11 @@
 
 #include <cmocka.h>
 
+#include "blas.h"
+#include "infer.h"
 #include "kernels.h"
+#include "optim.h"
+#include "config.h"
 #include "model.h"
 #include "rng.h"
 #include "util.h"
@@ -138,6 +143,116 @@ static void model_dropout_reproducible(void **state) {
     gpt_free(m);
 }
 
+/* Every kernel whose work is split by the shapes alone, at sizes where each of them
+ * splits, on `threads` threads: the outputs, in a fixed order, for a bitwise comparison.
+ * (cblas_sgemm is not among them: OpenBLAS's Haswell kernels round differently when its
+ * threads split the output differently.) */
+enum { KB = 4, KT = 96, KC = 128, KH = 4, KF = 512, KV = 700, N_OUT = 32 };
+typedef struct {
+    const char *name[N_OUT];
+    float *buf[N_OUT];
+    size_t n[N_OUT];
+    int count;
+} Outputs;
+
+static float *out_buf(Outputs *o, const char *name, size_t n) {
+    assert_true(o->count < N_OUT);
+    o->name[o->count] = name, o->n[o->count] = n;
+    return o->buf[o->count++] = xalloc_floats(n);
+}
+
+static float *randn(size_t n, uint64_t seed) {
+    float *x = xalloc_floats(n);
+    Rng r;
+    rng_seed(&r, seed);
+    for (size_t i = 0; i < n; i++) x[i] = rng_normal(&r);
+    return x;
+}
+
+static void run_kernels(int threads, Outputs *o) {
+    const size_t N = KB * KT, NC = N * KC, NF = N * KF, NQ = 3 * NC;
+    compute_threads_set(threads);
+    float *x = randn(NC, 1), *w = randn(KC, 2), *b = randn(KC, 3), *dy = randn(NC, 4);
+    float *f = randn(NF, 5), *qkv = randn(NQ, 6), *logits = randn(N * KV, 7);
+    float *wte = randn((size_t)KV * KC, 8), *wpe = randn((size_t)KT * KC, 9);
+    float *scratch = xalloc_floats(2 * 2 * ATT_BLOCK * KT);
+    int tokens[KB * KT], targets[KB * KT];
+    for (size_t i = 0; i < N; i++) tokens[i] = (int)(i * 7 % KV), targets[i] = i % 50 ? (int)(i * 13 % KV) : -1;
+    uint64_t keys[KB] = {11, 12, 13, 14};
+
+    float *ln = out_buf(o, "layernorm_forward", NC), *mean = out_buf(o, "mean", N), *rstd = out_buf(o, "rstd", N);
+    layernorm_forward(ln, mean, rstd, x, w, b, (int)N, KC, 1e-5f);
+    float *dx = out_buf(o, "layernorm_backward dx", NC), *dw = out_buf(o, "dw", KC), *db = out_buf(o, "db", KC);
+    layernorm_backward(dx, dw, db, dy, x, w, mean, rstd, (int)N, KC);
+    float *g = out_buf(o, "gelu_forward", NF), *dg = out_buf(o, "gelu_backward", NF);
+    gelu_forward(g, f, NF);
+    gelu_backward(dg, g, f, NF);
+    float *drop = out_buf(o, "dropout_apply", NC);
+    memcpy(drop, x, NC * sizeof(float));
+    dropout_apply(drop, KB, (size_t)KT * KC, keys, 3, 0.1f);
+    float *emb = out_buf(o, "embedding_forward", NC);
+    embedding_forward(emb, tokens, wte, wpe, KB, KT, KC);
+    float *dwte = out_buf(o, "embedding_backward dwte", (size_t)KV * KC), *dwpe = out_buf(o, "dwpe", (size_t)KT * KC);
+    embedding_backward(dwte, dwpe, dy, tokens, KB, KT, KC);
+    float *y = out_buf(o, "attention_forward", NC), *lse = out_buf(o, "lse", (size_t)KB * KH * KT);
+    attention_forward(y, lse, qkv, KB, KT, KC, KH, scratch, 2, keys, 5, 0.1f);
+    float *dqkv = out_buf(o, "attention_backward", NQ);
+    attention_backward(dqkv, dy, qkv, lse, KB, KT, KC, KH, scratch, scratch + 2 * ATT_BLOCK * KT, 2, keys, 5, 0.1f);
+    /* the cache: the keys and values of batch row 0, all KT positions, all of them new */
+    float *K = xalloc_floats((size_t)KT * KC), *V = xalloc_floats((size_t)KT * KC);
+    for (int t = 0; t < KT; t++) {
+        memcpy(K + (size_t)t * KC, qkv + (size_t)t * 3 * KC + KC, KC * sizeof(float));
+        memcpy(V + (size_t)t * KC, qkv + (size_t)t * 3 * KC + 2 * KC, KC * sizeof(float));
+    }
+    float *yc = out_buf(o, "attention_cached", (size_t)KT * KC);
+    attention_cached(yc, qkv, K, V, 0, KT, KC, KH, scratch, 2);
+    float *xent = out_buf(o, "softmax_xent", N * KV), *loss = out_buf(o, "softmax_xent loss", 2);
+    memcpy(xent, logits, N * KV * sizeof(float));
+    double l = softmax_xent(xent, targets, (int)N, KV, 0.25f);
+    memcpy(loss, &l, sizeof l);
+    float *sum = out_buf(o, "vec_sum + vec_add", NC);
+    vec_sum(sum, x, dy, NC);
+    vec_add(sum, ln, NC);
+    float *sq = out_buf(o, "sum_squares", 2);
+    size_t n_big = 7 * 262144 + 123; /* seven groups of 64 blocks and a partial one */
+    float *big = randn(n_big, 10);
+    double ss = sum_squares(big, n_big);
+    memcpy(sq, &ss, sizeof ss);
+    free(big);
+    float *p = out_buf(o, "adamw_update", N * KV);
+    float *m = xalloc_floats(N * KV), *v = xalloc_floats(N * KV);
+    memcpy(p, logits, N * KV * sizeof(float));
+    AdamWCoeffs k = {.grad_scale = 0.5f, .beta1 = 0.9f, .beta2 = 0.999f, .eps = 1e-8f, .step_size = 1e-3f,
+                     .bc2_sqrt = 0.03f, .decay = 0.999f};
+    adamw_update(p, m, v, xent, N * KV, &k);
+    float *dbias = out_buf(o, "matmul_backward dbias", KF);
+    matmul_backward(NULL, NULL, dbias, f, NULL, NULL, (int)N, 1, KF, 0);
+    free(x), free(w), free(b), free(dy), free(f), free(qkv), free(logits), free(wte), free(wpe);
+    free(scratch), free(K), free(V), free(m), free(v);
+    compute_threads_set(1);
+}
+
+static void bit_identical_across_thread_counts(void **state) {
+    (void)state;
+    Outputs one = {0}, two = {0};
+    run_kernels(1, &one);
+    run_kernels(2, &two);
+    assert_int_equal(one.count, two.count);
+    for (int i = 0; i < one.count; i++) {
+        if (memcmp(one.buf[i], two.buf[i], one.n[i] * sizeof(float)))
+            fail_msg("%s: 1 and 2 threads differ (kernels %s)", one.name[i], kernels_name());
+        free(one.buf[i]), free(two.buf[i]);
+    }
+}
+
+static void unknown_kernel_set_is_an_error(void **state) {
+    (void)state;
+    const char *before = kernels_name();
+    assert_int_equal(kernels_select("sse2"), -1);
+    assert_non_null(strstr(gpt_last_error(), "expected avx2, avx512 or auto"));
+    assert_string_equal(kernels_name(), before);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(exp_and_tanh_accuracy),
@@ -145,6 +260,22 @@ int main(void) {
         cmocka_unit_test(softmax_xent_matches_double),
         cmocka_unit_test(dropout_is_deterministic_and_scaled),
         cmocka_unit_test(model_dropout_reproducible),
+        cmocka_unit_test(bit_identical_across_thread_counts),
+        cmocka_unit_test(unknown_kernel_set_is_an_error),
     };
-    return cmocka_run_group_tests_name("kernels", tests, NULL, NULL);
+    /* every kernel set this CPU runs */
+    static const char *sets[] = {"avx2", "avx512"};
+    int failed = 0, ran = 0;
+    for (size_t i = 0; i < sizeof sets / sizeof sets[0]; i++) {
+        if (!kernels_supported(sets[i])) {
+            printf("kernels %s: not run, this CPU lacks it\n", sets[i]);
+            continue;
+        }
+        assert_int_equal(kernels_select(sets[i]), 0);
+        char name[32];
+        snprintf(name, sizeof name, "kernels %s", sets[i]);
+        failed += cmocka_run_group_tests_name(name, tests, NULL, NULL);
+        ran++;
+    }
+    return failed || !ran;
 }
