@@ -37,6 +37,27 @@ TINY_ARGS = ["--seed", 7, "--lr", "1e-3", "--min-lr", "1e-4", "--warmup", 5,
              "--weight-decay", "0.01", "--clip", "1.0",
              "--eval-every", TINY_EVAL_EVERY, "--eval-windows", TINY_EVAL_WINDOWS, "--log-every", 10]
 
+def _cpu_flags():
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("flags"):
+                return set(line.split(":", 1)[1].split())
+    return set()
+
+
+# The kernel sets (GPT_KERNELS) this CPU runs: the tests that compare against references
+# run on each, so an AVX-512 machine proves the AVX2 set too.
+_FLAGS = _cpu_flags()
+KERNEL_SETS = ["avx2"] + (["avx512"] if {"avx512f", "avx512bw", "avx512dq", "avx512vl",
+                                          "avx512cd"} <= _FLAGS else [])
+
+
+def compute_env(threads, kernels):
+    """The environment of a process that runs `threads` OpenMP/BLAS threads on the
+    `kernels` set (for programs without --threads, such as the oracle)."""
+    return {"OMP_NUM_THREADS": threads, "OPENBLAS_NUM_THREADS": threads, "GPT_KERNELS": kernels}
+
+
 TAIL = 3000  # characters of each output stream that a failure message shows (the last)
 
 

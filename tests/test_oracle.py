@@ -15,6 +15,7 @@ import pytest
 import torch
 
 import torch_gpt
+from conftest import KERNEL_SETS, compute_env
 
 # An odd-shaped model: nothing is a power of two, n_ctx is not a multiple of anything.
 V, C, H, N_CTX, L, F_ODD = 101, 48, 3, 17, 2, 80
@@ -204,25 +205,27 @@ def test_lr_schedule():
 
 # --------------------------------------------------------------------------- oracle grads
 
-# The last field is OpenBLAS's thread count: the baseline is one, two must work too.
 GRAD_CASES = [
-    pytest.param("post", F_ODD, N_CTX, 1, id="post-F80-T17"),
-    pytest.param("pre", F_ODD, N_CTX, 1, id="pre-F80-T17"),
-    pytest.param("post", None, 11, 2, id="post-F4C-T11-2threads"),
-    pytest.param("pre", None, 11, 1, id="pre-F4C-T11"),
+    pytest.param("post", F_ODD, N_CTX, id="post-F80-T17"),
+    pytest.param("pre", F_ODD, N_CTX, id="pre-F80-T17"),
+    pytest.param("post", None, 11, id="post-F4C-T11"),
+    pytest.param("pre", None, 11, id="pre-F4C-T11"),
     # longer than the engine's attention row block (64): three blocks, the last partial
-    pytest.param("post", F_ODD, 150, 2, id="post-F80-T150-2threads"),
+    pytest.param("post", F_ODD, 150, id="post-F80-T150"),
 ]
 
 
-@pytest.mark.parametrize("ln,n_ffn,T,threads", GRAD_CASES)
-def test_grads(ln, n_ffn, T, threads, run, gpt_bin, oracle_bin, workdir):
+# Every case on one thread and two (OpenMP kernels and OpenBLAS), on each kernel set.
+@pytest.mark.parametrize("kernels", KERNEL_SETS)
+@pytest.mark.parametrize("threads", [1, 2], ids=["1thread", "2threads"])
+@pytest.mark.parametrize("ln,n_ffn,T", GRAD_CASES)
+def test_grads(ln, n_ffn, T, threads, kernels, run, gpt_bin, oracle_bin, workdir):
     model_path, batch_path, out_path = workdir / "m.h5", workdir / "b.h5", workdir / "o.h5"
     cfg = make_model(run, gpt_bin, model_path, ln, n_ffn=n_ffn, seed=11, n_ctx=max(N_CTX, T))
     tokens = np.random.default_rng(12).integers(0, V, (B, T + 1), dtype=np.int32)
     write_grads_batch(batch_path, tokens)
     run([oracle_bin, "grads", model_path, batch_path, out_path], check=True,
-        env={"OPENBLAS_NUM_THREADS": threads})
+        env=compute_env(threads, kernels))
 
     ref_loss, ref_logits, ref_grads = reference_grads(model_path, tokens)
     with h5py.File(out_path, "r") as f:
@@ -260,20 +263,22 @@ def test_grads(ln, n_ffn, T, threads, run, gpt_bin, oracle_bin, workdir):
 # --------------------------------------------------------------------------- oracle train
 
 TRAIN_CASES = [
-    pytest.param("post", N_CTX, 1, id="post-T17"),
-    pytest.param("pre", 13, 2, id="pre-T13-2threads"),  # T < n_ctx: wpe rows >= T only decay
+    pytest.param("post", N_CTX, id="post-T17"),
+    pytest.param("pre", 13, id="pre-T13"),  # T < n_ctx: wpe rows >= T only decay
 ]
 
 
-@pytest.mark.parametrize("ln,T,threads", TRAIN_CASES)
-def test_train(ln, T, threads, run, gpt_bin, oracle_bin, workdir):
+@pytest.mark.parametrize("kernels", KERNEL_SETS)
+@pytest.mark.parametrize("threads", [1, 2], ids=["1thread", "2threads"])
+@pytest.mark.parametrize("ln,T", TRAIN_CASES)
+def test_train(ln, T, threads, kernels, run, gpt_bin, oracle_bin, workdir):
     model_path, batch_path, out_path = workdir / "m.h5", workdir / "b.h5", workdir / "o.h5"
     hp = TRAIN_HP
     make_model(run, gpt_bin, model_path, ln, seed=21)
     tokens = np.random.default_rng(22).integers(0, V, (2, B, T + 1), dtype=np.int32)
     write_train_batch(batch_path, tokens, hp)
     run([oracle_bin, "train", model_path, batch_path, out_path], check=True,
-        env={"OPENBLAS_NUM_THREADS": threads})
+        env=compute_env(threads, kernels))
 
     model = torch_gpt.GPT.from_file(model_path, torch.float64).eval()  # dropout off
     ref = torch_gpt.reference_train(

@@ -2,9 +2,12 @@
 """make bench: the C engine beside PyTorch on the same models, batches and threads.
 
 Runs build/tools/kernel_bench (each fused kernel beside its plain version), then
-`gpt bench --json` and tools/bench_torch.py --json for each case, in two OpenBLAS
-settings: OPENBLAS_CORETYPE unset (gpt picks its kernels itself; the reference is
-given the same kernels so the comparison stays fair) and OPENBLAS_CORETYPE=Haswell.
+`gpt bench --json` and tools/bench_torch.py --json for each case, on two kernel sets:
+- native: gpt picks its kernel set and OpenBLAS core itself; the reference is given
+  the same OpenBLAS core so the comparison stays fair;
+- avx2: what an AVX2-only node (EPYC Zen 2/3, older Xeons) runs, forced on any CPU:
+  GPT_KERNELS=avx2 and OPENBLAS_CORETYPE=Haswell for gpt, and for PyTorch the same
+  OpenBLAS core and ATEN_CPU_CAPABILITY=avx2.
 Prints one table with the ratio. Nothing here is a pass/fail test.
 
     /usr/bin/python3 tools/bench.py [--quick] [--skip-kernels]"""
@@ -37,29 +40,36 @@ def main():
     ap.add_argument("--skip-kernels", action="store_true")
     args = ap.parse_args()
 
+    clean = {k: v for k, v in os.environ.items()
+             if k not in ("OPENBLAS_CORETYPE", "GPT_KERNELS", "ATEN_CPU_CAPABILITY")}
+    settings = {"native": ({}, {}),
+                "avx2": ({"GPT_KERNELS": "avx2", "OPENBLAS_CORETYPE": "Haswell"},
+                         {"ATEN_CPU_CAPABILITY": "avx2"})}
     if not args.skip_kernels:
-        subprocess.run([os.path.join(ROOT, "build", "tools", "kernel_bench")], check=True)
-        print()
+        for setting, (ours_env, _) in settings.items():
+            print(f"[{setting}]", flush=True)
+            subprocess.run([os.path.join(ROOT, "build", "tools", "kernel_bench")], check=True,
+                           env={**clean, **ours_env})
+            print()
 
-    base_env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_CORETYPE"}
     rows = []
-    for setting in ("unset", "Haswell"):
+    for setting, (ours_env, ref_env) in settings.items():
         for model, batch, threads, steps in QUICK if args.quick else CASES:
-            env = dict(base_env) if setting == "unset" else {**base_env, "OPENBLAS_CORETYPE": setting}
             common = ["--model", model, "--batch", str(batch), "--threads", str(threads),
                       "--steps", str(steps), "--warmup-steps", "1", "--json"]
-            ours = run_json([GPT, "bench", *common], env)
-            # the reference gets the kernels gpt ended up with, whatever picked them
-            ref = run_json(TORCH + common, {**env, "OPENBLAS_CORETYPE": ours["openblas_core"]})
+            ours = run_json([GPT, "bench", *common], {**clean, **ours_env})
+            # the reference gets the OpenBLAS core gpt ended up with, whatever picked it
+            ref = run_json(TORCH + common, {**clean, **ref_env,
+                                            "OPENBLAS_CORETYPE": ours["openblas_core"]})
             rows.append((setting, model, batch, threads, ours, ref))
             print(f"  done: {setting} {model} B={batch} threads={threads}", file=sys.stderr)
 
     print("training step, same model, batch and threads; PyTorch", rows[0][5].get("torch", "?"))
-    print(f"{'OPENBLAS_CORETYPE':<18}{'model':<7}{'B':>3}{'thr':>4}  {'core':<9}"
+    print(f"{'set':<8}{'kernels':<8}{'model':<7}{'B':>3}{'thr':>4}  {'core':<9}"
           f"{'gpt tok/s':>10}{'torch tok/s':>12}{'ratio':>7}{'MFU':>7}{'sgemm GF/s':>11}"
           f"{'gpt MB':>8}{'torch MB':>9}")
     for setting, model, batch, threads, o, r in rows:
-        print(f"{setting:<18}{model:<7}{batch:>3}{threads:>4}  {o['openblas_core']:<9}"
+        print(f"{setting:<8}{o.get('kernels', '?'):<8}{model:<7}{batch:>3}{threads:>4}  {o['openblas_core']:<9}"
               f"{o['tokens_per_s']:>10.1f}{r['tokens_per_s']:>12.1f}"
               f"{o['tokens_per_s'] / r['tokens_per_s']:>6.2f}x{100 * o['mfu']:>6.1f}%"
               f"{o['sgemm_peak_gflops']:>11.1f}{o['peak_rss_mb']:>8.0f}{r['peak_rss_mb']:>9.0f}")

@@ -118,8 +118,8 @@ typedef struct { float *qkv, *y, *lse, *dy, *dqkv, *s, *dp, *P, *dS; } AttCtx;
 
 static void att_fused(void *p) {
     AttCtx *c = p;
-    attention_forward(c->y, c->lse, c->qkv, B, T, C, H, c->s, NULL, 0, 0.0f);
-    attention_backward(c->dqkv, c->dy, c->qkv, c->lse, B, T, C, H, c->s, c->dp, NULL, 0, 0.0f);
+    attention_forward(c->y, c->lse, c->qkv, B, T, C, H, c->s, 1, NULL, 0, 0.0f);
+    attention_backward(c->dqkv, c->dy, c->qkv, c->lse, B, T, C, H, c->s, c->dp, 1, NULL, 0, 0.0f);
 }
 
 /* Full (T,T) scores per head, causal mask by -inf, libm exp, probabilities stored. */
@@ -203,10 +203,14 @@ static void head_plain(void *p) {
 int main(int argc, char **argv) {
     (void)argc;
     blas_select_core(argv);
+    if (kernels_select(getenv("GPT_KERNELS"))) {
+        fprintf(stderr, "kernel_bench: %s\n", gpt_last_error());
+        return 2;
+    }
     compute_threads_set(1);
     const double MB = 1e6 / sizeof(float);
-    printf("kernel_bench: GPT-1 shapes (B %d, T %d, C %d, H %d, F %d, V %d), 1 thread, OpenBLAS %s (%s)\n",
-           B, T, C, H, F, V, blas_core_name(), blas_core_origin());
+    printf("kernel_bench: GPT-1 shapes (B %d, T %d, C %d, H %d, F %d, V %d), 1 thread, kernels %s, OpenBLAS %s (%s)\n",
+           B, T, C, H, F, V, kernels_name(), blas_core_name(), blas_core_origin());
     printf("%-34s %12s %12s %7s %12s %12s   %s\n", "forward+backward, one layer", "fused", "plain",
            "gain", "fused mem", "plain mem", "max rel diff");
 

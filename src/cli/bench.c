@@ -10,6 +10,7 @@
 #include "blas.h"
 #include "cli.h"
 #include "config.h"
+#include "kernels.h"
 #include "model.h"
 #include "optim.h"
 #include "rng.h"
@@ -20,7 +21,8 @@ static const char help[] =
     "                 [--warmup-steps W] [--threads T] [--seed S] [--json]\n\n"
     "Trains on random tokens (AdamW, dropout as configured) and reports tokens/s,\n"
     "model GFLOP/s (6N + 12 L C n_ctx per token), the cblas_sgemm peak measured in\n"
-    "the same run with the same threads, MFU, peak RSS and OpenBLAS's core type.\n"
+    "the same run with the same threads, MFU, peak RSS, the kernel set (GPT_KERNELS\n"
+    "forces avx2 or avx512) and OpenBLAS's core type (OPENBLAS_CORETYPE forces one).\n"
     "Defaults: --batch 4 --steps 5 --warmup-steps 1 --threads 1.\n\nmodel options:\n" CONFIG_OPTIONS_HELP;
 
 int cmd_bench(int argc, char **argv) {
@@ -109,17 +111,19 @@ int cmd_bench(int argc, char **argv) {
     double gflops = tok_s * gpt_train_flops_per_token(&cfg) / 1e9;
     const char *core = blas_core_name(), *origin = blas_core_origin();
     if (json) {
-        cli_print_json(json_pack("{s:s,s:i,s:i,s:i,s:i,s:I,s:o,s:o,s:o,s:o,s:o,s:o,s:o,s:o,s:s,s:s,s:o}",
+        json_t *result = json_pack("{s:s,s:i,s:i,s:i,s:i,s:I,s:o,s:o,s:o,s:o,s:o,s:o,s:o,s:o,s:s,s:s,s:o}",
                                  "model", cargs.preset, "batch", B, "n_ctx", T, "threads", threads, "steps", steps,
                                  "params", (json_int_t)m->n_params, "tokens_per_s", json_real_or_null(tok_s), "step_s",
                                  json_real_or_null(step_s), "fwdbwd_s", json_real_or_null(t_fb / steps), "optim_s",
                                  json_real_or_null(t_opt / steps), "model_gflops", json_real_or_null(gflops),
                                  "sgemm_peak_gflops", json_real_or_null(peak), "mfu", json_real_or_null(gflops / peak),
                                  "peak_rss_mb", json_real_or_null(peak_rss_mb()), "openblas_core", core,
-                                 "openblas_core_origin", origin, "loss", json_real_or_null(loss)));
+                                 "openblas_core_origin", origin, "loss", json_real_or_null(loss));
+        json_object_set_new(result, "kernels", json_string(kernels_name()));
+        cli_print_json(result);
     } else {
-        printf("model %s: %zu parameters, batch %d x %d tokens, %d BLAS thread(s), OpenBLAS core %s (%s)\n",
-               cargs.preset, m->n_params, B, T, threads, core, origin);
+        printf("model %s: %zu parameters, batch %d x %d tokens, %d thread(s), kernels %s, OpenBLAS core %s (%s)\n",
+               cargs.preset, m->n_params, B, T, threads, kernels_name(), core, origin);
         printf("step %.3f s (forward+backward %.3f s, AdamW %.3f s): %.1f tokens/s\n", step_s,
                t_fb / steps, t_opt / steps, tok_s);
         printf("model %.1f GFLOP/s of sgemm peak %.1f GFLOP/s: MFU %.1f%%; peak RSS %.0f MiB\n",

@@ -184,7 +184,8 @@ int cmd_generate(int argc, char **argv) {
 }
 
 static const char score_help[] =
-    "usage: gpt score --model FILE.h5 [--tokenizer TOK.h5] (--text TEXT | --file F) [--stride S] [--json]\n\n"
+    "usage: gpt score --model FILE.h5 [--tokenizer TOK.h5] (--text TEXT | --file F) [--stride S]\n"
+    "                 [--threads T] [--json]\n\n"
     "Log-likelihood of a text: the tokens x_1..x_n of the text, after x_0 = <|endoftext|>,\n"
     "each given the tokens before it within a window of n_ctx. Longer texts are scored\n"
     "with windows every S tokens (default n_ctx/2), each token once. Prints the total\n"
@@ -196,9 +197,9 @@ int cmd_score(int argc, char **argv) {
         {"model", required_argument, 0, 'm'}, {"tokenizer", required_argument, 0, 't'},
         {"text", required_argument, 0, 'x'}, {"file", required_argument, 0, 'f'},
         {"stride", required_argument, 0, 's'}, {"json", no_argument, 0, 'j'},
-        {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
+        {"threads", required_argument, 0, 'T'}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
     const char *model = NULL, *tok_path = NULL, *text = NULL, *file = NULL;
-    int stride = 0, json = 0, opt;
+    int stride = 0, json = 0, threads = 1, opt;
     optind = 1;
     while ((opt = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (opt) {
@@ -208,11 +209,13 @@ int cmd_score(int argc, char **argv) {
         case 'f': file = optarg; break;
         case 's': if (parse_int(optarg, &stride) || stride < 1) return cli_usage_error("score", "--stride: expected a positive integer, got '%s'", optarg); break;
         case 'j': json = 1; break;
+        case 'T': if (parse_int(optarg, &threads) || threads < 1) return cli_usage_error("score", "--threads: expected a positive integer, got '%s'", optarg); break;
         case 'h': fputs(score_help, stdout); return 0;
         default: return cli_usage_error("score", "unknown option");
         }
     }
     if (!model) return cli_usage_error("score", "--model FILE.h5 is required");
+    compute_threads_set(threads);
     size_t blen;
     uint8_t *bytes = text_arg("score", text, file, "--text", "--file", &blen);
     if (!bytes) return 2;
@@ -229,19 +232,22 @@ int cmd_score(int argc, char **argv) {
     long n = (long)x.n - 1, prev_end = 0, windows = 0;
     GPTCache *kv = cache_create(&m->cfg);
     float *logits = xalloc_floats((size_t)n_ctx * V);
-    double ll = 0.0;
+    double ll = 0.0, *lp = xmalloc((size_t)n_ctx * sizeof *lp);
     for (long begin = 0;; begin += stride) {
         long end = begin + n_ctx < n ? begin + n_ctx : n; /* predicts x[begin+1 .. end] */
         cache_reset(kv);
         gpt_forward_cached(m, kv, x.ids + begin, (int)(end - begin), NULL, logits);
-        for (long j = prev_end + 1; j <= end; j++) { /* each token once */
+        /* each token once; the log-probabilities are added in order, for any --threads */
+#pragma omp parallel for schedule(static)
+        for (long j = prev_end + 1; j <= end; j++) {
             const float *z = logits + (size_t)(j - 1 - begin) * V;
             float mx = z[0];
             for (int v = 1; v < V; v++) mx = z[v] > mx ? z[v] : mx;
             double sum = 0.0;
             for (int v = 0; v < V; v++) sum += exp((double)(z[v] - mx));
-            ll += (double)(z[x.ids[j]] - mx) - log(sum);
+            lp[j - prev_end - 1] = (double)(z[x.ids[j]] - mx) - log(sum);
         }
+        for (long j = prev_end + 1; j <= end; j++) ll += lp[j - prev_end - 1];
         prev_end = end;
         windows++;
         if (end == n) break;
@@ -257,6 +263,7 @@ int cmd_score(int argc, char **argv) {
                "per byte (%ld window(s), stride %d)\n",
                ll, n, blen, nll, exp(nll), bpb, windows, stride);
     free(logits);
+    free(lp);
     free(x.ids);
     free(bytes);
     cache_free(kv);

@@ -12,6 +12,8 @@
 
 #include <cmocka.h>
 
+#include "kernel_sets.h"
+
 #include "model.h"
 #include "rng.h"
 #include "util.h"
@@ -97,5 +99,5 @@ int main(void) {
         cmocka_unit_test(post_dropout), cmocka_unit_test(pre_dropout),
         cmocka_unit_test(two_attention_blocks),
     };
-    return cmocka_run_group_tests_name("finite differences", tests, NULL, NULL);
+    return run_on_kernel_sets("finite differences", tests, sizeof tests / sizeof tests[0]);
 }

@@ -11,6 +11,8 @@
 
 #include <cmocka.h>
 
+#include "kernel_sets.h"
+
 #include "blas.h"
 #include "infer.h"
 #include "kernels.h"
@@ -171,6 +173,7 @@ static float *randn(size_t n, uint64_t seed) {
 
 static void run_kernels(int threads, Outputs *o) {
     const size_t N = KB * KT, NC = N * KC, NF = N * KF, NQ = 3 * NC;
+    int before = compute_threads();
     compute_threads_set(threads);
     float *x = randn(NC, 1), *w = randn(KC, 2), *b = randn(KC, 3), *dy = randn(NC, 4);
     float *f = randn(NF, 5), *qkv = randn(NQ, 6), *logits = randn(N * KV, 7);
@@ -229,7 +232,7 @@ static void run_kernels(int threads, Outputs *o) {
     matmul_backward(NULL, NULL, dbias, f, NULL, NULL, (int)N, 1, KF, 0);
     free(x), free(w), free(b), free(dy), free(f), free(qkv), free(logits), free(wte), free(wpe);
     free(scratch), free(K), free(V), free(m), free(v);
-    compute_threads_set(1);
+    compute_threads_set(before);
 }
 
 static void bit_identical_across_thread_counts(void **state) {
@@ -263,19 +266,5 @@ int main(void) {
         cmocka_unit_test(bit_identical_across_thread_counts),
         cmocka_unit_test(unknown_kernel_set_is_an_error),
     };
-    /* every kernel set this CPU runs */
-    static const char *sets[] = {"avx2", "avx512"};
-    int failed = 0, ran = 0;
-    for (size_t i = 0; i < sizeof sets / sizeof sets[0]; i++) {
-        if (!kernels_supported(sets[i])) {
-            printf("kernels %s: not run, this CPU lacks it\n", sets[i]);
-            continue;
-        }
-        assert_int_equal(kernels_select(sets[i]), 0);
-        char name[32];
-        snprintf(name, sizeof name, "kernels %s", sets[i]);
-        failed += cmocka_run_group_tests_name(name, tests, NULL, NULL);
-        ran++;
-    }
-    return failed || !ran;
+    return run_on_kernel_sets("kernels", tests, sizeof tests / sizeof tests[0]);
 }
