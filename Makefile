@@ -98,7 +98,7 @@ $(BUILD)/tests/test_%: $(BUILD)/tests/unit/test_%.o $(LIB)
 DEB_PACKAGES = build-essential pkg-config libopenmpi-dev openmpi-bin libhdf5-openmpi-dev \
                hdf5-tools libopenblas-dev libopenblas-openmp-dev libpcre2-dev libjansson-dev libcmocka-dev \
                python3-torch python3-h5py python3-numpy python3-pytest gnuplot-nox \
-               python3-pattern
+               python3-pattern qemu-user
 # The JavaScript reference tokenizers and test data, pinned by tests/js/package-lock.json.
 deps: deb-deps
 	@command -v npm >/dev/null || { SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
