@@ -137,6 +137,42 @@ static void k_adamw_update(float *restrict p, float *restrict m, float *restrict
     }
 }
 
+/* Matrix products above this many multiply-adds are split across the team by us. */
+#define SGEMM_PAR_MIN (1 << 22)
+/* Piece boundaries fall on multiples of this many rows or columns. */
+#define SGEMM_ALIGN 64
+
+/* C (M,N) = alpha op(A) op(B) + beta C, row-major, on the calling thread's team: each
+ * thread makes one single-threaded cblas_sgemm on a slab of C's rows (or of its columns
+ * when C is wider than tall). Independent slabs need no synchronisation inside the
+ * product, which makes one rank of T threads as fast as T ranks of one; OpenBLAS's own
+ * threads wait for each other at every block of the shared operand. */
+static void sgemm_team(CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int M, int N, int K, float alpha,
+                       const float *A, int lda, const float *B, int ldb, float beta, float *C,
+                       int ldc) {
+    int team = omp_get_max_threads();
+    if (team == 1 || omp_in_parallel() || (double)M * N * K < SGEMM_PAR_MIN) {
+        cblas_sgemm(CblasRowMajor, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+        return;
+    }
+    int by_rows = M >= N, len = by_rows ? M : N;
+    int piece = (len + team - 1) / team;
+    piece = (piece + SGEMM_ALIGN - 1) / SGEMM_ALIGN * SGEMM_ALIGN;
+    int pieces = (len + piece - 1) / piece;
+#pragma omp parallel num_threads(pieces < team ? pieces : team)
+    {
+        int start = omp_get_thread_num() * piece, count = len - start < piece ? len - start : piece;
+        if (by_rows)
+            cblas_sgemm(CblasRowMajor, ta, tb, count, N, K, alpha,
+                        A + (ta == CblasNoTrans ? (size_t)start * lda : (size_t)start), lda, B, ldb,
+                        beta, C + (size_t)start * ldc, ldc);
+        else
+            cblas_sgemm(CblasRowMajor, ta, tb, M, count, K, alpha, A, lda,
+                        B + (tb == CblasNoTrans ? (size_t)start : (size_t)start * ldb), ldb, beta,
+                        C + start, ldc);
+    }
+}
+
 static void k_matmul_forward(float *out, const float *in, const float *w, const float *bias,
                              int N, int Cin, int Cout) {
     float beta = 0.0f;
@@ -150,19 +186,17 @@ static void k_matmul_forward(float *out, const float *in, const float *w, const 
         for (int n = 0; n < N; n++) memcpy(out + (size_t)n * Cout, bias, (size_t)Cout * sizeof(float));
         beta = 1.0f;
     }
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, Cout, Cin, 1.0f, in, Cin, w, Cin,
-                beta, out, Cout);
+    sgemm_team(CblasNoTrans, CblasTrans, N, Cout, Cin, 1.0f, in, Cin, w, Cin, beta, out, Cout);
 }
 
 static void k_matmul_backward(float *din, float *dw, float *dbias, const float *dout,
                               const float *in, const float *w, int N, int Cin, int Cout,
                               int accumulate_din) {
     if (din)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, Cin, Cout, 1.0f, dout, Cout, w,
-                    Cin, accumulate_din ? 1.0f : 0.0f, din, Cin);
+        sgemm_team(CblasNoTrans, CblasNoTrans, N, Cin, Cout, 1.0f, dout, Cout, w, Cin,
+                   accumulate_din ? 1.0f : 0.0f, din, Cin);
     if (dw)
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Cout, Cin, N, 1.0f, dout, Cout, in,
-                    Cin, 1.0f, dw, Cin);
+        sgemm_team(CblasTrans, CblasNoTrans, Cout, Cin, N, 1.0f, dout, Cout, in, Cin, 1.0f, dw, Cin);
     if (dbias) { /* by column chunks, each summing the rows in order */
 #pragma omp parallel for schedule(static) if ((size_t)N * Cout >= PAR_MIN)
         for (int c0 = 0; c0 < Cout; c0 += COL_CHUNK) {

@@ -296,3 +296,12 @@ def test_default_binary_runs_without_avx512(gpt_bin, qemu, tiny_corpus, tmp_path
     assert not again, (f"{gpt_bin} re-executed itself under {QEMU} ({again}): the new image ran "
                        f"natively, so these runs do not show that it runs without AVX-512")
     assert len(list(logs.glob("strace.*"))) >= 4 + FT_RANKS, f"qemu's logs in {logs}: too few"
+
+
+def test_avx512_kernels_refused_on_a_cpu_without_them(gpt_bin, qemu, tmp_path):
+    """GPT_KERNELS=avx512 on the emulated Haswell: a clear error, not SIGILL."""
+    proc = sh(emulated([gpt_bin, "init", "--model", "tiny", "--out", tmp_path / "m.h5"]), check=False,
+              env={**QEMU_ENV, "GPT_KERNELS": "avx512"}, base_env=emulated_env())
+    assert proc.returncode == 2, f"exit {proc.returncode}\n{proc.stderr[-TAIL:]}"
+    assert "GPT_KERNELS=avx512: this CPU cannot run the avx512 kernels" in proc.stderr
+    assert not (tmp_path / "m.h5").exists()
