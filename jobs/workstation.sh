@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Pre-trains (or fine-tunes) a GPT with mpirun on this machine, NP ranks of THREADS threads
-# each (default: one rank per core, one thread each), checkpointing as it goes and resuming from the newest good checkpoint of the
-# run directory; Ctrl-C (or SIGTERM to this script) makes every rank write a checkpoint
-# at the next step and stop, and running the same command again carries on from there.
+# Pre-trains (or fine-tunes) a GPT with mpirun on this machine, NP ranks of THREADS
+# threads each (default: one rank per core, one thread each), checkpointing as it goes
+# and resuming from the newest good checkpoint of the run directory; Ctrl-C (or SIGTERM
+# to this script) makes every rank write a checkpoint at the next step and stop, and
+# running the same command again carries on from there.
 #
 #   jobs/workstation.sh --data corpus.h5 --model small --out runs/small --steps 2000 --batch 8
 #   NP=4 CKPT_EVERY=50 jobs/workstation.sh --data corpus.h5 --out runs/small --steps 2000
@@ -10,8 +11,8 @@
 #   jobs/workstation.sh finetune --init runs/small/model.h5 --data task.h5 --out runs/task
 #
 # The arguments are `gpt train`'s (bin/gpt train --help), or after `finetune` those of
-# `gpt finetune`; this script adds `--resume auto` and `--ckpt-every $CKPT_EVERY` unless
-# they are given.
+# `gpt finetune`; this script adds `--resume auto`, `--ckpt-every $CKPT_EVERY` and
+# `--threads $THREADS` unless they are given.
 #   THREADS     threads per rank (--threads)   default: 1 (a --threads argument counts too)
 #   NP          ranks                          default: cores / THREADS
 #   GPT         the gpt binary                 default: bin/gpt next to this directory
