@@ -252,3 +252,58 @@ def tiny_corpus(gpt_bin, moby, tmp_path_factory):
     assert TINY_EVAL_WINDOWS * 64 + 1 <= info["val_tokens"]
     assert (info["train_tokens"] - 1) // 64 < TINY_STEPS * TINY_G / 2  # wraps epochs
     return {"tokenizer": tok, "corpus": corpus, "dir": d, **info}
+
+
+# --------------------------------------------------------------------------- rank layout probes
+
+def cpu_list(text):
+    """The CPUs of a list such as /proc/PID/status's Cpus_allowed_list ("0-3,8"), as a set."""
+    cpus = set()
+    for part in text.strip().split(","):
+        if part:
+            lo, _, hi = part.partition("-")
+            cpus.update(range(int(lo), int(hi or lo) + 1))
+    return cpus
+
+
+def probe_gpt(gpt_bin, d):
+    """A wrapper of gpt_bin, written into directory d, for a launcher script's GPT: each
+    rank writes d/rank<N> (its OMP_*/OPENBLAS_NUM_THREADS variables and the CPUs it may
+    run on, as its launcher left them) and then execs gpt. Returns its path; read the
+    files with read_probes(d)."""
+    d = Path(d)
+    d.mkdir(parents=True, exist_ok=True)
+    wrapper = d / "gpt-probe"
+    wrapper.write_text(f"""#!/bin/sh
+# the rank: Open MPI's (mpirun) first, srun's otherwise (a batch step's SLURM_PROCID is 0)
+rank=${{OMPI_COMM_WORLD_RANK:-${{SLURM_PROCID:-0}}}}
+{{
+    for v in OMP_NUM_THREADS OMP_PROC_BIND OMP_PLACES OPENBLAS_NUM_THREADS; do
+        eval "echo $v=\\${{$v:-}}"
+    done
+    sed -n 's/^Cpus_allowed_list:[[:space:]]*/cpus=/p' /proc/self/status
+}} >"{d}/rank$rank"
+exec "{gpt_bin}" "$@"
+""")
+    wrapper.chmod(0o755)
+    return wrapper
+
+
+def read_probes(d):
+    """{rank: {"OMP_NUM_THREADS": ..., ..., "cpus": set of CPUs}} from probe_gpt's files."""
+    probes = {}
+    for f in sorted(Path(d).glob("rank*")):
+        items = dict(line.split("=", 1) for line in f.read_text().splitlines() if "=" in line)
+        items["cpus"] = cpu_list(items.get("cpus", ""))
+        probes[int(f.name[4:])] = items
+    return probes
+
+
+def physical_cores():
+    """The physical cores (package, core) among the CPUs this process may run on."""
+    cores = set()
+    for cpu in os.sched_getaffinity(0):
+        topo = Path(f"/sys/devices/system/cpu/cpu{cpu}/topology")
+        cores.add((topo.joinpath("physical_package_id").read_text().strip(),
+                   topo.joinpath("core_id").read_text().strip()))
+    return cores

@@ -28,7 +28,10 @@
 #                                the next periodic pass (measured: 29 s instead of 11-12 s).
 #   MinJobAge=120                a finished job stays visible to `scontrol show job` for
 #                                2 minutes (there is no slurmdbd, hence no sacct).
-#   ProctrackType=proctrack/linuxproc, TaskPlugin=task/none: no cgroups needed.
+#   ProctrackType=proctrack/linuxproc, TaskPlugin=task/affinity: no cgroups needed;
+#                                task/affinity (sched_setaffinity) makes srun --cpu-bind
+#                                bind each task to its CPUs, as on a real cluster
+#                                (task/none: "cluster configuration lacks support for cpu binding").
 #   MpiDefault=none              `srun --mpi=pmix` asks for PMIx (Open MPI 4.1 works with it).
 #
 # Measured on a 2-vCPU Debian 12 VM (Slurm 22.05.8, Open MPI 4.1.4, PMIx 4.2.2): `up`
@@ -118,7 +121,7 @@ SlurmctldDebug=info
 SlurmdDebug=info
 PlugStackConfig=$dir/plugstack.conf
 ProctrackType=proctrack/linuxproc
-TaskPlugin=task/none
+TaskPlugin=task/affinity
 SelectType=select/cons_tres
 SelectTypeParameters=CR_Core
 SchedulerType=sched/builtin

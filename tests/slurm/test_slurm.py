@@ -15,11 +15,18 @@ resumes from its checkpoint and ends with exactly the losses of an uninterrupted
   * both: the job ends COMPLETED with exit code 0:0 after a restart, its output shows
     `resuming from`, and metrics.jsonl has one line per step whose loss, validation
     loss, learning rate, gradient norm and token count are those of the reference run
-    (plain `mpirun -np 2`, same arguments, no checkpoints), exactly.
+    (plain `mpirun -np 2`, same arguments, no checkpoints), exactly;
+  * the ranks x threads layout: jobs submitted with --ntasks x --cpus-per-task (1 x 2 and
+    2 x 1, srun and mpirun) run `gpt train --threads <cpus per task>` (config.json's
+    run.threads), every rank bound to CPUs of its own with OMP_NUM_THREADS,
+    OMP_PROC_BIND=close and OMP_PLACES=cores (a probe wrapper as GPT records what each
+    rank got); THREADS above --cpus-per-task fails the job with a message saying so.
+    The cluster's TaskPlugin is task/affinity, so srun's --cpu-bind takes effect.
 
 About a minute on 2 cores; a requeued job waits cred_expire + 1 = 11 s before it may
 start again. Run by `make test-slurm`; `make test` leaves tests/slurm out."""
 
+import json
 import os
 import re
 import shutil
@@ -29,7 +36,7 @@ from pathlib import Path
 import pytest
 
 # tests/conftest.py (pytest loads it for tests/slurm too, as the module `conftest`)
-from conftest import ROOT, read_metrics, sh
+from conftest import ROOT, probe_gpt, read_metrics, read_probes, sh
 
 CLUSTER_SH = ROOT / "tests/slurm/slurm_cluster.sh"
 PRETRAIN = ROOT / "jobs/pretrain.sbatch"
@@ -254,3 +261,82 @@ def test_preempted_job_resumes_with_the_same_losses(cluster, gpt_bin, corpus, in
                 (f"step {ref['step']} {key}: {got.get(key)!r} after the resume from step "
                  f"{ckpt_step}, {ref.get(key)!r} uninterrupted")
     assert (out_dir / "model.h5").is_file()
+
+
+# --------------------------------------------------------------------------- ranks x threads
+
+LAYOUT_STEPS = 20
+
+
+def node_cpus(cluster):
+    info = dict(re.findall(r"(\w+)=(\S*)", cluster.run(["scontrol", "show", "node", "-o"]).stdout))
+    return int(info["CPUTot"])
+
+
+def run_job(cluster, tmp_path, sbatch_args, env, extra=(), timeout=120):
+    """Submits pretrain.sbatch, waits for it to end; (final state, scontrol's job, output text)."""
+    output = tmp_path / "job.out"
+    proc = sh(["sbatch", "--parsable", *sbatch_args, f"--output={output}", f"--chdir={tmp_path}",
+               PRETRAIN, *extra], base_env=cluster.env, env=env, timeout=60)
+    job_id = proc.stdout.strip().split(";")[0]
+    assert job_id.isdigit(), proc.stdout
+
+    def ended():
+        state = cluster.job(job_id).get("JobState", "")
+        return state in ENDED and state
+    final = cluster.wait(f"job {job_id} to end", ended, timeout, job_id, output, interval=0.3)
+    info = cluster.job(job_id)
+    log = output.read_text(errors="replace") if output.exists() else ""
+    return final, info, log, f"\n\n{cluster.report(job_id, output)}"
+
+
+@pytest.mark.parametrize("launcher", ["srun", "mpirun"])
+@pytest.mark.parametrize("ntasks, cpus", [(1, 2), (2, 1)], ids=["1rank-x-2cpus", "2ranks-x-1cpu"])
+def test_ranks_x_threads_layout(cluster, gpt_bin, corpus, tmp_path, launcher, ntasks, cpus):
+    if node_cpus(cluster) < ntasks * cpus:
+        pytest.skip(f"the test node has fewer than {ntasks * cpus} CPUs")
+    out_dir, probes = tmp_path / "run", tmp_path / "probes"
+    env = {"GPT": probe_gpt(gpt_bin, probes), "DATA": corpus, "OUT": out_dir, "MODEL": "tiny",
+           "STEPS": str(LAYOUT_STEPS), "BATCH": "2", "LAUNCHER": launcher}
+    # no THREADS: the threads per rank come from --cpus-per-task alone
+    final, info, log, context = run_job(cluster, tmp_path, [f"--ntasks={ntasks}", f"--cpus-per-task={cpus}",
+                                                            f"--job-name=layout-{launcher}"], env,
+                                        ["--eval-every", "0", "--log-every", "5"])
+    assert final == "COMPLETED" and info.get("ExitCode") == "0:0", f"job ended {final}" + context
+    assert "gpt train finished" in log, context
+
+    config = json.loads((out_dir / "config.json").read_text())
+    assert config["run"]["threads"] == cpus, context
+    assert config["ranks"] == ntasks, context
+    assert "OpenBLAS" in log and f"{cpus} thread(s)" in log, context
+    assert len(read_metrics(out_dir)) == LAYOUT_STEPS and (out_dir / "model.h5").is_file(), context
+
+    ranks = read_probes(probes)
+    assert sorted(ranks) == list(range(ntasks)), f"probes of ranks {sorted(ranks)}" + context
+    for rank, got in ranks.items():
+        assert got["OMP_NUM_THREADS"] == str(cpus) and got["OPENBLAS_NUM_THREADS"] == str(cpus), (rank, got)
+        assert got["OMP_PROC_BIND"] == "close" and got["OMP_PLACES"] == "cores", (rank, got)
+        # the test node has one hardware thread a core (slurmd -C): a rank's CPUs are its cores
+        assert len(got["cpus"]) == cpus, (rank, got, context)
+    masks = [got["cpus"] for got in ranks.values()]
+    assert all(not (a & b) for i, a in enumerate(masks) for b in masks[i + 1:]), \
+        f"ranks share CPUs: {masks}" + context
+    assert (f"layout: 1 node(s), {ntasks} rank(s) per node ({ntasks} in all), {cpus} thread(s) per rank "
+            f"on {cpus} CPU(s) each") in log, context
+    if launcher == "srun":
+        # Slurm 22.05's srun does not read SLURM_CPUS_PER_TASK: the script passes it
+        assert f"srun --mpi=pmix --ntasks={ntasks} --cpus-per-task={cpus} --cpu-bind=cores" in log, context
+    else:
+        assert f"mpirun -np {ntasks} --map-by slot:PE={cpus} --bind-to core" in log, context
+
+
+def test_more_threads_than_cpus_per_task_fails_the_job(cluster, gpt_bin, corpus, tmp_path):
+    probes = tmp_path / "probes"
+    env = {"GPT": probe_gpt(gpt_bin, probes), "DATA": corpus, "OUT": tmp_path / "run", "MODEL": "tiny",
+           "STEPS": "5", "THREADS": "2"}
+    final, info, log, context = run_job(cluster, tmp_path, ["--ntasks=1", "--cpus-per-task=1",
+                                                            "--job-name=layout-too-many-threads"], env)
+    assert final == "FAILED" and info.get("ExitCode") == "2:0", f"job ended {final}" + context
+    assert ("THREADS=2 threads per rank, but Slurm gave each rank 1 CPU(s): submit with "
+            "sbatch --cpus-per-task=2") in log, context
+    assert not read_probes(probes), "gpt was started anyway" + context
