@@ -537,6 +537,7 @@ static json_t *config_json(void *ctx) {
                           t->corpus ? "lm" : task_type_name(t->info->type), "batch", o->batch, "micro_batch",
                           t->max_seqs, "epochs", o->epochs, "steps", (json_int_t)steps, "lambda",
                           (double)o->lambda, "ranks", dist_size(), "eval_every", o->run.eval_every);
+    json_object_set_new(c, "threads", json_integer(o->run.threads));
     json_object_set_new(c, "optim", json_pack("{s:f,s:I,s:f,s:f,s:s}", "lr", (double)op->lr, "warmup",
                                               (json_int_t)op->warmup, "weight_decay", (double)op->weight_decay, "clip",
                                               (double)op->clip, "schedule", "linear"));
