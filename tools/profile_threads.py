@@ -2,26 +2,31 @@
 """Serial fraction of a multi-threaded training step: `gpt bench` under `perf record`, the share
 of the timed steps' wall time in which only one thread works, and Amdahl's projection of it.
 
-    /usr/bin/python3 tools/profile_threads.py [--model small] [--batch 8] [--threads 2]
-        [--steps 6] [--freq 2000] [--window-ms 1] [--project 16,32,64] [--no-synthetic] [--keep DIR]
+    /usr/bin/python3 tools/profile_threads.py [--model small] [--batch 8] [--threads 2] [--steps 6]
+        [--reps 3] [--freq 2000] [--window-ms 1] [--project 16,32,64] [--no-synthetic] [--keep DIR]
 
 How: `perf record -e cpu-clock -c 1e9/FREQ -g -k CLOCK_MONOTONIC` samples every thread of the
 process once per 1/FREQ of its CPU time (a thread that is blocked gives no samples). A sample is
-"wait" when its user-space instruction is in a threading runtime (libgomp's barriers and spins,
-OpenBLAS's thread server and its sched_yield loop, futex / condition-variable / sleep / poll
-waits, the MPI libraries' progress threads) or its kernel stack is in sched_yield, a futex wait,
-a sleep or a poll; every other sample is work. The timed steps are the span between the warm-up
-step's line on gpt bench's stderr and the last step's line, stamped with CLOCK_MONOTONIC as they
-arrive. That span is cut into windows of --window-ms; a thread works in a window if it has a work
-sample there. Serial fraction = windows with exactly one thread working / windows with at least one.
+"wait" when its user-space instruction is in a threading runtime (libgomp, whose barriers and
+spins have no symbols; OpenBLAS's thread server, its unnamed static code and its sched_yield
+loops; futex, condition-variable, sleep and poll waits; the MPI libraries' progress threads) or
+its kernel stack is in sched_yield, a futex wait, a sleep or a poll; every other sample is work.
+The timed steps are the span between the warm-up step's line on gpt bench's stderr and the last
+step's line, stamped with CLOCK_MONOTONIC as they arrive. Each sample stands for the 1/FREQ of its
+thread's CPU time before it (work or wait; no sample: not running); on a grid of 1/(8 FREQ) the
+serial fraction is the time with exactly one thread working over the time with at least one.
+Beside it the same with --window-ms windows (a thread works in a window if it has a work sample
+there), which blurs waits shorter than a window and so reads low on today's binary.
 
-Checks of the method, in the same run: a synthetic OpenMP program with a known serial share
-(a busy loop on the main thread, then every thread busy in `omp parallel`), the same with a
-threaded cblas_sgemm as the parallel part (OpenBLAS's own idle loop), and `gpt bench` with one
-thread (must give 1.0). Beside each, an estimate that uses no windows: with W the wall time and B
-the threads' summed work time, and every instant either serial or using all T threads,
-s = (T W - B) / ((T - 1) W). For gpt, also the bound implied by the throughput of 1 and T threads
-(imperfect scaling of the parallel parts counts as serial there). Measurements, not tests."""
+Checks of the method, in the same run: a synthetic OpenMP program with a known serial share (a
+busy loop on the main thread, then every thread busy in `omp parallel`), the same with a threaded
+cblas_sgemm as the parallel part (OpenBLAS's own idle loop; its clock gives only a lower bound),
+and `gpt bench` with one thread (must give 1.0). Beside each, an estimate without any grid: with
+W the wall time and B the threads' summed work time, exact when every instant is either serial or
+uses all T threads, s = (T W - B) / ((T - 1) W); for gpt also the share implied by the tokens/s
+of 1 and T threads without perf, which also counts parallel code that runs slower on T threads.
+The projection converts the wall-time share s_T at T threads to Amdahl's s, the serial share of
+the one-thread time: s = s_T / (s_T + T (1 - s_T)). Measurements, not tests."""
 
 import argparse
 import collections
@@ -185,30 +190,44 @@ def classify(frames):
     return True, (f"{frames[0][1]} (kernel)" if frames else "?")
 
 
-def analyse(samples, t0, t1, window_s, period_s):
-    """Serial fraction of [t0, t1] by windows, and the busy-time estimate."""
-    n_win = max(1, int((t1 - t0) / window_s))
-    working = collections.defaultdict(set)  # window -> threads working in it
-    busy = collections.Counter()  # tid -> work samples
+def analyse(samples, t0, t1, T, window_s, period_s):
+    """Serial share of [t0, t1]: by sample intervals (each sample stands for the period of the
+    thread's CPU time before it: work or wait; no sample, not running) on a grid of period/8, and by
+    windows of window_s (a thread works in a window with a work sample in it); and the busy-time
+    estimate for T threads. Threads with under 0.1% of the work samples (start-up, runtime threads)
+    are left out."""
+    import numpy as np
+    span = [x for x in samples if t0 <= x[1] < t1]
+    busy = collections.Counter(tid for tid, _, work, _ in span if work)
+    total = sum(busy.values())
+    keep = {tid for tid, n in busy.items() if n >= max(3, total / 1000)}
     labels = {True: collections.Counter(), False: collections.Counter()}
-    tids = set()
-    for tid, t, work, label in samples:
-        if not t0 <= t < t0 + n_win * window_s:
-            continue
-        tids.add(tid)
+    for _, _, work, label in span:
         labels[work][label] += 1
-        if work:
-            busy[tid] += 1
+    # sample intervals
+    step = period_s / 8
+    n = max(1, int((t1 - t0) / step))
+    count = np.zeros(n, dtype=np.int32)
+    for tid in keep:
+        mine = np.zeros(n, dtype=bool)
+        for _, t, work, _ in (x for x in span if x[0] == tid and x[2]):
+            mine[max(0, int((t - period_s - t0) / step)):int((t - t0) / step) + 1] = True
+        count += mine
+    any_ = int((count > 0).sum())
+    # windows
+    n_win = max(1, int((t1 - t0) / window_s))
+    working = collections.defaultdict(set)
+    for tid, t, work, _ in span:
+        if work and tid in keep and t < t0 + n_win * window_s:
             working[int((t - t0) / window_s)].add(tid)
-    counts = collections.Counter(len(v) for v in working.values())
-    any_ = sum(counts.values())
-    W = n_win * window_s
-    T = max(1, len(busy))
-    B = sum(busy.values()) * period_s
-    return {"serial": counts[1] / any_ if any_ else float("nan"),
+    per_win = collections.Counter(len(v) for v in working.values())
+    W, B = t1 - t0, sum(busy[tid] for tid in keep) * period_s
+    return {"serial": int((count == 1).sum()) / any_ if any_ else float("nan"),
+            "idle": 1 - any_ / n,
+            "serial_win": per_win[1] / sum(per_win.values()) if per_win else float("nan"),
             "busy_est": (T * W - B) / ((T - 1) * W) if T > 1 else 1.0,
-            "threads": T, "threads_seen": len(tids), "windows": n_win, "idle_windows": n_win - any_,
-            "wall_s": W, "busy_s": {tid: n * period_s for tid, n in busy.most_common()},
+            "threads": len(keep), "threads_seen": len({x[0] for x in span}), "wall_s": W,
+            "busy_s": {tid: busy[tid] * period_s for tid in sorted(keep, key=lambda k: -busy[k])},
             "top_work": labels[True].most_common(3), "top_wait": labels[False].most_common(3)}
 
 
@@ -246,12 +265,13 @@ def main():
     ap.add_argument("--freq", type=int, default=2000, help="samples a second of each thread's CPU time")
     ap.add_argument("--window-ms", type=float, default=1.0)
     ap.add_argument("--project", default="16,32,64", help="thread counts for Amdahl's projection")
+    ap.add_argument("--reps", type=int, default=3, help="runs of gpt bench at T threads (profiled and not)")
     ap.add_argument("--no-synthetic", action="store_true", help="skip the synthetic checks")
     ap.add_argument("--keep", help="keep perf.data files in this directory")
     args = ap.parse_args()
     T = args.threads
-    if T < 2 or args.steps < 1 or args.freq < 100 or args.window_ms <= 0:
-        ap.error("--threads must be at least 2, --steps at least 1, --freq at least 100")
+    if T < 2 or args.steps < 1 or args.freq < 100 or args.window_ms <= 0 or args.reps < 1:
+        ap.error("--threads must be at least 2, --steps and --reps at least 1, --freq at least 100")
     if not shutil.which("perf"):
         sys.exit("profile_threads: perf not found (Debian: linux-perf)")
     project = [int(x) for x in args.project.split(",") if x]
@@ -263,8 +283,12 @@ def main():
     started = time.monotonic()
     try:
         bench = ["bench", "--model", args.model, "--batch", args.batch, "--steps", args.steps, "--warmup-steps", 1]
-        plain = {n: json.loads(sh([GPT, *bench, "--threads", n, "--json"], env).strip().splitlines()[-1])
-                 for n in (1, T)}
+        plain = {}  # the best of --reps runs without perf, alternating 1 and T threads
+        for _ in range(args.reps):
+            for n in (1, T):
+                r = json.loads(sh([GPT, *bench, "--threads", n, "--json"], env).strip().splitlines()[-1])
+                if n not in plain or r["tokens_per_s"] > plain[n]["tokens_per_s"]:
+                    plain[n] = r
         core = plain[T]["openblas_core"]
         rows = []
         if not args.no_synthetic:
@@ -276,25 +300,30 @@ def main():
             for name, mode, par in (("synthetic OpenMP, known share", "omp", "7"),
                                     ("synthetic sgemm 1024, OpenBLAS threads", "blas", "1024")):
                 data = os.path.join(work, f"synth_{mode}.data")
-                out, lines, other = perf_record([exe, mode, T, 3, par, 100], data, period_ns, senv)
+                # without OpenBLAS's own threads in the OpenMP case: idle, they spin in sched_yield for
+                # about 0.1 s after start-up and take a core from the measured threads
+                menv = {**senv, "OPENBLAS_NUM_THREADS": "1"} if mode == "omp" else senv
+                out, lines, other = perf_record([exe, mode, T, 3, par, 100], data, period_ns, menv)
                 own = json.loads(out.strip().splitlines()[-1])
-                a = analyse(perf_samples(data), *marker_span(lines), window_s, period_s)
+                a = analyse(perf_samples(data), *marker_span(lines), T, window_s, period_s)
                 a["other"] = other
                 expect = own["serial_s"] / (own["serial_s"] + own["parallel_s"])
                 rows.append((name, T, f"{expect:.3f}" + ("" if mode == "omp" else "+"), a, None))
                 print(f"  done: {name}", file=sys.stderr)
-        prof = {}
-        for n in (1, T):
-            data = os.path.join(work, f"gpt_{n}.data")
+        prof = []
+        sp = plain[T]["tokens_per_s"] / plain[1]["tokens_per_s"]
+        bound = (T / sp - 1) / (T - 1)  # Amdahl's s implied by the throughput
+        for k, n in enumerate([1] + [T] * args.reps):
+            data = os.path.join(work, f"gpt_{n}_{k}.data")
             out, lines, other = perf_record([GPT, *bench, "--threads", n], data, period_ns, env)
             t0, t1, timed = gpt_span(lines)
-            a = analyse(perf_samples(data), t0, t1, window_s, period_s)
+            a = analyse(perf_samples(data), t0, t1, n, window_s, period_s)
             a["other"] = other
             a["timed_s"], a["tokens_per_s"] = timed, float(re.search(r"([\d.]+) tokens/s", out).group(1))
-            prof[n] = a
-            sp = plain[T]["tokens_per_s"] / plain[1]["tokens_per_s"]
-            bound = (T / sp - 1) / (T - 1)  # Amdahl's s implied by the throughput
-            rows.append((f"gpt bench {args.model} B={args.batch}, {n} thread{'s' * (n > 1)}", n,
+            if n > 1:
+                prof.append(a)
+            rows.append((f"gpt bench {args.model} B={args.batch}, {n} thread{'s' * (n > 1)}"
+                         + (f", run {k}" if n > 1 and args.reps > 1 else ""), n,
                          "1.000" if n == 1 else "-", a, T * bound / (1 + (T - 1) * bound) if n > 1 else None))
             print(f"  done: gpt bench, {n} thread(s)", file=sys.stderr)
     finally:
@@ -303,32 +332,37 @@ def main():
     elapsed = time.monotonic() - started
 
     kernels = plain[T].get("kernels", "?")
-    print(f"serial fraction: share of {args.window_ms:g} ms windows with exactly one thread working, of those "
-          f"with at least one; perf cpu-clock at {args.freq} Hz a thread; OpenBLAS {core}, kernels {kernels}")
-    print(f"{'case':<44}{'thr':>4}{'expected':>10}{'windows':>9}{'busy-time':>10}{'throughput':>11}"
-          f"{'idle win':>9}{'wall s':>8}{'other load':>11}")
+    print(f"serial fraction: share of the timed wall time in which exactly one thread works, of the time at least "
+          f"one does; perf cpu-clock every {period_s * 1e3:g} ms of a thread's CPU time; OpenBLAS {core}, "
+          f"kernels {kernels}")
+    print(f"{'case':<44}{'thr':>4}{'expected':>10}{'serial':>8}{f'{args.window_ms:g} ms win':>10}"
+          f"{'busy-time':>10}{'throughput':>11}{'no work':>8}{'wall s':>8}{'other load':>11}")
     for name, n, expect, a, thr in rows:
         th = f"{thr:>11.3f}" if thr is not None else f"{'-':>11}"
-        print(f"{name:<44}{n:>4}{expect:>10}{a['serial']:>9.3f}{a['busy_est']:>10.3f}{th}"
-              f"{a['idle_windows'] / a['windows']:>8.1%}{a['wall_s']:>8.2f}{a['other']:>11.2f}")
-    g = prof[T]
+        print(f"{name:<44}{n:>4}{expect:>10}{a['serial']:>8.3f}{a['serial_win']:>10.3f}{a['busy_est']:>10.3f}{th}"
+              f"{a['idle']:>8.1%}{a['wall_s']:>8.2f}{a['other']:>11.2f}")
     print(f"expected: the synthetic program's own clock (+: a lower bound, sgemm's own imbalance adds to it); "
-          f"busy-time: (T W - B) / ((T-1) W) from the summed work samples; throughput: the same share implied "
-          f"by gpt bench's tokens/s at 1 and {T} threads ({plain[1]['tokens_per_s']:.1f} and "
-          f"{plain[T]['tokens_per_s']:.1f}), an upper bound; idle win: windows where no thread works; other load: "
-          f"CPU time the rest of the machine used meanwhile, in cores (above about 0.1 the figures are not to be trusted)")
-    print(f"gpt bench {T} threads under perf: {g['threads']} threads did work, "
+          f"serial: each sample stands for the {period_s * 1e3:g} ms of CPU time before it; {args.window_ms:g} ms win: "
+          f"a thread works in a window if it has a work sample there (blurs waits shorter than a window); "
+          f"busy-time: (T W - B) / ((T-1) W) from the summed work samples B over the wall time W (exact if every "
+          f"instant is serial or uses all T threads); throughput: the share implied by gpt bench's tokens/s at "
+          f"1 and {T} threads without perf (best of {args.reps}: {plain[1]['tokens_per_s']:.1f} and {plain[T]['tokens_per_s']:.1f}), which "
+          f"also counts parallel code that runs slower on {T} threads; no work: time in which no thread works; "
+          f"other load: CPU time the rest of the machine used meanwhile, in cores (above about 0.1 the figures "
+          f"are not to be trusted)")
+    g = sorted(prof, key=lambda a: a["serial"])[len(prof) // 2]  # the median run
+    print(f"gpt bench {T} threads under perf{' (the median run)' * (len(prof) > 1)}: {g['threads']} threads did work, "
           + ", ".join(f"{s:.2f} s" for s in g["busy_s"].values())
           + f" of work in {g['wall_s']:.2f} s of timed steps (step times add to {g['timed_s']:.2f} s; "
           f"{g['tokens_per_s']:.1f} tokens/s under perf)")
     print("  most sampled work:  " + ", ".join(f"{l} {c}" for l, c in g["top_work"]))
     print("  most sampled waits: " + ", ".join(f"{l} {c}" for l, c in g["top_wait"]))
 
-    s_wall = g["serial"]
+    s_wall = g["serial"]  # the median of the T-thread runs
     s = amdahl_s(s_wall, T)
     base = plain[1]["tokens_per_s"]
     print()
-    print(f"Amdahl: serial share of the wall time at {T} threads {s_wall:.3f} = serial fraction s = {s:.3f} of the "
+    print(f"Amdahl: serial share of the wall time at {T} threads {s_wall:.3f}{' (median)' * (len(prof) > 1)} = serial fraction s = {s:.3f} of the "
           f"one-thread time (s_wall / (s_wall + {T} (1 - s_wall))); speedup(n) = 1 / (s + (1 - s) / n), "
           f"tokens/s = {base:.1f} (1 thread, measured) x speedup")
     print(f"{'threads':>8}{'speedup':>9}{'tokens/s':>10}{'measured':>10}")
