@@ -5,9 +5,9 @@ the pure layout's sum less the model state it keeps T times. Prints one table. M
 not tests.
 
     /usr/bin/python3 tools/bench_hybrid.py [--threads 2] [--case MODEL:GLOBAL_BATCH:STEPS:SKIP ...]
-        [--reps 1] [--mpirun-args ARGS] [--keep DIR]
+        [--reps 2] [--mpirun-args ARGS] [--keep DIR]
 
-Default cases small:8:10:2 and gpt1:4:5:2 (global batch windows, steps, leading steps left
+Default cases small:8:10:2 and gpt1:4:6:2 (global batch windows, steps, leading steps left
 out). Pure: `mpirun -np T gpt train --threads 1 --batch G/T`; hybrid: `gpt train --threads T
 --batch G` (one process, no mpirun, so no allreduce); both with the preset's vocabulary, on a
 corpus made from the Python standard library's sources (a 2000-merge tokenizer), no evaluation,
@@ -17,7 +17,9 @@ alternate and each keeps its best median. Peak RSS is each rank's maximum reside
 (`/usr/bin/time -f %M` around every rank; the largest over the reps). Model state: parameters,
 gradients and both AdamW moments, 16 bytes a parameter. "other load" is the CPU time the rest of
 the machine used during the run (/proc/stat less this run's own), in cores: figures taken while
-it is above about 0.1 are not to be trusted."""
+it is above about 0.1 are not to be trusted; "sgemm GF/s" is one thread's cblas_sgemm rate just
+before the run (`gpt bench --model tiny`), since this machine's speed also moves with nothing else
+running in it."""
 
 import argparse
 import json
@@ -36,7 +38,6 @@ GPT = os.path.join(ROOT, "bin", "gpt")
 ENV = {**os.environ, "OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1",
        "OMPI_MCA_rmaps_base_oversubscribe": "1"}
 VOCAB = {"gpt1": 40478, "small": 8192, "tiny": 512}
-RSS_TAG = "bench_hybrid_peak_rss_kb"
 
 
 def machine_busy_s():
@@ -65,6 +66,16 @@ def sh(cmd, timeout=1800):
     return proc.stdout, proc.stderr, wall, other
 
 
+def sgemm_probe():
+    """One thread's cblas_sgemm GFLOP/s just now: this machine's speed moves by up to 2x over minutes
+    with nothing else running in it, so each run is shown beside it."""
+    try:
+        return json.loads(sh([GPT, "bench", "--model", "tiny", "--batch", 1, "--steps", 1, "--warmup-steps", 0,
+                              "--threads", 1, "--json"])[0].strip().splitlines()[-1])["sgemm_peak_gflops"]
+    except (RuntimeError, ValueError, KeyError):
+        return float("nan")
+
+
 def make_corpus(work, mb=4.0):
     """Python standard library sources, a document a file, up to mb MB; tokenizer and corpus files."""
     stdlib = sysconfig.get_paths()["stdlib"]
@@ -91,15 +102,23 @@ def make_corpus(work, mb=4.0):
 def train(work, corpus, model, ranks, threads, batch, steps, skip, mpirun_args):
     out = os.path.join(work, f"{model}_{ranks}x{threads}")
     vocab = ["--vocab", VOCAB[model]] if model in VOCAB else []  # the preset's, not the corpus's
-    cmd = ["/usr/bin/time", "-f", f"{RSS_TAG} %M", GPT, "train", "--data", corpus, "--model", model, *vocab,
+    rss_file = os.path.join(work, f"rss_{model}_{ranks}x{threads}")
+    # each rank under its own /usr/bin/time, writing to its own file (mpirun would interleave stderr lines)
+    timed = ["sh", "-c", 'exec /usr/bin/time -f %M -o "$0.${OMPI_COMM_WORLD_RANK:-0}" "$@"', rss_file]
+    for f in (f"{rss_file}.{r}" for r in range(ranks)):
+        if os.path.exists(f):
+            os.remove(f)
+    cmd = [*timed, GPT, "train", "--data", corpus, "--model", model, *vocab,
            "--out", out, "--steps", steps, "--batch", batch, "--threads", threads, "--eval-every", 0,
            "--log-every", steps, "--overwrite"]
     if ranks > 1:
         cmd = ["mpirun", "-np", ranks, *mpirun_args, *cmd]
+    probe = sgemm_probe()
     stdout, stderr, wall, other = sh(cmd)
-    rss = [int(kb) / 1024 for kb in re.findall(rf"^{RSS_TAG} (\d+)$", stderr, re.M)]
-    if len(rss) != ranks:
-        raise RuntimeError(f"{model} {ranks}x{threads}: {len(rss)} peak RSS lines for {ranks} ranks:\n{stderr[-1000:]}")
+    try:
+        rss = [int(open(f"{rss_file}.{r}").read().split()[-1]) / 1024 for r in range(ranks)]
+    except (OSError, ValueError, IndexError) as e:
+        raise RuntimeError(f"{model} {ranks}x{threads}: no peak RSS from /usr/bin/time: {e!r}\n{stderr[-1000:]}")
     m = re.search(r"training (\d+) parameters", stdout)
     try:
         rows = [json.loads(line) for line in open(os.path.join(out, "metrics.jsonl"))][skip:]
@@ -108,7 +127,8 @@ def train(work, corpus, model, ranks, threads, batch, steps, skip, mpirun_args):
         res = {"tokens_per_s": statistics.median(timed), "spread": (max(timed) - min(timed)) / statistics.median(timed),
                "step_s": statistics.median(r["step_s"] for r in rows),
                "comm": sum(r["comm_wait_s"] for r in rows) / sum(r["step_s"] for r in rows),
-               "steps": len(rows), "rss": rss, "params": int(m.group(1)) if m else None, "wall": wall, "other": other,
+               "steps": len(rows), "rss": rss, "params": int(m.group(1)) if m else None, "wall": wall,
+               "other": other, "probe": probe,
                "core": cfg.get("versions", {}).get("openblas_core", "?"),
                "kernels": cfg.get("versions", {}).get("kernels", cfg.get("kernels"))}
     except (OSError, ValueError, KeyError, ZeroDivisionError, statistics.StatisticsError) as e:
@@ -130,12 +150,12 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--threads", type=int, default=2, help="T: ranks of the pure layout, threads of the hybrid")
     ap.add_argument("--case", type=parse_case, action="append", help="MODEL:GLOBAL_BATCH:STEPS:SKIP (repeatable)")
-    ap.add_argument("--reps", type=int, default=1, help="runs of each layout; the best median counts")
+    ap.add_argument("--reps", type=int, default=2, help="runs of each layout; the best median counts")
     ap.add_argument("--mpirun-args", default="", help="extra mpirun options for the pure layout, e.g. '--bind-to none'")
     ap.add_argument("--keep", help="keep the corpus and run directories in this directory")
     args = ap.parse_args()
     T = args.threads
-    cases = args.case or [("small", 8, 10, 2), ("gpt1", 4, 5, 2)]
+    cases = args.case or [("small", 8, 10, 2), ("gpt1", 4, 6, 2)]
     for model, g, steps, skip in cases:
         if T < 2 or g % T or steps <= skip or skip < 0 or args.reps < 1:
             ap.error(f"{model}: need --threads >= 2 dividing the global batch {g}, STEPS > SKIP >= 0, --reps >= 1")
@@ -181,7 +201,7 @@ def main():
           f"batch; OpenBLAS {core}, kernels {kernels}; corpus {corpus_bytes / 1e6:.1f} MB of Python sources; "
           f"best of {args.reps}")
     print(f"{'model':<6}{'params':>8}{'G':>3}{'steps':>7}  {'layout':<20}{'tokens/s':>9}{'spread':>7}{'step s':>8}"
-          f"{'comm':>6}{'ratio':>7}  {'peak RSS MB per rank':<22}{'sum MB':>7}{'other load':>11}")
+          f"{'comm':>6}{'ratio':>7}  {'peak RSS MB per rank':<22}{'sum MB':>7}{'other load':>11}{'sgemm GF/s':>11}")
     checks = []
     for model, g, steps, skip, layouts, best in results:
         pure, hyb = best.get("pure"), best.get("hybrid")
@@ -193,10 +213,10 @@ def main():
             if not r:
                 print(f"{model:<6}{'':>8}{g:>3}{'':>7}  {label:<20}{'FAILED':>9}")
                 continue
-            ratio = f"{hyb['tokens_per_s'] / pure['tokens_per_s']:>6.1%}" if name == "hybrid" and pure else f"{'':>7}"
+            ratio = f"{hyb['tokens_per_s'] / pure['tokens_per_s']:>7.1%}" if name == "hybrid" and pure else f"{'':>7}"
             print(f"{model:<6}{n / 1e6:>7.1f}M{g:>3}{f'{skip + 1}-{steps}':>7}  {label:<20}{r['tokens_per_s']:>9.1f}"
                   f"{r['spread']:>7.1%}{r['step_s']:>8.3f}{r['comm']:>6.1%}{ratio}  "
-                  f"{' + '.join(f'{x:.0f}' for x in r['rss']):<22}{sum(r['rss']):>7.0f}{r['other']:>11.2f}")
+                  f"{' + '.join(f'{x:.0f}' for x in r['rss']):<22}{sum(r['rss']):>7.0f}{r['other']:>11.2f}{r['probe']:>11.1f}")
         if pure and hyb:
             state = 16 * n / 2**20 * (T - 1)
             limit = sum(pure["rss"]) - state
@@ -208,7 +228,8 @@ def main():
     print("\n".join(checks))
     print("tokens/s: median of the timed steps' global tokens_per_s; spread: (max - min) / median of those steps; "
           "comm: time waiting for the gradient allreduce after the backward pass, share of the step time; "
-          "MB are MiB")
+          "MB are MiB; sgemm GF/s: one thread's cblas_sgemm (gpt bench's probe) just before the run, "
+          "this machine's speed of the moment")
     print(f"the whole script took {time.monotonic() - started:.0f} s")
 
 
