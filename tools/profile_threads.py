@@ -208,9 +208,13 @@ def analyse(samples, t0, t1, T, window_s, period_s):
     step = period_s / 8
     n = max(1, int((t1 - t0) / step))
     count = np.zeros(n, dtype=np.int32)
-    for tid in keep:
+    work_times = collections.defaultdict(list)
+    for tid, t, work, _ in span:
+        if work and tid in keep:
+            work_times[tid].append(t)
+    for times in work_times.values():
         mine = np.zeros(n, dtype=bool)
-        for _, t, work, _ in (x for x in span if x[0] == tid and x[2]):
+        for t in times:
             mine[max(0, int((t - period_s - t0) / step)):int((t - t0) / step) + 1] = True
         count += mine
     any_ = int((count > 0).sum())
@@ -291,7 +295,9 @@ def main():
                     plain[n] = r
         core = plain[T]["openblas_core"]
         rows = []
-        if not args.no_synthetic:
+        if not args.no_synthetic and not shutil.which("gcc"):
+            print("profile_threads: no gcc, so no synthetic checks", file=sys.stderr)
+        elif not args.no_synthetic:
             exe = os.path.join(work, "synth")
             with open(exe + ".c", "w") as f:
                 f.write(SYNTH_C)
