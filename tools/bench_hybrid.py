@@ -34,7 +34,7 @@ import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-GPT = os.path.join(ROOT, "bin", "gpt")
+GPT = os.environ.get("GPT_BIN") or os.path.join(ROOT, "bin", "gpt")  # GPT_BIN: another build
 ENV = {**os.environ, "OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1",
        "OMPI_MCA_rmaps_base_oversubscribe": "1"}
 VOCAB = {"gpt1": 40478, "small": 8192, "tiny": 512}

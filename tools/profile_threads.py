@@ -41,7 +41,7 @@ import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-GPT = os.path.join(ROOT, "bin", "gpt")
+GPT = os.environ.get("GPT_BIN") or os.path.join(ROOT, "bin", "gpt")  # GPT_BIN: another build
 BLAS_CFLAGS = ["-I/usr/include/x86_64-linux-gnu/openblas-pthread"]
 
 # user-space leaf symbols that are waiting, not working
