@@ -64,7 +64,7 @@ UNIT_BINS := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 # keep the unit tests' objects between builds
 .SECONDARY:
 
-.PHONY: all deps deb-deps test test-unit test-python test-slurm sanitize bench bench-ckpt bench-finetune demo clean
+.PHONY: all deps deb-deps test test-unit test-python test-slurm sanitize bench bench-ckpt bench-finetune bench-hybrid demo clean
 
 all: $(GPT) $(ORACLE) $(UNIT_BINS)
 
@@ -142,6 +142,9 @@ bench-ckpt: $(GPT) $(CKPT_BENCH)
 
 bench-finetune: $(GPT)
 	$(PYTHON) tools/bench_finetune.py
+
+bench-hybrid: $(GPT)
+	$(PYTHON) tools/bench_hybrid.py
 
 demo: deps all
 	bash tools/demo.sh
