@@ -71,13 +71,16 @@ static float k_kern_expf(float x) { return expf_fast(x); }
 static float k_kern_tanhf(float x) { return tanhf_fast(x); }
 
 static inline size_t chunks(size_t n, size_t chunk) { return (n + chunk - 1) / chunk; }
+/* One past the last element of elementwise chunk ch of n. */
+static inline size_t chunk_end(size_t ch, size_t n) {
+    return (ch + 1) * ELEM_CHUNK < n ? (ch + 1) * ELEM_CHUNK : n;
+}
 
 static void k_vec_add(float *restrict y, const float *restrict x, size_t n) {
     size_t n_chunks = chunks(n, ELEM_CHUNK);
 #pragma omp parallel for schedule(static) if (n >= PAR_MIN)
     for (size_t ch = 0; ch < n_chunks; ch++) {
-        size_t end = (ch + 1) * ELEM_CHUNK < n ? (ch + 1) * ELEM_CHUNK : n;
-        for (size_t i = ch * ELEM_CHUNK; i < end; i++) y[i] += x[i];
+        for (size_t i = ch * ELEM_CHUNK, end = chunk_end(ch, n); i < end; i++) y[i] += x[i];
     }
 }
 
@@ -85,7 +88,7 @@ static void k_vec_sum(float *out, const float *a, const float *b, size_t n) {
     size_t n_chunks = chunks(n, ELEM_CHUNK);
 #pragma omp parallel for schedule(static) if (n >= PAR_MIN)
     for (size_t ch = 0; ch < n_chunks; ch++) {
-        size_t end = (ch + 1) * ELEM_CHUNK < n ? (ch + 1) * ELEM_CHUNK : n;
+        size_t end = chunk_end(ch, n);
 #pragma omp simd
         for (size_t i = ch * ELEM_CHUNK; i < end; i++) out[i] = a[i] + b[i];
     }
@@ -127,8 +130,7 @@ static void k_adamw_update(float *restrict p, float *restrict m, float *restrict
     size_t n_chunks = chunks(n, ELEM_CHUNK);
 #pragma omp parallel for schedule(static) if (n >= PAR_MIN)
     for (size_t ch = 0; ch < n_chunks; ch++) {
-        size_t end = (ch + 1) * ELEM_CHUNK < n ? (ch + 1) * ELEM_CHUNK : n;
-        for (size_t i = ch * ELEM_CHUNK; i < end; i++) {
+        for (size_t i = ch * ELEM_CHUNK, end = chunk_end(ch, n); i < end; i++) {
             float gi = g[i] * gs;
             m[i] = b1 * m[i] + (1.0f - b1) * gi;
             v[i] = b2 * v[i] + (1.0f - b2) * gi * gi;
@@ -280,8 +282,7 @@ static void k_gelu_forward(float *restrict out, const float *restrict x, size_t 
     size_t n_chunks = chunks(n, ELEM_CHUNK);
 #pragma omp parallel for schedule(static) if (n >= PAR_MIN)
     for (size_t ch = 0; ch < n_chunks; ch++) {
-        size_t end = (ch + 1) * ELEM_CHUNK < n ? (ch + 1) * ELEM_CHUNK : n;
-        for (size_t i = ch * ELEM_CHUNK; i < end; i++) {
+        for (size_t i = ch * ELEM_CHUNK, end = chunk_end(ch, n); i < end; i++) {
             float v = x[i];
             out[i] = 0.5f * v * (1.0f + tanhf_fast(GELU_K * (v + GELU_A * v * v * v)));
         }
@@ -292,8 +293,7 @@ static void k_gelu_backward(float *dx, const float *dout, const float *restrict 
     size_t n_chunks = chunks(n, ELEM_CHUNK);
 #pragma omp parallel for schedule(static) if (n >= PAR_MIN)
     for (size_t ch = 0; ch < n_chunks; ch++) {
-        size_t end = (ch + 1) * ELEM_CHUNK < n ? (ch + 1) * ELEM_CHUNK : n;
-        for (size_t i = ch * ELEM_CHUNK; i < end; i++) {
+        for (size_t i = ch * ELEM_CHUNK, end = chunk_end(ch, n); i < end; i++) {
             float v = x[i];
             float t = tanhf_fast(GELU_K * (v + GELU_A * v * v * v));
             float du = GELU_K * (1.0f + 3.0f * GELU_A * v * v);

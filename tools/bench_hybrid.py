@@ -33,23 +33,13 @@ import sysconfig
 import tempfile
 import time
 
+from machine_load import children_cpu_s, machine_busy_s
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GPT = os.environ.get("GPT_BIN") or os.path.join(ROOT, "bin", "gpt")  # GPT_BIN: another build
 ENV = {**os.environ, "OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1",
        "OMPI_MCA_rmaps_base_oversubscribe": "1"}
 VOCAB = {"gpt1": 40478, "small": 8192, "tiny": 512}
-
-
-def machine_busy_s():
-    """CPU seconds the whole machine has spent busy (everything but idle and iowait)."""
-    with open("/proc/stat") as f:
-        v = [int(x) for x in f.readline().split()[1:]]
-    return (sum(v[:8]) - v[3] - v[4]) / os.sysconf("SC_CLK_TCK")
-
-
-def children_cpu_s():
-    r = os.times()
-    return r.children_user + r.children_system
 
 
 def sh(cmd, timeout=1800):

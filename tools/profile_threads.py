@@ -40,6 +40,8 @@ import sys
 import tempfile
 import time
 
+from machine_load import children_cpu_s, machine_busy_s
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GPT = os.environ.get("GPT_BIN") or os.path.join(ROOT, "bin", "gpt")  # GPT_BIN: another build
 BLAS_CFLAGS = ["-I/usr/include/x86_64-linux-gnu/openblas-pthread"]
@@ -122,18 +124,6 @@ def sh(cmd, env=None):
     if proc.returncode != 0:
         sys.exit(f"profile_threads: {' '.join(map(str, cmd))} failed:\n{proc.stderr[-2000:]}")
     return proc.stdout
-
-
-def machine_busy_s():
-    """CPU seconds the whole machine has spent busy (everything but idle and iowait)."""
-    with open("/proc/stat") as f:
-        v = [int(x) for x in f.readline().split()[1:]]
-    return (sum(v[:8]) - v[3] - v[4]) / os.sysconf("SC_CLK_TCK")
-
-
-def children_cpu_s():
-    r = os.times()
-    return r.children_user + r.children_system
 
 
 def perf_record(cmd, data, period_ns, env):
