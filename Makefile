@@ -77,7 +77,9 @@ $(KERNEL_OBJ): $(BUILD)/src/kernels_%.o: src/kernels.c
 	@mkdir -p $(dir $@)
 	$(CC) $(filter-out $(ARCH),$(CFLAGS)) $(KERNEL_FLAGS_$*) -DKERNEL_ISA=$* -c $< -o $@
 
+# rebuilt from scratch: `ar r` keeps members whose source is gone (an old kernels.o)
 $(LIB): $(LIB_OBJ)
+	rm -f $@
 	ar rcs $@ $^
 
 $(GPT): $(CLI_OBJ) $(LIB)
