@@ -30,6 +30,8 @@
  * -1 with a message when the CPU cannot run the set asked for or the name is unknown.
  * Without a call, the first kernel call chooses from GPT_KERNELS, else the CPU. */
 int kernels_select(const char *name);
+/* kernels_select(GPT_KERNELS from the environment): what a program calls first. */
+int kernels_select_from_env(void);
 /* The set in use ("avx2" or "avx512"), choosing it first if needed. */
 const char *kernels_name(void);
 /* 1 when this CPU can run the named set. */

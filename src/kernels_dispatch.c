@@ -37,10 +37,12 @@ int kernels_select(const char *name) {
     return 0;
 }
 
-/* The first kernel call chooses; main() calls kernels_select first so that a bad
- * GPT_KERNELS is reported as an error before any work, and this path only falls back. */
+int kernels_select_from_env(void) { return kernels_select(getenv("GPT_KERNELS")); }
+
+/* The first kernel call chooses; programs call kernels_select_from_env first so that a
+ * bad GPT_KERNELS is reported as an error before any work, and this path only falls back. */
 static const KernelSet *set(void) {
-    if (!active && kernels_select(getenv("GPT_KERNELS"))) active = &kernels_avx2;
+    if (!active && kernels_select_from_env()) active = &kernels_avx2;
     return active;
 }
 

@@ -203,7 +203,7 @@ static void head_plain(void *p) {
 int main(int argc, char **argv) {
     (void)argc;
     blas_select_core(argv);
-    if (kernels_select(getenv("GPT_KERNELS"))) {
+    if (kernels_select_from_env()) {
         fprintf(stderr, "kernel_bench: %s\n", gpt_last_error());
         return 2;
     }

@@ -71,7 +71,7 @@ void cli_print_json(json_t *obj) {
 
 int main(int argc, char **argv) {
     blas_select_core(argv);
-    if (kernels_select(getenv("GPT_KERNELS"))) {
+    if (kernels_select_from_env()) {
         fprintf(stderr, "gpt: %s\n", gpt_last_error());
         return 2;
     }
