@@ -12,6 +12,7 @@
 
 #include "data.h"
 #include "model.h"
+#include "tokenizer.h"
 
 int cmd_init(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
@@ -30,6 +31,13 @@ int cmd_eval(int argc, char **argv);
 int cmd_generate(int argc, char **argv);
 int cmd_score(int argc, char **argv);
 int cmd_prune(int argc, char **argv);
+int cmd_eval_choice(int argc, char **argv);
+
+/* A language model for inference and its tokenizer: the model file's own /tokenizer
+ * unless tok_path is given; the tokenizer must fit the model's vocabulary and have
+ * <|endoftext|>. -1 with gpt_error() otherwise (*m and *t, when set, are the caller's to
+ * free). */
+int cli_load_lm(const char *model, const char *tok_path, GPT **m, Tokenizer **t);
 
 /* Under mpirun every rank runs the command; ranks other than 0 call cli_quiet(1) so that
  * each message is printed once. */

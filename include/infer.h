@@ -25,6 +25,9 @@ typedef struct {
 GPTCache *cache_create(const GPTConfig *c);
 void cache_free(GPTCache *c);
 static inline void cache_reset(GPTCache *c) { c->len = 0; }
+/* Forgets the positions from len on, so that continuations of a shared prefix each
+ * start from its cache (len <= c->len). */
+static inline void cache_truncate(GPTCache *c, int len) { c->len = len; }
 
 /* Runs tokens[0..n) at positions len .. len+n-1 (len + n <= n_ctx), appends their keys
  * and values, and writes the logits of the last one (V) to logits_last and, if not
@@ -37,6 +40,9 @@ typedef struct {
     int top_k;                /* 0: off */
     float top_p;              /* 1: off; keep the most likely tokens up to this mass */
 } SampleOptions;
+
+/* log softmax(z)[target] of logits z (V), computed in double. */
+double logprob_of(const float *z, int V, int target);
 
 /* Draws a token from logits (V), which it overwrites. */
 int sample_token(float *logits, int V, const SampleOptions *o, Rng *rng);

@@ -50,6 +50,13 @@ int dist_agree(int local_rc) {
     return gpt_error("%s", msg);
 }
 
+void dist_sum(double *x, size_t n) {
+    for (size_t at = 0; at < n; at += 1 << 30) { /* MPI counts are ints */
+        size_t k = n - at < (size_t)1 << 30 ? n - at : (size_t)1 << 30;
+        MPI_Allreduce(MPI_IN_PLACE, x + at, (int)k, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD);
+    }
+}
+
 typedef struct {
     size_t offset, count; /* floats */
     int trigger;          /* the layer whose completion starts it; -1: the embeddings */

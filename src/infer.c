@@ -99,6 +99,14 @@ void gpt_forward_cached(const GPT *m, GPTCache *c, const int *tokens, int n, flo
     }
 }
 
+double logprob_of(const float *z, int V, int target) {
+    float mx = z[0];
+    for (int v = 1; v < V; v++) mx = z[v] > mx ? z[v] : mx;
+    double sum = 0.0;
+    for (int v = 0; v < V; v++) sum += exp((double)(z[v] - mx));
+    return (double)(z[target] - mx) - log(sum);
+}
+
 static int cmp_desc(const void *a, const void *b) {
     float x = *(const float *)a, y = *(const float *)b;
     return (x < y) - (x > y);

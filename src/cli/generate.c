@@ -14,24 +14,15 @@
 #include "tokenizer.h"
 #include "util.h"
 
-/* The model and the tokenizer: the model file's own /tokenizer unless one is given. */
-static int load(const char *cmd, const char *model, const char *tok_path, GPT **m, Tokenizer **t) {
-    *m = model_file_load(model, 1, 0);
-    if (!*m) return cli_fail(cmd);
-    *t = tokenizer_load(tok_path ? tok_path : model);
-    if (!*t) {
-        if (!tok_path) gpt_error("%s has no tokenizer (/tokenizer); pass --tokenizer TOK.h5", model);
-        return cli_fail(cmd);
-    }
-    if (tokenizer_vocab_size(*t) > (*m)->cfg.vocab_size) {
-        gpt_error("the tokenizer's vocabulary (%d) is larger than the model's (%d)", tokenizer_vocab_size(*t),
-                  (*m)->cfg.vocab_size);
-        return cli_fail(cmd);
-    }
-    if (tokenizer_special_id(*t, TOK_EOT) < 0) {
-        gpt_error("the tokenizer has no %s token", TOK_EOT);
-        return cli_fail(cmd);
-    }
+int cli_load_lm(const char *model, const char *tok_path, GPT **m, Tokenizer **t) {
+    *t = NULL;
+    if (!(*m = model_file_load(model, 1, 0))) return -1;
+    if (!(*t = tokenizer_load(tok_path ? tok_path : model)))
+        return tok_path ? -1 : gpt_error("%s has no tokenizer (/tokenizer); pass --tokenizer TOK.h5", model);
+    if (tokenizer_vocab_size(*t) > (*m)->cfg.vocab_size)
+        return gpt_error("the tokenizer's vocabulary (%d) is larger than the model's (%d)", tokenizer_vocab_size(*t),
+                         (*m)->cfg.vocab_size);
+    if (tokenizer_special_id(*t, TOK_EOT) < 0) return gpt_error("the tokenizer has no %s token", TOK_EOT);
     return 0;
 }
 
@@ -124,7 +115,7 @@ int cmd_generate(int argc, char **argv) {
     compute_threads_set(threads);
     GPT *m;
     Tokenizer *t;
-    if (load("generate", model, tok_path, &m, &t)) return free(ptext), 1;
+    if (cli_load_lm(model, tok_path, &m, &t)) return free(ptext), cli_fail("generate");
     int n_ctx = m->cfg.n_ctx, V = m->cfg.vocab_size, eot = tokenizer_special_id(t, TOK_EOT);
     TokenVec ctx = {0};
     if (tokenizer_encode(t, ptext, plen, 0, &ctx)) return cli_fail("generate");
@@ -222,7 +213,7 @@ int cmd_score(int argc, char **argv) {
     if (blen == 0) return free(bytes), cli_usage_error("score", "the text is empty");
     GPT *m;
     Tokenizer *t;
-    if (load("score", model, tok_path, &m, &t)) return free(bytes), 1;
+    if (cli_load_lm(model, tok_path, &m, &t)) return free(bytes), cli_fail("score");
     int n_ctx = m->cfg.n_ctx, V = m->cfg.vocab_size;
     if (!stride) stride = n_ctx / 2 > 0 ? n_ctx / 2 : 1;
     if (stride > n_ctx) return cli_usage_error("score", "--stride %d is larger than n_ctx %d", stride, n_ctx);
@@ -239,14 +230,8 @@ int cmd_score(int argc, char **argv) {
         gpt_forward_cached(m, kv, x.ids + begin, (int)(end - begin), NULL, logits);
         /* each token once; the log-probabilities are added in order, for any --threads */
 #pragma omp parallel for schedule(static)
-        for (long j = prev_end + 1; j <= end; j++) {
-            const float *z = logits + (size_t)(j - 1 - begin) * V;
-            float mx = z[0];
-            for (int v = 1; v < V; v++) mx = z[v] > mx ? z[v] : mx;
-            double sum = 0.0;
-            for (int v = 0; v < V; v++) sum += exp((double)(z[v] - mx));
-            lp[j - prev_end - 1] = (double)(z[x.ids[j]] - mx) - log(sum);
-        }
+        for (long j = prev_end + 1; j <= end; j++)
+            lp[j - prev_end - 1] = logprob_of(logits + (size_t)(j - 1 - begin) * V, V, x.ids[j]);
         for (long j = prev_end + 1; j <= end; j++) ll += lp[j - prev_end - 1];
         prev_end = end;
         windows++;

@@ -32,6 +32,7 @@ static const Command commands[] = {
     {"merge-lora", cmd_merge_lora, "merge LoRA adapters into their base: a full fine-tuned model"},
     {"generate", cmd_generate, "sample text from a model, one token at a time"},
     {"score", cmd_score, "log-likelihood, perplexity and bits per byte of a text"},
+    {"eval-choice", cmd_eval_choice, "zero- and few-shot multiple-choice accuracy by log-likelihood"},
     {"prune", cmd_prune, "zero the smallest weights of a model (magnitude pruning)"},
     {"inspect", cmd_inspect, "describe and verify any file the tool writes (model, checkpoint, tokenizer, corpus, task, fine-tuned model)"},
 };

@@ -1,0 +1,255 @@
+/* eval_choice.c: `gpt eval-choice`, zero- and few-shot multiple-choice accuracy by
+ * log-likelihood (choice.h), on any number of ranks.
+ *
+ * Rank r scores records r, r + P, ...; each record's numbers depend on nothing but the
+ * record, the model and the seed, and one sum over the ranks (every other rank adds
+ * zeros) gives every rank all of them, so the results are the same for any P. */
+#include <errno.h>
+#include <getopt.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "blas.h"
+#include "choice.h"
+#include "cli.h"
+#include "dist.h"
+#include "model_file.h"
+#include "util.h"
+
+static const char help[] =
+    "usage: [mpirun -np P] gpt eval-choice --model FILE.h5 --data FILE.jsonl [--tokenizer TOK.h5]\n"
+    "                      [--shots K] [--shots-from FILE.jsonl] [--shot-separator TEXT] [--seed S]\n"
+    "                      [--predictions OUT.jsonl] [--no-cache] [--threads T] [--json]\n\n"
+    "Multiple-choice accuracy by log-likelihood. Each line of FILE.jsonl is a record\n"
+    "{\"context\": \"...\", \"endings\": [\"...\", ...], \"label\": i} (HellaSwag's \"ctx\" is also\n"
+    "read). Every ending is scored by the sum of its tokens' log-probabilities after\n"
+    "<|endoftext|>, K solved examples (shots) and the context; accuracy takes the largest\n"
+    "sum, accuracy_norm the largest mean per token. The shots come from --shots-from\n"
+    "(default: FILE.jsonl itself, never the record scored), drawn with seed S (default\n"
+    "1234), each its context and right ending followed by the separator (default a blank\n"
+    "line, \"\\n\\n\"). A prompt too long for n_ctx loses its oldest shots, then the start of\n"
+    "its context. The context runs once per record and every ending continues from its\n"
+    "key/value cache; --no-cache runs it again for each ending (for comparison).\n"
+    "--predictions writes one JSON line per record: every ending's score and the choice.\n"
+    "Under mpirun the ranks share the records; the results are the same for any P.\n"
+    "See docs/evaluation.md.\n";
+
+typedef struct {
+    const char *model, *tok_path, *data, *shots_from, *separator, *predictions;
+    int shots, threads, json, share_prompt;
+    unsigned long long seed;
+} Options;
+
+/* Per record, what the sum over the ranks carries: every ending's log-likelihood, then
+ * the shots used and the tokens cut. */
+typedef struct {
+    int64_t *offset;  /* (n + 1) record i's endings are sums[offset[i] .. offset[i+1]) */
+    double *values;   /* (n_endings + 2 n) */
+    double *sums, *shots_used, *cut;
+} Results;
+
+static void results_init(Results *R, const ChoiceSet *d) {
+    R->offset = xmalloc(sizeof *R->offset * (size_t)(d->n + 1));
+    R->offset[0] = 0;
+    for (int64_t i = 0; i < d->n; i++) R->offset[i + 1] = R->offset[i] + d->rec[i].n_endings;
+    R->values = xcalloc((size_t)(d->n_endings + 2 * d->n), sizeof *R->values);
+    R->sums = R->values, R->shots_used = R->values + d->n_endings, R->cut = R->shots_used + d->n;
+}
+
+typedef struct {
+    double accuracy, accuracy_norm, chance, gold_ll, gold_ll_per_token;
+    int64_t fewer_shots, cut;
+} Summary;
+
+static int argmax_norm(const ChoiceRecord *r, const double *sum) {
+    double mean[r->n_endings];
+    for (int k = 0; k < r->n_endings; k++) mean[k] = sum[k] / (double)r->endings[k].n;
+    return choice_argmax(mean, r->n_endings);
+}
+
+static Summary summarise(const ChoiceSet *d, const Results *R, int shots) {
+    Summary s = {0};
+    double right = 0, right_norm = 0, gold_tokens = 0;
+    for (int64_t i = 0; i < d->n; i++) {
+        const ChoiceRecord *r = &d->rec[i];
+        const double *sum = R->sums + R->offset[i];
+        right += choice_argmax(sum, r->n_endings) == r->label;
+        right_norm += argmax_norm(r, sum) == r->label;
+        s.chance += 1.0 / r->n_endings;
+        s.gold_ll += sum[r->label];
+        gold_tokens += (double)r->endings[r->label].n;
+        s.fewer_shots += R->shots_used[i] < shots;
+        s.cut += R->cut[i] > 0;
+    }
+    s.gold_ll_per_token = s.gold_ll / gold_tokens;
+    s.accuracy = right / (double)d->n, s.accuracy_norm = right_norm / (double)d->n;
+    s.chance /= (double)d->n, s.gold_ll /= (double)d->n;
+    return s;
+}
+
+static json_t *real_array(const double *x, int n) {
+    json_t *a = json_array();
+    for (int k = 0; k < n; k++) json_array_append_new(a, json_real_or_null(x[k]));
+    return a;
+}
+
+/* One line per record, written to PATH.tmp and renamed into place. shot_lines: the
+ * lines of the shots drawn, oldest first, of which the last shots_used were kept. */
+static int write_predictions(const Options *o, const ChoiceSet *d, const ChoicePromptOptions *po, const Results *R) {
+    char tmp[4096];
+    snprintf(tmp, sizeof tmp, "%s.tmp", o->predictions);
+    FILE *f = fopen(tmp, "w");
+    if (!f) return gpt_error("%s: cannot create: %s", tmp, strerror(errno));
+    int64_t *shots = xmalloc(sizeof *shots * (size_t)(o->shots > 0 ? o->shots : 1));
+    for (int64_t i = 0; i < d->n; i++) {
+        const ChoiceRecord *r = &d->rec[i];
+        const double *sum = R->sums + R->offset[i];
+        double mean[r->n_endings];
+        json_t *tokens = json_array(), *drawn = json_array();
+        for (int k = 0; k < r->n_endings; k++) {
+            mean[k] = sum[k] / (double)r->endings[k].n;
+            json_array_append_new(tokens, json_integer((json_int_t)r->endings[k].n));
+        }
+        choice_draw_shots(po, i, shots);
+        for (int k = 0; k < o->shots; k++) json_array_append_new(drawn, json_integer(po->pool->rec[shots[k]].line));
+        json_t *line = json_pack("{s:i,s:i,s:i,s:i,s:o,s:o,s:o,s:o,s:i,s:i}", "line", r->line, "label", r->label,
+                                 "choice", choice_argmax(sum, r->n_endings), "choice_norm", argmax_norm(r, sum), "sum",
+                                 real_array(sum, r->n_endings), "mean", real_array(mean, r->n_endings), "tokens",
+                                 tokens, "shot_lines", drawn, "shots_used", (int)R->shots_used[i], "cut",
+                                 (int)R->cut[i]);
+        json_dumpf(line, f, JSON_REAL_PRECISION(17));
+        fputc('\n', f);
+        json_decref(line);
+    }
+    free(shots);
+    int bad = ferror(f);
+    if (fclose(f) || bad) {
+        remove(tmp);
+        return gpt_error("%s: cannot write: %s", tmp, strerror(errno ? errno : EIO));
+    }
+    if (rename(tmp, o->predictions)) {
+        int err = errno;
+        remove(tmp);
+        return gpt_error("%s: cannot rename %s into place: %s", o->predictions, tmp, strerror(err));
+    }
+    return 0;
+}
+
+static void report(const Options *o, const ChoiceSet *d, const Summary *s, double secs) {
+    if (o->json) {
+        json_t *j = json_pack("{s:s,s:I,s:o,s:o,s:o,s:o,s:o,s:i,s:I,s:I,s:o,s:o,s:i,s:i,s:b}", "data", o->data,
+                              "records", (json_int_t)d->n, "accuracy", json_real_or_null(s->accuracy),
+                              "accuracy_norm", json_real_or_null(s->accuracy_norm), "chance",
+                              json_real_or_null(s->chance), "gold_loglik", json_real_or_null(s->gold_ll),
+                              "gold_loglik_per_token", json_real_or_null(s->gold_ll_per_token), "shots", o->shots,
+                              "records_fewer_shots", (json_int_t)s->fewer_shots, "records_cut", (json_int_t)s->cut,
+                              "seconds", json_real_or_null(secs), "records_per_s",
+                              json_real_or_null(secs > 0 ? d->n / secs : NAN), "ranks", dist_size(), "threads",
+                              o->threads, "shared_prompt", o->share_prompt);
+        cli_print_json(j);
+        return;
+    }
+    printf("%s: accuracy %.4f, accuracy_norm %.4f (chance %.4f) over %lld records, %d shot(s); gold ending "
+           "log-likelihood %.4f (%.4f per token); %.1f records/s\n",
+           o->data, s->accuracy, s->accuracy_norm, s->chance, (long long)d->n, o->shots, s->gold_ll,
+           s->gold_ll_per_token, secs > 0 ? d->n / secs : NAN);
+    if (s->fewer_shots || s->cut)
+        printf("%lld record(s) had fewer than %d shots and %lld their context cut, to fit n_ctx\n",
+               (long long)s->fewer_shots, o->shots, (long long)s->cut);
+}
+
+static int parse(int argc, char **argv, Options *o) {
+    static const struct option opts[] = {
+        {"model", required_argument, 0, 'm'}, {"tokenizer", required_argument, 0, 't'},
+        {"data", required_argument, 0, 'd'}, {"shots", required_argument, 0, 'k'},
+        {"shots-from", required_argument, 0, 'f'}, {"shot-separator", required_argument, 0, 'S'},
+        {"seed", required_argument, 0, 's'}, {"predictions", required_argument, 0, 'p'},
+        {"no-cache", no_argument, 0, 'c'}, {"threads", required_argument, 0, 'T'},
+        {"json", no_argument, 0, 'j'}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
+    *o = (Options){.separator = "\n\n", .threads = 1, .share_prompt = 1, .seed = 1234};
+    int opt;
+    optind = 1;
+    while ((opt = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        switch (opt) {
+        case 'm': o->model = optarg; break;
+        case 't': o->tok_path = optarg; break;
+        case 'd': o->data = optarg; break;
+        case 'k': if (parse_int(optarg, &o->shots) || o->shots < 0) return cli_usage_error("eval-choice", "--shots: expected an integer >= 0, got '%s'", optarg); break;
+        case 'f': o->shots_from = optarg; break;
+        case 'S': o->separator = optarg; break;
+        case 's': if (parse_u64(optarg, &o->seed)) return cli_usage_error("eval-choice", "--seed: expected a non-negative integer, got '%s'", optarg); break;
+        case 'p': o->predictions = optarg; break;
+        case 'c': o->share_prompt = 0; break;
+        case 'T': if (parse_int(optarg, &o->threads) || o->threads < 1) return cli_usage_error("eval-choice", "--threads: expected a positive integer, got '%s'", optarg); break;
+        case 'j': o->json = 1; break;
+        case 'h': if (dist_rank() == 0) fputs(help, stdout); return 0;
+        default: return cli_usage_error("eval-choice", "unknown option");
+        }
+    }
+    if (optind < argc) return cli_usage_error("eval-choice", "unexpected argument '%s'", argv[optind]);
+    if (!o->model || !o->data) return cli_usage_error("eval-choice", "--model and --data are required");
+    return -1;
+}
+
+static int eval_choice(int argc, char **argv) {
+    Options o;
+    int rc = parse(argc, argv, &o);
+    if (rc >= 0) return rc;
+    compute_threads_set(o.threads);
+    GPT *m = NULL;
+    Tokenizer *tok = NULL;
+    ChoiceSet *d = NULL, *pool = NULL;
+    TokenVec sep = {0};
+    rc = cli_load_lm(o.model, o.tok_path, &m, &tok);
+    if (!rc) rc = !(d = choice_load(o.data, tok, m->cfg.n_ctx));
+    if (!rc && o.shots_from) rc = !(pool = choice_load(o.shots_from, tok, m->cfg.n_ctx));
+    if (!rc) rc = tokenizer_encode(tok, (const uint8_t *)o.separator, strlen(o.separator), 0, &sep);
+    ChoicePromptOptions po = {.shots = o.shots, .pool = pool ? pool : d, .pool_is_data = !pool,
+                              .separator = sep.ids, .n_separator = (int)sep.n, .seed = o.seed,
+                              .n_ctx = m ? m->cfg.n_ctx : 0, .eot = tok ? tokenizer_special_id(tok, TOK_EOT) : -1};
+    if (!rc) rc = choice_check_shots(&po);
+    if (dist_agree(rc)) {
+        rc = cli_fail("eval-choice");
+        goto out;
+    }
+    Results R;
+    results_init(&R, d);
+    ChoiceScorer *scorer = choice_scorer_create(&m->cfg);
+    TokenVec prompt = {0};
+    double t0 = now_seconds();
+    for (int64_t i = dist_rank(); i < d->n; i += dist_size()) {
+        ChoicePromptInfo info;
+        choice_prompt(&po, &d->rec[i], i, &prompt, &info);
+        choice_score(m, scorer, prompt.ids, (int)prompt.n, &d->rec[i], o.share_prompt, R.sums + R.offset[i]);
+        R.shots_used[i] = info.shots_used, R.cut[i] = info.cut;
+    }
+    dist_sum(R.values, (size_t)(d->n_endings + 2 * d->n));
+    double secs = now_seconds() - t0;
+    if (dist_rank() == 0) {
+        Summary s = summarise(d, &R, o.shots);
+        rc = o.predictions ? write_predictions(&o, d, &po, &R) : 0;
+        if (!rc) report(&o, d, &s, secs);
+    }
+    rc = dist_agree(rc) ? cli_fail("eval-choice") : 0;
+    free(prompt.ids);
+    choice_scorer_free(scorer);
+    free(R.offset);
+    free(R.values);
+out:
+    free(sep.ids);
+    choice_free(pool);
+    choice_free(d);
+    tokenizer_free(tok);
+    gpt_free(m);
+    return rc;
+}
+
+int cmd_eval_choice(int argc, char **argv) {
+    dist_init(&argc, &argv);
+    cli_quiet(dist_rank() != 0);
+    int rc = eval_choice(argc, argv);
+    dist_finalize();
+    return rc;
+}
