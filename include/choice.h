@@ -93,7 +93,8 @@ void choice_scorer_free(ChoiceScorer *s);
 void choice_score(const GPT *m, ChoiceScorer *s, const int32_t *prompt, int n, const ChoiceRecord *r,
                   int share_prompt, double *sum);
 
-/* The index of the largest of x[0..n) (the lowest on ties). */
-int choice_argmax(const double *x, int n);
+/* The ending r prefers given its sums: the largest sum, or with per_token the largest
+ * mean per token (the lowest index on ties). */
+int choice_best(const ChoiceRecord *r, const double *sum, int per_token);
 
 #endif

@@ -267,9 +267,12 @@ void choice_score(const GPT *m, ChoiceScorer *s, const int32_t *prompt, int n, c
     }
 }
 
-int choice_argmax(const double *x, int n) {
+int choice_best(const ChoiceRecord *r, const double *sum, int per_token) {
     int best = 0;
-    for (int i = 1; i < n; i++)
-        if (x[i] > x[best]) best = i;
+    double top = 0.0;
+    for (int k = 0; k < r->n_endings; k++) {
+        double x = per_token ? sum[k] / (double)r->endings[k].n : sum[k];
+        if (k == 0 || x > top) best = k, top = x;
+    }
     return best;
 }

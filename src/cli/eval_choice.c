@@ -63,20 +63,14 @@ typedef struct {
     int64_t fewer_shots, cut;
 } Summary;
 
-static int argmax_norm(const ChoiceRecord *r, const double *sum) {
-    double mean[r->n_endings];
-    for (int k = 0; k < r->n_endings; k++) mean[k] = sum[k] / (double)r->endings[k].n;
-    return choice_argmax(mean, r->n_endings);
-}
-
 static Summary summarise(const ChoiceSet *d, const Results *R, int shots) {
     Summary s = {0};
     double right = 0, right_norm = 0, gold_tokens = 0;
     for (int64_t i = 0; i < d->n; i++) {
         const ChoiceRecord *r = &d->rec[i];
         const double *sum = R->sums + R->offset[i];
-        right += choice_argmax(sum, r->n_endings) == r->label;
-        right_norm += argmax_norm(r, sum) == r->label;
+        right += choice_best(r, sum, 0) == r->label;
+        right_norm += choice_best(r, sum, 1) == r->label;
         s.chance += 1.0 / r->n_endings;
         s.gold_ll += sum[r->label];
         gold_tokens += (double)r->endings[r->label].n;
@@ -87,12 +81,6 @@ static Summary summarise(const ChoiceSet *d, const Results *R, int shots) {
     s.accuracy = right / (double)d->n, s.accuracy_norm = right_norm / (double)d->n;
     s.chance /= (double)d->n, s.gold_ll /= (double)d->n;
     return s;
-}
-
-static json_t *real_array(const double *x, int n) {
-    json_t *a = json_array();
-    for (int k = 0; k < n; k++) json_array_append_new(a, json_real_or_null(x[k]));
-    return a;
 }
 
 /* One line per record, written to PATH.tmp and renamed into place. shot_lines: the
@@ -106,17 +94,17 @@ static int write_predictions(const Options *o, const ChoiceSet *d, const ChoiceP
     for (int64_t i = 0; i < d->n; i++) {
         const ChoiceRecord *r = &d->rec[i];
         const double *sum = R->sums + R->offset[i];
-        double mean[r->n_endings];
-        json_t *tokens = json_array(), *drawn = json_array();
+        json_t *sums = json_array(), *means = json_array(), *tokens = json_array(), *drawn = json_array();
         for (int k = 0; k < r->n_endings; k++) {
-            mean[k] = sum[k] / (double)r->endings[k].n;
+            json_array_append_new(sums, json_real_or_null(sum[k]));
+            json_array_append_new(means, json_real_or_null(sum[k] / (double)r->endings[k].n));
             json_array_append_new(tokens, json_integer((json_int_t)r->endings[k].n));
         }
         choice_draw_shots(po, i, shots);
         for (int k = 0; k < o->shots; k++) json_array_append_new(drawn, json_integer(po->pool->rec[shots[k]].line));
         json_t *line = json_pack("{s:i,s:i,s:i,s:i,s:o,s:o,s:o,s:o,s:i,s:i}", "line", r->line, "label", r->label,
-                                 "choice", choice_argmax(sum, r->n_endings), "choice_norm", argmax_norm(r, sum), "sum",
-                                 real_array(sum, r->n_endings), "mean", real_array(mean, r->n_endings), "tokens",
+                                 "choice", choice_best(r, sum, 0), "choice_norm", choice_best(r, sum, 1), "sum", sums,
+                                 "mean", means, "tokens",
                                  tokens, "shot_lines", drawn, "shots_used", (int)R->shots_used[i], "cut",
                                  (int)R->cut[i]);
         json_dumpf(line, f, JSON_REAL_PRECISION(17));
