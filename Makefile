@@ -64,7 +64,7 @@ UNIT_BINS := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 # keep the unit tests' objects between builds
 .SECONDARY:
 
-.PHONY: all deps deb-deps test test-unit test-python test-slurm sanitize bench bench-ckpt bench-finetune bench-hybrid demo clean
+.PHONY: all deps deb-deps test test-unit test-python test-slurm sanitize bench bench-ckpt bench-finetune bench-hybrid bench-choice demo clean
 
 all: $(GPT) $(ORACLE) $(UNIT_BINS)
 
@@ -96,11 +96,12 @@ $(BUILD)/tests/test_%: $(BUILD)/tests/unit/test_%.o $(LIB)
 	$(CC) $(LDFLAGS) $^ -o $@ $(LDLIBS) -lcmocka
 
 # Debian packages the build, the tests and the benchmarks need; installs only what is missing.
-# python3-pattern ships a real labelled CSV (Pang & Lee's polarity sentences) for tests/test_task.py.
+# python3-pattern ships a real labelled CSV (Pang & Lee's polarity sentences) for tests/test_task.py;
+# bsdgames the verse quizzes that tools/quiz_choice.py turns into multiple-choice records (make demo).
 DEB_PACKAGES = build-essential pkg-config libopenmpi-dev openmpi-bin libhdf5-openmpi-dev \
                hdf5-tools libopenblas-dev libopenblas-openmp-dev libpcre2-dev libjansson-dev libcmocka-dev \
                python3-torch python3-h5py python3-numpy python3-pytest gnuplot-nox \
-               python3-pattern qemu-user
+               python3-pattern qemu-user bsdgames
 # The JavaScript reference tokenizers and test data, pinned by tests/js/package-lock.json.
 deps: deb-deps
 	@command -v npm >/dev/null || { SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
@@ -147,6 +148,9 @@ bench-finetune: $(GPT)
 
 bench-hybrid: $(GPT)
 	$(PYTHON) tools/bench_hybrid.py
+
+bench-choice: $(GPT)
+	$(PYTHON) tools/bench_choice.py
 
 demo: deps all
 	bash tools/demo.sh

@@ -3,7 +3,8 @@
 # pinned in tests/js/package-lock.json) is tokenized with a BPE vocabulary learned from
 # it and written as an HDF5 corpus by all cores under mpirun; a `small` GPT is
 # pre-trained on it with mpirun on all cores for a few minutes with live progress, then
-# evaluated, its loss curves drawn, and a sample printed.
+# evaluated, its loss curves drawn, a sample printed, and its zero-shot multiple-choice
+# accuracy measured on the verse quizzes of Debian's bsdgames (tools/quiz_choice.py).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 run=${RUN_DIR:-runs/demo}
@@ -27,5 +28,8 @@ echo "--- a sample (gpt generate --top-k 50) ---"
 # a prompt that ends mid-sentence: paragraphs are documents, so a finished sentence is
 # often followed by <|endoftext|>, which ends the sample
 bin/gpt generate --model "$run/train/model.h5" --prompt "The whale" --max-new-tokens 100 --top-k 50
+echo "--- which line comes next? (gpt eval-choice, zero-shot, on bsdgames' verse quizzes) ---"
+/usr/bin/python3 tools/quiz_choice.py > "$run/quiz.jsonl"
+mpirun -np "$ranks" bin/gpt eval-choice --model "$run/train/model.h5" --data "$run/quiz.jsonl"
 echo "run directory: $run/train (config.json, metrics.jsonl, model.h5); loss plot: $run/train/loss.png"
 echo "tokenizer and corpus: $run/tokenizer.h5, $run/corpus.h5 (formats: docs/formats.md)"
