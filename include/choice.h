@@ -77,19 +77,23 @@ typedef struct {
 void choice_prompt(const ChoicePromptOptions *o, const ChoiceRecord *r, int64_t i, TokenVec *out,
                    ChoicePromptInfo *info);
 
-/* Scratch of choice_score for a model: the cache and the logits of n_ctx rows. */
+/* Scratch of choice_score for a model. */
 typedef struct {
     GPTCache *cache;
-    float *logits;            /* (n_ctx, V) */
+    float *logits;            /* (n_ctx + 1, V): after the prompt, then after each ending token */
     double *lp;               /* (n_ctx) */
+    int32_t *batch;           /* (n_ctx) endings run together */
+    int *batch_len;           /* (n_ctx) their lengths */
 } ChoiceScorer;
 ChoiceScorer *choice_scorer_create(const GPTConfig *cfg);
 void choice_scorer_free(ChoiceScorer *s);
 
 /* The summed log-probability of every ending of r after prompt[0..n) into sum[k]
  * (n >= 1; n + ending tokens - 1 <= n_ctx, as choice_prompt makes it). With
- * share_prompt the prompt runs once and each ending continues from its key/value cache;
- * without, the prompt runs again for every ending (the same numbers, for comparison). */
+ * share_prompt the prompt runs once and the endings continue from its key/value cache,
+ * together as branches (gpt_forward_branches); without, the prompt runs again for every
+ * ending and then the ending alone (for comparison: the same numbers up to the rounding
+ * of products over another number of rows). */
 void choice_score(const GPT *m, ChoiceScorer *s, const int32_t *prompt, int n, const ChoiceRecord *r,
                   int share_prompt, double *sum);
 

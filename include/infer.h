@@ -41,6 +41,15 @@ typedef struct {
     float top_p;              /* 1: off; keep the most likely tokens up to this mass */
 } SampleOptions;
 
+/* Continuations of the cached prefix, each on its own: branch b is branch_len[b] >= 1
+ * tokens (tokens holds them back to back) at positions c->len, c->len + 1, ..., seeing
+ * the prefix and its own earlier tokens, never another branch's. All rows go through
+ * each product together, so a prompt's several endings cost one pass over the weights.
+ * Writes the logits of every row (sum of branch_len, V); the cache keeps the prefix
+ * only. The sum of branch_len and c->len + each branch_len are at most n_ctx. */
+void gpt_forward_branches(const GPT *m, GPTCache *c, const int *tokens, const int *branch_len, int n_branches,
+                          float *logits);
+
 /* log softmax(z)[target] of logits z (V), computed in double. */
 double logprob_of(const float *z, int V, int target);
 

@@ -230,8 +230,10 @@ void choice_prompt(const ChoicePromptOptions *o, const ChoiceRecord *r, int64_t 
 ChoiceScorer *choice_scorer_create(const GPTConfig *cfg) {
     ChoiceScorer *s = xcalloc(1, sizeof *s);
     s->cache = cache_create(cfg);
-    s->logits = xalloc_floats((size_t)cfg->n_ctx * cfg->vocab_size);
+    s->logits = xalloc_floats((size_t)(cfg->n_ctx + 1) * cfg->vocab_size);
     s->lp = xmalloc(sizeof *s->lp * (size_t)cfg->n_ctx);
+    s->batch = xmalloc(sizeof *s->batch * (size_t)cfg->n_ctx);
+    s->batch_len = xmalloc(sizeof *s->batch_len * (size_t)cfg->n_ctx);
     return s;
 }
 
@@ -240,30 +242,55 @@ void choice_scorer_free(ChoiceScorer *s) {
     cache_free(s->cache);
     free(s->logits);
     free(s->lp);
+    free(s->batch);
+    free(s->batch_len);
     free(s);
+}
+
+/* The sum of log p(e_j) of an ending: e_0 from the prompt's last logits, e_j from the
+ * logits of the ending's row j - 1. Added in order, for any number of threads. */
+static double ending_sum(ChoiceScorer *s, int V, const float *last, const float *rows, const int32_t *e, int len) {
+    s->lp[0] = logprob_of(last, V, e[0]);
+#pragma omp parallel for schedule(static)
+    for (int j = 1; j < len; j++) s->lp[j] = logprob_of(rows + (size_t)(j - 1) * V, V, e[j]);
+    double sum = 0.0;
+    for (int j = 0; j < len; j++) sum += s->lp[j];
+    return sum;
 }
 
 void choice_score(const GPT *m, ChoiceScorer *s, const int32_t *prompt, int n, const ChoiceRecord *r,
                   int share_prompt, double *sum) {
-    int V = m->cfg.vocab_size;
-    float *last = s->logits; /* row 0: after the prompt; rows 1..: after each ending token */
-    for (int k = 0; k < r->n_endings; k++) {
-        const int32_t *e = r->endings[k].ids;
-        int len = (int)r->endings[k].n;
-        if (k == 0 || !share_prompt) {
+    int V = m->cfg.vocab_size, cap = m->cfg.n_ctx;
+    float *last = s->logits, *rows = s->logits + V; /* after the prompt; after each ending token */
+    if (!share_prompt) {
+        for (int k = 0; k < r->n_endings; k++) {
+            int len = (int)r->endings[k].n;
             cache_reset(s->cache);
             gpt_forward_cached(m, s->cache, prompt, n, last, NULL);
+            if (len > 1) gpt_forward_cached(m, s->cache, r->endings[k].ids, len - 1, NULL, rows);
+            sum[k] = ending_sum(s, V, last, rows, r->endings[k].ids, len);
         }
-        cache_truncate(s->cache, n);
-        s->lp[0] = logprob_of(last, V, e[0]);
-        if (len > 1) {
-            float *rows = s->logits + (size_t)V;
-            gpt_forward_cached(m, s->cache, e, len - 1, NULL, rows);
-#pragma omp parallel for schedule(static)
-            for (int j = 1; j < len; j++) s->lp[j] = logprob_of(rows + (size_t)(j - 1) * V, V, e[j]);
+        return;
+    }
+    cache_reset(s->cache);
+    gpt_forward_cached(m, s->cache, prompt, n, last, NULL);
+    /* the endings as branches of the prompt, as many at once as n_ctx rows hold (each
+     * ending but its last token: that one is only predicted) */
+    for (int k0 = 0, k1; k0 < r->n_endings; k0 = k1) {
+        int n_rows = 0, nb = 0;
+        for (k1 = k0; k1 < r->n_endings && n_rows + (int)r->endings[k1].n - 1 <= cap; k1++) {
+            int len = (int)r->endings[k1].n - 1;
+            if (len == 0) continue;
+            memcpy(s->batch + n_rows, r->endings[k1].ids, (size_t)len * sizeof *s->batch);
+            s->batch_len[nb++] = len;
+            n_rows += len;
         }
-        sum[k] = 0.0;
-        for (int j = 0; j < len; j++) sum[k] += s->lp[j]; /* in order, for any number of threads */
+        if (nb) gpt_forward_branches(m, s->cache, s->batch, s->batch_len, nb, rows);
+        for (int k = k0, row = 0; k < k1; k++) {
+            int len = (int)r->endings[k].n;
+            sum[k] = ending_sum(s, V, last, rows + (size_t)row * V, r->endings[k].ids, len);
+            row += len - 1;
+        }
     }
 }
 

@@ -44,16 +44,23 @@ void cache_free(GPTCache *c) {
     free(c);
 }
 
-void gpt_forward_cached(const GPT *m, GPTCache *c, const int *tokens, int n, float *logits_last,
-                        float *logits_all) {
+/* Rows tokens[0..n) after the cache's len positions, as n_seg segments of seg_len[s]
+ * rows: each segment continues the cached prefix on its own (its rows are at positions
+ * len, len + 1, ... and attend to the prefix and to the rows of their segment before
+ * them). Every product runs on all n rows at once; attention runs a segment at a time,
+ * with the segment's keys and values written after the prefix. One segment stays
+ * appended; with several the cache keeps the prefix only. */
+static void forward_rows(const GPT *m, GPTCache *c, const int *tokens, int n, const int *seg_len, int n_seg,
+                         float *logits_last, float *logits_all) {
     const GPTConfig *cfg = &m->cfg;
     int C = cfg->n_embd, F = cfg->n_ffn, V = cfg->vocab_size, pos0 = c->len;
     size_t nC = (size_t)n * C;
     int pre = cfg->ln == GPT_LN_PRE;
-    for (int t = 0; t < n; t++) {
-        const float *te = m->w.wte + (size_t)tokens[t] * C, *pe = m->w.wpe + (size_t)(pos0 + t) * C;
-        for (int i = 0; i < C; i++) c->x[(size_t)t * C + i] = te[i] + pe[i];
-    }
+    for (int s = 0, t = 0; s < n_seg; s++)
+        for (int j = 0; j < seg_len[s]; j++, t++) {
+            const float *te = m->w.wte + (size_t)tokens[t] * C, *pe = m->w.wpe + (size_t)(pos0 + j) * C;
+            for (int i = 0; i < C; i++) c->x[(size_t)t * C + i] = te[i] + pe[i];
+        }
     for (int l = 0; l < cfg->n_layer; l++) {
         const GPTLayerWeights *w = &m->w.h[l];
         float *K = c->k + (size_t)l * c->capacity * C, *Vc = c->v + (size_t)l * c->capacity * C;
@@ -63,11 +70,15 @@ void gpt_forward_cached(const GPT *m, GPTCache *c, const int *tokens, int n, flo
             attn_in = c->a;
         }
         matmul_forward(c->qkv, attn_in, w->c_attn_w, w->c_attn_b, n, C, 3 * C);
-        for (int t = 0; t < n; t++) {
-            memcpy(K + (size_t)(pos0 + t) * C, c->qkv + (size_t)t * 3 * C + C, (size_t)C * sizeof(float));
-            memcpy(Vc + (size_t)(pos0 + t) * C, c->qkv + (size_t)t * 3 * C + 2 * C, (size_t)C * sizeof(float));
+        for (int s = 0, t0 = 0; s < n_seg; t0 += seg_len[s++]) {
+            for (int j = 0; j < seg_len[s]; j++) {
+                const float *q = c->qkv + (size_t)(t0 + j) * 3 * C;
+                memcpy(K + (size_t)(pos0 + j) * C, q + C, (size_t)C * sizeof(float));
+                memcpy(Vc + (size_t)(pos0 + j) * C, q + 2 * C, (size_t)C * sizeof(float));
+            }
+            attention_cached(c->y + (size_t)t0 * C, c->qkv + (size_t)t0 * 3 * C, K, Vc, pos0, seg_len[s], C,
+                             cfg->n_head, c->att, c->att_slots);
         }
-        attention_cached(c->y, c->qkv, K, Vc, pos0, n, C, cfg->n_head, c->att, c->att_slots);
         matmul_forward(c->tmp, c->y, w->attn_proj_w, w->attn_proj_b, n, C, C);
         vec_add(c->tmp, c->x, nC); /* res1 */
         if (pre) { /* x = res1, a = LN2(res1) */
@@ -90,13 +101,25 @@ void gpt_forward_cached(const GPT *m, GPTCache *c, const int *tokens, int n, flo
         layernorm_forward(c->a, c->mean, c->rstd, c->x, m->w.ln_f_w, m->w.ln_f_b, n, C, cfg->ln_eps);
         memcpy(c->x, c->a, nC * sizeof(float));
     }
-    c->len += n;
+    if (n_seg == 1) c->len += n;
     if (logits_all) {
         matmul_forward(logits_all, c->x, m->w.wte, NULL, n, C, V);
         if (logits_last) memcpy(logits_last, logits_all + (size_t)(n - 1) * V, (size_t)V * sizeof(float));
     } else {
         matmul_forward(logits_last, c->x + (size_t)(n - 1) * C, m->w.wte, NULL, 1, C, V);
     }
+}
+
+void gpt_forward_cached(const GPT *m, GPTCache *c, const int *tokens, int n, float *logits_last,
+                        float *logits_all) {
+    forward_rows(m, c, tokens, n, &n, 1, logits_last, logits_all);
+}
+
+void gpt_forward_branches(const GPT *m, GPTCache *c, const int *tokens, const int *branch_len, int n_branches,
+                          float *logits) {
+    int n = 0;
+    for (int b = 0; b < n_branches; b++) n += branch_len[b];
+    forward_rows(m, c, tokens, n, branch_len, n_branches, NULL, logits);
 }
 
 double logprob_of(const float *z, int V, int target) {

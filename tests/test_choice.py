@@ -11,8 +11,9 @@
     the gold log-likelihood follow from the reference's numbers;
   * the shots are distinct, never the record itself, the same for a seed and others for
     another seed, and come from --shots-from when given;
-  * the results and the predictions file are the same for 1, 2 and 3 ranks, for 1 and 2
-    threads, and with --no-cache (the prompt run again for every ending);
+  * the results and the predictions file are the same for 1, 2 and 3 ranks and for 1 and
+    2 threads, and with --no-cache (the prompt run again for every ending, each ending
+    alone) the same to 1e-6;
   * bad records and options are clear errors naming FILE:LINE (or the option), and leave
     no predictions file behind."""
 
@@ -244,6 +245,12 @@ def test_same_results_for_ranks_threads_and_cache(setup, how):
     opts = ["--shots", 2] + (["--threads", how["threads"]] if "threads" in how else []) + \
            (["--no-cache"] if how.get("no_cache") else [])
     summary, preds = eval_choice(setup, setup["data"], *opts, ranks=how.get("ranks"))
+    if how.get("no_cache"):  # the endings' products run over other row counts: rounding differs
+        for p, b in zip(preds, base):
+            assert p["sum"] == pytest.approx(b["sum"], rel=1e-6) and p["mean"] == pytest.approx(b["mean"], rel=1e-6)
+            p["sum"], p["mean"] = b["sum"], b["mean"]
+        summary["gold_loglik"] = pytest.approx(base_summary["gold_loglik"], rel=1e-6)
+        summary["gold_loglik_per_token"] = pytest.approx(base_summary["gold_loglik_per_token"], rel=1e-6)
     assert preds == base, "the predictions differ"
     assert {k: summary[k] for k in STABLE} == {k: base_summary[k] for k in STABLE}
     assert summary["ranks"] == how.get("ranks", 1) and summary["shared_prompt"] == (not how.get("no_cache"))

@@ -1,6 +1,7 @@
 /* test_choice.c: the shots drawn for a record (distinct, never the record itself when
  * the pool is the evaluated set, the whole pool when K asks for it, every pool record
  * about equally often) and continuations of a shared prompt from a truncated cache. */
+#include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -59,24 +60,43 @@ static void shots_cover_the_pool_evenly(void **state) {
     }
 }
 
-/* Two endings scored from one prompt's cache equal each scored after the prompt alone. */
+/* Endings scored as branches of one prompt's cache (in two batches: their rows exceed
+ * n_ctx) equal each scored after the prompt alone, and a full forward pass of the prompt
+ * and the ending. */
 static void shared_prompt_equals_fresh(void **state) {
     (void)state;
-    GPTConfig c = {.n_layer = 2, .n_head = 2, .n_embd = 16, .n_ctx = 24, .vocab_size = 29, .n_ffn = 32,
+    enum { V = 29, CTX = 24, P = 5 };
+    GPTConfig c = {.n_layer = 2, .n_head = 2, .n_embd = 16, .n_ctx = CTX, .vocab_size = V, .n_ffn = 32,
                    .ln = GPT_LN_PRE, .ln_eps = 1e-5f};
     GPT *m = gpt_create(&c, 1, 0);
     Rng r;
     rng_seed(&r, 5);
     for (size_t j = 0; j < m->n_params; j++) m->params[j] = 0.3f * rng_normal(&r);
-    int32_t prompt[] = {3, 17, 4, 4, 9}, e0[] = {8, 1, 28}, e1[] = {2};
-    TokenVec ends[2] = {{e0, 3, 3}, {e1, 1, 1}};
-    ChoiceRecord rec = {.n_endings = 2, .endings = ends};
+    int32_t prompt[P] = {3, 17, 4, 4, 9}, ids[4][CTX];
+    int lens[4] = {10, 1, 12, 15};
+    TokenVec ends[4];
+    for (int k = 0; k < 4; k++) {
+        for (int j = 0; j < lens[k]; j++) ids[k][j] = (7 * k + 5 * j + 1) % V;
+        ends[k] = (TokenVec){ids[k], (size_t)lens[k], (size_t)lens[k]};
+    }
+    ChoiceRecord rec = {.n_endings = 4, .endings = ends};
     ChoiceScorer *s = choice_scorer_create(&c);
-    double shared[2], fresh[2];
-    choice_score(m, s, prompt, 5, &rec, 1, shared);
-    choice_score(m, s, prompt, 5, &rec, 0, fresh);
-    assert_memory_equal(shared, fresh, sizeof shared);
-    assert_true(shared[0] < 0.0 && shared[1] < 0.0);
+    double shared[4], fresh[4];
+    choice_score(m, s, prompt, P, &rec, 1, shared);
+    choice_score(m, s, prompt, P, &rec, 0, fresh);
+    float *logits = xalloc_floats((size_t)CTX * V);
+    for (int k = 0; k < 4; k++) {
+        int seq[CTX];
+        memcpy(seq, prompt, sizeof prompt);
+        for (int j = 0; j < lens[k]; j++) seq[P + j] = ids[k][j];
+        gpt_logits(m, seq, 1, P + lens[k] - 1, logits);
+        double want = 0.0;
+        for (int j = 0; j < lens[k]; j++) want += logprob_of(logits + (size_t)(P - 1 + j) * V, V, ids[k][j]);
+        assert_true(want < 0.0);
+        assert_true(fabs(shared[k] - want) <= 1e-5 * fabs(want));
+        assert_true(fabs(fresh[k] - want) <= 1e-5 * fabs(want));
+    }
+    free(logits);
     choice_scorer_free(s);
     gpt_free(m);
 }
