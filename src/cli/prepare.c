@@ -33,7 +33,6 @@ static int prepare(int argc, char **argv) {
                                          {0, 0, 0, 0}};
     const char *tok = NULL, *out = NULL, *list = NULL;
     PrepareOptions opt = {.val_fraction = 0.01, .split_on_blank_lines = 0, .max_doc_bytes = (size_t)256 << 20};
-    float f;
     int mb, o;
     optind = 1;
     while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
@@ -41,9 +40,10 @@ static int prepare(int argc, char **argv) {
         case 't': tok = optarg; break;
         case 'o': out = optarg; break;
         case 'v':
-            if (parse_float(optarg, &f) || f < 0.0f || f >= 1.0f)
+            /* a double, as the default: 0.01 in float is 0.0099999998, which puts 799 of
+             * 80000 documents in /val where the default puts 800 */
+            if (parse_double(optarg, &opt.val_fraction) || opt.val_fraction < 0.0 || opt.val_fraction >= 1.0)
                 return cli_usage_error("prepare", "--val-fraction: expected a number in [0, 1), got '%s'", optarg);
-            opt.val_fraction = f;
             break;
         case 'b': opt.split_on_blank_lines = 1; break;
         case 'm':

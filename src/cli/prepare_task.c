@@ -105,7 +105,6 @@ int cmd_prepare_task(int argc, char **argv) {
                                          {0, 0, 0, 0}};
     const char *tok_path = NULL, *out = NULL, *task = NULL;
     TaskPrepare opt = {.seed = 1};
-    float f;
     unsigned long long seed;
     int o;
     optind = 1;
@@ -115,9 +114,8 @@ int cmd_prepare_task(int argc, char **argv) {
         case 'k': task = optarg; break;
         case 'o': out = optarg; break;
         case 'v':
-            if (parse_float(optarg, &f) || !(f >= 0.0f && f < 1.0f))
+            if (parse_double(optarg, &opt.val_fraction) || !(opt.val_fraction >= 0.0 && opt.val_fraction < 1.0))
                 return cli_usage_error("prepare-task", "--val-fraction: expected a number in [0, 1), got '%s'", optarg);
-            opt.val_fraction = f;
             break;
         case 'n':
             if (parse_int(optarg, &opt.n_ctx) || opt.n_ctx < 3)
