@@ -16,6 +16,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 /* The special tokens a trained tokenizer has; an imported GPT-2 vocabulary has only
  * <|endoftext|>. */
@@ -76,10 +77,28 @@ uint64_t tokenizer_h5_bytes(const Tokenizer *t);
 /* A fresh byte-level tokenizer from learned merges (token 256+k = merge k), with the
  * four special tokens of TOK_EOT .. TOK_EXTRACT after them. */
 Tokenizer *tokenizer_from_merges(const int32_t (*merges)[2], int n_merges);
-/* GPT-2's vocabulary from OpenAI's files (encoder.json + vocab.bpe) or from tiktoken's
- * rank file (base64 token, rank per line; <|endoftext|> is added after the last rank). */
+/* A byte-level BPE from spelled files, tokens in GPT-2's byte-to-unicode encoding:
+ * OpenAI's encoder.json + vocab.bpe, which are Hugging Face's vocab.json + merges.txt;
+ * or Hugging Face's tokenizer.json (merges as "a b" strings or ["a", "b"] pairs; its
+ * normalizer, pre-tokenizer and model settings must be GPT-2's). Tokens that are neither
+ * a byte nor a merge's result (or that added_tokens marks special) become special tokens
+ * and must have the highest ids. _dir: DIR/tokenizer.json, else DIR/vocab.json and
+ * DIR/merges.txt. Errors name the file and the field or line. */
 Tokenizer *tokenizer_import_gpt2(const char *encoder_json, const char *vocab_bpe);
+Tokenizer *tokenizer_import_hf_json(const char *tokenizer_json);
+Tokenizer *tokenizer_import_hf_dir(const char *dir);
+/* GPT-2's vocabulary from tiktoken's rank file (base64 token, rank per line;
+ * <|endoftext|> is added after the last rank). */
 Tokenizer *tokenizer_import_tiktoken(const char *path);
+
+/* The same files written: token id's spelling (special tokens: their name; a new
+ * NUL-terminated string, NULL if id is out of range), vocab.json's object of every
+ * token, merges.txt ("#version: 0.2", then one "LEFT RIGHT" line per merge) and
+ * tokenizer.json's object (jansson values, the caller's to free). */
+char *tokenizer_spelling(const Tokenizer *t, int32_t id);
+struct json_t *tokenizer_vocab_json(const Tokenizer *t);
+int tokenizer_write_merges_txt(const Tokenizer *t, FILE *f);
+struct json_t *tokenizer_hf_json(const Tokenizer *t);
 
 /* 1 if a and b encode every text alike (same tokens, merges and special tokens); else
  * 0, with a description of the first difference in why[size]. */

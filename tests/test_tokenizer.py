@@ -432,6 +432,46 @@ def test_openai_format_import_matches_tiktoken_import(gpt_bin, gpt2_tok, gpt2_to
     assert tokenize(gpt_bin, gpt2_tok_openai, EOT.encode(), allow_special=True) == [EOT_ID]
 
 
+# ---------------------------------------------------------------- Hugging Face's files, from gpt export
+
+@pytest.fixture(scope="session")
+def gpt2_hf_dir(gpt_bin, gpt2_tok, tmp_path_factory):
+    """gpt export --format hf of a model with GPT-2's 50257 rows and tokenizer."""
+    d = tmp_path_factory.mktemp("gpt2_hf")
+    gpt(gpt_bin, ["init", "--model", "tiny", "--n-layer", 1, "--n-embd", 32, "--n-head", 2, "--vocab", N_GPT2_TOKENS,
+                  "--out", d / "m.h5"])
+    gpt(gpt_bin, ["export", "--model", d / "m.h5", "--tokenizer", gpt2_tok, "--format", "hf", "--out", d / "hf"])
+    return d / "hf"
+
+
+@pytest.mark.parametrize("source", ["tokenizer.json", "tokenizer.json with merge pairs", "vocab.json + merges.txt"])
+def test_exported_hf_tokenizer_matches_js_tiktoken(gpt_bin, gpt2_hf_dir, plans, plan_files, plans_js, moby_dick,
+                                                   gpt2_vocab, workdir, node, source):
+    """The written tokenizer files, imported again, tokenize the 64 test plans and a slice
+    of Moby Dick as js-tiktoken does."""
+    tok = workdir / "tok.h5"
+    if source == "vocab.json + merges.txt":
+        args = ["--vocab", gpt2_hf_dir / "vocab.json", "--merges-file", gpt2_hf_dir / "merges.txt"]
+    else:
+        path = gpt2_hf_dir / "tokenizer.json"
+        if "pairs" in source:  # as tokenizers >= 0.20 write them
+            tj = json.loads(path.read_text(encoding="utf-8"))
+            tj["model"]["merges"] = [m.split(" ") for m in tj["model"]["merges"]]
+            path = workdir / "tokenizer.json"
+            path.write_text(json.dumps(tj), encoding="utf-8")
+        args = ["--tokenizer-json", path]
+    gpt(gpt_bin, ["tokenizer", "import", "--out", tok, *args])
+    for i, (sample, want) in enumerate(plans):
+        got = tokenize(gpt_bin, tok, path=plan_files[i])
+        assert got == want == plans_js[i], f"plan {i} {sample!r}:\n" + str(first_mismatch(got, want, gpt2_vocab))
+    text = workdir / "moby.txt"
+    text.write_bytes(moby_dick.read_bytes()[:200_000])
+    (want,) = js_encode(node, [text])
+    msg = first_mismatch(tokenize(gpt_bin, tok, path=text), want, gpt2_vocab)
+    assert msg is None, msg
+    assert tokenize(gpt_bin, tok, EOT.encode(), allow_special=True) == [EOT_ID]
+
+
 # ---------------------------------------------------------------- round trips
 
 def _rand(n, seed):

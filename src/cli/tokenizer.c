@@ -13,11 +13,15 @@
 static const char help_tokenizer[] =
     "usage: gpt tokenizer train --merges M --out TOK.h5 FILES...\n"
     "       gpt tokenizer import --out TOK.h5 (--encoder encoder.json --merges-file vocab.bpe\n"
+    "                                          | --vocab vocab.json --merges-file merges.txt\n"
+    "                                          | --tokenizer-json tokenizer.json | --hf DIR\n"
     "                                          | --tiktoken r50k_base.tiktoken)\n\n"
     "train learns M byte-level BPE merges from UTF-8 text files (GPT-1: 40000); the\n"
     "vocabulary is 256 bytes + M merges + <|endoftext|>, <|start|>, <|delim|>, <|extract|>.\n"
-    "import reads GPT-2's vocabulary (50257 tokens, <|endoftext|> = 50256) from OpenAI's\n"
-    "files or from tiktoken's rank file.\n";
+    "import reads a byte-level BPE (GPT-2's scheme): OpenAI's encoder.json + vocab.bpe, which\n"
+    "Hugging Face calls vocab.json + merges.txt; Hugging Face's tokenizer.json; a directory\n"
+    "holding either (--hf); or tiktoken's rank file (GPT-2's 50257 tokens, <|endoftext|> =\n"
+    "50256). Tokens that are neither a byte nor a merge's result are special tokens.\n";
 
 /* Distinct pieces and their counts, for training. */
 typedef struct {
@@ -119,10 +123,14 @@ static int tokenizer_train(int argc, char **argv) {
 static int tokenizer_import(int argc, char **argv) {
     static const struct option opts[] = {{"out", required_argument, 0, 'o'},
                                          {"encoder", required_argument, 0, 'e'},
+                                         {"vocab", required_argument, 0, 'e'},
                                          {"merges-file", required_argument, 0, 'm'},
+                                         {"tokenizer-json", required_argument, 0, 'j'},
+                                         {"hf", required_argument, 0, 'd'},
                                          {"tiktoken", required_argument, 0, 't'},
+                                         {"help", no_argument, 0, 'h'},
                                          {0, 0, 0, 0}};
-    const char *out = NULL, *encoder = NULL, *merges = NULL, *tiktoken = NULL;
+    const char *out = NULL, *encoder = NULL, *merges = NULL, *tiktoken = NULL, *json = NULL, *dir = NULL;
     int opt;
     optind = 1;
     while ((opt = getopt_long(argc, argv, "", opts, NULL)) != -1) {
@@ -130,20 +138,31 @@ static int tokenizer_import(int argc, char **argv) {
         case 'o': out = optarg; break;
         case 'e': encoder = optarg; break;
         case 'm': merges = optarg; break;
+        case 'j': json = optarg; break;
+        case 'd': dir = optarg; break;
         case 't': tiktoken = optarg; break;
+        case 'h': return fputs(help_tokenizer, stdout), 0;
         default: return cli_usage_error("tokenizer import", "unknown option");
         }
     }
+    if (optind < argc) return cli_usage_error("tokenizer import", "unexpected argument '%s'", argv[optind]);
     if (!out) return cli_usage_error("tokenizer import", "--out TOK.h5 is required");
-    if (!tiktoken == !(encoder && merges) || (tiktoken && (encoder || merges)))
-        return cli_usage_error("tokenizer import", "give either --encoder and --merges-file, or --tiktoken");
-    Tokenizer *t = tiktoken ? tokenizer_import_tiktoken(tiktoken) : tokenizer_import_gpt2(encoder, merges);
+    int sources = !!tiktoken + !!json + !!dir + !!(encoder || merges);
+    if (sources != 1 || !encoder != !merges)
+        return cli_usage_error("tokenizer import", "give one of --vocab (or --encoder) with --merges-file, "
+                                                   "--tokenizer-json, --hf or --tiktoken");
+    Tokenizer *t = tiktoken ? tokenizer_import_tiktoken(tiktoken)
+                 : json     ? tokenizer_import_hf_json(json)
+                 : dir      ? tokenizer_import_hf_dir(dir)
+                            : tokenizer_import_gpt2(encoder, merges);
     if (!t || tokenizer_save(t, out)) {
         tokenizer_free(t);
         return cli_fail("tokenizer import");
     }
-    printf("wrote %s: vocabulary %d (%d merges), %s = %d\n", out, tokenizer_vocab_size(t),
-           tokenizer_n_merges(t), TOK_EOT, tokenizer_special_id(t, TOK_EOT));
+    int eot = tokenizer_special_id(t, TOK_EOT);
+    printf("wrote %s: vocabulary %d (%d merges), ", out, tokenizer_vocab_size(t), tokenizer_n_merges(t));
+    if (eot >= 0) printf("%s = %d\n", TOK_EOT, eot);
+    else printf("no %s (generate and score need one)\n", TOK_EOT);
     tokenizer_free(t);
     return 0;
 }
