@@ -41,6 +41,10 @@ void fault_point(const char *point, long step, int rank);
  * tool writes as JSON (metrics.jsonl, --json) goes through it. */
 struct json_t *json_real_or_null(double x);
 
+/* IEEE binary16 <-> binary32, rounding to nearest even (safetensors F16, GGUF F16). */
+uint16_t float_to_half(float f);
+float half_to_float(uint16_t h);
+
 double now_seconds(void);        /* monotonic clock */
 double peak_rss_mb(void);        /* this process's peak resident set, MiB */
 

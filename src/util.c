@@ -219,3 +219,35 @@ int parse_duration(const char *s, double *seconds) {
 }
 
 json_t *json_real_or_null(double x) { return isfinite(x) ? json_real(x) : json_null(); }
+
+uint16_t float_to_half(float f) {
+    uint32_t x;
+    memcpy(&x, &f, sizeof x);
+    uint32_t sign = (x >> 16) & 0x8000, exp = (x >> 23) & 0xff, mant = x & 0x7fffff;
+    if (exp == 0xff) return (uint16_t)(sign | 0x7c00 | (mant ? 0x200 : 0)); /* infinity, NaN */
+    int e = (int)exp - 127 + 15;
+    if (e >= 31) return (uint16_t)(sign | 0x7c00);                         /* overflow */
+    uint32_t h, rem, halfway;
+    if (e <= 0) {                                                           /* subnormal or zero */
+        if (e < -10) return (uint16_t)sign;
+        int shift = 14 - e;
+        mant |= 0x800000;
+        h = mant >> shift, rem = mant & ((1u << shift) - 1), halfway = 1u << (shift - 1);
+    } else {
+        h = (uint32_t)e << 10 | mant >> 13, rem = mant & 0x1fff, halfway = 0x1000;
+    }
+    if (rem > halfway || (rem == halfway && (h & 1))) h++; /* a carry rounds up into the exponent */
+    return (uint16_t)(sign | h);
+}
+
+float half_to_float(uint16_t h) {
+    uint32_t sign = (uint32_t)(h & 0x8000) << 16, exp = (h >> 10) & 0x1f, mant = h & 0x3ff, x;
+    if (exp == 0 && mant) { /* subnormal: mant * 2^-24 */
+        float f = ldexpf((float)mant, -24);
+        return sign ? -f : f;
+    }
+    x = exp == 0x1f ? sign | 0x7f800000 | mant << 13 : exp ? sign | (exp + 112) << 23 | mant << 13 : sign;
+    float f;
+    memcpy(&f, &x, sizeof f);
+    return f;
+}
