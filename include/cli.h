@@ -32,6 +32,8 @@ int cmd_generate(int argc, char **argv);
 int cmd_score(int argc, char **argv);
 int cmd_prune(int argc, char **argv);
 int cmd_eval_choice(int argc, char **argv);
+int cmd_export(int argc, char **argv);
+int cmd_import(int argc, char **argv);
 
 /* A language model for inference and its tokenizer: the model file's own /tokenizer
  * unless tok_path is given; the tokenizer must fit the model's vocabulary and have

@@ -34,6 +34,8 @@ static const Command commands[] = {
     {"score", cmd_score, "log-likelihood, perplexity and bits per byte of a text"},
     {"eval-choice", cmd_eval_choice, "zero- and few-shot multiple-choice accuracy by log-likelihood"},
     {"prune", cmd_prune, "zero the smallest weights of a model (magnitude pruning)"},
+    {"export", cmd_export, "write a model for Hugging Face transformers (safetensors) or llama.cpp (GGUF)"},
+    {"import", cmd_import, "read a transformers gpt2 or openai-gpt model into a model file"},
     {"inspect", cmd_inspect, "describe and verify any file the tool writes (model, checkpoint, tokenizer, corpus, task, fine-tuned model)"},
 };
 
