@@ -80,5 +80,9 @@ int config_args_add(ConfigArgs *a, int opt, const char *value);
 /* Preset, then overrides in command-line order, then validation; every error is one of
  * the command line, naming the option and what it expects. */
 int config_from_args(const ConfigArgs *a, GPTConfig *out);
+/* For a model whose shape comes from a file (gpt train --init): 1 if the options are
+ * dropout rates only; and applying them to that file's configuration. */
+int config_args_dropout_only(const ConfigArgs *a);
+int config_apply_dropout(const ConfigArgs *a, GPTConfig *out);
 
 #endif

@@ -52,6 +52,12 @@ GPT *model_file_load_any(const char *path, int max_batch);
 int model_tensors_check_finite(const char *path, const char *where, const GPTTensor *t, int n, const float *params,
                                int writing);
 
+/* Data tokenized for a model must use the model file's own tokenizer, if it has one:
+ * same-sized vocabularies with other tokens would train silently on nonsense. 0 if
+ * data_tok (DATA's) equals MODEL's /tokenizer or MODEL has none; else -1 saying how to
+ * prepare DATA. */
+int model_file_check_tokenizer(const char *model, const Tokenizer *data_tok, const char *data);
+
 /* Shared with the checkpoint writer (checkpoint.h), which writes the same /model group and
  * the optimizer's moments in the same layout, each rank a range of whole chunks.
  * Locations and transfer lists are HDF5 ids (hid_t). */

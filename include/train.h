@@ -28,6 +28,7 @@ typedef struct {
     const char *data;         /* corpus file */
     const char *out;          /* run directory */
     GPTConfig model;          /* vocab_size 0: take the corpus's */
+    const char *init;         /* a model file to start from (its shape and weights), or NULL */
     OptimConfig optim;
     long steps;
     int batch, accum;

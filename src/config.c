@@ -141,3 +141,17 @@ int config_from_args(const ConfigArgs *a, GPTConfig *out) {
         return gpt_error("--n-head: n_embd (%d) must be divisible by n_head (%d)", out->n_embd, out->n_head);
     return config_validate(out);
 }
+
+int config_args_dropout_only(const ConfigArgs *a) {
+    if (a->preset) return 0;
+    for (int i = 0; i < a->n; i++)
+        if (a->opt[i] < CONFIG_OPT_DROPOUT) return 0;
+    return 1;
+}
+
+int config_apply_dropout(const ConfigArgs *a, GPTConfig *out) {
+    int ffn_explicit = 0;
+    for (int i = 0; i < a->n; i++)
+        if (apply_override(out, a->opt[i], a->value[i], &ffn_explicit)) return -1;
+    return config_validate(out);
+}

@@ -605,24 +605,10 @@ static int open_data(Tuner *t, const FinetuneOptions *o, const GPTConfig *cfg) {
     return dist_agree(rc);
 }
 
-/* Rank 0: the data's tokenizer (for the files written), which must be the model's when
- * the model file has one: same-sized vocabularies with other tokens would train silently
- * on nonsense. */
+/* Rank 0: the data's tokenizer (for the files written), which must be the model's. */
 static int load_tokenizer(Tuner *t, const FinetuneOptions *o) {
     if (!(t->tok = tokenizer_load(o->data))) return -1;
-    hid_t f = h5_open_read(o->init);
-    int has = f >= 0 && H5Lexists(f, "tokenizer", H5P_DEFAULT) > 0;
-    if (f >= 0) H5Fclose(f);
-    if (!has) return 0;
-    Tokenizer *model_tok = tokenizer_load(o->init);
-    if (!model_tok) return -1;
-    char why[256];
-    int rc = tokenizer_equal(model_tok, t->tok, why, sizeof why)
-                 ? 0
-                 : gpt_error("%s was tokenized with another tokenizer than the model %s was trained with (%s); "
-                             "prepare it with --tokenizer %s", o->data, o->init, why, o->init);
-    tokenizer_free(model_tok);
-    return rc;
+    return model_file_check_tokenizer(o->init, t->tok, o->data);
 }
 
 /* Every rank: the model (or the frozen base and its adapters), the head and the optimizers. */

@@ -78,6 +78,7 @@ static json_t *config_json(const TrainOptions *o, const GPTConfig *c, int64_t n_
                             "time_limit_s", o->run.time_limit);
     json_t *versions = json_pack("{s:s,s:s,s:s,s:s,s:s}", "gpt", GPT_VERSION, "hdf5", hdf5, "mpi", mpi,
                                  "openblas_core", blas_core_name(), "openblas_core_origin", blas_core_origin());
+    json_object_set_new(model, "init", o->init ? json_string(o->init) : json_null());
     return json_pack("{s:o,s:o,s:o,s:o,s:i,s:o}", "model", model, "optim", optim, "data", data, "run", run,
                      "ranks", dist_size(), "versions", versions);
 }
@@ -242,7 +243,10 @@ static int start(void *ctx, int resumed) {
     int P = dist_size(), B = o->batch, A = o->accum, T = t->cfg.n_ctx;
     if (!resumed) {
         t->m = gpt_create(&t->cfg, B, 1);
-        gpt_init_weights(t->m, o->seed, 0.02f, 0); /* the same on every rank */
+        if (!o->init) gpt_init_weights(t->m, o->seed, 0.02f, 0); /* the same on every rank */
+        else if (model_file_read_weights(o->init, t->m) ||
+                 model_tensors_check_finite(o->init, "/model", t->m->tensors, t->m->n_tensors, t->m->params, 0))
+            return -1;
         t->opt = adamw_create(&o->optim, t->m->n_params);
     }
     if (P > 1) t->sync = gradsync_create(t->m, o->bucket_bytes);
@@ -285,6 +289,7 @@ static int open_corpus(Trainer *t) {
                        "cannot evaluate (prepare with --val-fraction, or pass --eval-every 0)",
                        o->data, (long long)n_val, cfg->n_ctx + 1);
     if (!rc && dist_rank() == 0 && !(t->tok = tokenizer_load(o->data))) rc = -1;
+    if (!rc && dist_rank() == 0 && o->init) rc = model_file_check_tokenizer(o->init, t->tok, o->data);
     return dist_agree(rc);
 }
 

@@ -14,7 +14,8 @@
 #include "util.h"
 
 static const char train_help[] =
-    "usage: [mpirun -np P] gpt train --data CORPUS.h5 --model PRESET [model options] --out RUN_DIR\n"
+    "usage: [mpirun -np P] gpt train --data CORPUS.h5 (--model PRESET [model options] | --init MODEL.h5)\n"
+    "                                --out RUN_DIR\n"
     "                                --steps N [--batch B] [--accum A] [--seed S]\n"
     "                                [--lr X] [--min-lr X] [--warmup W] [--weight-decay X] [--clip X]\n"
     "                                [--eval-every E] [--eval-windows W] [--log-every L]\n"
@@ -23,7 +24,9 @@ static const char train_help[] =
     "                                [--resume auto|CKPT.h5] [--time-limit D]\n\n"
     "Pre-trains on windows of n_ctx + 1 tokens of the corpus's /train split. B windows per\n"
     "rank and micro-step (default 8), A micro-steps a step (default 1): P*B*A windows a step.\n"
-    "The vocabulary comes from the corpus unless --vocab is given. AdamW: --lr 2.5e-4, --min-lr 0,\n"
+    "The vocabulary comes from the corpus unless --vocab is given. --init starts from a model\n"
+    "file instead (its shape and weights; only the dropout rates may be changed), such as one\n"
+    "made by gpt import: the corpus must then be tokenized with the model's tokenizer. AdamW: --lr 2.5e-4, --min-lr 0,\n"
     "--warmup min(2000, N/10), --weight-decay 0.01, --clip 1 (0: off). Every E steps (default\n"
     "100, 0: never) and at the end, the mean loss over the first W windows of /val (default\n"
     "100). Gradients are averaged in buckets of about M MiB (default 25) while the backward\n"
@@ -43,7 +46,7 @@ static const char train_help[] =
 
 static int parse_train(int argc, char **argv, TrainOptions *o) {
     enum { O_DATA = 1, O_OUT, O_STEPS, O_BATCH, O_ACCUM, O_SEED, O_LR, O_MIN_LR, O_WARMUP, O_WD, O_CLIP,
-           O_EVAL_WINDOWS, O_BUCKET, O_HELP };
+           O_EVAL_WINDOWS, O_BUCKET, O_INIT, O_HELP };
     static const struct option opts[] = {
         CONFIG_LONG_OPTIONS, RUN_LONG_OPTIONS,
         {"data", required_argument, 0, O_DATA}, {"out", required_argument, 0, O_OUT},
@@ -52,7 +55,8 @@ static int parse_train(int argc, char **argv, TrainOptions *o) {
         {"lr", required_argument, 0, O_LR}, {"min-lr", required_argument, 0, O_MIN_LR},
         {"warmup", required_argument, 0, O_WARMUP}, {"weight-decay", required_argument, 0, O_WD},
         {"clip", required_argument, 0, O_CLIP}, {"eval-windows", required_argument, 0, O_EVAL_WINDOWS},
-        {"bucket-mb", required_argument, 0, O_BUCKET}, {"help", no_argument, 0, O_HELP}, {0, 0, 0, 0}};
+        {"bucket-mb", required_argument, 0, O_BUCKET}, {"init", required_argument, 0, O_INIT},
+        {"help", no_argument, 0, O_HELP}, {0, 0, 0, 0}};
     ConfigArgs cargs = {0};
     long steps = 0, warmup = -1;
     int vocab_given = 0, opt;
@@ -76,6 +80,7 @@ static int parse_train(int argc, char **argv, TrainOptions *o) {
         switch (opt) {
         case O_DATA: o->data = optarg; break;
         case O_OUT: o->out = optarg; break;
+        case O_INIT: o->init = optarg; break;
         case O_STEPS: if (parse_long(optarg, &steps) || steps < 1) flag = "--steps: expected a positive integer"; break;
         case O_BATCH: o->batch_given = 1; if (parse_int(optarg, &o->batch) || o->batch < 1) flag = "--batch: expected a positive integer"; break;
         case O_ACCUM: o->accum_given = 1; if (parse_int(optarg, &o->accum) || o->accum < 1) flag = "--accum: expected a positive integer"; break;
@@ -95,9 +100,17 @@ static int parse_train(int argc, char **argv, TrainOptions *o) {
     if (optind < argc) return cli_usage_error("train", "unexpected argument '%s'", argv[optind]);
     if (!o->data || !o->out || !steps) return cli_usage_error("train", "--data, --out and --steps are required");
     if (run_options_conflict(&o->run)) return cli_usage_error("train", "%s", run_options_conflict(&o->run));
-    if (config_from_args(&cargs, &o->model)) return cli_usage_error("train", "%s", gpt_last_error());
+    if (o->init) {
+        if (!config_args_dropout_only(&cargs))
+            return cli_usage_error("train", "--init takes the model's shape from %s: give no --model or shape options "
+                                            "(only --dropout*)", o->init);
+        if (model_file_read_config(o->init, &o->model)) return cli_fail("train");
+        if (config_apply_dropout(&cargs, &o->model)) return cli_usage_error("train", "%s", gpt_last_error());
+    } else if (config_from_args(&cargs, &o->model)) {
+        return cli_usage_error("train", "%s", gpt_last_error());
+    }
     if (min_lr > lr) return cli_usage_error("train", "--min-lr: expected a number in [0, --lr %g], got %g", lr, min_lr);
-    if (!vocab_given) o->model.vocab_size = 0; /* from the corpus */
+    if (!vocab_given && !o->init) o->model.vocab_size = 0; /* from the corpus */
     o->steps = steps;
     o->seed = seed;
     o->bucket_bytes = (size_t)(bucket_mb * 1048576.0f);
