@@ -64,7 +64,7 @@ UNIT_BINS := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 # keep the unit tests' objects between builds
 .SECONDARY:
 
-.PHONY: all deps deb-deps test test-unit test-python test-slurm sanitize bench bench-ckpt bench-finetune bench-hybrid bench-choice demo clean
+.PHONY: all deps deb-deps test test-unit test-python test-slurm sanitize bench bench-ckpt bench-finetune bench-hybrid bench-choice bench-interop demo clean
 
 all: $(GPT) $(ORACLE) $(UNIT_BINS)
 
@@ -151,6 +151,9 @@ bench-hybrid: $(GPT)
 
 bench-choice: $(GPT)
 	$(PYTHON) tools/bench_choice.py
+
+bench-interop: $(GPT)
+	$(PYTHON) tools/bench_interop.py
 
 demo: deps all
 	bash tools/demo.sh

@@ -14,6 +14,7 @@
 #ifndef GGUF_WRITER_H
 #define GGUF_WRITER_H
 
+#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 
@@ -36,8 +37,10 @@ void gguf_add_i32s(GgufWriter *g, const char *key, const int32_t *values, size_t
  * matrix is {cols, rows}) and type GGUF_TYPE_F32 or _F16. */
 void gguf_add_tensor(GgufWriter *g, const char *name, int ndim, const uint64_t *ne, int type);
 
-/* Writes the file to f; fill(ctx, i, out) gives tensor i (in the order added) as float32.
- * -1 with gpt_error() naming PATH on a write error. */
-int gguf_write(GgufWriter *g, FILE *f, const char *path, void (*fill)(void *ctx, int i, float *out), void *ctx);
+/* Writes the file to f; get(ctx, i, scratch) returns tensor i (in the order added) as
+ * float32, in place or produced into scratch (scratch_floats of them). -1 with
+ * gpt_error() naming PATH on a write error. */
+int gguf_write(GgufWriter *g, FILE *f, const char *path, const float *(*get)(void *ctx, int i, float *scratch),
+               void *ctx, size_t scratch_floats);
 
 #endif

@@ -104,7 +104,8 @@ typedef struct GPT {
 } GPT;
 
 /* Creates a model of the given (validated) configuration with zeroed parameters.
- * with_grads = 0 gives an inference-only model (no gradient buffer). */
+ * with_grads = 0 gives an inference-only model (no gradient buffer); max_batch = 0 the
+ * parameters alone, with no activations for a pass (file conversions). */
 GPT *gpt_create(const GPTConfig *cfg, int max_batch, int with_grads);
 void gpt_free(GPT *m);
 

@@ -18,6 +18,7 @@
 #ifndef GPT_SAFETENSORS_H
 #define GPT_SAFETENSORS_H
 
+#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 
@@ -51,16 +52,18 @@ int64_t st_numel(const StTensor *t);
 /* Reads tensor t into out (st_numel floats), converted from its dtype. */
 int st_read_f32(const SafeTensors *s, const StTensor *t, float *out);
 
-/* A tensor to write: float32 of the given shape, its values produced by fill(ctx, i, out)
- * into a buffer of its numel floats when the writer reaches it. */
+/* A tensor to write: float32 of the given shape. */
 typedef struct {
     const char *name;
     int ndim;
     int64_t shape[2];
 } StOut;
+/* A tensor's values when the writer reaches it: get(ctx, i, scratch) returns tensor i's
+ * numel floats, in place or produced into scratch (scratch_floats of them). */
+typedef const float *(*StGet)(void *ctx, int i, float *scratch);
 /* Writes n tensors and the metadata (key/value string pairs, n_meta of them) to f.
  * -1 with gpt_error() naming PATH (used only for messages) on a write error. */
 int st_write(FILE *f, const char *path, const StOut *t, int n, const char *const (*meta)[2], int n_meta,
-             void (*fill)(void *ctx, int i, float *out), void *ctx);
+             StGet get, void *ctx, size_t scratch_floats);
 
 #endif

@@ -41,9 +41,12 @@ void fault_point(const char *point, long step, int rank);
  * tool writes as JSON (metrics.jsonl, --json) goes through it. */
 struct json_t *json_real_or_null(double x);
 
-/* IEEE binary16 <-> binary32, rounding to nearest even (safetensors F16, GGUF F16). */
+/* IEEE binary16 <-> binary32, rounding to nearest even (safetensors F16, GGUF F16);
+ * floats_to_halves converts n at once with the F16C instructions of every x86-64-v3 CPU,
+ * float_to_half is the same rounding in plain C. */
 uint16_t float_to_half(float f);
 float half_to_float(uint16_t h);
+void floats_to_halves(const float *x, uint16_t *h, size_t n);
 
 double now_seconds(void);        /* monotonic clock */
 double peak_rss_mb(void);        /* this process's peak resident set, MiB */

@@ -100,14 +100,18 @@ static uint64_t numel(const TensorInfo *t) { return t->ne[0] * t->ne[1]; }
 static uint64_t data_bytes(const TensorInfo *t) { return numel(t) * (t->type == GGUF_TYPE_F16 ? 2 : 4); }
 static uint64_t aligned(uint64_t n) { return (n + GGUF_ALIGNMENT - 1) / GGUF_ALIGNMENT * GGUF_ALIGNMENT; }
 
-int gguf_write(GgufWriter *g, FILE *f, const char *path, void (*fill)(void *ctx, int i, float *out), void *ctx) {
+/* float16 conversion in pieces of this many values, so that no tensor-sized buffer is needed */
+#define HALF_CHUNK ((size_t)1 << 16)
+
+int gguf_write(GgufWriter *g, FILE *f, const char *path, const float *(*get)(void *ctx, int i, float *scratch),
+               void *ctx, size_t scratch_floats) {
     Bytes head = {0};
     put(&head, "GGUF", 4);
     put_u32(&head, 3);
     put_u64(&head, (uint64_t)g->n_tensors);
     put_u64(&head, g->n_kv);
     put(&head, g->kv.p, g->kv.n);
-    uint64_t offset = 0, biggest = 1;
+    uint64_t offset = 0;
     for (int i = 0; i < g->n_tensors; i++) {
         const TensorInfo *t = &g->tensors[i];
         put_str(&head, t->name, strlen(t->name));
@@ -116,28 +120,30 @@ int gguf_write(GgufWriter *g, FILE *f, const char *path, void (*fill)(void *ctx,
         put_u32(&head, (uint32_t)t->type);
         put_u64(&head, offset);
         offset = aligned(offset + data_bytes(t));
-        if (numel(t) > biggest) biggest = numel(t);
     }
     static const uint8_t zeros[GGUF_ALIGNMENT];
     put(&head, zeros, aligned(head.n) - head.n);
     int bad = fwrite(head.p, 1, head.n, f) != head.n;
     free(head.p);
-    float *buf = xmalloc(biggest * sizeof *buf);
-    uint16_t *half = xmalloc(biggest * sizeof *half);
+    float *scratch = xmalloc((scratch_floats ? scratch_floats : 1) * sizeof *scratch);
+    uint16_t *half = xmalloc(HALF_CHUNK * sizeof *half);
     for (int i = 0; i < g->n_tensors && !bad; i++) {
         const TensorInfo *t = &g->tensors[i];
         size_t n = (size_t)numel(t);
-        fill(ctx, i, buf);
+        const float *x = get(ctx, i, scratch);
         if (t->type == GGUF_TYPE_F16) {
-            for (size_t k = 0; k < n; k++) half[k] = float_to_half(buf[k]);
-            bad = fwrite(half, 2, n, f) != n;
+            for (size_t at = 0; at < n && !bad; at += HALF_CHUNK) {
+                size_t k = n - at < HALF_CHUNK ? n - at : HALF_CHUNK;
+                floats_to_halves(x + at, half, k);
+                bad = fwrite(half, 2, k, f) != k;
+            }
         } else {
-            bad = fwrite(buf, 4, n, f) != n;
+            bad = fwrite(x, 4, n, f) != n;
         }
         size_t pad = (size_t)(aligned(data_bytes(t)) - data_bytes(t));
         if (!bad && pad) bad = fwrite(zeros, 1, pad, f) != pad;
     }
-    free(buf);
+    free(scratch);
     free(half);
     return bad ? gpt_error("%s: cannot write: %s", path, strerror(errno)) : 0;
 }

@@ -43,15 +43,15 @@ typedef struct {
     const int *source; /* tensor i of the file is the model's tensor source[i] */
 } GgufModel;
 
-static void fill(void *ctx, int i, float *out) {
+static const float *tensor_data(void *ctx, int i, float *scratch) {
+    (void)scratch;
     const GgufModel *gm = ctx;
-    const GPTTensor *t = &gm->m->tensors[gm->source[i]];
-    memcpy(out, gm->m->params + t->offset, t->numel * sizeof *out);
+    return gm->m->params + gm->m->tensors[gm->source[i]].offset;
 }
 
 static int write_gguf(FILE *f, const char *path, const void *ctx) {
     const GgufModel *gm = ctx;
-    return gguf_write(gm->g, f, path, fill, (void *)gm);
+    return gguf_write(gm->g, f, path, tensor_data, (void *)gm, 0);
 }
 
 static void add_vocabulary(GgufWriter *g, const Tokenizer *tok, int V) {

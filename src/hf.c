@@ -37,9 +37,21 @@ static int hf_transposed(const GPTTensor *t) {
     return t->ndim == 2 && (strstr(t->name, ".attn.") || strstr(t->name, ".mlp."));
 }
 
+/* dst (cols, rows) = src (rows, cols) transposed, in tiles that stay in the cache. */
 static void transpose(float *dst, const float *src, int rows, int cols) {
-    for (int r = 0; r < rows; r++)
-        for (int c = 0; c < cols; c++) dst[(size_t)c * rows + r] = src[(size_t)r * cols + c];
+    enum { TILE = 32 };
+    for (int r0 = 0; r0 < rows; r0 += TILE)
+        for (int c0 = 0; c0 < cols; c0 += TILE)
+            for (int r = r0; r < r0 + TILE && r < rows; r++)
+                for (int c = c0; c < c0 + TILE && c < cols; c++) dst[(size_t)c * rows + r] = src[(size_t)r * cols + c];
+}
+
+/* The largest tensor that is stored transposed: the scratch a conversion needs. */
+static size_t transposed_floats(const GPT *m) {
+    size_t n = 0;
+    for (int k = 0; k < m->n_tensors; k++)
+        if (hf_transposed(&m->tensors[k]) && m->tensors[k].numel > n) n = m->tensors[k].numel;
+    return n;
 }
 
 /* ---- export ---- */
@@ -130,18 +142,19 @@ typedef struct {
     char (*names)[NAME_MAX_LEN + 16];
 } HfTensors;
 
-static void fill_hf(void *ctx, int i, float *out) {
+static const float *hf_tensor(void *ctx, int i, float *scratch) {
     const GPT *m = ((const HfTensors *)ctx)->m;
     const GPTTensor *t = &m->tensors[i];
     const float *src = m->params + t->offset;
-    if (hf_transposed(t)) transpose(out, src, t->shape[0], t->shape[1]);
-    else memcpy(out, src, t->numel * sizeof *out);
+    if (!hf_transposed(t)) return src;
+    transpose(scratch, src, t->shape[0], t->shape[1]);
+    return scratch;
 }
 
 static int write_safetensors(FILE *f, const char *path, const void *ctx) {
     const HfTensors *h = ctx;
     static const char *const meta[][2] = {{"format", "pt"}}; /* transformers refuses a file without it */
-    return st_write(f, path, h->out, h->m->n_tensors, meta, 1, fill_hf, (void *)h);
+    return st_write(f, path, h->out, h->m->n_tensors, meta, 1, hf_tensor, (void *)h, transposed_floats(h->m));
 }
 
 int hf_export(const char *dir, const GPT *m, const Tokenizer *tok) {
@@ -377,9 +390,7 @@ static int check_no_strays(const Shards *s, const GPT *m) {
 
 static int read_tensors(const Shards *s, GPT *m) {
     const GPTConfig *c = &m->cfg;
-    size_t biggest = 0;
-    for (int k = 0; k < m->n_tensors; k++) biggest = m->tensors[k].numel > biggest ? m->tensors[k].numel : biggest;
-    float *buf = xmalloc(biggest * sizeof *buf);
+    float *buf = xmalloc((transposed_floats(m) + 1) * sizeof *buf);
     int rc = 0;
     for (int k = 0; k < m->n_tensors && !rc; k++) {
         const GPTTensor *t = &m->tensors[k];
@@ -411,17 +422,18 @@ static int read_tensors(const Shards *s, GPT *m) {
     /* a stored lm_head must be the embeddings themselves: the output is tied */
     const SafeTensors *file = NULL;
     const StTensor *head = rc ? NULL : shards_find(s, "lm_head.weight", &file);
+    free(buf);
     if (head) {
-        if (head->ndim != 2 || head->shape[0] != c->vocab_size || head->shape[1] != c->n_embd ||
-            (size_t)st_numel(head) > biggest) {
+        if (head->ndim != 2 || head->shape[0] != c->vocab_size || head->shape[1] != c->n_embd) {
             rc = gpt_error("%s: lm_head.weight has another shape than the token embeddings", file->path);
-        } else if (!(rc = st_read_f32(file, head, buf)) &&
-                   memcmp(buf, m->w.wte, (size_t)c->vocab_size * c->n_embd * sizeof *buf)) {
-            rc = gpt_error("%s: lm_head.weight differs from the token embeddings; this tool ties its output "
-                           "projection to them (tie_word_embeddings)", file->path);
+        } else {
+            float *lm = xmalloc((size_t)st_numel(head) * sizeof *lm);
+            if (!(rc = st_read_f32(file, head, lm)) && memcmp(lm, m->w.wte, (size_t)st_numel(head) * sizeof *lm))
+                rc = gpt_error("%s: lm_head.weight differs from the token embeddings; this tool ties its output "
+                               "projection to them (tie_word_embeddings)", file->path);
+            free(lm);
         }
     }
-    free(buf);
     const GPTTensor *bad = rc ? NULL : tensors_first_nonfinite(m->tensors, m->n_tensors, m->params);
     if (bad) rc = gpt_error("%s: tensor '%s' holds a NaN or an infinity", s->files[0]->path, bad->name);
     return rc;
@@ -453,7 +465,7 @@ GPT *hf_import(const char *dir, const char *tok_path, Tokenizer **tok) {
     Shards s = {0};
     GPT *m = NULL;
     if (shards_open(dir, &s)) goto fail;
-    m = gpt_create(&cfg, 1, 0);
+    m = gpt_create(&cfg, 0, 0); /* parameters only */
     if (read_tensors(&s, m) || check_no_strays(&s, m)) goto fail;
     if (!(*tok = tok_path ? tokenizer_load(tok_path) : import_tokenizer(dir))) goto fail;
     if (tokenizer_vocab_size(*tok) > cfg.vocab_size) {

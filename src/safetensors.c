@@ -216,18 +216,16 @@ int st_read_f32(const SafeTensors *s, const StTensor *t, float *out) {
 }
 
 int st_write(FILE *f, const char *path, const StOut *t, int n, const char *const (*meta)[2], int n_meta,
-             void (*fill)(void *ctx, int i, float *out), void *ctx) {
+             StGet get, void *ctx, size_t scratch_floats) {
     json_t *hdr = json_object(), *m = json_object();
     uint64_t at = 0;
-    size_t biggest = 1;
     for (int i = 0; i < n; i++) {
         json_t *shape = json_array();
-        size_t numel = 1;
+        uint64_t numel = 1;
         for (int d = 0; d < t[i].ndim; d++) {
             json_array_append_new(shape, json_integer(t[i].shape[d]));
-            numel *= (size_t)t[i].shape[d];
+            numel *= (uint64_t)t[i].shape[d];
         }
-        if (numel > biggest) biggest = numel;
         json_object_set_new(hdr, t[i].name,
                             json_pack("{s:s, s:o, s:[I,I]}", "dtype", "F32", "shape", shape, "data_offsets",
                                       (json_int_t)at, (json_int_t)(at + 4 * numel)));
@@ -243,13 +241,12 @@ int st_write(FILE *f, const char *path, const StOut *t, int n, const char *const
     int bad = fwrite(len8, 1, 8, f) != 8 || fwrite(text, 1, len, f) != len;
     for (size_t i = len; i < padded && !bad; i++) bad = fputc(' ', f) == EOF;
     free(text);
-    float *buf = xmalloc(biggest * sizeof *buf);
+    float *scratch = xmalloc((scratch_floats ? scratch_floats : 1) * sizeof *scratch);
     for (int i = 0; i < n && !bad; i++) {
         size_t numel = 1;
         for (int d = 0; d < t[i].ndim; d++) numel *= (size_t)t[i].shape[d];
-        fill(ctx, i, buf);
-        bad = fwrite(buf, sizeof *buf, numel, f) != numel;
+        bad = fwrite(get(ctx, i, scratch), sizeof(float), numel, f) != numel;
     }
-    free(buf);
+    free(scratch);
     return bad ? gpt_error("%s: cannot write: %s", path, strerror(errno)) : 0;
 }

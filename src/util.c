@@ -2,6 +2,7 @@
 #include "util.h"
 
 #include <ctype.h>
+#include <immintrin.h>
 #include <errno.h>
 #include <jansson.h>
 #include <limits.h>
@@ -250,4 +251,11 @@ float half_to_float(uint16_t h) {
     float f;
     memcpy(&f, &x, sizeof f);
     return f;
+}
+
+void floats_to_halves(const float *x, uint16_t *h, size_t n) {
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm_storeu_si128((__m128i *)(h + i), _mm256_cvtps_ph(_mm256_loadu_ps(x + i), _MM_FROUND_TO_NEAREST_INT));
+    for (; i < n; i++) h[i] = float_to_half(x[i]);
 }

@@ -697,3 +697,26 @@ def test_export_errors_leave_nothing(gpt_bin, models, tiny_corpus, workdir):
                     "hf", "--out", workdir / "no" / "such" / "dir"])
     assert proc.returncode == 1 and "cannot create" in proc.stderr
     assert sorted(p.name for p in workdir.iterdir()) == ["small.h5"]
+
+
+def test_export_of_a_checkpoint_and_refusal_of_adapters(gpt_bin, tiny_corpus, workdir):
+    """A checkpoint exports its /model with its tokenizer; LoRA adapters must be merged first."""
+    run = workdir / "run"
+    sh([gpt_bin, "train", "--data", tiny_corpus["corpus"], "--model", "tiny", "--ln", "pre", "--out", run,
+        "--steps", 2, "--batch", 2, "--ckpt-every", 2, "--eval-every", 0])
+    ckpt = run / "ckpt_2.h5"
+    export(gpt_bin, ckpt, "hf", workdir / "hf")
+    back = workdir / "back.h5"
+    sh([gpt_bin, "import", "--hf", workdir / "hf", "--out", back])
+    a, b = model_tensors(ckpt), model_tensors(back)
+    assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+    lora = workdir / "lora"
+    sh([gpt_bin, "finetune", "--init", run / "model.h5", "--data", tiny_corpus["corpus"], "--out", lora,
+        "--lora-rank", 2, "--epochs", 1, "--batch", 64, "--eval-every", 0])
+    proc = run_cmd([gpt_bin, "export", "--model", lora / "model.h5", "--format", "gguf", "--out", workdir / "l.gguf"])
+    assert proc.returncode == 1 and "LoRA adapters" in proc.stderr and "gpt merge-lora" in proc.stderr
+    assert not (workdir / "l.gguf").exists()
+    merged = workdir / "merged.h5"
+    sh([gpt_bin, "merge-lora", "--model", lora / "model.h5", "--out", merged])
+    export(gpt_bin, merged, "gguf", workdir / "m.gguf")
+    assert read_gguf(workdir / "m.gguf")[0]["general.name"] == "merged"

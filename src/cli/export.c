@@ -28,7 +28,7 @@ static const char export_help[] =
 
 /* A model file's language model; a LoRA fine-tuning holds only adapters and is refused by name. */
 static GPT *load_language_model(const char *path) {
-    GPT *m = model_file_load(path, 1, 0);
+    GPT *m = model_file_load(path, 0, 0); /* parameters only */
     if (m) return m;
     char why[1024];
     snprintf(why, sizeof why, "%s", gpt_last_error());
