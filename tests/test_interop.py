@@ -720,3 +720,23 @@ def test_export_of_a_checkpoint_and_refusal_of_adapters(gpt_bin, tiny_corpus, wo
     sh([gpt_bin, "merge-lora", "--model", lora / "model.h5", "--out", merged])
     export(gpt_bin, merged, "gguf", workdir / "m.gguf")
     assert read_gguf(workdir / "m.gguf")[0]["general.name"] == "merged"
+
+
+def test_export_of_a_fine_tuned_task_model(gpt_bin, models, tiny_corpus, workdir):
+    """A task model (GPT-1's head on top) exports its language model; the head stays behind."""
+    csv = workdir / "t.csv"
+    csv.write_text("text,label\n" + "".join(f'"a good day {i}",pos\n"a bad day {i}",neg\n' for i in range(20)))
+    task = workdir / "task.h5"
+    sh([gpt_bin, "prepare-task", "--tokenizer", tiny_corpus["tokenizer"], "--task", "classify", "--labels", "neg,pos",
+        "--n-ctx", 16, "--out", task, csv])
+    ft = workdir / "ft"
+    sh([gpt_bin, "finetune", "--init", models["post"], "--data", task, "--out", ft, "--epochs", 1, "--batch", 8,
+        "--eval-every", 0])
+    export(gpt_bin, ft / "model.h5", "hf", workdir / "hf")
+    tensors, _ = read_safetensors(workdir / "hf" / "model.safetensors")
+    assert not any("head" in k for k in tensors)
+    back = workdir / "back.h5"
+    sh([gpt_bin, "import", "--hf", workdir / "hf", "--out", back])
+    a, b = model_tensors(ft / "model.h5"), model_tensors(back)
+    assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+    assert not all(np.array_equal(a[k], model_tensors(models["post"])[k]) for k in a)  # it was fine-tuned
