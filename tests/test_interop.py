@@ -525,16 +525,16 @@ def test_train_init_continues_from_an_imported_model(gpt_bin, tiny_corpus, expor
 def test_train_init_refuses_shape_options_and_another_tokenizer(gpt_bin, tiny_corpus, exported, workdir):
     imported = workdir / "imported.h5"
     sh([gpt_bin, "import", "--hf", exported["pre"], "--out", imported])
-    proc = run_cmd([gpt_bin, "train", "--data", tiny_corpus["corpus"], "--init", imported, "--n-layer", 3,
-                    "--out", workdir / "r1", "--steps", 2])
+    proc = sh([gpt_bin, "train", "--data", tiny_corpus["corpus"], "--init", imported, "--n-layer", 3,
+               "--out", workdir / "r1", "--steps", 2], check=False)
     assert proc.returncode == 2 and "--init takes the model's shape" in proc.stderr
     other_tok, other = workdir / "other_tok.h5", workdir / "other.h5"
     text = workdir / "t.txt"
     text.write_text(TEXT * 200)
     sh([gpt_bin, "tokenizer", "train", "--merges", 200, "--out", other_tok, text])
     sh([gpt_bin, "prepare", "--tokenizer", other_tok, "--out", other, text])
-    proc = run_cmd([gpt_bin, "train", "--data", other, "--init", imported, "--out", workdir / "r2", "--steps", 2,
-                    "--eval-every", 0])
+    proc = sh([gpt_bin, "train", "--data", other, "--init", imported, "--out", workdir / "r2", "--steps", 2,
+               "--eval-every", 0], check=False)
     assert proc.returncode == 1 and "another tokenizer" in proc.stderr and str(imported) in proc.stderr
     assert not (workdir / "r2" / "model.h5").exists()
 
