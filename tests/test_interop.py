@@ -336,6 +336,18 @@ def test_hf_round_trip_is_bit_exact(gpt_bin, exported, models, tiny_corpus, work
     assert ids[0] == ids[1] and len(ids[0].split()) > 20
 
 
+def test_tokenizers_library_reads_the_exported_tokenizer(gpt_bin, exported, tiny_corpus, workdir):
+    """Hugging Face's tokenizers (npm "tokenizers", its Rust library) encodes with the
+    exported tokenizer.json, special tokens included, as gpt tokenize --allow-special does."""
+    from test_tokenizer import hf_tokenizers_encode
+    text = workdir / "text.txt"
+    text.write_text(TEXT * 3 + "<|start|>premise<|delim|>hypothesis<|extract|><|endoftext|>", encoding="utf-8")
+    want = [int(x) for x in sh([gpt_bin, "tokenize", "--allow-special", "--tokenizer", tiny_corpus["tokenizer"],
+                                text]).stdout.split()]
+    (got,) = hf_tokenizers_encode(node_bin(), exported["pre"] / "tokenizer.json", [text])
+    assert got == want and [t for t in want if t >= 456] == [457, 458, 459, 456]
+
+
 def test_export_is_deterministic(gpt_bin, models, tiny_corpus, workdir):
     for fmt, name in [("hf", "d"), ("gguf", "m.gguf")]:
         a, b = workdir / ("a_" + name), workdir / ("b_" + name)

@@ -472,6 +472,36 @@ def test_exported_hf_tokenizer_matches_js_tiktoken(gpt_bin, gpt2_hf_dir, plans, 
     assert tokenize(gpt_bin, tok, EOT.encode(), allow_special=True) == [EOT_ID]
 
 
+def hf_tokenizers_encode(node, tokenizer_json, paths):
+    """Hugging Face's tokenizers (its Rust library, npm "tokenizers") reading tokenizer_json:
+    the ids of each file."""
+    cmd = [node, str(JS_DIR / "hf_tokenize.mjs"), str(tokenizer_json)] + [str(p) for p in paths]
+    proc = subprocess.run(cmd, capture_output=True, cwd=JS_DIR, timeout=600)
+    if proc.returncode != 0:
+        pytest.fail(f"{' '.join(cmd)} failed (exit {proc.returncode}):\n"
+                    f"{proc.stderr.decode(errors='replace')}\n({DEPS_HINT})", pytrace=False)
+    lines = proc.stdout.decode("ascii").split("\n")
+    assert len(lines) == len(paths) + 1 and lines[-1] == ""
+    return [[int(x) for x in line.split()] for line in lines[:-1]]
+
+
+def test_hf_tokenizers_reads_the_exported_tokenizer_json(gpt2_hf_dir, plans, plan_files, plans_js, moby_dick,
+                                                         gpt2_vocab, workdir, node):
+    """Hugging Face's own tokenizers library loads the tokenizer.json gpt export wrote and
+    encodes as js-tiktoken does."""
+    text = workdir / "moby.txt"
+    text.write_bytes(moby_dick.read_bytes()[:200_000])
+    got = hf_tokenizers_encode(node, gpt2_hf_dir / "tokenizer.json", plan_files + [text])
+    for i, (sample, want) in enumerate(plans):
+        assert got[i] == want == plans_js[i], f"plan {i} {sample!r}:\n" + str(first_mismatch(got[i], want, gpt2_vocab))
+    (want,) = js_encode(node, [text])
+    msg = first_mismatch(got[-1], want, gpt2_vocab)
+    assert msg is None, msg
+    eot = workdir / "eot.txt"
+    eot.write_bytes(b"a" + EOT.encode() + b"b")
+    assert hf_tokenizers_encode(node, gpt2_hf_dir / "tokenizer.json", [eot]) == [[64, EOT_ID, 65]]
+
+
 # ---------------------------------------------------------------- round trips
 
 def _rand(n, seed):
