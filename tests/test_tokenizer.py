@@ -502,6 +502,21 @@ def test_hf_tokenizers_reads_the_exported_tokenizer_json(gpt2_hf_dir, plans, pla
     assert hf_tokenizers_encode(node, gpt2_hf_dir / "tokenizer.json", [eot]) == [[64, EOT_ID, 65]]
 
 
+def test_tokenizer_json_saved_by_the_tokenizers_library_imports(gpt_bin, gpt2_hf_dir, plans, plan_files, workdir,
+                                                                 node):
+    """The file as the library itself writes it (merges as pairs, its defaults) imports to
+    the same tokenizer."""
+    resaved, tok = workdir / "resaved.json", workdir / "tok.h5"
+    proc = subprocess.run([node, str(JS_DIR / "hf_tokenize.mjs"), "--resave", str(gpt2_hf_dir / "tokenizer.json"),
+                           str(resaved)], capture_output=True, cwd=JS_DIR, timeout=300)
+    assert proc.returncode == 0, proc.stderr.decode(errors="replace")
+    merges = json.loads(resaved.read_text(encoding="utf-8"))["model"]["merges"]
+    assert len(merges) == 50_000 and merges[0] == ["\u0120", "t"]
+    gpt(gpt_bin, ["tokenizer", "import", "--out", tok, "--tokenizer-json", resaved])
+    for i, (sample, want) in enumerate(plans):
+        assert tokenize(gpt_bin, tok, path=plan_files[i]) == want, f"plan {i} {sample!r}"
+
+
 # ---------------------------------------------------------------- round trips
 
 def _rand(n, seed):

@@ -6,6 +6,9 @@
 //       for each FILE, prints the ids of its text (UTF-8) space-separated on one line.
 //       Added special tokens spelled in the text become those tokens (tokenizers always
 //       matches them), as with `gpt tokenize --allow-special`.
+//   node hf_tokenize.mjs --resave TOKENIZER.json OUT.json
+//       loads TOKENIZER.json and saves it again as the library serialises it (merges as
+//       pairs since tokenizers 0.20, its own key order and defaults).
 import { readFileSync } from "node:fs";
 import { createRequire } from "node:module";
 
@@ -16,13 +19,21 @@ function fail(msg) {
   process.exit(2);
 }
 
-const [json, ...files] = process.argv.slice(2);
-if (!json || files.length === 0) fail("usage: node hf_tokenize.mjs TOKENIZER.json FILE...");
+const args = process.argv.slice(2);
+const resave = args[0] === "--resave";
+if (resave) args.shift();
+const [json, ...files] = args;
+if (!json || files.length === 0 || (resave && files.length !== 1))
+  fail("usage: node hf_tokenize.mjs TOKENIZER.json FILE... | --resave TOKENIZER.json OUT.json");
 let tok;
 try {
   tok = Tokenizer.fromFile(json);
 } catch (e) {
   fail(`${json}: ${e.message}`);
+}
+if (resave) {
+  tok.save(files[0], true);
+  process.exit(0);
 }
 for (const path of files) {
   let text;
