@@ -534,6 +534,24 @@ def test_train_init_continues_from_an_imported_model(gpt_bin, tiny_corpus, expor
     assert a[0]["loss"] > read_metrics(fresh)[0]["loss"] + 1
 
 
+def test_train_init_on_two_ranks_and_resumed(gpt_bin, tiny_corpus, exported, workdir):
+    """Every rank starts from the file: 2 ranks give 1 rank's losses; a run started with
+    --init resumes from its checkpoint exactly."""
+    imported = workdir / "imported.h5"
+    sh([gpt_bin, "import", "--hf", exported["pre"], "--out", imported])
+    common = ["--data", tiny_corpus["corpus"], "--init", imported, "--steps", 4, "--eval-every", 0, "--dropout", 0]
+    one, two, again = workdir / "one", workdir / "two", workdir / "again"
+    sh([gpt_bin, "train", *common, "--out", one, "--batch", 2, "--ckpt-every", 2])
+    sh([gpt_bin, "train", *common, "--out", two, "--batch", 1], ranks=2)
+    a, b = read_metrics(one), read_metrics(two)
+    assert len(a) == len(b) == 4
+    for x, y in zip(a, b):
+        assert y["loss"] == pytest.approx(x["loss"], rel=1e-5), (x, y)
+    sh([gpt_bin, "train", *common, "--out", again, "--batch", 2, "--resume", one / "ckpt_2.h5"])
+    c = read_metrics(again)
+    assert [m["step"] for m in c] == [3, 4] and [m["loss"] for m in c] == [m["loss"] for m in a[2:]]
+
+
 def test_train_init_refuses_shape_options_and_another_tokenizer(gpt_bin, tiny_corpus, exported, workdir):
     imported = workdir / "imported.h5"
     sh([gpt_bin, "import", "--hf", exported["pre"], "--out", imported])
