@@ -27,8 +27,9 @@ int hf_export(const char *dir, const GPT *m, const Tokenizer *tok);
 /* Reads a "gpt2" or "openai-gpt" directory: config.json, model.safetensors (or the shards
  * of model.safetensors.index.json), and, unless tok_path names a tokenizer file to use
  * instead, the directory's tokenizer. Tensor names may carry the "transformer." prefix or
- * not; the attention-mask buffers are ignored. An inference-only model (no gradients) and
- * its tokenizer, or NULL with gpt_error() naming the file and the field. */
+ * not; the attention-mask buffers are ignored. A parameters-only model (gpt_create's
+ * max_batch 0: to be written, not run) and its tokenizer, or NULL with gpt_error() naming
+ * the file and the field. */
 GPT *hf_import(const char *dir, const char *tok_path, Tokenizer **tok);
 
 /* Writes a pre-LN m and tok as GGUF v3 for llama.cpp; f16: matrices as float16 (norms,
