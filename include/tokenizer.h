@@ -91,12 +91,14 @@ Tokenizer *tokenizer_import_hf_dir(const char *dir);
  * <|endoftext|> is added after the last rank). */
 Tokenizer *tokenizer_import_tiktoken(const char *path);
 
-/* The same files written: token id's spelling (special tokens: their name; a new
- * NUL-terminated string, NULL if id is out of range), vocab.json's object of every
- * token, merges.txt ("#version: 0.2", then one "LEFT RIGHT" line per merge) and
- * tokenizer.json's object (jansson values, the caller's to free). */
-char *tokenizer_spelling(const Tokenizer *t, int32_t id);
-struct json_t *tokenizer_vocab_json(const Tokenizer *t);
+/* The same files written. tokenizer_spellings: every token's spelling in id order
+ * (special tokens: their name); tokenizer_merge_spellings: every merge as "LEFT RIGHT"
+ * in rank order, from those spellings. Each is an array of NUL-terminated strings that
+ * is one allocation with its strings (free() it). merges.txt is "#version: 0.2", then a
+ * merge a line; tokenizer.json's object (vocabulary under model.vocab) is a jansson
+ * value, the caller's to free. */
+char **tokenizer_spellings(const Tokenizer *t);
+char **tokenizer_merge_spellings(const Tokenizer *t, char *const *spellings);
 int tokenizer_write_merges_txt(const Tokenizer *t, FILE *f);
 struct json_t *tokenizer_hf_json(const Tokenizer *t);
 

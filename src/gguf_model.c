@@ -55,42 +55,35 @@ static int write_gguf(FILE *f, const char *path, const void *ctx) {
 }
 
 static void add_vocabulary(GgufWriter *g, const Tokenizer *tok, int V) {
-    TokenizerParts p = tokenizer_parts(tok);
-    char **tokens = xmalloc((size_t)V * sizeof *tokens);
-    size_t *lens = xmalloc((size_t)V * sizeof *lens);
+    int n = tokenizer_vocab_size(tok), n_tokens = tokenizer_parts(tok).n_tokens, n_merges = tokenizer_n_merges(tok);
+    char **spellings = tokenizer_spellings(tok), **merges = tokenizer_merge_spellings(tok, spellings);
+    const char **tokens = xmalloc((size_t)V * sizeof *tokens);
+    char (*pads)[32] = xmalloc((size_t)(V - n + 1) * sizeof *pads);
+    size_t *lens = xmalloc(((size_t)(V > n_merges ? V : n_merges) + 1) * sizeof *lens);
     int32_t *types = xmalloc((size_t)V * sizeof *types);
     for (int id = 0; id < V; id++) {
-        if (id < tokenizer_vocab_size(tok)) {
-            tokens[id] = tokenizer_spelling(tok, id);
-            types[id] = id < p.n_tokens ? TOKEN_NORMAL : TOKEN_CONTROL;
+        if (id < n) {
+            tokens[id] = spellings[id];
+            types[id] = id < n_tokens ? TOKEN_NORMAL : TOKEN_CONTROL;
         } else {
-            tokens[id] = xmalloc(32);
-            snprintf(tokens[id], 32, "[PAD%d]", id);
+            snprintf(pads[id - n], sizeof pads[0], "[PAD%d]", id);
+            tokens[id] = pads[id - n];
             types[id] = TOKEN_UNUSED;
         }
         lens[id] = strlen(tokens[id]);
     }
-    char **merges = xmalloc(((size_t)p.n_merges + 1) * sizeof *merges);
-    size_t *mlens = xmalloc(((size_t)p.n_merges + 1) * sizeof *mlens);
-    for (int k = 0; k < p.n_merges; k++) {
-        const char *l = tokens[p.merges[k][0]], *r = tokens[p.merges[k][1]];
-        mlens[k] = strlen(l) + 1 + strlen(r);
-        merges[k] = xmalloc(mlens[k] + 1);
-        snprintf(merges[k], mlens[k] + 1, "%s %s", l, r);
-    }
     gguf_add_string(g, "tokenizer.ggml.model", "gpt2");
     gguf_add_string(g, "tokenizer.ggml.pre", "gpt-2");
-    gguf_add_strings(g, "tokenizer.ggml.tokens", (const char *const *)tokens, lens, (size_t)V);
+    gguf_add_strings(g, "tokenizer.ggml.tokens", tokens, lens, (size_t)V);
     gguf_add_i32s(g, "tokenizer.ggml.token_type", types, (size_t)V);
-    gguf_add_strings(g, "tokenizer.ggml.merges", (const char *const *)merges, mlens, (size_t)p.n_merges);
+    for (int k = 0; k < n_merges; k++) lens[k] = strlen(merges[k]);
+    gguf_add_strings(g, "tokenizer.ggml.merges", (const char *const *)merges, lens, (size_t)n_merges);
     int eot = tokenizer_special_id(tok, TOK_EOT);
     if (eot >= 0) {
         gguf_add_u32(g, "tokenizer.ggml.bos_token_id", (uint32_t)eot);
         gguf_add_u32(g, "tokenizer.ggml.eos_token_id", (uint32_t)eot);
     }
-    for (int id = 0; id < V; id++) free(tokens[id]);
-    for (int k = 0; k < p.n_merges; k++) free(merges[k]);
-    free(tokens), free(lens), free(types), free(merges), free(mlens);
+    free(spellings), free(merges), free(tokens), free(pads), free(lens), free(types);
 }
 
 int gguf_export(const char *path, const GPT *m, const Tokenizer *tok, int f16, const char *name) {

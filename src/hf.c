@@ -23,18 +23,28 @@
 #define HF_PREFIX "transformer."
 #define NAME_MAX_LEN (GPT_TENSOR_NAME_MAX + 32)
 
-/* t's name in transformers (without HF_PREFIX): GPT-2's but for the embeddings of
- * openai-gpt. */
-static void hf_name(const GPTConfig *c, const GPTTensor *t, char *buf, size_t size) {
-    int post = c->ln == GPT_LN_POST;
-    if (!strcmp(t->name, "wte")) snprintf(buf, size, "%s.weight", post ? "tokens_embed" : "wte");
-    else if (!strcmp(t->name, "wpe")) snprintf(buf, size, "%s.weight", post ? "positions_embed" : "wpe");
-    else snprintf(buf, size, "%s", t->name);
-}
+/* How transformers stores each of the model's tensors: its name (without HF_PREFIX),
+ * GPT-2's but for openai-gpt's embeddings; whether it is a Conv1D matrix, stored
+ * transposed as [in, out]; and its shape there. */
+typedef struct {
+    char name[NAME_MAX_LEN];
+    int transposed;
+    int64_t shape[2];
+} HfTensor;
 
-/* The attention and MLP matrices are Conv1D, stored [in, out]. */
-static int hf_transposed(const GPTTensor *t) {
-    return t->ndim == 2 && (strstr(t->name, ".attn.") || strstr(t->name, ".mlp."));
+static HfTensor *hf_layout(const GPT *m) {
+    int post = m->cfg.ln == GPT_LN_POST;
+    HfTensor *h = xcalloc((size_t)m->n_tensors, sizeof *h);
+    for (int k = 0; k < m->n_tensors; k++) {
+        const GPTTensor *t = &m->tensors[k];
+        if (!strcmp(t->name, "wte")) snprintf(h[k].name, sizeof h[k].name, "%s.weight", post ? "tokens_embed" : "wte");
+        else if (!strcmp(t->name, "wpe")) snprintf(h[k].name, sizeof h[k].name, "%s.weight", post ? "positions_embed" : "wpe");
+        else snprintf(h[k].name, sizeof h[k].name, "%s", t->name);
+        h[k].transposed = t->ndim == 2 && (strstr(t->name, ".attn.") || strstr(t->name, ".mlp."));
+        h[k].shape[0] = t->shape[h[k].transposed ? 1 : 0];
+        h[k].shape[1] = t->shape[h[k].transposed ? 0 : 1];
+    }
+    return h;
 }
 
 /* dst (cols, rows) = src (rows, cols) transposed, in tiles that stay in the cache. */
@@ -47,10 +57,10 @@ static void transpose(float *dst, const float *src, int rows, int cols) {
 }
 
 /* The largest tensor that is stored transposed: the scratch a conversion needs. */
-static size_t transposed_floats(const GPT *m) {
+static size_t transposed_floats(const GPT *m, const HfTensor *h) {
     size_t n = 0;
     for (int k = 0; k < m->n_tensors; k++)
-        if (hf_transposed(&m->tensors[k]) && m->tensors[k].numel > n) n = m->tensors[k].numel;
+        if (h[k].transposed && m->tensors[k].numel > n) n = m->tensors[k].numel;
     return n;
 }
 
@@ -138,15 +148,16 @@ static int write_merges(FILE *f, const char *path, const void *ctx) {
 
 typedef struct {
     const GPT *m;
+    const HfTensor *layout;
     StOut *out;
     char (*names)[NAME_MAX_LEN + 16];
 } HfTensors;
 
 static const float *hf_tensor(void *ctx, int i, float *scratch) {
-    const GPT *m = ((const HfTensors *)ctx)->m;
-    const GPTTensor *t = &m->tensors[i];
-    const float *src = m->params + t->offset;
-    if (!hf_transposed(t)) return src;
+    const HfTensors *h = ctx;
+    const GPTTensor *t = &h->m->tensors[i];
+    const float *src = h->m->params + t->offset;
+    if (!h->layout[i].transposed) return src;
     transpose(scratch, src, t->shape[0], t->shape[1]);
     return scratch;
 }
@@ -154,7 +165,8 @@ static const float *hf_tensor(void *ctx, int i, float *scratch) {
 static int write_safetensors(FILE *f, const char *path, const void *ctx) {
     const HfTensors *h = ctx;
     static const char *const meta[][2] = {{"format", "pt"}}; /* transformers refuses a file without it */
-    return st_write(f, path, h->out, h->m->n_tensors, meta, 1, hf_tensor, (void *)h, transposed_floats(h->m));
+    return st_write(f, path, h->out, h->m->n_tensors, meta, 1, hf_tensor, (void *)h,
+                    transposed_floats(h->m, h->layout));
 }
 
 int hf_export(const char *dir, const GPT *m, const Tokenizer *tok) {
@@ -169,18 +181,16 @@ int hf_export(const char *dir, const GPT *m, const Tokenizer *tok) {
     int created = mkdir(dir, 0777) == 0;
     if (!created && (errno != EEXIST || stat(dir, &sb) || !S_ISDIR(sb.st_mode)))
         return gpt_error("%s: cannot create the directory: %s", dir, errno == EEXIST ? "a file of that name exists" : strerror(errno));
-    HfTensors h = {m, xcalloc((size_t)m->n_tensors, sizeof *h.out), xcalloc((size_t)m->n_tensors, sizeof *h.names)};
+    HfTensor *layout = hf_layout(m);
+    HfTensors h = {m, layout, xcalloc((size_t)m->n_tensors, sizeof *h.out),
+                   xcalloc((size_t)m->n_tensors, sizeof *h.names)};
     for (int i = 0; i < m->n_tensors; i++) {
-        const GPTTensor *t = &m->tensors[i];
-        char name[NAME_MAX_LEN];
-        hf_name(c, t, name, sizeof name);
-        snprintf(h.names[i], sizeof h.names[i], HF_PREFIX "%s", name);
-        int tr = hf_transposed(t);
-        h.out[i] = (StOut){h.names[i], t->ndim, {t->shape[tr ? 1 : 0], t->shape[tr ? 0 : 1]}};
+        snprintf(h.names[i], sizeof h.names[i], HF_PREFIX "%s", layout[i].name);
+        h.out[i] = (StOut){h.names[i], m->tensors[i].ndim, {layout[i].shape[0], layout[i].shape[1]}};
     }
-    JsonOut config = {hf_config(c, tok), JSON_FLAGS}, vocab = {tokenizer_vocab_json(tok), JSON_COMPACT},
-            tokjson = {tokenizer_hf_json(tok), JSON_INDENT(2)}, tokcfg = {hf_special_tokens(tok, 1, c->n_ctx), JSON_FLAGS},
-            special = {hf_special_tokens(tok, 0, 0), JSON_FLAGS};
+    JsonOut tokjson = {tokenizer_hf_json(tok), JSON_INDENT(2)}, config = {hf_config(c, tok), JSON_FLAGS},
+            vocab = {json_incref(json_object_get(json_object_get(tokjson.json, "model"), "vocab")), JSON_COMPACT},
+            tokcfg = {hf_special_tokens(tok, 1, c->n_ctx), JSON_FLAGS}, special = {hf_special_tokens(tok, 0, 0), JSON_FLAGS};
     const struct {
         const char *name;
         int (*write)(FILE *, const char *, const void *);
@@ -204,6 +214,7 @@ int hf_export(const char *dir, const GPT *m, const Tokenizer *tok) {
         json_decref(special.json);
     free(h.out);
     free(h.names);
+    free(layout);
     return rc;
 }
 
@@ -369,17 +380,13 @@ static const char *unprefixed(const char *name) {
 }
 
 /* Every tensor of the files is one of the model's, a mask buffer, or the tied lm_head. */
-static int check_no_strays(const Shards *s, const GPT *m) {
+static int check_no_strays(const Shards *s, const GPT *m, const HfTensor *layout) {
     for (int f = 0; f < s->n; f++)
         for (int i = 0; i < s->files[f]->n; i++) {
             const char *name = unprefixed(s->files[f]->tensors[i].name);
             if (is_ignored(name) || !strcmp(name, "lm_head.weight")) continue;
             int known = 0;
-            for (int k = 0; k < m->n_tensors && !known; k++) {
-                char hf[NAME_MAX_LEN];
-                hf_name(&m->cfg, &m->tensors[k], hf, sizeof hf);
-                known = !strcmp(hf, name);
-            }
+            for (int k = 0; k < m->n_tensors && !known; k++) known = !strcmp(layout[k].name, name);
             if (!known)
                 return gpt_error("%s: tensor '%s' is not part of a %s model (config.json: n_layer %d)",
                                  s->files[f]->path, s->files[f]->tensors[i].name,
@@ -388,18 +395,17 @@ static int check_no_strays(const Shards *s, const GPT *m) {
     return 0;
 }
 
-static int read_tensors(const Shards *s, GPT *m) {
+static int read_tensors(const Shards *s, GPT *m, const HfTensor *layout) {
     const GPTConfig *c = &m->cfg;
-    float *buf = xmalloc((transposed_floats(m) + 1) * sizeof *buf);
+    float *buf = xmalloc((transposed_floats(m, layout) + 1) * sizeof *buf);
     int rc = 0;
     for (int k = 0; k < m->n_tensors && !rc; k++) {
         const GPTTensor *t = &m->tensors[k];
-        char name[NAME_MAX_LEN];
-        hf_name(c, t, name, sizeof name);
+        const char *name = layout[k].name;
         const SafeTensors *file = NULL;
         const StTensor *st = shards_find(s, name, &file);
-        int tr = hf_transposed(t);
-        int64_t want[2] = {t->shape[tr ? 1 : 0], t->shape[tr ? 0 : 1]};
+        int tr = layout[k].transposed;
+        const int64_t *want = layout[k].shape;
         if (!st) {
             rc = gpt_error("%s: tensor '" HF_PREFIX "%s' is missing (config.json: n_layer %d, %s)", s->files[0]->path,
                            name, c->n_layer, c->ln == GPT_LN_PRE ? "gpt2" : "openai-gpt");
@@ -464,9 +470,11 @@ GPT *hf_import(const char *dir, const char *tok_path, Tokenizer **tok) {
     if (read_hf_config(path, &cfg)) return NULL;
     Shards s = {0};
     GPT *m = NULL;
+    HfTensor *layout = NULL;
     if (shards_open(dir, &s)) goto fail;
     m = gpt_create(&cfg, 0, 0); /* parameters only */
-    if (read_tensors(&s, m) || check_no_strays(&s, m)) goto fail;
+    layout = hf_layout(m);
+    if (read_tensors(&s, m, layout) || check_no_strays(&s, m, layout)) goto fail;
     if (!(*tok = tok_path ? tokenizer_load(tok_path) : import_tokenizer(dir))) goto fail;
     if (tokenizer_vocab_size(*tok) > cfg.vocab_size) {
         gpt_error("%s: the tokenizer's vocabulary (%d) is larger than config.json's vocab_size %d",
@@ -474,9 +482,11 @@ GPT *hf_import(const char *dir, const char *tok_path, Tokenizer **tok) {
         goto fail;
     }
     shards_close(&s);
+    free(layout);
     return m;
 fail:
     shards_close(&s);
+    free(layout);
     gpt_free(m);
     tokenizer_free(*tok);
     *tok = NULL;

@@ -153,9 +153,9 @@ def node():
     return path
 
 
-def js_encode(node, paths, allow_special=False):
-    """js-tiktoken's GPT-2 ids for each file (one node process for all of them)."""
-    cmd = [node, str(ENCODE_MJS)] + (["--allow-special"] if allow_special else []) + [str(p) for p in paths]
+def node_ids(cmd, paths):
+    """Runs a node script that prints one line of ids per file of paths; the ids of each."""
+    cmd = [str(c) for c in cmd] + [str(p) for p in paths]
     proc = subprocess.run(cmd, capture_output=True, cwd=JS_DIR, timeout=600)
     if proc.returncode != 0:
         pytest.fail(f"{' '.join(cmd)} failed (exit {proc.returncode}):\n"
@@ -163,6 +163,11 @@ def js_encode(node, paths, allow_special=False):
     lines = proc.stdout.decode("ascii").split("\n")
     assert len(lines) == len(paths) + 1 and lines[-1] == ""
     return [[int(x) for x in line.split()] for line in lines[:-1]]
+
+
+def js_encode(node, paths, allow_special=False):
+    """js-tiktoken's GPT-2 ids for each file (one node process for all of them)."""
+    return node_ids([node, ENCODE_MJS] + (["--allow-special"] if allow_special else []), paths)
 
 
 # ---------------------------------------------------------------- bin/gpt
@@ -475,14 +480,7 @@ def test_exported_hf_tokenizer_matches_js_tiktoken(gpt_bin, gpt2_hf_dir, plans, 
 def hf_tokenizers_encode(node, tokenizer_json, paths):
     """Hugging Face's tokenizers (its Rust library, npm "tokenizers") reading tokenizer_json:
     the ids of each file."""
-    cmd = [node, str(JS_DIR / "hf_tokenize.mjs"), str(tokenizer_json)] + [str(p) for p in paths]
-    proc = subprocess.run(cmd, capture_output=True, cwd=JS_DIR, timeout=600)
-    if proc.returncode != 0:
-        pytest.fail(f"{' '.join(cmd)} failed (exit {proc.returncode}):\n"
-                    f"{proc.stderr.decode(errors='replace')}\n({DEPS_HINT})", pytrace=False)
-    lines = proc.stdout.decode("ascii").split("\n")
-    assert len(lines) == len(paths) + 1 and lines[-1] == ""
-    return [[int(x) for x in line.split()] for line in lines[:-1]]
+    return node_ids([node, JS_DIR / "hf_tokenize.mjs", tokenizer_json], paths)
 
 
 def test_hf_tokenizers_reads_the_exported_tokenizer_json(gpt2_hf_dir, plans, plan_files, plans_js, moby_dick,
