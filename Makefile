@@ -45,7 +45,7 @@ FPFLAGS = -fno-math-errno -fno-trapping-math -ffp-contract=fast -fopenmp
 CFLAGS = -std=c11 -D_DEFAULT_SOURCE $(OPT) $(ARCH) $(FPFLAGS) \
          -Wall -Wextra -Wshadow -Iinclude $(HDF5_CFLAGS) $(BLAS_CFLAGS) -MMD -MP
 LDFLAGS = $(SANFLAGS) -fopenmp
-LDLIBS = $(HDF5_LIBS) $(BLAS_LIBS) -lpcre2-8 -ljansson -lm
+LDLIBS = $(HDF5_LIBS) $(BLAS_LIBS) -lpcre2-8 -ljansson -lz -lzstd -lm
 
 LIB_SRC := $(filter-out src/kernels.c,$(wildcard src/*.c))
 KERNEL_SETS := avx2 avx512
@@ -100,6 +100,7 @@ $(BUILD)/tests/test_%: $(BUILD)/tests/unit/test_%.o $(LIB)
 # bsdgames the verse quizzes that tools/quiz_choice.py turns into multiple-choice records (make demo).
 DEB_PACKAGES = build-essential pkg-config libopenmpi-dev openmpi-bin libhdf5-openmpi-dev \
                hdf5-tools libopenblas-dev libopenblas-openmp-dev libpcre2-dev libjansson-dev libcmocka-dev \
+               zlib1g-dev libzstd-dev zstd \
                python3-torch python3-h5py python3-numpy python3-pytest gnuplot-nox \
                python3-pattern qemu-user bsdgames
 # The JavaScript reference tokenizers and test data, pinned by tests/js/package-lock.json.

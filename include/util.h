@@ -50,6 +50,7 @@ void floats_to_halves(const float *x, uint16_t *h, size_t n);
 
 double now_seconds(void);        /* monotonic clock */
 double peak_rss_mb(void);        /* this process's peak resident set, MiB */
+double current_rss_mb(void);     /* this process's resident set now, MiB (0 if unknown) */
 
 /* Strict number parsing for command-line values: the whole string must be a number. */
 int parse_int(const char *s, int *out);

@@ -4,7 +4,6 @@
 #include <limits.h>
 #include <math.h>
 #include <mpi.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,30 +11,15 @@
 #include "blas.h"
 #include "dist.h"
 #include "run_dir.h"
+#include "stop.h"
 #include "util.h"
 
 /* ---- signals and the clock ---- */
 
-static volatile sig_atomic_t stop_signal;
-
-static void on_stop_signal(int sig) { stop_signal = sig; }
-
-/* The first SIGTERM, SIGINT or SIGUSR1 only sets stop_signal; a second one of the same
- * kind has its default effect, so a stuck run can still be interrupted. */
-static void catch_stop_signals(void) {
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_stop_signal;
-    sa.sa_flags = SA_RESTART | SA_RESETHAND;
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGTERM, &sa, NULL);
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGUSR1, &sa, NULL);
-}
-
 static const char *stop_reason(const char *otherwise) {
-    return stop_signal == SIGTERM ? "on SIGTERM" : stop_signal == SIGINT ? "on SIGINT"
-           : stop_signal == SIGUSR1 ? "on SIGUSR1" : otherwise;
+    static char why[16];
+    const char *name = stop_signal_name();
+    return name ? (snprintf(why, sizeof why, "on %s", name), why) : otherwise;
 }
 
 /* Whether a run that must end by t_start + time_limit (0: never) has to stop now to still
@@ -188,7 +172,7 @@ static int steps(Run *r) {
         StepGrads g = {.tokens = 0};
         c->backward(c->ctx, s, &g);
         StepControl ctl = {.nonfinite = !isfinite(g.loss[0] + g.loss[1]) || !isfinite(g.grad_norm),
-                           .signalled = stop_signal != 0,
+                           .signalled = stop_signal_caught() != 0,
                            .out_of_time = rank == 0 && out_of_time(o, max_step_s, max_eval_s, ckpt_s),
                            .ckpt_due = rank == 0 && o->ckpt_minutes > 0 && now_seconds() - last_ckpt >= 60.0 * o->ckpt_minutes,
                            .metrics_failed = p.metrics_failed};
@@ -253,7 +237,7 @@ static int steps(Run *r) {
 int run_training(const RunClient *c) {
     Run r = {.c = c, .global_batch = c->global_batch};
     int lock = -1, rc;
-    catch_stop_signals();
+    stop_signals_catch();
     if ((rc = begin(&r, &lock)) == 0) rc = dist_agree(c->start(c->ctx, r.saved_config != NULL));
     if (rc == 0) rc = steps(&r);
     if (rc == 0) {

@@ -1,8 +1,12 @@
 """gpt prepare: the HDF5 corpus (docs/formats.md) from text, paragraphs and JSON Lines,
 identical for any number of MPI ranks, with clear errors for bad input."""
 
+import gzip
 import json
+import re
+import signal
 import subprocess
+import time
 
 import h5py
 import numpy as np
@@ -216,3 +220,151 @@ def test_bad_inputs_and_tokenizer(run, gpt_bin, tokenizer, workdir):
     hollow.write_text('{"text": ""}\n\n{"text": ""}\n')
     proc = prepare(run, gpt_bin, tokenizer, out, [hollow], extra=["--val-fraction", "0.9"], check=False)
     assert proc.returncode != 0 and "no documents: the inputs hold no text" in proc.stderr
+
+
+# ---- bounded memory and compressed inputs ----
+
+@pytest.fixture(scope="module")
+def big_inputs(tmp_path_factory):
+    """About 20 MB: paragraphs of text and JSON Lines records, deterministic."""
+    d = tmp_path_factory.mktemp("big")
+    rng = np.random.default_rng(17)
+    text = d / "book.txt"
+    with open(text, "w", encoding="utf-8") as f:
+        for i in range(60000):
+            f.write(words(rng, int(rng.integers(3, 60))) + ("\n\n" if i % 3 == 0 else "\n"))
+    jl = d / "web.jsonl"
+    with open(jl, "w", encoding="utf-8") as f:
+        for i in range(40000):
+            f.write(json.dumps({"text": words(rng, int(rng.integers(3, 60))), "id": i}) + "\n")
+    assert text.stat().st_size + jl.stat().st_size > 18e6
+    return [text, jl]
+
+
+def rounds_of(proc):
+    return int(proc.stdout.split(" round(s)")[0].rsplit(" ", 1)[1])
+
+
+@pytest.fixture(scope="module")
+def big_reference(gpt_bin, tokenizer, big_inputs, tmp_path_factory):
+    out = tmp_path_factory.mktemp("ref") / "ref.h5"
+    proc = prepare(run_cmd, gpt_bin, tokenizer, out, big_inputs, 1, ["--split-on-blank-lines", "--val-fraction", "0.05"])
+    assert rounds_of(proc) == 1
+    return read_corpus(out)[0]
+
+
+def assert_same_corpus(a, b):
+    for k in a:
+        assert a[k].dtype == b[k].dtype and np.array_equal(a[k], b[k]), k
+
+
+@pytest.mark.parametrize("ranks", [1, 2, 3])
+def test_bounded_memory_gives_the_same_corpus(run, gpt_bin, tokenizer, big_inputs, big_reference, workdir, ranks):
+    """--max-memory far below the corpus: many rounds, the same datasets as one round."""
+    out = workdir / "rounds.h5"
+    proc = prepare(run, gpt_bin, tokenizer, out, big_inputs, ranks,
+                   ["--split-on-blank-lines", "--val-fraction", "0.05", "--max-memory", "1"])
+    assert rounds_of(proc) > 5
+    assert_same_corpus(big_reference, read_corpus(out)[0])
+
+
+def test_compressed_inputs_give_the_same_corpus(run, gpt_bin, tokenizer, big_inputs, big_reference, workdir):
+    text, jl = big_inputs
+    gz = workdir / "book.txt.gz"
+    # two gzip members, as `cat a.gz b.gz` makes: read as one stream, like zcat
+    raw = text.read_bytes()
+    half = raw.index(b"\n\n", len(raw) // 2) + 2
+    gz.write_bytes(gzip.compress(raw[:half]) + gzip.compress(raw[half:]))
+    zst = workdir / "web.jsonl.zst"
+    subprocess.run(["zstd", "-q", "-f", "-o", str(zst), str(jl)], check=True)
+    hidden = workdir / "web.jsonl"  # zstd content under a plain name: told by content
+    hidden.write_bytes(zst.read_bytes())
+    for inputs, ranks in (([gz, zst], 1), ([gz, hidden], 2), ([text, zst], 3)):
+        out = workdir / "z.h5"
+        proc = prepare(run, gpt_bin, tokenizer, out, inputs, ranks,
+                       ["--split-on-blank-lines", "--val-fraction", "0.05", "--max-memory", "2"])
+        assert_same_corpus(big_reference, read_corpus(out)[0])
+        with h5py.File(out) as f:
+            assert list(f.attrs["input_bytes"]) == [p.stat().st_size for p in inputs]
+        assert f"{(text.stat().st_size + jl.stat().st_size) / 1e6:.1f} MB of text" in proc.stdout
+
+
+@pytest.mark.parametrize("mode", ["file", "paragraphs", "jsonl"])
+def test_compressed_documents_split_as_plain_ones(run, gpt_bin, tokenizer, workdir, mode):
+    """Edge cases of document splitting: a byte order mark, blank lines of spaces and
+    \\r, no final newline, empty JSON lines."""
+    if mode == "jsonl":
+        content = '\ufeff{"text": "one"}\n\n  \n{"text": "two\\nlines"}\r\n{"text": ""}\n{"text": "last"}'
+    else:
+        content = "\ufeff\n\n first para\nsame para \r\n \t\r\nsecond\n\n\n\nthird no newline"
+    name = "docs.jsonl" if mode == "jsonl" else "docs.txt"
+    plain = workdir / name
+    plain.write_text(content, encoding="utf-8")
+    packed = workdir / (name + ".gz")
+    packed.write_bytes(gzip.compress(plain.read_bytes()))
+    extra = ["--val-fraction", "0"] + (["--split-on-blank-lines"] if mode == "paragraphs" else [])
+    a, b = workdir / "a.h5", workdir / "b.h5"
+    prepare(run, gpt_bin, tokenizer, a, [plain], 1, extra)
+    prepare(run, gpt_bin, tokenizer, b, [packed], 1, extra)
+    da, db = read_corpus(a)[0], read_corpus(b)[0]
+    assert len(da["train/doc_offsets"]) - 1 == {"file": 1, "paragraphs": 3, "jsonl": 3}[mode]
+    assert_same_corpus(da, db)
+
+
+@pytest.mark.parametrize("ranks", [1, 2])
+def test_bad_compressed_inputs_are_named(run, gpt_bin, tokenizer, big_inputs, workdir, ranks):
+    text, jl = big_inputs
+    packed = gzip.compress(text.read_bytes())
+    zst = subprocess.run(["zstd", "-q", "-c", str(jl)], check=True, capture_output=True).stdout
+    lines = jl.read_bytes().split(b"\n")
+    cases = {
+        "truncated.txt.gz": (packed[: len(packed) // 2], "truncated gzip stream"),
+        # the checksums at the end: damage anywhere else may decode to text that is merely wrong
+        "corrupt.txt.gz": (packed[:-8] + bytes(b ^ 0xFF for b in packed[-8:-4]) + packed[-4:], "corrupt gzip stream"),
+        "truncated.jsonl.zst": (zst[: len(zst) // 2], "truncated zstd stream"),
+        "corrupt.jsonl.zst": (zst[:-4] + bytes(b ^ 0xFF for b in zst[-4:]), "corrupt zstd stream"),
+        "notext.jsonl.gz": (gzip.compress(b"\n".join(lines[:999] + [b'{"txt": "no text"}'] + lines[999:2000])),
+                            ':1000: expected an object with a string field "text"'),
+        "empty.txt.gz": (gzip.compress(b""), "empty after decompression"),
+    }
+    out = workdir / "c.h5"
+    for name, (data, message) in cases.items():
+        bad = workdir / name
+        bad.write_bytes(data)
+        proc = prepare(run, gpt_bin, tokenizer, out, [bad], ranks, ["--split-on-blank-lines"], check=False)
+        assert proc.returncode != 0, name
+        assert f"{bad}:" in proc.stderr and message in proc.stderr, (name, proc.stderr)
+        if "stream" in message:  # the line the damage was found at
+            assert re.search(re.escape(str(bad)) + r":\d+: ", proc.stderr), proc.stderr
+        assert proc.stderr.count("gpt prepare:") == 1
+        assert not out.exists() and not (workdir / "c.h5.tmp").exists()
+
+
+def test_a_signal_leaves_no_file(gpt_bin, tokenizer, big_inputs, workdir):
+    out = workdir / "c.h5"
+    tmp = workdir / "c.h5.tmp"
+    inputs = [str(p) for p in big_inputs] * 4
+    proc = subprocess.Popen([gpt_bin, "prepare", "--tokenizer", str(tokenizer), "--out", str(out), "--max-memory", "1",
+                             *inputs], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not tmp.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert proc.poll() is None, "prepare ended before it could be signalled"
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode != 0 and "interrupted by SIGTERM" in err
+    assert not out.exists() and not tmp.exists()
+
+
+def test_max_memory_bounds_the_resident_set(run, gpt_bin, tokenizer, big_inputs, workdir):
+    """The peak RSS follows the bound: a bound well below the data keeps the peak below
+    what the unbounded run needs."""
+    big = workdir / "all.txt"
+    big.write_bytes(b"".join(big_inputs[0].read_bytes() for _ in range(4)))  # 50 MB of text
+    free = prepare(run, gpt_bin, tokenizer, workdir / "a.h5", [big], 1, ["--split-on-blank-lines"])
+    tight = prepare(run, gpt_bin, tokenizer, workdir / "b.h5", [big], 1,
+                    ["--split-on-blank-lines", "--max-memory", "8"])
+    rss = [float(p.stdout.split("peak RSS ")[1].split(" MB")[0]) for p in (free, tight)]
+    assert rounds_of(free) == 1 and rounds_of(tight) > 10
+    assert rss[1] < rss[0] - 40, rss
+    assert_same_corpus(read_corpus(workdir / "a.h5")[0], read_corpus(workdir / "b.h5")[0])

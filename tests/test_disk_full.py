@@ -182,3 +182,19 @@ def test_metrics_without_room(gpt_bin, tiny_corpus, tmpfs, ranks):
     assert 0 < proc.returncode < 128, f"exit {proc.returncode}, expected an error exit\n{streams}"
     assert f"gpt train: {run_dir}/metrics.jsonl: cannot write: No space left on device" in proc.stderr, streams
     assert "step 400/400" not in proc.stdout, f"the run went on without its metrics\n{streams}"
+
+
+@pytest.mark.parametrize("ranks", [1, 2])
+def test_prepare_without_room(gpt_bin, moby, tiny_corpus, tmpfs, tmp_path, ranks):
+    """gpt prepare onto a disk that fills in a later round: one error, no file at all."""
+    src = tmp_path / "moby.txt"
+    src.write_bytes(moby.read_bytes() * 2)  # 2.5 MB: about 2.5 MB of uint16 tokens
+    small = tmpfs(str(512 * 1024))
+    out = small / "corpus.h5"
+    proc = sh([gpt_bin, "prepare", "--tokenizer", tiny_corpus["tokenizer"], "--out", out,
+               "--split-on-blank-lines", "--max-memory", "1", src], ranks=ranks, timeout=TIMEOUT, check=False)
+    assert 0 < proc.returncode < 128, proc.stderr[-3000:]
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("gpt prepare:")]
+    assert len(errors) == 1 and re.search(re.escape(str(out)) + r": cannot reserve the [\d.]+ MiB the corpus needs "
+                                          r"\([\d.]+ MiB free\): No space left on device", errors[0]), proc.stderr[-3000:]
+    assert sorted(p.name for p in small.iterdir()) == []

@@ -11,11 +11,14 @@
 
 static const char help[] =
     "usage: [mpirun -np P] gpt prepare --tokenizer TOK.h5 --out CORPUS.h5 [--val-fraction F]\n"
-    "                                  [--split-on-blank-lines] [--max-doc-mb N]\n"
+    "                                  [--split-on-blank-lines] [--max-doc-mb N] [--max-memory MB]\n"
     "                                  [--input-list FILE] INPUTS...\n\n"
     "Tokenizes UTF-8 text into one HDF5 corpus (docs/formats.md). A text file is one\n"
     "document, or one per paragraph with --split-on-blank-lines; a .jsonl file holds one\n"
     "document per line in its \"text\" field. Every document ends with <|endoftext|>.\n"
+    "Inputs may be gzip or zstd compressed (told by their content; name.jsonl.gz is JSON Lines).\n"
+    "--max-memory MB (default 1024) bounds what each rank holds: it tokenizes and writes in\n"
+    "rounds that fit (docs/operations.md); a document larger than a round is held whole.\n"
     "--val-fraction F (default 0.01) of the documents, spread evenly, go to /val.\n"
     "--input-list FILE names further inputs, one path a line, after those on the command line\n"
     "(for more files than a command line holds).\n"
@@ -29,10 +32,12 @@ static int prepare(int argc, char **argv) {
                                          {"split-on-blank-lines", no_argument, 0, 'b'},
                                          {"max-doc-mb", required_argument, 0, 'm'},
                                          {"input-list", required_argument, 0, 'l'},
+                                         {"max-memory", required_argument, 0, 'M'},
                                          {"help", no_argument, 0, 'h'},
                                          {0, 0, 0, 0}};
     const char *tok = NULL, *out = NULL, *list = NULL;
-    PrepareOptions opt = {.val_fraction = 0.01, .split_on_blank_lines = 0, .max_doc_bytes = (size_t)256 << 20};
+    PrepareOptions opt = {.val_fraction = 0.01, .split_on_blank_lines = 0, .max_doc_bytes = (size_t)256 << 20,
+                          .max_memory = (size_t)1024 << 20};
     int mb, o;
     optind = 1;
     while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
@@ -51,6 +56,10 @@ static int prepare(int argc, char **argv) {
             opt.max_doc_bytes = (size_t)mb << 20;
             break;
         case 'l': list = optarg; break;
+        case 'M':
+            if (parse_int(optarg, &mb) || mb < 1) return cli_usage_error("prepare", "--max-memory: expected a positive number of MB, got '%s'", optarg);
+            opt.max_memory = (size_t)mb << 20;
+            break;
         case 'h': if (dist_rank() == 0) fputs(help, stdout); return 0;
         default: return cli_usage_error("prepare", "unknown option");
         }
@@ -74,9 +83,11 @@ static int prepare(int argc, char **argv) {
     if (!rc && dist_rank() == 0) {
         double s = now_seconds() - t0;
         printf("wrote %s: train %lld tokens in %lld documents, val %lld tokens in %lld documents; "
-               "%.1f MB in %.2f s (%.1f MB/s) on %d rank(s)\n",
-               out, (long long)st.tokens[0], (long long)st.docs[0], (long long)st.tokens[1],
-               (long long)st.docs[1], st.input_bytes / 1e6, s, st.input_bytes / 1e6 / s, dist_size());
+               "%.1f MB of text (%.1f MB of files) in %.2f s (%.1f MB/s) on %d rank(s), %d round(s), "
+               "peak RSS %.0f MB a rank\n",
+               out, (long long)st.tokens[0], (long long)st.docs[0], (long long)st.tokens[1], (long long)st.docs[1],
+               st.text_bytes / 1e6, st.file_bytes / 1e6, s, st.text_bytes / 1e6 / s, dist_size(), st.rounds,
+               st.peak_rss_mb);
     }
     free(inputs);
     free(list_text);
