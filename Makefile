@@ -64,7 +64,7 @@ UNIT_BINS := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 # keep the unit tests' objects between builds
 .SECONDARY:
 
-.PHONY: all deps deb-deps test test-unit test-python test-slurm sanitize bench bench-ckpt bench-finetune bench-hybrid bench-choice bench-interop demo clean
+.PHONY: all deps deb-deps test test-unit test-python test-slurm sanitize bench bench-ckpt bench-finetune bench-hybrid bench-choice bench-interop bench-prepare demo clean
 
 all: $(GPT) $(ORACLE) $(UNIT_BINS)
 
@@ -155,6 +155,9 @@ bench-choice: $(GPT)
 
 bench-interop: $(GPT)
 	$(PYTHON) tools/bench_interop.py
+
+bench-prepare: $(GPT)
+	$(PYTHON) tools/bench_prepare.py
 
 demo: deps all
 	bash tools/demo.sh

@@ -58,22 +58,23 @@ void cli_print_json(json_t *obj);
  * cli_parse_split: SPLIT_VAL or SPLIT_TRAIN for "val" or "train"; otherwise a usage
  * error of CMD and -1. */
 int cli_parse_split(const char *cmd, const char *name);
-/* Collective: opens the corpus DATA to evaluate m (read from MODEL) on a split,
- * checking that m covers its vocabulary and that the split holds a window; *n gets the
- * split's windows, at most `windows` when positive. NULL with the same error on every
- * rank. */
-Corpus *cli_eval_open(const GPT *m, const char *model, const char *data, int split, long windows, int64_t *n);
-/* Collective: evaluates m on the first n windows; rank 0 prints gpt eval's line (or,
- * with json, its JSON object) naming MODEL, DATA and the split. *loss: the mean NLL. */
-int cli_eval_report(GPT *m, const char *model, Corpus *c, const char *data, int split, int64_t n, int json,
-                    double *loss);
+/* Collective: opens the corpora DATA (a blend's specs, data.h) to evaluate m (read from
+ * MODEL) on a split, checking that m covers their vocabulary and that each split holds a
+ * window; n[c] gets corpus c's windows, at most `windows` when positive. NULL with the
+ * same error on every rank. */
+Blend *cli_eval_open(const GPT *m, const char *model, const char *const *data, int n_data, int split, long windows,
+                     int64_t *n);
+/* Collective: evaluates m on the first n[c] windows of each corpus; rank 0 prints gpt
+ * eval's line a corpus, and the blend's weighted mean (or, with json, one JSON object)
+ * naming MODEL, the corpora and the split. *loss: the mean NLL (a blend's weighted). */
+int cli_eval_report(GPT *m, const char *model, const Blend *b, int split, const int64_t *n, int json, double *loss);
 
 /* The options of RunOptions (run.h) that gpt train and gpt finetune share: put
  * RUN_LONG_OPTIONS in the option table and hand every value to run_option() first. */
 enum {
     RUN_OPT_BASE = 0x2000,
     RUN_OPT_EVAL_EVERY = RUN_OPT_BASE, RUN_OPT_LOG_EVERY, RUN_OPT_MAX_BAD, RUN_OPT_THREADS, RUN_OPT_OVERWRITE,
-    RUN_OPT_CKPT_EVERY, RUN_OPT_CKPT_MINUTES, RUN_OPT_KEEP, RUN_OPT_RESUME, RUN_OPT_TIME_LIMIT
+    RUN_OPT_CKPT_EVERY, RUN_OPT_CKPT_MINUTES, RUN_OPT_KEEP, RUN_OPT_RESUME, RUN_OPT_TIME_LIMIT, RUN_OPT_ALLOW_DATA_CHANGE
 };
 #define RUN_LONG_OPTIONS                                                                                  \
     {"eval-every", required_argument, 0, RUN_OPT_EVAL_EVERY},                                             \
@@ -83,7 +84,8 @@ enum {
     {"ckpt-every", required_argument, 0, RUN_OPT_CKPT_EVERY},                                             \
     {"ckpt-minutes", required_argument, 0, RUN_OPT_CKPT_MINUTES},                                         \
     {"keep", required_argument, 0, RUN_OPT_KEEP}, {"resume", required_argument, 0, RUN_OPT_RESUME},       \
-    {"time-limit", required_argument, 0, RUN_OPT_TIME_LIMIT}
+    {"time-limit", required_argument, 0, RUN_OPT_TIME_LIMIT},                                             \
+    {"allow-data-change", no_argument, 0, RUN_OPT_ALLOW_DATA_CHANGE}
 void run_options_defaults(RunOptions *r);
 /* 1 if opt is one of RUN_LONG_OPTIONS, stored into r or with *bad set to what was
  * expected; 0 if it is not one of them. */

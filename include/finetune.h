@@ -22,11 +22,13 @@
 #include "model.h"
 #include "optim.h"
 #include "run.h"
+#include "data.h"
 #include "task.h"
 
 typedef struct {
     const char *init;         /* model file or checkpoint to start from */
-    const char *data;         /* task file */
+    const char *data[BLEND_MAX]; /* a task file, or corpora ("PATH" or "WEIGHT:PATH", data.h) */
+    int n_data;
     const char *out;          /* run directory */
     OptimConfig optim;        /* warmup and total_steps are derived */
     double epochs;

@@ -41,6 +41,7 @@ typedef struct {
     double ckpt_minutes;      /* minutes between checkpoints; 0: none */
     int keep;                 /* newest checkpoints kept; 0: all */
     const char *resume;       /* NULL, "auto" or a checkpoint */
+    int allow_data_change;    /* resume on data other than the checkpoint's (another blend) */
     double time_limit;        /* seconds after t_start by which the run must have stopped; 0: none */
     double t_start;           /* now_seconds() at process start */
 } RunOptions;
@@ -84,8 +85,8 @@ typedef struct RunClient {
     double flops_per_token;      /* for the MFU of the progress line; 0: not shown */
     void *ctx;
 
-    /* Collective, for --resume: checks a checkpoint (its model shape and state) against
-     * the run, -1 if it belongs to another run (nothing read), then reads what trains and
+    /* Collective, for --resume: checks a checkpoint (its model shape and state; the
+     * lifecycle has checked the data's fingerprint) against the run, -1 if it belongs to another run (nothing read), then reads what trains and
      * sets the optimizers' step, -2 if that fails (--resume auto then tries an older one). */
     int (*load)(void *ctx, const char *path, const GPTConfig *cfg, const CkptState *st);
     /* The run's resolved configuration for config.json (after any resume). */

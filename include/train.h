@@ -15,6 +15,7 @@
 #ifndef GPT_TRAIN_H
 #define GPT_TRAIN_H
 
+#include <jansson.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -25,7 +26,8 @@
 #include "run.h"
 
 typedef struct {
-    const char *data;         /* corpus file */
+    const char *data[BLEND_MAX]; /* corpus files, each "PATH" or "WEIGHT:PATH" (data.h) */
+    int n_data;
     const char *out;          /* run directory */
     GPTConfig model;          /* vocab_size 0: take the corpus's */
     const char *init;         /* a model file to start from (its shape and weights), or NULL */
@@ -48,5 +50,14 @@ int train_run(const TrainOptions *o);
 /* Collective: the summed NLL and the number of tokens over the first n_windows windows
  * of a split, window w evaluated by rank w mod P in batches of the model's max_batch. */
 int evaluate(GPT *m, Corpus *c, int split, int64_t n_windows, double *nll_sum, int64_t *tokens);
+/* Collective: evaluate() on each corpus of a blend (its first n_windows[c] windows):
+ * loss[c] and the blend's weighted mean loss[b->n]; nll_sum[c], tokens[c]. */
+int evaluate_blend(GPT *m, const Blend *b, int split, const int64_t *n_windows, double *loss, double *nll_sum,
+                   int64_t *tokens);
+/* A blend's validation losses (evaluate_blend's) into a metrics line: val_loss, and for
+ * more than one corpus val_losses {PATH: loss}; the progress text "LABEL 3.1234 (PATH
+ * 3.0123, ...)" into summary. */
+void blend_val_report(const Blend *b, const double *loss, const char *label, json_t *line, char *summary,
+                      size_t size);
 
 #endif

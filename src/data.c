@@ -2,13 +2,16 @@
 #include "data.h"
 
 #include <hdf5.h>
+#include <math.h>
 #include <mpi.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "h5util.h"
+#include "dist.h"
 #include "rng.h"
+#include "tokenizer.h"
 #include "util.h"
 
 /* HDF5 checks a chunk's checksum whenever it reads it; keeping recently read chunks
@@ -134,4 +137,145 @@ int64_t sampler_window(uint64_t seed, int64_t n_windows, int64_t i) {
 
 uint64_t sampler_dropout_key(uint64_t seed, int64_t i) {
     return rng_key(seed ^ 0xD40D0D40D0D40D0DULL, (uint64_t)i);
+}
+
+/* ---- blends ---- */
+
+void blend_pick(const uint64_t *quota, int n, int64_t i, int *corpus, int64_t *j) {
+    uint64_t rest = BLEND_QUOTA, x = (uint64_t)i;
+    for (int c = 0; c < n - 1; rest -= quota[c++]) {
+        uint64_t before = (uint64_t)((unsigned __int128)x * quota[c] / rest);
+        uint64_t through = (uint64_t)((unsigned __int128)(x + 1) * quota[c] / rest);
+        if (through > before) {
+            *corpus = c, *j = (int64_t)before;
+            return;
+        }
+        x -= before;
+    }
+    *corpus = n - 1, *j = (int64_t)x;
+}
+
+/* "W:PATH" when the part before the first ':' is a number (1, with *weight), else all of
+ * spec is the path (0, weight 1). */
+static int split_spec(const char *spec, double *weight, const char **path) {
+    const char *colon = strchr(spec, ':');
+    char num[64];
+    *weight = 1.0, *path = spec;
+    if (!colon || colon == spec || (size_t)(colon - spec) >= sizeof num) return 0;
+    memcpy(num, spec, (size_t)(colon - spec));
+    num[colon - spec] = '\0';
+    if (parse_double(num, weight)) return *weight = 1.0, 0; /* a path with a colon in it */
+    *path = colon + 1;
+    return 1;
+}
+
+const char *blend_spec_path(const char *spec) {
+    double w;
+    const char *path;
+    split_spec(spec, &w, &path);
+    return path;
+}
+
+void blend_quotas(const double *weight, int n, uint64_t *quota) {
+    uint64_t sum = 0;
+    double frac[BLEND_MAX];
+    for (int c = 0; c < n; c++) {
+        double q = weight[c] * (double)BLEND_QUOTA;
+        quota[c] = (uint64_t)q;
+        frac[c] = q - (double)quota[c];
+        sum += quota[c];
+    }
+    while (sum < BLEND_QUOTA) { /* largest remainder first, ties to the lower index */
+        int best = 0;
+        for (int c = 1; c < n; c++)
+            if (frac[c] > frac[best]) best = c;
+        quota[best]++, frac[best] = -1.0, sum++;
+    }
+    while (sum > BLEND_QUOTA) { /* the normalised weights summed to a hair over 1 */
+        int best = 0;
+        for (int c = 1; c < n; c++)
+            if (quota[c] > quota[best]) best = c;
+        quota[best]--, sum--;
+    }
+}
+
+/* Rank 0: every corpus's tokenizer equals the first's. */
+static int check_tokenizers(const Blend *b) {
+    Tokenizer *first = tokenizer_load(b->path[0]);
+    int rc = first ? 0 : -1;
+    for (int c = 1; !rc && c < b->n; c++) {
+        Tokenizer *t = tokenizer_load(b->path[c]);
+        char why[256];
+        if (!t) rc = -1;
+        else if (!tokenizer_equal(first, t, why, sizeof why))
+            rc = gpt_error("--data: %s and %s were prepared with different tokenizers (%s); a blend needs one",
+                           b->path[0], b->path[c], why);
+        tokenizer_free(t);
+    }
+    tokenizer_free(first);
+    return rc;
+}
+
+Blend *blend_open(const char *const *specs, int n) {
+    Blend *b = xcalloc(1, sizeof *b);
+    double total = 0.0;
+    int rc = n < 1 || n > BLEND_MAX ? gpt_error("--data: between 1 and %d corpora, got %d", BLEND_MAX, n) : 0;
+    for (int c = 0; !rc && c < n; c++) {
+        if (split_spec(specs[c], &b->weight[c], &b->path[c]) && !(b->weight[c] > 0.0 && isfinite(b->weight[c])))
+            rc = gpt_error("--data %s: the weight must be a positive number", specs[c]);
+        total += b->weight[c];
+        for (int d = 0; !rc && d < c; d++)
+            if (!strcmp(b->path[c], b->path[d])) rc = gpt_error("--data: %s is given twice", b->path[c]);
+    }
+    if (dist_agree(rc)) {
+        free(b);
+        return NULL;
+    }
+    b->n = n;
+    size_t len = 0;
+    for (int c = 0; c < n; c++) {
+        b->weight[c] /= total;
+        if (n == 1) snprintf(b->spec, sizeof b->spec, "%s", b->path[0]);
+        else if (len < sizeof b->spec)
+            len += (size_t)snprintf(b->spec + len, sizeof b->spec - len, "%s%.6g:%s", c ? "," : "", b->weight[c],
+                                    b->path[c]);
+    }
+    blend_quotas(b->weight, n, b->quota);
+    for (int c = 0; c < n && !rc; c++) {
+        b->corpus[c] = corpus_open(b->path[c]);
+        if ((rc = dist_agree(!b->corpus[c]))) break;
+        uint64_t fp = 0;
+        rc = dist_agree(corpus_fingerprint(b->corpus[c], &fp));
+        b->fingerprint = n == 1 ? fp : rng_key(rng_key(c ? b->fingerprint : 0, fp), b->quota[c]);
+    }
+    if (!rc) rc = dist_agree(dist_rank() == 0 && n > 1 ? check_tokenizers(b) : 0);
+    if (rc) {
+        blend_close(b);
+        return NULL;
+    }
+    return b;
+}
+
+void blend_close(Blend *b) {
+    if (!b) return;
+    for (int c = 0; c < b->n; c++) corpus_close(b->corpus[c]);
+    free(b);
+}
+
+int blend_vocab_size(const Blend *b) { return corpus_vocab_size(b->corpus[0]); }
+
+int blend_windows(Blend *b, int n_ctx) {
+    for (int c = 0; c < b->n; c++) {
+        int64_t n = corpus_split_tokens(b->corpus[c], SPLIT_TRAIN);
+        if ((b->windows[c] = windows_in(n, n_ctx)) < 1)
+            return gpt_error("%s: /train holds %lld tokens, fewer than one window of n_ctx + 1 = %d", b->path[c],
+                             (long long)n, n_ctx + 1);
+    }
+    return 0;
+}
+
+void blend_sample(const Blend *b, uint64_t seed, int64_t i, int *corpus, int64_t *window) {
+    int64_t j;
+    blend_pick(b->quota, b->n, i, corpus, &j);
+    *window = sampler_window(seed, b->windows[*corpus], j);
 }

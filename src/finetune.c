@@ -111,7 +111,8 @@ typedef struct {
     TaskHead *head;
     TaskData *td;              /* the task, or */
     const TaskInfo *info;
-    Corpus *corpus;            /* a corpus: continued pre-training */
+    Blend *corpus;             /* corpora: continued pre-training */
+    int64_t corpus_val[BLEND_MAX]; /* windows evaluated of each corpus's /val */
     Trainable tr[MAX_TRAINABLES];
     int n_tr;
     PruneMask *pruned;         /* a pruned model's zeros, kept through every update */
@@ -348,9 +349,9 @@ static void fingerprint_text(uint64_t fp, char *buf, size_t size) { snprintf(buf
 static int load_checkpoint(void *ctx, const char *path, const GPTConfig *cfg, const CkptState *st) {
     Tuner *t = ctx;
     const FinetuneOptions *o = t->o;
-    if (memcmp(cfg, &t->m->cfg, offsetof(GPTConfig, dropout_embd)) || st->corpus_fingerprint != t->fingerprint ||
-        st->seed != o->seed || st->global_batch != o->batch)
-        return gpt_error("%s belongs to another fine-tuning (the model shape, the data, --seed or --batch differ: it "
+    if (memcmp(cfg, &t->m->cfg, offsetof(GPTConfig, dropout_embd)) || st->seed != o->seed ||
+        st->global_batch != o->batch)
+        return gpt_error("%s belongs to another fine-tuning (the model shape, --seed or --batch differ: it "
                          "was made from %s with seed %llu and batch %lld)", path, st->corpus,
                          (unsigned long long)st->seed, (long long)st->global_batch);
     if (t->lora) { /* adapters only fit the base they were trained on */
@@ -427,7 +428,10 @@ static int read_step(void *ctx, long s) {
     t->mine = 0;
     *l1_tokens = 0;
     for (int j = 0; j < G; j++) {
-        int64_t i = s * (int64_t)G + j, k = sampler_window(o->seed, t->n_train, i);
+        int64_t i = s * (int64_t)G + j, k;
+        int c = 0;
+        if (t->corpus) blend_sample(t->corpus, o->seed, i, &c, &k);
+        else k = sampler_window(o->seed, t->n_train, i);
         if (t->corpus) *l1_tokens += T;
         else {
             TaskExample e;
@@ -437,7 +441,8 @@ static int read_step(void *ctx, long s) {
         if (j % P != rank) continue;
         t->step_keys[t->mine] = sampler_dropout_key(o->seed, i);
         t->step_idx[t->mine] = k;
-        if (t->corpus && corpus_read(t->corpus, SPLIT_TRAIN, k * T, T + 1, t->windows + (size_t)t->mine * (T + 1)))
+        if (t->corpus &&
+            corpus_read(t->corpus->corpus[c], SPLIT_TRAIN, k * T, T + 1, t->windows + (size_t)t->mine * (T + 1)))
             return -1;
         t->mine++;
     }
@@ -465,11 +470,11 @@ static int evaluate_val(void *ctx, json_t *line, char *summary, size_t size) {
     TaskMetrics tm = {NAN, NAN, NAN, NAN};
     double loss;
     if (t->corpus) {
-        double nll;
-        int64_t tokens;
-        if (evaluate(t->m, t->corpus, SPLIT_VAL, t->n_val, &nll, &tokens)) return -1;
-        loss = nll / (double)tokens;
-        snprintf(summary, size, " | val loss %.4f", loss);
+        double losses[BLEND_MAX + 1], nll[BLEND_MAX];
+        int64_t tokens[BLEND_MAX];
+        if (evaluate_blend(t->m, t->corpus, SPLIT_VAL, t->corpus_val, losses, nll, tokens)) return -1;
+        blend_val_report(t->corpus, losses, " | val loss", line, summary, size);
+        return 0;
     } else {
         if (evaluate_task(t, SPLIT_VAL, &tm, &loss)) return -1;
         if (t->info->label_kind == LABEL_REAL)
@@ -533,7 +538,8 @@ static json_t *config_json(void *ctx) {
     const OptimConfig *op = &o->optim;
     char targets[16] = "";
     if (o->lora_rank) lora_targets_name(o->lora_targets, targets, sizeof targets);
-    json_t *c = json_pack("{s:s,s:s,s:s,s:i,s:i,s:f,s:I,s:f,s:i,s:i}", "init", o->init, "data", o->data, "task",
+    json_t *c = json_pack("{s:s,s:s,s:s,s:i,s:i,s:f,s:I,s:f,s:i,s:i}", "init", o->init, "data",
+                          t->corpus ? t->corpus->spec : o->data[0], "task",
                           t->corpus ? "lm" : task_type_name(t->info->type), "batch", o->batch, "micro_batch",
                           t->max_seqs, "epochs", o->epochs, "steps", (json_int_t)steps, "lambda",
                           (double)o->lambda, "ranks", dist_size(), "eval_every", o->run.eval_every);
@@ -564,32 +570,37 @@ static void file_format(const char *path, char *buf, size_t size) {
 /* Collective (a corpus is opened by all ranks): the data, checked against the model. */
 static int open_data(Tuner *t, const FinetuneOptions *o, const GPTConfig *cfg) {
     char format[32];
-    file_format(o->data, format, sizeof format);
-    if (!strcmp(format, "gpt-corpus")) { /* continued pre-training */
-        t->corpus = corpus_open(o->data);
-        if (dist_agree(!t->corpus)) return -1;
-        int rc = corpus_fingerprint(t->corpus, &t->fingerprint);
-        t->n_train = windows_in(corpus_split_tokens(t->corpus, SPLIT_TRAIN), cfg->n_ctx);
-        t->n_val = windows_in(corpus_split_tokens(t->corpus, SPLIT_VAL), cfg->n_ctx);
-        if (t->n_val > 100) t->n_val = 100;
-        if (!rc && corpus_vocab_size(t->corpus) > cfg->vocab_size)
-            rc = gpt_error("%s has a vocabulary of %d tokens, more than the %d of the model %s", o->data,
-                           corpus_vocab_size(t->corpus), cfg->vocab_size, o->init);
-        else if (!rc && t->n_train < 1)
-            rc = gpt_error("%s: /train holds fewer tokens than one window of n_ctx + 1 = %d", o->data, cfg->n_ctx + 1);
+    const char *first = blend_spec_path(o->data[0]);
+    file_format(first, format, sizeof format);
+    if (!strcmp(format, "gpt-corpus")) { /* continued pre-training, on one corpus or a blend */
+        if (!(t->corpus = blend_open(o->data, o->n_data))) return -1;
+        const Blend *b = t->corpus;
+        int rc = 0;
+        t->fingerprint = b->fingerprint;
+        if (blend_vocab_size(b) > cfg->vocab_size)
+            rc = gpt_error("%s has a vocabulary of %d tokens, more than the %d of the model %s", b->path[0],
+                           blend_vocab_size(b), cfg->vocab_size, o->init);
+        else rc = blend_windows(t->corpus, cfg->n_ctx);
+        t->n_train = t->n_val = 0;
+        for (int c = 0; !rc && c < b->n; c++) {
+            t->corpus_val[c] = windows_in(corpus_split_tokens(b->corpus[c], SPLIT_VAL), cfg->n_ctx);
+            if (t->corpus_val[c] > 100) t->corpus_val[c] = 100;
+            t->n_train += b->windows[c], t->n_val += t->corpus_val[c];
+        }
         t->max_seqs = 1;
         return dist_agree(rc);
     }
     int rc = 0;
-    if (!(t->td = task_load(o->data))) rc = -1;
+    if (o->n_data > 1) rc = gpt_error("--data: a blend is of corpora (gpt prepare); %s is not one", first);
+    else if (!(t->td = task_load(o->data[0]))) rc = -1;
     else if ((t->info = task_info(t->td))->vocab_size > cfg->vocab_size)
-        rc = gpt_error("%s: its tokenizer has %d tokens, more than the vocabulary of the model %s (%d)", o->data,
+        rc = gpt_error("%s: its tokenizer has %d tokens, more than the vocabulary of the model %s (%d)", o->data[0],
                        t->info->vocab_size, o->init, cfg->vocab_size);
     else if (t->info->n_ctx > cfg->n_ctx)
         rc = gpt_error("%s: sequences of up to %d tokens, longer than the context of the model %s (%d); prepare "
-                       "it with --n-ctx %d", o->data, t->info->n_ctx, o->init, cfg->n_ctx, cfg->n_ctx);
+                       "it with --n-ctx %d", o->data[0], t->info->n_ctx, o->init, cfg->n_ctx, cfg->n_ctx);
     else if ((t->n_train = task_examples(t->td, SPLIT_TRAIN)) < 1)
-        rc = gpt_error("%s: /train has no examples", o->data);
+        rc = gpt_error("%s: /train has no examples", o->data[0]);
     if (!rc) {
         t->n_val = task_examples(t->td, SPLIT_VAL);
         t->max_seqs = 1;
@@ -607,8 +618,9 @@ static int open_data(Tuner *t, const FinetuneOptions *o, const GPTConfig *cfg) {
 
 /* Rank 0: the data's tokenizer (for the files written), which must be the model's. */
 static int load_tokenizer(Tuner *t, const FinetuneOptions *o) {
-    if (!(t->tok = tokenizer_load(o->data))) return -1;
-    return model_file_check_tokenizer(o->init, t->tok, o->data);
+    const char *data = t->corpus ? t->corpus->path[0] : o->data[0];
+    if (!(t->tok = tokenizer_load(data))) return -1;
+    return model_file_check_tokenizer(o->init, t->tok, data);
 }
 
 /* Every rank: the model (or the frozen base and its adapters), the head and the optimizers. */
@@ -676,7 +688,8 @@ static int start(void *ctx, int resumed) {
     if (t->corpus) t->windows = xmalloc(sizeof(int32_t) * (size_t)G * (T + 1));
     if (dist_rank() == 0) {
         printf("fine-tuning %s (%s) on %s: %lld %s, %d a step over %d rank(s), %ld steps (%.3g epochs); training "
-               "%zu parameters%s", o->init, t->corpus ? "language modelling" : task_type_name(t->info->type), o->data,
+               "%zu parameters%s", o->init, t->corpus ? "language modelling" : task_type_name(t->info->type),
+               t->corpus ? t->corpus->spec : o->data[0],
                (long long)t->n_train, t->corpus ? "windows" : "examples", G, dist_size(), t->steps, o->epochs,
                trained_params(t), t->lora ? " (LoRA adapters)" : "");
         if (!t->corpus) printf("; lambda %g", (double)o->lambda);
@@ -706,7 +719,8 @@ int finetune_run(const FinetuneOptions *o) {
     if (dist_rank() == 0) rc = load_tokenizer(&t, o);
     if ((rc = dist_agree(rc))) goto out;
     RunClient c = {.cmd = "finetune", .out = o->out, .opt = &o->run, .steps = t.steps, .global_batch = o->batch,
-                   .seed = o->seed, .fingerprint = t.fingerprint, .data = o->data, .trained_floats = trained_params(&t),
+                   .seed = o->seed, .fingerprint = t.fingerprint,
+                   .data = t.corpus ? t.corpus->spec : o->data[0], .trained_floats = trained_params(&t),
                    .ctx = &t, .load = load_checkpoint, .config = config_json, .start = start,
                    .read_step = read_step, .backward = backward, .update = update, .loss = step_loss,
                    .evaluate = t.n_val > 0 ? evaluate_val : NULL, .save = save, .write_result = write_result};
@@ -722,7 +736,7 @@ out:
     lora_free(t.lora);
     head_free(t.head);
     task_free(t.td);
-    corpus_close(t.corpus);
+    blend_close(t.corpus);
     tokenizer_free(t.tok);
     return rc;
 }

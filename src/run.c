@@ -65,7 +65,14 @@ static int load(const char *path, void *ctx) {
     GPTConfig cfg;
     CkptState st;
     if (dist_agree(ckpt_read_header(path, &cfg, &st))) return -2;
-    int rc = r->c->load(r->c->ctx, path, &cfg, &st);
+    int rc = 0;
+    if (st.corpus_fingerprint != r->c->fingerprint && !r->c->opt->allow_data_change)
+        rc = gpt_error("data: %s was trained on %s, other data than %s (other tokens, corpora or weights); pass "
+                       "--allow-data-change to go on with the new data deliberately",
+                       path, st.corpus, r->c->data);
+    else if (st.corpus_fingerprint != r->c->fingerprint && dist_rank() == 0)
+        printf("--allow-data-change: %s was trained on %s; going on with %s\n", path, st.corpus, r->c->data);
+    if (!rc) rc = r->c->load(r->c->ctx, path, &cfg, &st);
     if (rc) {
         ckpt_state_free(&st);
         return rc;

@@ -49,7 +49,17 @@ int evaluate(GPT *m, Corpus *c, int split, int64_t n_windows, double *nll_sum, i
     return 0;
 }
 
-static json_t *config_json(const TrainOptions *o, const GPTConfig *c, int64_t n_windows, int64_t eval_windows) {
+/* The corpora of a blend with their weights and windows, for config.json. */
+static json_t *blend_json(const Blend *b, const int64_t *eval_windows) {
+    json_t *list = json_array();
+    for (int c = 0; c < b->n; c++)
+        json_array_append_new(list, json_pack("{s:s,s:f,s:I,s:I}", "path", b->path[c], "weight", b->weight[c],
+                                              "train_windows", (json_int_t)b->windows[c], "eval_windows",
+                                              (json_int_t)eval_windows[c]));
+    return list;
+}
+
+static json_t *config_json(const TrainOptions *o, const GPTConfig *c, const Blend *b, const int64_t *eval_windows) {
     char mpi[MPI_MAX_LIBRARY_VERSION_STRING], hdf5[32];
     int len;
     MPI_Get_library_version(mpi, &len);
@@ -67,10 +77,11 @@ static json_t *config_json(const TrainOptions *o, const GPTConfig *c, int64_t n_
                               (double)op->min_lr, "warmup", (json_int_t)op->warmup, "total_steps",
                               (json_int_t)op->total_steps, "beta1", (double)op->beta1, "beta2", (double)op->beta2,
                               "eps", (double)op->eps, "weight_decay", (double)op->weight_decay, "clip", (double)op->clip);
-    json_t *data = json_pack("{s:s,s:I,s:i,s:i,s:I,s:I,s:I}", "corpus", o->data, "seed", (json_int_t)o->seed,
+    json_t *data = json_pack("{s:s,s:I,s:i,s:i,s:I,s:I,s:I}", "corpus", b->spec, "seed", (json_int_t)o->seed,
                              "batch", o->batch, "accum", o->accum, "global_batch",
-                             (json_int_t)o->batch * o->accum * dist_size(), "train_windows", (json_int_t)n_windows,
-                             "eval_windows", (json_int_t)eval_windows);
+                             (json_int_t)o->batch * o->accum * dist_size(), "train_windows", (json_int_t)b->windows[0],
+                             "eval_windows", (json_int_t)eval_windows[0]);
+    if (b->n > 1) json_object_set_new(data, "blend", blend_json(b, eval_windows));
     json_t *run = json_pack("{s:I,s:i,s:i,s:i,s:I,s:i,s:I,s:f,s:i,s:f}", "steps", (json_int_t)o->steps, "eval_every",
                             o->run.eval_every, "log_every", o->run.log_every, "max_bad_steps", o->run.max_bad_steps,
                             "bucket_bytes", (json_int_t)o->bucket_bytes, "threads", o->run.threads, "ckpt_every",
@@ -89,13 +100,12 @@ typedef struct {
     GPT *m;
     AdamW *opt;
     GradSync *sync;
-    Corpus *corpus;
-    Tokenizer *tok;           /* rank 0: the corpus's, written into checkpoints and model.h5 */
+    Blend *data;
+    Tokenizer *tok;           /* rank 0: the corpora's, written into checkpoints and model.h5 */
     int32_t *buf;
     int *in, *tgt;            /* (accum * batch, T) this rank's windows of the step */
     uint64_t *keys;           /* (accum * batch) */
-    int64_t n_windows, eval_windows;
-    uint64_t fingerprint;     /* of the corpus */
+    int64_t eval_windows[BLEND_MAX]; /* of each corpus's /val */
 } Trainer;
 
 /* This rank's windows of step s: global sample s G + a P B + r B + b. */
@@ -108,8 +118,10 @@ static int read_step(void *ctx, long s) {
         for (int b = 0; b < B; b++) {
             int64_t i = s * G + (int64_t)a * P * B + (int64_t)r * B + b;
             size_t row = (size_t)a * B + b;
-            if (read_window(t->corpus, SPLIT_TRAIN, sampler_window(o->seed, t->n_windows, i), T, t->buf,
-                            t->in + row * T, t->tgt + row * T))
+            int c;
+            int64_t k;
+            blend_sample(t->data, o->seed, i, &c, &k);
+            if (read_window(t->data->corpus[c], SPLIT_TRAIN, k, T, t->buf, t->in + row * T, t->tgt + row * T))
                 return -1;
             t->keys[row] = sampler_dropout_key(o->seed, i);
         }
@@ -145,13 +157,40 @@ static double step_loss(void *ctx, const double sum[RUN_LOSS_PARTS], double toke
     return sum[0] / tokens;
 }
 
+int evaluate_blend(GPT *m, const Blend *b, int split, const int64_t *n_windows, double *loss, double *nll_sum,
+                   int64_t *tokens) {
+    double mean = 0.0;
+    for (int c = 0; c < b->n; c++) {
+        if (evaluate(m, b->corpus[c], split, n_windows[c], &nll_sum[c], &tokens[c])) return -1;
+        loss[c] = nll_sum[c] / (double)tokens[c];
+        mean += b->weight[c] * loss[c];
+    }
+    loss[b->n] = mean;
+    return 0;
+}
+
+void blend_val_report(const Blend *b, const double *loss, const char *label, json_t *line, char *summary,
+                      size_t size) {
+    json_object_set_new(line, "val_loss", json_real_or_null(loss[b->n]));
+    int len = snprintf(summary, size, "%s %.4f", label, loss[b->n]);
+    if (b->n > 1) {
+        json_t *each = json_object();
+        for (int c = 0; c < b->n; c++) {
+            json_object_set_new(each, b->path[c], json_real_or_null(loss[c]));
+            if (len >= 0 && (size_t)len < size)
+                len += snprintf(summary + len, size - (size_t)len, "%s%s %.4f%s", c ? ", " : " (", b->path[c], loss[c],
+                                c == b->n - 1 ? ")" : "");
+        }
+        json_object_set_new(line, "val_losses", each);
+    }
+}
+
 static int evaluate_val(void *ctx, json_t *line, char *summary, size_t size) {
     Trainer *t = ctx;
-    double nll;
-    int64_t tokens;
-    if (evaluate(t->m, t->corpus, SPLIT_VAL, t->eval_windows, &nll, &tokens)) return -1;
-    json_object_set_new(line, "val_loss", json_real_or_null(nll / (double)tokens));
-    snprintf(summary, size, " | val %.4f", nll / (double)tokens);
+    double loss[BLEND_MAX + 1], nll[BLEND_MAX];
+    int64_t tokens[BLEND_MAX];
+    if (evaluate_blend(t->m, t->data, SPLIT_VAL, t->eval_windows, loss, nll, tokens)) return -1;
+    blend_val_report(t->data, loss, " | val", line, summary, size);
     return 0;
 }
 
@@ -213,9 +252,6 @@ static int load_checkpoint(void *ctx, const char *path, const GPTConfig *saved_c
     if (diff)
         return gpt_error("%s: the model differs from the checkpoint's: %s (the shape cannot change on resume)", path,
                          diff);
-    if (st->corpus_fingerprint != t->fingerprint)
-        return gpt_error("corpus: %s holds other tokens than the corpus %s was trained on (%s)", run->data, path,
-                         st->corpus);
     if (st->seed != run->seed)
         return gpt_error("seed: %s was trained with --seed %llu, not %llu (the sample order depends on it)", path,
                          (unsigned long long)st->seed, (unsigned long long)run->seed);
@@ -233,7 +269,7 @@ static int load_checkpoint(void *ctx, const char *path, const GPTConfig *saved_c
 
 static json_t *train_config(void *ctx) {
     Trainer *t = ctx;
-    return config_json(t->o, &t->cfg, t->n_windows, t->eval_windows);
+    return config_json(t->o, &t->cfg, t->data, t->eval_windows);
 }
 
 /* After the run directory is ready: a fresh model unless resumed, the step's buffers. */
@@ -257,39 +293,37 @@ static int start(void *ctx, int resumed) {
     if (dist_rank() == 0) {
         printf("training %zu parameters on %s: %d rank(s) x batch %d x accum %d = %lld windows of %d tokens a "
                "step, %lld windows an epoch; gradients in %d bucket(s); OpenBLAS %s, %d thread(s)\n",
-               t->m->n_params, o->data, P, B, A, (long long)P * B * A, T, (long long)t->n_windows,
+               t->m->n_params, t->data->spec, P, B, A, (long long)P * B * A, T, (long long)t->data->windows[0],
                t->sync ? gradsync_buckets(t->sync) : 0, blas_core_name(), o->run.threads);
         fflush(stdout);
     }
     return 0;
 }
 
-/* Collective: opens the corpus and checks the model against it. */
+/* Collective: opens the corpora and checks the model against them. */
 static int open_corpus(Trainer *t) {
     const TrainOptions *o = t->o;
-    t->corpus = corpus_open(o->data);
-    if (dist_agree(!t->corpus)) return -1;
-    if (dist_agree(corpus_fingerprint(t->corpus, &t->fingerprint))) return -1;
+    if (!(t->data = blend_open(o->data, o->n_data))) return -1;
+    const Blend *b = t->data;
     GPTConfig *cfg = &t->cfg;
-    int cv = corpus_vocab_size(t->corpus), rc = 0;
+    int cv = blend_vocab_size(b), rc = 0;
     if (cfg->vocab_size == 0) cfg->vocab_size = cv;
-    int64_t n_train = corpus_split_tokens(t->corpus, SPLIT_TRAIN), n_val = corpus_split_tokens(t->corpus, SPLIT_VAL);
-    t->n_windows = windows_in(n_train, cfg->n_ctx);
-    t->eval_windows = o->run.eval_every > 0 ? windows_in(n_val, cfg->n_ctx) : 0;
-    if (t->eval_windows > o->eval_windows) t->eval_windows = o->eval_windows;
     if (cfg->vocab_size < cv)
-        rc = gpt_error("%s has a vocabulary of %d tokens, more than the model's --vocab %d", o->data, cv, cfg->vocab_size);
-    else if (config_validate(cfg))
+        rc = gpt_error("%s has a vocabulary of %d tokens, more than the model's --vocab %d", b->path[0], cv,
+                       cfg->vocab_size);
+    else if (config_validate(cfg) || blend_windows(t->data, cfg->n_ctx))
         rc = -1;
-    else if (t->n_windows < 1)
-        rc = gpt_error("%s: /train holds %lld tokens, fewer than one window of n_ctx + 1 = %d", o->data,
-                       (long long)n_train, cfg->n_ctx + 1);
-    else if (o->run.eval_every > 0 && t->eval_windows == 0)
-        rc = gpt_error("%s: /val holds %lld tokens, fewer than one window of n_ctx + 1 = %d, so --eval-every "
-                       "cannot evaluate (prepare with --val-fraction, or pass --eval-every 0)",
-                       o->data, (long long)n_val, cfg->n_ctx + 1);
-    if (!rc && dist_rank() == 0 && !(t->tok = tokenizer_load(o->data))) rc = -1;
-    if (!rc && dist_rank() == 0 && o->init) rc = model_file_check_tokenizer(o->init, t->tok, o->data);
+    for (int c = 0; !rc && c < b->n && o->run.eval_every > 0; c++) {
+        int64_t n_val = corpus_split_tokens(b->corpus[c], SPLIT_VAL);
+        t->eval_windows[c] = windows_in(n_val, cfg->n_ctx);
+        if (t->eval_windows[c] > o->eval_windows) t->eval_windows[c] = o->eval_windows;
+        if (t->eval_windows[c] == 0)
+            rc = gpt_error("%s: /val holds %lld tokens, fewer than one window of n_ctx + 1 = %d, so --eval-every "
+                           "cannot evaluate (prepare with --val-fraction, or pass --eval-every 0)",
+                           b->path[c], (long long)n_val, cfg->n_ctx + 1);
+    }
+    if (!rc && dist_rank() == 0 && !(t->tok = tokenizer_load(b->path[0]))) rc = -1;
+    if (!rc && dist_rank() == 0 && o->init) rc = model_file_check_tokenizer(o->init, t->tok, b->path[0]);
     return dist_agree(rc);
 }
 
@@ -301,7 +335,7 @@ int train_run(const TrainOptions *opts) {
     if (!rc) {
         RunClient c = {.cmd = "train", .out = run.out, .opt = &run.run, .steps = run.steps,
                        .global_batch = (int64_t)dist_size() * run.batch * run.accum, .seed = run.seed,
-                       .fingerprint = t.fingerprint, .data = run.data,
+                       .fingerprint = t.data->fingerprint, .data = t.data->spec,
                        .trained_floats = gpt_params_no_wpe(&t.cfg) + (size_t)t.cfg.n_ctx * t.cfg.n_embd,
                        .flops_per_token = gpt_train_flops_per_token(&t.cfg), .ctx = &t,
                        .load = load_checkpoint, .config = train_config, .start = start, .read_step = read_step,
@@ -318,6 +352,6 @@ int train_run(const TrainOptions *opts) {
     adamw_free(t.opt);
     gpt_free(t.m);
     tokenizer_free(t.tok);
-    corpus_close(t.corpus);
+    blend_close(t.data);
     return rc;
 }

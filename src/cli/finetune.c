@@ -20,12 +20,13 @@
 #include "util.h"
 
 static const char finetune_help[] =
-    "usage: [mpirun -np P] gpt finetune --init MODEL.h5 --data (TASK.h5 | CORPUS.h5) --out RUN_DIR\n"
+    "usage: [mpirun -np P] gpt finetune --init MODEL.h5 --data (TASK.h5 | [W:]CORPUS.h5 ...) --out RUN_DIR\n"
     "           [--lambda 0.5] [--lr 6.25e-5] [--epochs 3] [--batch 32] [--warmup-fraction 0.002]\n"
     "           [--micro-batch 8] [--weight-decay 0.01] [--clip 1] [--seed S]\n"
     "           [--lora-rank R [--lora-alpha A] [--lora-targets attn,mlp]]\n"
     "           [--eval-every E] [--log-every L] [--max-bad-steps K] [--threads T] [--overwrite]\n"
-    "           [--ckpt-every N] [--ckpt-minutes M] [--keep K] [--resume auto|CKPT.h5] [--time-limit D]\n\n"
+    "           [--ckpt-every N] [--ckpt-minutes M] [--keep K] [--resume auto|CKPT.h5] [--time-limit D]\n"
+    "           [--allow-data-change]\n\n"
     "Fine-tunes a pre-trained model (a model file or checkpoint) on a task file from\n"
     "gpt prepare-task, as GPT-1 does: a linear head on the extract token's final state, the\n"
     "objective L3 = L2 + lambda L1 (lambda 0: no LM loss), AdamW with a linear warm-up over\n"
@@ -37,7 +38,8 @@ static const char finetune_help[] =
     "RUN_DIR gets config.json, metrics.jsonl, checkpoints and model.h5 as gpt train's does\n"
     "(see docs/finetuning.md); --resume, signals and --time-limit work as in gpt train.\n"
     "With a corpus (gpt prepare) as --data it continues pre-training instead: next-token\n"
-    "prediction on windows of n_ctx + 1 tokens, --batch windows a step, no head; with\n"
+    "prediction on windows of n_ctx + 1 tokens, --batch windows a step, no head; several\n"
+    "--data make a blend, as in gpt train (an epoch: all the corpora's windows); with\n"
     "--lora-rank, model.h5 holds the adapters (gpt merge-lora makes a plain model file).\n";
 
 static int parse_finetune(int argc, char **argv, FinetuneOptions *o) {
@@ -67,7 +69,10 @@ static int parse_finetune(int argc, char **argv, FinetuneOptions *o) {
         }
         switch (opt) {
         case O_INIT: o->init = optarg; break;
-        case O_DATA: o->data = optarg; break;
+        case O_DATA:
+            if (o->n_data == BLEND_MAX) flag = "--data: at most 64 corpora";
+            else o->data[o->n_data++] = optarg;
+            break;
         case O_OUT: o->out = optarg; break;
         case O_LAMBDA: if (parse_float(optarg, &o->lambda) || !(o->lambda >= 0.0f)) flag = "--lambda: expected a number >= 0"; break;
         case O_LR: if (parse_float(optarg, &lr) || !(lr > 0.0f)) flag = "--lr: expected a positive number"; break;
@@ -87,7 +92,7 @@ static int parse_finetune(int argc, char **argv, FinetuneOptions *o) {
         if (flag) return cli_usage_error("finetune", "%s, got '%s'", flag, optarg);
     }
     if (optind < argc) return cli_usage_error("finetune", "unexpected argument '%s'", argv[optind]);
-    if (!o->init || !o->data || !o->out) return cli_usage_error("finetune", "--init, --data and --out are required");
+    if (!o->init || !o->n_data || !o->out) return cli_usage_error("finetune", "--init, --data and --out are required");
     if (run_options_conflict(&o->run)) return cli_usage_error("finetune", "%s", run_options_conflict(&o->run));
     if (alpha > 0.0f && !o->lora_rank) return cli_usage_error("finetune", "--lora-alpha needs --lora-rank");
     o->lora_alpha = alpha > 0.0f ? alpha : (float)o->lora_rank;

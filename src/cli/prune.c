@@ -96,13 +96,13 @@ static int prune(int argc, char **argv) {
     GPT *m = model_file_load(model, data ? 8 : 1, 0);
     if (dist_agree(!m)) return cli_fail("prune");
     Tokenizer *tok = NULL;
-    Corpus *c = NULL;
+    Blend *c = NULL;
     PruneStats st = {0};
-    int64_t n = 0;
+    int64_t n[1] = {0};
     double before = prune_sparsity(m), loss_before = 0.0, loss_after = 0.0;
     int rc = dist_agree(dist_rank() == 0 ? load_tokenizer(model, &tok) : 0);
-    if (!rc && data) rc = (c = cli_eval_open(m, model, data, split, windows, &n)) ? 0 : -1;
-    if (!rc && c) rc = cli_eval_report(m, model, c, data, split, n, 0, &loss_before);
+    if (!rc && data) rc = (c = cli_eval_open(m, model, &data, 1, split, windows, n)) ? 0 : -1;
+    if (!rc && c) rc = cli_eval_report(m, model, c, split, n, 0, &loss_before);
     if (!rc) rc = dist_agree(prune_magnitude(m, sparsity, scope, &st));
     if (!rc) rc = dist_agree(dist_rank() == 0 ? model_file_write_pruned(out, m, tok, st.sparsity,
                                                                          prune_scope_name(scope)) : 0);
@@ -110,12 +110,12 @@ static int prune(int argc, char **argv) {
         print_summary(m, model, before, sparsity, scope, &st);
         printf("wrote %s\n", out);
     }
-    if (!rc && c) rc = cli_eval_report(m, out, c, data, split, n, 0, &loss_after);
+    if (!rc && c) rc = cli_eval_report(m, out, c, split, n, 0, &loss_after);
     if (!rc && c && dist_rank() == 0)
         printf("perplexity %.2f -> %.2f (loss %.4f -> %.4f)\n", exp(loss_before), exp(loss_after), loss_before,
                loss_after);
     prune_stats_free(&st);
-    corpus_close(c);
+    blend_close(c);
     tokenizer_free(tok);
     gpt_free(m);
     return rc ? cli_fail("prune") : 0;

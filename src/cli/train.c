@@ -14,29 +14,33 @@
 #include "util.h"
 
 static const char train_help[] =
-    "usage: [mpirun -np P] gpt train --data CORPUS.h5 (--model PRESET [model options] | --init MODEL.h5)\n"
+    "usage: [mpirun -np P] gpt train --data [W:]CORPUS.h5 ... (--model PRESET [model options] | --init MODEL.h5)\n"
     "                                --out RUN_DIR\n"
     "                                --steps N [--batch B] [--accum A] [--seed S]\n"
     "                                [--lr X] [--min-lr X] [--warmup W] [--weight-decay X] [--clip X]\n"
     "                                [--eval-every E] [--eval-windows W] [--log-every L]\n"
     "                                [--bucket-mb M] [--max-bad-steps K] [--threads T] [--overwrite]\n"
     "                                [--ckpt-every N] [--ckpt-minutes M] [--keep K]\n"
-    "                                [--resume auto|CKPT.h5] [--time-limit D]\n\n"
-    "Pre-trains on windows of n_ctx + 1 tokens of the corpus's /train split. B windows per\n"
+    "                                [--resume auto|CKPT.h5 [--allow-data-change]] [--time-limit D]\n\n"
+    "Pre-trains on windows of n_ctx + 1 tokens of the corpus's /train split. Several --data\n"
+    "make a blend: --data 0.7:web.h5 --data 0.3:books.h5 draws 70% of the windows from web.h5\n"
+    "(a bare path weighs 1; weights are normalised; one tokenizer for all; see docs/training.md).\n"
+    "B windows per\n"
     "rank and micro-step (default 8), A micro-steps a step (default 1): P*B*A windows a step.\n"
     "The vocabulary comes from the corpus unless --vocab is given. --init starts from a model\n"
     "file instead (its shape and weights; only the dropout rates may be changed), such as one\n"
     "made by gpt import; the corpus must then carry the model's tokenizer. AdamW: --lr 2.5e-4,\n"
     "--min-lr 0, --warmup min(2000, N/10), --weight-decay 0.01, --clip 1 (0: off). Every E steps (default\n"
     "100, 0: never) and at the end, the mean loss over the first W windows of /val (default\n"
-    "100). Gradients are averaged in buckets of about M MiB (default 25) while the backward\n"
+    "100; a blend's: each corpus's, and their weighted mean). Gradients are averaged in buckets of about M MiB (default 25) while the backward\n"
     "pass runs. RUN_DIR gets config.json, metrics.jsonl (a line a step) and model.h5.\n"
     "A RUN_DIR holding another run is refused unless --overwrite or --resume.\n\n"
     "Checkpoints: RUN_DIR/ckpt_<step>.h5 every N steps and/or M minutes and after the last\n"
     "step; RUN_DIR/latest names the newest; the K newest are kept (default 3, 0: all).\n"
     "--resume auto continues from the newest checkpoint of RUN_DIR that loads (from step 0\n"
-    "if there is none), --resume CKPT.h5 from that one: same model, corpus, seed and global\n"
+    "if there is none), --resume CKPT.h5 from that one: same model, data, seed and global\n"
     "batch; with another number of ranks the accumulation (or batch) is adapted to it.\n"
+    "--allow-data-change resumes on other data (another blend or other weights) deliberately.\n"
     "SIGTERM, SIGINT or SIGUSR1, or --time-limit D (Slurm's forms: MM, MM:SS, HH:MM:SS,\n"
     "D-HH, D-HH:MM, D-HH:MM:SS) coming close, make the ranks finish the step, write a\n"
     "checkpoint and exit with code 75. See docs/operations.md.\n\nmodel options:\n" CONFIG_OPTIONS_HELP;
@@ -78,7 +82,10 @@ static int parse_train(int argc, char **argv, TrainOptions *o) {
             continue;
         }
         switch (opt) {
-        case O_DATA: o->data = optarg; break;
+        case O_DATA:
+            if (o->n_data == BLEND_MAX) flag = "--data: at most 64 corpora";
+            else o->data[o->n_data++] = optarg;
+            break;
         case O_OUT: o->out = optarg; break;
         case O_INIT: o->init = optarg; break;
         case O_STEPS: if (parse_long(optarg, &steps) || steps < 1) flag = "--steps: expected a positive integer"; break;
@@ -98,7 +105,7 @@ static int parse_train(int argc, char **argv, TrainOptions *o) {
         if (flag) return cli_usage_error("train", "%s, got '%s'", flag, optarg);
     }
     if (optind < argc) return cli_usage_error("train", "unexpected argument '%s'", argv[optind]);
-    if (!o->data || !o->out || !steps) return cli_usage_error("train", "--data, --out and --steps are required");
+    if (!o->n_data || !o->out || !steps) return cli_usage_error("train", "--data, --out and --steps are required");
     if (run_options_conflict(&o->run)) return cli_usage_error("train", "%s", run_options_conflict(&o->run));
     if (o->init) {
         if (!config_args_dropout_only(&cargs))
@@ -139,11 +146,12 @@ int cmd_train(int argc, char **argv) {
 }
 
 static const char eval_help[] =
-    "usage: [mpirun -np P] gpt eval --model MODEL.h5 --data CORPUS.h5 [--split val|train]\n"
+    "usage: [mpirun -np P] gpt eval --model MODEL.h5 --data [W:]CORPUS.h5 ... [--split val|train]\n"
     "                               [--windows N] [--batch B] [--threads T] [--json]\n\n"
     "Mean negative log-likelihood of the model over consecutive, non-overlapping windows of\n"
     "n_ctx + 1 tokens of a split (window i starts at token i * n_ctx; the first N, default\n"
-    "all), and its perplexity. The same answer for any number of ranks.\n";
+    "all), and its perplexity. The same answer for any number of ranks. Several --data (a\n"
+    "blend, as gpt train takes it): each corpus's loss, and their mean by the blend's weights.\n";
 
 int cli_parse_split(const char *cmd, const char *name) {
     int split = !strcmp(name, "val") ? SPLIT_VAL : !strcmp(name, "train") ? SPLIT_TRAIN : -1;
@@ -153,39 +161,59 @@ int cli_parse_split(const char *cmd, const char *name) {
 
 static const char *split_name(int split) { return split == SPLIT_VAL ? "val" : "train"; }
 
-Corpus *cli_eval_open(const GPT *m, const char *model, const char *data, int split, long windows, int64_t *n) {
-    Corpus *c = corpus_open(data);
-    if (dist_agree(!c)) return NULL;
+Blend *cli_eval_open(const GPT *m, const char *model, const char *const *data, int n_data, int split, long windows,
+                     int64_t *n) {
+    Blend *b = blend_open(data, n_data);
+    if (!b) return NULL;
     int rc = 0;
-    *n = windows_in(corpus_split_tokens(c, split), m->cfg.n_ctx);
-    if (corpus_vocab_size(c) > m->cfg.vocab_size)
-        rc = gpt_error("%s has a vocabulary of %d tokens, more than the %d of %s", data, corpus_vocab_size(c),
-                       m->cfg.vocab_size, model);
-    else if (*n == 0)
-        rc = gpt_error("%s: /%s holds %lld tokens, fewer than one window of n_ctx + 1 = %d", data, split_name(split),
-                       (long long)corpus_split_tokens(c, split), m->cfg.n_ctx + 1);
-    if (windows > 0 && windows < *n) *n = windows;
+    for (int c = 0; c < b->n && !rc; c++) {
+        Corpus *cp = b->corpus[c];
+        n[c] = windows_in(corpus_split_tokens(cp, split), m->cfg.n_ctx);
+        if (corpus_vocab_size(cp) > m->cfg.vocab_size)
+            rc = gpt_error("%s has a vocabulary of %d tokens, more than the %d of %s", b->path[c],
+                           corpus_vocab_size(cp), m->cfg.vocab_size, model);
+        else if (n[c] == 0)
+            rc = gpt_error("%s: /%s holds %lld tokens, fewer than one window of n_ctx + 1 = %d", b->path[c],
+                           split_name(split), (long long)corpus_split_tokens(cp, split), m->cfg.n_ctx + 1);
+        if (windows > 0 && windows < n[c]) n[c] = windows;
+    }
     if (rc) {
-        corpus_close(c);
+        blend_close(b);
         return NULL;
     }
-    return c;
+    return b;
 }
 
-int cli_eval_report(GPT *m, const char *model, Corpus *c, const char *data, int split, int64_t n, int json,
-                    double *loss) {
-    double nll = 0.0;
-    int64_t tokens = 0;
-    if (evaluate(m, c, split, n, &nll, &tokens)) return -1;
-    *loss = nll / (double)tokens;
+int cli_eval_report(GPT *m, const char *model, const Blend *b, int split, const int64_t *n, int json, double *loss) {
+    double losses[BLEND_MAX + 1], nll[BLEND_MAX];
+    int64_t tokens[BLEND_MAX];
+    if (evaluate_blend(m, b, split, n, losses, nll, tokens)) return -1;
+    *loss = losses[b->n];
     if (dist_rank() != 0) return 0;
-    if (json)
-        cli_print_json(json_pack("{s:o,s:o,s:I,s:I,s:s}", "loss", json_real_or_null(*loss), "perplexity",
-                                 json_real_or_null(exp(*loss)), "tokens", (json_int_t)tokens, "windows", (json_int_t)n,
-                                 "split", split_name(split)));
-    else
-        printf("%s on %s /%s: loss %.4f, perplexity %.2f over %lld tokens (%lld windows of %d)\n", model, data,
-               split_name(split), *loss, exp(*loss), (long long)tokens, (long long)n, m->cfg.n_ctx);
+    json_t *each = json_array();
+    for (int c = 0; c < b->n; c++) {
+        json_t *o = json_pack("{s:o,s:o,s:I,s:I,s:s}", "loss", json_real_or_null(losses[c]), "perplexity",
+                              json_real_or_null(exp(losses[c])), "tokens", (json_int_t)tokens[c], "windows",
+                              (json_int_t)n[c], "split", split_name(split));
+        if (b->n > 1) {
+            json_object_set_new(o, "corpus", json_string(b->path[c]));
+            json_object_set_new(o, "weight", json_real(b->weight[c]));
+        }
+        json_array_append_new(each, o);
+        if (!json)
+            printf("%s on %s /%s: loss %.4f, perplexity %.2f over %lld tokens (%lld windows of %d)\n", model,
+                   b->path[c], split_name(split), losses[c], exp(losses[c]), (long long)tokens[c], (long long)n[c],
+                   m->cfg.n_ctx);
+    }
+    if (b->n > 1 && !json)
+        printf("%s on the blend %s /%s: loss %.4f (the weighted mean), perplexity %.2f\n", model, b->spec,
+               split_name(split), *loss, exp(*loss));
+    if (json && b->n == 1) cli_print_json(json_incref(json_array_get(each, 0)));
+    else if (json)
+        cli_print_json(json_pack("{s:o,s:o,s:s,s:s,s:O}", "loss", json_real_or_null(*loss), "perplexity",
+                                 json_real_or_null(exp(*loss)), "split", split_name(split), "blend", b->spec,
+                                 "corpora", each));
+    json_decref(each);
     return 0;
 }
 
@@ -195,14 +223,18 @@ static int eval(int argc, char **argv) {
                                          {"batch", required_argument, 0, 'b'}, {"threads", required_argument, 0, 't'},
                                          {"json", no_argument, 0, 'j'}, {"help", no_argument, 0, 'h'},
                                          {0, 0, 0, 0}};
-    const char *model = NULL, *data = NULL, *split_arg = "val";
+    const char *model = NULL, *data[BLEND_MAX], *split_arg = "val";
+    int n_data = 0;
     long windows = -1;
     int batch = 8, threads = 1, json = 0, opt;
     optind = 1;
     while ((opt = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (opt) {
         case 'm': model = optarg; break;
-        case 'd': data = optarg; break;
+        case 'd':
+            if (n_data == BLEND_MAX) return cli_usage_error("eval", "--data: at most %d corpora", BLEND_MAX);
+            data[n_data++] = optarg;
+            break;
         case 's': split_arg = optarg; break;
         case 'w': if (parse_long(optarg, &windows) || windows < 1) return cli_usage_error("eval", "--windows: expected a positive integer, got '%s'", optarg); break;
         case 'b': if (parse_int(optarg, &batch) || batch < 1) return cli_usage_error("eval", "--batch: expected a positive integer, got '%s'", optarg); break;
@@ -212,17 +244,17 @@ static int eval(int argc, char **argv) {
         default: return cli_usage_error("eval", "unknown option");
         }
     }
-    if (!model || !data) return cli_usage_error("eval", "--model and --data are required");
+    if (!model || !n_data) return cli_usage_error("eval", "--model and --data are required");
     int split = cli_parse_split("eval", split_arg);
     if (split < 0) return 2;
     compute_threads_set(threads);
     GPT *m = model_file_load(model, batch, 0);
     if (dist_agree(!m)) return cli_fail("eval");
-    int64_t n = 0;
+    int64_t n[BLEND_MAX];
     double loss;
-    Corpus *c = cli_eval_open(m, model, data, split, windows, &n);
-    int rc = !c || cli_eval_report(m, model, c, data, split, n, json, &loss);
-    corpus_close(c);
+    Blend *b = cli_eval_open(m, model, data, n_data, split, windows, n);
+    int rc = !b || cli_eval_report(m, model, b, split, n, json, &loss);
+    blend_close(b);
     gpt_free(m);
     return rc ? cli_fail("eval") : 0;
 }
