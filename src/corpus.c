@@ -663,7 +663,9 @@ int corpus_prepare(const char *tokenizer_path, const char *out, const char *cons
     int rank = dist_rank(), P = dist_size();
     char tmp[PATH_MAX];
     if (snprintf(tmp, sizeof tmp, "%s.tmp", out) >= (int)sizeof tmp) return gpt_error("%s: path too long", out);
-    double program_mb = current_rss_mb(); /* MPI and HDF5, before any data */
+    /* MPI and HDF5 before any data, the largest rank's: every rank must size rounds alike */
+    double program_mb = current_rss_mb();
+    MPI_Allreduce(MPI_IN_PLACE, &program_mb, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
     Tokenizer *t = tokenizer_load(tokenizer_path);
     Stream s = {0};
     Work w = {.tok = t, .opt = opt};

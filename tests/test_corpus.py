@@ -259,12 +259,23 @@ def assert_same_corpus(a, b):
 
 
 @pytest.mark.parametrize("ranks", [1, 2, 3])
-def test_bounded_memory_gives_the_same_corpus(run, gpt_bin, tokenizer, big_inputs, big_reference, workdir, ranks):
-    """--max-memory far below the corpus: many rounds, the same datasets as one round."""
+@pytest.mark.parametrize("above", [None, 6])
+def test_bounded_memory_gives_the_same_corpus(run, gpt_bin, tokenizer, big_inputs, big_reference, workdir, ranks,
+                                              above):
+    """--max-memory far below the corpus: many rounds, the same datasets as one round.
+    None: a bound below the program's own size (rounds of the least size); 6: 6 MB above
+    it, where each rank's own measure of the program would size the rounds differently
+    if the ranks did not agree on it."""
+    bound = 1
+    if above:
+        tiny = workdir / "tiny.txt"
+        tiny.write_text("a few words\n")
+        probe = prepare(run, gpt_bin, tokenizer, workdir / "tiny.h5", [tiny], ranks)
+        bound = int(float(probe.stdout.split("peak RSS ")[1].split(" MB")[0])) + above
     out = workdir / "rounds.h5"
     proc = prepare(run, gpt_bin, tokenizer, out, big_inputs, ranks,
-                   ["--split-on-blank-lines", "--val-fraction", "0.05", "--max-memory", "1"])
-    assert rounds_of(proc) > 5
+                   ["--split-on-blank-lines", "--val-fraction", "0.05", "--max-memory", bound])
+    assert rounds_of(proc) > 3
     assert_same_corpus(big_reference, read_corpus(out)[0])
 
 
