@@ -137,7 +137,7 @@ static size_t doc_end(const Input *in, size_t start, size_t *next) {
 typedef struct {
     Input *in;
     int n;
-    int64_t *offs;  /* (n + 1) start of each input in the stream, known up to input `known` */
+    int64_t *offs;  /* (n + 1) start of each input in the stream, known once this rank finished those before */
     int cur;        /* the first input this rank has not finished */
     int64_t file_bytes;
 } Stream;
@@ -434,7 +434,7 @@ static int tokenize_slot(Work *w, Stream *s, int64_t a, int64_t b, int *at_end) 
     return 0;
 }
 
-/* Compressed bytes behind this rank, for progress. */
+/* Bytes of the input files behind this rank (compressed ones as read so far), for progress. */
 static int64_t file_bytes_read(const Stream *s, int64_t b) {
     int64_t n = 0;
     for (int i = 0; i < s->cur; i++) n += s->in[i].file_size;
