@@ -18,11 +18,12 @@ static const char help[] =
     "document per line in its \"text\" field. Every document ends with <|endoftext|>.\n"
     "Inputs may be gzip or zstd compressed (told by their content; name.jsonl.gz is JSON Lines).\n"
     "--max-memory MB (default 1024) bounds what each rank holds: it tokenizes and writes in\n"
-    "rounds that fit (docs/operations.md); a document larger than a round is held whole.\n"
+    "rounds that fit (docs/formats.md); a document larger than a round is held whole.\n"
     "--val-fraction F (default 0.01) of the documents, spread evenly, go to /val.\n"
     "--input-list FILE names further inputs, one path a line, after those on the command line\n"
     "(for more files than a command line holds).\n"
-    "Under mpirun the ranks share the work; the file is the same for any number of ranks.\n"
+    "Under mpirun the ranks share the work; the file is the same for any number of ranks\n"
+    "and any --max-memory.\n"
     "TOK.h5: a tokenizer file (gpt tokenizer train|import) or a corpus.\n";
 
 static int prepare(int argc, char **argv) {
