@@ -389,6 +389,8 @@ static int tokenize_compressed(Work *w, Stream *s, int i, int64_t a, int64_t b) 
     if (!in->sc) {
         in->sc = xcalloc(1, sizeof *in->sc);
         in->sc->line = 1;
+        in->sc->buf = xmalloc(in->sc->cap = 1 << 17); /* never NULL: memchr and memcpy take no NULL */
+        in->sc->doc = xmalloc(in->sc->doc_cap = 1 << 12);
         if (!(in->sc->z = zs_open(in->path, in->format))) return -1;
     }
     Scanner *sc = in->sc;

@@ -275,7 +275,7 @@ def test_bounded_memory_gives_the_same_corpus(run, gpt_bin, tokenizer, big_input
     out = workdir / "rounds.h5"
     proc = prepare(run, gpt_bin, tokenizer, out, big_inputs, ranks,
                    ["--split-on-blank-lines", "--val-fraction", "0.05", "--max-memory", bound])
-    assert rounds_of(proc) > 3
+    assert rounds_of(proc) > (1 if above else 5)
     assert_same_corpus(big_reference, read_corpus(out)[0])
 
 
@@ -372,8 +372,13 @@ def test_max_memory_bounds_the_resident_set(run, gpt_bin, tokenizer, big_inputs,
     what the unbounded run needs."""
     big = workdir / "all.txt"
     big.write_bytes(b"".join(big_inputs[0].read_bytes() for _ in range(4)))  # 50 MB of text
-    free = prepare(run, gpt_bin, tokenizer, workdir / "a.h5", [big], 1, ["--split-on-blank-lines"])
-    tight = prepare(run, gpt_bin, tokenizer, workdir / "b.h5", [big], 1,
+    # under AddressSanitizer, freed memory would wait in its quarantine, not be reused
+    quiet = {"ASAN_OPTIONS": "quarantine_size_mb=0:detect_leaks=0"}
+
+    def run_quiet(cmd, check=True, env=None, timeout=300):
+        return run(cmd, check=check, env={**(env or {}), **quiet}, timeout=timeout)
+    free = prepare(run_quiet, gpt_bin, tokenizer, workdir / "a.h5", [big], 1, ["--split-on-blank-lines"])
+    tight = prepare(run_quiet, gpt_bin, tokenizer, workdir / "b.h5", [big], 1,
                     ["--split-on-blank-lines", "--max-memory", "8"])
     rss = [float(p.stdout.split("peak RSS ")[1].split(" MB")[0]) for p in (free, tight)]
     assert rounds_of(free) == 1 and rounds_of(tight) > 10
