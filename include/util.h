@@ -33,8 +33,9 @@ size_t utf8_bom_len(const uint8_t *buf, size_t len);
 int check_text(const char *path, const uint8_t *buf, size_t len, size_t base);
 
 /* Fault injection for the crash tests (tests/test_checkpoint.py): with the environment
- * variable GPT_FAULT=POINT[:STEP][@RANK], the process kills itself with SIGKILL on
- * reaching the named point (only at that step, only on that rank, when given). */
+ * variable GPT_FAULT=POINT[:STEP][@RANK][/TERM], the process kills itself with SIGKILL
+ * (or sends itself SIGTERM) on reaching the named point (only at that step, only on
+ * that rank, when given). */
 void fault_point(const char *point, long step, int rank);
 
 /* A JSON number, or null for a NaN or an infinity (JSON has neither): every number the

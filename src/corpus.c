@@ -694,6 +694,7 @@ int corpus_prepare(const char *tokenizer_path, const char *out, const char *cons
     for (int at_end = 0; !at_end; rounds++) {
         int64_t R = round_bytes(budget, density[0], density[1], elem);
         int64_t text_before = w.text_bytes;
+        fault_point("prepare-round", rounds, rank);
         rc = stop_signal_caught() ? gpt_error("interrupted by %s", stop_signal_name())
                                   : tokenize_slot(&w, &s, base + rank * R, base + (rank + 1) * R, &at_end);
         if ((rc = dist_agree(rc))) break;

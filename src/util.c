@@ -131,7 +131,9 @@ void fault_point(const char *point, long step, int rank) {
         if (strtol(p + 1, &end, 10) != rank) return;
         p = end;
     }
-    if (*p == '\0') raise(SIGKILL);
+    int sig = SIGKILL;
+    if (!strcmp(p, "/TERM")) sig = SIGTERM, p += 5;
+    if (*p == '\0') raise(sig);
 }
 
 double now_seconds(void) {

@@ -4,9 +4,7 @@ identical for any number of MPI ranks, with clear errors for bad input."""
 import gzip
 import json
 import re
-import signal
 import subprocess
-import time
 
 import h5py
 import numpy as np
@@ -351,20 +349,14 @@ def test_bad_compressed_inputs_are_named(run, gpt_bin, tokenizer, big_inputs, wo
         assert not out.exists() and not (workdir / "c.h5.tmp").exists()
 
 
-def test_a_signal_leaves_no_file(gpt_bin, tokenizer, big_inputs, workdir):
+def test_a_signal_leaves_no_file(run, gpt_bin, tokenizer, big_inputs, workdir):
+    """SIGTERM in the middle of a prepare (sent by the process itself at its third round,
+    GPT_FAULT, so that no timing decides where it lands): no file, no .tmp."""
     out = workdir / "c.h5"
-    tmp = workdir / "c.h5.tmp"
-    inputs = [str(p) for p in big_inputs] * 4
-    proc = subprocess.Popen([gpt_bin, "prepare", "--tokenizer", str(tokenizer), "--out", str(out), "--max-memory", "1",
-                             *inputs], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 60
-    while not tmp.exists() and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert proc.poll() is None, "prepare ended before it could be signalled"
-    proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=120)
-    assert proc.returncode != 0 and "interrupted by SIGTERM" in err
-    assert not out.exists() and not tmp.exists()
+    proc = run([gpt_bin, "prepare", "--tokenizer", tokenizer, "--out", out, "--max-memory", "1", *big_inputs],
+               env={"GPT_FAULT": "prepare-round:3/TERM"})
+    assert proc.returncode != 0 and "interrupted by SIGTERM" in proc.stderr
+    assert not out.exists() and not (workdir / "c.h5.tmp").exists()
 
 
 def test_max_memory_bounds_the_resident_set(run, gpt_bin, tokenizer, big_inputs, workdir):
