@@ -88,6 +88,8 @@ void blend_close(Blend *b);
 int blend_vocab_size(const Blend *b);
 /* Sets windows[] for n_ctx; -1 naming the corpus if one has no /train window. */
 int blend_windows(Blend *b, int n_ctx);
+/* Windows of n_ctx + 1 tokens of each corpus's split, at most cap each, into n[c]. */
+void blend_split_windows(const Blend *b, int split, int n_ctx, int64_t cap, int64_t *n);
 /* Corpus and window of global sample i. */
 void blend_sample(const Blend *b, uint64_t seed, int64_t i, int *corpus, int64_t *window);
 

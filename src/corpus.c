@@ -77,7 +77,6 @@ typedef struct {
     const uint8_t *buf;  /* plain: the file's bytes after its byte order mark, if any */
     size_t size;         /* plain: bytes in buf; compressed: decompressed bytes, once known */
     size_t bom;          /* bytes of the byte order mark: byte p of buf is byte bom + p of the file */
-    int size_known;
     Scanner *sc;         /* compressed: while this rank reads it */
 } Input;
 
@@ -94,11 +93,14 @@ static size_t line_start_at_or_after(const Input *in, size_t x) {
     return e < in->size ? e + 1 : in->size;
 }
 
-static int blank_line(const Input *in, size_t p) {
-    for (size_t e = line_end(in, p); p < e; p++)
-        if (!strchr(" \t\r", in->buf[p])) return 0;
+/* Only spaces, tabs and \r. */
+static int blank_bytes(const uint8_t *p, size_t n) {
+    for (size_t i = 0; i < n; i++)
+        if (!strchr(" \t\r", p[i])) return 0;
     return 1;
 }
+
+static int blank_line(const Input *in, size_t p) { return blank_bytes(in->buf + p, line_end(in, p) - p); }
 
 /* Start of the line before the line that starts at p > 0. */
 static size_t prev_line_start(const Input *in, size_t p) {
@@ -191,10 +193,18 @@ static int open_inputs(Stream *s, const char *const *paths, int n, int paragraph
         in->bom = utf8_bom_len(p, in->size);
         in->buf = (const uint8_t *)p + in->bom;
         in->size -= in->bom;
-        in->size_known = 1;
         if (in->size == 0) return gpt_error("%s: empty file (expected UTF-8 text)", paths[i]);
     }
     return 0;
+}
+
+static Scanner *scanner_open(const Input *in) {
+    Scanner *sc = xcalloc(1, sizeof *sc);
+    sc->line = 1;
+    sc->buf = xmalloc(sc->cap = 1 << 17); /* never NULL: memchr and memcpy take no NULL */
+    sc->doc = xmalloc(sc->doc_cap = 1 << 12);
+    sc->z = zs_open(in->path, in->format);
+    return sc;
 }
 
 static void scanner_free(Scanner *sc) {
@@ -265,12 +275,6 @@ static void doc_append(Scanner *sc, const uint8_t *p, size_t n) {
     if (sc->doc_len + n > sc->doc_cap) sc->doc = xrealloc(sc->doc, sc->doc_cap = 2 * (sc->doc_len + n));
     memcpy(sc->doc + sc->doc_len, p, n);
     sc->doc_len += n;
-}
-
-static int blank_bytes(const uint8_t *p, size_t n) {
-    for (size_t i = 0; i < n; i++)
-        if (!strchr(" \t\r", p[i])) return 0;
-    return 1;
 }
 
 /* Reads the next document of a compressed input ahead into sc->doc, split as doc_start
@@ -386,13 +390,7 @@ static int tokenize_plain(Work *w, Stream *s, int i, int64_t a, int64_t b) {
  * rank left it: 1 when the input is finished, 0 when a later document is read ahead. */
 static int tokenize_compressed(Work *w, Stream *s, int i, int64_t a, int64_t b) {
     Input *in = &s->in[i];
-    if (!in->sc) {
-        in->sc = xcalloc(1, sizeof *in->sc);
-        in->sc->line = 1;
-        in->sc->buf = xmalloc(in->sc->cap = 1 << 17); /* never NULL: memchr and memcpy take no NULL */
-        in->sc->doc = xmalloc(in->sc->doc_cap = 1 << 12);
-        if (!(in->sc->z = zs_open(in->path, in->format))) return -1;
-    }
+    if (!in->sc && !(in->sc = scanner_open(in))->z) return -1;
     Scanner *sc = in->sc;
     for (;;) {
         if (!sc->have_doc) {
@@ -410,7 +408,7 @@ static int tokenize_compressed(Work *w, Stream *s, int i, int64_t a, int64_t b) 
         sc->have_doc = 0;
     }
     if (sc->at == 0) return gpt_error("%s: empty after decompression (expected UTF-8 text)", in->path);
-    in->size = (size_t)sc->at, in->size_known = 1;
+    in->size = (size_t)sc->at;
     scanner_free(sc);
     in->sc = NULL;
     return 1;

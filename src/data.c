@@ -232,14 +232,11 @@ Blend *blend_open(const char *const *specs, int n) {
         return NULL;
     }
     b->n = n;
-    size_t len = 0;
-    for (int c = 0; c < n; c++) {
-        b->weight[c] /= total;
-        if (n == 1) snprintf(b->spec, sizeof b->spec, "%s", b->path[0]);
-        else if (len < sizeof b->spec)
-            len += (size_t)snprintf(b->spec + len, sizeof b->spec - len, "%s%.6g:%s", c ? "," : "", b->weight[c],
-                                    b->path[c]);
-    }
+    for (int c = 0; c < n; c++) b->weight[c] /= total;
+    snprintf(b->spec, sizeof b->spec, "%s", b->path[0]);
+    for (size_t c = 0, len = 0; n > 1 && c < (size_t)n && len < sizeof b->spec; c++)
+        len += (size_t)snprintf(b->spec + len, sizeof b->spec - len, "%s%.6g:%s", c ? "," : "", b->weight[c],
+                                b->path[c]);
     blend_quotas(b->weight, n, b->quota);
     for (int c = 0; c < n && !rc; c++) {
         b->corpus[c] = corpus_open(b->path[c]);
@@ -272,6 +269,13 @@ int blend_windows(Blend *b, int n_ctx) {
                              (long long)n, n_ctx + 1);
     }
     return 0;
+}
+
+void blend_split_windows(const Blend *b, int split, int n_ctx, int64_t cap, int64_t *n) {
+    for (int c = 0; c < b->n; c++) {
+        n[c] = windows_in(corpus_split_tokens(b->corpus[c], split), n_ctx);
+        if (n[c] > cap) n[c] = cap;
+    }
 }
 
 void blend_sample(const Blend *b, uint64_t seed, int64_t i, int *corpus, int64_t *window) {

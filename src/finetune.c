@@ -582,11 +582,8 @@ static int open_data(Tuner *t, const FinetuneOptions *o, const GPTConfig *cfg) {
                            blend_vocab_size(b), cfg->vocab_size, o->init);
         else rc = blend_windows(t->corpus, cfg->n_ctx);
         t->n_train = t->n_val = 0;
-        for (int c = 0; !rc && c < b->n; c++) {
-            t->corpus_val[c] = windows_in(corpus_split_tokens(b->corpus[c], SPLIT_VAL), cfg->n_ctx);
-            if (t->corpus_val[c] > 100) t->corpus_val[c] = 100;
-            t->n_train += b->windows[c], t->n_val += t->corpus_val[c];
-        }
+        if (!rc) blend_split_windows(b, SPLIT_VAL, cfg->n_ctx, 100, t->corpus_val);
+        for (int c = 0; !rc && c < b->n; c++) t->n_train += b->windows[c], t->n_val += t->corpus_val[c];
         t->max_seqs = 1;
         return dist_agree(rc);
     }

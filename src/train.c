@@ -313,15 +313,12 @@ static int open_corpus(Trainer *t) {
                        cfg->vocab_size);
     else if (config_validate(cfg) || blend_windows(t->data, cfg->n_ctx))
         rc = -1;
-    for (int c = 0; !rc && c < b->n && o->run.eval_every > 0; c++) {
-        int64_t n_val = corpus_split_tokens(b->corpus[c], SPLIT_VAL);
-        t->eval_windows[c] = windows_in(n_val, cfg->n_ctx);
-        if (t->eval_windows[c] > o->eval_windows) t->eval_windows[c] = o->eval_windows;
+    if (!rc && o->run.eval_every > 0) blend_split_windows(b, SPLIT_VAL, cfg->n_ctx, o->eval_windows, t->eval_windows);
+    for (int c = 0; !rc && c < b->n && o->run.eval_every > 0; c++)
         if (t->eval_windows[c] == 0)
             rc = gpt_error("%s: /val holds %lld tokens, fewer than one window of n_ctx + 1 = %d, so --eval-every "
                            "cannot evaluate (prepare with --val-fraction, or pass --eval-every 0)",
-                           b->path[c], (long long)n_val, cfg->n_ctx + 1);
-    }
+                           b->path[c], (long long)corpus_split_tokens(b->corpus[c], SPLIT_VAL), cfg->n_ctx + 1);
     if (!rc && dist_rank() == 0 && !(t->tok = tokenizer_load(b->path[0]))) rc = -1;
     if (!rc && dist_rank() == 0 && o->init) rc = model_file_check_tokenizer(o->init, t->tok, b->path[0]);
     return dist_agree(rc);

@@ -53,16 +53,23 @@ ZStream *zs_open(const char *path, ZsFormat format) {
     return z;
 }
 
-/* Refills the compressed buffer when it is used up; -1 on a read error. */
-static int refill(ZStream *z) {
-    if (z->in_pos < z->in_len || z->in_eof) return 0;
-    z->consumed += (int64_t)z->in_len;
-    z->in_len = fread(z->in, 1, IN_BUF, z->f);
-    z->in_pos = 0;
-    if (z->in_len < IN_BUF) {
-        if (ferror(z->f)) return snprintf(z->err, sizeof z->err, "read error: %s", strerror(errno)), -1;
-        z->in_eof = 1;
+/* Compressed bytes to decode in z->in (refilled when used up): 1; 0 at the end of a
+ * whole stream; -1 on a read error or a file that ends inside a member or frame. */
+static int have_input(ZStream *z) {
+    if (z->in_pos == z->in_len && !z->in_eof) {
+        z->consumed += (int64_t)z->in_len;
+        z->in_len = fread(z->in, 1, IN_BUF, z->f);
+        z->in_pos = 0;
+        if (z->in_len < IN_BUF) {
+            if (ferror(z->f)) return snprintf(z->err, sizeof z->err, "read error: %s", strerror(errno)), -1;
+            z->in_eof = 1;
+        }
     }
+    if (z->in_pos < z->in_len) return 1;
+    if (z->mid_member)
+        return snprintf(z->err, sizeof z->err, "truncated %s stream (it ends inside a %s)", zs_format_name(z->format),
+                        z->format == ZS_GZIP ? "member" : "frame"), -1;
+    z->done = 1;
     return 0;
 }
 
@@ -72,13 +79,9 @@ static ssize_t read_gzip(ZStream *z, uint8_t *out, size_t n) {
     z->gz.next_out = out;
     z->gz.avail_out = (uInt)(n > (1u << 30) ? 1u << 30 : n);
     while (z->gz.avail_out > 0) {
-        if (refill(z)) return -1;
-        if (z->in_pos == z->in_len) {
-            if (z->mid_member)
-                return snprintf(z->err, sizeof z->err, "truncated gzip stream (it ends inside a member)"), -1;
-            z->done = 1;
-            break;
-        }
+        int in = have_input(z);
+        if (in < 0) return -1;
+        if (!in) break;
         z->gz.next_in = z->in + z->in_pos;
         z->gz.avail_in = (uInt)(z->in_len - z->in_pos);
         int rc = inflate(&z->gz, Z_NO_FLUSH);
@@ -99,13 +102,9 @@ static ssize_t read_gzip(ZStream *z, uint8_t *out, size_t n) {
 static ssize_t read_zstd(ZStream *z, uint8_t *out, size_t n) {
     ZSTD_outBuffer ob = {out, n, 0};
     while (ob.pos < ob.size) {
-        if (refill(z)) return -1;
-        if (z->in_pos == z->in_len) {
-            if (z->mid_member)
-                return snprintf(z->err, sizeof z->err, "truncated zstd stream (it ends inside a frame)"), -1;
-            z->done = 1;
-            break;
-        }
+        int in = have_input(z);
+        if (in < 0) return -1;
+        if (!in) break;
         ZSTD_inBuffer ib = {z->in, z->in_len, z->in_pos};
         size_t rc = ZSTD_decompressStream(z->zd, &ob, &ib);
         z->in_pos = ib.pos;

@@ -165,18 +165,15 @@ Blend *cli_eval_open(const GPT *m, const char *model, const char *const *data, i
                      int64_t *n) {
     Blend *b = blend_open(data, n_data);
     if (!b) return NULL;
-    int rc = 0;
-    for (int c = 0; c < b->n && !rc; c++) {
-        Corpus *cp = b->corpus[c];
-        n[c] = windows_in(corpus_split_tokens(cp, split), m->cfg.n_ctx);
-        if (corpus_vocab_size(cp) > m->cfg.vocab_size)
-            rc = gpt_error("%s has a vocabulary of %d tokens, more than the %d of %s", b->path[c],
-                           corpus_vocab_size(cp), m->cfg.vocab_size, model);
-        else if (n[c] == 0)
+    int rc = blend_vocab_size(b) > m->cfg.vocab_size /* one tokenizer: one vocabulary */
+                 ? gpt_error("%s has a vocabulary of %d tokens, more than the %d of %s", b->path[0],
+                             blend_vocab_size(b), m->cfg.vocab_size, model)
+                 : 0;
+    blend_split_windows(b, split, m->cfg.n_ctx, windows > 0 ? windows : INT64_MAX, n);
+    for (int c = 0; c < b->n && !rc; c++)
+        if (n[c] == 0)
             rc = gpt_error("%s: /%s holds %lld tokens, fewer than one window of n_ctx + 1 = %d", b->path[c],
-                           split_name(split), (long long)corpus_split_tokens(cp, split), m->cfg.n_ctx + 1);
-        if (windows > 0 && windows < n[c]) n[c] = windows;
-    }
+                           split_name(split), (long long)corpus_split_tokens(b->corpus[c], split), m->cfg.n_ctx + 1);
     if (rc) {
         blend_close(b);
         return NULL;
