@@ -64,7 +64,7 @@ UNIT_BINS := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 # keep the unit tests' objects between builds
 .SECONDARY:
 
-.PHONY: all deps deb-deps test test-unit test-python test-slurm sanitize bench bench-ckpt bench-finetune bench-hybrid bench-choice bench-interop bench-prepare demo clean
+.PHONY: all deps deb-deps test test-unit test-python test-slurm test-cluster sanitize bench bench-ckpt bench-finetune bench-hybrid bench-choice bench-interop bench-prepare bench-cluster demo clean
 
 all: $(GPT) $(ORACLE) $(UNIT_BINS)
 
@@ -124,7 +124,7 @@ test-unit: $(UNIT_BINS)
 
 # Under SAN=1, tests/test_portable.py is left out: an ASan binary under qemu-user runs
 # thousands of times slower than natively (make test runs it on the real binary).
-PYTEST_IGNORE = --ignore=tests/slurm $(if $(filter 1,$(SAN)),--ignore=tests/test_portable.py)
+PYTEST_IGNORE = --ignore=tests/slurm --ignore=tests/cluster $(if $(filter 1,$(SAN)),--ignore=tests/test_portable.py)
 test-python: $(GPT) $(ORACLE)
 	GPT_BIN=$(abspath $(GPT)) ORACLE_BIN=$(abspath $(ORACLE)) $(PYTHON) -m pytest -q $(PYTEST_IGNORE) tests
 
@@ -134,6 +134,16 @@ SLURM_PACKAGES = slurm-wlm munge
 test-slurm: $(GPT)
 	@$(MAKE) --no-print-directory deb-deps DEB_PACKAGES="$(SLURM_PACKAGES)"
 	GPT_BIN=$(abspath $(GPT)) $(PYTHON) -m pytest -q tests/slurm
+
+# The multi-host tests on a cluster of network namespaces made for the test (root;
+# iproute2, which this installs when missing).
+CLUSTER_PACKAGES = iproute2
+test-cluster: $(GPT)
+	@$(MAKE) --no-print-directory deb-deps DEB_PACKAGES="$(CLUSTER_PACKAGES)"
+	GPT_BIN=$(abspath $(GPT)) $(PYTHON) -m pytest -q tests/cluster
+
+bench-cluster: $(GPT)
+	$(PYTHON) tools/bench_cluster.py
 
 sanitize:
 	$(MAKE) SAN=1 BUILD=build-san BINDIR=build-san/bin test

@@ -93,10 +93,12 @@ typedef struct GPT {
     size_t n_acts;
     float *act_buf;
     GPTActs act;
-    /* Called by the backward pass as soon as a layer's parameter gradients are final
-     * (layer L-1 first, which also completes ln_f), and with layer -1 once wte and wpe
-     * are: the moment their gradients can be sent. NULL: no calls. */
-    void (*grad_ready)(void *ctx, int layer);
+    /* Called by the backward pass as soon as the parameter gradients from offset `from`
+     * to the end of the buffer are final: the moment they can be sent. The calls come at
+     * gpt_grad_ready_points(), in that order: after each layer's feed-forward half (from
+     * its ln_2; layer L-1's also completes ln_f), after the whole layer, and with 0 once
+     * wte and wpe are final. NULL: no calls. */
+    void (*grad_ready)(void *ctx, size_t from);
     void *grad_ready_ctx;
     /* Low-rank adapters (lora.h), not owned; NULL: none. With grads NULL as well, the
      * base is frozen: the backward pass computes only the adapters' gradients. */
@@ -117,6 +119,8 @@ void gpt_init_weights(GPT *m, uint64_t seed, float std, int scale_residual);
 /* Offset in the flat buffers of layer l's first tensor; layer n_layer gives the end of
  * the last layer (where ln_f, if any, starts). Layers are contiguous. */
 size_t gpt_layer_offset(const GPT *m, int l);
+/* The offsets of grad_ready's calls, descending: 2 n_layer + 1 of them, into points. */
+int gpt_grad_ready_points(const GPT *m, size_t *points);
 
 /* A 64-bit hash of every parameter's bits: tells whether adapters meet the base they were
  * trained on. */

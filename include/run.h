@@ -17,6 +17,8 @@
  *        --max-bad-steps non-finite steps in a row: stop with an error
  *        a checkpoint when due, and the stop when signalled or out of time
  *   -> the result file (rank 0, agreed on by every rank) -> unlock.
+ * The watchdog (watchdog.h) watches it all: a collective that does not complete within
+ * --collective-timeout ends the job with WATCHDOG_EXIT.
  *
  * Every decision that ends or changes a step is taken from the reduced record, so the
  * ranks always take the same branch and never wait in different collectives. */
@@ -44,6 +46,7 @@ typedef struct {
     int allow_data_change;    /* resume on data other than the checkpoint's (another blend) */
     double time_limit;        /* seconds after t_start by which the run must have stopped; 0: none */
     double t_start;           /* now_seconds() at process start */
+    double collective_timeout; /* seconds a collective may take before the job ends (watchdog.h); 0: no limit */
 } RunOptions;
 
 /* The process exit code of a run stopped early by a signal or the time limit, after

@@ -4,7 +4,7 @@
  * (data.h): with P ranks, batch B and A micro-steps, a step trains on G = P B A windows,
  * window j of step s being global sample s G + j, read by rank (j mod P B) / B in
  * micro-step j / (P B). Gradients are averaged with bucketed MPI_Iallreduce overlapping
- * the backward pass (dist.h) and every rank applies the same AdamW update, so the ranks'
+ * the backward pass (gradsync.h) and every rank applies the same AdamW update, so the ranks'
  * parameters never diverge and a step's result does not depend on P.
  *
  * Checkpoints (checkpoint.h) hold everything a run needs to go on: resuming with the

@@ -21,6 +21,7 @@
 #include "checkpoint.h"
 #include "data.h"
 #include "dist.h"
+#include "gradsync.h"
 #include "h5util.h"
 #include "head.h"
 #include "kernels.h"
@@ -302,14 +303,6 @@ double finetune_loss_grad(GPT *m, TaskHead *h, const TaskData *d, int split, con
 
 /* ---- gradients and updates ---- */
 
-/* Sums a buffer over the ranks in pieces that fit an int count. */
-static void allreduce_sum(float *x, size_t n) {
-    for (size_t at = 0; at < n; at += INT_MAX / 2) {
-        size_t k = n - at < INT_MAX / 2 ? n - at : INT_MAX / 2;
-        MPI_Allreduce(MPI_IN_PLACE, x + at, (int)k, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD);
-    }
-}
-
 static void add_trainable(Tuner *t, const char *group, const GPTTensor *tensors, int n_tensors, size_t n,
                           float *params, float *grads, const OptimConfig *oc) {
     t->tr[t->n_tr++] = (Trainable){group, tensors, n_tensors, n, params, grads, adamw_create(oc, n)};
@@ -395,9 +388,9 @@ static int evaluate_task(Tuner *t, int split, TaskMetrics *tm, double *loss) {
         pred[idx[i]] = local[i];
         label[idx[i]] = e.label;
     }
-    MPI_Allreduce(MPI_IN_PLACE, pred, (int)n, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD);
-    MPI_Allreduce(MPI_IN_PLACE, label, (int)n, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD);
-    MPI_Allreduce(MPI_IN_PLACE, sums, 1, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD);
+    dist_sum(pred, (size_t)n);
+    dist_sum(label, (size_t)n);
+    dist_sum(sums, 1);
     *tm = task_metrics(t->info->label_kind, pred, label, n);
     *loss = n ? sums[0] / (double)n : NAN;
     free(pred), free(label), free(idx), free(local);
@@ -496,7 +489,7 @@ static void backward(void *ctx, long s, StepGrads *g) {
     if (t->sync && t->mine == 0) gradsync_arm(t->sync); /* no pass: gradsync_finish sends its zeros */
     g->comm_wait_s = t->sync ? gradsync_finish(t->sync) : 0.0;
     for (int i = 0; i < t->n_tr; i++)
-        if (!(t->sync && &t->tr[i] == model_trainable(t))) allreduce_sum(t->tr[i].grads, t->tr[i].n);
+        if (!(t->sync && &t->tr[i] == model_trainable(t))) dist_sum_floats(t->tr[i].grads, t->tr[i].n);
     double sq = 0;
     for (int i = 0; i < t->n_tr; i++) {
         double n = grad_norm(t->tr[i].grads, t->tr[i].n);

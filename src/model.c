@@ -200,6 +200,23 @@ size_t gpt_layer_offset(const GPT *m, int l) {
     return i < m->n_tensors ? m->tensors[i].offset : m->n_params;
 }
 
+/* A layer's ln_2.weight: the first tensor of its feed-forward half. */
+enum { LN_2_IN_LAYER = 6 };
+
+static size_t mlp_half_offset(const GPT *m, int l) {
+    return m->tensors[TENSORS_BEFORE_LAYERS + TENSORS_PER_LAYER * l + LN_2_IN_LAYER].offset;
+}
+
+int gpt_grad_ready_points(const GPT *m, size_t *points) {
+    int n = 0;
+    for (int l = m->cfg.n_layer - 1; l >= 0; l--) {
+        points[n++] = mlp_half_offset(m, l);
+        points[n++] = gpt_layer_offset(m, l);
+    }
+    points[n++] = 0;
+    return n;
+}
+
 uint64_t gpt_params_fingerprint(const GPT *m) {
     uint64_t h = rng_key(0x6770742d62617365ULL, m->n_params);
     for (size_t i = 0; i < m->n_params; i++) {
@@ -343,6 +360,7 @@ static void backward_trunk(GPT *m, const int *inputs, int B, int T, const uint64
             layernorm_backward(dres, g->ln_1_w, g->ln_1_b, dres, h->res1, w->ln_1_w, h->ln1_mean,
                                h->ln1_rstd, N, C);
         }
+        if (m->grad_ready) m->grad_ready(m->grad_ready_ctx, mlp_half_offset(m, l));
         /* dres = dL/d(res1); attention branch */
         memcpy(a->dbuf_c, dres, NC * sizeof(float));
         dropout_apply(a->dbuf_c, B, (size_t)T * C, keys, site(l, SITE_RESID_ATTN),
@@ -365,12 +383,12 @@ static void backward_trunk(GPT *m, const int *inputs, int B, int T, const uint64
             if (lo) lora_backward(lo, l, LORA_C_ATTN, dres, a->dqkv, x, N, C, 3 * C);
         }
         /* dres = dL/dx, the previous layer's output */
-        if (m->grad_ready) m->grad_ready(m->grad_ready_ctx, l);
+        if (m->grad_ready) m->grad_ready(m->grad_ready_ctx, gpt_layer_offset(m, l));
     }
     if (!m->grads) return; /* frozen: the embeddings need no gradient */
     dropout_apply(dres, B, (size_t)T * C, keys, SITE_EMBD, c->dropout_embd);
     embedding_backward(m->g.wte, m->g.wpe, dres, inputs, B, T, C);
-    if (m->grad_ready) m->grad_ready(m->grad_ready_ctx, -1);
+    if (m->grad_ready) m->grad_ready(m->grad_ready_ctx, 0);
 }
 
 /* Vocabulary projection and cross-entropy in row chunks; with dh != NULL also the

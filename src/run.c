@@ -13,6 +13,7 @@
 #include "run_dir.h"
 #include "stop.h"
 #include "util.h"
+#include "watchdog.h"
 
 /* ---- signals and the clock ---- */
 
@@ -42,7 +43,9 @@ void step_control_reduce(StepControl *c) {
     double v[RUN_LOSS_PARTS + N_FLAGS];
     memcpy(v, c->loss, sizeof c->loss);
     for (int i = 0; i < N_FLAGS; i++) v[RUN_LOSS_PARTS + i] = *flags[i];
-    MPI_Allreduce(MPI_IN_PLACE, v, RUN_LOSS_PARTS + N_FLAGS, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD);
+    watchdog_enter("the step's control allreduce");
+    dist_sum(v, RUN_LOSS_PARTS + N_FLAGS);
+    watchdog_leave();
     memcpy(c->loss, v, sizeof c->loss);
     for (int i = 0; i < N_FLAGS; i++) *flags[i] = v[RUN_LOSS_PARTS + i] > 0;
 }
@@ -91,7 +94,10 @@ static int save(Run *r) {
                     .tokens = (int64_t)r->tokens, .seed = c->seed, .global_batch = r->global_batch,
                     .ranks = dist_size(), .corpus_fingerprint = c->fingerprint, .config = r->config};
     snprintf(st.corpus, sizeof st.corpus, "%s", c->data);
-    return c->save(c->ctx, &st);
+    watchdog_enter("writing a checkpoint");
+    int rc = c->save(c->ctx, &st);
+    watchdog_leave();
+    return rc;
 }
 
 /* Collective: the lock, --overwrite or --resume, config.json. */
@@ -103,7 +109,10 @@ static int begin(Run *r, int *lock) {
     if (!rc && rank == 0 && o->overwrite) rc = run_dir_clear(c->out);
     if (dist_agree(rc)) return -1;
     char from[PATH_MAX] = "";
-    if (o->resume && ckpt_resume(c->out, o->resume, c->cmd, load, r, from, sizeof from)) return -1;
+    watchdog_enter("reading a checkpoint");
+    rc = o->resume ? ckpt_resume(c->out, o->resume, c->cmd, load, r, from, sizeof from) : 0;
+    watchdog_leave();
+    if (rc) return -1;
     json_t *config = c->config(c->ctx);
     if (r->saved_config)
         json_object_set_new(config, "resume", json_pack("{s:s,s:I}", "checkpoint", from, "step", (json_int_t)r->step));
@@ -175,6 +184,7 @@ static int steps(Run *r) {
     while (!rc && r->step < c->steps) {
         long s = r->step;
         double t0 = now_seconds();
+        watchdog_step(s + 1);
         if ((rc = dist_agree(c->read_step(c->ctx, s)))) break;
         StepGrads g = {.tokens = 0};
         c->backward(c->ctx, s, &g);
@@ -245,7 +255,8 @@ int run_training(const RunClient *c) {
     Run r = {.c = c, .global_batch = c->global_batch};
     int lock = -1, rc;
     stop_signals_catch();
-    if ((rc = begin(&r, &lock)) == 0) rc = dist_agree(c->start(c->ctx, r.saved_config != NULL));
+    if ((rc = dist_agree(watchdog_start(c->cmd, c->opt->collective_timeout))) == 0) rc = begin(&r, &lock);
+    if (rc == 0) rc = dist_agree(c->start(c->ctx, r.saved_config != NULL));
     if (rc == 0) rc = steps(&r);
     if (rc == 0) {
         int written = 0;
@@ -257,6 +268,7 @@ int run_training(const RunClient *c) {
         }
         rc = dist_agree(written); /* every rank waits for rank 0's file, failed or not */
     }
+    watchdog_stop();
     run_dir_unlock(lock);
     free(r.config);
     free(r.saved_config);

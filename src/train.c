@@ -14,6 +14,7 @@
 #include "blas.h"
 #include "checkpoint.h"
 #include "dist.h"
+#include "gradsync.h"
 #include "model_file.h"
 #include "util.h"
 #include "version.h"
@@ -43,7 +44,7 @@ int evaluate(GPT *m, Corpus *c, int split, int64_t n_windows, double *nll_sum, i
     free(in);
     free(tgt);
     if (dist_agree(rc)) return -1;
-    MPI_Allreduce(MPI_IN_PLACE, sums, 2, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD);
+    dist_sum(sums, 2);
     *nll_sum = sums[0];
     *tokens = (int64_t)sums[1];
     return 0;

@@ -133,6 +133,7 @@ void fault_point(const char *point, long step, int rank) {
     }
     int sig = SIGKILL;
     if (!strcmp(p, "/TERM")) sig = SIGTERM, p += 5;
+    else if (!strcmp(p, "/STOP")) sig = SIGSTOP, p += 5;
     if (*p == '\0') raise(sig);
 }
 

@@ -5,14 +5,15 @@
 
 #include "cli.h"
 #include "util.h"
+#include "watchdog.h"
 
 void run_options_defaults(RunOptions *r) {
     *r = (RunOptions){.eval_every = 100, .log_every = 10, .max_bad_steps = 5, .threads = 1, .keep = 3,
-                      .t_start = now_seconds()};
+                      .t_start = now_seconds(), .collective_timeout = WATCHDOG_DEFAULT_S};
 }
 
 int run_option(RunOptions *r, int opt, const char *arg, const char **bad) {
-    float minutes;
+    float minutes, seconds;
     *bad = NULL;
     switch (opt) {
     case RUN_OPT_EVAL_EVERY: if (parse_int(arg, &r->eval_every) || r->eval_every < 0) *bad = "--eval-every: expected an integer >= 0"; break;
@@ -28,6 +29,11 @@ int run_option(RunOptions *r, int opt, const char *arg, const char **bad) {
         break;
     case RUN_OPT_KEEP: if (parse_int(arg, &r->keep) || r->keep < 0) *bad = "--keep: expected an integer >= 0"; break;
     case RUN_OPT_RESUME: if (!*arg) *bad = "--resume: expected auto or a checkpoint file"; r->resume = arg; break;
+    case RUN_OPT_COLLECTIVE_TIMEOUT:
+        if (parse_float(arg, &seconds) || !(seconds >= 0.0f))
+            *bad = "--collective-timeout: expected seconds >= 0 (0: no limit)";
+        else r->collective_timeout = seconds;
+        break;
     case RUN_OPT_TIME_LIMIT:
         if (parse_duration(arg, &r->time_limit))
             *bad = "--time-limit: expected a duration like 90 (minutes), 1:30:00 or 1-12:00:00 (minutes and seconds "

@@ -10,6 +10,7 @@
 #include "config.h"
 #include "data.h"
 #include "dist.h"
+#include "gradsync.h"
 #include "train.h"
 #include "util.h"
 
@@ -21,19 +22,20 @@ static const char train_help[] =
     "                                [--eval-every E] [--eval-windows W] [--log-every L]\n"
     "                                [--bucket-mb M] [--max-bad-steps K] [--threads T] [--overwrite]\n"
     "                                [--ckpt-every N] [--ckpt-minutes M] [--keep K]\n"
-    "                                [--resume auto|CKPT.h5 [--allow-data-change]] [--time-limit D]\n\n"
+    "                                [--resume auto|CKPT.h5 [--allow-data-change]] [--time-limit D]\n"
+    "                                [--collective-timeout S]\n\n"
     "Pre-trains on windows of n_ctx + 1 tokens of the corpus's /train split. Several --data\n"
     "make a blend: --data 0.7:web.h5 --data 0.3:books.h5 draws 70% of the windows from web.h5\n"
     "(a bare path weighs 1; weights are normalised; one tokenizer for all; see docs/training.md).\n"
-    "B windows per\n"
-    "rank and micro-step (default 8), A micro-steps a step (default 1): P*B*A windows a step.\n"
+    "B windows per rank and micro-step (default 8), A micro-steps a step (default 1): P*B*A\n"
+    "windows a step.\n"
     "The vocabulary comes from the corpus unless --vocab is given. --init starts from a model\n"
     "file instead (its shape and weights; only the dropout rates may be changed), such as one\n"
     "made by gpt import; the corpus must then carry the model's tokenizer. AdamW: --lr 2.5e-4,\n"
     "--min-lr 0, --warmup min(2000, N/10), --weight-decay 0.01, --clip 1 (0: off). Every E steps (default\n"
     "100, 0: never) and at the end, the mean loss over the first W windows of /val (default\n"
-    "100; a blend's: each corpus's, and their weighted mean). Gradients are averaged in buckets of about M MiB (default 25) while the backward\n"
-    "pass runs. RUN_DIR gets config.json, metrics.jsonl (a line a step) and model.h5.\n"
+    "100; a blend's: each corpus's, and their weighted mean). Gradients are averaged in\n"
+    "buckets of about M MiB (default 25) while the backward pass runs. RUN_DIR gets config.json, metrics.jsonl (a line a step) and model.h5.\n"
     "A RUN_DIR holding another run is refused unless --overwrite or --resume.\n\n"
     "Checkpoints: RUN_DIR/ckpt_<step>.h5 every N steps and/or M minutes and after the last\n"
     "step; RUN_DIR/latest names the newest; the K newest are kept (default 3, 0: all).\n"
@@ -43,7 +45,11 @@ static const char train_help[] =
     "--allow-data-change resumes on other data (another blend or other weights) deliberately.\n"
     "SIGTERM, SIGINT or SIGUSR1, or --time-limit D (Slurm's forms: MM, MM:SS, HH:MM:SS,\n"
     "D-HH, D-HH:MM, D-HH:MM:SS) coming close, make the ranks finish the step, write a\n"
-    "checkpoint and exit with code 75. See docs/operations.md.\n\nmodel options:\n" CONFIG_OPTIONS_HELP;
+    "checkpoint and exit with code 75. A collective operation (gradient allreduce, step\n"
+    "control, checkpoint write) that has not completed in S seconds (default 600, 0: no\n"
+    "limit) means a rank stopped answering: the ranks still alive say which, and end the\n"
+    "job with exit code 69, leaving the checkpoints as they were. See docs/operations.md.\n\n"
+    "model options:\n" CONFIG_OPTIONS_HELP;
 
 /* --bucket-mb's bound: its bytes must fit a size_t. */
 #define BUCKET_MB_MAX 1048576.0f
@@ -98,7 +104,7 @@ static int parse_train(int argc, char **argv, TrainOptions *o) {
         case O_WD: if (parse_float(optarg, &wd) || !(wd >= 0.0f)) flag = "--weight-decay: expected a number >= 0"; break;
         case O_CLIP: if (parse_float(optarg, &clip) || !(clip >= 0.0f)) flag = "--clip: expected a number >= 0 (0: off)"; break;
         case O_EVAL_WINDOWS: if (parse_int(optarg, &o->eval_windows) || o->eval_windows < 1) flag = "--eval-windows: expected a positive integer"; break;
-        case O_BUCKET: if (parse_float(optarg, &bucket_mb) || !(bucket_mb > 0.0f && bucket_mb <= BUCKET_MB_MAX)) flag = "--bucket-mb: expected a positive number of MiB, at most 1048576"; break;
+        case O_BUCKET: if (parse_float(optarg, &bucket_mb) || !(bucket_mb >= 0.0f && bucket_mb <= BUCKET_MB_MAX)) flag = "--bucket-mb: expected a number of MiB from 0 (no overlap) to 1048576"; break;
         case O_HELP: if (dist_rank() == 0) fputs(train_help, stdout); return 0;
         default: return cli_usage_error("train", "unknown option");
         }

