@@ -185,7 +185,10 @@ static int steps(Run *r) {
         long s = r->step;
         double t0 = now_seconds();
         watchdog_step(s + 1);
-        if ((rc = dist_agree(c->read_step(c->ctx, s)))) break;
+        watchdog_enter("the agreement on the step's samples");
+        rc = dist_agree(c->read_step(c->ctx, s));
+        watchdog_leave();
+        if (rc) break;
         StepGrads g = {.tokens = 0};
         c->backward(c->ctx, s, &g);
         StepControl ctl = {.nonfinite = !isfinite(g.loss[0] + g.loss[1]) || !isfinite(g.grad_norm),

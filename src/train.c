@@ -83,11 +83,11 @@ static json_t *config_json(const TrainOptions *o, const GPTConfig *c, const Blen
                              (json_int_t)o->batch * o->accum * dist_size(), "train_windows", (json_int_t)b->windows[0],
                              "eval_windows", (json_int_t)eval_windows[0]);
     if (b->n > 1) json_object_set_new(data, "blend", blend_json(b, eval_windows));
-    json_t *run = json_pack("{s:I,s:i,s:i,s:i,s:I,s:i,s:I,s:f,s:i,s:f}", "steps", (json_int_t)o->steps, "eval_every",
+    json_t *run = json_pack("{s:I,s:i,s:i,s:i,s:I,s:i,s:I,s:f,s:i,s:f,s:f}", "steps", (json_int_t)o->steps, "eval_every",
                             o->run.eval_every, "log_every", o->run.log_every, "max_bad_steps", o->run.max_bad_steps,
                             "bucket_bytes", (json_int_t)o->bucket_bytes, "threads", o->run.threads, "ckpt_every",
                             (json_int_t)o->run.ckpt_every, "ckpt_minutes", o->run.ckpt_minutes, "keep", o->run.keep,
-                            "time_limit_s", o->run.time_limit);
+                            "time_limit_s", o->run.time_limit, "collective_timeout_s", o->run.collective_timeout);
     json_t *versions = json_pack("{s:s,s:s,s:s,s:s,s:s}", "gpt", GPT_VERSION, "hdf5", hdf5, "mpi", mpi,
                                  "openblas_core", blas_core_name(), "openblas_core_origin", blas_core_origin());
     json_object_set_new(model, "init", o->init ? json_string(o->init) : json_null());

@@ -20,6 +20,17 @@ Target (issue 14): where allreduce <= 0.8 backward, hidden >= 80%, for both mode
 --sweep also runs `small` with other --bucket-mb at 1 and 5 Gbit/s. Nothing here is a
 pass/fail test; the target is printed as met or not.
 
+Then the model of docs/scaling.md, fitted to these figures, predicts the efficiency of
+N nodes (ring allreduce, one rank a node) at 10, 25 and 100 Gbit/s:
+  A(N) = 2 (N-1)/N x S / (eta x rate)      S: gradient bytes; eta: the link's measured share
+  wait = max(f x A + 2 (N-1) alpha, A - B)  f: the share of S in the last two buckets
+                                            (embeddings, layer 0's attention half), which
+                                            only start when the backward pass ends;
+                                            alpha = 125 us a ring round (assumed)
+  efficiency = k C / (k C + wait)           C: compute a micro-step; k micro-steps (--accum)
+for nodes that compute as the test hosts do (one core) and 32 times faster, and the
+accumulation that keeps 90%. --predict-from JSON prints it from a saved --json.
+
     /usr/bin/python3 tools/bench_cluster.py [--models small,gpt1] [--rates none,25gbit,5gbit,1gbit]
                                             [--repeat 2] [--sweep] [--json OUT]"""
 
@@ -66,6 +77,56 @@ def train(c, data, d, model, bucket_mb):
     return {"tokens_per_s": med("tokens_per_s"), "step_s": med("step_s"), "wait_s": med("comm_wait_s")}
 
 
+ALPHA_S = 125e-6  # a ring round's latency: half the progress thread's poll, the network's, the schedule's
+NODES, RATES_GBIT, SPEEDUPS = (4, 8, 16, 32, 64), (10, 25, 100), (1, 32)
+
+
+def shape(run_dir):
+    """Gradient bytes, and those of the last two buckets (embeddings; layer 0's attention
+    half: ln_1, c_attn, attn.c_proj), from a run's config.json."""
+    m = json.loads((run_dir / "config.json").read_text())["model"]
+    C, F, V, T, L = m["n_embd"], m["n_ffn"], m["vocab_size"], m["n_ctx"], m["n_layer"]
+    layer = 2 * C + 3 * C * C + 3 * C + C * C + C + 2 * C + F * C + F + C * F + C
+    params = (V + T) * C + L * layer + (2 * C if m["ln"] == "pre" else 0)
+    tail = (V + T) * C + 2 * C + 3 * C * C + 3 * C + C * C + C
+    return 4 * params, 4 * tail
+
+
+def predict(results):
+    """The model's fit and predictions, printed."""
+    print("\nmodel (docs/scaling.md): fitted on 2 hosts, predicted for N nodes")
+    for model in dict.fromkeys(r["model"] for r in results if "hidden" in r):
+        rows = {r["rate"]: r for r in results if r["model"] == model and "hidden" in r}
+        S, tail = rows[next(iter(rows))]["bytes"], rows[next(iter(rows))]["tail_bytes"]
+        base = rows.get("none") or rows[next(iter(rows))]
+        C = base["blocking"]["step_s"] - base["blocking"]["wait_s"]
+        B = 2 / 3 * C
+        limited = [r for k, r in rows.items() if k not in ("none", "25gbit")]
+        eta = statistics.mean(S / (r["allreduce_s"] * parse_gbit(r["rate"]) * 1e9 / 8) for r in limited)
+        f = tail / S
+        print(f"{model}: S {S / 1e6:.1f} MB, tail f {f:.3f}, compute C {C:.3f} s a step (one core), eta {eta:.2f}")
+        for r in limited:
+            A = S / (eta * parse_gbit(r["rate"]) * 1e9 / 8)
+            w = max(f * A + 2 * ALPHA_S, A - B)
+            print(f"  check {r['rate']:>6}: wait predicted {w:.3f} s, measured {r['overlap']['wait_s']:.3f} s")
+        for speed in SPEEDUPS:
+            c = C / speed
+            print(f"  nodes computing {speed}x the test host's (C {c:.3f} s): efficiency, and --accum for 90%")
+            print("    " + "".join(f"{f'{g} Gbit/s':>20}" for g in RATES_GBIT))
+            for n in NODES:
+                cells = []
+                for g in RATES_GBIT:
+                    A = 2 * (n - 1) / n * S / (eta * g * 1e9 / 8)
+                    w = max(f * A + 2 * (n - 1) * ALPHA_S, A - 2 / 3 * c)
+                    k = max(1, -(-9 * w // c))  # the least k with k c / (k c + w) >= 0.9
+                    cells.append(f"{100 * c / (c + w):6.1f}% (k {int(k):>3})")
+                print(f"    N={n:<3}" + "".join(f"{x:>20}" for x in cells))
+
+
+def parse_gbit(rate):
+    return float(rate.replace("gbit", ""))
+
+
 def best(runs):
     """Of repeated runs: the one with the median step time."""
     return sorted(runs, key=lambda r: r["step_s"])[len(runs) // 2]
@@ -78,7 +139,10 @@ def main():
     ap.add_argument("--repeat", type=int, default=2)
     ap.add_argument("--sweep", action="store_true")
     ap.add_argument("--json")
+    ap.add_argument("--predict-from")
     a = ap.parse_args()
+    if a.predict_from:
+        return predict(json.loads(Path(a.predict_from).read_text()))
     if os.geteuid() != 0:
         sys.exit("bench_cluster: needs root (network namespaces)")
     if not MOBY.is_file():
@@ -100,8 +164,9 @@ def main():
                 allreduce = bl["wait_s"]
                 backward = 2 / 3 * (bl["step_s"] - bl["wait_s"])
                 hidden = 1 - ov["wait_s"] / allreduce if allreduce > 0 else 0.0
+                S, tail = shape(d / f"run-{model}")
                 row = {"model": model, "rate": rate, "overlap": ov, "blocking": bl, "allreduce_s": allreduce,
-                       "backward_s": backward, "hidden": hidden}
+                       "backward_s": backward, "hidden": hidden, "bytes": S, "tail_bytes": tail}
                 results.append(row)
                 for mode, r in (("overlap", ov), ("blocking", bl)):
                     tail = (f"{allreduce:9.3f} {backward:8.3f} {allreduce / backward:5.2f} {100 * hidden:6.1f}%"
@@ -125,6 +190,7 @@ def main():
                   f"hidden {100 * row['hidden']:.1f}%: {'met' if ok else 'NOT met'}")
     if a.json:
         Path(a.json).write_text(json.dumps(results, indent=1))
+    predict(results)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,117 @@
+"""The distributed machinery on one host: the collective watchdog and the gradient sync.
+
+  * --collective-timeout: a rank that stops (GPT_FAULT=step:S@R/STOP, SIGSTOP to
+    itself) makes the others end the job within the timeout + 30 s with exit code 69
+    and one message naming the step, the operation and the rank and host that did not
+    answer; --resume auto then continues from the newest checkpoint with exactly the
+    losses of an uninterrupted run; bad values are usage errors;
+  * --bucket-mb 0 (one blocking allreduce after the backward pass) and buckets of other
+    sizes train exactly as the default buckets do.
+
+tests/cluster runs the watchdog across hosts (SIGSTOP, a link down, a host killed)."""
+
+import re
+import signal
+import socket
+import subprocess
+import time
+
+import pytest
+
+from conftest import TINY_ARGS, kill_group, mpi_environ, read_metrics, sh
+
+STEPS, CKPT, BATCH, TIMEOUT = 60, 10, 4, 5
+USAGE = 2
+
+
+def args(corpus, out, extra=()):
+    return ["train", "--data", corpus, "--model", "tiny", "--out", out, "--steps", STEPS, "--batch", BATCH,
+            "--ckpt-every", CKPT, *TINY_ARGS, *extra]
+
+
+@pytest.fixture(scope="module")
+def reference(gpt_bin, tiny_corpus, tmp_path_factory):
+    """The uninterrupted runs on 2 and 3 ranks: {P: run directory}."""
+    d = tmp_path_factory.mktemp("dist_reference")
+    for P in (2, 3):
+        sh([gpt_bin, *args(tiny_corpus["corpus"], d / f"p{P}")], ranks=P)
+    return {P: d / f"p{P}" for P in (2, 3)}
+
+
+def losses(run_dir):
+    return [(m["step"], m["loss"], m.get("val_loss")) for m in read_metrics(run_dir)]
+
+
+@pytest.mark.parametrize("P,stopped", [(2, 1), (3, 2)])
+def test_stopped_rank_ends_the_job_and_the_run_resumes(gpt_bin, tiny_corpus, reference, workdir, P, stopped):
+    out = workdir / "run"
+    cmd = ["mpirun", "-np", str(P), str(gpt_bin),
+           *map(str, args(tiny_corpus["corpus"], out, ["--collective-timeout", TIMEOUT]))]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            env=mpi_environ({"GPT_FAULT": f"step:35@{stopped}/STOP"}))
+    try:
+        out_s, err = proc.communicate(timeout=300)
+    except BaseException:
+        kill_group(proc)
+        proc.wait()
+        raise
+    assert proc.returncode == 69, f"exit {proc.returncode}, expected 69\n{out_s[-2000:]}\n{err[-3000:]}"
+    m = re.search(rf"gpt train: step 36: the agreement on the step's samples has not completed in (\d+) s \(--collective-timeout "
+                  rf"{TIMEOUT}\) on rank 0 \(host (\S+)\); ranks that did not answer: (.+?)\. Ending the job with exit "
+                  rf"code 69: the checkpoints on disk are as they were", err)
+    assert m, f"no watchdog message:\n{err[-3000:]}"
+    assert m.group(2) == socket.gethostname()
+    assert m.group(3) == f"{stopped} (host {socket.gethostname()})", "only the stopped rank is named"
+    assert TIMEOUT <= int(m.group(1)) <= TIMEOUT + 2
+    assert err.count("has not completed") == 1, "one message, from the lowest rank alive"
+    # nothing half-written became a checkpoint; the newest is step 30 and it resumes exactly
+    assert (out / "latest").read_text().strip() == "ckpt_30.h5"
+    proc = sh([gpt_bin, *args(tiny_corpus["corpus"], out, ["--resume", "auto"])], ranks=P)
+    assert f"resuming from {out}/ckpt_30.h5" in proc.stdout
+    assert losses(out) == losses(reference[P])
+
+
+def test_stopped_rank_is_found_within_the_timeout(gpt_bin, tiny_corpus, workdir):
+    """The job ends within the timeout + 30 s of the rank's stop: the step of the stop is
+    awaited in metrics.jsonl (rank 0 writes it), then the clock runs."""
+    out = workdir / "run"
+    cmd = ["mpirun", "-np", "2", str(gpt_bin),
+           *map(str, args(tiny_corpus["corpus"], out, ["--collective-timeout", TIMEOUT, "--steps", 100000]))]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True, env=mpi_environ({"GPT_FAULT": "step:40@1/STOP"}))
+    try:
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and proc.poll() is None:
+            if (out / "metrics.jsonl").is_file() and len((out / "metrics.jsonl").read_text().splitlines()) >= 40:
+                break
+            time.sleep(0.05)
+        t0 = time.monotonic()
+        _, err = proc.communicate(timeout=TIMEOUT + 30)
+        secs = time.monotonic() - t0
+    except subprocess.TimeoutExpired:
+        kill_group(proc)
+        proc.communicate()
+        pytest.fail(f"no exit within {TIMEOUT + 30} s of the stopped rank", pytrace=False)
+    except BaseException:
+        kill_group(proc)
+        proc.wait()
+        raise
+    assert proc.returncode == 69, err[-3000:]
+    assert secs <= TIMEOUT + 30
+
+
+@pytest.mark.parametrize("value", ["-1", "abc", "", "nan"])
+def test_collective_timeout_bad_values(gpt_bin, tiny_corpus, workdir, value):
+    proc = sh([gpt_bin, *args(tiny_corpus["corpus"], workdir / "run", ["--collective-timeout", value])],
+              check=False)
+    assert proc.returncode == USAGE
+    assert "--collective-timeout: expected seconds >= 0 (0: no limit)" in proc.stderr
+
+
+@pytest.mark.parametrize("bucket_mb", ["0", "0.25", "1000"])
+def test_bucket_sizes_train_alike(gpt_bin, tiny_corpus, reference, workdir, bucket_mb):
+    """A sum of 2 is the same in any order, so every bucket layout (and the blocking
+    allreduce) gives the default's losses exactly on 2 ranks."""
+    out = workdir / "run"
+    sh([gpt_bin, *args(tiny_corpus["corpus"], out, ["--bucket-mb", bucket_mb])], ranks=2)
+    assert losses(out) == losses(reference[2])
