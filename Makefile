@@ -135,9 +135,9 @@ test-slurm: $(GPT)
 	@$(MAKE) --no-print-directory deb-deps DEB_PACKAGES="$(SLURM_PACKAGES)"
 	GPT_BIN=$(abspath $(GPT)) $(PYTHON) -m pytest -q tests/slurm
 
-# The multi-host tests on a cluster of network namespaces made for the test (root;
-# iproute2, which this installs when missing).
-CLUSTER_PACKAGES = iproute2
+# The multi-host tests on a cluster of network namespaces made for the test, with a
+# Slurm of 2 nodes on it (root; iproute2, slurm-wlm and munge, installed when missing).
+CLUSTER_PACKAGES = iproute2 $(SLURM_PACKAGES)
 test-cluster: $(GPT)
 	@$(MAKE) --no-print-directory deb-deps DEB_PACKAGES="$(CLUSTER_PACKAGES)"
 	GPT_BIN=$(abspath $(GPT)) $(PYTHON) -m pytest -q tests/cluster

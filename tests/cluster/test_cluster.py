@@ -13,6 +13,9 @@
     SIGKILL of every rank of a host ends it within 60 s; after each, --resume auto on
     the remaining host goes on from the newest checkpoint with exactly the losses of an
     uninterrupted run;
+  * jobs/pretrain.sbatch with --nodes=2 on a Slurm of 2 nodes, one a host (slurmctld and
+    a slurmd in each namespace: tests/slurm/slurm_cluster.sh with SLURM_NODES), srun
+    --mpi=pmix starting a rank on each: the losses of 2 ranks on 1 host, exactly;
   * everything the cluster made is gone after the module (namespaces, their processes).
 
 About 3 minutes on 2 cores. Run by `make test-cluster`; `make test` leaves it out."""
@@ -29,7 +32,7 @@ import h5py
 import numpy as np
 import pytest
 
-from conftest import TINY_ARGS, read_metrics, sh
+from conftest import ROOT, TINY_ARGS, read_metrics, sh
 from netns_cluster import Cluster, namespaces
 
 REL = 1e-6       # 2 hosts against 2 ranks on 1 host (a sum of 2 is exact: in practice equal)
@@ -256,3 +259,59 @@ def test_killed_host_ends_the_job(gpt_bin, cluster, tiny_corpus, uninterrupted, 
         cleanup_host(cluster, 2)
     assert rc != 0, err[-3000:]
     resume_on_host_1(cluster, gpt_bin, tiny_corpus["corpus"], out, uninterrupted)
+
+
+# --------------------------------------------------------------------------- Slurm, 2 nodes
+
+SLURM_SH = ROOT / "tests/slurm/slurm_cluster.sh"
+ENDED = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "PREEMPTED", "BOOT_FAIL", "OUT_OF_MEMORY"}
+
+
+@pytest.fixture(scope="module")
+def slurm(cluster, tmp_path_factory):
+    """A Slurm of 2 nodes, node1 and node2, on the cluster's hosts: `ctl(args)` runs a
+    client where slurmctld listens (host 1)."""
+    missing = [c for c in ("munged", "slurmctld", "slurmd", "sbatch", "srun") if shutil.which(c) is None]
+    if missing:
+        pytest.fail(f"not found: {' '.join(missing)} (make test-cluster installs slurm-wlm and munge)",
+                    pytrace=False)
+    d = tmp_path_factory.mktemp("slurm2")
+    nodes = " ".join(f"node{i}={cluster.addr(i)}@{cluster.ns(i)}" for i in (1, 2))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "SBATCH_", "SALLOC_", "SRUN_"))}
+    try:
+        sh(["bash", SLURM_SH, "up", d], timeout=120, base_env={**env, "SLURM_NODES": nodes})
+        conf = {**env, "SLURM_CONF": str(d / "slurm.conf")}
+        yield lambda args, **kw: sh(["nsenter", f"--net=/run/netns/{cluster.ns(1)}", *args], base_env=conf, **kw)
+    finally:
+        sh(["bash", SLURM_SH, "down", d], timeout=180, check=False, base_env=env)
+
+
+def test_pretrain_sbatch_on_two_nodes(gpt_bin, slurm, tiny_corpus, workdir):
+    out, log = workdir / "run", workdir / "job.out"
+    args = ["--eval-every", 0, "--log-every", 100]
+    env = {"GPT": gpt_bin, "DATA": tiny_corpus["corpus"], "OUT": out, "MODEL": "tiny", "STEPS": 300, "BATCH": 4,
+           "CKPT_EVERY": 100, "SEED": 7, "LAUNCHER": "srun",
+           # the cluster's network: TCP between the nodes on its subnet
+           "OMPI_MCA_btl": "tcp,vader,self", "OMPI_MCA_btl_tcp_if_include": "10.77.0.0/24"}
+    job = slurm(["sbatch", "--parsable", "--nodes=2", "--ntasks-per-node=1", "--time=10", f"--output={log}",
+                 f"--chdir={workdir}", ROOT / "jobs/pretrain.sbatch", *args], env=env).stdout.strip()
+    assert job.isdigit(), job
+    info = {}
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:
+        info = dict(re.findall(r"(\w+)=(\S*)", slurm(["scontrol", "show", "job", "-o", job], check=False).stdout))
+        if info.get("JobState") in ENDED:
+            break
+        time.sleep(0.5)
+    text = log.read_text(errors="replace") if log.exists() else "(no output)"
+    assert info.get("JobState") == "COMPLETED" and info.get("ExitCode") == "0:0", f"{info}\n{text[-3000:]}"
+    assert info.get("NodeList") == "node[1-2]", info
+    assert "layout: 2 node(s), 1 rank(s) per node (2 in all)" in text, text[-3000:]
+    ref = workdir / "reference"
+    sh([gpt_bin, "train", "--data", tiny_corpus["corpus"], "--model", "tiny", "--out", ref, "--steps", 300,
+        "--batch", 4, "--seed", 7, *args], ranks=2)
+    got, want = read_metrics(out), read_metrics(ref)
+    assert [m["step"] for m in got] == list(range(1, 301))
+    for a, b in zip(want, got):
+        for k in ("loss", "lr", "grad_norm", "tokens"):
+            assert b[k] == a[k], f"step {a['step']} {k}: {b[k]} on 2 Slurm nodes, {a[k]} on 1 host"

@@ -17,6 +17,18 @@
 # besides SLURM_CONF is needed. (`munge -S DIR/munge/munge.socket.2 -n | unmunge -S ...`
 # tests the daemon by hand.)
 #
+# Several nodes (tests/cluster): SLURM_NODES="node1=10.77.0.1@NETNS1 node2=10.77.0.2@NETNS2"
+# names network namespaces made beforehand (tools/netns_cluster.py), one a node. slurmctld
+# runs in the first, each slurmd in its own (nsenter --net: the mount namespace, and so
+# /sys/fs/cgroup, stays the machine's), each with the hostname of its node (unshare
+# --uts). Each node has its own copy of slurm.conf in DIR/nodes/NAME, for an mpi.conf of
+# its own: PMIx's per-step directory (PMIxCliTmpDirBase) would otherwise be the same
+# path for both nodes on the shared file system. Each slurmd runs on a core of its own
+# (taskset, inherited by its jobs) with TaskPlugin=task/none: to task/affinity each
+# node's one CPU would be CPU 0. Clients (sbatch, squeue, sinfo) reach
+# slurmctld from inside the first namespace only: `nsenter --net=/run/netns/$(cat
+# DIR/ctl_netns) sbatch ...`.
+#
 # Settings that matter to the tests:
 #   AuthInfo=...,cred_expire=10  a requeued job may start again only after cred_expire
 #                                seconds (default 120): measured here, a job requeued with
@@ -86,6 +98,43 @@ pid_alive() {  # pid_alive PIDFILE: the pid in it names a live process
     [[ $pid =~ ^[0-9]+$ ]] && kill -0 "$pid" 2>/dev/null
 }
 
+# multi-node mode: node names, addresses and namespaces from SLURM_NODES
+NODE_NAMES=() NODE_ADDRS=() NODE_NETNS=()
+for spec in ${SLURM_NODES:-}; do
+    [[ $spec =~ ^([A-Za-z0-9_-]+)=([0-9.]+)@([A-Za-z0-9_.-]+)$ ]] ||
+        { echo "slurm_cluster.sh: SLURM_NODES: '$spec' is not NAME=ADDR@NETNS" >&2; exit 2; }
+    NODE_NAMES+=("${BASH_REMATCH[1]}") NODE_ADDRS+=("${BASH_REMATCH[2]}") NODE_NETNS+=("${BASH_REMATCH[3]}")
+done
+
+# ctl COMMAND...: runs a client or slurmctld where slurmctld listens
+ctl() {
+    if [ -s "$dir/ctl_netns" ]; then nsenter --net="/run/netns/$(cat "$dir/ctl_netns")" "$@"; else "$@"; fi
+}
+
+slurmd_pidfiles() { compgen -G "$dir/slurmd*.pid" || true; }
+
+write_nodes_config() {
+    local line mem i
+    line=$(slurmd -C | head -n 1)
+    mem=$(sed -n 's/.*RealMemory=\([0-9]*\).*/\1/p' <<<"$line")
+    sed -i -e "s|^SlurmctldHost=.*|SlurmctldHost=${NODE_NAMES[0]}(${NODE_ADDRS[0]})|" \
+        -e "s|^SlurmdSpoolDir=.*|SlurmdSpoolDir=$dir/spool/%n|" \
+        -e "s|^SlurmdPidFile=.*|SlurmdPidFile=$dir/slurmd.%n.pid|" \
+        -e "s|^SlurmdLogFile=.*|SlurmdLogFile=$dir/log/slurmd.%n.log|" \
+        -e "s|^TaskPlugin=.*|TaskPlugin=task/none|" \
+        -e '/^NodeName=/d' -e '/^PartitionName=/d' "$dir/slurm.conf"
+    for i in "${!NODE_NAMES[@]}"; do
+        echo "NodeName=${NODE_NAMES[$i]} NodeAddr=${NODE_ADDRS[$i]} CPUs=1 RealMemory=${mem:-1} State=UNKNOWN"
+    done >>"$dir/slurm.conf"
+    echo "PartitionName=debug Nodes=$(IFS=,; echo "${NODE_NAMES[*]}") Default=YES MaxTime=INFINITE State=UP" >>"$dir/slurm.conf"
+    for i in "${!NODE_NAMES[@]}"; do
+        mkdir -p "$dir/nodes/${NODE_NAMES[$i]}/pmix" "$dir/spool/${NODE_NAMES[$i]}"
+        cp "$dir/slurm.conf" "$dir/nodes/${NODE_NAMES[$i]}/slurm.conf"
+        echo "PMIxCliTmpDirBase=$dir/nodes/${NODE_NAMES[$i]}/pmix" >"$dir/nodes/${NODE_NAMES[$i]}/mpi.conf"
+    done
+    echo "${NODE_NETNS[0]}" >"$dir/ctl_netns"
+}
+
 write_config() {
     local node cpus line host
     host=$(hostname -s)
@@ -143,6 +192,8 @@ EOF
     # the first field of `slurmd -C` is this node's name; slurmd looks itself up by it
     sed -i "s/^NodeName=$node /NodeName=$node NodeAddr=127.0.0.1 /" "$dir/slurm.conf"
     [ -n "$cpus" ] || die "no CPUs= in: $line"
+    rm -f "$dir/ctl_netns"
+    [ ${#NODE_NAMES[@]} -eq 0 ] || write_nodes_config
     printf 'export SLURM_CONF=%q\n' "$dir/slurm.conf" >"$dir/env.sh"
 }
 
@@ -170,8 +221,24 @@ start_munged() {
 start_slurm() {
     mkdir -p "$dir/state" "$dir/spool" "$dir/log"
     # -c: clear the state of any earlier cluster in DIR (a fresh cluster every `up`)
-    slurmctld -c -f "$dir/slurm.conf" || die "slurmctld failed to start"
-    slurmd -f "$dir/slurm.conf" || die "slurmd failed to start"
+    if [ ${#NODE_NAMES[@]} -eq 0 ]; then
+        slurmctld -c -f "$dir/slurm.conf" || die "slurmctld failed to start"
+        slurmd -f "$dir/slurm.conf" || die "slurmd failed to start"
+        return
+    fi
+    local i
+    nsenter --net="/run/netns/${NODE_NETNS[0]}" unshare --uts sh -c 'hostname "$1"; exec slurmctld -c -f "$2"' \
+        sh "${NODE_NAMES[0]}" "$dir/slurm.conf" || die "slurmctld failed to start"
+    local ncpu
+    ncpu=$(nproc)
+    for i in "${!NODE_NAMES[@]}"; do
+        # a core a node (its jobs inherit it): with task/none, as each node's one CPU
+        # would be CPU 0 to task/affinity
+        nsenter --net="/run/netns/${NODE_NETNS[$i]}" unshare --uts \
+            taskset -c $((i % ncpu)) sh -c 'hostname "$1"; exec slurmd -N "$1" -f "$2"' \
+            sh "${NODE_NAMES[$i]}" "$dir/nodes/${NODE_NAMES[$i]}/slurm.conf" ||
+            die "slurmd of ${NODE_NAMES[$i]} failed to start"
+    done
 }
 
 wait_idle() {
@@ -179,23 +246,25 @@ wait_idle() {
     t0=$SECONDS
     export SLURM_CONF="$dir/slurm.conf"
     while :; do
-        state=$(sinfo -h -N -o '%t' 2>/dev/null | head -n 1 || true)
+        # every node's state, or the first one that is not idle
+        state=$(ctl sinfo -h -N -o '%t' 2>/dev/null | sort -u | grep -vx idle | head -n 1 || true)
+        [ -z "$state" ] && ctl sinfo -h -N -o '%t' 2>/dev/null | grep -qx idle && state=idle
         case $state in
         idle) return 0 ;;
         down* | drain* | fail*)
             # ReturnToService=2 brings a node back when it registers with a valid
             # configuration; anything else is an error in the configuration
             if [ $((SECONDS - t0)) -gt 10 ]; then
-                sinfo -N -l >&2 || true
-                scontrol show node >&2 || true
+                ctl sinfo -N -l >&2 || true
+                ctl scontrol show node >&2 || true
                 die "node is $state"
             fi
             ;;
         esac
         pid_alive "$dir/slurmctld.pid" || die "slurmctld exited"
-        pid_alive "$dir/slurmd.pid" || die "slurmd exited"
+        for f in $(slurmd_pidfiles); do pid_alive "$f" || die "slurmd exited ($f)"; done
         if [ $((SECONDS - t0)) -ge "$UP_TIMEOUT" ]; then
-            sinfo -N -l >&2 || true
+            ctl sinfo -N -l >&2 || true
             die "node not idle after $UP_TIMEOUT s (state: '${state:-none}')"
         fi
         sleep 0.2
@@ -226,29 +295,30 @@ cancel_jobs() {
     local jobs _
     pid_alive "$dir/slurmctld.pid" || return 0
     export SLURM_CONF="$dir/slurm.conf"
-    jobs=$(squeue -h -o %i 2>/dev/null | tr '\n' ' ')
+    jobs=$(ctl squeue -h -o %i 2>/dev/null | tr '\n' ' ')
     [ -n "${jobs// /}" ] || return 0
     echo "slurm_cluster.sh: cancelling jobs $jobs" >&2
     # shellcheck disable=SC2086  # a list of job ids
-    scancel $jobs 2>/dev/null || true
+    ctl scancel $jobs 2>/dev/null || true
     # squeue lists pending, running and completing jobs, not ended ones
     for _ in $(seq 450); do
-        [ -z "$(squeue -h -o %i 2>/dev/null)" ] && return 0
+        [ -z "$(ctl squeue -h -o %i 2>/dev/null)" ] && return 0
         sleep 0.1
     done
-    echo "slurm_cluster.sh: jobs not ended 45 s after scancel: $(squeue -h -o '%i %T' | tr '\n' ' '); SIGKILL to them" >&2
+    echo "slurm_cluster.sh: jobs not ended 45 s after scancel: $(ctl squeue -h -o '%i %T' | tr '\n' ' '); SIGKILL to them" >&2
     # shellcheck disable=SC2086
-    scancel --signal=KILL --full $jobs 2>/dev/null || true
+    ctl scancel --signal=KILL --full $jobs 2>/dev/null || true
     for _ in $(seq 150); do
-        [ -z "$(squeue -h -o %i 2>/dev/null)" ] && return 0
+        [ -z "$(ctl squeue -h -o %i 2>/dev/null)" ] && return 0
         sleep 0.1
     done
-    echo "slurm_cluster.sh: jobs still there: $(squeue -h -o '%i %T' | tr '\n' ' ')" >&2
+    echo "slurm_cluster.sh: jobs still there: $(ctl squeue -h -o '%i %T' | tr '\n' ' ')" >&2
 }
 
 down() {
+    local f
     cancel_jobs
-    stop_pidfile slurmd "$dir/slurmd.pid"
+    for f in $(slurmd_pidfiles); do stop_pidfile slurmd "$f"; done
     stop_pidfile slurmctld "$dir/slurmctld.pid"
     stop_pidfile munged "$dir/munge/munged.pid"
 }
@@ -259,9 +329,9 @@ up)
     for d in munged slurmctld slurmd sinfo; do
         command -v "$d" >/dev/null || die "$d not found: apt-get install slurm-wlm munge"
     done
-    if pid_alive "$dir/slurmctld.pid" || pid_alive "$dir/slurmd.pid" || pid_alive "$dir/munge/munged.pid"; then
-        die "a cluster is already running in $dir (run: $0 down $dir)"
-    fi
+    for f in "$dir/slurmctld.pid" "$dir/munge/munged.pid" $(slurmd_pidfiles); do
+        pid_alive "$f" && die "a cluster is already running in $dir (run: $0 down $dir)"
+    done
     # stop whatever did start if a later step fails
     trap 'if [ $? -ne 0 ]; then down; fi' EXIT
     t0=${EPOCHREALTIME/[.,]/}
@@ -271,16 +341,16 @@ up)
     wait_idle
     trap - EXIT
     ms=$(((${EPOCHREALTIME/[.,]/} - t0) / 1000))
-    printf 'slurm_cluster.sh: up in %d.%03d s: node %s idle; . %s\n' \
-        $((ms / 1000)) $((ms % 1000)) "$(hostname -s)" "$dir/env.sh" >&2
+    printf 'slurm_cluster.sh: up in %d.%03d s: node(s) %s idle; . %s\n' \
+        $((ms / 1000)) $((ms % 1000)) "${NODE_NAMES[*]:-$(hostname -s)}" "$dir/env.sh" >&2
     cat "$dir/env.sh"
     ;;
 down)
     down
     ;;
 status)
-    for f in munge/munged.pid slurmctld.pid slurmd.pid; do
-        if pid_alive "$dir/$f"; then echo "$f: running ($(cat "$dir/$f"))"; else echo "$f: not running"; fi
+    for f in "$dir/munge/munged.pid" "$dir/slurmctld.pid" $(slurmd_pidfiles); do
+        if pid_alive "$f"; then echo "${f#"$dir"/}: running ($(cat "$f"))"; else echo "${f#"$dir"/}: not running"; fi
     done
     ;;
 *)
