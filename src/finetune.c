@@ -12,7 +12,6 @@
 #include <limits.h>
 #include <math.h>
 #include <stddef.h>
-#include <mpi.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
