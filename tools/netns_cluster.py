@@ -12,7 +12,7 @@ the multi-host tests (tests/cluster) and tools/bench_cluster.py. Root only.
     the simulated hosts see every core, and Open MPI's binding would put every host's
     first rank on core 0, so ranks run with --bind-to none inside their host's core;
   * Open MPI starts its daemon on another host through LAUNCHER, an rsh agent that runs
-    the command line through `ip netns exec` (no sshd); TCP between hosts (btl tcp,
+    the command line in the host's namespace (no sshd); TCP between hosts (btl tcp,
     restricted to the cluster's subnet), shared memory within one;
   * the hosts share the file system, as a cluster's nodes share a parallel one;
   * TCP gives up on an unreachable peer after 5 retransmissions (~13 s), as clusters
@@ -45,12 +45,20 @@ case $host in
 {cases}
 *) echo "{name} launcher: unknown host $host" >&2; exit 1;;
 esac
-exec ip netns exec "$ns" unshare --uts sh -c 'hostname "$1"; shift; exec taskset -c "$1" sh -c "$2"' sh "$ns" "$core" "$*"
+exec nsenter --net="/run/netns/$ns" unshare --uts sh -c 'hostname "$1"; shift; exec taskset -c "$1" sh -c "$2"' sh "$ns" "$core" "$*"
 """
 
 
 def ip(*args, check=True):
     return subprocess.run(["ip", *args], capture_output=True, text=True, check=check)
+
+
+def inside(ns, *args, check=True):
+    """Runs args in the network namespace ns. nsenter --net enters only that: `ip -n` and
+    `ip netns exec` also make a mount namespace and remount /sys, which fails in a chroot
+    (its / is no mount point) and hides /sys/fs/cgroup from slurmd."""
+    return subprocess.run(["nsenter", f"--net=/run/netns/{ns}", *args], capture_output=True, text=True,
+                          check=check)
 
 
 def namespaces():
@@ -106,21 +114,21 @@ class Cluster:
         self.down()
         br = f"{self.name}-br"
         ip("netns", "add", br)
-        ip("-n", br, "link", "add", "br0", "type", "bridge")
-        ip("-n", br, "link", "set", "br0", "up")
+        inside(br, "ip", "link", "add", "br0", "type", "bridge")
+        inside(br, "ip", "link", "set", "br0", "up")
         for i in range(1, self.hosts + 1):
             ns, peer = self.ns(i), f"gptc{os.getpid() % 100000}v{i}"
             ip("netns", "add", ns)
             ip("link", "add", peer, "type", "veth", "peer", "name", "eth0", "netns", ns)
             ip("link", "set", peer, "netns", br)
-            ip("-n", br, "link", "set", peer, "master", "br0", "up")
-            ip("-n", ns, "addr", "add", f"{self.addr(i)}/24", "dev", "eth0")
-            ip("-n", ns, "link", "set", "eth0", "up")
-            ip("-n", ns, "link", "set", "lo", "up")
+            inside(br, "ip", "link", "set", peer, "master", "br0", "up")
+            inside(ns, "ip", "addr", "add", f"{self.addr(i)}/24", "dev", "eth0")
+            inside(ns, "ip", "link", "set", "eth0", "up")
+            inside(ns, "ip", "link", "set", "lo", "up")
             # a peer that vanished with data unacknowledged is given up after ~13 s of
             # retransmissions, not Linux's default ~15 minutes (tcp_retries2 15): how long
             # mpirun waits, after an abort, for the daemon of a host cut off
-            ip("netns", "exec", ns, "sh", "-c", "echo 5 > /proc/sys/net/ipv4/tcp_retries2")
+            inside(ns, "sh", "-c", "echo 5 > /proc/sys/net/ipv4/tcp_retries2")
         cases = "\n".join(f"{self.addr(i)}) ns={self.ns(i)} core={self.core(i)};;" for i in range(1, self.hosts + 1))
         self.launcher.write_text(AGENT.format(name=self.name, cases=cases))
         self.launcher.chmod(0o755)
@@ -140,16 +148,16 @@ class Cluster:
     def limit(self, rate):
         """Every host's outgoing rate (tc tbf, "1gbit"), or None: unlimited."""
         for i in range(1, self.hosts + 1):
-            ip("netns", "exec", self.ns(i), "tc", "qdisc", "del", "dev", "eth0", "root", check=False)
+            inside(self.ns(i), "tc", "qdisc", "del", "dev", "eth0", "root", check=False)
             if rate:
                 # a bucket of 1 ms at the rate (at least 64 KiB); 100 ms of queue
                 bits = parse_rate(rate)
                 burst = max(65536, bits // 8 // 1000)
-                ip("netns", "exec", self.ns(i), "tc", "qdisc", "add", "dev", "eth0", "root", "tbf", "rate", rate,
-                   "burst", str(burst), "latency", "100ms")
+                inside(self.ns(i), "tc", "qdisc", "add", "dev", "eth0", "root", "tbf", "rate", rate,
+                       "burst", str(burst), "latency", "100ms")
 
     def link(self, i, up):
-        ip("-n", self.ns(i), "link", "set", "eth0", "up" if up else "down")
+        inside(self.ns(i), "ip", "link", "set", "eth0", "up" if up else "down")
 
     def pids(self, i):
         return [int(p) for p in ip("netns", "pids", self.ns(i), check=False).stdout.split()]
@@ -168,7 +176,7 @@ class Cluster:
 
     def on(self, i, args):
         """The command line running args on host i (its namespace, hostname and core)."""
-        return ["ip", "netns", "exec", self.ns(i), "unshare", "--uts", "sh", "-c",
+        return ["nsenter", f"--net=/run/netns/{self.ns(i)}", "unshare", "--uts", "sh", "-c",
                 'hostname "$1"; shift; exec taskset -c "$@"', "sh", self.ns(i), str(self.core(i)),
                 *[str(a) for a in args]]
 
