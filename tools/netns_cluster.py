@@ -138,7 +138,11 @@ class Cluster:
         delete_namespaces([n for n in self.names() if n in namespaces()])
 
     def __enter__(self):
-        return self.up()
+        try:
+            return self.up()
+        except BaseException:  # a cluster half made comes down too
+            self.__exit__(None, None, None)
+            raise
 
     def __exit__(self, *exc):
         self.down()
