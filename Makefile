@@ -64,7 +64,7 @@ UNIT_BINS := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 # keep the unit tests' objects between builds
 .SECONDARY:
 
-.PHONY: all deps deb-deps test test-unit test-python test-slurm test-cluster sanitize bench bench-ckpt bench-finetune bench-hybrid bench-choice bench-interop bench-prepare bench-cluster demo clean
+.PHONY: all deps deb-deps test test-unit test-python test-slurm test-cluster sanitize bench bench-ckpt bench-finetune bench-hybrid bench-choice bench-interop bench-prepare bench-cluster bench-zero demo clean
 
 all: $(GPT) $(ORACLE) $(UNIT_BINS)
 
@@ -144,6 +144,9 @@ test-cluster: $(GPT)
 
 bench-cluster: $(GPT)
 	$(PYTHON) tools/bench_cluster.py
+
+bench-zero: $(GPT)
+	$(PYTHON) tools/bench_zero.py
 
 sanitize:
 	$(MAKE) SAN=1 BUILD=build-san BINDIR=build-san/bin test

@@ -5,11 +5,14 @@
  * command that reads a model reads a checkpoint), /optimizer/m and /optimizer/v in the
  * same layout, /tokenizer, and the training state as root attributes. The tensors are
  * written with parallel HDF5: each tensor is chunked by whole rows, and rank r writes
- * the chunks that start in the r-th of P equal parts of the flat buffer, so every rank
- * writes a disjoint, contiguous share of the bytes and no chunk is shared. Loading
- * reads the same partition for the current number of ranks (which need not be the
- * saving one) and broadcasts each share, so every byte is read from disk once; every
- * chunk's Fletcher32 checksum is verified as it is read.
+ * its shard (shard.h: the chunks that start in the r-th of P equal parts of the flat
+ * buffer), so every rank writes a disjoint, contiguous share of the bytes and no chunk
+ * is shared. Under --shard-optimizer a rank holds the moments of exactly that shard, so
+ * it writes what it owns. Loading reads the same partition for the current number of
+ * ranks (which need not be the saving one) and broadcasts each share of what every rank
+ * holds whole (the parameters; the moments unless sharded), so every byte is read from
+ * disk once and a checkpoint of either mode resumes in either; every chunk's Fletcher32
+ * checksum is verified as it is read.
  *
  * Atomicity: the data goes to PATH.tmp; rank 0 then adds the attributes and the
  * tokenizer, flushes the file to disk and renames it into place. In a run directory,
@@ -62,7 +65,9 @@ typedef struct {
 } CkptExtra;
 
 /* Collective. Writes the checkpoint to path as described above, with n_extra extra tensor
- * sets. opt NULL: the model is frozen (LoRA), and only its configuration is written. tok
+ * sets. opt holds the moments of all parameters, or of this rank's shard (shard.h,
+ * shard_optimizer_create). opt NULL: the model is frozen (LoRA), and only its
+ * configuration is written. tok
  * is needed on rank 0 only. -1 on every rank with one message if any rank failed, or if
  * a parameter is not finite (a diverged run saves nothing); PATH.tmp is then removed. */
 int ckpt_write(const char *path, const GPT *m, const AdamW *opt, const CkptState *state, const Tokenizer *tok,
@@ -72,7 +77,7 @@ int ckpt_write(const char *path, const GPT *m, const AdamW *opt, const CkptState
 int ckpt_read_header(const char *path, GPTConfig *cfg, CkptState *state);
 
 /* Collective: the parameters into m and both moments into opt (created for the file's
- * configuration), every checksum verified. -1 on every rank naming the file and the
+ * configuration, whole or for this rank's shard), every checksum verified. -1 on every rank naming the file and the
  * tensor on a mismatch, a corrupted chunk or a value that is not finite. */
 int ckpt_read_tensors(const char *path, GPT *m, AdamW *opt);
 /* Not collective: the extra tensor sets and their moments, each checked against its table

@@ -2,7 +2,9 @@
  *
  * The gradient buffer is cut into buckets of whole layers, about bucket_bytes each,
  * taken from its end (the last layer, whose gradients the backward pass finishes first)
- * to its start (wte and wpe, finished last). The model's grad_ready hook starts a
+ * to its start (wte and wpe, finished last), and a bucket larger than GRADSYNC_PIECE_MB
+ * into equal pieces (gpt1's embeddings, 126 MB, would otherwise need as much again in
+ * MPI's temporary buffers). The model's grad_ready hook starts a
  * bucket's MPI_Iallreduce as soon as its lowest layer is done; gradsync_finish() waits
  * for the rest. Only an armed pass communicates, so gradient accumulation over several
  * micro-steps sends once.
@@ -13,7 +15,16 @@
  * backward pass on a real link (docs/scaling.md has the figures), so a progress thread
  * calls MPI_Test on the buckets in flight every GRADSYNC_POLL_US while the backward pass
  * computes, and without pause in gradsync_finish. It needs MPI_THREAD_MULTIPLE; without
- * it, the hook tests the buckets once per layer. */
+ * it, the hook tests the buckets once per layer.
+ *
+ * Sharded (--shard-optimizer, ZeRO-1): rank r keeps AdamW state only for its shard of
+ * the parameters (shard.h) and updates only those. Each bucket is then reduce-scattered
+ * instead: every rank receives the sum of its shard's part of the bucket, in place in
+ * the gradient buffer (the rest of the buffer is left partly summed: only the shard is
+ * read). The progress thread runs the buckets' blocking MPI_Reduce_scatter one after
+ * another on a communicator of its own while the backward pass computes (gradsync.c says
+ * why not MPI_Ireduce_scatter). After the update, gradsync_gather() all-gathers the
+ * shards' new parameters, so every rank again holds the whole model. */
 #ifndef GPT_GRADSYNC_H
 #define GPT_GRADSYNC_H
 
@@ -23,15 +34,22 @@ struct GPT;
 typedef struct GradSync GradSync;
 #define GRADSYNC_BUCKET_MB 1 /* default bucket size (gpt train --bucket-mb): a bucket a layer but for tiny models */
 #define GRADSYNC_POLL_US 100  /* the progress thread's interval while the backward pass runs */
+#define GRADSYNC_PIECE_MB 4   /* the largest collective: each takes a temporary copy of its buffer */
 
-/* Collective only in that every rank must create it alike (its buckets). */
-GradSync *gradsync_create(struct GPT *m, size_t bucket_bytes);
+/* Collective: every rank creates it alike (its buckets; sharded: its communicator). */
+GradSync *gradsync_create(struct GPT *m, size_t bucket_bytes, int sharded);
 void gradsync_free(GradSync *g);
 void gradsync_arm(GradSync *g);
 /* Collective: waits for every bucket of the armed pass, first starting those the pass
  * did not (all of them on a rank that armed but ran no backward pass); returns the
  * seconds waited. */
 double gradsync_finish(GradSync *g);
+/* After gradsync_finish: the squared L2 norm of the summed gradients (collective when
+ * sharded: the sum of the shards' squared norms). */
+double gradsync_norm_sq(GradSync *g);
+/* Collective after a sharded update: every shard's parameters to every rank (MPI_Allgatherv
+ * in place); nothing when not sharded. */
+void gradsync_gather(GradSync *g);
 int gradsync_buckets(const GradSync *g);
 
 #endif

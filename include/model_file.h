@@ -68,18 +68,22 @@ int model_tensor_chunk_rows(const GPTTensor *t);
 uint64_t model_tensors_bytes(const GPTTensor *t, int n);
 /* A chunked, checksummed float32 dataset named and shaped like t; < 0 on failure. */
 int64_t model_tensor_create(int64_t loc, const GPTTensor *t);
-/* Rows [lo, hi) of a tensor (tensor: its first element), an empty range taking part in a
- * collective transfer with nothing. */
-int model_tensor_write_rows(int64_t dataset, const GPTTensor *t, const float *tensor, int lo, int hi, int64_t dxpl);
+/* The bytes of one chunk of a tensor's dataset. */
+size_t model_tensor_chunk_bytes(const GPTTensor *t);
+/* Rows [lo, hi) of a tensor (rows: their data), lo a chunk's first row and hi one or the
+ * tensor's end, chunk by chunk with h5_write_chunk_fletcher32 (independent I/O, no
+ * filter pipeline); buf: room for model_tensor_chunk_bytes(t) + 4. */
+int model_tensor_write_chunks(int64_t dataset, const GPTTensor *t, const float *rows, int lo, int hi, void *buf);
 /* Serial, whole tensors: a table's n tensors (from params at their offsets) as the
  * datasets of group WHERE, created with its parents; and reading them back, each checked
  * against the table (a missing group or tensor named). For the small tensor sets written
  * by one process: checkpoint extras, a fine-tuned model's head and adapters. */
 int model_tensors_write(int64_t file, const char *where, const GPTTensor *t, int n, const float *params);
 int model_tensors_read(const char *path, int64_t file, const char *where, const GPTTensor *t, int n, float *params);
-/* Checks that WHERE/<t->name> exists with t's shape, then reads its rows [lo, hi);
- * -1 naming the file and the tensor on any mismatch or checksum failure. */
-int model_tensor_read(const char *path, const char *where, int64_t group, const GPTTensor *t, float *tensor,
+/* Checks that WHERE/<t->name> exists with t's shape, then reads its rows [lo, hi) into
+ * rows (row lo first); -1 naming the file and the tensor on any mismatch or checksum
+ * failure. */
+int model_tensor_read(const char *path, const char *where, int64_t group, const GPTTensor *t, float *rows,
                       int lo, int hi, int64_t dxpl);
 
 #endif

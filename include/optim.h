@@ -5,7 +5,8 @@
  * L2" of GPT-1), then p -= lr * m_hat / (sqrt(v_hat) + eps). Clipping scales the
  * gradient by max_norm / (norm + 1e-6) when the norm exceeds max_norm, folded into
  * the update instead of a separate pass. The optimizer owns its moment buffers,
- * which mirror the parameter buffer element for element. */
+ * which mirror the parameters [offset, offset + n) element for element: all of them, or
+ * under --shard-optimizer this rank's shard (shard.h), the only ones it updates. */
 #ifndef GPT_OPTIM_H
 #define GPT_OPTIM_H
 
@@ -34,12 +35,14 @@ float optim_lr_at(const OptimConfig *c, long step);
 
 typedef struct {
     OptimConfig cfg;
-    size_t n;
-    float *m, *v;        /* (n) first and second moments */
+    size_t offset, n;    /* the parameters it updates: [offset, offset + n) */
+    float *m, *v;        /* (n) first and second moments of those */
     long step;           /* updates taken so far */
 } AdamW;
 
 AdamW *adamw_create(const OptimConfig *cfg, size_t n_params);
+/* The optimizer of the parameters [offset, offset + n) only (a rank's shard). */
+AdamW *adamw_create_range(const OptimConfig *cfg, size_t offset, size_t n);
 void adamw_free(AdamW *o);
 
 /* L2 norm of a gradient buffer, accumulated in double. */
@@ -47,7 +50,9 @@ double grad_norm(const float *g, size_t n);
 
 typedef struct { float lr; double grad_norm; float clip_scale; } OptimStats;
 
-/* One update of all tensors, with the schedule's learning rate at o->step. */
+/* One update of the optimizer's parameters (of the tensors, the parts in its range), with
+ * the schedule's learning rate at o->step. params and grads are whole buffers, indexed
+ * by the tensors' offsets. */
 OptimStats adamw_step(AdamW *o, float *params, const float *grads,
                       const GPTTensor *tensors, int n_tensors);
 /* The same, clipping by a given norm: that of all the gradients a step updates, when

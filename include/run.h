@@ -47,6 +47,7 @@ typedef struct {
     double time_limit;        /* seconds after t_start by which the run must have stopped; 0: none */
     double t_start;           /* now_seconds() at process start */
     double collective_timeout; /* seconds a collective may take before the job ends (watchdog.h); 0: no limit */
+    int shard_optimizer;      /* ZeRO-1: each rank holds and updates its shard's AdamW state (gradsync.h) */
 } RunOptions;
 
 /* The process exit code of a run stopped early by a signal or the time limit, after

@@ -28,6 +28,7 @@
 #include "dist.h"
 #include "h5util.h"
 #include "model_file.h"
+#include "shard.h"
 #include "util.h"
 #include "version.h"
 
@@ -38,54 +39,31 @@
 enum { N_PARTS = 3 };
 static const char *const part_group[N_PARTS] = {"/model", "/optimizer/m", "/optimizer/v"};
 
-static const float *part_data(const GPT *m, const AdamW *o, int part) {
+/* Part p's buffer and the flat index of its first element: the parameters from 0, the
+ * moments from the optimizer's offset (only its shard under --shard-optimizer). */
+static float *part_data(const GPT *m, const AdamW *o, int part, size_t *first) {
+    *first = part == 0 ? 0 : o->offset;
     return part == 0 ? m->params : part == 1 ? o->m : o->v;
+}
+
+/* Whether part p's buffer holds every element (else only this rank's shard). */
+static int part_whole(const GPT *m, const AdamW *o, int part) {
+    return part == 0 || (o->offset == 0 && o->n == m->n_params);
+}
+
+static size_t row_floats(const GPTTensor *t) { return t->ndim == 2 ? (size_t)t->shape[1] : 1; }
+
+/* Rows [lo, hi) of tensor t in part p's buffer, which holds them (this rank's share);
+ * for no rows, any valid pointer. */
+static float *part_rows(const GPT *m, const AdamW *o, int part, const GPTTensor *t, int lo, int hi) {
+    size_t first;
+    float *data = part_data(m, o, part, &first);
+    return lo < hi ? data + (t->offset + (size_t)lo * row_floats(t) - first) : data;
 }
 
 void ckpt_state_free(CkptState *s) {
     free(s->config);
     s->config = NULL;
-}
-
-/* ---- the partition: rank r's rows of each tensor ---- */
-
-typedef struct {
-    int *lo, *hi;       /* (n_tensors) rows [lo, hi) of each tensor */
-    size_t begin, end;  /* the flat range they cover, padding included */
-} Share;
-
-/* Rank r owns the whole chunks whose first element lies in [N r / P, N (r+1) / P). */
-static Share share_of(const GPT *m, int r, int P) {
-    Share s = {xmalloc(sizeof(int) * (size_t)m->n_tensors), xmalloc(sizeof(int) * (size_t)m->n_tensors), 0, 0};
-    uint64_t N = m->n_params;
-    int any = 0;
-    for (int i = 0; i < m->n_tensors; i++) {
-        const GPTTensor *t = &m->tensors[i];
-        uint64_t row = t->ndim == 2 ? (uint64_t)t->shape[1] : 1;
-        int rows = t->shape[0], step = model_tensor_chunk_rows(t);
-        s.lo[i] = s.hi[i] = rows;
-        for (int c = 0; c < rows; c += step) {
-            uint64_t owner = (t->offset + (uint64_t)c * row) * (uint64_t)P / N;
-            if (owner == (uint64_t)r && s.lo[i] == rows) s.lo[i] = c;
-            if (owner > (uint64_t)r) {
-                s.hi[i] = c;
-                break;
-            }
-        }
-        if (s.lo[i] == rows) s.hi[i] = rows; /* none of it */
-        if (s.lo[i] < s.hi[i]) {
-            size_t b = t->offset + (size_t)s.lo[i] * row, e = t->offset + (size_t)s.hi[i] * row;
-            if (!any || b < s.begin) s.begin = b;
-            if (!any || e > s.end) s.end = e;
-            any = 1;
-        }
-    }
-    return s;
-}
-
-static void share_free(Share *s) {
-    free(s->lo);
-    free(s->hi);
 }
 
 /* ---- writing ---- */
@@ -106,27 +84,33 @@ static void dir_of(const char *path, char *dir, size_t size) {
     else *slash = '\0';
 }
 
-/* Collective: the tensors of all three parts, this rank's share of each. */
-static int write_tensors(hid_t f, const GPT *m, const AdamW *o, const Share *sh, long step) {
-    hid_t dxpl = H5Pcreate(H5P_DATASET_XFER), lcpl = H5Pcreate(H5P_LINK_CREATE);
-    H5Pset_dxpl_mpio(dxpl, H5FD_MPIO_COLLECTIVE);
+/* Collective: the tensors of all three parts, this rank's share of each, in whole chunks
+ * written directly with their checksums (h5util.h): the filter pipeline of a collective
+ * write made the checkpoint twice as slow as a plain write of its bytes. */
+static int write_tensors(hid_t f, const GPT *m, const AdamW *o, const Shard *sh, long step) {
+    hid_t lcpl = H5Pcreate(H5P_LINK_CREATE);
     H5Pset_create_intermediate_group(lcpl, 1);
+    size_t most = 0;
+    for (int i = 0; i < m->n_tensors; i++)
+        if (model_tensor_chunk_bytes(&m->tensors[i]) > most) most = model_tensor_chunk_bytes(&m->tensors[i]);
+    void *buf = xmalloc(most + 4);
     int rc = 0;
     for (int p = 0; p < N_PARTS; p++) {
         hid_t g = H5Gcreate2(f, part_group[p], lcpl, H5P_DEFAULT, H5P_DEFAULT);
         if (g < 0) rc = -1;
-        for (int i = 0; g >= 0 && i < m->n_tensors; i++) {
+        for (int i = 0; g >= 0 && i < m->n_tensors; i++) { /* every rank creates every dataset: collective */
             const GPTTensor *t = &m->tensors[i];
             hid_t d = model_tensor_create(g, t);
-            if (d < 0 || model_tensor_write_rows(d, t, part_data(m, o, p) + t->offset, sh->lo[i], sh->hi[i], dxpl))
+            if (d < 0 || (!rc && model_tensor_write_chunks(d, t, part_rows(m, o, p, t, sh->lo[i], sh->hi[i]),
+                                                           sh->lo[i], sh->hi[i], buf)))
                 rc = -1;
             if (d >= 0) H5Dclose(d);
         }
         if (g >= 0) H5Gclose(g);
         if (p == 0) fault_point("ckpt-write", step, dist_rank());
     }
+    free(buf);
     H5Pclose(lcpl);
-    H5Pclose(dxpl);
     return rc;
 }
 
@@ -203,9 +187,9 @@ static int write_collective(const char *path, const char *tmp, uint64_t need, co
     }
     int rc = 0;
     if (o) { /* a frozen model is not copied into its fine-tuning's checkpoints */
-        Share sh = share_of(m, rank, dist_size());
+        Shard sh = shard_of(m, rank, dist_size());
         rc = write_tensors(f, m, o, &sh, s->step);
-        share_free(&sh);
+        shard_free(&sh);
     }
     if (H5Fflush(f, H5F_SCOPE_GLOBAL) < 0) rc = -1; /* MPI_File_sync: every rank's share to disk */
     if (H5Fclose(f) < 0) rc = -1;
@@ -295,34 +279,35 @@ int ckpt_read_tensors(const char *path, GPT *m, AdamW *o) {
     hid_t f = H5Fopen(path, H5F_ACC_RDONLY, fapl);
     H5Pclose(fapl);
     if (dist_agree(f < 0 ? gpt_error("%s: cannot open as HDF5 (truncated or not a checkpoint)", path) : 0)) return -1;
-    Share sh = share_of(m, rank, P);
-    float *parts[N_PARTS] = {m->params, o->m, o->v};
+    Shard sh = shard_of(m, rank, P);
     int rc = 0;
     /* independent reads: a checksum failure on one rank must not leave a collective read half done */
     for (int p = 0; !rc && p < N_PARTS; p++) {
         hid_t g = H5Lexists(f, part_group[p] + 1, H5P_DEFAULT) > 0 ? H5Gopen2(f, part_group[p], H5P_DEFAULT) : -1;
         if (g < 0) rc = gpt_error("%s: group %s is missing", path, part_group[p]);
-        for (int i = 0; !rc && i < m->n_tensors; i++)
-            rc = model_tensor_read(path, part_group[p], g, &m->tensors[i], parts[p] + m->tensors[i].offset,
-                                   sh.lo[i], sh.hi[i], H5P_DEFAULT);
+        for (int i = 0; !rc && i < m->n_tensors; i++) {
+            const GPTTensor *t = &m->tensors[i];
+            float *rows = part_rows(m, o, p, t, sh.lo[i], sh.hi[i]);
+            GPTTensor read = *t; /* the rows read, for the check */
+            read.offset = 0, read.numel = (size_t)(sh.hi[i] - sh.lo[i]) * row_floats(t);
+            rc = model_tensor_read(path, part_group[p], g, t, rows, sh.lo[i], sh.hi[i], H5P_DEFAULT) ||
+                 model_tensors_check_finite(path, part_group[p], &read, 1, rows, 0);
+        }
         if (g >= 0) H5Gclose(g);
     }
-    share_free(&sh);
+    shard_free(&sh);
     H5Fclose(f);
     if (dist_agree(rc)) return -1;
-    /* every rank's share to every rank */
+    /* every rank's share of a whole buffer to every rank (a sharded optimizer keeps its own) */
     for (int r = 0; r < P; r++) {
-        Share s = share_of(m, r, P);
+        Shard s = shard_of(m, r, P);
         for (int p = 0; p < N_PARTS; p++)
-            for (size_t at = s.begin; at < s.end; at += BCAST_FLOATS) {
-                size_t n = s.end - at < BCAST_FLOATS ? s.end - at : BCAST_FLOATS;
-                MPI_Bcast(parts[p] + at, (int)n, MPI_FLOAT, r, MPI_COMM_WORLD);
+            for (size_t at = s.begin; part_whole(m, o, p) && at < s.end; at += BCAST_FLOATS) {
+                size_t first, n = s.end - at < BCAST_FLOATS ? s.end - at : BCAST_FLOATS;
+                MPI_Bcast(part_data(m, o, p, &first) + at, (int)n, MPI_FLOAT, r, MPI_COMM_WORLD);
             }
-        share_free(&s);
+        shard_free(&s);
     }
-    /* every rank holds every value now, so every rank finds the same */
-    for (int p = 0; p < N_PARTS; p++)
-        if (model_tensors_check_finite(path, part_group[p], m->tensors, m->n_tensors, parts[p], 0)) return -1;
     return 0;
 }
 

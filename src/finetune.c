@@ -29,6 +29,7 @@
 #include "prune.h"
 #include "rng.h"
 #include "run.h"
+#include "shard.h"
 #include "task.h"
 #include "task_model.h"
 #include "train.h"
@@ -303,8 +304,8 @@ double finetune_loss_grad(GPT *m, TaskHead *h, const TaskData *d, int split, con
 /* ---- gradients and updates ---- */
 
 static void add_trainable(Tuner *t, const char *group, const GPTTensor *tensors, int n_tensors, size_t n,
-                          float *params, float *grads, const OptimConfig *oc) {
-    t->tr[t->n_tr++] = (Trainable){group, tensors, n_tensors, n, params, grads, adamw_create(oc, n)};
+                          float *params, float *grads, AdamW *opt) {
+    t->tr[t->n_tr++] = (Trainable){group, tensors, n_tensors, n, params, grads, opt};
 }
 
 static void zero_grads(Tuner *t) {
@@ -490,10 +491,9 @@ static void backward(void *ctx, long s, StepGrads *g) {
     for (int i = 0; i < t->n_tr; i++)
         if (!(t->sync && &t->tr[i] == model_trainable(t))) dist_sum_floats(t->tr[i].grads, t->tr[i].n);
     double sq = 0;
-    for (int i = 0; i < t->n_tr; i++) {
-        double n = grad_norm(t->tr[i].grads, t->tr[i].n);
-        sq += n * n;
-    }
+    for (int i = 0; i < t->n_tr; i++)
+        sq += t->sync && &t->tr[i] == model_trainable(t) ? gradsync_norm_sq(t->sync)
+                                                         : sum_squares(t->tr[i].grads, t->tr[i].n);
     g->grad_norm = sqrt(sq);
     g->tokens = (double)t->l1_tokens;
 }
@@ -504,6 +504,7 @@ static OptimStats update(void *ctx, double norm, int skip) {
     if (skip) return st;
     for (int i = 0; i < t->n_tr; i++)
         st = adamw_step_norm(t->tr[i].opt, t->tr[i].params, t->tr[i].grads, t->tr[i].tensors, t->tr[i].n_tensors, norm);
+    if (t->sync) gradsync_gather(t->sync);
     if (t->pruned) prune_mask_apply(t->pruned, t->m->params);
     return st;
 }
@@ -536,6 +537,7 @@ static json_t *config_json(void *ctx) {
                           t->max_seqs, "epochs", o->epochs, "steps", (json_int_t)steps, "lambda",
                           (double)o->lambda, "ranks", dist_size(), "eval_every", o->run.eval_every);
     json_object_set_new(c, "threads", json_integer(o->run.threads));
+    json_object_set_new(c, "shard_optimizer", json_boolean(o->run.shard_optimizer));
     json_object_set_new(c, "optim", json_pack("{s:f,s:I,s:f,s:f,s:s}", "lr", (double)op->lr, "warmup",
                                               (json_int_t)op->warmup, "weight_decay", (double)op->weight_decay, "clip",
                                               (double)op->clip, "schedule", "linear"));
@@ -624,16 +626,17 @@ static int build(Tuner *t, const FinetuneOptions *o, const GPTConfig *cfg, const
         lora_init(t->lora, o->seed);
         t->m->lora = t->lora;
         add_trainable(t, "lora", t->lora->tensors, t->lora->n_tensors, t->lora->n_params, t->lora->params,
-                      t->lora->grads, oc);
+                      t->lora->grads, adamw_create(oc, t->lora->n_params));
     } else {
         if (sparsity > 0.0) t->pruned = prune_mask_create(t->m);
-        add_trainable(t, "model", t->m->tensors, t->m->n_tensors, t->m->n_params, t->m->params, t->m->grads, oc);
+        add_trainable(t, "model", t->m->tensors, t->m->n_tensors, t->m->n_params, t->m->params, t->m->grads,
+                      shard_optimizer_create(oc, t->m, dist_rank(), dist_size(), o->run.shard_optimizer));
     }
     if (!t->corpus) {
         t->head = head_create(t->info->type, t->info->label_kind, t->info->n_classes, cfg->n_embd, t->max_seqs);
         head_init(t->head, rng_key(o->seed, 1));
         add_trainable(t, "head", t->head->tensors, t->head->n_tensors, t->head->n_params, t->head->params,
-                      t->head->grads, oc);
+                      t->head->grads, adamw_create(oc, t->head->n_params));
     }
     return 0;
 }
@@ -704,7 +707,8 @@ int finetune_run(const FinetuneOptions *o) {
     t.oc.warmup = (long)ceil(o->warmup_fraction * (double)t.steps);
     t.oc.linear_decay = 1;
     if ((rc = build(&t, o, &cfg, &t.oc))) goto out;
-    if (dist_size() > 1 && !t.lora) t.sync = gradsync_create(t.m, (size_t)GRADSYNC_BUCKET_MB << 20);
+    if (dist_size() > 1 && !t.lora)
+        t.sync = gradsync_create(t.m, (size_t)GRADSYNC_BUCKET_MB << 20, o->run.shard_optimizer);
     if (dist_rank() == 0) rc = load_tokenizer(&t, o);
     if ((rc = dist_agree(rc))) goto out;
     RunClient c = {.cmd = "finetune", .out = o->out, .opt = &o->run, .steps = t.steps, .global_batch = o->batch,

@@ -6,6 +6,7 @@
 #include <hdf5.h>
 #include <limits.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "h5util.h"
@@ -67,19 +68,28 @@ uint64_t model_tensors_bytes(const GPTTensor *t, int n) {
     return b;
 }
 
-int model_tensor_write_rows(int64_t d, const GPTTensor *t, const float *tensor, int lo, int hi, int64_t dxpl) {
-    size_t row = t->ndim == 2 ? (size_t)t->shape[1] : 1;
-    hid_t fs = H5Dget_space(d), ms = rows_mem_space(t, lo, hi);
-    select_rows(fs, t, lo, hi);
-    herr_t rc = H5Dwrite(d, H5T_NATIVE_FLOAT, ms, fs, dxpl, tensor + (size_t)lo * row);
-    H5Sclose(ms);
-    H5Sclose(fs);
-    return rc < 0 ? -1 : 0;
+size_t model_tensor_chunk_bytes(const GPTTensor *t) {
+    return (size_t)model_tensor_chunk_rows(t) * (t->ndim == 2 ? (size_t)t->shape[1] : 1) * sizeof(float);
+}
+
+int model_tensor_write_chunks(int64_t d, const GPTTensor *t, const float *rows, int lo, int hi, void *buf) {
+    size_t row = t->ndim == 2 ? (size_t)t->shape[1] : 1, bytes = model_tensor_chunk_bytes(t);
+    int step = model_tensor_chunk_rows(t);
+    for (int c = lo; c < hi; c += step) {
+        size_t n = (size_t)(c + step < t->shape[0] ? step : t->shape[0] - c) * row;
+        memcpy(buf, rows + (size_t)(c - lo) * row, n * sizeof(float)); /* floats are little-endian here (x86-64) */
+        memset((float *)buf + n, 0, bytes - n * sizeof(float)); /* an edge chunk's padding */
+        hsize_t at[2] = {(hsize_t)c, 0};
+        if (h5_write_chunk_fletcher32((hid_t)d, at, buf, bytes)) return -1;
+    }
+    return 0;
 }
 
 static int write_tensor(hid_t g, const GPTTensor *t, const float *data) {
     hid_t d = model_tensor_create(g, t);
-    int rc = d < 0 ? -1 : model_tensor_write_rows(d, t, data, 0, t->shape[0], H5P_DEFAULT);
+    void *buf = xmalloc(model_tensor_chunk_bytes(t) + 4);
+    int rc = d < 0 ? -1 : model_tensor_write_chunks(d, t, data, 0, t->shape[0], buf);
+    free(buf);
     if (d >= 0) H5Dclose(d);
     return rc;
 }
@@ -204,7 +214,7 @@ int model_file_read_pruned(const char *path, double *sparsity) {
     return rc;
 }
 
-int model_tensor_read(const char *path, const char *where, int64_t g, const GPTTensor *t, float *tensor, int lo,
+int model_tensor_read(const char *path, const char *where, int64_t g, const GPTTensor *t, float *rows, int lo,
                       int hi, int64_t dxpl) {
     if (H5Lexists(g, t->name, H5P_DEFAULT) <= 0)
         return gpt_error("%s: tensor %s/%s is missing", path, where, t->name);
@@ -235,10 +245,9 @@ int model_tensor_read(const char *path, const char *where, int64_t g, const GPTT
         else snprintf(expected, sizeof expected, "%d", t->shape[0]);
         rc = gpt_error("%s: tensor %s/%s has shape [%s], expected [%s]", path, where, t->name, found, expected);
     } else {
-        size_t row = t->ndim == 2 ? (size_t)t->shape[1] : 1;
         hid_t ms = rows_mem_space(t, lo, hi);
         select_rows(s, t, lo, hi);
-        if (H5Dread(d, H5T_NATIVE_FLOAT, ms, s, dxpl, tensor + (size_t)lo * row) < 0)
+        if (H5Dread(d, H5T_NATIVE_FLOAT, ms, s, dxpl, rows) < 0)
             rc = gpt_error("%s: cannot read tensor %s/%s (checksum mismatch or truncated: the file is corrupted)",
                            path, where, t->name);
         H5Sclose(ms);

@@ -37,14 +37,17 @@ float optim_lr_at(const OptimConfig *c, long step) {
     return c->min_lr + 0.5f * (c->lr - c->min_lr) * (float)(1.0 + cos(M_PI * progress));
 }
 
-AdamW *adamw_create(const OptimConfig *cfg, size_t n_params) {
+AdamW *adamw_create_range(const OptimConfig *cfg, size_t offset, size_t n) {
     AdamW *o = xcalloc(1, sizeof *o);
     o->cfg = *cfg;
-    o->n = n_params;
-    o->m = xalloc_floats(n_params);
-    o->v = xalloc_floats(n_params);
+    o->offset = offset;
+    o->n = n;
+    o->m = xalloc_floats(n);
+    o->v = xalloc_floats(n);
     return o;
 }
+
+AdamW *adamw_create(const OptimConfig *cfg, size_t n_params) { return adamw_create_range(cfg, 0, n_params); }
 
 void adamw_free(AdamW *o) {
     if (!o) return;
@@ -57,7 +60,7 @@ double grad_norm(const float *g, size_t n) { return sqrt(sum_squares(g, n)); }
 
 OptimStats adamw_step(AdamW *o, float *params, const float *grads, const GPTTensor *tensors,
                       int n_tensors) {
-    return adamw_step_norm(o, params, grads, tensors, n_tensors, grad_norm(grads, o->n));
+    return adamw_step_norm(o, params, grads, tensors, n_tensors, grad_norm(grads + o->offset, o->n));
 }
 
 OptimStats adamw_step_norm(AdamW *o, float *params, const float *grads, const GPTTensor *tensors,
@@ -75,10 +78,13 @@ OptimStats adamw_step_norm(AdamW *o, float *params, const float *grads, const GP
     double bc1 = 1.0 - pow(c->beta1, (double)o->step), bc2 = 1.0 - pow(c->beta2, (double)o->step);
     AdamWCoeffs k = {.grad_scale = st.clip_scale, .beta1 = c->beta1, .beta2 = c->beta2, .eps = c->eps,
                      .step_size = (float)(st.lr / bc1), .bc2_sqrt = (float)sqrt(bc2)};
+    size_t lo = o->offset, hi = o->offset + o->n;
     for (int t = 0; t < n_tensors; t++) {
-        size_t off = tensors[t].offset;
+        size_t b = tensors[t].offset > lo ? tensors[t].offset : lo;
+        size_t e = tensors[t].offset + tensors[t].numel < hi ? tensors[t].offset + tensors[t].numel : hi;
+        if (b >= e) continue;
         k.decay = tensors[t].decay ? 1.0f - st.lr * c->weight_decay : 1.0f;
-        adamw_update(params + off, o->m + off, o->v + off, grads + off, tensors[t].numel, &k);
+        adamw_update(params + b, o->m + (b - lo), o->v + (b - lo), grads + b, e - b, &k);
     }
     return st;
 }

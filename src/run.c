@@ -261,6 +261,11 @@ int run_training(const RunClient *c) {
     if ((rc = dist_agree(watchdog_start(c->cmd, c->opt->collective_timeout))) == 0) rc = begin(&r, &lock);
     if (rc == 0) rc = dist_agree(c->start(c->ctx, r.saved_config != NULL));
     if (rc == 0) rc = steps(&r);
+    if (rc >= 0) { /* for sizing a layout (docs/operations.md): the largest rank's */
+        double peak = peak_rss_mb();
+        MPI_Allreduce(MPI_IN_PLACE, &peak, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
+        if (dist_rank() == 0) printf("peak memory: %.0f MiB on the largest of %d rank(s)\n", peak, dist_size());
+    }
     if (rc == 0) {
         int written = 0;
         if (dist_rank() == 0) {

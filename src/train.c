@@ -16,6 +16,7 @@
 #include "dist.h"
 #include "gradsync.h"
 #include "model_file.h"
+#include "shard.h"
 #include "util.h"
 #include "version.h"
 
@@ -88,6 +89,7 @@ static json_t *config_json(const TrainOptions *o, const GPTConfig *c, const Blen
                             "bucket_bytes", (json_int_t)o->bucket_bytes, "threads", o->run.threads, "ckpt_every",
                             (json_int_t)o->run.ckpt_every, "ckpt_minutes", o->run.ckpt_minutes, "keep", o->run.keep,
                             "time_limit_s", o->run.time_limit, "collective_timeout_s", o->run.collective_timeout);
+    json_object_set_new(run, "shard_optimizer", json_boolean(o->run.shard_optimizer));
     json_t *versions = json_pack("{s:s,s:s,s:s,s:s,s:s}", "gpt", GPT_VERSION, "hdf5", hdf5, "mpi", mpi,
                                  "openblas_core", blas_core_name(), "openblas_core_origin", blas_core_origin());
     json_object_set_new(model, "init", o->init ? json_string(o->init) : json_null());
@@ -142,14 +144,16 @@ static void backward(void *ctx, long s, StepGrads *g) {
                                            1.0f / (float)(G * T)) * B * T;
     }
     g->comm_wait_s = t->sync ? gradsync_finish(t->sync) : 0.0;
-    g->grad_norm = grad_norm(t->m->grads, t->m->n_params);
+    g->grad_norm = t->sync ? sqrt(gradsync_norm_sq(t->sync)) : grad_norm(t->m->grads, t->m->n_params);
     g->tokens = (double)G * T;
 }
 
 static OptimStats update(void *ctx, double norm, int skip) {
     Trainer *t = ctx;
     if (skip) return (OptimStats){optim_lr_at(&t->o->optim, t->opt->step), norm, 1.0f};
-    return adamw_step_norm(t->opt, t->m->params, t->m->grads, t->m->tensors, t->m->n_tensors, norm);
+    OptimStats st = adamw_step_norm(t->opt, t->m->params, t->m->grads, t->m->tensors, t->m->n_tensors, norm);
+    if (t->sync) gradsync_gather(t->sync);
+    return st;
 }
 
 static double step_loss(void *ctx, const double sum[RUN_LOSS_PARTS], double tokens, json_t *line, char *detail,
@@ -258,7 +262,7 @@ static int load_checkpoint(void *ctx, const char *path, const GPTConfig *saved_c
                          (unsigned long long)st->seed, (unsigned long long)run->seed);
     if (fit_global_batch(run, st, path)) return -1;
     t->m = gpt_create(&t->cfg, run->batch, 1);
-    t->opt = adamw_create(&run->optim, t->m->n_params);
+    t->opt = shard_optimizer_create(&run->optim, t->m, dist_rank(), dist_size(), run->run.shard_optimizer);
     if (ckpt_read_tensors(path, t->m, t->opt)) {
         gpt_free(t->m), t->m = NULL;
         adamw_free(t->opt), t->opt = NULL;
@@ -284,18 +288,19 @@ static int start(void *ctx, int resumed) {
         else if (model_file_read_weights(o->init, t->m) ||
                  model_tensors_check_finite(o->init, "/model", t->m->tensors, t->m->n_tensors, t->m->params, 0))
             return -1;
-        t->opt = adamw_create(&o->optim, t->m->n_params);
+        t->opt = shard_optimizer_create(&o->optim, t->m, dist_rank(), P, o->run.shard_optimizer);
     }
-    if (P > 1) t->sync = gradsync_create(t->m, o->bucket_bytes);
+    if (P > 1) t->sync = gradsync_create(t->m, o->bucket_bytes, o->run.shard_optimizer);
     t->buf = xmalloc(sizeof(int32_t) * (size_t)(T + 1));
     t->in = xmalloc(sizeof(int) * (size_t)A * B * T);
     t->tgt = xmalloc(sizeof(int) * (size_t)A * B * T);
     t->keys = xmalloc(sizeof(uint64_t) * (size_t)A * B);
     if (dist_rank() == 0) {
         printf("training %zu parameters on %s: %d rank(s) x batch %d x accum %d = %lld windows of %d tokens a "
-               "step, %lld windows an epoch; gradients in %d bucket(s); OpenBLAS %s, %d thread(s)\n",
+               "step, %lld windows an epoch; gradients in %d bucket(s)%s; OpenBLAS %s, %d thread(s)\n",
                t->m->n_params, t->data->spec, P, B, A, (long long)P * B * A, T, (long long)t->data->windows[0],
-               t->sync ? gradsync_buckets(t->sync) : 0, blas_core_name(), o->run.threads);
+               t->sync ? gradsync_buckets(t->sync) : 0, t->sync && o->run.shard_optimizer ? ", optimizer sharded" : "",
+               blas_core_name(), o->run.threads);
         fflush(stdout);
     }
     return 0;

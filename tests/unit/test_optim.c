@@ -1,5 +1,6 @@
-/* test_optim.c: the learning-rate schedule, AdamW's decay mask and clipping, and the
- * validation of configurations. */
+/* test_optim.c: the learning-rate schedule, AdamW's decay mask and clipping, the
+ * partition of the parameters among ranks and AdamW on shards of it, and the validation
+ * of configurations. */
 #include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -12,7 +13,9 @@
 
 #include "config.h"
 #include "model.h"
+#include "model_file.h"
 #include "optim.h"
+#include "shard.h"
 #include "util.h"
 
 static void schedule_warms_up_then_decays(void **state) {
@@ -130,11 +133,89 @@ static void overrides_apply_after_preset(void **state) {
     assert_non_null(strstr(gpt_last_error(), "--n-layer"));
 }
 
+/* tiny with a vocabulary whose wte spans several 1 MiB chunks, so shards cut tensors */
+static GPT *tiny_big_vocab(void) {
+    GPTConfig c;
+    assert_int_equal(config_preset("tiny", &c), 0);
+    c.vocab_size = 20000;
+    GPT *m = gpt_create(&c, 1, 1);
+    gpt_init_weights(m, 3, 0.02f, 0);
+    return m;
+}
+
+/* The shards tile [0, N) in rank order, start at chunk starts, and differ from N / P by
+ * less than a chunk. */
+static void shards_tile_the_parameters(void **state) {
+    (void)state;
+    GPT *m = tiny_big_vocab();
+    size_t chunk = 0; /* the largest chunk */
+    for (int i = 0; i < m->n_tensors; i++) {
+        const GPTTensor *t = &m->tensors[i];
+        size_t c = (size_t)model_tensor_chunk_rows(t) * (t->ndim == 2 ? (size_t)t->shape[1] : 1);
+        if (c > chunk) chunk = c;
+    }
+    assert_true(m->tensors[0].numel > 2 * chunk); /* wte: several chunks */
+    for (int P = 1; P <= 7; P++) {
+        size_t next = 0;
+        int cut_inside = 0;
+        for (int r = 0; r < P; r++) {
+            Shard s = shard_of(m, r, P);
+            size_t n = s.end - s.begin, ideal = m->n_params / (size_t)P;
+            if (n) assert_int_equal(s.begin, next), next = s.end;
+            assert_true(n + chunk > ideal && n < ideal + chunk);
+            for (int i = 0; i < m->n_tensors; i++) {
+                const GPTTensor *t = &m->tensors[i];
+                assert_true(s.lo[i] <= s.hi[i] && s.hi[i] <= t->shape[0]);
+                if (s.lo[i] < s.hi[i]) assert_int_equal(s.lo[i] % model_tensor_chunk_rows(t), 0);
+                cut_inside |= s.lo[i] > 0 && s.lo[i] < t->shape[0];
+            }
+            shard_free(&s);
+        }
+        assert_int_equal(next, m->n_params);
+        if (P == 3) assert_true(cut_inside); /* a shard starts inside wte */
+    }
+    gpt_free(m);
+}
+
+/* AdamW on P shards, each with moments for its range only, updates every parameter
+ * exactly as one AdamW on all of them does (clipping by the same global norm). */
+static void sharded_updates_equal_whole(void **state) {
+    (void)state;
+    enum { P = 3, STEPS = 3 };
+    GPT *m = tiny_big_vocab();
+    float *whole = xalloc_floats(m->n_params), *grads = m->grads;
+    memcpy(whole, m->params, sizeof(float) * m->n_params);
+    OptimConfig oc = optim_defaults(10);
+    oc.warmup = 1, oc.lr = 1e-2f, oc.weight_decay = 0.1f, oc.clip = 0.5f;
+    AdamW *all = adamw_create(&oc, m->n_params), *shard[P];
+    for (int r = 0; r < P; r++) shard[r] = shard_optimizer_create(&oc, m, r, P, 1);
+    size_t owned = 0;
+    for (int r = 0; r < P; r++) owned += shard[r]->n;
+    assert_int_equal(owned, m->n_params);
+    for (int s = 0; s < STEPS; s++) {
+        for (size_t i = 0; i < m->n_params; i++) grads[i] = (float)sin(0.37 * (double)i + s);
+        double norm = grad_norm(grads, m->n_params);
+        adamw_step_norm(all, whole, grads, m->tensors, m->n_tensors, norm);
+        for (int r = 0; r < P; r++) adamw_step_norm(shard[r], m->params, grads, m->tensors, m->n_tensors, norm);
+    }
+    for (size_t i = 0; i < m->n_params; i++) assert_float_equal(m->params[i], whole[i], 0.0f);
+    for (int r = 0; r < P; r++) {
+        assert_int_equal(shard[r]->step, STEPS);
+        assert_memory_equal(shard[r]->v, all->v + shard[r]->offset, sizeof(float) * shard[r]->n);
+        adamw_free(shard[r]);
+    }
+    adamw_free(all);
+    free(whole);
+    gpt_free(m);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(schedule_warms_up_then_decays),
         cmocka_unit_test(weight_decay_only_on_matrices),
         cmocka_unit_test(clipping_scales_to_max_norm),
+        cmocka_unit_test(shards_tile_the_parameters),
+        cmocka_unit_test(sharded_updates_equal_whole),
         cmocka_unit_test(bad_configs_are_named),
         cmocka_unit_test(overrides_apply_after_preset),
     };
