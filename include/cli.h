@@ -75,7 +75,7 @@ enum {
     RUN_OPT_BASE = 0x2000,
     RUN_OPT_EVAL_EVERY = RUN_OPT_BASE, RUN_OPT_LOG_EVERY, RUN_OPT_MAX_BAD, RUN_OPT_THREADS, RUN_OPT_OVERWRITE,
     RUN_OPT_CKPT_EVERY, RUN_OPT_CKPT_MINUTES, RUN_OPT_KEEP, RUN_OPT_RESUME, RUN_OPT_TIME_LIMIT, RUN_OPT_ALLOW_DATA_CHANGE,
-    RUN_OPT_COLLECTIVE_TIMEOUT, RUN_OPT_SHARD_OPTIMIZER
+    RUN_OPT_COLLECTIVE_TIMEOUT, RUN_OPT_SHARD_OPTIMIZER, RUN_OPT_ASYNC_CKPT
 };
 #define RUN_LONG_OPTIONS                                                                                  \
     {"eval-every", required_argument, 0, RUN_OPT_EVAL_EVERY},                                             \
@@ -88,7 +88,8 @@ enum {
     {"time-limit", required_argument, 0, RUN_OPT_TIME_LIMIT},                                             \
     {"allow-data-change", no_argument, 0, RUN_OPT_ALLOW_DATA_CHANGE},                                     \
     {"collective-timeout", required_argument, 0, RUN_OPT_COLLECTIVE_TIMEOUT},                             \
-    {"shard-optimizer", no_argument, 0, RUN_OPT_SHARD_OPTIMIZER}
+    {"shard-optimizer", no_argument, 0, RUN_OPT_SHARD_OPTIMIZER},                                         \
+    {"async-ckpt", no_argument, 0, RUN_OPT_ASYNC_CKPT}
 void run_options_defaults(RunOptions *r);
 /* 1 if opt is one of RUN_LONG_OPTIONS, stored into r or with *bad set to what was
  * expected; 0 if it is not one of them. */

@@ -17,6 +17,8 @@ int dist_size(void);
 /* Collective. Returns 0 if local_rc was 0 on every rank; otherwise -1 on every rank,
  * with the message of the lowest failing rank as gpt_last_error() everywhere. */
 int dist_agree(int local_rc);
+/* The same on a communicator of the caller's (a background thread's), unwatched. */
+int dist_agree_on(MPI_Comm comm, int local_rc);
 /* Collective: x[0..n) becomes its sum over the ranks, on every rank. A value that one
  * rank computes and the others leave at 0 arrives exactly, whatever the number of ranks. */
 void dist_sum(double *x, size_t n);

@@ -10,6 +10,13 @@
 
 void h5_quiet(void);
 
+/* HDF5 1.10 as Debian builds it is not thread-safe: while a background checkpoint
+ * (checkpoint.h) writes, every HDF5 call of either thread holds this lock (the writer's
+ * chunk by chunk; the training loop's corpus reads, data.c). It is recursive: a
+ * caller holding it may call helpers that take it. */
+void h5_lock(void);
+void h5_unlock(void);
+
 /* HDF5's Fletcher32 checksum of a chunk, bit for bit (H5_checksum_fletcher32, which its
  * filter computes): the sums of each block of 360 words in closed form, vectorised;
  * 9.7 GB/s on a 1 MiB chunk in cache against HDF5's 2.1 (Intel Xeon with AVX-512, one core). */
@@ -20,7 +27,8 @@ uint32_t h5_fletcher32(const void *data, size_t bytes);
  * checksum is appended as HDF5's filter appends it (buf has room for 4 more bytes), at
  * chunk offset `at`. The file is the same as through the pipeline, verified by every
  * reader. Independent I/O under parallel HDF5: the chunk was allocated at the
- * dataset's creation (early allocation, the parallel default) with exactly this size. */
+ * dataset's creation (early allocation, the parallel default) with exactly this size.
+ * Holds h5_lock for the write only (the copy and checksum are the caller's). */
 int h5_write_chunk_fletcher32(hid_t d, const hsize_t *at, uint8_t *buf, size_t bytes);
 
 int h5_write_attr_int(hid_t obj, const char *name, int v);

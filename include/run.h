@@ -48,6 +48,7 @@ typedef struct {
     double t_start;           /* now_seconds() at process start */
     double collective_timeout; /* seconds a collective may take before the job ends (watchdog.h); 0: no limit */
     int shard_optimizer;      /* ZeRO-1: each rank holds and updates its shard's AdamW state (gradsync.h) */
+    int async_ckpt;           /* checkpoints written in the background (checkpoint.h) */
 } RunOptions;
 
 /* The process exit code of a run stopped early by a signal or the time limit, after
@@ -64,6 +65,7 @@ typedef struct {
     int out_of_time;             /* rank 0: --time-limit is too close for another step */
     int ckpt_due;                /* rank 0: --ckpt-minutes have passed since the last checkpoint */
     int metrics_failed;          /* rank 0: a line of metrics.jsonl could not be written */
+    int ckpt_failed;             /* a rank's background checkpoint failed (every rank's did: they agree) */
 } StepControl;
 
 /* Collective: sums the losses over the ranks; a flag is set if any rank set it. */
@@ -112,8 +114,9 @@ typedef struct RunClient {
     /* Collective, NULL when there is nothing to evaluate: the val_* fields into line and
      * the progress text into summary. */
     int (*evaluate)(void *ctx, json_t *line, char *summary, size_t size);
-    /* Collective: ckpt_save with what trains; st holds everything but optim_step. */
-    int (*save)(void *ctx, CkptState *st);
+    /* Collective: ckpt_save through w (NULL: synchronous) with what trains; st holds
+     * everything but optim_step. */
+    int (*save)(void *ctx, CkptState *st, CkptWriter *w);
     /* Rank 0: the result file at path (RUN_DIR/model.h5). */
     int (*write_result)(void *ctx, const char *path);
 } RunClient;

@@ -18,6 +18,7 @@
 #include <hdf5.h>
 #include <limits.h>
 #include <mpi.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -84,36 +85,6 @@ static void dir_of(const char *path, char *dir, size_t size) {
     else *slash = '\0';
 }
 
-/* Collective: the tensors of all three parts, this rank's share of each, in whole chunks
- * written directly with their checksums (h5util.h): the filter pipeline of a collective
- * write made the checkpoint twice as slow as a plain write of its bytes. */
-static int write_tensors(hid_t f, const GPT *m, const AdamW *o, const Shard *sh, long step) {
-    hid_t lcpl = H5Pcreate(H5P_LINK_CREATE);
-    H5Pset_create_intermediate_group(lcpl, 1);
-    size_t most = 0;
-    for (int i = 0; i < m->n_tensors; i++)
-        if (model_tensor_chunk_bytes(&m->tensors[i]) > most) most = model_tensor_chunk_bytes(&m->tensors[i]);
-    void *buf = xmalloc(most + 4);
-    int rc = 0;
-    for (int p = 0; p < N_PARTS; p++) {
-        hid_t g = H5Gcreate2(f, part_group[p], lcpl, H5P_DEFAULT, H5P_DEFAULT);
-        if (g < 0) rc = -1;
-        for (int i = 0; g >= 0 && i < m->n_tensors; i++) { /* every rank creates every dataset: collective */
-            const GPTTensor *t = &m->tensors[i];
-            hid_t d = model_tensor_create(g, t);
-            if (d < 0 || (!rc && model_tensor_write_chunks(d, t, part_rows(m, o, p, t, sh->lo[i], sh->hi[i]),
-                                                           sh->lo[i], sh->hi[i], buf)))
-                rc = -1;
-            if (d >= 0) H5Dclose(d);
-        }
-        if (g >= 0) H5Gclose(g);
-        if (p == 0) fault_point("ckpt-write", step, dist_rank());
-    }
-    free(buf);
-    H5Pclose(lcpl);
-    return rc;
-}
-
 /* Where a set of extra tensors goes: GROUP, /optimizer/m/GROUP, /optimizer/v/GROUP. */
 static void extra_groups(const CkptExtra *x, char where[3][128]) {
     snprintf(where[0], sizeof where[0], "/%s", x->group);
@@ -126,7 +97,7 @@ static int write_extras(hid_t f, const CkptExtra *extra, int n_extra) {
         const CkptExtra *x = &extra[e];
         char where[3][128];
         extra_groups(x, where);
-        const float *data[3] = {x->params, x->opt->m, x->opt->v};
+        const float *data[3] = {x->params, x->m, x->v};
         for (int k = 0; k < 3; k++)
             if (model_tensors_write(f, where[k], x->tensors, x->n_tensors, data[k])) return -1;
     }
@@ -168,62 +139,6 @@ static uint64_t ckpt_bytes(const GPT *m, const AdamW *o, const CkptState *s, con
     if (o) b += N_PARTS * model_tensors_bytes(m->tensors, m->n_tensors);
     for (int e = 0; e < n_extra; e++) b += 3 * model_tensors_bytes(extra[e].tensors, extra[e].n_tensors);
     return b;
-}
-
-/* Collective: tmp created with parallel HDF5 and the tensors in it. */
-static int write_collective(const char *path, const char *tmp, uint64_t need, const GPT *m, const AdamW *o,
-                            const CkptState *s) {
-    int rank = dist_rank();
-    hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
-    H5Pset_fapl_mpio(fapl, MPI_COMM_WORLD, MPI_INFO_NULL);
-    hid_t f = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, fapl); /* the truncation frees the reservation */
-    H5Pclose(fapl);
-    if (dist_agree(f < 0 ? gpt_error("%s: cannot create (check that the directory exists and is writable)", tmp) : 0))
-        return -1;
-    fault_point("ckpt-create", s->step, rank);
-    if (dist_agree(rank == 0 ? h5_reserve(path, tmp, need, "the checkpoint") : 0)) {
-        H5Fclose(f); /* nothing written yet: the disk had the room a moment ago */
-        return -1;
-    }
-    int rc = 0;
-    if (o) { /* a frozen model is not copied into its fine-tuning's checkpoints */
-        Shard sh = shard_of(m, rank, dist_size());
-        rc = write_tensors(f, m, o, &sh, s->step);
-        shard_free(&sh);
-    }
-    if (H5Fflush(f, H5F_SCOPE_GLOBAL) < 0) rc = -1; /* MPI_File_sync: every rank's share to disk */
-    if (H5Fclose(f) < 0) rc = -1;
-    return dist_agree(rc ? gpt_error("%s: writing the tensors failed", tmp) : 0);
-}
-
-int ckpt_write(const char *path, const GPT *m, const AdamW *o, const CkptState *s, const Tokenizer *tok,
-               const CkptExtra *extra, int n_extra) {
-    h5_quiet();
-    int rank = dist_rank();
-    char tmp[PATH_MAX], dir[PATH_MAX];
-    if (snprintf(tmp, sizeof tmp, "%s.tmp", path) >= (int)sizeof tmp) return gpt_error("%s: path too long", path);
-    /* a diverged state is not saved over the good ones (every rank holds the same values) */
-    int rc = o ? model_tensors_check_finite(path, "/model", m->tensors, m->n_tensors, m->params, 1) : 0;
-    for (int e = 0; !rc && e < n_extra; e++)
-        rc = model_tensors_check_finite(path, extra[e].group, extra[e].tensors, extra[e].n_tensors, extra[e].params, 1);
-    if (dist_agree(rc)) return -1;
-    uint64_t need = rank == 0 ? ckpt_bytes(m, o, s, tok, extra, n_extra) : 0;
-    /* first while no HDF5 file is open: on a disk full to the last block, closing one fails */
-    rc = dist_agree(rank == 0 ? h5_reserve(path, tmp, need, "the checkpoint") : 0);
-    if (!rc) rc = write_collective(path, tmp, need, m, o, s);
-    if (!rc) fault_point("ckpt-close", s->step, rank);
-    if (!rc && rank == 0) {
-        dir_of(path, dir, sizeof dir);
-        rc = h5_reserve(path, tmp, need, "the checkpoint") ? -1 /* again: closing the parallel file truncated it */
-             : write_metadata(tmp, m, s, tok, extra, n_extra)
-                 ? gpt_error("%s: writing the attributes and tokenizer failed", tmp)
-             : fsync_path(tmp, 0) ? -1
-             : rename(tmp, path)  ? gpt_error("%s: cannot rename %s into place: %s", path, tmp, strerror(errno))
-                                  : fsync_path(dir, 1);
-    }
-    rc = dist_agree(rc);
-    if (rc && rank == 0) remove(tmp);
-    return rc;
 }
 
 /* ---- reading ---- */
@@ -320,7 +235,7 @@ int ckpt_read_extras(const char *path, const CkptExtra *extra, int n_extra) {
         const CkptExtra *x = &extra[e];
         char where[3][128];
         extra_groups(x, where);
-        float *data[3] = {x->params, x->opt->m, x->opt->v};
+        float *data[3] = {x->params, x->m, x->v};
         for (int k = 0; !rc && k < 3; k++)
             rc = model_tensors_read(path, f, where[k], x->tensors, x->n_tensors, data[k]) ||
                  model_tensors_check_finite(path, where[k], x->tensors, x->n_tensors, data[k], 0);
@@ -425,15 +340,293 @@ int ckpt_resume(const char *run_dir, const char *resume, const char *cmd, int (*
     return 0;
 }
 
-int ckpt_save(const char *cmd, const char *run_dir, int keep, const GPT *m, const AdamW *o, const CkptState *s, const Tokenizer *tok,
-              const CkptExtra *extra, int n_extra) {
+/* ---- writing a checkpoint: now, or in the background ---- */
+
+/* One checkpoint being written. Begun on the main thread (collective: the file and its
+ * datasets), then written from src by job_write, on the main thread or the writer's. */
+typedef struct {
+    char path[PATH_MAX], tmp[PATH_MAX + 4], run_dir[PATH_MAX - 64], cmd[32];
+    int keep;                    /* ckpt_save's; -1: a plain ckpt_write (no latest, no pruning) */
+    uint64_t need;               /* rank 0: the space reserved */
+    MPI_Comm comm;
+    const GPT *m;                /* its tensor table and configuration, never its values */
+    int tensors;                 /* 0: a frozen model, nothing of it written */
+    hid_t file, *dsets;          /* (N_PARTS * n_tensors) */
+    Shard sh;
+    const float *src[N_PARTS];   /* this rank's rows: src[p][i] is flat element first[p] + i */
+    size_t first[N_PARTS];
+    CkptState state;             /* its config owned */
+    const Tokenizer *tok;        /* rank 0 */
+    CkptExtra extra[CKPT_MAX_EXTRA];
+    int n_extra;
+    double t_start, blocked_s;   /* ckpt_save's start; how long it kept the caller (< 0: all of it) */
+    CkptCommitHook hook;         /* rank 0, before the rename */
+    void *hook_ctx;
+} Job;
+
+/* Collective on j->comm: checks, reserves and creates j->tmp with every dataset (no data
+ * yet). -1 on every rank with one message; nothing is left open then. */
+static int job_begin(Job *j, const AdamW *o, const CkptExtra *extra) {
+    h5_quiet();
+    const GPT *m = j->m;
+    int rank = dist_rank(), rc = 0;
+    if (snprintf(j->tmp, sizeof j->tmp, "%s.tmp", j->path) >= (int)sizeof j->tmp) rc = gpt_error("%s: path too long", j->path);
+    /* a diverged state is not saved over the good ones (every rank holds the same values) */
+    if (!rc && o) rc = model_tensors_check_finite(j->path, "/model", m->tensors, m->n_tensors, m->params, 1);
+    for (int e = 0; !rc && e < j->n_extra; e++)
+        rc = model_tensors_check_finite(j->path, extra[e].group, extra[e].tensors, extra[e].n_tensors, extra[e].params, 1);
+    if (dist_agree(rc)) return -1;
+    j->need = rank == 0 ? ckpt_bytes(m, o, &j->state, j->tok, extra, j->n_extra) : 0;
+    /* first while no HDF5 file is open: on a disk full to the last block, closing one fails */
+    if (dist_agree(rank == 0 ? h5_reserve(j->path, j->tmp, j->need, "the checkpoint") : 0)) return -1;
+    hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
+    H5Pset_fapl_mpio(fapl, j->comm, MPI_INFO_NULL);
+    j->file = H5Fcreate(j->tmp, H5F_ACC_TRUNC, H5P_DEFAULT, fapl); /* the truncation frees the reservation */
+    H5Pclose(fapl);
+    if (dist_agree(j->file < 0 ? gpt_error("%s: cannot create (check that the directory exists and is writable)", j->tmp)
+                               : 0))
+        return -1;
+    fault_point("ckpt-create", j->state.step, rank);
+    rc = rank == 0 ? h5_reserve(j->path, j->tmp, j->need, "the checkpoint") : 0;
+    hid_t lcpl = H5Pcreate(H5P_LINK_CREATE);
+    H5Pset_create_intermediate_group(lcpl, 1);
+    j->dsets = xmalloc(sizeof(hid_t) * N_PARTS * (size_t)m->n_tensors);
+    for (int p = 0; p < N_PARTS; p++) { /* every rank creates every dataset, whatever happened: collective */
+        hid_t g = j->tensors ? H5Gcreate2(j->file, part_group[p], lcpl, H5P_DEFAULT, H5P_DEFAULT) : -1;
+        if (j->tensors && g < 0) rc = -1;
+        for (int i = 0; i < m->n_tensors; i++)
+            if ((j->dsets[p * m->n_tensors + i] = g >= 0 ? model_tensor_create(g, &m->tensors[i]) : -1) < 0 && g >= 0)
+                rc = -1;
+        if (g >= 0) H5Gclose(g);
+    }
+    H5Pclose(lcpl);
+    return dist_agree(rc ? gpt_error("%s: creating the datasets failed", j->tmp) : 0);
+}
+
+static void job_close(Job *j) {
+    for (int k = 0; j->dsets && k < N_PARTS * j->m->n_tensors; k++)
+        if (j->dsets[k] >= 0) H5Dclose(j->dsets[k]);
+    free(j->dsets);
+    j->dsets = NULL;
+    if (j->file >= 0) H5Fclose(j->file);
+    j->file = -1;
+}
+
+/* Collective on j->comm: this rank's chunks from src, the file closed, rank 0's serial
+ * phase and rename, then (keep >= 0) latest and the pruning. -1 on every rank with one
+ * message; PATH.tmp is then removed. Every HDF5 call holds h5_lock. */
+static int job_write(Job *j) {
+    const GPT *m = j->m;
+    int rank = dist_rank(), rc = 0;
+    size_t most = 0;
+    for (int i = 0; i < m->n_tensors; i++)
+        if (model_tensor_chunk_bytes(&m->tensors[i]) > most) most = model_tensor_chunk_bytes(&m->tensors[i]);
+    void *buf = xmalloc(most + 4);
+    for (int p = 0; j->tensors && p < N_PARTS; p++) {
+        for (int i = 0; !rc && i < m->n_tensors; i++) {
+            const GPTTensor *t = &m->tensors[i];
+            int lo = j->sh.lo[i], hi = j->sh.hi[i];
+            const float *rows = lo < hi ? j->src[p] + (t->offset + (size_t)lo * row_floats(t) - j->first[p]) : NULL;
+            if (lo < hi && model_tensor_write_chunks(j->dsets[p * m->n_tensors + i], t, rows, lo, hi, buf)) rc = -1;
+        }
+        if (p == 0) fault_point("ckpt-write", j->state.step, rank);
+    }
+    free(buf);
+    h5_lock();
+    if (j->file >= 0 && H5Fflush(j->file, H5F_SCOPE_GLOBAL) < 0) rc = -1; /* MPI_File_sync: every rank's share to disk */
+    job_close(j);
+    h5_unlock();
+    rc = dist_agree_on(j->comm, rc ? gpt_error("%s: writing the tensors failed", j->tmp) : 0);
+    if (!rc) fault_point("ckpt-close", j->state.step, rank);
+    if (!rc && rank == 0) {
+        char dir[PATH_MAX];
+        dir_of(j->path, dir, sizeof dir);
+        h5_lock();
+        rc = h5_reserve(j->path, j->tmp, j->need, "the checkpoint") ? -1 /* again: closing the parallel file truncated it */
+             : write_metadata(j->tmp, m, &j->state, j->tok, j->extra, j->n_extra)
+                 ? gpt_error("%s: writing the attributes and tokenizer failed", j->tmp)
+                 : 0;
+        h5_unlock();
+        if (!rc) rc = fsync_path(j->tmp, 0);
+        if (!rc && j->hook) {
+            double write_s = now_seconds() - j->t_start;
+            j->hook(j->hook_ctx, j->blocked_s < 0 ? write_s : j->blocked_s, write_s);
+        }
+        if (!rc)
+            rc = rename(j->tmp, j->path) ? gpt_error("%s: cannot rename %s into place: %s", j->path, j->tmp, strerror(errno))
+                                         : fsync_path(dir, 1);
+    }
+    rc = dist_agree_on(j->comm, rc);
+    if (rc && rank == 0) remove(j->tmp);
+    if (rc || j->keep < 0) return rc;
+    fault_point("ckpt-rename", j->state.step, rank);
+    if (rank == 0) rc = point_latest(j->run_dir, j->state.step);
+    fault_point("ckpt-latest", j->state.step, rank);
+    if (rank == 0 && !rc && j->keep > 0) prune(j->cmd, j->run_dir, j->keep);
+    return dist_agree_on(j->comm, rc);
+}
+
+/* The parts of the job: what the checkpoint is of, before job_begin. */
+static void job_init(Job *j, MPI_Comm comm, const char *path, const GPT *m, const AdamW *o, const CkptState *s,
+                     const Tokenizer *tok, const CkptExtra *extra, int n_extra) {
+    memset(j, 0, sizeof *j);
+    snprintf(j->path, sizeof j->path, "%s", path);
+    j->keep = -1, j->comm = comm, j->m = m, j->tensors = o != NULL, j->file = -1, j->tok = tok;
+    j->state = *s;
+    j->n_extra = n_extra < CKPT_MAX_EXTRA ? n_extra : CKPT_MAX_EXTRA;
+    memcpy(j->extra, extra, sizeof *extra * (size_t)j->n_extra);
+    j->sh = shard_of(m, dist_rank(), dist_size());
+    for (int p = 0; p < N_PARTS && o; p++) j->src[p] = part_data(m, o, p, &j->first[p]);
+}
+
+static void job_free(Job *j) {
+    job_close(j);
+    shard_free(&j->sh);
+}
+
+int ckpt_write(const char *path, const GPT *m, const AdamW *o, const CkptState *s, const Tokenizer *tok,
+               const CkptExtra *extra, int n_extra) {
+    Job j;
+    job_init(&j, MPI_COMM_WORLD, path, m, o, s, tok, extra, n_extra);
+    int rc = job_begin(&j, o, extra) ? -1 : job_write(&j);
+    job_free(&j);
+    return rc;
+}
+
+/* ---- the background writer ---- */
+
+struct CkptWriter {
+    int background;
+    CkptCommitHook hook;
+    void *hook_ctx;
+    MPI_Comm comm;                 /* the writer thread's collectives, apart from the main thread's */
+    float *stage;                  /* this rank's share of the three parts, allocated at the first checkpoint */
+    size_t stage_floats;
+    float *extra_stage;            /* rank 0: the extras' three parts */
+    Job job;
+    int busy;                      /* a job was started and not yet waited for */
+    pthread_t thread;
+    pthread_mutex_t lock;
+    int done, rc;                  /* under lock */
+    double t_start, write_s;
+    int threaded;                  /* the job runs on a thread of its own (else it ran at once) */
+    char error[1024];
+};
+
+CkptWriter *ckpt_writer_create(int background, CkptCommitHook hook, void *ctx) {
+    CkptWriter *w = xcalloc(1, sizeof *w);
+    w->background = background, w->hook = hook, w->hook_ctx = ctx;
+    MPI_Comm_dup(MPI_COMM_WORLD, &w->comm);
+    pthread_mutex_init(&w->lock, NULL);
+    return w;
+}
+
+static void *writer_main(void *arg) {
+    CkptWriter *w = arg;
+    int rc = job_write(&w->job);
+    pthread_mutex_lock(&w->lock);
+    w->rc = rc, w->done = 1, w->write_s = now_seconds() - w->t_start;
+    if (rc) snprintf(w->error, sizeof w->error, "%s", gpt_last_error()); /* this thread's */
+    pthread_mutex_unlock(&w->lock);
+    return NULL;
+}
+
+int ckpt_writer_poll(CkptWriter *w) {
+    if (!w || !w->busy) return 0;
+    pthread_mutex_lock(&w->lock);
+    int state = w->done ? (w->rc ? -1 : 1) : 0;
+    pthread_mutex_unlock(&w->lock);
+    return state;
+}
+
+int ckpt_writer_wait(CkptWriter *w, double *write_s) {
+    if (!w || !w->busy) return 0;
+    if (w->threaded) pthread_join(w->thread, NULL);
+    w->busy = 0;
+    job_free(&w->job);
+    ckpt_state_free(&w->job.state);
+    if (write_s) *write_s = w->write_s;
+    return w->rc ? gpt_error("%s", w->error) : 0;
+}
+
+void ckpt_writer_free(CkptWriter *w) {
+    if (!w) return;
+    ckpt_writer_wait(w, NULL);
+    MPI_Comm_free(&w->comm);
+    pthread_mutex_destroy(&w->lock);
+    free(w->stage);
+    free(w->extra_stage);
+    free(w);
+}
+
+/* The extras' floats (their tensors end to end). */
+static size_t extra_floats(const CkptExtra *x) {
+    size_t n = 0;
+    for (int i = 0; i < x->n_tensors; i++)
+        if (x->tensors[i].offset + x->tensors[i].numel > n) n = x->tensors[i].offset + x->tensors[i].numel;
+    return n;
+}
+
+/* After job_begin: this rank's share of the three parts, and rank 0's extras, copied
+ * into the staging buffers, which the job then writes from: the next update cannot
+ * reach them. */
+static void stage(CkptWriter *w, const GPT *m, const AdamW *o) {
+    Job *j = &w->job;
+    size_t n = j->sh.end - j->sh.begin;
+    if (j->tensors && (!w->stage || N_PARTS * n > w->stage_floats)) { /* a rank may own nothing */
+        free(w->stage);
+        w->stage = xalloc_floats(w->stage_floats = N_PARTS * n);
+    }
+    for (int p = 0; p < N_PARTS && j->tensors; p++) {
+        size_t first;
+        const float *data = part_data(m, o, p, &first);
+        if (n) memcpy(w->stage + (size_t)p * n, data + (j->sh.begin - first), n * sizeof(float));
+        j->src[p] = w->stage + (size_t)p * n, j->first[p] = j->sh.begin;
+    }
+    size_t total = 0;
+    for (int e = 0; e < j->n_extra; e++) total += 3 * extra_floats(&j->extra[e]);
+    free(w->extra_stage);
+    w->extra_stage = total ? xalloc_floats(total) : NULL;
+    float *at = w->extra_stage;
+    for (int e = 0; e < j->n_extra; e++) { /* small: every rank copies them, rank 0 writes them */
+        CkptExtra *x = &j->extra[e];
+        size_t k = extra_floats(x);
+        const float *part[3] = {x->params, x->m, x->v};
+        for (int q = 0; q < 3; q++) memcpy(at + (size_t)q * k, part[q], k * sizeof(float));
+        x->params = at, x->m = at + k, x->v = at + 2 * k;
+        at += 3 * k;
+    }
+}
+
+int ckpt_save(CkptWriter *w, const char *cmd, const char *run_dir, int keep, const GPT *m, const AdamW *o,
+              const CkptState *s, const Tokenizer *tok, const CkptExtra *extra, int n_extra) {
+    if (n_extra > CKPT_MAX_EXTRA) return gpt_error("checkpoint: %d extra tensor sets, at most %d", n_extra, CKPT_MAX_EXTRA);
+    if (strlen(run_dir) >= PATH_MAX - 64) return gpt_error("%s: path too long", run_dir);
+    double t_start = now_seconds();
     char path[PATH_MAX];
     ckpt_path(path, sizeof path, run_dir, s->step);
-    if (ckpt_write(path, m, o, s, tok, extra, n_extra)) return -1;
-    int rank = dist_rank(), rc = 0;
-    fault_point("ckpt-rename", s->step, rank);
-    if (rank == 0) rc = point_latest(run_dir, s->step);
-    fault_point("ckpt-latest", s->step, rank);
-    if (rank == 0 && !rc && keep > 0) prune(cmd, run_dir, keep);
-    return dist_agree(rc);
+    if (ckpt_writer_wait(w, NULL)) return -1; /* at most one in flight */
+    int background = w && w->background;
+    Job local, *j = background ? &w->job : &local;
+    job_init(j, w ? w->comm : MPI_COMM_WORLD, path, m, o, s, tok, extra, n_extra);
+    snprintf(j->run_dir, sizeof j->run_dir, "%s", run_dir);
+    snprintf(j->cmd, sizeof j->cmd, "%s", cmd);
+    j->keep = keep, j->t_start = t_start, j->blocked_s = -1;
+    if (w) j->hook = w->hook, j->hook_ctx = w->hook_ctx;
+    if (job_begin(j, o, extra)) {
+        job_free(j);
+        return -1;
+    }
+    if (!background) {
+        int rc = job_write(j);
+        job_free(j);
+        return rc;
+    }
+    stage(w, m, o);
+    j->state.config = s->config ? xstrdup(s->config) : NULL;
+    w->done = w->rc = 0, w->busy = 1, w->t_start = t_start;
+    j->blocked_s = now_seconds() - t_start;
+    w->threaded = !pthread_create(&w->thread, NULL, writer_main, w);
+    if (!w->threaded) writer_main(w); /* no thread to be had: written now */
+    return 0;
 }

@@ -76,11 +76,13 @@ int64_t corpus_split_tokens(const Corpus *c, int split) { return c->n[split]; }
 
 int corpus_read(Corpus *c, int split, int64_t start, int64_t n, int32_t *out) {
     hsize_t off = (hsize_t)start, cnt = (hsize_t)n;
+    h5_lock(); /* a background checkpoint may be writing */
     hid_t fs = H5Dget_space(c->tokens[split]), ms = H5Screate_simple(1, &cnt, NULL);
     H5Sselect_hyperslab(fs, H5S_SELECT_SET, &off, NULL, &cnt, NULL);
     herr_t rc = H5Dread(c->tokens[split], H5T_NATIVE_INT32, ms, fs, H5P_DEFAULT, out);
     H5Sclose(ms);
     H5Sclose(fs);
+    h5_unlock();
     if (rc < 0)
         return gpt_error("%s: cannot read tokens %lld..%lld of /%s (checksum mismatch: the file is corrupted)",
                          c->path, (long long)start, (long long)(start + n), split ? "val" : "train");

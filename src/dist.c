@@ -45,18 +45,26 @@ int dist_size(void) {
     return n;
 }
 
-int dist_agree(int local_rc) {
-    int me = dist_rank(), first = local_rc ? me : dist_size();
-    watchdog_enter("an agreement of the ranks on errors");
-    MPI_Allreduce(MPI_IN_PLACE, &first, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD);
-    if (first < dist_size()) {
+int dist_agree_on(MPI_Comm comm, int local_rc) {
+    int me, P;
+    MPI_Comm_rank(comm, &me);
+    MPI_Comm_size(comm, &P);
+    int first = local_rc ? me : P;
+    MPI_Allreduce(MPI_IN_PLACE, &first, 1, MPI_INT, MPI_MIN, comm);
+    if (first < P) {
         char msg[1024];
         snprintf(msg, sizeof msg, "%s", gpt_last_error());
-        MPI_Bcast(msg, sizeof msg, MPI_CHAR, first, MPI_COMM_WORLD);
+        MPI_Bcast(msg, sizeof msg, MPI_CHAR, first, comm);
         gpt_error("%s", msg);
     }
+    return first < P ? -1 : 0;
+}
+
+int dist_agree(int local_rc) {
+    watchdog_enter("an agreement of the ranks on errors");
+    int rc = dist_agree_on(MPI_COMM_WORLD, local_rc);
     watchdog_leave();
-    return first < dist_size() ? -1 : 0;
+    return rc;
 }
 
 /* In pieces, as MPI counts are ints. */

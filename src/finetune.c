@@ -323,16 +323,17 @@ static AdamW *model_opt(Tuner *t) { return model_trainable(t) ? t->tr[0].opt : N
 static int extras_of(Tuner *t, CkptExtra *x) {
     int n = 0;
     for (int i = model_trainable(t) ? 1 : 0; i < t->n_tr; i++)
-        x[n++] = (CkptExtra){t->tr[i].group, t->tr[i].n_tensors, t->tr[i].tensors, t->tr[i].params, t->tr[i].opt};
+        x[n++] = (CkptExtra){t->tr[i].group, t->tr[i].n_tensors, t->tr[i].tensors, t->tr[i].params, t->tr[i].opt->m,
+                             t->tr[i].opt->v};
     return n;
 }
 
-static int save(void *ctx, CkptState *st) {
+static int save(void *ctx, CkptState *st, CkptWriter *w) {
     Tuner *t = ctx;
     CkptExtra x[MAX_TRAINABLES];
     int n = extras_of(t, x);
     st->optim_step = t->tr[0].opt->step;
-    return ckpt_save("finetune", t->o->out, t->o->run.keep, t->m, model_opt(t), st, t->tok, x, n);
+    return ckpt_save(w, "finetune", t->o->out, t->o->run.keep, t->m, model_opt(t), st, t->tok, x, n);
 }
 
 /* The base fingerprint a LoRA run's config.json (kept in its checkpoints) records, as text. */
@@ -538,6 +539,7 @@ static json_t *config_json(void *ctx) {
                           (double)o->lambda, "ranks", dist_size(), "eval_every", o->run.eval_every);
     json_object_set_new(c, "threads", json_integer(o->run.threads));
     json_object_set_new(c, "shard_optimizer", json_boolean(o->run.shard_optimizer));
+    json_object_set_new(c, "async_ckpt", json_boolean(o->run.async_ckpt));
     json_object_set_new(c, "optim", json_pack("{s:f,s:I,s:f,s:f,s:s}", "lr", (double)op->lr, "warmup",
                                               (json_int_t)op->warmup, "weight_decay", (double)op->weight_decay, "clip",
                                               (double)op->clip, "schedule", "linear"));

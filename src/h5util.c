@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <immintrin.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,6 +17,10 @@
 #include "util.h"
 
 void h5_quiet(void) { H5Eset_auto2(H5E_DEFAULT, NULL, NULL); }
+
+static pthread_mutex_t h5_mutex = PTHREAD_RECURSIVE_MUTEX_INITIALIZER_NP; /* the writer nests it */
+void h5_lock(void) { pthread_mutex_lock(&h5_mutex); }
+void h5_unlock(void) { pthread_mutex_unlock(&h5_mutex); }
 
 /* ---- Fletcher32 ---- */
 
@@ -74,7 +79,10 @@ uint32_t h5_fletcher32(const void *data, size_t bytes) {
 int h5_write_chunk_fletcher32(hid_t d, const hsize_t *at, uint8_t *buf, size_t bytes) {
     uint32_t sum = h5_fletcher32(buf, bytes);
     for (int i = 0; i < 4; i++) buf[bytes + (size_t)i] = (uint8_t)(sum >> (8 * i)); /* little-endian, as HDF5 */
-    return H5Dwrite_chunk(d, H5P_DEFAULT, 0, at, bytes + 4, buf) < 0 ? -1 : 0;
+    h5_lock();
+    herr_t rc = H5Dwrite_chunk(d, H5P_DEFAULT, 0, at, bytes + 4, buf);
+    h5_unlock();
+    return rc < 0 ? -1 : 0;
 }
 
 /* Keeps the last message of HDF5's error stack walked downward: the innermost one, which

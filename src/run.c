@@ -4,6 +4,7 @@
 #include <limits.h>
 #include <math.h>
 #include <mpi.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -38,7 +39,7 @@ static void print_duration(char *buf, size_t size, double s) {
 }
 
 void step_control_reduce(StepControl *c) {
-    int *flags[] = {&c->nonfinite, &c->signalled, &c->out_of_time, &c->ckpt_due, &c->metrics_failed};
+    int *flags[] = {&c->nonfinite, &c->signalled, &c->out_of_time, &c->ckpt_due, &c->metrics_failed, &c->ckpt_failed};
     enum { N_FLAGS = sizeof flags / sizeof flags[0] };
     double v[RUN_LOSS_PARTS + N_FLAGS];
     memcpy(v, c->loss, sizeof c->loss);
@@ -60,6 +61,7 @@ typedef struct {
     double tokens;        /* trained on, over all ranks */
     char *config;         /* config.json's text, kept in checkpoints */
     char *saved_config;   /* the resumed checkpoint's */
+    CkptWriter *writer;   /* --async-ckpt */
 } Run;
 
 /* ckpt_resume's loader: the header, the client's checks and reads, then the run's state. */
@@ -94,8 +96,17 @@ static int save(Run *r) {
                     .tokens = (int64_t)r->tokens, .seed = c->seed, .global_batch = r->global_batch,
                     .ranks = dist_size(), .corpus_fingerprint = c->fingerprint, .config = r->config};
     snprintf(st.corpus, sizeof st.corpus, "%s", c->data);
-    watchdog_enter("writing a checkpoint");
-    int rc = c->save(c->ctx, &st);
+    watchdog_enter(r->writer ? "staging a checkpoint" : "writing a checkpoint");
+    int rc = c->save(c->ctx, &st, r->writer);
+    watchdog_leave();
+    return rc;
+}
+
+/* Collective in effect: the background checkpoint's end (each rank's writer ends with
+ * the others'); *write_s its duration. */
+static int wait_writer(Run *r, double *write_s) {
+    watchdog_enter("the background checkpoint");
+    int rc = ckpt_writer_wait(r->writer, write_s);
     watchdog_leave();
     return rc;
 }
@@ -129,8 +140,15 @@ static int begin(Run *r, int *lock) {
 /* Rank 0: the step's line of metrics.jsonl and, every log_every steps, its progress line. */
 typedef struct {
     FILE *metrics;
+    const char *out;    /* the run directory */
     int metrics_failed;
     char metrics_error[512];
+    /* the checkpointing step's line waits for the checkpoint's file (ckpt_commit_hook), and
+     * the lines after it behind it; the writer's thread writes them: lock guards these */
+    pthread_mutex_t lock;
+    json_t *held;
+    int holding;        /* held[0] is a checkpointing step's line */
+    size_t next_mark;   /* > 0: held[next_mark] is the next checkpoint's, waiting for its turn */
     double t_start, t_run, interval_tokens, interval_s;
     long first_step;
     double peak_gflops; /* sgemm, all ranks: the MFU's denominator */
@@ -148,10 +166,6 @@ static void report_step(Report *p, const RunClient *c, const Run *r, json_t *lin
     json_object_set_new(line, "step_s", json_real_or_null(step_s));
     json_object_set_new(line, "comm_wait_s", json_real_or_null(g->comm_wait_s));
     json_object_set_new(line, "skipped", json_boolean(skipped));
-    if (!p->metrics_failed && run_metrics_write(p->metrics, c->out, line)) {
-        p->metrics_failed = 1;
-        snprintf(p->metrics_error, sizeof p->metrics_error, "%s", gpt_last_error());
-    }
     if (skipped) printf("step %ld: non-finite loss or gradient, update skipped (%d in a row)\n", s, r->bad);
     if (s % c->opt->log_every == 0 || s == c->steps || val[0]) {
         double rate = p->interval_tokens / p->interval_s;
@@ -167,24 +181,81 @@ static void report_step(Report *p, const RunClient *c, const Run *r, json_t *lin
     }
 }
 
+static void write_line(Report *p, json_t *line) {
+    if (!p->metrics_failed && run_metrics_write(p->metrics, p->out, line)) {
+        p->metrics_failed = 1;
+        snprintf(p->metrics_error, sizeof p->metrics_error, "%s", gpt_last_error());
+    }
+}
+
+/* Rank 0: a step's line goes out now, or waits behind a checkpoint's (hold: this step
+ * checkpoints, and its line waits for ckpt_blocked_s and ckpt_write_s). */
+static void queue_line(Report *p, json_t *line, int hold) {
+    pthread_mutex_lock(&p->lock);
+    if (hold && p->holding) p->next_mark = json_array_size(p->held);
+    if (hold) p->holding = 1;
+    if (p->holding) json_array_append(p->held, line);
+    else write_line(p, line);
+    pthread_mutex_unlock(&p->lock);
+}
+
+/* The held checkpoint's line goes out with its cost (NAN: it failed), and the lines
+ * behind it up to the next checkpoint's. */
+static void release_lines(Report *p, double blocked_s, double write_s) {
+    pthread_mutex_lock(&p->lock);
+    if (p->holding) {
+        size_t end = p->next_mark ? p->next_mark : json_array_size(p->held);
+        json_t *first = json_array_get(p->held, 0);
+        json_object_set_new(first, "ckpt_blocked_s", json_real_or_null(blocked_s));
+        json_object_set_new(first, "ckpt_write_s", json_real_or_null(write_s));
+        for (size_t i = 0; i < end; i++) write_line(p, json_array_get(p->held, 0)), json_array_remove(p->held, 0);
+        p->holding = p->next_mark > 0;
+        p->next_mark = 0;
+    }
+    pthread_mutex_unlock(&p->lock);
+}
+
+static void release_all_lines(Report *p) {
+    while (p->holding) release_lines(p, NAN, NAN);
+}
+
+/* CkptCommitHook: the checkpoint's file is complete; its step's line must be on disk
+ * before the file can be resumed from. */
+static void lines_before_commit(void *ctx, double blocked_s, double write_s) {
+    release_lines(ctx, blocked_s, write_s);
+}
+
+static int metrics_failed(Report *p) {
+    pthread_mutex_lock(&p->lock);
+    int failed = p->metrics_failed;
+    pthread_mutex_unlock(&p->lock);
+    return failed;
+}
+
 /* Collective: the steps. 0: all done; 1: stopped with a checkpoint; -1: an error. */
 static int steps(Run *r) {
     const RunClient *c = r->c;
     const RunOptions *o = c->opt;
     int rank = dist_rank(), rc = 0;
-    Report p = {.t_start = now_seconds(), .first_step = r->step};
+    Report p = {.t_start = now_seconds(), .first_step = r->step, .out = c->out};
     if (c->flops_per_token > 0) { /* every rank at once: the machine's limit under load */
         p.peak_gflops = blas_sgemm_peak_gflops();
         MPI_Allreduce(MPI_IN_PLACE, &p.peak_gflops, 1, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD);
     }
     if (dist_agree(rank == 0 && !(p.metrics = run_metrics_open(c->out)) ? -1 : 0)) return -1;
+    p.held = json_array();
+    pthread_mutex_init(&p.lock, NULL);
+    r->writer = ckpt_writer_create(o->async_ckpt, rank == 0 ? lines_before_commit : NULL, &p);
     int checkpointing = o->ckpt_every > 0 || o->ckpt_minutes > 0.0;
     /* until one is measured, a checkpoint (parameters and two moments) is assumed to write at 100 MB/s */
     double last_ckpt = p.t_start, ckpt_s = 12.0 * (double)c->trained_floats / 1e8, max_step_s = 0, max_eval_s = 0;
     while (!rc && r->step < c->steps) {
         long s = r->step;
-        double t0 = now_seconds();
+        double t0 = now_seconds(), write_s = 0;
         watchdog_step(s + 1);
+        /* a background checkpoint that has ended: its lines go out (rank 0), or its failure is agreed on below */
+        int written = ckpt_writer_poll(r->writer);
+        if (written == 1 && !wait_writer(r, &write_s) && write_s > ckpt_s) ckpt_s = write_s;
         watchdog_enter("the agreement on the step's samples");
         rc = dist_agree(c->read_step(c->ctx, s));
         watchdog_leave();
@@ -195,11 +266,15 @@ static int steps(Run *r) {
                            .signalled = stop_signal_caught() != 0,
                            .out_of_time = rank == 0 && out_of_time(o, max_step_s, max_eval_s, ckpt_s),
                            .ckpt_due = rank == 0 && o->ckpt_minutes > 0 && now_seconds() - last_ckpt >= 60.0 * o->ckpt_minutes,
-                           .metrics_failed = p.metrics_failed};
+                           .metrics_failed = metrics_failed(&p), .ckpt_failed = written < 0};
         memcpy(ctl.loss, g.loss, sizeof g.loss);
         step_control_reduce(&ctl);
         if (ctl.metrics_failed) { /* rank 0's message to every rank; the step is not taken */
-            rc = dist_agree(p.metrics_failed ? gpt_error("%s", p.metrics_error) : 0);
+            rc = dist_agree(metrics_failed(&p) ? gpt_error("%s", p.metrics_error) : 0);
+            break;
+        }
+        if (ctl.ckpt_failed) { /* every rank's writer has failed with the same message */
+            rc = wait_writer(r, NULL);
             break;
         }
         OptimStats st = c->update(c->ctx, g.grad_norm, ctl.nonfinite);
@@ -218,23 +293,35 @@ static int steps(Run *r) {
             rc = c->evaluate(c->ctx, line, val, sizeof val);
             if (now_seconds() - te > max_eval_s) max_eval_s = now_seconds() - te;
         }
-        if (!rc && rank == 0) report_step(&p, c, r, line, loss, &st, step_s, &g, ctl.nonfinite, detail, val);
-        json_decref(line);
-        if (rc) break;
-        fault_point("step", r->step, rank);
-        if (r->bad >= o->max_bad_steps) {
-            rc = gpt_error("stopping: %d steps in a row had a non-finite loss or gradient (lower --lr, or check the "
-                           "data)", r->bad);
+        int bad_stop = r->bad >= o->max_bad_steps;
+        int stop = (ctl.signalled || ctl.out_of_time) && r->step < c->steps; /* after the last step: just finish */
+        int ckpt = !rc && !bad_stop &&
+                   (stop || ctl.ckpt_due || (o->ckpt_every > 0 && r->step % o->ckpt_every == 0) ||
+                    (checkpointing && r->step == c->steps));
+        if (!rc && rank == 0) {
+            report_step(&p, c, r, line, loss, &st, step_s, &g, ctl.nonfinite, detail, val);
+            queue_line(&p, line, ckpt); /* a checkpointing step's waits for the checkpoint's file */
+        }
+        if (rc) {
+            json_decref(line);
             break;
         }
-        int stop = (ctl.signalled || ctl.out_of_time) && r->step < c->steps; /* after the last step: just finish */
-        if (stop || ctl.ckpt_due || (o->ckpt_every > 0 && r->step % o->ckpt_every == 0) ||
-            (checkpointing && r->step == c->steps)) {
+        fault_point("step", r->step, rank);
+        if (bad_stop)
+            rc = gpt_error("stopping: %d steps in a row had a non-finite loss or gradient (lower --lr, or check the "
+                           "data)", r->bad);
+        if (ckpt) {
+            /* the run ends with its checkpoint committed; the next checkpoint waits for this one */
             double tc = now_seconds();
-            if ((rc = save(r))) break;
+            if (!rc) rc = save(r);
+            if (!rc && (stop || r->step == c->steps)) rc = wait_writer(r, &write_s);
+            if (rc && rank == 0) release_all_lines(&p);
             last_ckpt = now_seconds();
-            ckpt_s = last_ckpt - tc;
+            if (last_ckpt - tc > ckpt_s) ckpt_s = last_ckpt - tc;
+            if (write_s > ckpt_s) ckpt_s = write_s;
         }
+        json_decref(line);
+        if (rc) break;
         if (stop) {
             if (rank == 0) {
                 char path[PATH_MAX];
@@ -247,6 +334,13 @@ static int steps(Run *r) {
             rc = 1;
         }
     }
+    /* a background checkpoint still writing after an error */
+    if (wait_writer(r, NULL) && rc >= 0) rc = -1;
+    ckpt_writer_free(r->writer);
+    r->writer = NULL;
+    if (rank == 0) release_all_lines(&p); /* those of a checkpoint that failed */
+    json_decref(p.held);
+    pthread_mutex_destroy(&p.lock);
     if (rc == 0) rc = dist_agree(p.metrics_failed ? gpt_error("%s", p.metrics_error) : 0); /* the last step's line */
     if (p.metrics) fclose(p.metrics);
     if (rc == 0 && rank == 0 && p.first_step >= c->steps)

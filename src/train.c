@@ -90,6 +90,7 @@ static json_t *config_json(const TrainOptions *o, const GPTConfig *c, const Blen
                             (json_int_t)o->run.ckpt_every, "ckpt_minutes", o->run.ckpt_minutes, "keep", o->run.keep,
                             "time_limit_s", o->run.time_limit, "collective_timeout_s", o->run.collective_timeout);
     json_object_set_new(run, "shard_optimizer", json_boolean(o->run.shard_optimizer));
+    json_object_set_new(run, "async_ckpt", json_boolean(o->run.async_ckpt));
     json_t *versions = json_pack("{s:s,s:s,s:s,s:s,s:s}", "gpt", GPT_VERSION, "hdf5", hdf5, "mpi", mpi,
                                  "openblas_core", blas_core_name(), "openblas_core_origin", blas_core_origin());
     json_object_set_new(model, "init", o->init ? json_string(o->init) : json_null());
@@ -199,10 +200,10 @@ static int evaluate_val(void *ctx, json_t *line, char *summary, size_t size) {
     return 0;
 }
 
-static int save(void *ctx, CkptState *st) {
+static int save(void *ctx, CkptState *st, CkptWriter *w) {
     Trainer *t = ctx;
     st->optim_step = t->opt->step;
-    return ckpt_save("train", t->o->out, t->o->run.keep, t->m, t->opt, st, t->tok, NULL, 0);
+    return ckpt_save(w, "train", t->o->out, t->o->run.keep, t->m, t->opt, st, t->tok, NULL, 0);
 }
 
 static int write_model(void *ctx, const char *path) {

@@ -17,7 +17,7 @@
 #include <time.h>
 #include <unistd.h>
 
-static char last_error[1024];
+static _Thread_local char last_error[1024]; /* a writer thread's errors are its own */
 
 int gpt_error(const char *fmt, ...) {
     va_list ap;

@@ -7,6 +7,8 @@
   * gpt train on 2 hosts has the losses of 2 ranks on 1 host (1e-6 relative), and its
     checkpoint resumes on 1 host (1 rank) and on 2 hosts x 2 ranks, as any-P resume
     promises; gpt finetune on 2 hosts equals 1 host;
+  * the same with --shard-optimizer --async-ckpt: the losses of the unsharded run on 1
+    host, checkpoints holding the unsharded run's tensors, resuming unsharded on 1 host;
   * the watchdog (--collective-timeout): a rank stopped with SIGSTOP, and a host whose
     link goes down, end the job within the timeout + 30 s with exit code 69 and a
     message naming the step, the operation and the rank and host that did not answer;
@@ -136,6 +138,24 @@ def test_finetune_on_two_hosts_equals_one(gpt_bin, cluster, tiny_corpus, two_hos
     sh([gpt_bin, *args, "--out", workdir / "local"], ranks=2)
     assert len(read_metrics(workdir / "local")) >= 5
     assert_losses(workdir / "hosts", workdir / "local", REL, "finetune: 2 hosts vs 1")
+
+
+def test_sharded_background_checkpoints_on_two_hosts(gpt_bin, cluster, tiny_corpus, two_host_run, workdir):
+    out = workdir / "hosts"
+    run_on(cluster, [gpt_bin, *train_args(tiny_corpus["corpus"], out, extra=["--shard-optimizer", "--async-ckpt"])])
+    assert_losses(out, two_host_run["local"], REL, "sharded, background checkpoints, 2 hosts vs 1 host unsharded")
+    with h5py.File(out / "ckpt_20.h5") as a, h5py.File(two_host_run["local"] / "ckpt_20.h5") as b:
+        names = []
+        b.visit(names.append)
+        tensors = [n for n in names if isinstance(b[n], h5py.Dataset) and n.startswith(("model/", "optimizer/"))]
+        assert any(n.startswith("optimizer/v/") for n in tensors)
+        for n in tensors:  # written by both hosts' writer threads, each its shard
+            np.testing.assert_allclose(a[n][()], b[n][()], rtol=1e-4, atol=1e-7, err_msg=n)
+    assert all("ckpt_write_s" in m for m in read_metrics(out) if m["step"] % 20 == 0)
+    resumed = workdir / "resumed"
+    shutil.copytree(out, resumed)
+    sh([gpt_bin, *train_args(tiny_corpus["corpus"], resumed, batch=8, extra=["--resume", resumed / "ckpt_20.h5"])])
+    assert_losses(resumed, two_host_run["local"], ANY_P_REL, "resumed unsharded on 1 host x 1 rank")
 
 
 # --------------------------------------------------------------------------- the watchdog
