@@ -370,7 +370,10 @@ static int job_begin(Job *j, const AdamW *o, const CkptExtra *extra) {
     h5_quiet();
     const GPT *m = j->m;
     int rank = dist_rank(), rc = 0;
-    if (snprintf(j->tmp, sizeof j->tmp, "%s.tmp", j->path) >= (int)sizeof j->tmp) rc = gpt_error("%s: path too long", j->path);
+    if (snprintf(j->tmp, sizeof j->tmp, "%s.tmp", j->path) >= (int)sizeof j->tmp) {
+        j->tmp[0] = '\0'; /* nothing to remove */
+        rc = gpt_error("%s: path too long", j->path);
+    }
     /* a diverged state is not saved over the good ones (every rank holds the same values) */
     if (!rc && o) rc = model_tensors_check_finite(j->path, "/model", m->tensors, m->n_tensors, m->params, 1);
     for (int e = 0; !rc && e < j->n_extra; e++)
@@ -474,7 +477,7 @@ static void job_init(Job *j, MPI_Comm comm, const char *path, const GPT *m, cons
     j->keep = -1, j->comm = comm, j->m = m, j->tensors = o != NULL, j->file = -1, j->tok = tok;
     j->state = *s;
     j->n_extra = n_extra < CKPT_MAX_EXTRA ? n_extra : CKPT_MAX_EXTRA;
-    memcpy(j->extra, extra, sizeof *extra * (size_t)j->n_extra);
+    if (j->n_extra > 0) memcpy(j->extra, extra, sizeof *extra * (size_t)j->n_extra);
     j->sh = shard_of(m, dist_rank(), dist_size());
     for (int p = 0; p < N_PARTS && o; p++) j->src[p] = part_data(m, o, p, &j->first[p]);
 }
@@ -484,11 +487,21 @@ static void job_free(Job *j) {
     shard_free(&j->sh);
 }
 
+/* After job_begin failed (on every rank): nothing of the checkpoint is left. */
+static void job_abort(Job *j) {
+    job_free(j);
+    if (dist_rank() == 0 && j->tmp[0]) remove(j->tmp);
+}
+
 int ckpt_write(const char *path, const GPT *m, const AdamW *o, const CkptState *s, const Tokenizer *tok,
                const CkptExtra *extra, int n_extra) {
     Job j;
     job_init(&j, MPI_COMM_WORLD, path, m, o, s, tok, extra, n_extra);
-    int rc = job_begin(&j, o, extra) ? -1 : job_write(&j);
+    if (job_begin(&j, o, extra)) {
+        job_abort(&j);
+        return -1;
+    }
+    int rc = job_write(&j);
     job_free(&j);
     return rc;
 }
@@ -614,7 +627,7 @@ int ckpt_save(CkptWriter *w, const char *cmd, const char *run_dir, int keep, con
     j->keep = keep, j->t_start = t_start, j->blocked_s = -1;
     if (w) j->hook = w->hook, j->hook_ctx = w->hook_ctx;
     if (job_begin(j, o, extra)) {
-        job_free(j);
+        job_abort(j);
         return -1;
     }
     if (!background) {
