@@ -21,8 +21,9 @@ void dist_init(int *argc, char ***argv) {
      * the bytes over each link, one direction at a time (docs/scaling.md). */
     setenv("OMPI_MCA_coll_libnbc_iallreduce_algorithm", "1", 0);
 #endif
-    /* the OpenMP threads of the kernels never call MPI; the main thread and the
-     * watchdog's (watchdog.h) do */
+    /* the OpenMP threads of the kernels never call MPI; the main thread, the watchdog's
+     * (watchdog.h), the gradients' progress thread (gradsync.h) and the checkpoint
+     * writer's (checkpoint.h) do */
     int provided;
     MPI_Init_thread(argc, argv, MPI_THREAD_MULTIPLE, &provided);
 }

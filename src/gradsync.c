@@ -2,7 +2,6 @@
 #include "gradsync.h"
 
 #include <errno.h>
-#include <math.h>
 #include <mpi.h>
 #include <pthread.h>
 #include <stdlib.h>

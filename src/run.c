@@ -143,8 +143,8 @@ typedef struct {
     const char *out;    /* the run directory */
     int metrics_failed;
     char metrics_error[512];
-    /* the checkpointing step's line waits for the checkpoint's file (ckpt_commit_hook), and
-     * the lines after it behind it; the writer's thread writes them: lock guards these */
+    /* the checkpointing step's line waits for the checkpoint's file (lines_before_commit),
+     * and the lines after it behind it; the writer's thread writes them: lock guards these */
     pthread_mutex_t lock;
     json_t *held;
     int holding;        /* held[0] is a checkpointing step's line */
@@ -253,7 +253,8 @@ static int steps(Run *r) {
         long s = r->step;
         double t0 = now_seconds(), write_s = 0;
         watchdog_step(s + 1);
-        /* a background checkpoint that has ended: its lines go out (rank 0), or its failure is agreed on below */
+        /* a background checkpoint that has ended is joined (its step's line went out before its
+         * rename), or its failure is agreed on below */
         int written = ckpt_writer_poll(r->writer);
         if (written == 1 && !wait_writer(r, &write_s) && write_s > ckpt_s) ckpt_s = write_s;
         watchdog_enter("the agreement on the step's samples");
