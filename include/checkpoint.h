@@ -88,22 +88,23 @@ int ckpt_read_extras(const char *path, const CkptExtra *extra, int n_extra);
 void ckpt_path(char *buf, size_t size, const char *run_dir, long step);
 
 /* --async-ckpt: a checkpoint written by a thread of each rank while training goes on.
- * At the step boundary the ranks create the file and its datasets together (metadata
- * only) and each copies what it will write (its share of the parameters and of the
- * moments, which under --shard-optimizer are all it holds) into a staging buffer,
- * allocated once; the writer thread then writes its chunks, closes the file with the
- * others' on a communicator of its own (MPI_THREAD_MULTIPLE), and the commit (rank 0's
- * attributes and tokenizer, the rename, latest, the pruning) follows once every rank's
- * write is complete. HDF5 1.10 is not thread-safe, so both threads' HDF5 calls take
- * h5_lock (h5util.h): the writer's a chunk at a time, so a corpus read waits at most one
- * chunk's write. At most one write is in flight: the next checkpoint, and the end of the
- * run, wait for it. The file is the same as a synchronous checkpoint's, byte for byte in
- * its data. */
+ * At the step boundary the ranks check the state, rank 0 reserves the disk, and each
+ * copies what it will write (its share of the parameters and of the moments, which
+ * under --shard-optimizer are all it holds) into a staging buffer, allocated once. The
+ * writer thread then creates the file and its datasets with the others' on a
+ * communicator of its own (MPI_THREAD_MULTIPLE; not cheap: parallel HDF5 1.10.8 writes
+ * every chunk's fill value at creation), writes its chunks and closes the file, and the
+ * commit (rank 0's attributes and tokenizer, the rename, latest, the pruning) follows
+ * once every rank's write is complete. HDF5 1.10 is not thread-safe, so both threads'
+ * HDF5 calls take h5_lock (h5util.h): the writer's a dataset or a chunk at a time, so a
+ * corpus read waits for at most one of those. At most one write is in flight: the next
+ * checkpoint, and the end of the run, wait for it. The file is the same as a
+ * synchronous checkpoint's, byte for byte in its data. */
 typedef struct CkptWriter CkptWriter;
 /* Called on rank 0 once a checkpoint's file is complete on disk and before it is renamed
  * into place (from the writer's thread when in the background), with the seconds the
- * caller of ckpt_save was kept (the wait for the write before, the file's creation and
- * the staging copy; synchronous: all of it) and those from ckpt_save's start until now.
+ * caller of ckpt_save was kept (the wait for the write before, the checks and the
+ * staging copy; synchronous: all of it) and those from ckpt_save's start until now.
  * What must be on disk before training can resume from the checkpoint goes here: the
  * checkpointing step's line of metrics.jsonl. */
 typedef void (*CkptCommitHook)(void *ctx, double blocked_s, double write_s);

@@ -342,8 +342,9 @@ int ckpt_resume(const char *run_dir, const char *resume, const char *cmd, int (*
 
 /* ---- writing a checkpoint: now, or in the background ---- */
 
-/* One checkpoint being written. Begun on the main thread (collective: the file and its
- * datasets), then written from src by job_write, on the main thread or the writer's. */
+/* One checkpoint being written: prepared on the main thread (checks, the reservation,
+ * and in the background the staging copy), then created and written from src by
+ * job_create and job_write, on the main thread or the writer's. */
 typedef struct {
     char path[PATH_MAX], tmp[PATH_MAX + 4], run_dir[PATH_MAX - 64], cmd[32];
     int keep;                    /* ckpt_save's; -1: a plain ckpt_write (no latest, no pruning) */
@@ -364,9 +365,9 @@ typedef struct {
     void *hook_ctx;
 } Job;
 
-/* Collective on j->comm: checks, reserves and creates j->tmp with every dataset (no data
- * yet). -1 on every rank with one message; nothing is left open then. */
-static int job_begin(Job *j, const AdamW *o, const CkptExtra *extra) {
+/* Collective (the main thread): the state's checks and the disk's reservation, before
+ * anything of the file exists. -1 on every rank with one message. */
+static int job_prepare(Job *j, const AdamW *o, const CkptExtra *extra) {
     h5_quiet();
     const GPT *m = j->m;
     int rank = dist_rank(), rc = 0;
@@ -381,29 +382,52 @@ static int job_begin(Job *j, const AdamW *o, const CkptExtra *extra) {
     if (dist_agree(rc)) return -1;
     j->need = rank == 0 ? ckpt_bytes(m, o, &j->state, j->tok, extra, j->n_extra) : 0;
     /* first while no HDF5 file is open: on a disk full to the last block, closing one fails */
-    if (dist_agree(rank == 0 ? h5_reserve(j->path, j->tmp, j->need, "the checkpoint") : 0)) return -1;
+    return dist_agree(rank == 0 ? h5_reserve(j->path, j->tmp, j->need, "the checkpoint") : 0);
+}
+
+/* Collective on j->comm: j->tmp created with every dataset, no data yet. It is slow:
+ * parallel HDF5 1.10.8 writes every chunk's checksummed fill value when it creates a
+ * dataset (whatever the fill time; ROMIO even reads it back), so in the background it
+ * runs on the writer's thread, the lock taken a dataset at a time. -1 on every rank
+ * with one message; what was created is closed by job_close. */
+static int job_create(Job *j) {
+    const GPT *m = j->m;
+    int rank = dist_rank(), rc = 0;
+    h5_lock(); /* every HDF5 call, property lists too */
     hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
     H5Pset_fapl_mpio(fapl, j->comm, MPI_INFO_NULL);
     j->file = H5Fcreate(j->tmp, H5F_ACC_TRUNC, H5P_DEFAULT, fapl); /* the truncation frees the reservation */
     H5Pclose(fapl);
-    if (dist_agree(j->file < 0 ? gpt_error("%s: cannot create (check that the directory exists and is writable)", j->tmp)
-                               : 0))
+    h5_unlock();
+    if (dist_agree_on(j->comm, j->file < 0 ? gpt_error("%s: cannot create (check that the directory exists and is "
+                                                        "writable)", j->tmp) : 0))
         return -1;
     fault_point("ckpt-create", j->state.step, rank);
     rc = rank == 0 ? h5_reserve(j->path, j->tmp, j->need, "the checkpoint") : 0;
+    h5_lock();
     hid_t lcpl = H5Pcreate(H5P_LINK_CREATE);
     H5Pset_create_intermediate_group(lcpl, 1);
+    h5_unlock();
     j->dsets = xmalloc(sizeof(hid_t) * N_PARTS * (size_t)m->n_tensors);
     for (int p = 0; p < N_PARTS; p++) { /* every rank creates every dataset, whatever happened: collective */
+        h5_lock();
         hid_t g = j->tensors ? H5Gcreate2(j->file, part_group[p], lcpl, H5P_DEFAULT, H5P_DEFAULT) : -1;
+        h5_unlock();
         if (j->tensors && g < 0) rc = -1;
-        for (int i = 0; i < m->n_tensors; i++)
+        for (int i = 0; i < m->n_tensors; i++) {
+            h5_lock();
             if ((j->dsets[p * m->n_tensors + i] = g >= 0 ? model_tensor_create(g, &m->tensors[i]) : -1) < 0 && g >= 0)
                 rc = -1;
+            h5_unlock();
+        }
+        h5_lock();
         if (g >= 0) H5Gclose(g);
+        h5_unlock();
     }
+    h5_lock();
     H5Pclose(lcpl);
-    return dist_agree(rc ? gpt_error("%s: creating the datasets failed", j->tmp) : 0);
+    h5_unlock();
+    return dist_agree_on(j->comm, rc ? gpt_error("%s: creating the datasets failed", j->tmp) : 0);
 }
 
 static void job_close(Job *j) {
@@ -469,7 +493,7 @@ static int job_write(Job *j) {
     return dist_agree_on(j->comm, rc);
 }
 
-/* The parts of the job: what the checkpoint is of, before job_begin. */
+/* The parts of the job: what the checkpoint is of, before job_prepare. */
 static void job_init(Job *j, MPI_Comm comm, const char *path, const GPT *m, const AdamW *o, const CkptState *s,
                      const Tokenizer *tok, const CkptExtra *extra, int n_extra) {
     memset(j, 0, sizeof *j);
@@ -487,7 +511,7 @@ static void job_free(Job *j) {
     shard_free(&j->sh);
 }
 
-/* After job_begin failed (on every rank): nothing of the checkpoint is left. */
+/* After job_prepare or job_create failed (on every rank): nothing of the checkpoint is left. */
 static void job_abort(Job *j) {
     job_free(j);
     if (dist_rank() == 0 && j->tmp[0]) remove(j->tmp);
@@ -497,7 +521,7 @@ int ckpt_write(const char *path, const GPT *m, const AdamW *o, const CkptState *
                const CkptExtra *extra, int n_extra) {
     Job j;
     job_init(&j, MPI_COMM_WORLD, path, m, o, s, tok, extra, n_extra);
-    if (job_begin(&j, o, extra)) {
+    if (job_prepare(&j, o, extra) || job_create(&j)) {
         job_abort(&j);
         return -1;
     }
@@ -536,7 +560,15 @@ CkptWriter *ckpt_writer_create(int background, CkptCommitHook hook, void *ctx) {
 
 static void *writer_main(void *arg) {
     CkptWriter *w = arg;
-    int rc = job_write(&w->job);
+    int rc = job_create(&w->job);
+    if (rc) {
+        h5_lock();
+        job_close(&w->job);
+        h5_unlock();
+        if (dist_rank() == 0 && w->job.tmp[0]) remove(w->job.tmp);
+    } else {
+        rc = job_write(&w->job);
+    }
     pthread_mutex_lock(&w->lock);
     w->rc = rc, w->done = 1, w->write_s = now_seconds() - w->t_start;
     if (rc) snprintf(w->error, sizeof w->error, "%s", gpt_last_error()); /* this thread's */
@@ -580,7 +612,7 @@ static size_t extra_floats(const CkptExtra *x) {
     return n;
 }
 
-/* After job_begin: this rank's share of the three parts, and rank 0's extras, copied
+/* After job_prepare: this rank's share of the three parts, and rank 0's extras, copied
  * into the staging buffers, which the job then writes from: the next update cannot
  * reach them. */
 static void stage(CkptWriter *w, const GPT *m, const AdamW *o) {
@@ -626,7 +658,7 @@ int ckpt_save(CkptWriter *w, const char *cmd, const char *run_dir, int keep, con
     snprintf(j->cmd, sizeof j->cmd, "%s", cmd);
     j->keep = keep, j->t_start = t_start, j->blocked_s = -1;
     if (w) j->hook = w->hook, j->hook_ctx = w->hook_ctx;
-    if (job_begin(j, o, extra)) {
+    if (job_prepare(j, o, extra) || (!background && job_create(j))) {
         job_abort(j);
         return -1;
     }
