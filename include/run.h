@@ -15,7 +15,9 @@
  *        the update, or on a non-finite step none on every rank alike
  *        evaluation when due; metrics.jsonl and the progress line (rank 0)
  *        --max-bad-steps non-finite steps in a row: stop with an error
- *        a checkpoint when due, and the stop when signalled or out of time
+ *        a checkpoint when due (with --async-ckpt written by a thread: checkpoint.h;
+ *        its step's metrics line goes out just before the file is renamed into place),
+ *        and the stop when signalled or out of time (after the checkpoint is complete)
  *   -> the result file (rank 0, agreed on by every rank) -> unlock.
  * The watchdog (watchdog.h) watches it all: a collective that does not complete within
  * --collective-timeout ends the job with WATCHDOG_EXIT.
