@@ -511,9 +511,12 @@ static void job_free(Job *j) {
     shard_free(&j->sh);
 }
 
-/* After job_prepare or job_create failed (on every rank): nothing of the checkpoint is left. */
+/* After job_prepare or job_create failed (on every rank, on either thread): nothing of
+ * the file is left. job_free follows. */
 static void job_abort(Job *j) {
-    job_free(j);
+    h5_lock();
+    job_close(j);
+    h5_unlock();
     if (dist_rank() == 0 && j->tmp[0]) remove(j->tmp);
 }
 
@@ -521,13 +524,11 @@ int ckpt_write(const char *path, const GPT *m, const AdamW *o, const CkptState *
                const CkptExtra *extra, int n_extra) {
     Job j;
     job_init(&j, MPI_COMM_WORLD, path, m, o, s, tok, extra, n_extra);
-    if (job_prepare(&j, o, extra) || job_create(&j)) {
-        job_abort(&j);
-        return -1;
-    }
-    int rc = job_write(&j);
+    int rc = job_prepare(&j, o, extra) || job_create(&j);
+    if (rc) job_abort(&j);
+    else rc = job_write(&j);
     job_free(&j);
-    return rc;
+    return rc ? -1 : 0;
 }
 
 /* ---- the background writer ---- */
@@ -545,7 +546,7 @@ struct CkptWriter {
     pthread_t thread;
     pthread_mutex_t lock;
     int done, rc;                  /* under lock */
-    double t_start, write_s;
+    double write_s;                /* from ckpt_save's start to the end of latest and the pruning */
     int threaded;                  /* the job runs on a thread of its own (else it ran at once) */
     char error[1024];
 };
@@ -561,16 +562,10 @@ CkptWriter *ckpt_writer_create(int background, CkptCommitHook hook, void *ctx) {
 static void *writer_main(void *arg) {
     CkptWriter *w = arg;
     int rc = job_create(&w->job);
-    if (rc) {
-        h5_lock();
-        job_close(&w->job);
-        h5_unlock();
-        if (dist_rank() == 0 && w->job.tmp[0]) remove(w->job.tmp);
-    } else {
-        rc = job_write(&w->job);
-    }
+    if (rc) job_abort(&w->job);
+    else rc = job_write(&w->job);
     pthread_mutex_lock(&w->lock);
-    w->rc = rc, w->done = 1, w->write_s = now_seconds() - w->t_start;
+    w->rc = rc, w->done = 1, w->write_s = now_seconds() - w->job.t_start;
     if (rc) snprintf(w->error, sizeof w->error, "%s", gpt_last_error()); /* this thread's */
     pthread_mutex_unlock(&w->lock);
     return NULL;
@@ -660,6 +655,7 @@ int ckpt_save(CkptWriter *w, const char *cmd, const char *run_dir, int keep, con
     if (w) j->hook = w->hook, j->hook_ctx = w->hook_ctx;
     if (job_prepare(j, o, extra) || (!background && job_create(j))) {
         job_abort(j);
+        job_free(j);
         return -1;
     }
     if (!background) {
@@ -669,7 +665,7 @@ int ckpt_save(CkptWriter *w, const char *cmd, const char *run_dir, int keep, con
     }
     stage(w, m, o);
     j->state.config = s->config ? xstrdup(s->config) : NULL;
-    w->done = w->rc = 0, w->busy = 1, w->t_start = t_start;
+    w->done = w->rc = 0, w->busy = 1;
     j->blocked_s = now_seconds() - t_start;
     w->threaded = !pthread_create(&w->thread, NULL, writer_main, w);
     if (!w->threaded) writer_main(w); /* no thread to be had: written now */

@@ -143,7 +143,7 @@ typedef struct {
     const char *out;    /* the run directory */
     int metrics_failed;
     char metrics_error[512];
-    /* the checkpointing step's line waits for the checkpoint's file (lines_before_commit),
+    /* the checkpointing step's line waits for the checkpoint's file (release_lines),
      * and the lines after it behind it; the writer's thread writes them: lock guards these */
     pthread_mutex_t lock;
     json_t *held;
@@ -200,8 +200,11 @@ static void queue_line(Report *p, json_t *line, int hold) {
 }
 
 /* The held checkpoint's line goes out with its cost (NAN: it failed), and the lines
- * behind it up to the next checkpoint's. */
-static void release_lines(Report *p, double blocked_s, double write_s) {
+ * behind it up to the next checkpoint's. The CkptCommitHook (ctx: the Report): the
+ * checkpoint's file is complete, and its step's line must be on disk before the file can
+ * be resumed from. */
+static void release_lines(void *ctx, double blocked_s, double write_s) {
+    Report *p = ctx;
     pthread_mutex_lock(&p->lock);
     if (p->holding) {
         size_t end = p->next_mark ? p->next_mark : json_array_size(p->held);
@@ -217,12 +220,6 @@ static void release_lines(Report *p, double blocked_s, double write_s) {
 
 static void release_all_lines(Report *p) {
     while (p->holding) release_lines(p, NAN, NAN);
-}
-
-/* CkptCommitHook: the checkpoint's file is complete; its step's line must be on disk
- * before the file can be resumed from. */
-static void lines_before_commit(void *ctx, double blocked_s, double write_s) {
-    release_lines(ctx, blocked_s, write_s);
 }
 
 static int metrics_failed(Report *p) {
@@ -245,7 +242,7 @@ static int steps(Run *r) {
     if (dist_agree(rank == 0 && !(p.metrics = run_metrics_open(c->out)) ? -1 : 0)) return -1;
     p.held = json_array();
     pthread_mutex_init(&p.lock, NULL);
-    r->writer = ckpt_writer_create(o->async_ckpt, rank == 0 ? lines_before_commit : NULL, &p);
+    r->writer = ckpt_writer_create(o->async_ckpt, rank == 0 ? release_lines : NULL, &p);
     int checkpointing = o->ckpt_every > 0 || o->ckpt_minutes > 0.0;
     /* until one is measured, a checkpoint (parameters and two moments) is assumed to write at 100 MB/s */
     double last_ckpt = p.t_start, ckpt_s = 12.0 * (double)c->trained_floats / 1e8, max_step_s = 0, max_eval_s = 0;

@@ -210,6 +210,16 @@ def read_metrics(run_dir):
     return [json.loads(line) for line in lines if line.strip()]
 
 
+def checkpoint_tensors(path):
+    """{name: array} of every dataset under /model and /optimizer of a checkpoint, read
+    with HDF5's checksum verification."""
+    out = {}
+    with h5py.File(path, "r") as f:
+        f.visititems(lambda name, obj: out.__setitem__(name, obj[()])
+                     if isinstance(obj, h5py.Dataset) and name.split("/")[0] in ("model", "optimizer") else None)
+    return out
+
+
 def corpus_info(path):
     with h5py.File(path, "r") as f:
         a = f.attrs

@@ -20,7 +20,7 @@ import h5py
 import numpy as np
 import pytest
 
-from conftest import read_metrics, sh
+from conftest import checkpoint_tensors, read_metrics, sh
 
 STEPS, CKPT = 50, 10
 VOCAB = 20000  # wte 20000 x 64 floats: five 1 MiB chunks, so every P cuts it
@@ -75,18 +75,6 @@ def test_the_opening_line_says_sharded(gpt_bin, tiny_corpus, workdir):
     assert "bucket(s), optimizer sharded;" in proc.stdout
 
 
-def tensors(path):
-    """{name: array} of every dataset under /model and /optimizer (read with HDF5's
-    checksum verification)."""
-    out = {}
-    with h5py.File(path, "r") as f:
-        def visit(name, obj):
-            if isinstance(obj, h5py.Dataset) and name.split("/")[0] in ("model", "optimizer"):
-                out[name] = obj[()]
-        f.visititems(visit)
-    return out
-
-
 def test_sharded_checkpoints_resume_on_any_ranks_in_either_mode(gpt_bin, tiny_corpus, runs, workdir):
     corpus, want = tiny_corpus["corpus"], losses(runs[2, True])
     # the same P and mode: bit for bit
@@ -115,7 +103,7 @@ def test_sharded_checkpoints_resume_on_any_ranks_in_either_mode(gpt_bin, tiny_co
     # what three ranks wrote, each its shard, is the whole state of the unsharded run (to
     # what 40 steps of AdamW make of rounding: near-zero gradients, as the query biases
     # get, flip their normalised updates)
-    sharded, whole = tensors(three / "ckpt_50.h5"), tensors(runs[2, False] / "ckpt_50.h5")
+    sharded, whole = checkpoint_tensors(three / "ckpt_50.h5"), checkpoint_tensors(runs[2, False] / "ckpt_50.h5")
     assert sharded.keys() == whole.keys() and any(k.startswith("optimizer/v/") for k in whole)
     for name, x in whole.items():
         assert sharded[name].shape == x.shape

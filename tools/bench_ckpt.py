@@ -19,6 +19,7 @@ did ("cold") or came from the cache ("warm")."""
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -95,7 +96,6 @@ VOCAB, EVERY = 40478, 3
 def train_table(work, args):
     """gpt train with checkpoints every EVERY steps, synchronous and background, on 1 and 2
     ranks: blocked, write and step times from metrics.jsonl."""
-    import statistics
     tok, text = os.path.join(work, "tok.h5"), os.path.join(work, "text.txt")
     corpus = os.path.join(work, "corpus.h5")
     run([GPT, "prepare", "--tokenizer", tok, "--out", corpus, text])

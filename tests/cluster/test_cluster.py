@@ -34,7 +34,7 @@ import h5py
 import numpy as np
 import pytest
 
-from conftest import ROOT, TINY_ARGS, read_metrics, sh
+from conftest import ROOT, TINY_ARGS, checkpoint_tensors, read_metrics, sh
 from netns_cluster import Cluster, namespaces
 
 REL = 1e-6       # 2 hosts against 2 ranks on 1 host (a sum of 2 is exact: in practice equal)
@@ -144,13 +144,10 @@ def test_sharded_background_checkpoints_on_two_hosts(gpt_bin, cluster, tiny_corp
     out = workdir / "hosts"
     run_on(cluster, [gpt_bin, *train_args(tiny_corpus["corpus"], out, extra=["--shard-optimizer", "--async-ckpt"])])
     assert_losses(out, two_host_run["local"], REL, "sharded, background checkpoints, 2 hosts vs 1 host unsharded")
-    with h5py.File(out / "ckpt_20.h5") as a, h5py.File(two_host_run["local"] / "ckpt_20.h5") as b:
-        names = []
-        b.visit(names.append)
-        tensors = [n for n in names if isinstance(b[n], h5py.Dataset) and n.startswith(("model/", "optimizer/"))]
-        assert any(n.startswith("optimizer/v/") for n in tensors)
-        for n in tensors:  # written by both hosts' writer threads, each its shard
-            np.testing.assert_allclose(a[n][()], b[n][()], rtol=1e-4, atol=1e-7, err_msg=n)
+    got, want = checkpoint_tensors(out / "ckpt_20.h5"), checkpoint_tensors(two_host_run["local"] / "ckpt_20.h5")
+    assert any(n.startswith("optimizer/v/") for n in want)
+    for n, x in want.items():  # written by both hosts' writer threads, each its shard
+        np.testing.assert_allclose(got[n], x, rtol=1e-4, atol=1e-7, err_msg=n)
     assert all("ckpt_write_s" in m for m in read_metrics(out) if m["step"] % 20 == 0)
     resumed = workdir / "resumed"
     shutil.copytree(out, resumed)
