@@ -45,7 +45,7 @@ FPFLAGS = -fno-math-errno -fno-trapping-math -ffp-contract=fast -fopenmp
 CFLAGS = -std=c11 -D_DEFAULT_SOURCE $(OPT) $(ARCH) $(FPFLAGS) \
          -Wall -Wextra -Wshadow -Iinclude $(HDF5_CFLAGS) $(BLAS_CFLAGS) -MMD -MP
 LDFLAGS = $(SANFLAGS) -fopenmp
-LDLIBS = $(HDF5_LIBS) $(BLAS_LIBS) -lpcre2-8 -ljansson -lz -lzstd -lm
+LDLIBS = $(HDF5_LIBS) $(BLAS_LIBS) -ldnnl -lpcre2-8 -ljansson -lz -lzstd -lm
 
 LIB_SRC := $(filter-out src/kernels.c,$(wildcard src/*.c))
 KERNEL_SETS := avx2 avx512
@@ -64,7 +64,7 @@ UNIT_BINS := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 # keep the unit tests' objects between builds
 .SECONDARY:
 
-.PHONY: all deps deb-deps test test-unit test-python test-slurm test-cluster sanitize bench bench-ckpt bench-finetune bench-hybrid bench-choice bench-interop bench-prepare bench-cluster bench-zero demo clean
+.PHONY: all deps deb-deps test test-unit test-python test-slurm test-cluster sanitize bench bench-ckpt bench-finetune bench-hybrid bench-choice bench-interop bench-prepare bench-cluster bench-zero bench-precision demo clean
 
 all: $(GPT) $(ORACLE) $(UNIT_BINS)
 
@@ -97,9 +97,10 @@ $(BUILD)/tests/test_%: $(BUILD)/tests/unit/test_%.o $(LIB)
 
 # Debian packages the build, the tests and the benchmarks need; installs only what is missing.
 # python3-pattern ships a real labelled CSV (Pang & Lee's polarity sentences) for tests/test_task.py;
-# bsdgames the verse quizzes that tools/quiz_choice.py turns into multiple-choice records (make demo).
+# bsdgames the verse quizzes that tools/quiz_choice.py turns into multiple-choice records (make demo);
+# libdnnl-dev oneDNN, whose matmul runs --precision bf16 on AMX (include/precision.h).
 DEB_PACKAGES = build-essential pkg-config libopenmpi-dev openmpi-bin libhdf5-openmpi-dev \
-               hdf5-tools libopenblas-dev libopenblas-openmp-dev libpcre2-dev libjansson-dev libcmocka-dev \
+               hdf5-tools libopenblas-dev libopenblas-openmp-dev libdnnl-dev libpcre2-dev libjansson-dev libcmocka-dev \
                zlib1g-dev libzstd-dev zstd \
                python3-torch python3-h5py python3-numpy python3-pytest gnuplot-nox \
                python3-pattern qemu-user bsdgames
@@ -147,6 +148,9 @@ bench-cluster: $(GPT)
 
 bench-zero: $(GPT)
 	$(PYTHON) tools/bench_zero.py
+
+bench-precision: $(GPT)
+	$(PYTHON) tools/bench_precision.py
 
 sanitize:
 	$(MAKE) SAN=1 BUILD=build-san BINDIR=build-san/bin test

@@ -35,11 +35,11 @@ int cmd_eval_choice(int argc, char **argv);
 int cmd_export(int argc, char **argv);
 int cmd_import(int argc, char **argv);
 
-/* A language model for inference and its tokenizer: the model file's own /tokenizer
- * unless tok_path is given; the tokenizer must fit the model's vocabulary and have
+/* A language model for inference in a precision and its tokenizer: the model file's own
+ * /tokenizer unless tok_path is given; the tokenizer must fit the model's vocabulary and have
  * <|endoftext|>. -1 with gpt_error() otherwise (*m and *t, when set, are the caller's to
  * free). */
-int cli_load_lm(const char *model, const char *tok_path, GPT **m, Tokenizer **t);
+int cli_load_lm(const char *model, const char *tok_path, Precision precision, GPT **m, Tokenizer **t);
 
 /* Under mpirun every rank runs the command; ranks other than 0 call cli_quiet(1) so that
  * each message is printed once. */
@@ -69,13 +69,25 @@ Blend *cli_eval_open(const GPT *m, const char *model, const char *const *data, i
  * naming MODEL, the corpora and the split. *loss: the mean NLL (a blend's weighted). */
 int cli_eval_report(GPT *m, const char *model, const Blend *b, int split, const int64_t *n, int json, double *loss);
 
+/* --precision fp32|bf16 (precision.h), taken by train, finetune, bench, eval, generate,
+ * score and eval-choice: put CLI_PRECISION_OPTION in the option table. cli_precision
+ * parses the value; cli_precision_ready, after parsing, chooses the bf16 path (an
+ * impossible GPT_MATMUL is a usage error) and, for bf16, says on standard error which
+ * path runs. Both return 0, or the exit status 2 after the message. */
+enum { CLI_OPT_PRECISION = 0x3000 };
+#define CLI_PRECISION_OPTION {"precision", required_argument, 0, CLI_OPT_PRECISION}
+#define CLI_PRECISION_HELP \
+    "  --precision P        fp32 (default) or bf16: matrix products on bf16 operands (docs/precision.md)\n"
+int cli_precision(const char *cmd, const char *arg, Precision *p);
+int cli_precision_ready(const char *cmd, Precision p, int announce);
+
 /* The options of RunOptions (run.h) that gpt train and gpt finetune share: put
  * RUN_LONG_OPTIONS in the option table and hand every value to run_option() first. */
 enum {
     RUN_OPT_BASE = 0x2000,
     RUN_OPT_EVAL_EVERY = RUN_OPT_BASE, RUN_OPT_LOG_EVERY, RUN_OPT_MAX_BAD, RUN_OPT_THREADS, RUN_OPT_OVERWRITE,
     RUN_OPT_CKPT_EVERY, RUN_OPT_CKPT_MINUTES, RUN_OPT_KEEP, RUN_OPT_RESUME, RUN_OPT_TIME_LIMIT, RUN_OPT_ALLOW_DATA_CHANGE,
-    RUN_OPT_COLLECTIVE_TIMEOUT, RUN_OPT_SHARD_OPTIMIZER, RUN_OPT_ASYNC_CKPT
+    RUN_OPT_COLLECTIVE_TIMEOUT, RUN_OPT_SHARD_OPTIMIZER, RUN_OPT_ASYNC_CKPT, RUN_OPT_PRECISION
 };
 #define RUN_LONG_OPTIONS                                                                                  \
     {"eval-every", required_argument, 0, RUN_OPT_EVAL_EVERY},                                             \
@@ -89,7 +101,7 @@ enum {
     {"allow-data-change", no_argument, 0, RUN_OPT_ALLOW_DATA_CHANGE},                                     \
     {"collective-timeout", required_argument, 0, RUN_OPT_COLLECTIVE_TIMEOUT},                             \
     {"shard-optimizer", no_argument, 0, RUN_OPT_SHARD_OPTIMIZER},                                         \
-    {"async-ckpt", no_argument, 0, RUN_OPT_ASYNC_CKPT}
+    {"async-ckpt", no_argument, 0, RUN_OPT_ASYNC_CKPT}, {"precision", required_argument, 0, RUN_OPT_PRECISION}
 void run_options_defaults(RunOptions *r);
 /* 1 if opt is one of RUN_LONG_OPTIONS, stored into r or with *bad set to what was
  * expected; 0 if it is not one of them. */

@@ -34,20 +34,23 @@
     V(embedding_backward, (float *dwte, float *dwpe, const float *dout, const int *tokens,     \
                            int B, int T, int C), (dwte, dwpe, dout, tokens, B, T, C))          \
     V(attention_forward, (float *y, float *lse, const float *qkv, int B, int T, int C, int H,  \
-                          float *s, int slots, const uint64_t *keys, uint64_t site, float p),  \
-      (y, lse, qkv, B, T, C, H, s, slots, keys, site, p))                                      \
+                          float *s, int slots, const uint64_t *keys, uint64_t site, float p,   \
+                          int bf16), (y, lse, qkv, B, T, C, H, s, slots, keys, site, p, bf16))  \
     V(attention_backward, (float *dqkv, const float *dy, const float *qkv, const float *lse,   \
                            int B, int T, int C, int H, float *s, float *dp, int slots,         \
-                           const uint64_t *keys, uint64_t site, float p),                      \
-      (dqkv, dy, qkv, lse, B, T, C, H, s, dp, slots, keys, site, p))                           \
+                           const uint64_t *keys, uint64_t site, float p, int bf16),            \
+      (dqkv, dy, qkv, lse, B, T, C, H, s, dp, slots, keys, site, p, bf16))                     \
     V(attention_cached, (float *y, const float *qkv, const float *K, const float *V,           \
-                         int pos0, int n, int C, int H, float *s, int slots),                  \
-      (y, qkv, K, V, pos0, n, C, H, s, slots))                                                 \
+                         int pos0, int n, int C, int H, float *s, int slots, int bf16),        \
+      (y, qkv, K, V, pos0, n, C, H, s, slots, bf16))                                           \
     R(double, softmax_xent, (float *logits, const int *targets, int N, int V, float grad_scale), \
       (logits, targets, N, V, grad_scale))                                                     \
     V(vec_add, (float *y, const float *x, size_t n), (y, x, n))                                \
     V(vec_sum, (float *out, const float *a, const float *b, size_t n), (out, a, b, n))         \
     R(double, sum_squares, (const float *x, size_t n), (x, n))                                 \
+    V(bf16_round, (float *out, const float *x, size_t n), (out, x, n))                         \
+    V(bf16_pack, (uint16_t *out, const float *x, int rows, int cols, int transpose),           \
+      (out, x, rows, cols, transpose))                                                         \
     V(adamw_update, (float *p, float *m, float *v, const float *g, size_t n,                   \
                      const AdamWCoeffs *k), (p, m, v, g, n, k))
 

@@ -86,20 +86,26 @@ void embedding_backward(float *dwte, float *dwpe, const float *dout, const int *
  * ATT_BLOCK*T floats: one per thread, so at most `slots` threads work on it.
  * Attention dropout (probability p, one key per batch row, site `site`) is applied to
  * the probabilities as dropout_apply does, probability (h, i, j) being element
- * (h T + i) T + j of its row's stream. */
+ * (h T + i) T + j of its row's stream.
+ * bf16 (docs/precision.md): the caller has rounded q, k and v to bf16 (qkv holds bf16
+ * values); the probabilities are rounded before P V, so both products take bf16
+ * operands and sum in fp32 (cblas_sgemm of bf16 values: every product is exact). */
 void attention_forward(float *y, float *lse, const float *qkv, int B, int T, int C,
                        int H, float *s, int slots, const uint64_t *keys, uint64_t site,
-                       float p);
+                       float p, int bf16);
 /* dqkv (B,T,3C) = gradient w.r.t. qkv (overwritten), recomputing the probabilities
- * from qkv and lse. s, dp: scratch of `slots` blocks of ATT_BLOCK*T floats each. */
+ * from qkv and lse. s, dp: scratch of `slots` blocks of ATT_BLOCK*T floats each.
+ * bf16: qkv and dy hold bf16 values (the caller rounded them); the probabilities and the
+ * scores' gradient (scale dS, the gradient of q k^T) are rounded before their products. */
 void attention_backward(float *dqkv, const float *dy, const float *qkv, const float *lse,
                         int B, int T, int C, int H, float *s, float *dp, int slots,
-                        const uint64_t *keys, uint64_t site, float p);
+                        const uint64_t *keys, uint64_t site, float p, int bf16);
 /* Attention of n new rows (positions pos0 .. pos0+n-1, their q in qkv (n,3C)) over a
  * key/value cache K, V (pos0+n, C) that already holds them: y (n,C). s is scratch of
- * `slots` blocks of pos0+n floats. */
+ * `slots` blocks of pos0+n floats. bf16: q, K and V hold bf16 values; the probabilities
+ * are rounded before they weight V. */
 void attention_cached(float *y, const float *qkv, const float *K, const float *V,
-                      int pos0, int n, int C, int H, float *s, int slots);
+                      int pos0, int n, int C, int H, float *s, int slots, int bf16);
 
 /* Cross-entropy over rows of logits (N,V) in place: returns the sum of -log p[target]
  * and, when grad_scale != 0, overwrites logits with grad_scale * (softmax - onehot).
@@ -112,6 +118,15 @@ void vec_add(float *y, const float *x, size_t n);
 void vec_sum(float *out, const float *a, const float *b, size_t n);
 /* Sum of squares, accumulated in double over blocks of float sums. */
 double sum_squares(const float *x, size_t n);
+
+/* bf16 rounding (docs/precision.md): round to nearest, ties to even, of the top 16 bits
+ * of a float; NaN stays a quiet NaN of the same sign, infinities stay, and denormal
+ * inputs become zero of their sign, as vcvtneps2bf16 and AMX treat them.
+ * bf16_round: out (n) = the rounded values as floats (exact); out may alias x.
+ * bf16_pack: out = the rounded values' 16 bits of x (rows, cols), row-major, or with
+ * transpose its transpose (cols, rows). */
+void bf16_round(float *out, const float *x, size_t n);
+void bf16_pack(uint16_t *out, const float *x, int rows, int cols, int transpose);
 
 /* One AdamW update of n parameters (optim.h has the formula). */
 typedef struct {

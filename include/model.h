@@ -21,6 +21,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include "config.h"
+#include "precision.h"
 
 typedef struct {
     float *ln_1_w, *ln_1_b;          /* (C) */
@@ -103,6 +104,8 @@ typedef struct GPT {
     /* Low-rank adapters (lora.h), not owned; NULL: none. With grads NULL as well, the
      * base is frozen: the backward pass computes only the adapters' gradients. */
     struct GPTLora *lora;
+    /* The bf16 products (precision.h), owned; NULL: fp32. Set by gpt_set_precision. */
+    struct Bf16Products *bf16;
 } GPT;
 
 /* Creates a model of the given (validated) configuration with zeroed parameters.
@@ -110,6 +113,22 @@ typedef struct GPT {
  * parameters alone, with no activations for a pass (file conversions). */
 GPT *gpt_create(const GPTConfig *cfg, int max_batch, int with_grads);
 void gpt_free(GPT *m);
+
+/* The precision of the model's matrix products (precision.h): fp32, the default, or
+ * bf16 with a copy of the weights and scratch for the rounded operands. Any time, any
+ * number of times. */
+void gpt_set_precision(GPT *m, Precision p);
+Precision gpt_precision(const GPT *m);
+/* After changing m->params other than by loading into a fresh model (an optimizer step,
+ * pruning): the bf16 copy of the weights is remade before the next pass. */
+void gpt_weights_changed(GPT *m);
+/* out (N,Cout) = in (N,Cin) w^T + bias in the model's precision, w one of m's weights
+ * (kernels.h's matmul_forward in fp32); the bf16 copy must be current (a pass refreshes
+ * it: infer.c calls gpt_refresh_weights first). N * max(Cin, 3C, F) within the scratch of
+ * (max(1, max_batch) * n_ctx) rows. */
+void gpt_matmul_forward(const GPT *m, float *out, const float *in, const float *w, const float *bias, int N,
+                        int Cin, int Cout);
+void gpt_refresh_weights(const GPT *m);
 
 /* GPT-1 initialisation: matrices and embeddings N(0, std), LayerNorm gains 1, biases 0;
  * with scale_residual the two residual output projections per layer use

@@ -33,6 +33,7 @@
 
 #include "checkpoint.h"
 #include "optim.h"
+#include "precision.h"
 
 /* How a training command runs, checkpoints and stops (gpt train and gpt finetune take
  * the same options for these; cli/options.c parses them). */
@@ -51,6 +52,7 @@ typedef struct {
     double collective_timeout; /* seconds a collective may take before the job ends (watchdog.h); 0: no limit */
     int shard_optimizer;      /* ZeRO-1: each rank holds and updates its shard's AdamW state (gradsync.h) */
     int async_ckpt;           /* checkpoints written in the background (checkpoint.h) */
+    Precision precision;      /* of the matrix products (precision.h); checkpoints stay fp32 */
 } RunOptions;
 
 /* The process exit code of a run stopped early by a signal or the time limit, after

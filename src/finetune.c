@@ -507,6 +507,7 @@ static OptimStats update(void *ctx, double norm, int skip) {
         st = adamw_step_norm(t->tr[i].opt, t->tr[i].params, t->tr[i].grads, t->tr[i].tensors, t->tr[i].n_tensors, norm);
     if (t->sync) gradsync_gather(t->sync);
     if (t->pruned) prune_mask_apply(t->pruned, t->m->params);
+    gpt_weights_changed(t->m);
     return st;
 }
 
@@ -540,6 +541,7 @@ static json_t *config_json(void *ctx) {
     json_object_set_new(c, "threads", json_integer(o->run.threads));
     json_object_set_new(c, "shard_optimizer", json_boolean(o->run.shard_optimizer));
     json_object_set_new(c, "async_ckpt", json_boolean(o->run.async_ckpt));
+    json_object_set_new(c, "precision", json_string(precision_name(o->run.precision)));
     json_object_set_new(c, "optim", json_pack("{s:f,s:I,s:f,s:f,s:s}", "lr", (double)op->lr, "warmup",
                                               (json_int_t)op->warmup, "weight_decay", (double)op->weight_decay, "clip",
                                               (double)op->clip, "schedule", "linear"));
@@ -621,6 +623,7 @@ static int build(Tuner *t, const FinetuneOptions *o, const GPTConfig *cfg, const
     double sparsity = 0.0;
     int rc = model_file_read_pruned(o->init, &sparsity);
     if (!rc && !(t->m = model_file_load(o->init, t->max_seqs, o->lora_rank == 0))) rc = -1;
+    if (!rc) gpt_set_precision(t->m, o->run.precision);
     if (dist_agree(rc)) return -1;
     if (o->lora_rank) {
         t->base_fingerprint = gpt_params_fingerprint(t->m);
@@ -687,7 +690,9 @@ static int start(void *ctx, int resumed) {
                (long long)t->n_train, t->corpus ? "windows" : "examples", G, dist_size(), t->steps, o->epochs,
                trained_params(t), t->lora ? " (LoRA adapters)" : "");
         if (!t->corpus) printf("; lambda %g", (double)o->lambda);
-        printf("%s\n", t->pruned ? "; keeping the pruned weights zero" : "");
+        printf("%s", t->pruned ? "; keeping the pruned weights zero" : "");
+        printf("; %s%s\n", o->run.precision == PRECISION_BF16 ? "bf16: " : "fp32",
+               o->run.precision == PRECISION_BF16 ? bf16_path_description() : "");
         fflush(stdout);
     }
     return 0;

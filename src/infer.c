@@ -55,7 +55,8 @@ static void forward_rows(const GPT *m, GPTCache *c, const int *tokens, int n, co
     const GPTConfig *cfg = &m->cfg;
     int C = cfg->n_embd, F = cfg->n_ffn, V = cfg->vocab_size, pos0 = c->len;
     size_t nC = (size_t)n * C;
-    int pre = cfg->ln == GPT_LN_PRE;
+    int pre = cfg->ln == GPT_LN_PRE, bf16 = gpt_precision(m) == PRECISION_BF16;
+    gpt_refresh_weights(m);
     for (int s = 0, t = 0; s < n_seg; s++)
         for (int j = 0; j < seg_len[s]; j++, t++) {
             const float *te = m->w.wte + (size_t)tokens[t] * C, *pe = m->w.wpe + (size_t)(pos0 + j) * C;
@@ -69,7 +70,8 @@ static void forward_rows(const GPT *m, GPTCache *c, const int *tokens, int n, co
             layernorm_forward(c->a, c->mean, c->rstd, c->x, w->ln_1_w, w->ln_1_b, n, C, cfg->ln_eps);
             attn_in = c->a;
         }
-        matmul_forward(c->qkv, attn_in, w->c_attn_w, w->c_attn_b, n, C, 3 * C);
+        gpt_matmul_forward(m, c->qkv, attn_in, w->c_attn_w, w->c_attn_b, n, C, 3 * C);
+        if (bf16) bf16_round(c->qkv, c->qkv, 3 * nC); /* so the cache holds bf16 keys and values */
         for (int s = 0, t0 = 0; s < n_seg; t0 += seg_len[s++]) {
             for (int j = 0; j < seg_len[s]; j++) {
                 const float *q = c->qkv + (size_t)(t0 + j) * 3 * C;
@@ -77,9 +79,9 @@ static void forward_rows(const GPT *m, GPTCache *c, const int *tokens, int n, co
                 memcpy(Vc + (size_t)(pos0 + j) * C, q + 2 * C, (size_t)C * sizeof(float));
             }
             attention_cached(c->y + (size_t)t0 * C, c->qkv + (size_t)t0 * 3 * C, K, Vc, pos0, seg_len[s], C,
-                             cfg->n_head, c->att, c->att_slots);
+                             cfg->n_head, c->att, c->att_slots, bf16);
         }
-        matmul_forward(c->tmp, c->y, w->attn_proj_w, w->attn_proj_b, n, C, C);
+        gpt_matmul_forward(m, c->tmp, c->y, w->attn_proj_w, w->attn_proj_b, n, C, C);
         vec_add(c->tmp, c->x, nC); /* res1 */
         if (pre) { /* x = res1, a = LN2(res1) */
             memcpy(c->x, c->tmp, nC * sizeof(float));
@@ -88,9 +90,9 @@ static void forward_rows(const GPT *m, GPTCache *c, const int *tokens, int n, co
             layernorm_forward(c->a, c->mean, c->rstd, c->tmp, w->ln_1_w, w->ln_1_b, n, C, cfg->ln_eps);
             memcpy(c->x, c->a, nC * sizeof(float));
         }
-        matmul_forward(c->f, c->a, w->c_fc_w, w->c_fc_b, n, C, F);
+        gpt_matmul_forward(m, c->f, c->a, w->c_fc_w, w->c_fc_b, n, C, F);
         gelu_forward(c->g, c->f, (size_t)n * F);
-        matmul_forward(c->tmp, c->g, w->mlp_proj_w, w->mlp_proj_b, n, F, C);
+        gpt_matmul_forward(m, c->tmp, c->g, w->mlp_proj_w, w->mlp_proj_b, n, F, C);
         vec_add(c->x, c->tmp, nC); /* res2 */
         if (!pre) {
             layernorm_forward(c->a, c->mean, c->rstd, c->x, w->ln_2_w, w->ln_2_b, n, C, cfg->ln_eps);
@@ -103,10 +105,10 @@ static void forward_rows(const GPT *m, GPTCache *c, const int *tokens, int n, co
     }
     if (n_seg == 1) c->len += n;
     if (logits_all) {
-        matmul_forward(logits_all, c->x, m->w.wte, NULL, n, C, V);
+        gpt_matmul_forward(m, logits_all, c->x, m->w.wte, NULL, n, C, V);
         if (logits_last) memcpy(logits_last, logits_all + (size_t)(n - 1) * V, (size_t)V * sizeof(float));
     } else {
-        matmul_forward(logits_last, c->x + (size_t)(n - 1) * C, m->w.wte, NULL, 1, C, V);
+        gpt_matmul_forward(m, logits_last, c->x + (size_t)(n - 1) * C, m->w.wte, NULL, 1, C, V);
     }
 }
 

@@ -123,6 +123,57 @@ static double k_sum_squares(const float *x, size_t n) {
     return total;
 }
 
+/* The bf16 bits of f (kernels.h): a branch-free select chain, so that GCC vectorises the
+ * loops below with either instruction set. Adding 0x7fff plus the lowest kept bit rounds
+ * to nearest even; a carry out of the mantissa correctly gives the next binade or inf. */
+static inline uint32_t bf16_bits(float f) {
+    uint32_t u = float_to_bits(f), exp = u & 0x7f800000u;
+    uint32_t r = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
+    r = exp == 0x7f800000u && (u & 0x7fffffu) ? (u >> 16) | 0x40u : r; /* NaN: quiet, not inf */
+    return exp == 0 ? (u >> 16) & 0x8000u : r;                          /* zero, denormal: +-0 */
+}
+
+static void k_bf16_round(float *out, const float *x, size_t n) {
+    size_t n_chunks = chunks(n, ELEM_CHUNK);
+#pragma omp parallel for schedule(static) if (n >= PAR_MIN)
+    for (size_t ch = 0; ch < n_chunks; ch++) {
+        size_t end = chunk_end(ch, n);
+#pragma omp simd
+        for (size_t i = ch * ELEM_CHUNK; i < end; i++) out[i] = bits_to_float(bf16_bits(x[i]) << 16);
+    }
+}
+
+/* Transposed packing goes in tiles of this many rows and columns, so that both the reads
+ * and the writes stay within a few cache lines. */
+#define PACK_TILE 64
+
+static void k_bf16_pack(uint16_t *out, const float *x, int rows, int cols, int transpose) {
+    size_t n = (size_t)rows * cols;
+    if (!transpose) {
+        size_t n_chunks = chunks(n, ELEM_CHUNK);
+#pragma omp parallel for schedule(static) if (n >= PAR_MIN)
+        for (size_t ch = 0; ch < n_chunks; ch++) {
+            size_t end = chunk_end(ch, n);
+#pragma omp simd
+            for (size_t i = ch * ELEM_CHUNK; i < end; i++) out[i] = (uint16_t)bf16_bits(x[i]);
+        }
+        return;
+    }
+    int row_tiles = (rows + PACK_TILE - 1) / PACK_TILE, col_tiles = (cols + PACK_TILE - 1) / PACK_TILE;
+#pragma omp parallel for schedule(static) if (n >= PAR_MIN)
+    for (int t = 0; t < row_tiles * col_tiles; t++) {
+        int r0 = t / col_tiles * PACK_TILE, c0 = t % col_tiles * PACK_TILE;
+        int r1 = r0 + PACK_TILE < rows ? r0 + PACK_TILE : rows, c1 = c0 + PACK_TILE < cols ? c0 + PACK_TILE : cols;
+        for (int c = c0; c < c1; c++)
+            for (int r = r0; r < r1; r++) out[(size_t)c * rows + r] = (uint16_t)bf16_bits(x[(size_t)r * cols + c]);
+    }
+}
+
+static inline void round_row(float *x, int n) {
+#pragma omp simd
+    for (int i = 0; i < n; i++) x[i] = bits_to_float(bf16_bits(x[i]) << 16);
+}
+
 static void k_adamw_update(float *restrict p, float *restrict m, float *restrict v,
                            const float *restrict g, size_t n, const AdamWCoeffs *k) {
     const float b1 = k->beta1, b2 = k->beta2, gs = k->grad_scale, eps = k->eps;
@@ -383,7 +434,7 @@ static inline int team_size(int items, int slots, size_t work) {
 }
 
 static void attention_forward_head(float *y, float *lse, const float *qkv, int b, int h, int T,
-                                   int C, int H, float *s, const Dropout *d, uint64_t key) {
+                                   int C, int H, float *s, const Dropout *d, uint64_t key, int bf16) {
     int hs = C / H, C3 = 3 * C;
     float scale = 1.0f / sqrtf((float)hs);
     const float *q = qkv + (size_t)b * T * C3 + h * hs;
@@ -416,6 +467,7 @@ static void attention_forward_head(float *y, float *lse, const float *qkv, int b
                 for (int j = 0; j < len; j++) si[j] *= inv;
             }
             for (int j = len; j < ncols; j++) si[j] = 0.0f;
+            if (bf16) round_row(si, len);
         }
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, hs, ncols, 1.0f, s, ncols,
                     v, C3, 0.0f, yb + (size_t)r0 * C, C);
@@ -424,7 +476,7 @@ static void attention_forward_head(float *y, float *lse, const float *qkv, int b
 
 static void k_attention_forward(float *y, float *lse, const float *qkv, int B, int T, int C,
                                 int H, float *s, int slots, const uint64_t *keys, uint64_t site,
-                                float p) {
+                                float p, int bf16) {
     Dropout d = dropout_params(keys, p);
     size_t block = (size_t)ATT_BLOCK * T;
 #pragma omp parallel num_threads(team_size(B * H, slots, (size_t)B * T * T * C))
@@ -434,14 +486,14 @@ static void k_attention_forward(float *y, float *lse, const float *qkv, int B, i
         for (int bh = 0; bh < B * H; bh++) {
             int b = bh / H, h = bh % H;
             uint64_t key = d.on ? rng_key(keys[b], site) : 0;
-            attention_forward_head(y, lse, qkv, b, h, T, C, H, mine, &d, key);
+            attention_forward_head(y, lse, qkv, b, h, T, C, H, mine, &d, key, bf16);
         }
     }
 }
 
 static void attention_backward_head(float *dqkv, const float *dy, const float *qkv,
                                     const float *lse, int b, int h, int T, int C, int H,
-                                    float *s, float *dp, const Dropout *d, uint64_t key) {
+                                    float *s, float *dp, const Dropout *d, uint64_t key, int bf16) {
     int hs = C / H, C3 = 3 * C;
     float scale = 1.0f / sqrtf((float)hs);
     const float *q = qkv + (size_t)b * T * C3 + h * hs;
@@ -492,20 +544,26 @@ static void attention_backward_head(float *dqkv, const float *dy, const float *q
                 for (int j = 0; j < len; j++)
                     si[j] = rng_bits24_at(key, base + j) >= d->thresh ? si[j] * d->keep_scale : 0.0f;
             for (int j = len; j < ncols; j++) si[j] = dpi[j] = 0.0f;
+            if (bf16) { /* the operands of the three products below: P_d and scale dS */
+                for (int j = 0; j < len; j++) dpi[j] *= scale;
+                round_row(si, len);
+                round_row(dpi, len);
+            }
         }
-        /* dV += P_d^T dY, dQ = scale dS K, dK += scale dS^T Q */
+        /* dV += P_d^T dY, dQ = scale dS K, dK += scale dS^T Q (bf16: dp holds scale dS) */
+        float dscale = bf16 ? 1.0f : scale;
         cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, ncols, hs, rows, 1.0f, s, ncols,
                     dyb + (size_t)r0 * C, C, 1.0f, dv, C3);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, hs, ncols, scale, dp, ncols,
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, hs, ncols, dscale, dp, ncols,
                     k, C3, 0.0f, dq + (size_t)r0 * C3, C3);
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, ncols, hs, rows, scale, dp, ncols,
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, ncols, hs, rows, dscale, dp, ncols,
                     q + (size_t)r0 * C3, C3, 1.0f, dk, C3);
     }
 }
 
 static void k_attention_backward(float *dqkv, const float *dy, const float *qkv, const float *lse,
                                  int B, int T, int C, int H, float *s, float *dp, int slots,
-                                 const uint64_t *keys, uint64_t site, float p) {
+                                 const uint64_t *keys, uint64_t site, float p, int bf16) {
     Dropout d = dropout_params(keys, p);
     size_t block = (size_t)ATT_BLOCK * T;
 #pragma omp parallel num_threads(team_size(B * H, slots, (size_t)B * T * T * C))
@@ -516,13 +574,13 @@ static void k_attention_backward(float *dqkv, const float *dy, const float *qkv,
             int b = bh / H, h = bh % H;
             uint64_t key = d.on ? rng_key(keys[b], site) : 0;
             attention_backward_head(dqkv, dy, qkv, lse, b, h, T, C, H, s + mine, dp + mine, &d,
-                                    key);
+                                    key, bf16);
         }
     }
 }
 
 static void k_attention_cached(float *y, const float *qkv, const float *K, const float *V,
-                               int pos0, int n, int C, int H, float *s, int slots) {
+                               int pos0, int n, int C, int H, float *s, int slots, int bf16) {
     int hs = C / H;
     float scale = 1.0f / sqrtf((float)hs);
     size_t block = (size_t)pos0 + n;
@@ -550,9 +608,11 @@ static void k_attention_cached(float *y, const float *qkv, const float *K, const
             }
             float *yr = y + (size_t)t * C + h * hs;
             memset(yr, 0, (size_t)hs * sizeof *yr);
+            for (int j = 0; j < len; j++) att[j] /= sum;
+            if (bf16) round_row(att, len);
             for (int j = 0; j < len; j++) {
                 const float *v = V + (size_t)j * C + h * hs;
-                float w = att[j] / sum;
+                float w = att[j];
                 for (int e = 0; e < hs; e++) yr[e] += w * v[e];
             }
         }

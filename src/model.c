@@ -167,6 +167,7 @@ GPT *gpt_create(const GPTConfig *cfg, int max_batch, int with_grads) {
 
 void gpt_free(GPT *m) {
     if (!m) return;
+    bf16_products_free(m->bf16);
     free(m->tensors);
     free(m->params);
     free(m->grads);
@@ -175,6 +176,45 @@ void gpt_free(GPT *m) {
     free(m->act.h);
     free(m->act_buf);
     free(m);
+}
+
+void gpt_set_precision(GPT *m, Precision p) {
+    bf16_products_free(m->bf16);
+    m->bf16 = NULL;
+    if (p != PRECISION_BF16) return;
+    const GPTConfig *c = &m->cfg;
+    size_t rows = (size_t)(m->max_batch > 1 ? m->max_batch : 1) * c->n_ctx;
+    size_t widest = (size_t)(3 * c->n_embd > c->n_ffn ? 3 * c->n_embd : c->n_ffn);
+    size_t head = (size_t)m->act.head_rows * c->vocab_size; /* the logits' gradient */
+    m->bf16 = bf16_products_create(m->params, m->n_params, rows * widest > head ? rows * widest : head);
+}
+
+Precision gpt_precision(const GPT *m) { return m->bf16 ? PRECISION_BF16 : PRECISION_FP32; }
+
+void gpt_weights_changed(GPT *m) {
+    if (m->bf16) bf16_products_stale(m->bf16);
+}
+
+void gpt_refresh_weights(const GPT *m) {
+    if (m->bf16) bf16_products_refresh(m->bf16);
+}
+
+void gpt_matmul_forward(const GPT *m, float *out, const float *in, const float *w, const float *bias, int N,
+                        int Cin, int Cout) {
+    if (m->bf16) bf16_linear_forward(m->bf16, out, in, w, bias, N, Cin, Cout);
+    else matmul_forward(out, in, w, bias, N, Cin, Cout);
+}
+
+static void linear_backward(const GPT *m, float *din, float *dw, float *dbias, const float *dout, const float *in,
+                            const float *w, int N, int Cin, int Cout, int accumulate_din) {
+    if (m->bf16) bf16_linear_backward(m->bf16, din, dw, dbias, dout, in, w, N, Cin, Cout, accumulate_din);
+    else matmul_backward(din, dw, dbias, dout, in, w, N, Cin, Cout, accumulate_din);
+}
+
+/* bf16: q, k and v are operands of attention's products only, so rounding them once
+ * where they are made is rounding them at every product. */
+static void round_qkv(const GPT *m, float *qkv, size_t n) {
+    if (m->bf16) bf16_round(qkv, qkv, n);
 }
 
 void gpt_init_weights(GPT *m, uint64_t seed, float std, int scale_residual) {
@@ -267,7 +307,9 @@ static const float *forward_trunk(GPT *m, const int *inputs, int B, int T,
     size_t NC = (size_t)N * C;
     int pre = c->ln == GPT_LN_PRE;
     GPTLora *lo = m->lora;
+    int bf16 = m->bf16 != NULL;
 
+    gpt_refresh_weights(m);
     embedding_forward(a->x0, inputs, m->w.wte, m->w.wpe, B, T, C);
     dropout_apply(a->x0, B, (size_t)T * C, keys, SITE_EMBD, c->dropout_embd);
     const float *x = a->x0;
@@ -277,11 +319,12 @@ static const float *forward_trunk(GPT *m, const int *inputs, int B, int T,
         if (pre)
             layernorm_forward(h->attn_in, h->ln1_mean, h->ln1_rstd, x, w->ln_1_w, w->ln_1_b, N,
                               C, c->ln_eps);
-        matmul_forward(h->qkv, h->attn_in, w->c_attn_w, w->c_attn_b, N, C, 3 * C);
+        gpt_matmul_forward(m, h->qkv, h->attn_in, w->c_attn_w, w->c_attn_b, N, C, 3 * C);
         if (lo) lora_forward(lo, l, LORA_C_ATTN, h->qkv, h->attn_in, N, C, 3 * C);
+        round_qkv(m, h->qkv, 3 * NC);
         attention_forward(h->atty, h->att_lse, h->qkv, B, T, C, H, a->att_s, a->att_slots,
-                          keys, site(l, SITE_ATTN), c->dropout_attn);
-        matmul_forward(a->buf_c, h->atty, w->attn_proj_w, w->attn_proj_b, N, C, C);
+                          keys, site(l, SITE_ATTN), c->dropout_attn, bf16);
+        gpt_matmul_forward(m, a->buf_c, h->atty, w->attn_proj_w, w->attn_proj_b, N, C, C);
         if (lo) lora_forward(lo, l, LORA_ATTN_PROJ, a->buf_c, h->atty, N, C, C);
         dropout_apply(a->buf_c, B, (size_t)T * C, keys, site(l, SITE_RESID_ATTN),
                       c->dropout_resid);
@@ -292,10 +335,10 @@ static const float *forward_trunk(GPT *m, const int *inputs, int B, int T,
         else
             layernorm_forward(h->mlp_in, h->ln1_mean, h->ln1_rstd, h->res1, w->ln_1_w,
                               w->ln_1_b, N, C, c->ln_eps);
-        matmul_forward(h->fch, h->mlp_in, w->c_fc_w, w->c_fc_b, N, C, F);
+        gpt_matmul_forward(m, h->fch, h->mlp_in, w->c_fc_w, w->c_fc_b, N, C, F);
         if (lo) lora_forward(lo, l, LORA_C_FC, h->fch, h->mlp_in, N, C, F);
         gelu_forward(a->buf_f, h->fch, (size_t)N * F);
-        matmul_forward(a->buf_c, a->buf_f, w->mlp_proj_w, w->mlp_proj_b, N, F, C);
+        gpt_matmul_forward(m, a->buf_c, a->buf_f, w->mlp_proj_w, w->mlp_proj_b, N, F, C);
         if (lo) lora_forward(lo, l, LORA_MLP_PROJ, a->buf_c, a->buf_f, N, F, C);
         dropout_apply(a->buf_c, B, (size_t)T * C, keys, site(l, SITE_RESID_MLP),
                       c->dropout_resid);
@@ -342,19 +385,19 @@ static void backward_trunk(GPT *m, const int *inputs, int B, int T, const uint64
         dropout_apply(a->dbuf_c, B, (size_t)T * C, keys, site(l, SITE_RESID_MLP),
                       c->dropout_resid);
         gelu_forward(a->buf_f, h->fch, (size_t)N * F);
-        matmul_backward(a->dbuf_f, g->mlp_proj_w, g->mlp_proj_b, a->dbuf_c, a->buf_f,
+        linear_backward(m, a->dbuf_f, g->mlp_proj_w, g->mlp_proj_b, a->dbuf_c, a->buf_f,
                         w->mlp_proj_w, N, F, C, 0);
         if (lo) lora_backward(lo, l, LORA_MLP_PROJ, a->dbuf_f, a->dbuf_c, a->buf_f, N, F, C);
         gelu_backward(a->dbuf_f, a->dbuf_f, h->fch, (size_t)N * F);
         if (pre) {
-            matmul_backward(a->dbuf_c, g->c_fc_w, g->c_fc_b, a->dbuf_f, h->mlp_in, w->c_fc_w, N,
+            linear_backward(m, a->dbuf_c, g->c_fc_w, g->c_fc_b, a->dbuf_f, h->mlp_in, w->c_fc_w, N,
                             C, F, 0);
             if (lo) lora_backward(lo, l, LORA_C_FC, a->dbuf_c, a->dbuf_f, h->mlp_in, N, C, F);
             layernorm_backward(a->dbuf_c, g->ln_2_w, g->ln_2_b, a->dbuf_c, h->res1, w->ln_2_w,
                                h->ln2_mean, h->ln2_rstd, N, C);
             vec_add(dres, a->dbuf_c, NC);
         } else {
-            matmul_backward(dres, g->c_fc_w, g->c_fc_b, a->dbuf_f, h->mlp_in, w->c_fc_w, N, C,
+            linear_backward(m, dres, g->c_fc_w, g->c_fc_b, a->dbuf_f, h->mlp_in, w->c_fc_w, N, C,
                             F, 1);
             if (lo) lora_backward(lo, l, LORA_C_FC, dres, a->dbuf_f, h->mlp_in, N, C, F);
             layernorm_backward(dres, g->ln_1_w, g->ln_1_b, dres, h->res1, w->ln_1_w, h->ln1_mean,
@@ -365,20 +408,22 @@ static void backward_trunk(GPT *m, const int *inputs, int B, int T, const uint64
         memcpy(a->dbuf_c, dres, NC * sizeof(float));
         dropout_apply(a->dbuf_c, B, (size_t)T * C, keys, site(l, SITE_RESID_ATTN),
                       c->dropout_resid);
-        matmul_backward(a->buf_c, g->attn_proj_w, g->attn_proj_b, a->dbuf_c, h->atty,
+        linear_backward(m, a->buf_c, g->attn_proj_w, g->attn_proj_b, a->dbuf_c, h->atty,
                         w->attn_proj_w, N, C, C, 0);
         if (lo) lora_backward(lo, l, LORA_ATTN_PROJ, a->buf_c, a->dbuf_c, h->atty, N, C, C);
+        if (m->bf16) bf16_round(a->buf_c, a->buf_c, NC); /* dY: an operand of two products only */
         attention_backward(a->dqkv, a->buf_c, h->qkv, h->att_lse, B, T, C, H, a->att_s,
-                           a->att_dp, a->att_slots, keys, site(l, SITE_ATTN), c->dropout_attn);
+                           a->att_dp, a->att_slots, keys, site(l, SITE_ATTN), c->dropout_attn,
+                           m->bf16 != NULL);
         if (pre) {
-            matmul_backward(a->dbuf_c, g->c_attn_w, g->c_attn_b, a->dqkv, h->attn_in,
+            linear_backward(m, a->dbuf_c, g->c_attn_w, g->c_attn_b, a->dqkv, h->attn_in,
                             w->c_attn_w, N, C, 3 * C, 0);
             if (lo) lora_backward(lo, l, LORA_C_ATTN, a->dbuf_c, a->dqkv, h->attn_in, N, C, 3 * C);
             layernorm_backward(a->dbuf_c, g->ln_1_w, g->ln_1_b, a->dbuf_c, x, w->ln_1_w,
                                h->ln1_mean, h->ln1_rstd, N, C);
             vec_add(dres, a->dbuf_c, NC);
         } else {
-            matmul_backward(dres, g->c_attn_w, g->c_attn_b, a->dqkv, x, w->c_attn_w, N, C,
+            linear_backward(m, dres, g->c_attn_w, g->c_attn_b, a->dqkv, x, w->c_attn_w, N, C,
                             3 * C, 1);
             if (lo) lora_backward(lo, l, LORA_C_ATTN, dres, a->dqkv, x, N, C, 3 * C);
         }
@@ -402,10 +447,10 @@ static double head(GPT *m, const float *hidden, const int *targets, int N, float
     for (int r0 = 0; r0 < N; r0 += R) {
         int rows = N - r0 < R ? N - r0 : R;
         const float *hr = hidden + (size_t)r0 * C;
-        matmul_forward(logits, hr, m->w.wte, NULL, rows, C, V);
+        gpt_matmul_forward(m, logits, hr, m->w.wte, NULL, rows, C, V);
         total += softmax_xent(logits, targets + r0, rows, V, dh ? grad_scale : 0.0f);
         if (dh)
-            matmul_backward(dh + (size_t)r0 * C, m->grads ? m->g.wte : NULL, NULL, logits, hr, m->w.wte,
+            linear_backward(m, dh + (size_t)r0 * C, m->grads ? m->g.wte : NULL, NULL, logits, hr, m->w.wte,
                             rows, C, V, 0);
     }
     return total;
@@ -441,5 +486,5 @@ double gpt_loss(GPT *m, const int *inputs, const int *targets, int B, int T) {
 
 void gpt_logits(GPT *m, const int *inputs, int B, int T, float *out) {
     const float *hidden = forward_trunk(m, inputs, B, T, NULL);
-    matmul_forward(out, hidden, m->w.wte, NULL, B * T, m->cfg.n_embd, m->cfg.vocab_size);
+    gpt_matmul_forward(m, out, hidden, m->w.wte, NULL, B * T, m->cfg.n_embd, m->cfg.vocab_size);
 }

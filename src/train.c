@@ -91,6 +91,7 @@ static json_t *config_json(const TrainOptions *o, const GPTConfig *c, const Blen
                             "time_limit_s", o->run.time_limit, "collective_timeout_s", o->run.collective_timeout);
     json_object_set_new(run, "shard_optimizer", json_boolean(o->run.shard_optimizer));
     json_object_set_new(run, "async_ckpt", json_boolean(o->run.async_ckpt));
+    json_object_set_new(run, "precision", json_string(precision_name(o->run.precision)));
     json_t *versions = json_pack("{s:s,s:s,s:s,s:s,s:s}", "gpt", GPT_VERSION, "hdf5", hdf5, "mpi", mpi,
                                  "openblas_core", blas_core_name(), "openblas_core_origin", blas_core_origin());
     json_object_set_new(model, "init", o->init ? json_string(o->init) : json_null());
@@ -154,6 +155,7 @@ static OptimStats update(void *ctx, double norm, int skip) {
     if (skip) return (OptimStats){optim_lr_at(&t->o->optim, t->opt->step), norm, 1.0f};
     OptimStats st = adamw_step_norm(t->opt, t->m->params, t->m->grads, t->m->tensors, t->m->n_tensors, norm);
     if (t->sync) gradsync_gather(t->sync);
+    gpt_weights_changed(t->m);
     return st;
 }
 
@@ -263,6 +265,7 @@ static int load_checkpoint(void *ctx, const char *path, const GPTConfig *saved_c
                          (unsigned long long)st->seed, (unsigned long long)run->seed);
     if (fit_global_batch(run, st, path)) return -1;
     t->m = gpt_create(&t->cfg, run->batch, 1);
+    gpt_set_precision(t->m, run->run.precision);
     t->opt = shard_optimizer_create(&run->optim, t->m, dist_rank(), dist_size(), run->run.shard_optimizer);
     if (ckpt_read_tensors(path, t->m, t->opt)) {
         gpt_free(t->m), t->m = NULL;
@@ -285,6 +288,7 @@ static int start(void *ctx, int resumed) {
     int P = dist_size(), B = o->batch, A = o->accum, T = t->cfg.n_ctx;
     if (!resumed) {
         t->m = gpt_create(&t->cfg, B, 1);
+        gpt_set_precision(t->m, o->run.precision);
         if (!o->init) gpt_init_weights(t->m, o->seed, 0.02f, 0); /* the same on every rank */
         else if (model_file_read_weights(o->init, t->m) ||
                  model_tensors_check_finite(o->init, "/model", t->m->tensors, t->m->n_tensors, t->m->params, 0))
@@ -298,10 +302,11 @@ static int start(void *ctx, int resumed) {
     t->keys = xmalloc(sizeof(uint64_t) * (size_t)A * B);
     if (dist_rank() == 0) {
         printf("training %zu parameters on %s: %d rank(s) x batch %d x accum %d = %lld windows of %d tokens a "
-               "step, %lld windows an epoch; gradients in %d bucket(s)%s; OpenBLAS %s, %d thread(s)\n",
+               "step, %lld windows an epoch; gradients in %d bucket(s)%s; OpenBLAS %s, %d thread(s); %s%s\n",
                t->m->n_params, t->data->spec, P, B, A, (long long)P * B * A, T, (long long)t->data->windows[0],
                t->sync ? gradsync_buckets(t->sync) : 0, t->sync && o->run.shard_optimizer ? ", optimizer sharded" : "",
-               blas_core_name(), o->run.threads);
+               blas_core_name(), o->run.threads, o->run.precision == PRECISION_BF16 ? "bf16: " : "fp32",
+               o->run.precision == PRECISION_BF16 ? bf16_path_description() : "");
         fflush(stdout);
     }
     return 0;

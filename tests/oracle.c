@@ -1,8 +1,9 @@
 /* oracle.c: runs the C engine on a model file and a batch file for the PyTorch
  * comparison in tests/test_oracle.py (file layouts are described there).
  *
- *   oracle grads MODEL.h5 BATCH.h5 OUT.h5   loss, logits and every gradient
- *   oracle train MODEL.h5 BATCH.h5 OUT.h5   losses, lr and grad norm of AdamW steps
+ *   oracle grads MODEL.h5 BATCH.h5 OUT.h5 [PRECISION]   loss, logits and every gradient
+ *   oracle train MODEL.h5 BATCH.h5 OUT.h5 [PRECISION]   losses, lr and grad norm of AdamW steps
+ *                                           (PRECISION: fp32, the default, or bf16)
  *   oracle task MODEL.h5 TASK.h5 LAMBDA OUT.h5 [LORA_RANK LORA_ALPHA TARGETS]
  *                                           finetune_loss_grad over the first min(8, n)
  *                                           /train examples (tests/test_finetune.py)
@@ -72,6 +73,8 @@ static void split_windows(const int *tok, int B, int T, int *in, int *tgt) {
         }
 }
 
+static Precision precision = PRECISION_FP32;
+
 static int grads(const char *model_path, const char *batch_path, const char *out_path) {
     hsize_t dims[2];
     int *tok = read_tokens(batch_path, 2, dims);
@@ -79,6 +82,7 @@ static int grads(const char *model_path, const char *batch_path, const char *out
     int B = (int)dims[0], T = (int)dims[1] - 1;
     GPT *m = model_file_load(model_path, B, 1);
     if (!m) return die();
+    gpt_set_precision(m, precision);
     if (T < 1 || T > m->cfg.n_ctx) return gpt_error("%s: window of %d tokens, model n_ctx %d", batch_path, T, m->cfg.n_ctx), die();
     if (gpt_check_tokens(m, tok, (size_t)B * (T + 1), batch_path)) return die();
     int *in = xmalloc(sizeof(int) * B * T), *tgt = xmalloc(sizeof(int) * B * T);
@@ -116,6 +120,7 @@ static int train(const char *model_path, const char *batch_path, const char *out
     int S = (int)dims[0], B = (int)dims[1], T = (int)dims[2] - 1;
     GPT *m = model_file_load(model_path, B, 1);
     if (!m) return die();
+    gpt_set_precision(m, precision);
     if (gpt_check_tokens(m, tok, (size_t)S * B * (T + 1), batch_path)) return die();
     hid_t f = H5Fopen(batch_path, H5F_ACC_RDONLY, H5P_DEFAULT);
     OptimConfig oc = {
@@ -139,6 +144,7 @@ static int train(const char *model_path, const char *batch_path, const char *out
         gpt_zero_grad(m);
         losses[s] = gpt_forward_backward(m, in, tgt, B, T, NULL, 1.0f / (float)(B * T));
         OptimStats st = adamw_step(o, m->params, m->grads, m->tensors, m->n_tensors);
+        gpt_weights_changed(m);
         lrs[s] = st.lr;
         norms[s] = st.grad_norm;
     }
@@ -269,8 +275,10 @@ int main(int argc, char **argv) {
     blas_select_core(argv); /* test the kernels users get */
     H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
     if (argc >= 2 && !strcmp(argv[1], "task") && (argc == 6 || argc == 9)) return task(argc, argv);
-    if (argc != 5) {
-        fprintf(stderr, "usage: oracle grads|train MODEL.h5 BATCH.h5 OUT.h5\n"
+    if (argc == 6 && (precision_parse(argv[5], &precision) || (precision == PRECISION_BF16 && bf16_path_select())))
+        return die();
+    if (argc != 5 && argc != 6) {
+        fprintf(stderr, "usage: oracle grads|train MODEL.h5 BATCH.h5 OUT.h5 [fp32|bf16]\n"
                         "       oracle task MODEL.h5 TASK.h5 LAMBDA OUT.h5 [LORA_RANK LORA_ALPHA TARGETS]\n");
         return 2;
     }

@@ -43,6 +43,8 @@ def main():
     ap.add_argument("--threads", type=int, default=1, help="torch threads (0: torch default)")
     ap.add_argument("--dropout", type=float, default=0.1, help="all three dropouts")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
+                    help='bf16: the forward pass under torch.autocast("cpu", dtype=torch.bfloat16)')
     ap.add_argument("--json", action="store_true", help="print one JSON object")
     args = ap.parse_args()
     if args.batch < 1 or args.steps < 1 or args.warmup_steps < 0:
@@ -68,7 +70,8 @@ def main():
 
     def step():
         opt.zero_grad(set_to_none=True)
-        loss = model.loss(tokens[:, :-1], tokens[:, 1:])
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.precision == "bf16"):
+            loss = model.loss(tokens[:, :-1], tokens[:, 1:])
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
@@ -93,6 +96,7 @@ def main():
         "loss": loss,
         "torch": torch.__version__,
         "openblas_core": openblas_core(),
+        "precision": args.precision,
     }
     if args.json:
         print(json.dumps(result))

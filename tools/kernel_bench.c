@@ -118,8 +118,8 @@ typedef struct { float *qkv, *y, *lse, *dy, *dqkv, *s, *dp, *P, *dS; } AttCtx;
 
 static void att_fused(void *p) {
     AttCtx *c = p;
-    attention_forward(c->y, c->lse, c->qkv, B, T, C, H, c->s, 1, NULL, 0, 0.0f);
-    attention_backward(c->dqkv, c->dy, c->qkv, c->lse, B, T, C, H, c->s, c->dp, 1, NULL, 0, 0.0f);
+    attention_forward(c->y, c->lse, c->qkv, B, T, C, H, c->s, 1, NULL, 0, 0.0f, 0);
+    attention_backward(c->dqkv, c->dy, c->qkv, c->lse, B, T, C, H, c->s, c->dp, 1, NULL, 0, 0.0f, 0);
 }
 
 /* Full (T,T) scores per head, causal mask by -inf, libm exp, probabilities stored. */

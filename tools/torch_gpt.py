@@ -24,6 +24,65 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 INT_FIELDS = ("n_layer", "n_head", "n_embd", "n_ctx", "vocab_size", "n_ffn")
+
+
+# --------------------------------------------------------------------------- bf16 products
+# docs/precision.md: with --precision bf16 every matrix product takes its operands rounded
+# to bf16 (nearest, ties to even; denormals to zero, NaN kept) and sums in fp32. The
+# reference computes the same products on rounded operands, in its own dtype, forward and
+# backward, when bf16_products(True) is in force.
+
+_BF16 = False
+
+
+def bf16_products(on):
+    """Makes every matrix product of the model below round its operands to bf16."""
+    global _BF16
+    _BF16 = bool(on)
+
+
+def bf16_round(x):
+    """x rounded to bf16 as the engine rounds a float32 (x is first made float32)."""
+    u = x.to(torch.float32).view(torch.int32).to(torch.int64) & 0xFFFFFFFF
+    exp = u & 0x7F800000
+    r = (u + 0x7FFF + ((u >> 16) & 1)) >> 16
+    r = torch.where((exp == 0x7F800000) & ((u & 0x7FFFFF) != 0), (u >> 16) | 0x40, r)
+    r = torch.where(exp == 0, (u >> 16) & 0x8000, r)
+    bits = r << 16
+    bits = torch.where(bits >= 2**31, bits - 2**32, bits)
+    return bits.to(torch.int32).view(torch.float32).to(x.dtype)
+
+
+class _Bf16Matmul(torch.autograd.Function):
+    """a @ b on bf16-rounded operands; the backward products round theirs too."""
+
+    @staticmethod
+    def forward(ctx, a, b):
+        ctx.save_for_backward(a, b)
+        return bf16_round(a) @ bf16_round(b)
+
+    @staticmethod
+    def backward(ctx, g):
+        a, b = ctx.saved_tensors
+        ar, br, gr = bf16_round(a), bf16_round(b), bf16_round(g)
+        da = gr @ br.transpose(-2, -1)
+        if b.dim() == 2 and a.dim() > 2:  # a batch of rows times one matrix: sum over the batch
+            db = ar.reshape(-1, a.shape[-1]).t() @ gr.reshape(-1, g.shape[-1])
+        else:
+            db = ar.transpose(-2, -1) @ gr
+        return da, db
+
+
+def mm(a, b):
+    return _Bf16Matmul.apply(a, b) if _BF16 else a @ b
+
+
+class Linear(nn.Linear):
+    """nn.Linear whose product is mm's."""
+
+    def forward(self, x):
+        return mm(x, self.weight.t()) + self.bias if _BF16 else super().forward(x)
+
 FLOAT_FIELDS = ("dropout_embd", "dropout_resid", "dropout_attn", "ln_eps")
 
 
@@ -74,8 +133,8 @@ class CausalSelfAttention(nn.Module):
         C, H = cfg["n_embd"], cfg["n_head"]
         assert C % H == 0
         self.n_head = H
-        self.c_attn = nn.Linear(C, 3 * C)   # weight [3C, C]: rows q, then k, then v
-        self.c_proj = nn.Linear(C, C)
+        self.c_attn = Linear(C, 3 * C)   # weight [3C, C]: rows q, then k, then v
+        self.c_proj = Linear(C, C)
         self.attn_drop = nn.Dropout(cfg["dropout_attn"])
         n = cfg["n_ctx"]
         # Lower-triangular mask; not part of the state dict.
@@ -88,18 +147,18 @@ class CausalSelfAttention(nn.Module):
         q, k, v = self.c_attn(x).split(C, dim=2)
         # Head j takes columns j*C/H .. (j+1)*C/H of each of q, k, v.
         q, k, v = (t.view(B, T, H, C // H).transpose(1, 2) for t in (q, k, v))  # B,H,T,hs
-        att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(C // H))
+        att = mm(q, k.transpose(-2, -1)) * (1.0 / math.sqrt(C // H))
         att = att.masked_fill(~self.mask[:T, :T], float("-inf"))
         att = self.attn_drop(F.softmax(att, dim=-1))
-        y = (att @ v).transpose(1, 2).contiguous().view(B, T, C)  # heads side by side
+        y = mm(att, v).transpose(1, 2).contiguous().view(B, T, C)  # heads side by side
         return self.c_proj(y)
 
 
 class MLP(nn.Module):
     def __init__(self, cfg):
         super().__init__()
-        self.c_fc = nn.Linear(cfg["n_embd"], cfg["n_ffn"])
-        self.c_proj = nn.Linear(cfg["n_ffn"], cfg["n_embd"])
+        self.c_fc = Linear(cfg["n_embd"], cfg["n_ffn"])
+        self.c_proj = Linear(cfg["n_ffn"], cfg["n_embd"])
 
     def forward(self, x):
         return self.c_proj(F.gelu(self.c_fc(x), approximate="tanh"))
@@ -170,7 +229,7 @@ class GPT(nn.Module):
             x = block(x)
         if self.cfg["ln"] == "pre":
             x = self.ln_f(x)
-        return x @ self.wte.t()
+        return mm(x, self.wte.t())
 
     def loss(self, idx, targets):
         return lm_loss(self(idx), targets)

@@ -1,8 +1,9 @@
 /* bench.c: `gpt bench`, training speed and memory on synthetic tokens.
  *
  * The machine's matrix-multiply limit is measured in the same process with the same
- * BLAS threads (blas_sgemm_peak_gflops), so the model FLOP rate can be reported as a
- * fraction of it (MFU) whatever the core type OpenBLAS picked. */
+ * BLAS threads (blas_sgemm_peak_gflops; in bf16 also bf16_peak_gflops on the bf16 path),
+ * so the model FLOP rate can be reported as a fraction of it (MFU) whatever the core type
+ * OpenBLAS picked. */
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,11 +19,14 @@
 
 static const char help[] =
     "usage: gpt bench --model PRESET [model options] [--batch B] [--steps N]\n"
-    "                 [--warmup-steps W] [--threads T] [--seed S] [--json]\n\n"
+    "                 [--warmup-steps W] [--threads T] [--seed S] [--precision fp32|bf16] [--json]\n\n"
     "Trains on random tokens (AdamW, dropout as configured) and reports tokens/s,\n"
     "model GFLOP/s (6N + 12 L C n_ctx per token), the cblas_sgemm peak measured in\n"
     "the same run with the same threads, MFU, peak RSS, the kernel set (GPT_KERNELS\n"
     "forces avx2 or avx512) and OpenBLAS's core type (OPENBLAS_CORETYPE forces one).\n"
+    "--precision bf16: products on bf16 operands (docs/precision.md), MFU against the bf16\n"
+    "product peak measured on the same path (oneDNN on AMX, else emulated; GPT_MATMUL\n"
+    "forces one).\n"
     "Defaults: --batch 4 --steps 5 --warmup-steps 1 --threads 1.\n\nmodel options:\n" CONFIG_OPTIONS_HELP;
 
 int cmd_bench(int argc, char **argv) {
@@ -36,14 +40,16 @@ int cmd_bench(int argc, char **argv) {
         {"seed", required_argument, 0, OPT_SEED},
         {"json", no_argument, 0, OPT_JSON},
         {"help", no_argument, 0, OPT_HELP},
+        CLI_PRECISION_OPTION,
         {0, 0, 0, 0}};
     ConfigArgs cargs = {0};
     int batch = 4, steps = 5, warmup = 1, threads = 1, json = 0;
     unsigned long long seed = 1;
+    Precision precision = PRECISION_FP32;
     int opt;
     optind = 1;
     while ((opt = getopt_long(argc, argv, "", opts, NULL)) != -1) {
-        if (opt >= CONFIG_OPT_BASE) {
+        if (opt >= CONFIG_OPT_BASE && opt < CONFIG_OPT_END) {
             if (config_args_add(&cargs, opt, optarg)) return cli_usage_error("bench", "%s", gpt_last_error());
             continue;
         }
@@ -64,6 +70,7 @@ int cmd_bench(int argc, char **argv) {
             if (parse_u64(optarg, &seed)) return cli_usage_error("bench", "--seed: expected a non-negative integer, got '%s'", optarg);
             break;
         case OPT_JSON: json = 1; break;
+        case CLI_OPT_PRECISION: if (cli_precision("bench", optarg, &precision)) return 2; break;
         case OPT_HELP: fputs(help, stdout); return 0;
         default: return cli_usage_error("bench", "unknown option");
         }
@@ -72,12 +79,15 @@ int cmd_bench(int argc, char **argv) {
     GPTConfig cfg;
     if (config_from_args(&cargs, &cfg)) return cli_usage_error("bench", "%s", gpt_last_error());
 
+    if (cli_precision_ready("bench", precision, 0)) return 2;
     compute_threads_set(threads);
-    double peak = blas_sgemm_peak_gflops();
+    double sgemm_peak = blas_sgemm_peak_gflops();
+    double peak = precision == PRECISION_BF16 ? bf16_peak_gflops() : sgemm_peak;
 
     int B = batch, T = cfg.n_ctx;
     GPT *m = gpt_create(&cfg, B, 1);
     gpt_init_weights(m, seed, 0.02f, 0);
+    gpt_set_precision(m, precision);
     OptimConfig oc = optim_defaults(warmup + steps);
     oc.warmup = 0;
     AdamW *o = adamw_create(&oc, m->n_params);
@@ -102,6 +112,7 @@ int cmd_bench(int argc, char **argv) {
         loss = gpt_forward_backward(m, inputs, targets, B, T, keys, 1.0f / (float)(B * T));
         double t1 = now_seconds();
         adamw_step(o, m->params, m->grads, m->tensors, m->n_tensors);
+        gpt_weights_changed(m); /* in bf16 the next forward pass remakes the copy: timed there */
         double t2 = now_seconds();
         if (s >= warmup) t_fb += t1 - t0, t_opt += t2 - t1;
         if (!json) fprintf(stderr, "step %d/%d: loss %.4f, %.3f s%s\n", s + 1, warmup + steps, loss, t2 - t0, s < warmup ? " (warm-up, untimed)" : "");
@@ -116,18 +127,25 @@ int cmd_bench(int argc, char **argv) {
                                  "params", (json_int_t)m->n_params, "tokens_per_s", json_real_or_null(tok_s), "step_s",
                                  json_real_or_null(step_s), "fwdbwd_s", json_real_or_null(t_fb / steps), "optim_s",
                                  json_real_or_null(t_opt / steps), "model_gflops", json_real_or_null(gflops),
-                                 "sgemm_peak_gflops", json_real_or_null(peak), "mfu", json_real_or_null(gflops / peak),
+                                 "sgemm_peak_gflops", json_real_or_null(sgemm_peak), "mfu", json_real_or_null(gflops / peak),
                                  "peak_rss_mb", json_real_or_null(peak_rss_mb()), "openblas_core", core,
                                  "openblas_core_origin", origin, "loss", json_real_or_null(loss));
         json_object_set_new(result, "kernels", json_string(kernels_name()));
+        json_object_set_new(result, "precision", json_string(precision_name(precision)));
+        if (precision == PRECISION_BF16) {
+            json_object_set_new(result, "bf16_path", json_string(bf16_path_description()));
+            json_object_set_new(result, "bf16_peak_gflops", json_real_or_null(peak));
+        }
         cli_print_json(result);
     } else {
-        printf("model %s: %zu parameters, batch %d x %d tokens, %d thread(s), kernels %s, OpenBLAS core %s (%s)\n",
-               cargs.preset, m->n_params, B, T, threads, kernels_name(), core, origin);
+        printf("model %s: %zu parameters, batch %d x %d tokens, %d thread(s), kernels %s, OpenBLAS core %s (%s), "
+               "%s%s%s\n", cargs.preset, m->n_params, B, T, threads, kernels_name(), core, origin,
+               precision_name(precision), precision == PRECISION_BF16 ? ": " : "",
+               precision == PRECISION_BF16 ? bf16_path_description() : "");
         printf("step %.3f s (forward+backward %.3f s, AdamW %.3f s): %.1f tokens/s\n", step_s,
                t_fb / steps, t_opt / steps, tok_s);
-        printf("model %.1f GFLOP/s of sgemm peak %.1f GFLOP/s: MFU %.1f%%; peak RSS %.0f MiB\n",
-               gflops, peak, 100.0 * gflops / peak, peak_rss_mb());
+        printf("model %.1f GFLOP/s of %s peak %.1f GFLOP/s: MFU %.1f%%; peak RSS %.0f MiB\n", gflops,
+               precision == PRECISION_BF16 ? "bf16 product" : "sgemm", peak, 100.0 * gflops / peak, peak_rss_mb());
     }
     free(tokens);
     free(inputs);

@@ -21,7 +21,8 @@
 static const char help[] =
     "usage: [mpirun -np P] gpt eval-choice --model FILE.h5 --data FILE.jsonl [--tokenizer TOK.h5]\n"
     "                      [--shots K] [--shots-from FILE.jsonl] [--shot-separator TEXT] [--seed S]\n"
-    "                      [--predictions OUT.jsonl] [--no-cache] [--threads T] [--json]\n\n"
+    "                      [--predictions OUT.jsonl] [--no-cache] [--threads T] [--precision fp32|bf16]\n"
+    "                      [--json]\n\n"
     "Multiple-choice accuracy by log-likelihood. Each line of FILE.jsonl is a record\n"
     "{\"context\": \"...\", \"endings\": [\"...\", ...], \"label\": i} (HellaSwag's \"ctx\" is also\n"
     "read). Every ending is scored by the sum of its tokens' log-probabilities after\n"
@@ -40,6 +41,7 @@ typedef struct {
     const char *model, *tok_path, *data, *shots_from, *separator, *predictions;
     int shots, threads, json, share_prompt;
     unsigned long long seed;
+    Precision precision;
 } Options;
 
 /* Per record, what the sum over the ranks carries: every ending's log-likelihood, then
@@ -155,7 +157,7 @@ static int parse(int argc, char **argv, Options *o) {
         {"shots-from", required_argument, 0, 'f'}, {"shot-separator", required_argument, 0, 'S'},
         {"seed", required_argument, 0, 's'}, {"predictions", required_argument, 0, 'p'},
         {"no-cache", no_argument, 0, 'c'}, {"threads", required_argument, 0, 'T'},
-        {"json", no_argument, 0, 'j'}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
+        {"json", no_argument, 0, 'j'}, {"help", no_argument, 0, 'h'}, CLI_PRECISION_OPTION, {0, 0, 0, 0}};
     *o = (Options){.separator = "\n\n", .threads = 1, .share_prompt = 1, .seed = 1234};
     int opt;
     optind = 1;
@@ -172,12 +174,14 @@ static int parse(int argc, char **argv, Options *o) {
         case 'c': o->share_prompt = 0; break;
         case 'T': if (parse_int(optarg, &o->threads) || o->threads < 1) return cli_usage_error("eval-choice", "--threads: expected a positive integer, got '%s'", optarg); break;
         case 'j': o->json = 1; break;
+        case CLI_OPT_PRECISION: if (cli_precision("eval-choice", optarg, &o->precision)) return 2; break;
         case 'h': if (dist_rank() == 0) fputs(help, stdout); return 0;
         default: return cli_usage_error("eval-choice", "unknown option");
         }
     }
     if (optind < argc) return cli_usage_error("eval-choice", "unexpected argument '%s'", argv[optind]);
     if (!o->model || !o->data) return cli_usage_error("eval-choice", "--model and --data are required");
+    if (cli_precision_ready("eval-choice", o->precision, !o->json)) return 2;
     return -1;
 }
 
@@ -190,7 +194,7 @@ static int eval_choice(int argc, char **argv) {
     Tokenizer *tok = NULL;
     ChoiceSet *d = NULL, *pool = NULL;
     TokenVec sep = {0};
-    rc = cli_load_lm(o.model, o.tok_path, &m, &tok);
+    rc = cli_load_lm(o.model, o.tok_path, o.precision, &m, &tok);
     if (!rc) rc = !(d = choice_load(o.data, tok, m->cfg.n_ctx));
     if (!rc && o.shots_from) rc = !(pool = choice_load(o.shots_from, tok, m->cfg.n_ctx));
     if (!rc) rc = tokenizer_encode(tok, (const uint8_t *)o.separator, strlen(o.separator), 0, &sep);

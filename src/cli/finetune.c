@@ -26,7 +26,8 @@ static const char finetune_help[] =
     "           [--lora-rank R [--lora-alpha A] [--lora-targets attn,mlp]]\n"
     "           [--eval-every E] [--log-every L] [--max-bad-steps K] [--threads T] [--overwrite]\n"
     "           [--ckpt-every N] [--ckpt-minutes M] [--keep K] [--resume auto|CKPT.h5] [--time-limit D]\n"
-    "           [--allow-data-change] [--collective-timeout S] [--shard-optimizer] [--async-ckpt]\n\n"
+    "           [--allow-data-change] [--collective-timeout S] [--shard-optimizer] [--async-ckpt]\n"
+    "           [--precision fp32|bf16]\n\n"
     "Fine-tunes a pre-trained model (a model file or checkpoint) on a task file from\n"
     "gpt prepare-task, as GPT-1 does: a linear head on the extract token's final state, the\n"
     "objective L3 = L2 + lambda L1 (lambda 0: no LM loss), AdamW with a linear warm-up over\n"
@@ -37,8 +38,9 @@ static const char finetune_help[] =
     "Every E steps (default 100) and at the end: accuracy (or Pearson and Spearman) on /val.\n"
     "RUN_DIR gets config.json, metrics.jsonl, checkpoints and model.h5 as gpt train's does\n"
     "(see docs/finetuning.md); --resume, signals, --time-limit, --collective-timeout,\n"
-    "--shard-optimizer (the model's AdamW state split among the ranks) and --async-ckpt work\n"
-    "as in gpt train.\n"
+    "--shard-optimizer (the model's AdamW state split among the ranks), --async-ckpt and\n"
+    "--precision (bf16: the base model's products on bf16 operands; a head's and LoRA's stay\n"
+    "fp32) work as in gpt train.\n"
     "With a corpus (gpt prepare) as --data it continues pre-training instead: next-token\n"
     "prediction on windows of n_ctx + 1 tokens, --batch windows a step, no head; several\n"
     "--data make a blend, as in gpt train (an epoch: all the corpora's windows); with\n"
@@ -96,6 +98,7 @@ static int parse_finetune(int argc, char **argv, FinetuneOptions *o) {
     if (optind < argc) return cli_usage_error("finetune", "unexpected argument '%s'", argv[optind]);
     if (!o->init || !o->n_data || !o->out) return cli_usage_error("finetune", "--init, --data and --out are required");
     if (run_options_conflict(&o->run)) return cli_usage_error("finetune", "%s", run_options_conflict(&o->run));
+    if (cli_precision_ready("finetune", o->run.precision, 0)) return 2;
     if (alpha > 0.0f && !o->lora_rank) return cli_usage_error("finetune", "--lora-alpha needs --lora-rank");
     o->lora_alpha = alpha > 0.0f ? alpha : (float)o->lora_rank;
     o->epochs = epochs, o->warmup_fraction = warmup, o->seed = seed;

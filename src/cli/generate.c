@@ -14,9 +14,10 @@
 #include "tokenizer.h"
 #include "util.h"
 
-int cli_load_lm(const char *model, const char *tok_path, GPT **m, Tokenizer **t) {
+int cli_load_lm(const char *model, const char *tok_path, Precision precision, GPT **m, Tokenizer **t) {
     *t = NULL;
     if (!(*m = model_file_load(model, 1, 0))) return -1;
+    gpt_set_precision(*m, precision);
     if (!(*t = tokenizer_load(tok_path ? tok_path : model)))
         return tok_path ? -1 : gpt_error("%s has no tokenizer (/tokenizer); pass --tokenizer TOK.h5", model);
     if (tokenizer_vocab_size(*t) > (*m)->cfg.vocab_size)
@@ -66,14 +67,16 @@ static void utf8_write(Utf8Out *o, const uint8_t *b, size_t len) {
 static const char gen_help[] =
     "usage: gpt generate --model FILE.h5 [--tokenizer TOK.h5] (--prompt TEXT | --prompt-file F)\n"
     "                    [--max-new-tokens N] [--temperature T] [--top-k K] [--top-p P]\n"
-    "                    [--seed S] [--num-samples M] [--ids] [--no-cache] [--threads T]\n\n"
+    "                    [--seed S] [--num-samples M] [--ids] [--no-cache] [--threads T]\n"
+    "                    [--precision fp32|bf16]\n\n"
     "Samples text one token at a time, each fed back, and streams it to standard output.\n"
     "Defaults: N 100, T 1 (0: greedy), K 0 (off), P 1 (off), S 1337, M 1. Stops at\n"
     "<|endoftext|> or after N tokens. An empty prompt starts from <|endoftext|>; a prompt\n"
     "longer than n_ctx is cut from the left. When the context is full, the last n_ctx/2\n"
     "tokens are kept and re-encoded. --ids prints each sample's token ids on a line instead\n"
     "of text. --no-cache runs a full forward pass over the context for every token (for\n"
-    "comparison). FILE: a model file from gpt train carries its tokenizer.\n";
+    "comparison). FILE: a model file from gpt train carries its tokenizer. --precision bf16:\n"
+    "products on bf16 operands, the key/value cache holds bf16 values (docs/precision.md).\n";
 
 int cmd_generate(int argc, char **argv) {
     static const struct option opts[] = {
@@ -83,8 +86,9 @@ int cmd_generate(int argc, char **argv) {
         {"top-k", required_argument, 0, 'k'}, {"top-p", required_argument, 0, 'P'},
         {"seed", required_argument, 0, 's'}, {"num-samples", required_argument, 0, 'M'},
         {"ids", no_argument, 0, 'i'}, {"no-cache", no_argument, 0, 'c'},
-        {"threads", required_argument, 0, 'j'}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
+        {"threads", required_argument, 0, 'j'}, {"help", no_argument, 0, 'h'}, CLI_PRECISION_OPTION, {0, 0, 0, 0}};
     const char *model = NULL, *tok_path = NULL, *prompt = NULL, *prompt_file = NULL;
+    Precision precision = PRECISION_FP32;
     int max_new = 100, samples = 1, ids_only = 0, no_cache = 0, threads = 1, opt;
     unsigned long long seed = 1337;
     SampleOptions so = {1.0f, 0, 1.0f};
@@ -104,18 +108,20 @@ int cmd_generate(int argc, char **argv) {
         case 'i': ids_only = 1; break;
         case 'c': no_cache = 1; break;
         case 'j': if (parse_int(optarg, &threads) || threads < 1) return cli_usage_error("generate", "--threads: expected a positive integer, got '%s'", optarg); break;
+        case CLI_OPT_PRECISION: if (cli_precision("generate", optarg, &precision)) return 2; break;
         case 'h': fputs(gen_help, stdout); return 0;
         default: return cli_usage_error("generate", "unknown option");
         }
     }
     if (!model) return cli_usage_error("generate", "--model FILE.h5 is required");
+    if (cli_precision_ready("generate", precision, 1)) return 2;
     size_t plen;
     uint8_t *ptext = text_arg("generate", prompt, prompt_file, "--prompt", "--prompt-file", &plen);
     if (!ptext) return 2;
     compute_threads_set(threads);
     GPT *m;
     Tokenizer *t;
-    if (cli_load_lm(model, tok_path, &m, &t)) return free(ptext), cli_fail("generate");
+    if (cli_load_lm(model, tok_path, precision, &m, &t)) return free(ptext), cli_fail("generate");
     int n_ctx = m->cfg.n_ctx, V = m->cfg.vocab_size, eot = tokenizer_special_id(t, TOK_EOT);
     TokenVec ctx = {0};
     if (tokenizer_encode(t, ptext, plen, 0, &ctx)) return cli_fail("generate");
@@ -176,20 +182,21 @@ int cmd_generate(int argc, char **argv) {
 
 static const char score_help[] =
     "usage: gpt score --model FILE.h5 [--tokenizer TOK.h5] (--text TEXT | --file F) [--stride S]\n"
-    "                 [--threads T] [--json]\n\n"
+    "                 [--threads T] [--precision fp32|bf16] [--json]\n\n"
     "Log-likelihood of a text: the tokens x_1..x_n of the text, after x_0 = <|endoftext|>,\n"
     "each given the tokens before it within a window of n_ctx. Longer texts are scored\n"
     "with windows every S tokens (default n_ctx/2), each token once. Prints the total\n"
     "log-likelihood, the mean negative log-likelihood per token, the perplexity and the\n"
-    "bits per byte of the text.\n";
+    "bits per byte of the text. --precision bf16: products on bf16 operands (docs/precision.md).\n";
 
 int cmd_score(int argc, char **argv) {
     static const struct option opts[] = {
         {"model", required_argument, 0, 'm'}, {"tokenizer", required_argument, 0, 't'},
         {"text", required_argument, 0, 'x'}, {"file", required_argument, 0, 'f'},
         {"stride", required_argument, 0, 's'}, {"json", no_argument, 0, 'j'},
-        {"threads", required_argument, 0, 'T'}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
+        {"threads", required_argument, 0, 'T'}, {"help", no_argument, 0, 'h'}, CLI_PRECISION_OPTION, {0, 0, 0, 0}};
     const char *model = NULL, *tok_path = NULL, *text = NULL, *file = NULL;
+    Precision precision = PRECISION_FP32;
     int stride = 0, json = 0, threads = 1, opt;
     optind = 1;
     while ((opt = getopt_long(argc, argv, "", opts, NULL)) != -1) {
@@ -201,11 +208,13 @@ int cmd_score(int argc, char **argv) {
         case 's': if (parse_int(optarg, &stride) || stride < 1) return cli_usage_error("score", "--stride: expected a positive integer, got '%s'", optarg); break;
         case 'j': json = 1; break;
         case 'T': if (parse_int(optarg, &threads) || threads < 1) return cli_usage_error("score", "--threads: expected a positive integer, got '%s'", optarg); break;
+        case CLI_OPT_PRECISION: if (cli_precision("score", optarg, &precision)) return 2; break;
         case 'h': fputs(score_help, stdout); return 0;
         default: return cli_usage_error("score", "unknown option");
         }
     }
     if (!model) return cli_usage_error("score", "--model FILE.h5 is required");
+    if (cli_precision_ready("score", precision, !json)) return 2;
     compute_threads_set(threads);
     size_t blen;
     uint8_t *bytes = text_arg("score", text, file, "--text", "--file", &blen);
@@ -213,7 +222,7 @@ int cmd_score(int argc, char **argv) {
     if (blen == 0) return free(bytes), cli_usage_error("score", "the text is empty");
     GPT *m;
     Tokenizer *t;
-    if (cli_load_lm(model, tok_path, &m, &t)) return free(bytes), cli_fail("score");
+    if (cli_load_lm(model, tok_path, precision, &m, &t)) return free(bytes), cli_fail("score");
     int n_ctx = m->cfg.n_ctx, V = m->cfg.vocab_size;
     if (!stride) stride = n_ctx / 2 > 0 ? n_ctx / 2 : 1;
     if (stride > n_ctx) return cli_usage_error("score", "--stride %d is larger than n_ctx %d", stride, n_ctx);

@@ -66,6 +66,20 @@ int cli_usage_error(const char *cmd, const char *fmt, ...) {
 }
 
 
+int cli_precision(const char *cmd, const char *arg, Precision *p) {
+    return precision_parse(arg, p) ? cli_usage_error(cmd, "--precision: expected fp32 or bf16, got '%s'", arg) : 0;
+}
+
+int cli_precision_ready(const char *cmd, Precision p, int announce) {
+    if (p != PRECISION_BF16) return 0;
+    if (bf16_path_select()) {
+        if (!quiet) fprintf(stderr, "gpt %s: %s\n", cmd, gpt_last_error());
+        return 2;
+    }
+    if (announce && !quiet) fprintf(stderr, "gpt %s: bf16: %s\n", cmd, bf16_path_description());
+    return 0;
+}
+
 void cli_print_json(json_t *obj) {
     json_dumpf(obj, stdout, JSON_REAL_PRECISION(9)); /* float32 results: 9 digits tell them apart */
     putchar('\n');

@@ -23,7 +23,8 @@ static const char train_help[] =
     "                                [--bucket-mb M] [--max-bad-steps K] [--threads T] [--overwrite]\n"
     "                                [--ckpt-every N] [--ckpt-minutes M] [--keep K]\n"
     "                                [--resume auto|CKPT.h5 [--allow-data-change]] [--time-limit D]\n"
-    "                                [--collective-timeout S] [--shard-optimizer] [--async-ckpt]\n\n"
+    "                                [--collective-timeout S] [--shard-optimizer] [--async-ckpt]\n"
+    "                                [--precision fp32|bf16]\n\n"
     "Pre-trains on windows of n_ctx + 1 tokens of the corpus's /train split. Several --data\n"
     "make a blend: --data 0.7:web.h5 --data 0.3:books.h5 draws 70% of the windows from web.h5\n"
     "(a bare path weighs 1; weights are normalised; one tokenizer for all; see\n"
@@ -39,6 +40,9 @@ static const char train_help[] =
     "--shard-optimizer splits AdamW's moments among the ranks (ZeRO-1: 8 bytes a parameter\n"
     "become 8/P): gradients are reduce-scattered, each rank updates its shard, and the\n"
     "parameters are all-gathered; losses and checkpoints are those of an unsharded run.\n"
+    "--precision bf16 runs every matrix product on bf16 operands with fp32 sums, on AMX\n"
+    "through oneDNN where the CPU has it; weights, moments, gradients and checkpoints stay\n"
+    "fp32, so a run may resume in the other precision (docs/precision.md).\n"
     "RUN_DIR gets config.json, metrics.jsonl (a line a step) and model.h5.\n"
     "A RUN_DIR holding another run is refused unless --overwrite or --resume.\n\n"
     "Checkpoints: RUN_DIR/ckpt_<step>.h5 every N steps and/or M minutes and after the last\n"
@@ -119,6 +123,7 @@ static int parse_train(int argc, char **argv, TrainOptions *o) {
     if (optind < argc) return cli_usage_error("train", "unexpected argument '%s'", argv[optind]);
     if (!o->n_data || !o->out || !steps) return cli_usage_error("train", "--data, --out and --steps are required");
     if (run_options_conflict(&o->run)) return cli_usage_error("train", "%s", run_options_conflict(&o->run));
+    if (cli_precision_ready("train", o->run.precision, 0)) return 2;
     if (o->init) {
         if (!config_args_dropout_only(&cargs))
             return cli_usage_error("train", "--init takes the model's shape from %s: give no --model or shape options "
@@ -159,11 +164,12 @@ int cmd_train(int argc, char **argv) {
 
 static const char eval_help[] =
     "usage: [mpirun -np P] gpt eval --model MODEL.h5 --data [W:]CORPUS.h5 ... [--split val|train]\n"
-    "                               [--windows N] [--batch B] [--threads T] [--json]\n\n"
+    "                               [--windows N] [--batch B] [--threads T] [--precision fp32|bf16] [--json]\n\n"
     "Mean negative log-likelihood of the model over consecutive, non-overlapping windows of\n"
     "n_ctx + 1 tokens of a split (window i starts at token i * n_ctx; the first N, default\n"
     "all), and its perplexity. The same answer for any number of ranks. Several --data (a\n"
-    "blend, as gpt train takes it): each corpus's loss, and their mean by the blend's weights.\n";
+    "blend, as gpt train takes it): each corpus's loss, and their mean by the blend's weights.\n"
+    "--precision bf16 runs the matrix products on bf16 operands (docs/precision.md).\n";
 
 int cli_parse_split(const char *cmd, const char *name) {
     int split = !strcmp(name, "val") ? SPLIT_VAL : !strcmp(name, "train") ? SPLIT_TRAIN : -1;
@@ -231,8 +237,9 @@ static int eval(int argc, char **argv) {
                                          {"split", required_argument, 0, 's'}, {"windows", required_argument, 0, 'w'},
                                          {"batch", required_argument, 0, 'b'}, {"threads", required_argument, 0, 't'},
                                          {"json", no_argument, 0, 'j'}, {"help", no_argument, 0, 'h'},
-                                         {0, 0, 0, 0}};
+                                         CLI_PRECISION_OPTION, {0, 0, 0, 0}};
     const char *model = NULL, *data[BLEND_MAX], *split_arg = "val";
+    Precision precision = PRECISION_FP32;
     int n_data = 0;
     long windows = -1;
     int batch = 8, threads = 1, json = 0, opt;
@@ -249,16 +256,18 @@ static int eval(int argc, char **argv) {
         case 'b': if (parse_int(optarg, &batch) || batch < 1) return cli_usage_error("eval", "--batch: expected a positive integer, got '%s'", optarg); break;
         case 't': if (parse_int(optarg, &threads) || threads < 1) return cli_usage_error("eval", "--threads: expected a positive integer, got '%s'", optarg); break;
         case 'j': json = 1; break;
+        case CLI_OPT_PRECISION: if (cli_precision("eval", optarg, &precision)) return 2; break;
         case 'h': if (dist_rank() == 0) fputs(eval_help, stdout); return 0;
         default: return cli_usage_error("eval", "unknown option");
         }
     }
     if (!model || !n_data) return cli_usage_error("eval", "--model and --data are required");
     int split = cli_parse_split("eval", split_arg);
-    if (split < 0) return 2;
+    if (split < 0 || cli_precision_ready("eval", precision, !json)) return 2;
     compute_threads_set(threads);
     GPT *m = model_file_load(model, batch, 0);
     if (dist_agree(!m)) return cli_fail("eval");
+    gpt_set_precision(m, precision);
     int64_t n[BLEND_MAX];
     double loss;
     Blend *b = cli_eval_open(m, model, data, n_data, split, windows, n);

@@ -198,9 +198,9 @@ static void run_kernels(int threads, Outputs *o) {
     float *dwte = out_buf(o, "embedding_backward dwte", (size_t)KV * KC), *dwpe = out_buf(o, "dwpe", (size_t)KT * KC);
     embedding_backward(dwte, dwpe, dy, tokens, KB, KT, KC);
     float *y = out_buf(o, "attention_forward", NC), *lse = out_buf(o, "lse", (size_t)KB * KH * KT);
-    attention_forward(y, lse, qkv, KB, KT, KC, KH, scratch, 2, keys, 5, 0.1f);
+    attention_forward(y, lse, qkv, KB, KT, KC, KH, scratch, 2, keys, 5, 0.1f, 0);
     float *dqkv = out_buf(o, "attention_backward", NQ);
-    attention_backward(dqkv, dy, qkv, lse, KB, KT, KC, KH, scratch, scratch + 2 * ATT_BLOCK * KT, 2, keys, 5, 0.1f);
+    attention_backward(dqkv, dy, qkv, lse, KB, KT, KC, KH, scratch, scratch + 2 * ATT_BLOCK * KT, 2, keys, 5, 0.1f, 0);
     /* the cache: the keys and values of batch row 0, all KT positions, all of them new */
     float *K = xalloc_floats((size_t)KT * KC), *V = xalloc_floats((size_t)KT * KC);
     for (int t = 0; t < KT; t++) {
@@ -208,7 +208,7 @@ static void run_kernels(int threads, Outputs *o) {
         memcpy(V + (size_t)t * KC, qkv + (size_t)t * 3 * KC + 2 * KC, KC * sizeof(float));
     }
     float *yc = out_buf(o, "attention_cached", (size_t)KT * KC);
-    attention_cached(yc, qkv, K, V, 0, KT, KC, KH, scratch, 2);
+    attention_cached(yc, qkv, K, V, 0, KT, KC, KH, scratch, 2, 0);
     float *xent = out_buf(o, "softmax_xent", N * KV), *loss = out_buf(o, "softmax_xent loss", 2);
     memcpy(xent, logits, N * KV * sizeof(float));
     double l = softmax_xent(xent, targets, (int)N, KV, 0.25f);
