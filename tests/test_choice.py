@@ -245,7 +245,9 @@ def test_same_results_for_ranks_threads_and_cache(setup, how):
     opts = ["--shots", 2] + (["--threads", how["threads"]] if "threads" in how else []) + \
            (["--no-cache"] if how.get("no_cache") else [])
     summary, preds = eval_choice(setup, setup["data"], *opts, ranks=how.get("ranks"))
-    if how.get("no_cache"):  # the endings' products run over other row counts: rounding differs
+    # Without the cache the endings' products run over other row counts, and with 2 threads
+    # cblas_sgemm splits them into slabs (docs/architecture.md): the rounding may differ.
+    if how.get("no_cache") or "threads" in how:
         for p, b in zip(preds, base):
             assert p["sum"] == pytest.approx(b["sum"], rel=1e-6) and p["mean"] == pytest.approx(b["mean"], rel=1e-6)
             p["sum"], p["mean"] = b["sum"], b["mean"]

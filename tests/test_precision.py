@@ -15,7 +15,7 @@ import pytest
 import torch
 
 import torch_gpt
-from conftest import compute_env
+from conftest import MPI_ENV, compute_env
 from test_oracle import B, V, make_model, rel, write_grads_batch, write_train_batch, TRAIN_HP
 
 
@@ -154,8 +154,8 @@ def train(run, gpt_bin, d, out, *extra, np_=1, check=True):
     args = [gpt_bin, "train", "--data", d / "c.h5", "--model", "tiny", "--out", out, "--steps", 6, "--batch", 2,
             "--eval-every", 3, "--eval-windows", 4, "--threads", 1, *extra]
     if np_ > 1:
-        args = ["mpirun", "-np", np_, "--oversubscribe"] + args
-    return run(args, check=check)
+        args = ["mpirun", "-np", np_] + args
+    return run(args, check=check, env=MPI_ENV)
 
 
 def test_train_records_precision_and_resumes_in_the_other(run, gpt_bin, small_corpus, workdir):
