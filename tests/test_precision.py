@@ -7,7 +7,6 @@ Every test runs the path this CPU chooses (oneDNN on AMX, else the emulation) an
 oneDNN has an AMX product, the emulation as well, so both paths pass the same tests."""
 
 import json
-import subprocess
 
 import h5py
 import numpy as np
@@ -15,7 +14,7 @@ import pytest
 import torch
 
 import torch_gpt
-from conftest import MPI_ENV, compute_env
+from conftest import MPI_ENV, compute_env, run_cmd
 from test_oracle import B, V, make_model, rel, write_grads_batch, write_train_batch, TRAIN_HP
 
 
@@ -32,14 +31,17 @@ PATHS = ["emulate"] + (["onednn"] if _onednn_runs() else [])
 # A float32 activation within float32 noise of a bf16 rounding boundary may round to the
 # other neighbour than the float64 one does. That is rare, but each such element moves
 # its products by a bf16 step (2^-8 relative), so the largest elementwise differences are
-# of that order while means stay far smaller. Measured here (emulated path): loss within
-# 4e-8, 3e-10 and 0.7e-6 to 1.2e-6 relative (post T17, pre T17, post T150, weights x10); logits' mean
-# difference 6e-5, 8e-9 and 2e-5 of their range; gradients' 2e-5 to 6e-4 of each tensor's
-# largest. The fp32 reference is 10 to 5,000 times farther.
-LOSS_RTOL = 3e-6
+# of that order while means stay far smaller, and which elements flip depends on how the
+# compiler arranged the float32 arithmetic. Measured on these small, deliberately
+# ill-conditioned models (weights x10; post T17, pre T17, post T150): the loss within
+# 3e-10 to 1.2e-6 relative with -O3 and up to 1.4e-5 in the -O1 sanitizer build, where
+# the fp32 reference is 1.2e-5 to 2e-4 away; the logits' mean difference 1e-8 to 6e-5 of
+# their range (fp32: 1.3e-3); gradients' 2e-5 to 6e-4 of each tensor's largest (fp32:
+# 5e-4 to 6e-3).
+LOSS_RTOL = 2e-5
 LOGITS_MEAN_TOL, LOGITS_MAX_TOL = 2e-4, 1e-2   # relative to max |ref logits|
 GRAD_MEAN_TOL, GRAD_MAX_TOL = 1e-3, 1e-2       # per tensor, relative to max |ref grad|
-CLOSER = 5  # bf16 must be this many times closer to the bf16 reference than to fp32's
+CLOSER = 5  # logits and gradients this many times closer to the bf16 reference than to fp32's
 
 
 def reference(model_path, tokens, bf16):
@@ -85,8 +87,9 @@ def test_grads_bf16(ln, T, threads, path, run, gpt_bin, oracle_bin, workdir):
     fp_loss, fp_logits, fp_grads = reference(model_path, tokens, False)
 
     assert rel(loss, ref_loss) < LOSS_RTOL, (loss, ref_loss)
-    # The products really are bf16: much closer to the bf16 reference than to fp32's.
-    assert abs(loss - fp_loss) > CLOSER * abs(loss - ref_loss), (loss, ref_loss, fp_loss)
+    # The products really are bf16: the logits and gradients, many numbers each, are much
+    # closer to the bf16 reference than to fp32's (the loss alone is one number, which a
+    # few flipped roundings can move as far as the difference between the references).
     scale = np.abs(ref_logits).max()
     err, err_fp32 = np.abs(logits - ref_logits) / scale, np.abs(logits - fp_logits) / scale
     assert err.mean() < LOGITS_MEAN_TOL and err.max() < LOGITS_MAX_TOL, (err.mean(), err.max())
@@ -124,11 +127,11 @@ def test_train_steps_bf16(path, run, gpt_bin, oracle_bin, workdir):
             torch_gpt.bf16_products(False)
     err, err_fp32 = np.abs(losses - ref[True]) / ref[True], np.abs(losses - ref[False]) / ref[False]
     print("relative loss errors against the bf16 reference", err, "and the fp32 one", err_fp32)
-    # Step 0 is the oracle's case. From step 1 on, the float32 and float64 updates leave a
+    # Step 0 is the oracle's case (test_grads_bf16 checks its closeness). From step 1 on, the float32 and float64 updates leave a
     # few weights on the other side of a bf16 rounding boundary (2^-8 each): measured up to
     # 3e-4, as far as fp32's. A copy of the weights that did not follow the updates would
     # be off by the loss's change a step, 1% to 5% here.
-    assert err[0] < LOSS_RTOL and err_fp32[0] > CLOSER * err[0], (err, err_fp32)
+    assert err[0] < LOSS_RTOL, (err, err_fp32)
     assert err.max() < 1e-3, err
     assert np.abs(np.diff(ref[True])).min() / ref[True][0] > 5e-3
     assert losses[-1] < losses[0] - 0.1  # it learns
@@ -143,10 +146,9 @@ def small_corpus(tmp_path_factory, gpt_bin):
     rng = np.random.default_rng(1)
     words = ["the", "whale", "sea", "ship", "captain", "white", "boat", "line", "harpoon", "deep"]
     text.write_text("\n\n".join(" ".join(rng.choice(words, 40)) + "." for _ in range(300)))
-    subprocess.run([gpt_bin, "tokenizer", "train", "--merges", "60", "--out", d / "tok.h5", text], check=True,
-                   capture_output=True)
-    subprocess.run([gpt_bin, "prepare", "--tokenizer", d / "tok.h5", "--out", d / "c.h5", "--val-fraction", "0.1",
-                    "--split-on-blank-lines", text], check=True, capture_output=True)
+    run_cmd([gpt_bin, "tokenizer", "train", "--merges", "60", "--out", d / "tok.h5", text], check=True, env=MPI_ENV)
+    run_cmd([gpt_bin, "prepare", "--tokenizer", d / "tok.h5", "--out", d / "c.h5", "--val-fraction", "0.1",
+             "--split-on-blank-lines", text], check=True, env=MPI_ENV)
     return d
 
 
@@ -203,7 +205,7 @@ def test_inference_commands_take_precision(run, gpt_bin, small_corpus, workdir):
     ev = {}
     for prec in ("fp32", "bf16"):
         p = run([gpt_bin, "eval", "--model", model, "--data", small_corpus / "c.h5", "--json", "--precision", prec],
-                check=True)
+                check=True, env=MPI_ENV)
         ev[prec] = json.loads(p.stdout)["loss"]
     assert ev["fp32"] != ev["bf16"] and ev["bf16"] == pytest.approx(ev["fp32"], rel=1e-2)
     sc = {}
@@ -223,8 +225,9 @@ def test_inference_commands_take_precision(run, gpt_bin, small_corpus, workdir):
     recs = workdir / "q.jsonl"
     recs.write_text("\n".join(json.dumps({"context": "the whale", "endings": [" sea", " boat"], "label": i % 2})
                               for i in range(6)) + "\n")
-    p = run([gpt_bin, "eval-choice", "--model", model, "--data", recs, "--json", "--precision", "bf16"], check=True)
-    assert json.loads(p.stdout)["records"] == 6 if "records" in json.loads(p.stdout) else True
+    p = run([gpt_bin, "eval-choice", "--model", model, "--data", recs, "--json", "--precision", "bf16"], check=True,
+            env=MPI_ENV)
+    assert json.loads(p.stdout)["records"] == 6
     p = run([gpt_bin, "bench", "--model", "tiny", "--steps", 1, "--precision", "bf16", "--json"], check=True)
     b = json.loads(p.stdout)
     assert b["precision"] == "bf16" and b["bf16_peak_gflops"] > 0 and b["mfu"] > 0
@@ -232,8 +235,8 @@ def test_inference_commands_take_precision(run, gpt_bin, small_corpus, workdir):
 
 @pytest.mark.parametrize("cmd", ["train", "finetune", "bench", "eval", "generate", "score", "eval-choice"])
 def test_precision_option_everywhere(cmd, run, gpt_bin):
-    assert "--precision" in run([gpt_bin, cmd, "--help"], check=True).stdout
-    p = run([gpt_bin, cmd, "--precision", "fp16"], check=False)
+    assert "--precision" in run([gpt_bin, cmd, "--help"], check=True, env=MPI_ENV).stdout
+    p = run([gpt_bin, cmd, "--precision", "fp16"], check=False, env=MPI_ENV)
     assert p.returncode == 2 and "--precision" in p.stderr and "fp16" in p.stderr, p.stderr
 
 
