@@ -36,7 +36,7 @@ def sh(cmd):
 def corpus(work, name, text, merges):
     tok, out = os.path.join(work, f"{name}_tok.h5"), os.path.join(work, f"{name}.h5")
     sh([GPT, "tokenizer", "train", "--merges", merges, "--out", tok, text])
-    sh([GPT, "prepare", "--tokenizer", tok, "--out", out, "--val-fraction", "0.1", text])
+    sh([GPT, "prepare", "--tokenizer", tok, "--out", out, "--val-fraction", "0.1", "--split-on-blank-lines", text])
     return out
 
 
