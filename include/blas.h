@@ -20,8 +20,11 @@ const char *blas_core_origin(void);
  * threads and never compete for cores. */
 void compute_threads_set(int n);
 int compute_threads(void);
-/* Best GFLOP/s of a square 2048 cblas_sgemm (best of 4 after a warm-up) with the
- * current threads: the matrix-multiply limit that MFU is measured against. */
+/* Best GFLOP/s of product(ctx, a, b, c, n), which writes into c (n,n) a product of a and
+ * b (n,n each, in the layout it chooses), for n = 2048 on random a and b (best of 4 after
+ * a warm-up) with the current threads. */
+double product_peak_gflops(void (*product)(void *ctx, const float *a, const float *b, float *c, int n), void *ctx);
+/* That of cblas_sgemm: the matrix-multiply limit that fp32's MFU is measured against. */
 double blas_sgemm_peak_gflops(void);
 
 #endif

@@ -76,8 +76,7 @@ int cli_eval_report(GPT *m, const char *model, const Blend *b, int split, const 
  * path runs. Both return 0, or the exit status 2 after the message. */
 enum { CLI_OPT_PRECISION = 0x3000 };
 #define CLI_PRECISION_OPTION {"precision", required_argument, 0, CLI_OPT_PRECISION}
-#define CLI_PRECISION_HELP \
-    "  --precision P        fp32 (default) or bf16: matrix products on bf16 operands (docs/precision.md)\n"
+#define CLI_PRECISION_EXPECTED "--precision: expected fp32 or bf16"
 int cli_precision(const char *cmd, const char *arg, Precision *p);
 int cli_precision_ready(const char *cmd, Precision p, int announce);
 

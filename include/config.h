@@ -34,7 +34,7 @@ int config_parse_ln(const char *s, GPTLayerNorm *out);
 void config_print(FILE *f, const GPTConfig *c);
 
 /* getopt_long integration: subcommands put CONFIG_LONG_OPTIONS in their option table
- * and hand every option value >= CONFIG_OPT_BASE to config_args_add(). */
+ * and hand every option value in [CONFIG_OPT_BASE, CONFIG_OPT_END) to config_args_add(). */
 enum {
     CONFIG_OPT_BASE = 0x1000,
     CONFIG_OPT_MODEL = CONFIG_OPT_BASE,

@@ -129,6 +129,10 @@ void gpt_weights_changed(GPT *m);
 void gpt_matmul_forward(const GPT *m, float *out, const float *in, const float *w, const float *bias, int N,
                         int Cin, int Cout);
 void gpt_refresh_weights(const GPT *m);
+/* bf16: x (n) rounded to bf16 in place, for an activation that is an operand of
+ * attention's products only (q, k, v; dY), so that rounding it once where it is made is
+ * rounding it at every product; fp32: nothing. */
+void gpt_round_operands(const GPT *m, float *x, size_t n);
 
 /* GPT-1 initialisation: matrices and embeddings N(0, std), LayerNorm gains 1, biases 0;
  * with scale_residual the two residual output projections per layer use

@@ -18,7 +18,7 @@ typedef enum { ONEDNN_F32, ONEDNN_BF16 } OnednnType;
 /* 1 when oneDNN implements this CPU's matmul of type t. */
 int onednn_available(OnednnType t);
 /* The implementation oneDNN chooses for a product of type t (its impl_info_str, e.g.
- * "brg:avx512_core_amx"), or "none". */
+ * "brg:avx512_core_amx"), or NULL when it has none on this CPU. */
 const char *onednn_impl(OnednnType t);
 /* The product above. A shape oneDNN refuses after onednn_available said yes ends the
  * process with a message (exit 1): it is a bug, not an input error. */

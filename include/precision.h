@@ -37,6 +37,8 @@ Bf16Path bf16_path(void);
 /* For opening lines: "oneDNN AMX (brg:avx512_core_amx)", "emulated, no AMX on this CPU",
  * "emulated, GPT_MATMUL=emulate". */
 const char *bf16_path_description(void);
+/* "fp32", or "bf16: " and the path's description. */
+const char *precision_description(Precision p);
 
 typedef struct Bf16Products Bf16Products;
 

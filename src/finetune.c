@@ -691,8 +691,7 @@ static int start(void *ctx, int resumed) {
                trained_params(t), t->lora ? " (LoRA adapters)" : "");
         if (!t->corpus) printf("; lambda %g", (double)o->lambda);
         printf("%s", t->pruned ? "; keeping the pruned weights zero" : "");
-        printf("; %s%s\n", o->run.precision == PRECISION_BF16 ? "bf16: " : "fp32",
-               o->run.precision == PRECISION_BF16 ? bf16_path_description() : "");
+        printf("; %s\n", precision_description(o->run.precision));
         fflush(stdout);
     }
     return 0;

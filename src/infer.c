@@ -71,7 +71,7 @@ static void forward_rows(const GPT *m, GPTCache *c, const int *tokens, int n, co
             attn_in = c->a;
         }
         gpt_matmul_forward(m, c->qkv, attn_in, w->c_attn_w, w->c_attn_b, n, C, 3 * C);
-        if (bf16) bf16_round(c->qkv, c->qkv, 3 * nC); /* so the cache holds bf16 keys and values */
+        gpt_round_operands(m, c->qkv, 3 * nC); /* so the cache holds bf16 keys and values */
         for (int s = 0, t0 = 0; s < n_seg; t0 += seg_len[s++]) {
             for (int j = 0; j < seg_len[s]; j++) {
                 const float *q = c->qkv + (size_t)(t0 + j) * 3 * C;

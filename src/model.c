@@ -211,10 +211,8 @@ static void linear_backward(const GPT *m, float *din, float *dw, float *dbias, c
     else matmul_backward(din, dw, dbias, dout, in, w, N, Cin, Cout, accumulate_din);
 }
 
-/* bf16: q, k and v are operands of attention's products only, so rounding them once
- * where they are made is rounding them at every product. */
-static void round_qkv(const GPT *m, float *qkv, size_t n) {
-    if (m->bf16) bf16_round(qkv, qkv, n);
+void gpt_round_operands(const GPT *m, float *x, size_t n) {
+    if (m->bf16) bf16_round(x, x, n);
 }
 
 void gpt_init_weights(GPT *m, uint64_t seed, float std, int scale_residual) {
@@ -321,7 +319,7 @@ static const float *forward_trunk(GPT *m, const int *inputs, int B, int T,
                               C, c->ln_eps);
         gpt_matmul_forward(m, h->qkv, h->attn_in, w->c_attn_w, w->c_attn_b, N, C, 3 * C);
         if (lo) lora_forward(lo, l, LORA_C_ATTN, h->qkv, h->attn_in, N, C, 3 * C);
-        round_qkv(m, h->qkv, 3 * NC);
+        gpt_round_operands(m, h->qkv, 3 * NC);
         attention_forward(h->atty, h->att_lse, h->qkv, B, T, C, H, a->att_s, a->att_slots,
                           keys, site(l, SITE_ATTN), c->dropout_attn, bf16);
         gpt_matmul_forward(m, a->buf_c, h->atty, w->attn_proj_w, w->attn_proj_b, N, C, C);
@@ -365,6 +363,7 @@ static void backward_trunk(GPT *m, const int *inputs, int B, int T, const uint64
     int pre = c->ln == GPT_LN_PRE;
     float *dres = a->dres;
     GPTLora *lo = m->lora;
+    int bf16 = m->bf16 != NULL;
     GPTLayerWeights frozen = {0}; /* no gradient buffer: the kernels skip parameter gradients */
 
     if (pre)
@@ -411,10 +410,9 @@ static void backward_trunk(GPT *m, const int *inputs, int B, int T, const uint64
         linear_backward(m, a->buf_c, g->attn_proj_w, g->attn_proj_b, a->dbuf_c, h->atty,
                         w->attn_proj_w, N, C, C, 0);
         if (lo) lora_backward(lo, l, LORA_ATTN_PROJ, a->buf_c, a->dbuf_c, h->atty, N, C, C);
-        if (m->bf16) bf16_round(a->buf_c, a->buf_c, NC); /* dY: an operand of two products only */
+        gpt_round_operands(m, a->buf_c, NC); /* dY */
         attention_backward(a->dqkv, a->buf_c, h->qkv, h->att_lse, B, T, C, H, a->att_s,
-                           a->att_dp, a->att_slots, keys, site(l, SITE_ATTN), c->dropout_attn,
-                           m->bf16 != NULL);
+                           a->att_dp, a->att_slots, keys, site(l, SITE_ATTN), c->dropout_attn, bf16);
         if (pre) {
             linear_backward(m, a->dbuf_c, g->c_attn_w, g->c_attn_b, a->dqkv, h->attn_in,
                             w->c_attn_w, N, C, 3 * C, 0);

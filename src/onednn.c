@@ -73,22 +73,19 @@ static dnnl_primitive_desc_t probe(OnednnType t) {
     return product_desc(&k, &st);
 }
 
-int onednn_available(OnednnType t) {
-    dnnl_primitive_desc_t pd = probe(t);
-    if (pd) dnnl_primitive_desc_destroy(pd);
-    return pd != NULL;
-}
-
 const char *onednn_impl(OnednnType t) {
     static char name[2][64];
     dnnl_primitive_desc_t pd = probe(t);
     const char *impl = NULL;
-    if (!pd || dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &impl) != dnnl_success || !impl)
-        impl = "none";
-    snprintf(name[t], sizeof name[t], "%s", impl);
+    if (pd && dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &impl) == dnnl_success && impl)
+        snprintf(name[t], sizeof name[t], "%s", impl);
+    else
+        snprintf(name[t], sizeof name[t], "%s", "unnamed");
     if (pd) dnnl_primitive_desc_destroy(pd);
-    return name[t];
+    return pd ? name[t] : NULL;
 }
+
+int onednn_available(OnednnType t) { return onednn_impl(t) != NULL; }
 
 static Kept *find_or_create(OnednnType t, int M, int N, int K, int trans_a, int trans_b, int accumulate) {
     for (int i = 0; i < KEPT && kept[i].used; i++) {

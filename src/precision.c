@@ -7,9 +7,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "blas.h"
 #include "kernels.h"
 #include "onednn.h"
-#include "rng.h"
 #include "util.h"
 
 const char *precision_name(Precision p) { return p == PRECISION_BF16 ? "bf16" : "fp32"; }
@@ -31,19 +31,21 @@ static int cpu_has_amx(void) {
 
 int bf16_path_select(void) {
     const char *want = getenv("GPT_MATMUL");
-    int amx = cpu_has_amx(), onednn = amx && onednn_available(ONEDNN_BF16);
-    if (want && *want && strcmp(want, "onednn") && strcmp(want, "emulate"))
+    if (want && !*want) want = NULL;
+    if (want && strcmp(want, "onednn") && strcmp(want, "emulate"))
         return gpt_error("GPT_MATMUL=%s: expected onednn or emulate", want);
-    if (want && !strcmp(want, "onednn") && !onednn)
+    int amx = cpu_has_amx();
+    const char *impl = amx ? onednn_impl(ONEDNN_BF16) : NULL;
+    if (want && !strcmp(want, "onednn") && !impl)
         return gpt_error("GPT_MATMUL=onednn: this CPU has no %s, so oneDNN has no fast bf16 product here "
                          "(GPT_MATMUL=emulate computes the same definition)",
                          amx ? "bf16 matmul in oneDNN" : "AMX-BF16");
-    Bf16Path path = onednn && !(want && !strcmp(want, "emulate")) ? BF16_ONEDNN : BF16_EMULATED;
+    Bf16Path path = impl && (!want || !strcmp(want, "onednn")) ? BF16_ONEDNN : BF16_EMULATED;
     if (path == BF16_ONEDNN)
-        snprintf(description, sizeof description, "oneDNN AMX (%s)", onednn_impl(ONEDNN_BF16));
+        snprintf(description, sizeof description, "oneDNN AMX (%s)", impl);
     else
         snprintf(description, sizeof description, "emulated, %s",
-                 want && *want ? "GPT_MATMUL=emulate" : amx ? "oneDNN has no AMX product" : "no AMX on this CPU");
+                 want ? "GPT_MATMUL=emulate" : amx ? "oneDNN has no AMX product" : "no AMX on this CPU");
     chosen = 1 + (int)path;
     return 0;
 }
@@ -59,6 +61,13 @@ Bf16Path bf16_path(void) {
 const char *bf16_path_description(void) {
     bf16_path();
     return description;
+}
+
+const char *precision_description(Precision p) {
+    static char text[160];
+    if (p != PRECISION_BF16) return "fp32";
+    snprintf(text, sizeof text, "bf16: %s", bf16_path_description());
+    return text;
 }
 
 struct Bf16Products {
@@ -160,26 +169,19 @@ void bf16_linear_backward(Bf16Products *p, float *din, float *dw, float *dbias, 
     }
 }
 
-double bf16_peak_gflops(void) {
-    enum { N = 2048, REPS = 4 };
-    size_t nn = (size_t)N * N;
-    float *a = xalloc_floats(nn), *b = xalloc_floats(nn), *c = xalloc_floats(nn);
-    Rng r;
-    rng_seed(&r, 1);
-    for (size_t i = 0; i < nn; i++) a[i] = rng_uniform(&r) - 0.5f, b[i] = rng_uniform(&r) - 0.5f;
-    /* b is the weight matrix: its copy is made once, as a model's is */
-    Bf16Products *p = bf16_products_create(b, nn, nn);
-    bf16_products_refresh(p);
-    double best = 0.0;
-    for (int i = 0; i <= REPS; i++) { /* the first is a warm-up */
-        double t0 = now_seconds();
-        bf16_linear_forward(p, c, a, b, NULL, N, N, N);
-        double g = 2.0 * N * (double)nn / (now_seconds() - t0) / 1e9;
-        if (i > 0 && g > best) best = g;
+/* b plays the weights: their copy is made at the first call, as a model's is once a step. */
+static void bf16_product(void *ctx, const float *a, const float *b, float *c, int n) {
+    Bf16Products **p = ctx;
+    if (!*p) {
+        *p = bf16_products_create(b, (size_t)n * n, (size_t)n * n);
+        bf16_products_refresh(*p);
     }
+    bf16_linear_forward(*p, c, a, b, NULL, n, n, n);
+}
+
+double bf16_peak_gflops(void) {
+    Bf16Products *p = NULL;
+    double best = product_peak_gflops(bf16_product, &p);
     bf16_products_free(p);
-    free(a);
-    free(b);
-    free(c);
     return best;
 }

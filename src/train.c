@@ -302,11 +302,10 @@ static int start(void *ctx, int resumed) {
     t->keys = xmalloc(sizeof(uint64_t) * (size_t)A * B);
     if (dist_rank() == 0) {
         printf("training %zu parameters on %s: %d rank(s) x batch %d x accum %d = %lld windows of %d tokens a "
-               "step, %lld windows an epoch; gradients in %d bucket(s)%s; OpenBLAS %s, %d thread(s); %s%s\n",
+               "step, %lld windows an epoch; gradients in %d bucket(s)%s; OpenBLAS %s, %d thread(s); %s\n",
                t->m->n_params, t->data->spec, P, B, A, (long long)P * B * A, T, (long long)t->data->windows[0],
                t->sync ? gradsync_buckets(t->sync) : 0, t->sync && o->run.shard_optimizer ? ", optimizer sharded" : "",
-               blas_core_name(), o->run.threads, o->run.precision == PRECISION_BF16 ? "bf16: " : "fp32",
-               o->run.precision == PRECISION_BF16 ? bf16_path_description() : "");
+               blas_core_name(), o->run.threads, precision_description(o->run.precision));
         fflush(stdout);
     }
     return 0;

@@ -275,8 +275,9 @@ int main(int argc, char **argv) {
     blas_select_core(argv); /* test the kernels users get */
     H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
     if (argc >= 2 && !strcmp(argv[1], "task") && (argc == 6 || argc == 9)) return task(argc, argv);
-    if (argc == 6 && (precision_parse(argv[5], &precision) || (precision == PRECISION_BF16 && bf16_path_select())))
-        return die();
+    if (argc == 6 && precision_parse(argv[5], &precision))
+        return gpt_error("precision '%s': expected fp32 or bf16", argv[5]), die();
+    if (precision == PRECISION_BF16 && bf16_path_select()) return die();
     if (argc != 5 && argc != 6) {
         fprintf(stderr, "usage: oracle grads|train MODEL.h5 BATCH.h5 OUT.h5 [fp32|bf16]\n"
                         "       oracle task MODEL.h5 TASK.h5 LAMBDA OUT.h5 [LORA_RANK LORA_ALPHA TARGETS]\n");

@@ -45,16 +45,13 @@ CLOSER = 5  # logits and gradients this many times closer to the bf16 reference 
 
 
 def reference(model_path, tokens, bf16):
-    torch_gpt.bf16_products(bf16)
-    try:
+    with torch_gpt.bf16_products(bf16):
         model = torch_gpt.GPT.from_file(model_path, torch.float64).eval()
         tok = torch.as_tensor(tokens, dtype=torch.long)
         logits = model(tok[:, :-1])
         loss = torch_gpt.lm_loss(logits, tok[:, 1:])
         loss.backward()
         return loss.item(), logits.detach().numpy(), {n: p.grad.numpy() for n, p in model.named_parameters()}
-    finally:
-        torch_gpt.bf16_products(False)
 
 
 def test_reference_rounding():
@@ -119,12 +116,9 @@ def test_train_steps_bf16(path, run, gpt_bin, oracle_bin, workdir):
                                     "clip")}
     ref = {}
     for bf16 in (True, False):
-        torch_gpt.bf16_products(bf16)
-        try:
+        with torch_gpt.bf16_products(bf16):
             model = torch_gpt.GPT.from_file(model_path, torch.float64).eval()
             ref[bf16] = np.array(torch_gpt.reference_train(model, tokens, TRAIN_HP["steps"], **hp)["losses"])
-        finally:
-            torch_gpt.bf16_products(False)
     err, err_fp32 = np.abs(losses - ref[True]) / ref[True], np.abs(losses - ref[False]) / ref[False]
     print("relative loss errors against the bf16 reference", err, "and the fp32 one", err_fp32)
     # Step 0 is the oracle's case (test_grads_bf16 checks its closeness). From step 1 on, the float32 and float64 updates leave a

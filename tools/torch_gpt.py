@@ -15,6 +15,7 @@ Model file: HDF5 group /model, one float32 dataset per tensor named like a PyTor
 state dict (nn.Linear weights are [out, in]), config fields as attributes of /model.
 """
 
+import contextlib
 import math
 
 import h5py
@@ -30,15 +31,20 @@ INT_FIELDS = ("n_layer", "n_head", "n_embd", "n_ctx", "vocab_size", "n_ffn")
 # docs/precision.md: with --precision bf16 every matrix product takes its operands rounded
 # to bf16 (nearest, ties to even; denormals to zero, NaN kept) and sums in fp32. The
 # reference computes the same products on rounded operands, in its own dtype, forward and
-# backward, when bf16_products(True) is in force.
+# backward, within `with bf16_products():`.
 
 _BF16 = False
 
 
-def bf16_products(on):
-    """Makes every matrix product of the model below round its operands to bf16."""
+@contextlib.contextmanager
+def bf16_products(on=True):
+    """Within it, every matrix product of the model below rounds its operands to bf16."""
     global _BF16
-    _BF16 = bool(on)
+    saved, _BF16 = _BF16, bool(on)
+    try:
+        yield
+    finally:
+        _BF16 = saved
 
 
 def bf16_round(x):

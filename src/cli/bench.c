@@ -139,9 +139,8 @@ int cmd_bench(int argc, char **argv) {
         cli_print_json(result);
     } else {
         printf("model %s: %zu parameters, batch %d x %d tokens, %d thread(s), kernels %s, OpenBLAS core %s (%s), "
-               "%s%s%s\n", cargs.preset, m->n_params, B, T, threads, kernels_name(), core, origin,
-               precision_name(precision), precision == PRECISION_BF16 ? ": " : "",
-               precision == PRECISION_BF16 ? bf16_path_description() : "");
+               "%s\n", cargs.preset, m->n_params, B, T, threads, kernels_name(), core, origin,
+               precision_description(precision));
         printf("step %.3f s (forward+backward %.3f s, AdamW %.3f s): %.1f tokens/s\n", step_s,
                t_fb / steps, t_opt / steps, tok_s);
         printf("model %.1f GFLOP/s of %s peak %.1f GFLOP/s: MFU %.1f%%; peak RSS %.0f MiB\n", gflops,

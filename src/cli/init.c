@@ -33,7 +33,7 @@ int cmd_init(int argc, char **argv) {
     int opt;
     optind = 1;
     while ((opt = getopt_long(argc, argv, "", opts, NULL)) != -1) {
-        if (opt >= CONFIG_OPT_BASE) {
+        if (opt >= CONFIG_OPT_BASE && opt < CONFIG_OPT_END) {
             if (config_args_add(&cargs, opt, optarg)) return cli_usage_error("init", "%s", gpt_last_error());
             continue;
         }

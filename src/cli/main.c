@@ -67,7 +67,7 @@ int cli_usage_error(const char *cmd, const char *fmt, ...) {
 
 
 int cli_precision(const char *cmd, const char *arg, Precision *p) {
-    return precision_parse(arg, p) ? cli_usage_error(cmd, "--precision: expected fp32 or bf16, got '%s'", arg) : 0;
+    return precision_parse(arg, p) ? cli_usage_error(cmd, "%s, got '%s'", CLI_PRECISION_EXPECTED, arg) : 0;
 }
 
 int cli_precision_ready(const char *cmd, Precision p, int announce) {
@@ -76,7 +76,7 @@ int cli_precision_ready(const char *cmd, Precision p, int announce) {
         if (!quiet) fprintf(stderr, "gpt %s: %s\n", cmd, gpt_last_error());
         return 2;
     }
-    if (announce && !quiet) fprintf(stderr, "gpt %s: bf16: %s\n", cmd, bf16_path_description());
+    if (announce && !quiet) fprintf(stderr, "gpt %s: %s\n", cmd, precision_description(p));
     return 0;
 }
 

@@ -24,7 +24,7 @@ int run_option(RunOptions *r, int opt, const char *arg, const char **bad) {
     case RUN_OPT_ALLOW_DATA_CHANGE: r->allow_data_change = 1; break;
     case RUN_OPT_SHARD_OPTIMIZER: r->shard_optimizer = 1; break;
     case RUN_OPT_ASYNC_CKPT: r->async_ckpt = 1; break;
-    case RUN_OPT_PRECISION: if (precision_parse(arg, &r->precision)) *bad = "--precision: expected fp32 or bf16"; break;
+    case RUN_OPT_PRECISION: if (precision_parse(arg, &r->precision)) *bad = CLI_PRECISION_EXPECTED; break;
     case RUN_OPT_CKPT_EVERY: if (parse_long(arg, &r->ckpt_every) || r->ckpt_every < 0) *bad = "--ckpt-every: expected an integer >= 0"; break;
     case RUN_OPT_CKPT_MINUTES:
         if (parse_float(arg, &minutes) || !(minutes >= 0.0f)) *bad = "--ckpt-minutes: expected a number >= 0";

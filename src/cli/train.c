@@ -92,7 +92,7 @@ static int parse_train(int argc, char **argv, TrainOptions *o) {
             if (flag) return cli_usage_error("train", "%s, got '%s'", flag, optarg);
             continue;
         }
-        if (opt >= CONFIG_OPT_BASE) {
+        if (opt >= CONFIG_OPT_BASE && opt < CONFIG_OPT_END) {
             vocab_given |= opt == CONFIG_OPT_VOCAB;
             if (config_args_add(&cargs, opt, optarg)) return cli_usage_error("train", "%s", gpt_last_error());
             continue;
