@@ -22,7 +22,7 @@ BLAS_LIBDIR := /usr/lib/x86_64-linux-gnu/openblas-$(BLAS_VARIANT)
 BLAS_LIBS := -L$(BLAS_LIBDIR) -Wl,-rpath,$(BLAS_LIBDIR) -lopenblas
 
 # The binary runs on any x86-64-v3 CPU (AVX2 + FMA). The kernels are built for both
-# AVX2 and AVX-512 and chosen when the program starts (include/kernels.h); NATIVE=1
+# AVX2 and AVX-512 and chosen when the program starts (include/cpu/kernels.h); NATIVE=1
 # builds the rest for this machine's CPU only (the binary may not run elsewhere).
 ARCH = -march=x86-64-v3 -mtune=generic
 KERNEL_TUNE = -mtune=generic
@@ -47,11 +47,12 @@ CFLAGS = -std=c11 -D_DEFAULT_SOURCE $(OPT) $(ARCH) $(FPFLAGS) \
 LDFLAGS = $(SANFLAGS) -fopenmp
 LDLIBS = $(HDF5_LIBS) $(BLAS_LIBS) -ldnnl -lpcre2-8 -ljansson -lz -lzstd -lm
 
-LIB_SRC := $(filter-out src/kernels.c,$(wildcard src/*.c))
+# src/LAYER/*.c, one folder per layer (docs/architecture.md); src/cli is the executable
+LIB_SRC := $(filter-out src/cpu/kernels.c,$(filter-out src/cli/%,$(wildcard src/*/*.c)))
 KERNEL_SETS := avx2 avx512
 CLI_SRC := $(wildcard src/cli/*.c)
 UNIT_SRC := $(wildcard tests/unit/test_*.c)
-KERNEL_OBJ := $(KERNEL_SETS:%=$(BUILD)/src/kernels_%.o)
+KERNEL_OBJ := $(KERNEL_SETS:%=$(BUILD)/src/cpu/kernels_%.o)
 LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/%.o) $(KERNEL_OBJ)
 CLI_OBJ := $(CLI_SRC:%.c=$(BUILD)/%.o)
 LIB := $(BUILD)/libgpt.a
@@ -64,7 +65,7 @@ UNIT_BINS := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 # keep the unit tests' objects between builds
 .SECONDARY:
 
-.PHONY: all deps deb-deps test test-unit test-python test-slurm test-cluster sanitize bench bench-ckpt bench-finetune bench-hybrid bench-choice bench-interop bench-prepare bench-cluster bench-zero bench-precision demo clean
+.PHONY: all deps deb-deps check-layers test test-unit test-python test-slurm test-cluster sanitize bench bench-ckpt bench-finetune bench-hybrid bench-choice bench-interop bench-prepare bench-cluster bench-zero bench-precision demo clean
 
 all: $(GPT) $(ORACLE) $(UNIT_BINS)
 
@@ -72,8 +73,8 @@ $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c $< -o $@
 
-# src/kernels.c once per kernel set, ARCH replaced by the set's own flags
-$(KERNEL_OBJ): $(BUILD)/src/kernels_%.o: src/kernels.c
+# src/cpu/kernels.c once per kernel set, ARCH replaced by the set's own flags
+$(KERNEL_OBJ): $(BUILD)/src/cpu/kernels_%.o: src/cpu/kernels.c
 	@mkdir -p $(dir $@)
 	$(CC) $(filter-out $(ARCH),$(CFLAGS)) $(KERNEL_FLAGS_$*) -DKERNEL_ISA=$* -c $< -o $@
 
@@ -98,7 +99,7 @@ $(BUILD)/tests/test_%: $(BUILD)/tests/unit/test_%.o $(LIB)
 # Debian packages the build, the tests and the benchmarks need; installs only what is missing.
 # python3-pattern ships a real labelled CSV (Pang & Lee's polarity sentences) for tests/test_task.py;
 # bsdgames the verse quizzes that tools/quiz_choice.py turns into multiple-choice records (make demo);
-# libdnnl-dev oneDNN, whose matmul runs --precision bf16 on AMX (include/precision.h).
+# libdnnl-dev oneDNN, whose matmul runs --precision bf16 on AMX (include/cpu/precision.h).
 DEB_PACKAGES = build-essential pkg-config libopenmpi-dev openmpi-bin libhdf5-openmpi-dev \
                hdf5-tools libopenblas-dev libopenblas-openmp-dev libdnnl-dev libpcre2-dev libjansson-dev libcmocka-dev \
                zlib1g-dev libzstd-dev zstd \
@@ -118,7 +119,11 @@ deb-deps:
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing; \
 	else echo "all Debian packages present"; fi
 
-test: all test-unit test-python
+# The layer rule of docs/architecture.md: no source includes a header of a higher or sibling layer.
+check-layers:
+	$(PYTHON) tools/check_layers.py
+
+test: check-layers all test-unit test-python
 
 test-unit: $(UNIT_BINS)
 	@set -e; for t in $(UNIT_BINS); do echo "== $$t"; $$t; done

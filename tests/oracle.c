@@ -14,18 +14,18 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "blas.h"
-#include "data.h"
-#include "finetune.h"
-#include "head.h"
-#include "lora.h"
-#include "rng.h"
-#include "task.h"
-#include "model_file.h"
-#include "h5util.h"
-#include "model.h"
-#include "optim.h"
-#include "util.h"
+#include "cpu/blas.h"
+#include "files/data.h"
+#include "run/finetune.h"
+#include "model/head.h"
+#include "model/lora.h"
+#include "base/rng.h"
+#include "text/task.h"
+#include "files/model_file.h"
+#include "files/h5util.h"
+#include "model/model.h"
+#include "model/optim.h"
+#include "base/util.h"
 
 static int die(void) {
     fprintf(stderr, "oracle: %s\n", gpt_last_error());

@@ -1,4 +1,4 @@
-"""The run lifecycle that gpt train and gpt finetune share (src/run.c, src/run_dir.c).
+"""The run lifecycle that gpt train and gpt finetune share (src/run/run.c, src/run/run_dir.c).
 
     make && /usr/bin/python3 -m pytest -q tests/test_run.py
 

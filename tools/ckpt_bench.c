@@ -20,11 +20,11 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "checkpoint.h"
-#include "config.h"
-#include "dist.h"
-#include "rng.h"
-#include "util.h"
+#include "files/checkpoint.h"
+#include "model/config.h"
+#include "dist/dist.h"
+#include "base/rng.h"
+#include "base/util.h"
 
 static int plain_write(const char *path, const float *const parts[3], size_t n) {
     int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);

@@ -1,4 +1,4 @@
-/* kernel_bench.c: what each fused kernel of src/kernels.c gains over the plain way of
+/* kernel_bench.c: what each fused kernel of src/cpu/kernels.c gains over the plain way of
  * computing the same thing, measured side by side in one process at GPT-1's shapes
  * (batch 4 x 512 tokens, C 768, H 12, F 3072, V 40478), one BLAS thread.
  *
@@ -13,10 +13,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "blas.h"
-#include "kernels.h"
-#include "rng.h"
-#include "util.h"
+#include "cpu/blas.h"
+#include "cpu/kernels.h"
+#include "base/rng.h"
+#include "base/util.h"
 
 enum { B = 4, T = 512, C = 768, H = 12, F = 3072, V = 40478, N = B * T, HEAD_ROWS = 207 };
 

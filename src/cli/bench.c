@@ -8,14 +8,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-#include "blas.h"
-#include "cli.h"
-#include "config.h"
-#include "kernels.h"
-#include "model.h"
-#include "optim.h"
-#include "rng.h"
-#include "util.h"
+#include "cpu/blas.h"
+#include "cli/cli.h"
+#include "model/config.h"
+#include "cpu/kernels.h"
+#include "model/model.h"
+#include "model/optim.h"
+#include "base/rng.h"
+#include "base/util.h"
 
 static const char help[] =
     "usage: gpt bench --model PRESET [model options] [--batch B] [--steps N]\n"

@@ -11,12 +11,12 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "blas.h"
-#include "choice.h"
-#include "cli.h"
-#include "dist.h"
-#include "model_file.h"
-#include "util.h"
+#include "cpu/blas.h"
+#include "text/choice.h"
+#include "cli/cli.h"
+#include "dist/dist.h"
+#include "files/model_file.h"
+#include "base/util.h"
 
 static const char help[] =
     "usage: [mpirun -np P] gpt eval-choice --model FILE.h5 --data FILE.jsonl [--tokenizer TOK.h5]\n"

@@ -7,11 +7,11 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "cli.h"
-#include "h5util.h"
-#include "interop.h"
-#include "model_file.h"
-#include "util.h"
+#include "cli/cli.h"
+#include "files/h5util.h"
+#include "interop/interop.h"
+#include "files/model_file.h"
+#include "base/util.h"
 
 static const char export_help[] =
     "usage: gpt export --model FILE.h5 --format hf --out DIR [--tokenizer TOK.h5]\n"

@@ -7,17 +7,17 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "blas.h"
-#include "cli.h"
-#include "data.h"
-#include "dist.h"
-#include "finetune.h"
-#include "h5util.h"
-#include "lora.h"
-#include "model_file.h"
-#include "task_model.h"
-#include "train.h"
-#include "util.h"
+#include "cpu/blas.h"
+#include "cli/cli.h"
+#include "files/data.h"
+#include "dist/dist.h"
+#include "run/finetune.h"
+#include "files/h5util.h"
+#include "model/lora.h"
+#include "files/model_file.h"
+#include "files/task_model.h"
+#include "run/train.h"
+#include "base/util.h"
 
 static const char finetune_help[] =
     "usage: [mpirun -np P] gpt finetune --init MODEL.h5 --data (TASK.h5 | [W:]CORPUS.h5 ...) --out RUN_DIR\n"

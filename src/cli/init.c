@@ -2,11 +2,11 @@
 #include <getopt.h>
 #include <stdio.h>
 
-#include "model_file.h"
-#include "cli.h"
-#include "config.h"
-#include "model.h"
-#include "util.h"
+#include "files/model_file.h"
+#include "cli/cli.h"
+#include "model/config.h"
+#include "model/model.h"
+#include "base/util.h"
 
 static const char help[] =
     "usage: gpt init --model PRESET [model options] [--seed S] [--init-std STD]\n"

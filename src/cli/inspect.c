@@ -11,16 +11,16 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "checkpoint.h"
-#include "cli.h"
-#include "data.h"
-#include "model_file.h"
-#include "h5util.h"
-#include "model.h"
-#include "task.h"
-#include "task_model.h"
-#include "tokenizer.h"
-#include "util.h"
+#include "files/checkpoint.h"
+#include "cli/cli.h"
+#include "files/data.h"
+#include "files/model_file.h"
+#include "files/h5util.h"
+#include "model/model.h"
+#include "text/task.h"
+#include "files/task_model.h"
+#include "text/tokenizer.h"
+#include "base/util.h"
 
 static const char help[] =
     "usage: gpt inspect FILE.h5 [--tokenizer TOK.h5]\n\n"

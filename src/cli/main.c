@@ -4,11 +4,11 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "blas.h"
-#include "kernels.h"
-#include "cli.h"
-#include "util.h"
-#include "version.h"
+#include "cpu/blas.h"
+#include "cpu/kernels.h"
+#include "cli/cli.h"
+#include "base/util.h"
+#include "base/version.h"
 
 typedef struct {
     const char *name;

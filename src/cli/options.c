@@ -3,9 +3,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "cli.h"
-#include "util.h"
-#include "watchdog.h"
+#include "cli/cli.h"
+#include "base/util.h"
+#include "dist/watchdog.h"
 
 void run_options_defaults(RunOptions *r) {
     *r = (RunOptions){.eval_every = 100, .log_every = 10, .max_bad_steps = 5, .threads = 1, .keep = 3,

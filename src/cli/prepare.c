@@ -4,10 +4,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "cli.h"
-#include "corpus.h"
-#include "dist.h"
-#include "util.h"
+#include "cli/cli.h"
+#include "files/corpus.h"
+#include "dist/dist.h"
+#include "base/util.h"
 
 static const char help[] =
     "usage: [mpirun -np P] gpt prepare --tokenizer TOK.h5 --out CORPUS.h5 [--val-fraction F]\n"

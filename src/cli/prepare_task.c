@@ -5,11 +5,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-#include "cli.h"
-#include "h5util.h"
-#include "model_file.h"
-#include "task.h"
-#include "util.h"
+#include "cli/cli.h"
+#include "files/h5util.h"
+#include "files/model_file.h"
+#include "text/task.h"
+#include "base/util.h"
 
 static const char help[] =
     "usage: gpt prepare-task --tokenizer (TOK.h5 | MODEL.h5) --task classify|entail|similar|choice\n"

@@ -9,13 +9,13 @@
 #include <math.h>
 #include <stdio.h>
 
-#include "cli.h"
-#include "dist.h"
-#include "h5util.h"
-#include "model_file.h"
-#include "prune.h"
-#include "tokenizer.h"
-#include "util.h"
+#include "cli/cli.h"
+#include "dist/dist.h"
+#include "files/h5util.h"
+#include "files/model_file.h"
+#include "model/prune.h"
+#include "text/tokenizer.h"
+#include "base/util.h"
 
 static const char help[] =
     "usage: [mpirun -np P] gpt prune --model MODEL.h5 --sparsity S [--scope global|layer]\n"

@@ -4,11 +4,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "bpe_train.h"
-#include "cli.h"
-#include "hashmap.h"
-#include "tokenizer.h"
-#include "util.h"
+#include "text/bpe_train.h"
+#include "cli/cli.h"
+#include "base/hashmap.h"
+#include "text/tokenizer.h"
+#include "base/util.h"
 
 static const char help_tokenizer[] =
     "usage: gpt tokenizer train --merges M --out TOK.h5 FILES...\n"

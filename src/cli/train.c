@@ -4,15 +4,15 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "blas.h"
-#include "model_file.h"
-#include "cli.h"
-#include "config.h"
-#include "data.h"
-#include "dist.h"
-#include "gradsync.h"
-#include "train.h"
-#include "util.h"
+#include "cpu/blas.h"
+#include "files/model_file.h"
+#include "cli/cli.h"
+#include "model/config.h"
+#include "files/data.h"
+#include "dist/dist.h"
+#include "dist/gradsync.h"
+#include "run/train.h"
+#include "base/util.h"
 
 static const char train_help[] =
     "usage: [mpirun -np P] gpt train --data [W:]CORPUS.h5 ... (--model PRESET [model options] | --init MODEL.h5)\n"

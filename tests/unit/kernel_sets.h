@@ -1,13 +1,13 @@
 /* kernel_sets.h: runs a unit-test group on every kernel set this CPU runs (see
- * include/kernels.h), on one thread and on two, so that an AVX-512 machine tests the
+ * include/cpu/kernels.h), on one thread and on two, so that an AVX-512 machine tests the
  * AVX2 set too and every kernel is tested split across threads. */
 #ifndef TEST_KERNEL_SETS_H
 #define TEST_KERNEL_SETS_H
 
 #include <stdio.h>
 
-#include "blas.h"
-#include "kernels.h"
+#include "cpu/blas.h"
+#include "cpu/kernels.h"
 
 /* The number of failed tests, or 1 if no set could run at all. */
 static int run_on_kernel_sets(const char *group, const struct CMUnitTest *tests, size_t n) {

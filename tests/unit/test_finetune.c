@@ -10,13 +10,13 @@
 
 #include <cmocka.h>
 
-#include "config.h"
-#include "finetune.h"
-#include "lora.h"
-#include "model.h"
-#include "optim.h"
-#include "rng.h"
-#include "util.h"
+#include "model/config.h"
+#include "run/finetune.h"
+#include "model/lora.h"
+#include "model/model.h"
+#include "model/optim.h"
+#include "base/rng.h"
+#include "base/util.h"
 
 static void accuracy_counts_exact_matches(void **state) {
     (void)state;

@@ -12,7 +12,7 @@
 
 #include <cmocka.h>
 
-#include "util.h"
+#include "base/util.h"
 
 static float bits_to_float(uint32_t x) {
     float f;

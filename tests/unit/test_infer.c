@@ -10,8 +10,8 @@
 
 #include <cmocka.h>
 
-#include "infer.h"
-#include "util.h"
+#include "model/infer.h"
+#include "base/util.h"
 
 static void randomise(GPT *m, uint64_t seed) {
     Rng r;

@@ -13,14 +13,14 @@
 
 #include "kernel_sets.h"
 
-#include "blas.h"
-#include "infer.h"
-#include "kernels.h"
-#include "optim.h"
-#include "config.h"
-#include "model.h"
-#include "rng.h"
-#include "util.h"
+#include "cpu/blas.h"
+#include "model/infer.h"
+#include "cpu/kernels.h"
+#include "model/optim.h"
+#include "model/config.h"
+#include "model/model.h"
+#include "base/rng.h"
+#include "base/util.h"
 
 static void exp_and_tanh_accuracy(void **state) {
     (void)state;

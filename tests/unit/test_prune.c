@@ -13,11 +13,11 @@
 
 #include <cmocka.h>
 
-#include "config.h"
-#include "model.h"
-#include "model_file.h"
-#include "prune.h"
-#include "util.h"
+#include "model/config.h"
+#include "model/model.h"
+#include "files/model_file.h"
+#include "model/prune.h"
+#include "base/util.h"
 
 static GPT *tiny_model(void) {
     GPTConfig c;

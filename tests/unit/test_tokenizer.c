@@ -11,10 +11,10 @@
 
 #include <cmocka.h>
 
-#include "hashmap.h"
-#include "rng.h"
-#include "tokenizer.h"
-#include "util.h"
+#include "base/hashmap.h"
+#include "base/rng.h"
+#include "text/tokenizer.h"
+#include "base/util.h"
 
 static void hashmap_put_get_grow_and_duplicates(void **state) {
     (void)state;

@@ -1,0 +1,282 @@
+/* util.c: error messages, checked allocation, clocks and strict number parsing. */
+#include "base/util.h"
+
+#include <ctype.h>
+#include <immintrin.h>
+#include <errno.h>
+#include <jansson.h>
+#include <limits.h>
+#include <math.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <time.h>
+#include <unistd.h>
+
+static _Thread_local char last_error[1024]; /* a writer thread's errors are its own */
+
+int gpt_error(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(last_error, sizeof last_error, fmt, ap);
+    va_end(ap);
+    return -1;
+}
+
+const char *gpt_last_error(void) { return last_error; }
+
+static void out_of_memory(size_t bytes) {
+    fprintf(stderr, "gpt: out of memory allocating %zu bytes (%.1f MiB)\n", bytes,
+            (double)bytes / (1 << 20));
+    exit(2);
+}
+
+void *xmalloc(size_t bytes) {
+    void *p = malloc(bytes ? bytes : 1);
+    if (!p) out_of_memory(bytes);
+    return p;
+}
+
+void *xcalloc(size_t count, size_t size) {
+    void *p = calloc(count ? count : 1, size ? size : 1);
+    if (!p) out_of_memory(count * size);
+    return p;
+}
+
+void *xrealloc(void *p, size_t bytes) {
+    void *q = realloc(p, bytes ? bytes : 1);
+    if (!q) out_of_memory(bytes);
+    return q;
+}
+
+char *xstrdup(const char *s) {
+    size_t n = strlen(s) + 1;
+    return memcpy(xmalloc(n), s, n);
+}
+
+float *xalloc_floats(size_t count) {
+    if (count > SIZE_MAX / sizeof(float) - 64) out_of_memory(SIZE_MAX);
+    size_t bytes = (count * sizeof(float) + 63) / 64 * 64;
+    void *p = NULL;
+    if (posix_memalign(&p, 64, bytes ? bytes : 64) != 0) out_of_memory(bytes);
+    memset(p, 0, bytes);
+    return p;
+}
+
+uint8_t *read_file(const char *path, size_t *len) {
+    int is_stdin = !strcmp(path, "-");
+    FILE *f = is_stdin ? stdin : fopen(path, "rb");
+    if (!f) return gpt_error("%s: cannot open: %s", path, strerror(errno)), NULL;
+    size_t cap = 1 << 16, n = 0;
+    uint8_t *buf = xmalloc(cap + 1);
+    for (size_t got; (got = fread(buf + n, 1, cap - n, f)) > 0;) {
+        n += got;
+        if (n == cap) buf = xrealloc(buf, (cap *= 2) + 1);
+    }
+    int failed = ferror(f);
+    if (!is_stdin) fclose(f);
+    if (failed) {
+        free(buf);
+        return gpt_error("%s: read error", path), NULL;
+    }
+    buf[n] = 0;
+    *len = n;
+    return buf;
+}
+
+/* Length of the valid UTF-8 sequence at p (at most n bytes), 0 if invalid: no
+ * overlong forms, no surrogates, nothing above U+10FFFF. */
+static size_t utf8_seq(const uint8_t *p, size_t n) {
+    uint8_t c = p[0];
+    if (c < 0x80) return 1;
+    size_t len = c >= 0xF0 ? 4 : c >= 0xE0 ? 3 : c >= 0xC2 ? 2 : 0;
+    if (!len || len > n || c > 0xF4) return 0;
+    for (size_t i = 1; i < len; i++)
+        if ((p[i] & 0xC0) != 0x80) return 0;
+    if ((c == 0xE0 && p[1] < 0xA0) || (c == 0xED && p[1] > 0x9F) || (c == 0xF0 && p[1] < 0x90) ||
+        (c == 0xF4 && p[1] > 0x8F))
+        return 0;
+    return len;
+}
+
+size_t utf8_bom_len(const uint8_t *buf, size_t len) { return len >= 3 && !memcmp(buf, "\xEF\xBB\xBF", 3) ? 3 : 0; }
+
+int check_text(const char *path, const uint8_t *buf, size_t len, size_t base) {
+    if (len == 0) return gpt_error("%s: empty file (expected UTF-8 text)", path);
+    for (size_t i = 0; i < len;) {
+        if (buf[i] == 0)
+            return gpt_error("%s: NUL byte at offset %zu: binary data, expected UTF-8 text", path, base + i);
+        size_t k = utf8_seq(buf + i, len - i);
+        if (!k) return gpt_error("%s: invalid UTF-8 at byte offset %zu (expected UTF-8 text)", path, base + i);
+        i += k;
+    }
+    return 0;
+}
+
+void fault_point(const char *point, long step, int rank) {
+    const char *f = getenv("GPT_FAULT");
+    size_t n = strlen(point);
+    if (!f || strncmp(f, point, n) != 0) return;
+    const char *p = f + n;
+    char *end;
+    if (*p == ':') {
+        if (strtol(p + 1, &end, 10) != step) return;
+        p = end;
+    }
+    if (*p == '@') {
+        if (strtol(p + 1, &end, 10) != rank) return;
+        p = end;
+    }
+    int sig = SIGKILL;
+    if (!strcmp(p, "/TERM")) sig = SIGTERM, p += 5;
+    else if (!strcmp(p, "/STOP")) sig = SIGSTOP, p += 5;
+    if (*p == '\0') raise(sig);
+}
+
+double now_seconds(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+double current_rss_mb(void) {
+    long pages = 0, resident = 0;
+    FILE *f = fopen("/proc/self/statm", "r");
+    if (f && fscanf(f, "%ld %ld", &pages, &resident) != 2) resident = 0;
+    if (f) fclose(f);
+    return (double)resident * (double)sysconf(_SC_PAGESIZE) / 1048576.0;
+}
+
+/* VmHWM of this address space: ru_maxrss would also count the process before its
+ * execve (a forked Python test runner, say). */
+double peak_rss_mb(void) {
+    char line[256];
+    long kb = -1;
+    FILE *f = fopen("/proc/self/status", "r");
+    while (f && fgets(line, sizeof line, f))
+        if (sscanf(line, "VmHWM: %ld kB", &kb) == 1) break;
+    if (f) fclose(f);
+    if (kb >= 0) return (double)kb / 1024.0;
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return (double)ru.ru_maxrss / 1024.0; /* ru_maxrss is in KiB on Linux */
+}
+
+int parse_long(const char *s, long *out) {
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno || end == s || *end) return -1;
+    *out = v;
+    return 0;
+}
+
+int parse_int(const char *s, int *out) {
+    long v;
+    if (parse_long(s, &v) || v < INT_MIN || v > INT_MAX) return -1;
+    *out = (int)v;
+    return 0;
+}
+
+int parse_u64(const char *s, unsigned long long *out) {
+    char *end;
+    errno = 0;
+    if (*s == '-') return -1;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (errno || end == s || *end) return -1;
+    *out = v;
+    return 0;
+}
+
+int parse_double(const char *s, double *out) {
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (errno || end == s || *end || !isfinite(v)) return -1;
+    *out = v;
+    return 0;
+}
+
+int parse_float(const char *s, float *out) {
+    double v;
+    if (parse_double(s, &v) || !isfinite((float)v)) return -1;
+    *out = (float)v;
+    return 0;
+}
+
+int parse_duration(const char *s, double *seconds) {
+    if (!strcmp(s, "UNLIMITED") || !strcmp(s, "unlimited")) return *seconds = 0.0, 0;
+    long days = 0, f[3] = {0, 0, 0};
+    const char *p = s, *dash = strchr(s, '-');
+    char *end;
+    if (dash) {
+        if (!isdigit((unsigned char)*s)) return -1;
+        days = strtol(s, &end, 10);
+        if (end != dash) return -1;
+        p = dash + 1;
+    }
+    int n = 0;
+    while (n < 3) {
+        if (!isdigit((unsigned char)*p)) return -1;
+        f[n++] = strtol(p, &end, 10);
+        p = end;
+        if (*p != ':') break;
+        p++;
+    }
+    if (*p) return -1;
+    long h = 0, m = 0, sec = 0;
+    if (dash) h = f[0], m = f[1], sec = f[2];            /* D-HH[:MM[:SS]] */
+    else if (n == 3) h = f[0], m = f[1], sec = f[2];     /* HH:MM:SS */
+    else m = f[0], sec = f[1];                          /* MM[:SS] */
+    /* the leading field counts its unit freely (90 is 90 minutes); the others are clock fields */
+    if ((dash && h >= 24) || ((dash || n == 3) && m >= 60) || sec >= 60) return -1;
+    double total = (((double)days * 24 + (double)h) * 60 + (double)m) * 60 + (double)sec;
+    if (!(total > 0)) return -1;
+    *seconds = total;
+    return 0;
+}
+
+json_t *json_real_or_null(double x) { return isfinite(x) ? json_real(x) : json_null(); }
+
+uint16_t float_to_half(float f) {
+    uint32_t x;
+    memcpy(&x, &f, sizeof x);
+    uint32_t sign = (x >> 16) & 0x8000, exp = (x >> 23) & 0xff, mant = x & 0x7fffff;
+    if (exp == 0xff) return (uint16_t)(sign | 0x7c00 | (mant ? 0x200 : 0)); /* infinity, NaN */
+    int e = (int)exp - 127 + 15;
+    if (e >= 31) return (uint16_t)(sign | 0x7c00);                         /* overflow */
+    uint32_t h, rem, halfway;
+    if (e <= 0) {                                                           /* subnormal or zero */
+        if (e < -10) return (uint16_t)sign;
+        int shift = 14 - e;
+        mant |= 0x800000;
+        h = mant >> shift, rem = mant & ((1u << shift) - 1), halfway = 1u << (shift - 1);
+    } else {
+        h = (uint32_t)e << 10 | mant >> 13, rem = mant & 0x1fff, halfway = 0x1000;
+    }
+    if (rem > halfway || (rem == halfway && (h & 1))) h++; /* a carry rounds up into the exponent */
+    return (uint16_t)(sign | h);
+}
+
+float half_to_float(uint16_t h) {
+    uint32_t sign = (uint32_t)(h & 0x8000) << 16, exp = (h >> 10) & 0x1f, mant = h & 0x3ff, x;
+    if (exp == 0 && mant) { /* subnormal: mant * 2^-24 */
+        float f = ldexpf((float)mant, -24);
+        return sign ? -f : f;
+    }
+    x = exp == 0x1f ? sign | 0x7f800000 | mant << 13 : exp ? sign | (exp + 112) << 23 | mant << 13 : sign;
+    float f;
+    memcpy(&f, &x, sizeof f);
+    return f;
+}
+
+void floats_to_halves(const float *x, uint16_t *h, size_t n) {
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm_storeu_si128((__m128i *)(h + i), _mm256_cvtps_ph(_mm256_loadu_ps(x + i), _MM_FROUND_TO_NEAREST_INT));
+    for (; i < n; i++) h[i] = float_to_half(x[i]);
+}

@@ -1,0 +1,187 @@
+/* precision.c: the bf16 path and a model's bf16 products (see precision.h). */
+#include "cpu/precision.h"
+
+#include <assert.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cpu/blas.h"
+#include "cpu/kernels.h"
+#include "cpu/onednn.h"
+#include "base/util.h"
+
+const char *precision_name(Precision p) { return p == PRECISION_BF16 ? "bf16" : "fp32"; }
+
+int precision_parse(const char *s, Precision *out) {
+    if (!strcmp(s, "fp32")) *out = PRECISION_FP32;
+    else if (!strcmp(s, "bf16")) *out = PRECISION_BF16;
+    else return -1;
+    return 0;
+}
+
+static int chosen; /* 0: not yet, else 1 + Bf16Path */
+static char description[128];
+
+static int cpu_has_amx(void) {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("amx-bf16");
+}
+
+int bf16_path_select(void) {
+    const char *want = getenv("GPT_MATMUL");
+    if (want && !*want) want = NULL;
+    if (want && strcmp(want, "onednn") && strcmp(want, "emulate"))
+        return gpt_error("GPT_MATMUL=%s: expected onednn or emulate", want);
+    int amx = cpu_has_amx();
+    const char *impl = amx ? onednn_impl(ONEDNN_BF16) : NULL;
+    if (want && !strcmp(want, "onednn") && !impl)
+        return gpt_error("GPT_MATMUL=onednn: this CPU has no %s, so oneDNN has no fast bf16 product here "
+                         "(GPT_MATMUL=emulate computes the same definition)",
+                         amx ? "bf16 matmul in oneDNN" : "AMX-BF16");
+    Bf16Path path = impl && (!want || !strcmp(want, "onednn")) ? BF16_ONEDNN : BF16_EMULATED;
+    if (path == BF16_ONEDNN)
+        snprintf(description, sizeof description, "oneDNN AMX (%s)", impl);
+    else
+        snprintf(description, sizeof description, "emulated, %s",
+                 want ? "GPT_MATMUL=emulate" : amx ? "oneDNN has no AMX product" : "no AMX on this CPU");
+    chosen = 1 + (int)path;
+    return 0;
+}
+
+Bf16Path bf16_path(void) {
+    if (!chosen && bf16_path_select()) {
+        chosen = 1 + BF16_EMULATED;
+        snprintf(description, sizeof description, "emulated");
+    }
+    return (Bf16Path)(chosen - 1);
+}
+
+const char *bf16_path_description(void) {
+    bf16_path();
+    return description;
+}
+
+const char *precision_description(Precision p) {
+    static char text[160];
+    if (p != PRECISION_BF16) return "fp32";
+    snprintf(text, sizeof text, "bf16: %s", bf16_path_description());
+    return text;
+}
+
+struct Bf16Products {
+    Bf16Path path;
+    const float *params;
+    size_t n_params, scratch;
+    int stale;
+    void *copy;        /* n_params: uint16_t bits (oneDNN) or rounded floats (emulated) */
+    float *in_r, *dout_r;               /* emulated: rounded operands */
+    uint16_t *in_h, *dout_h, *dout_t;   /* oneDNN: packed operands, dout also transposed */
+};
+
+Bf16Products *bf16_products_create(const float *params, size_t n_params, size_t scratch) {
+    Bf16Products *p = xcalloc(1, sizeof *p);
+    *p = (Bf16Products){.path = bf16_path(), .params = params, .n_params = n_params, .scratch = scratch, .stale = 1};
+    if (p->path == BF16_ONEDNN) {
+        p->copy = xmalloc(n_params * sizeof(uint16_t));
+        p->in_h = xmalloc(scratch * sizeof(uint16_t));
+        p->dout_h = xmalloc(scratch * sizeof(uint16_t));
+        p->dout_t = xmalloc(scratch * sizeof(uint16_t));
+    } else {
+        p->copy = xalloc_floats(n_params);
+        p->in_r = xalloc_floats(scratch);
+        p->dout_r = xalloc_floats(scratch);
+    }
+    return p;
+}
+
+void bf16_products_free(Bf16Products *p) {
+    if (!p) return;
+    free(p->copy);
+    free(p->in_r);
+    free(p->dout_r);
+    free(p->in_h);
+    free(p->dout_h);
+    free(p->dout_t);
+    free(p);
+}
+
+void bf16_products_stale(Bf16Products *p) { p->stale = 1; }
+
+void bf16_products_refresh(Bf16Products *p) {
+    if (!p->stale) return;
+    if (p->path == BF16_ONEDNN) {
+        enum { PIECE = 1 << 30 }; /* bf16_pack counts in int */
+        for (size_t i = 0; i < p->n_params; i += PIECE) {
+            size_t n = p->n_params - i < PIECE ? p->n_params - i : PIECE;
+            bf16_pack((uint16_t *)p->copy + i, p->params + i, 1, (int)n, 0);
+        }
+    } else {
+        bf16_round(p->copy, p->params, p->n_params);
+    }
+    p->stale = 0;
+}
+
+/* The copy of master weight w. */
+static size_t weight_index(const Bf16Products *p, const float *w, size_t numel) {
+    assert(w >= p->params && w + numel <= p->params + p->n_params);
+    (void)numel;
+    return (size_t)(w - p->params);
+}
+
+void bf16_linear_forward(Bf16Products *p, float *out, const float *in, const float *w, const float *bias, int N,
+                         int Cin, int Cout) {
+    size_t wi = weight_index(p, w, (size_t)Cout * Cin), nin = (size_t)N * Cin;
+    assert(!p->stale && nin <= p->scratch);
+    if (p->path == BF16_EMULATED) {
+        bf16_round(p->in_r, in, nin);
+        matmul_forward(out, p->in_r, (const float *)p->copy + wi, bias, N, Cin, Cout);
+        return;
+    }
+    bf16_pack(p->in_h, in, N, Cin, 0);
+    if (bias)
+        for (int n = 0; n < N; n++) memcpy(out + (size_t)n * Cout, bias, (size_t)Cout * sizeof(float));
+    /* out (N,Cout) = in (N,Cin) w^T: w (Cout,Cin) row-major is the transpose's storage */
+    onednn_matmul(ONEDNN_BF16, N, Cout, Cin, p->in_h, 0, (const uint16_t *)p->copy + wi, 1, out, bias != NULL);
+}
+
+void bf16_linear_backward(Bf16Products *p, float *din, float *dw, float *dbias, const float *dout, const float *in,
+                          const float *w, int N, int Cin, int Cout, int accumulate_din) {
+    size_t wi = weight_index(p, w, (size_t)Cout * Cin), nin = (size_t)N * Cin, nout = (size_t)N * Cout;
+    assert(!p->stale && nin <= p->scratch && nout <= p->scratch);
+    if (dbias) matmul_backward(NULL, NULL, dbias, dout, NULL, NULL, N, Cin, Cout, 0);
+    if (p->path == BF16_EMULATED) {
+        bf16_round(p->dout_r, dout, nout);
+        if (dw) bf16_round(p->in_r, in, nin);
+        matmul_backward(din, dw, NULL, p->dout_r, dw ? p->in_r : NULL, (const float *)p->copy + wi, N, Cin, Cout,
+                        accumulate_din);
+        return;
+    }
+    if (din) { /* din (N,Cin) = dout (N,Cout) w (Cout,Cin) */
+        bf16_pack(p->dout_h, dout, N, Cout, 0);
+        onednn_matmul(ONEDNN_BF16, N, Cin, Cout, p->dout_h, 0, (const uint16_t *)p->copy + wi, 0, din, accumulate_din);
+    }
+    if (dw) { /* dw (Cout,Cin) += dout^T (Cout,N) in (N,Cin), dout^T packed as a plain matrix */
+        bf16_pack(p->dout_t, dout, N, Cout, 1);
+        bf16_pack(p->in_h, in, N, Cin, 0);
+        onednn_matmul(ONEDNN_BF16, Cout, Cin, N, p->dout_t, 0, p->in_h, 0, dw, 1);
+    }
+}
+
+/* b plays the weights: their copy is made at the first call, as a model's is once a step. */
+static void bf16_product(void *ctx, const float *a, const float *b, float *c, int n) {
+    Bf16Products **p = ctx;
+    if (!*p) {
+        *p = bf16_products_create(b, (size_t)n * n, (size_t)n * n);
+        bf16_products_refresh(*p);
+    }
+    bf16_linear_forward(*p, c, a, b, NULL, n, n, n);
+}
+
+double bf16_peak_gflops(void) {
+    Bf16Products *p = NULL;
+    double best = product_peak_gflops(bf16_product, &p);
+    bf16_products_free(p);
+    return best;
+}

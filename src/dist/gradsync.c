@@ -1,0 +1,241 @@
+/* gradsync.c: bucketed gradient allreduce with a progress thread (see gradsync.h). */
+#include "dist/gradsync.h"
+
+#include <errno.h>
+#include <mpi.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "dist/dist.h"
+#include "cpu/kernels.h"
+#include "model/model.h"
+#include "model/shard.h"
+#include "base/util.h"
+#include "dist/watchdog.h"
+
+typedef struct {
+    size_t offset, count; /* floats; it starts once the gradients from offset on are final */
+} Bucket;
+
+struct GradSync {
+    GPT *m;
+    Bucket *b;
+    int n, next, armed; /* main thread: buckets, the next to start, whether this pass sends */
+    int blocking;       /* bucket_bytes 0: one collective after the backward pass */
+    MPI_Request *req;
+    /* --shard-optimizer: reduce-scatter to the shards, allgather of the parameters */
+    int sharded, rank, P;
+    size_t begin, end;  /* this rank's shard */
+    int *counts;        /* (n, P) each rank's floats of each bucket */
+    int *shard_counts, *shard_displs; /* (P) every rank's shard */
+    MPI_Comm comm;      /* the reduce-scatters' and the allgather's, apart from the main thread's */
+    /* the progress thread: it tests req[0, started); lock guards the fields below */
+    int threaded;
+    pthread_t thread;
+    pthread_mutex_t lock;
+    pthread_cond_t work, idle;
+    int started, done, hurry, quit;
+};
+
+static void nap_us(long us) {
+    struct timespec ts = {0, us * 1000};
+    while (nanosleep(&ts, &ts) && errno == EINTR) {}
+}
+
+/* Bucket i's gradients summed into the shards that hold them: this rank's part lands at
+ * the bucket's start (MPI_IN_PLACE) and moves to its place in the flat buffer. The
+ * blocking collective of the tuned component, not libnbc's MPI_Ireduce_scatter: that is
+ * a reduction to rank 0 and a scatter, twice the bytes of a ring through one link. */
+static void reduce_scatter(GradSync *g, int i) {
+    const Bucket *b = &g->b[i];
+    float *at = g->m->grads + b->offset;
+    MPI_Reduce_scatter(MPI_IN_PLACE, at, g->counts + (size_t)i * g->P, MPI_FLOAT, MPI_SUM, g->comm);
+    size_t mine = (size_t)g->counts[(size_t)i * g->P + g->rank];
+    if (mine) memmove(g->m->grads + (g->begin > b->offset ? g->begin : b->offset), at, mine * sizeof(float));
+}
+
+static void *progress(void *arg) {
+    GradSync *g = arg;
+    pthread_mutex_lock(&g->lock);
+    for (;;) {
+        while (!g->quit && g->done == g->started) pthread_cond_wait(&g->work, &g->lock);
+        if (g->quit) break;
+        int started = g->started, hurry = g->hurry, done = g->sharded ? g->done : 0;
+        pthread_mutex_unlock(&g->lock);
+        if (g->sharded) {
+            reduce_scatter(g, done++);
+        } else {
+            for (int i = 0; i < started; i++) {
+                int flag = 1;
+                if (g->req[i] != MPI_REQUEST_NULL) MPI_Test(&g->req[i], &flag, MPI_STATUS_IGNORE);
+                done += flag;
+            }
+            if (done < started && !hurry) nap_us(GRADSYNC_POLL_US);
+        }
+        pthread_mutex_lock(&g->lock);
+        g->done = done;
+        if (g->done == g->started) pthread_cond_signal(&g->idle);
+    }
+    pthread_mutex_unlock(&g->lock);
+    return NULL;
+}
+
+/* The floats of [lo, hi) and [b, e) in common. */
+static size_t overlap(size_t lo, size_t hi, size_t b, size_t e) {
+    size_t x = lo > b ? lo : b, y = hi < e ? hi : e;
+    return x < y ? y - x : 0;
+}
+
+static void shard_layout(GradSync *g) {
+    g->rank = dist_rank(), g->P = dist_size();
+    g->counts = xmalloc(sizeof(int) * (size_t)g->n * (size_t)g->P);
+    g->shard_counts = xmalloc(sizeof(int) * (size_t)g->P);
+    g->shard_displs = xmalloc(sizeof(int) * (size_t)g->P);
+    for (int r = 0; r < g->P; r++) {
+        Shard s = shard_of(g->m, r, g->P);
+        if (r == g->rank) g->begin = s.begin, g->end = s.end;
+        g->shard_counts[r] = (int)(s.end - s.begin);
+        g->shard_displs[r] = (int)s.begin;
+        for (int i = 0; i < g->n; i++)
+            g->counts[(size_t)i * g->P + r] = (int)overlap(g->b[i].offset, g->b[i].offset + g->b[i].count, s.begin, s.end);
+        shard_free(&s);
+    }
+    MPI_Comm_dup(MPI_COMM_WORLD, &g->comm);
+}
+
+GradSync *gradsync_create(GPT *m, size_t bucket_bytes, int sharded) {
+    GradSync *g = xcalloc(1, sizeof *g);
+    int L = m->cfg.n_layer;
+    g->m = m;
+    g->sharded = sharded;
+    g->blocking = bucket_bytes == 0;
+    size_t *point = xmalloc(sizeof *point * (2 * (size_t)L + 1));
+    int n_points = gpt_grad_ready_points(m, point);
+    /* cut at the ready points, from the end: each bucket at least bucket_bytes, the
+     * embeddings' (from 0) whatever is left; then each into equal pieces of at most
+     * GRADSYNC_PIECE_MB, as MPI's collectives take a temporary copy of their buffer */
+    size_t piece = ((size_t)GRADSYNC_PIECE_MB << 20) / sizeof(float), end = m->n_params;
+    g->b = xcalloc(m->n_params / piece + (size_t)n_points + 1, sizeof *g->b);
+    for (int i = 0; i < n_points && !g->blocking; i++)
+        if ((end - point[i]) * sizeof(float) >= bucket_bytes || point[i] == 0) {
+            size_t n = end - point[i], k = (n + piece - 1) / piece;
+            for (size_t j = k; j-- > 0;) /* from the end, as the buckets */
+                g->b[g->n++] = (Bucket){point[i] + n * j / k, n * (j + 1) / k - n * j / k};
+            end = point[i];
+        }
+    if (g->blocking) g->b[g->n++] = (Bucket){0, m->n_params};
+    g->req = xcalloc((size_t)g->n, sizeof *g->req);
+    free(point);
+    if (sharded) shard_layout(g);
+    int level;
+    MPI_Query_thread(&level);
+    if (level == MPI_THREAD_MULTIPLE && !g->blocking) {
+        pthread_mutex_init(&g->lock, NULL);
+        pthread_cond_init(&g->work, NULL);
+        pthread_cond_init(&g->idle, NULL);
+        g->threaded = !pthread_create(&g->thread, NULL, progress, g);
+    }
+    return g;
+}
+
+void gradsync_free(GradSync *g) {
+    if (!g) return;
+    if (g->threaded) {
+        pthread_mutex_lock(&g->lock);
+        g->quit = 1;
+        pthread_cond_signal(&g->work);
+        pthread_mutex_unlock(&g->lock);
+        pthread_join(g->thread, NULL);
+    }
+    if (g->sharded) MPI_Comm_free(&g->comm);
+    free(g->counts);
+    free(g->shard_counts);
+    free(g->shard_displs);
+    free(g->b);
+    free(g->req);
+    free(g);
+}
+
+int gradsync_buckets(const GradSync *g) { return g->n; }
+
+/* Starts the next bucket's allreduce and hands it to the progress thread. */
+static void start_bucket(GradSync *g) {
+    Bucket *b = &g->b[g->next];
+    if (!g->sharded)
+        MPI_Iallreduce(MPI_IN_PLACE, g->m->grads + b->offset, (int)b->count, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD,
+                       &g->req[g->next]);
+    g->next++;
+    if (!g->threaded) {
+        if (g->sharded) reduce_scatter(g, g->next - 1); /* in order, without overlap */
+        return;
+    }
+    pthread_mutex_lock(&g->lock);
+    g->started = g->next;
+    pthread_cond_signal(&g->work);
+    pthread_mutex_unlock(&g->lock);
+}
+
+static void grad_ready(void *ctx, size_t from) {
+    GradSync *g = ctx;
+    if (!g->armed || g->blocking) return;
+    while (g->next < g->n && g->b[g->next].offset >= from) start_bucket(g);
+    if (!g->threaded && !g->sharded) {
+        int done;
+        MPI_Testall(g->next, g->req, &done, MPI_STATUSES_IGNORE);
+    }
+}
+
+void gradsync_arm(GradSync *g) {
+    g->armed = 1;
+    g->next = 0;
+    if (g->threaded) { /* idle since the last finish */
+        pthread_mutex_lock(&g->lock);
+        g->started = g->done = 0;
+        pthread_mutex_unlock(&g->lock);
+    }
+    g->m->grad_ready = grad_ready;
+    g->m->grad_ready_ctx = g;
+}
+
+double gradsync_finish(GradSync *g) {
+    double t0 = now_seconds();
+    watchdog_enter(g->sharded ? "the gradient reduce-scatter" : "the gradient allreduce");
+    if (g->blocking) {
+        if (g->armed && g->sharded) reduce_scatter(g, 0);
+        else if (g->armed) dist_sum_floats(g->m->grads, g->m->n_params);
+    } else {
+        /* buckets no backward pass started (a rank with nothing to compute this step)
+         * start now, in the same order as on every other rank */
+        while (g->armed && g->next < g->n) start_bucket(g);
+        if (g->threaded) {
+            pthread_mutex_lock(&g->lock);
+            g->hurry = 1;
+            pthread_cond_signal(&g->work);
+            while (g->done < g->started) pthread_cond_wait(&g->idle, &g->lock);
+            g->hurry = 0;
+            pthread_mutex_unlock(&g->lock);
+        } else if (!g->sharded) {
+            MPI_Waitall(g->next, g->req, MPI_STATUSES_IGNORE);
+        }
+    }
+    watchdog_leave();
+    g->armed = 0;
+    return now_seconds() - t0;
+}
+
+double gradsync_norm_sq(GradSync *g) {
+    if (!g->sharded) return sum_squares(g->m->grads, g->m->n_params);
+    double sq = sum_squares(g->m->grads + g->begin, g->end - g->begin);
+    dist_sum(&sq, 1);
+    return sq;
+}
+
+void gradsync_gather(GradSync *g) {
+    if (!g->sharded) return;
+    watchdog_enter("the parameters' allgather");
+    MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, g->m->params, g->shard_counts, g->shard_displs, MPI_FLOAT,
+                   g->comm);
+    watchdog_leave();
+}

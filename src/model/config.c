@@ -1,0 +1,157 @@
+/* config.c: presets, command-line overrides and validation of GPTConfig. */
+#include "model/config.h"
+
+#include <string.h>
+
+#include "base/util.h"
+
+typedef struct {
+    const char *name;
+    GPTConfig cfg;
+} Preset;
+
+/* n_ffn 0 means "4 * n_embd", resolved after overrides so --n-embd carries it along. */
+static const Preset presets[] = {
+    {"gpt1", {12, 12, 768, 512, 40478, 0, 0.1f, 0.1f, 0.1f, GPT_LN_POST, 1e-5f}},
+    {"small", {4, 4, 256, 256, 8192, 0, 0.1f, 0.1f, 0.1f, GPT_LN_POST, 1e-5f}},
+    {"tiny", {2, 4, 64, 64, 512, 0, 0.1f, 0.1f, 0.1f, GPT_LN_POST, 1e-5f}},
+};
+
+int config_preset(const char *name, GPTConfig *out) {
+    for (size_t i = 0; i < sizeof presets / sizeof presets[0]; i++)
+        if (strcmp(presets[i].name, name) == 0) {
+            *out = presets[i].cfg;
+            if (out->n_ffn == 0) out->n_ffn = 4 * out->n_embd;
+            return 0;
+        }
+    return gpt_error("unknown model preset '%s' (expected gpt1, small or tiny)", name);
+}
+
+const char *config_ln_name(GPTLayerNorm ln) { return ln == GPT_LN_PRE ? "pre" : "post"; }
+
+int config_parse_ln(const char *s, GPTLayerNorm *out) {
+    if (strcmp(s, "post") == 0) *out = GPT_LN_POST;
+    else if (strcmp(s, "pre") == 0) *out = GPT_LN_PRE;
+    else return gpt_error("ln: expected 'post' or 'pre', got '%s'", s);
+    return 0;
+}
+
+/* Largest accepted size field: keeps every product of two fields within size_t and
+ * every matrix dimension within BLAS's int. */
+#define CONFIG_MAX_DIM (1 << 24)
+
+static int check_size(const char *field, int v) {
+    if (v < 1) return gpt_error("%s must be a positive integer, got %d", field, v);
+    if (v > CONFIG_MAX_DIM) return gpt_error("%s = %d is larger than %d", field, v, CONFIG_MAX_DIM);
+    return 0;
+}
+
+static int check_prob(const char *field, float p) {
+    if (!(p >= 0.0f && p < 1.0f)) return gpt_error("%s must be in [0, 1), got %g", field, p);
+    return 0;
+}
+
+int config_validate(const GPTConfig *c) {
+    if (check_size("n_layer", c->n_layer) || check_size("n_head", c->n_head) ||
+        check_size("n_embd", c->n_embd) || check_size("n_ctx", c->n_ctx) ||
+        check_size("vocab_size", c->vocab_size) || check_size("n_ffn", c->n_ffn))
+        return -1;
+    if (c->n_embd % c->n_head != 0)
+        return gpt_error("n_embd (%d) must be divisible by n_head (%d)", c->n_embd, c->n_head);
+    if (check_prob("dropout_embd", c->dropout_embd) ||
+        check_prob("dropout_resid", c->dropout_resid) ||
+        check_prob("dropout_attn", c->dropout_attn))
+        return -1;
+    if (c->ln != GPT_LN_POST && c->ln != GPT_LN_PRE)
+        return gpt_error("ln must be post or pre");
+    if (!(c->ln_eps > 0.0f)) return gpt_error("ln_eps must be positive, got %g", c->ln_eps);
+    return 0;
+}
+
+void config_print(FILE *f, const GPTConfig *c) {
+    fprintf(f,
+            "n_layer %d, n_head %d, n_embd %d, n_ctx %d, vocab_size %d, n_ffn %d, ln %s, "
+            "ln_eps %g, dropout embd/resid/attn %g/%g/%g\n",
+            c->n_layer, c->n_head, c->n_embd, c->n_ctx, c->vocab_size, c->n_ffn,
+            config_ln_name(c->ln), c->ln_eps, c->dropout_embd, c->dropout_resid,
+            c->dropout_attn);
+}
+
+int config_args_add(ConfigArgs *a, int opt, const char *value) {
+    if (opt == CONFIG_OPT_MODEL) {
+        a->preset = value;
+        return 0;
+    }
+    if (a->n == CONFIG_MAX_OVERRIDES) return gpt_error("too many model options");
+    a->opt[a->n] = opt;
+    a->value[a->n] = value;
+    a->n++;
+    return 0;
+}
+
+/* Bounded here, not only by config_validate: 4 * n_embd (the default n_ffn) must not overflow. */
+static int set_int(int *field, const char *flag, const char *v) {
+    if (parse_int(v, field) || *field < 1)
+        return gpt_error("--%s: expected a positive integer, got '%s'", flag, v);
+    if (*field > CONFIG_MAX_DIM) return gpt_error("--%s: expected at most %d, got '%s'", flag, CONFIG_MAX_DIM, v);
+    return 0;
+}
+
+static int set_prob(float *field, const char *flag, const char *v) {
+    if (parse_float(v, field) || !(*field >= 0.0f && *field < 1.0f))
+        return gpt_error("--%s: expected a probability in [0, 1), got '%s'", flag, v);
+    return 0;
+}
+
+static int apply_override(GPTConfig *c, int opt, const char *v, int *ffn_explicit) {
+    switch (opt) {
+    case CONFIG_OPT_N_LAYER: return set_int(&c->n_layer, "n-layer", v);
+    case CONFIG_OPT_N_HEAD: return set_int(&c->n_head, "n-head", v);
+    case CONFIG_OPT_N_EMBD: return set_int(&c->n_embd, "n-embd", v);
+    case CONFIG_OPT_N_CTX: return set_int(&c->n_ctx, "n-ctx", v);
+    case CONFIG_OPT_VOCAB: return set_int(&c->vocab_size, "vocab", v);
+    case CONFIG_OPT_N_FFN: *ffn_explicit = 1; return set_int(&c->n_ffn, "n-ffn", v);
+    case CONFIG_OPT_LN:
+        if (config_parse_ln(v, &c->ln)) return gpt_error("--ln: expected 'post' or 'pre', got '%s'", v);
+        return 0;
+    case CONFIG_OPT_LN_EPS:
+        if (parse_float(v, &c->ln_eps) || !(c->ln_eps > 0.0f))
+            return gpt_error("--ln-eps: expected a positive number, got '%s'", v);
+        return 0;
+    case CONFIG_OPT_DROPOUT:
+        if (set_prob(&c->dropout_embd, "dropout", v)) return -1;
+        c->dropout_resid = c->dropout_attn = c->dropout_embd;
+        return 0;
+    case CONFIG_OPT_DROPOUT_EMBD: return set_prob(&c->dropout_embd, "dropout-embd", v);
+    case CONFIG_OPT_DROPOUT_RESID: return set_prob(&c->dropout_resid, "dropout-resid", v);
+    case CONFIG_OPT_DROPOUT_ATTN: return set_prob(&c->dropout_attn, "dropout-attn", v);
+    default: return gpt_error("unknown model option %d", opt);
+    }
+}
+
+int config_from_args(const ConfigArgs *a, GPTConfig *out) {
+    if (!a->preset) return gpt_error("--model PRESET is required (gpt1, small or tiny)");
+    if (config_preset(a->preset, out)) return -1;
+    int ffn_explicit = 0;
+    for (int i = 0; i < a->n; i++)
+        if (apply_override(out, a->opt[i], a->value[i], &ffn_explicit)) return -1;
+    if (!ffn_explicit) out->n_ffn = 4 * out->n_embd;
+    /* each value was checked alone above; this is the one rule between options */
+    if (out->n_embd % out->n_head)
+        return gpt_error("--n-head: n_embd (%d) must be divisible by n_head (%d)", out->n_embd, out->n_head);
+    return config_validate(out);
+}
+
+int config_args_dropout_only(const ConfigArgs *a) {
+    if (a->preset) return 0;
+    for (int i = 0; i < a->n; i++)
+        if (a->opt[i] < CONFIG_OPT_DROPOUT) return 0;
+    return 1;
+}
+
+int config_apply_dropout(const ConfigArgs *a, GPTConfig *out) {
+    int ffn_explicit = 0;
+    for (int i = 0; i < a->n; i++)
+        if (apply_override(out, a->opt[i], a->value[i], &ffn_explicit)) return -1;
+    return config_validate(out);
+}

@@ -1,0 +1,191 @@
+/* run_dir.c: the run directory's lock, files and resume report (see run_dir.h). */
+#include "run/run_dir.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "files/checkpoint.h"
+#include "base/util.h"
+
+static int mkdir_p(const char *dir) {
+    char path[PATH_MAX];
+    snprintf(path, sizeof path, "%s", dir);
+    for (char *p = path + 1; *p; p++)
+        if (*p == '/') {
+            *p = '\0';
+            if (mkdir(path, 0777) && errno != EEXIST) return -1;
+            *p = '/';
+        }
+    return mkdir(path, 0777) && errno != EEXIST ? -1 : 0;
+}
+
+static int make_run_dir(const char *out) {
+    struct stat st;
+    if (mkdir_p(out)) return gpt_error("%s: cannot create the run directory: %s", out, strerror(errno));
+    if (stat(out, &st) || !S_ISDIR(st.st_mode))
+        return gpt_error("%s: not a directory (--out names the run directory, which holds several files)", out);
+    return 0;
+}
+
+int run_dir_lock(const char *out) {
+    if (make_run_dir(out)) return -1;
+    char path[PATH_MAX], holder[256] = "";
+    snprintf(path, sizeof path, "%s/lock", out);
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (fd < 0) return gpt_error("%s: cannot create the run's lock: %s", path, strerror(errno));
+    if (flock(fd, LOCK_EX | LOCK_NB)) {
+        if (errno != EWOULDBLOCK) { /* a file system without flock: run unprotected rather than not at all */
+            fprintf(stderr, "gpt: warning: %s: cannot lock (%s); nothing stops a second run in %s\n", path,
+                    strerror(errno), out);
+            return fd;
+        }
+        ssize_t n = read(fd, holder, sizeof holder - 1);
+        holder[n > 0 ? n : 0] = '\0';
+        holder[strcspn(holder, "\n")] = '\0';
+        close(fd);
+        return gpt_error("%s is in use by another run (%s, holding %s); wait for it to end or stop it, or use "
+                         "another --out", out, holder[0] ? holder : "its PID unknown", path);
+    }
+    return fd;
+}
+
+void run_dir_claim(int fd) {
+    char host[128] = "?";
+    gethostname(host, sizeof host - 1);
+    if (fd >= 0 && ftruncate(fd, 0) == 0) dprintf(fd, "PID %ld on host %s\n", (long)getpid(), host);
+}
+
+void run_dir_unlock(int fd) {
+    if (fd >= 0) close(fd); /* closing the last descriptor releases the flock */
+}
+
+/* A checkpoint of a run directory, or its temporary file. */
+static int is_checkpoint_file(const char *name) {
+    size_t n = strlen(name);
+    return !strncmp(name, "ckpt_", 5) && ((n > 8 && !strcmp(name + n - 3, ".h5")) ||
+                                          (n > 12 && !strcmp(name + n - 7, ".h5.tmp")));
+}
+
+int run_dir_clear(const char *out) {
+    static const char *const files[] = {"latest", "latest.tmp", "model.h5", "metrics.jsonl", "metrics.jsonl.tmp",
+                                        "config.json"};
+    char path[PATH_MAX];
+    DIR *d = opendir(out);
+    if (!d) return gpt_error("%s: cannot read: %s", out, strerror(errno));
+    int rc = 0;
+    for (struct dirent *e; !rc && (e = readdir(d));) {
+        if (!is_checkpoint_file(e->d_name)) continue;
+        snprintf(path, sizeof path, "%s/%s", out, e->d_name);
+        if (remove(path)) rc = gpt_error("--overwrite: cannot remove the old run's %s: %s", path, strerror(errno));
+    }
+    closedir(d);
+    for (size_t i = 0; !rc && i < sizeof files / sizeof files[0]; i++) {
+        snprintf(path, sizeof path, "%s/%s", out, files[i]);
+        if (remove(path) && errno != ENOENT)
+            rc = gpt_error("--overwrite: cannot remove the old run's %s: %s", path, strerror(errno));
+    }
+    return rc;
+}
+
+/* What in out would make a resume or a prune mistake it for this run's own; NULL if nothing. */
+static const char *run_evidence(const char *out, char *buf, size_t size) {
+    long *steps;
+    int n = ckpt_list(out, &steps);
+    if (n) ckpt_path(buf, size, out, steps[0]);
+    free(steps);
+    if (n) return buf;
+    static const char *const names[] = {"latest", "model.h5", "metrics.jsonl"};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        struct stat st;
+        snprintf(buf, size, "%s/%s", out, names[i]);
+        if (stat(buf, &st) == 0 && (i < 2 || st.st_size > 0)) return buf;
+    }
+    return NULL;
+}
+
+/* Keeps the lines of metrics.jsonl up to `step` (a torn last line is dropped). */
+static int cut_metrics(const char *path, long step) {
+    FILE *in = fopen(path, "r");
+    if (!in) return 0; /* none yet */
+    char tmp[PATH_MAX + 8], line[8192];
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    FILE *out = fopen(tmp, "w");
+    if (!out) {
+        fclose(in);
+        return gpt_error("%s: cannot create: %s", tmp, strerror(errno));
+    }
+    while (fgets(line, sizeof line, in)) {
+        json_t *j = json_loads(line, 0, NULL);
+        json_t *s = j ? json_object_get(j, "step") : NULL;
+        if (json_is_integer(s) && json_integer_value(s) <= step && strchr(line, '\n')) fputs(line, out);
+        json_decref(j);
+    }
+    fclose(in);
+    int bad = ferror(out) | fclose(out);
+    if (bad || rename(tmp, path)) return gpt_error("%s: cannot rewrite: %s", path, strerror(errno));
+    return 0;
+}
+
+int run_dir_prepare(const char *out, int resuming, json_t *config, long resumed_step) {
+    char path[PATH_MAX], found[PATH_MAX];
+    if (!resuming && run_evidence(out, found, sizeof found))
+        return gpt_error("%s holds another run (%s exists); pass --overwrite to replace it, or --resume auto to "
+                         "continue it", out, found);
+    if (make_run_dir(out)) return -1;
+    snprintf(path, sizeof path, "%s/config.json", out);
+    if (json_dump_file(config, path, JSON_INDENT(2) | JSON_SORT_KEYS))
+        return gpt_error("%s: cannot write: %s", path, strerror(errno));
+    snprintf(path, sizeof path, "%s/metrics.jsonl", out);
+    if (resumed_step > 0) return cut_metrics(path, resumed_step);
+    FILE *f = fopen(path, "w");
+    if (!f) return gpt_error("%s: cannot create: %s", path, strerror(errno));
+    fclose(f);
+    return 0;
+}
+
+FILE *run_metrics_open(const char *out) {
+    char path[PATH_MAX];
+    snprintf(path, sizeof path, "%s/metrics.jsonl", out);
+    FILE *f = fopen(path, "a");
+    if (!f) gpt_error("%s: cannot open for appending: %s", path, strerror(errno));
+    return f;
+}
+
+int run_metrics_write(FILE *f, const char *out, json_t *line) {
+    errno = 0;
+    int bad = json_dumpf(line, f, JSON_COMPACT) | (fputc('\n', f) == EOF) | fflush(f);
+    return bad ? gpt_error("%s/metrics.jsonl: cannot write: %s", out, errno ? strerror(errno) : "write error") : 0;
+}
+
+/* Prints "name: old -> new", after "changed on resume:" the first time. */
+static void print_change(int *n, const char *section, const char *key, json_t *old, json_t *now) {
+    char *a = old ? json_dumps(old, JSON_ENCODE_ANY) : NULL, *b = json_dumps(now, JSON_ENCODE_ANY);
+    printf("%s %s%s%s: %s -> %s", (*n)++ ? "," : "changed on resume:", section, key ? "." : "", key ? key : "",
+           a ? a : "(none)", b ? b : "?");
+    free(a), free(b);
+}
+
+void run_report_changes(const char *saved_text, const char *now_text) {
+    json_t *saved = json_loads(saved_text, 0, NULL), *now = json_loads(now_text, 0, NULL);
+    const char *section, *key;
+    json_t *value, *v;
+    int n = 0;
+    json_object_foreach(now, section, value) {
+        json_t *old = json_object_get(saved, section);
+        if (!strcmp(section, "versions") || !strcmp(section, "resume") || json_equal(old, value)) continue;
+        if (!json_is_object(value)) print_change(&n, section, NULL, old, value);
+        else json_object_foreach(value, key, v) {
+                if (!json_equal(json_object_get(old, key), v)) print_change(&n, section, key, json_object_get(old, key), v);
+            }
+    }
+    if (n) printf("\n");
+    json_decref(saved);
+    json_decref(now);
+}
