@@ -21,6 +21,7 @@
 #include "files/task_model.h"
 #include "text/tokenizer.h"
 #include "base/util.h"
+#include "files/formats.h"
 
 static const char help[] =
     "usage: gpt inspect FILE.h5 [--tokenizer TOK.h5]\n\n"
@@ -414,14 +415,14 @@ int cmd_inspect(int argc, char **argv) {
         return cli_fail("inspect");
     }
     int rc = -1;
-    if (!strcmp(format, "gpt-tokenizer") && !expected_tok) rc = inspect_tokenizer(path);
-    else if (!strcmp(format, "gpt-corpus")) rc = inspect_corpus(path, f, expected_tok);
-    else if (!strcmp(format, "gpt-task") && !expected_tok) rc = inspect_task(path);
-    else if (!strcmp(format, "gpt-task-model") && !expected_tok) rc = inspect_task_model(path);
-    else if (!strcmp(format, "gpt-checkpoint") && !expected_tok && model_group_empty(f))
+    if (!strcmp(format, TOKENIZER_FORMAT) && !expected_tok) rc = inspect_tokenizer(path);
+    else if (!strcmp(format, CORPUS_FORMAT)) rc = inspect_corpus(path, f, expected_tok);
+    else if (!strcmp(format, TASK_FORMAT) && !expected_tok) rc = inspect_task(path);
+    else if (!strcmp(format, TASK_MODEL_FORMAT) && !expected_tok) rc = inspect_task_model(path);
+    else if (!strcmp(format, CKPT_FORMAT) && !expected_tok && model_group_empty(f))
         rc = inspect_adapter_checkpoint(path, f);
     H5Fclose(f);
     if (rc >= 0) return rc;
     if (expected_tok) return cli_usage_error("inspect", "--tokenizer applies to corpus files only");
-    return inspect_model(path, !strcmp(format, "gpt-checkpoint"));
+    return inspect_model(path, !strcmp(format, CKPT_FORMAT));
 }

@@ -32,9 +32,8 @@
 #include "model/shard.h"
 #include "base/util.h"
 #include "base/version.h"
+#include "files/formats.h"
 
-#define CKPT_FORMAT "gpt-checkpoint"
-#define CKPT_FORMAT_VERSION 1
 #define BCAST_FLOATS ((size_t)1 << 28) /* MPI counts are ints */
 
 enum { N_PARTS = 3 };

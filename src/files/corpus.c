@@ -41,6 +41,7 @@
 #include "base/util.h"
 #include "base/version.h"
 #include "base/zstream.h"
+#include "files/formats.h"
 
 #define WRITE_ROUND ((hsize_t)1 << 28)
 /* Small enough that reading one training window verifies little more than itself
@@ -613,8 +614,8 @@ static int write_metadata(const char *tmp, const Tokenizer *t, const Stream *s, 
     char created[32];
     time_t now = time(NULL);
     strftime(created, sizeof created, "%Y-%m-%dT%H:%M:%SZ", gmtime(&now));
-    int rc = tokenizer_write_h5(t, f) || h5_write_attr_string(f, "format", "gpt-corpus") ||
-             h5_write_attr_int(f, "format_version", 1) || h5_write_attr_string(f, "tool_version", GPT_VERSION) ||
+    int rc = tokenizer_write_h5(t, f) || h5_write_attr_string(f, "format", CORPUS_FORMAT) ||
+             h5_write_attr_int(f, "format_version", CORPUS_FORMAT_VERSION) || h5_write_attr_string(f, "tool_version", GPT_VERSION) ||
              h5_write_attr_string(f, "created", created) ||
              h5_write_attr_int(f, "vocab_size", tokenizer_vocab_size(t)) ||
              h5_write_attr_int(f, "eot_token", tokenizer_special_id(t, TOK_EOT)) ||

@@ -13,6 +13,7 @@
 #include "base/rng.h"
 #include "text/tokenizer.h"
 #include "base/util.h"
+#include "files/formats.h"
 
 /* HDF5 checks a chunk's checksum whenever it reads it; keeping recently read chunks
  * (64 Ki tokens each) avoids doing that twice for neighbouring windows. */
@@ -35,7 +36,7 @@ Corpus *corpus_open(const char *path) {
     H5Pset_fapl_mpio(fapl, MPI_COMM_WORLD, MPI_INFO_NULL);
     c->file = h5_open_read_fapl(path, fapl);
     H5Pclose(fapl);
-    if (c->file < 0 || h5_expect_format(path, c->file, "gpt-corpus", "a corpus (made by gpt prepare)")) goto fail;
+    if (c->file < 0 || h5_expect_format(path, c->file, CORPUS_FORMAT, "a corpus (made by gpt prepare)")) goto fail;
     if (h5_read_attr_int(path, "", c->file, "vocab_size", &c->vocab)) goto fail;
     hid_t dapl = H5Pcreate(H5P_DATASET_ACCESS);
     H5Pset_chunk_cache(dapl, 521, CHUNK_CACHE_BYTES, 1.0);

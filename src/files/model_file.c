@@ -12,9 +12,8 @@
 #include "files/h5util.h"
 #include "base/util.h"
 #include "base/version.h"
+#include "files/formats.h"
 
-#define MODEL_FORMAT "gpt-model"
-#define MODEL_FORMAT_VERSION 1
 
 int model_config_write_h5(int64_t g, const GPTConfig *c) {
     return h5_write_attr_int(g, "n_layer", c->n_layer) || h5_write_attr_int(g, "n_head", c->n_head) ||

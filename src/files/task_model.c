@@ -12,8 +12,8 @@
 #include "files/h5util.h"
 #include "files/model_file.h"
 #include "base/util.h"
+#include "files/formats.h"
 
-#define TASK_MODEL_FORMAT "gpt-task-model"
 static const char *const kind_name[] = {"class", "real", "choice"};
 
 typedef struct {

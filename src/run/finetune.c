@@ -35,6 +35,7 @@
 #include "run/train.h"
 #include "base/util.h"
 #include "base/version.h"
+#include "files/formats.h"
 
 /* ---- metrics ---- */
 
@@ -570,7 +571,7 @@ static int open_data(Tuner *t, const FinetuneOptions *o, const GPTConfig *cfg) {
     char format[32];
     const char *first = blend_spec_path(o->data[0]);
     file_format(first, format, sizeof format);
-    if (!strcmp(format, "gpt-corpus")) { /* continued pre-training, on one corpus or a blend */
+    if (!strcmp(format, CORPUS_FORMAT)) { /* continued pre-training, on one corpus or a blend */
         if (!(t->corpus = blend_open(o->data, o->n_data))) return -1;
         const Blend *b = t->corpus;
         int rc = 0;

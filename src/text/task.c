@@ -22,8 +22,8 @@
 #include "base/rng.h"
 #include "base/util.h"
 #include "base/version.h"
+#include "files/formats.h"
 
-#define TASK_FORMAT "gpt-task"
 
 static const char *const type_names[TASK_N] = {"classify", "entail", "similar", "choice"};
 static const char *const kind_names[] = {"class", "real", "choice"};
@@ -661,7 +661,7 @@ int task_write(const char *path, const TaskData *d, const Tokenizer *tok, const 
     if (snprintf(tmp, sizeof tmp, "%s.tmp", path) >= (int)sizeof tmp) return gpt_error("%s: path too long", path);
     hid_t f = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
     if (f < 0) return gpt_error("%s: cannot create the file (check the directory exists and is writable)", tmp);
-    int rc = h5_write_attr_string(f, "format", TASK_FORMAT) || h5_write_attr_int(f, "format_version", 1) ||
+    int rc = h5_write_attr_string(f, "format", TASK_FORMAT) || h5_write_attr_int(f, "format_version", TASK_FORMAT_VERSION) ||
              h5_write_attr_string(f, "tool_version", GPT_VERSION) ||
              h5_write_attr_string(f, "task", type_names[in->type]) ||
              h5_write_attr_string(f, "label_kind", kind_names[in->label_kind]) ||

@@ -19,8 +19,8 @@
 #include "text/tokenizer.h"
 #include "base/util.h"
 #include "base/version.h"
+#include "files/formats.h"
 
-#define TOKENIZER_FORMAT "gpt-tokenizer"
 
 /* ---- a growing vocabulary under construction ---- */
 
@@ -699,7 +699,7 @@ int tokenizer_save(const Tokenizer *t, const char *path) {
     hid_t f = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
     if (f < 0) return gpt_error("%s: cannot create the file (check the directory exists and is writable)", tmp);
     int rc = h5_write_attr_string(f, "format", TOKENIZER_FORMAT) ||
-             h5_write_attr_int(f, "format_version", 1) ||
+             h5_write_attr_int(f, "format_version", TOKENIZER_FORMAT_VERSION) ||
              h5_write_attr_string(f, "tool_version", GPT_VERSION) || tokenizer_write_h5(t, f);
     if (H5Fclose(f) < 0) rc = -1;
     if (rc || rename(tmp, path)) {
