@@ -1,5 +1,5 @@
 /* kernel_set.h: the table of one compiled kernel set (internal to src/cpu/kernels.c and
- * src/cpu/kernels_dispatch.c; everyone else includes kernels.h).
+ * src/cpu/kernel_set.c; everyone else includes kernels.h).
  *
  * KERNELS(V, R) lists every dispatched function once: V for those returning void,
  * R(type, ...) for the others, each with its parameter list and the argument list that

@@ -2,7 +2,7 @@
  *
  * The Makefile builds this file twice, with -DKERNEL_ISA=avx2 -march=x86-64-v3 and with
  * -DKERNEL_ISA=avx512 -march=x86-64-v4; each object exports only its table
- * (kernels_avx2, kernels_avx512) and kernels_dispatch.c forwards to one of them.
+ * (kernels_avx2, kernels_avx512) and kernel_set.c forwards to one of them.
  *
  * The loops are branch-free so that GCC vectorises them with either instruction set:
  * exp is a Cephes-style polynomial instead of libm's expf (a scalar call that dominated

@@ -1,4 +1,4 @@
-/* kernels_dispatch.c: chooses the kernel set once and forwards every kernel to it
+/* kernel_set.c: chooses the kernel set once and forwards every kernel to it
  * (see kernels.h and kernel_set.h). */
 #include <stdlib.h>
 #include <string.h>
