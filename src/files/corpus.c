@@ -37,7 +37,7 @@
 #include "dist/dist.h"
 #include "files/h5util.h"
 #include "base/stop.h"
-#include "text/tokenizer.h"
+#include "files/tokenizer_file.h"
 #include "base/util.h"
 #include "base/version.h"
 #include "base/zstream.h"

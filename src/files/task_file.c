@@ -16,6 +16,7 @@
 #include "files/data.h"
 #include "files/formats.h"
 #include "files/h5util.h"
+#include "files/tokenizer_file.h"
 
 int task_write(const char *path, const TaskData *d, const Tokenizer *tok, const char *source) {
     h5_quiet();
