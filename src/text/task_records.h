@@ -37,6 +37,7 @@ typedef struct {
     int index;
 } Piece;
 
+/* A record as read: its pieces (views into the reader's text) and its label. */
 typedef struct {
     Piece *pieces;  /* the task's fields in order, then choice's answers */
     int n_pieces, cap_pieces;
@@ -46,6 +47,7 @@ typedef struct {
     size_t label_len;
 } Record;
 
+/* One task_from_text: the options, the label state and the records so far. */
 typedef struct {
     const char *path;
     size_t line;           /* of the record being read */

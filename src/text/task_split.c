@@ -30,7 +30,6 @@ static int text_number(const char *text, size_t n, double *out) {
     return *end || errno || !isfinite(*out) ? -1 : 0;
 }
 
-/* The record's label as a class index, real value or answer index (NAN: none). */
 int task_resolve_label(Reader *r, const Record *rec, int n_answers, double *out) {
     char shown[80];
     *out = NAN;
@@ -69,7 +68,6 @@ static void split_alloc(TaskSplit *s) {
     s->labels = xmalloc(((size_t)s->n_examples + 1) * sizeof *s->labels);
 }
 
-/* Shuffles the records with the seed: the first round(F n) go to /val; both keep file order. */
 void task_split_records(TaskData *d, const Records *R, const TaskPrepare *opt) {
     int64_t n = (int64_t)R->n_ex, n_val = (int64_t)floor(opt->val_fraction * (double)n + 0.5);
     int64_t *perm = xmalloc(((size_t)n + 1) * sizeof *perm);
@@ -113,7 +111,6 @@ void task_split_records(TaskData *d, const Records *R, const TaskPrepare *opt) {
     free(in_val);
 }
 
-/* "a,b,c" into names (none empty, none twice); -1 otherwise. */
 int task_parse_names(const char *list, Reader *r) {
     char *copy = xstrdup(list);
     for (char *p = copy, *comma;; p = comma + 1) {
