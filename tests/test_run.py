@@ -11,7 +11,9 @@
   * rank 0 failing to write model.h5 is one error and a non-zero exit on every rank,
     not a hang (the fine-tuning twin is in tests/test_finetune.py);
   * a checkpoint holding a non-finite value is not resumed from: --resume auto falls
-    back to an older one. (A full disk: tests/test_disk_full.py.)"""
+    back to an older one. (A full disk: tests/test_disk_full.py.)
+  * a resume keeps metrics.jsonl's lines up to the resumed step whatever their length
+    (a blend's val_losses over many long corpus paths runs past 8 KiB)."""
 
 import json
 import os
@@ -142,3 +144,26 @@ def test_resume_skips_a_checkpoint_with_non_finite_values(gpt_bin, tiny_corpus, 
     assert "/optimizer/v/wte holds a NaN or an infinity" in proc.stderr and "falling back" in proc.stderr, \
         proc.stderr
     assert f"resuming from {out}/ckpt_2.h5: step 2" in proc.stdout, proc.stdout
+
+
+def test_resume_keeps_metrics_lines_of_any_length(gpt_bin, tiny_corpus, workdir):
+    """Resuming cuts metrics.jsonl to the resumed step: every line up to it stays, however
+    long, and the lines after it go."""
+    corpus, out = tiny_corpus["corpus"], workdir / "run"
+    sh(train_args(gpt_bin, corpus, out, 4, ["--ckpt-every", 2, "--keep", 0]), timeout=120)
+    path = out / "metrics.jsonl"
+    lines = path.read_text().splitlines()
+    # as long as a blend's validation losses over 100 corpora with long paths
+    long = json.loads(lines[0])
+    long["val_losses"] = {f"/data/{'corpora/' * 10}{'shard' * 10}_{i:03d}.h5": 5.0 + i / 1000 for i in range(100)}
+    lines[0] = json.dumps(long, separators=(",", ":"))
+    assert len(lines[0]) > 8192
+    path.write_text("\n".join(lines) + "\n")
+    os.remove(out / "ckpt_4.h5")  # resume from step 2: lines 3 and 4 must go
+    (out / "latest").write_text("ckpt_2.h5\n")
+    proc = sh(train_args(gpt_bin, corpus, out, 5, ["--ckpt-every", 2, "--keep", 0, "--resume", "auto"]),
+              timeout=120)
+    assert f"resuming from {out}/ckpt_2.h5: step 2" in proc.stdout, proc.stdout
+    metrics = read_metrics(out)
+    assert [m["step"] for m in metrics] == [1, 2, 3, 4, 5], [m["step"] for m in metrics]
+    assert metrics[0] == long, "the long line was not kept as it was"

@@ -31,7 +31,7 @@
 
 #include "model/model.h"
 #include "model/optim.h"
-#include "text/tokenizer.h"
+#include "files/tokenizer_file.h"
 
 /* What besides the tensors a run needs to continue exactly. All randomness of training
  * (the sample order and the dropout masks) is a pure function of (seed, global sample

@@ -30,8 +30,8 @@ typedef struct {
 } PrepareStats;
 
 /* Collective over MPI_COMM_WORLD. Inputs named .jsonl (also .jsonl.gz, .jsonl.zst) are
- * JSON Lines with a string field "text" per line; others are UTF-8 text. Writes out +
- * ".tmp", renames it when complete. Returns 0, or -1 on every rank with the same
+ * JSON Lines (base/jsonl.h's rules) with a string field "text" per line; others are
+ * UTF-8 text. Writes out + ".tmp" and publishes it when complete (base/atomic.h). Returns 0, or -1 on every rank with the same
  * message and no file left (also when SIGTERM or SIGINT arrives). */
 int corpus_prepare(const char *tokenizer_path, const char *out, const char *const *inputs,
                    int n_inputs, const PrepareOptions *opt, PrepareStats *stats);

@@ -14,7 +14,7 @@
 #include <stdint.h>
 
 #include "model/model.h"
-#include "text/tokenizer.h"
+#include "files/tokenizer_file.h"
 
 
 /* tok (may be NULL) is written as /tokenizer, so that the file alone can encode and

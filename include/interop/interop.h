@@ -19,7 +19,7 @@
 #define GPT_INTEROP_H
 
 #include "model/model.h"
-#include "text/tokenizer.h"
+#include "files/tokenizer_file.h"
 
 /* Writes m and tok into DIR (created if missing). -1 with gpt_error() if the model has
  * no Hugging Face equivalent (a post-LN model whose MLP is not 4 n_embd wide). */

@@ -1,7 +1,7 @@
 /* head.h: the task output layer W_y of fine-tuning and its losses (GPT-1, section 3.3).
  *
  * The head reads the final hidden state of each sequence's extract token (the last
- * token). Per task (task.h):
+ * token). Per task (model/task_kind.h; the sequences: text/task.h):
  *   classify, entail  logits = W_y h + b over K classes, cross-entropy
  *   similar           h = h(a;b) + h(b;a); classes as above, or one real output with the
  *                     squared error (regression)
@@ -16,7 +16,7 @@
 #include <stdint.h>
 
 #include "model/model.h"
-#include "text/task.h"
+#include "model/task_kind.h"
 
 typedef struct {
     TaskType type;

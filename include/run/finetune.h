@@ -23,7 +23,7 @@
 #include "model/optim.h"
 #include "run/run.h"
 #include "files/data.h"
-#include "text/task.h"
+#include "files/task_file.h"
 
 typedef struct {
     const char *init;         /* model file or checkpoint to start from */

@@ -1,5 +1,6 @@
-/* task.h: labelled task data for fine-tuning: GPT-1's input transformations and the task
- * file that holds their result.
+/* task.h: labelled task data for fine-tuning: records read from JSON Lines or CSV and
+ * turned into token sequences by GPT-1's input transformations, split into /train and
+ * /val. The task file that holds the result is files/task_file.h.
  *
  * Every record becomes one or more token sequences, each built as in GPT-1 (section 3.3):
  *   classify  <start> text <extract>                                  one sequence
@@ -12,26 +13,23 @@
  * tokens are never cut). Every piece of text loses its leading and trailing whitespace
  * (CSV exports often end a field with " \n"); a piece that is then empty is an error.
  *
- * The task file (docs/formats.md) keeps the two splits, /train and /val, each with the
- * tokens of all sequences, the sequences' offsets, the examples' offsets into the
- * sequences and one label per example; task data is small next to a corpus, so a rank
- * loads the whole file. */
+ * Task data is small next to a corpus: it is held whole, each split as the tokens of all
+ * its sequences, the sequences' offsets, the examples' offsets into the sequences and
+ * one label per example (the layout of the task file, docs/formats.md). */
 #ifndef GPT_TASK_H
 #define GPT_TASK_H
 
 #include <stdint.h>
 
+#include "model/task_kind.h"
 #include "text/tokenizer.h"
-
-typedef enum { TASK_CLASSIFY = 0, TASK_ENTAIL, TASK_SIMILAR, TASK_CHOICE, TASK_N } TaskType;
 
 /* "classify", "entail", "similar", "choice"; -1 with gpt_error() for another name. */
 int task_type_parse(const char *name, TaskType *out);
 const char *task_type_name(TaskType t);
-
-/* What the labels are: classes (classify, entail, similar with --num-classes), one real
- * number (similar, regression), or the index of the right answer (choice). */
-typedef enum { LABEL_CLASS = 0, LABEL_REAL, LABEL_CHOICE } LabelKind;
+/* "class", "real", "choice"; -1 (no message) for another name. */
+int label_kind_parse(const char *name, LabelKind *out);
+const char *label_kind_name(LabelKind k);
 
 typedef struct {
     TaskType type;
@@ -63,7 +61,21 @@ typedef struct {
     int labels_optional;    /* records may lack "label" (prediction input): label NAN */
 } TaskPrepare;
 
-typedef struct TaskData TaskData;
+/* One split, every array exactly sized; the task data owns them (task_free). */
+typedef struct {
+    int64_t n_examples, n_seqs, n_tokens;
+    int32_t *tokens;  /* (n_tokens) the sequences back to back */
+    int64_t *seq_off; /* (n_seqs + 1) where each sequence starts in tokens, then n_tokens */
+    int64_t *ex_off;  /* (n_examples + 1) each example's first sequence, then n_seqs */
+    int *len;         /* (n_seqs) each sequence's length */
+    double *labels;   /* (n_examples) */
+} TaskSplit;
+
+typedef struct TaskData {
+    TaskInfo info;
+    char **names;     /* (info.n_classes) the label names, or NULL */
+    TaskSplit split[2]; /* [0] /train, [1] /val (files/data.h: SPLIT_TRAIN, SPLIT_VAL) */
+} TaskData;
 
 /* 0 if tok has the special tokens the transformations need; else -1 with gpt_error()
  * naming `where` (the tokenizer's file) and the missing token. */
@@ -77,10 +89,7 @@ int task_tokenizer_check(const Tokenizer *tok, const char *where);
  * gpt_error() naming the file, the line and the field on any bad record. */
 TaskData *task_from_text(const char *path, Tokenizer *tok, const TaskPrepare *opt);
 
-/* Writes the task file (with tok as /tokenizer); temporary file renamed into place. */
-int task_write(const char *path, const TaskData *d, const Tokenizer *tok, const char *source);
-/* Loads a task file whole, every checksum and offset verified; NULL with gpt_error(). */
-TaskData *task_load(const char *path);
+/* Frees d and all it holds (NULL is fine). */
 void task_free(TaskData *d);
 
 const TaskInfo *task_info(const TaskData *d);

@@ -10,7 +10,11 @@
  * Ids: every one of the 256 bytes has a token (its id need not equal the byte: GPT-2's
  * do not); merge i produces one new token; special tokens come last. Special tokens
  * are never produced by merging, and text that spells one is ordinary text unless the
- * caller passes allow_special. */
+ * caller passes allow_special.
+ *
+ * tokenizer.c encodes; tokenizer_vocab.c, _import.c, _tiktoken.c and _export.c build
+ * tokenizers and spell them as other tools' files do; files/tokenizer_file.h keeps them
+ * in HDF5. */
 #ifndef GPT_TOKENIZER_H
 #define GPT_TOKENIZER_H
 
@@ -71,8 +75,6 @@ typedef struct {
     int n_special;
 } TokenizerParts;
 TokenizerParts tokenizer_parts(const Tokenizer *t);
-/* An upper bound on the bytes tokenizer_write_h5 adds to a file (0 for NULL). */
-uint64_t tokenizer_h5_bytes(const Tokenizer *t);
 
 /* A fresh byte-level tokenizer from learned merges (token 256+k = merge k), with the
  * four special tokens of TOK_EOT .. TOK_EXTRACT after them. */
@@ -105,13 +107,6 @@ struct json_t *tokenizer_hf_json(const Tokenizer *t);
 /* 1 if a and b encode every text alike (same tokens, merges and special tokens); else
  * 0, with a description of the first difference in why[size]. */
 int tokenizer_equal(const Tokenizer *a, const Tokenizer *b, char *why, size_t size);
-
-/* HDF5: the tokenizer as group "tokenizer" of an open file or group (docs/formats.md). */
-int tokenizer_write_h5(const Tokenizer *t, int64_t loc_id);
-Tokenizer *tokenizer_read_h5(int64_t loc_id, const char *path_for_errors);
-/* A tokenizer file (format "gpt-tokenizer"), or any file with a /tokenizer group. */
-int tokenizer_save(const Tokenizer *t, const char *path);
-Tokenizer *tokenizer_load(const char *path);
 
 /* The pre-tokenization step alone, for training: GPT-2's pattern, compiled once. */
 typedef struct Pretokenizer Pretokenizer;

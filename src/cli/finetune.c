@@ -15,6 +15,7 @@
 #include "files/h5util.h"
 #include "model/lora.h"
 #include "files/model_file.h"
+#include "files/task_file.h"
 #include "files/task_model.h"
 #include "run/train.h"
 #include "base/util.h"

@@ -17,7 +17,7 @@
 #include "files/model_file.h"
 #include "files/h5util.h"
 #include "model/model.h"
-#include "text/task.h"
+#include "files/task_file.h"
 #include "files/task_model.h"
 #include "text/tokenizer.h"
 #include "base/util.h"

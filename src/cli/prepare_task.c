@@ -8,7 +8,7 @@
 #include "cli/cli.h"
 #include "files/h5util.h"
 #include "files/model_file.h"
-#include "text/task.h"
+#include "files/task_file.h"
 #include "base/util.h"
 
 static const char help[] =

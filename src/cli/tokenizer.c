@@ -7,7 +7,7 @@
 #include "text/bpe_train.h"
 #include "cli/cli.h"
 #include "base/hashmap.h"
-#include "text/tokenizer.h"
+#include "files/tokenizer_file.h"
 #include "base/util.h"
 
 static const char help_tokenizer[] =

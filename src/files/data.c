@@ -11,7 +11,7 @@
 #include "files/h5util.h"
 #include "dist/dist.h"
 #include "base/rng.h"
-#include "text/tokenizer.h"
+#include "files/tokenizer_file.h"
 #include "base/util.h"
 #include "files/formats.h"
 

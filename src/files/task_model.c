@@ -14,7 +14,6 @@
 #include "base/util.h"
 #include "files/formats.h"
 
-static const char *const kind_name[] = {"class", "real", "choice"};
 
 typedef struct {
     const GPTLora *lora;
@@ -34,7 +33,7 @@ static int write_extra(int64_t file, const void *ctx) {
     if (x->info) {
         const TaskInfo *i = x->info;
         if (h5_write_attr_string(f, "task", task_type_name(i->type)) ||
-            h5_write_attr_string(f, "label_kind", kind_name[i->label_kind]) ||
+            h5_write_attr_string(f, "label_kind", label_kind_name(i->label_kind)) ||
             h5_write_attr_int(f, "n_classes", i->n_classes) || h5_write_attr_int(f, "n_ctx", i->n_ctx))
             return -1;
         if (x->n_names) {
@@ -90,8 +89,7 @@ static int read_task(const char *path, hid_t f, TaskModel *t) {
         h5_read_attr_string(path, "", f, "label_kind", kind, sizeof kind) ||
         h5_read_attr_int(path, "", f, "n_classes", &i->n_classes) || h5_read_attr_int(path, "", f, "n_ctx", &i->n_ctx))
         return -1;
-    i->label_kind = !strcmp(kind, "real") ? LABEL_REAL : !strcmp(kind, "choice") ? LABEL_CHOICE : LABEL_CLASS;
-    if (strcmp(kind, kind_name[i->label_kind]))
+    if (label_kind_parse(kind, &i->label_kind))
         return gpt_error("%s: label_kind is '%s', expected class, real or choice", path, kind);
     if (H5Lexists(f, "label_names", H5P_DEFAULT) <= 0) return 0;
     hsize_t n;

@@ -11,8 +11,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "files/checkpoint.h"
+#include "base/jsonl.h"
 #include "base/util.h"
+#include "files/checkpoint.h"
 
 static int mkdir_p(const char *dir) {
     char path[PATH_MAX];
@@ -110,25 +111,31 @@ static const char *run_evidence(const char *out, char *buf, size_t size) {
     return NULL;
 }
 
-/* Keeps the lines of metrics.jsonl up to `step` (a torn last line is dropped). */
+/* Keeps the lines of metrics.jsonl up to `step`, whatever their length (a line that is
+ * no record, such as a torn last one, is dropped). */
 static int cut_metrics(const char *path, long step) {
-    FILE *in = fopen(path, "r");
-    if (!in) return 0; /* none yet */
-    char tmp[PATH_MAX + 8], line[8192];
+    if (access(path, F_OK)) return 0; /* none yet */
+    JsonlReader *in = jsonl_open(path, NULL, JSONL_SKIP_BAD);
+    if (!in) return -1;
+    char tmp[PATH_MAX + 8];
     snprintf(tmp, sizeof tmp, "%s.tmp", path);
     FILE *out = fopen(tmp, "w");
     if (!out) {
-        fclose(in);
+        jsonl_close(in);
         return gpt_error("%s: cannot create: %s", tmp, strerror(errno));
     }
-    while (fgets(line, sizeof line, in)) {
-        json_t *j = json_loads(line, 0, NULL);
-        json_t *s = j ? json_object_get(j, "step") : NULL;
-        if (json_is_integer(s) && json_integer_value(s) <= step && strchr(line, '\n')) fputs(line, out);
+    json_t *j;
+    int rc;
+    while ((rc = jsonl_next(in, &j)) > 0) {
+        json_t *s = json_object_get(j, "step");
+        size_t len;
+        const char *line = jsonl_text(in, &len);
+        if (json_is_integer(s) && json_integer_value(s) <= step) fwrite(line, 1, len, out), fputc('\n', out);
         json_decref(j);
     }
-    fclose(in);
+    jsonl_close(in);
     int bad = ferror(out) | fclose(out);
+    if (rc < 0) return remove(tmp), -1;
     if (bad || rename(tmp, path)) return gpt_error("%s: cannot rewrite: %s", path, strerror(errno));
     return 0;
 }

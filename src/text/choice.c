@@ -6,16 +6,19 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "cpu/kernels.h"
+#include "base/jsonl.h"
 #include "base/util.h"
+#include "cpu/kernels.h"
 
 /* ---- records ---- */
+
+#define LAYOUT "{\"context\": \"...\", \"endings\": [\"...\", ...], \"label\": i}"
 
 static int is_space(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f'; }
 
 typedef struct {
     const char *path;
-    int line;
+    size_t line;
     Tokenizer *tok;
     int n_ctx;
     char *buf;          /* an ending with the whitespace moved to it */
@@ -29,18 +32,18 @@ static int encode(Loader *L, const char *text, size_t len, TokenVec *out) {
 static int too_long(const Loader *L, const char *field, int index, size_t n) {
     char where[64] = "";
     if (index >= 0) snprintf(where, sizeof where, "[%d]", index);
-    return gpt_error("%s:%d: field \"%s\"%s has %zu tokens, more than n_ctx = %d", L->path, L->line, field, where, n,
-                     L->n_ctx);
+    return jsonl_error(L->path, L->line, "field \"%s\"%s has %zu tokens, more than n_ctx = %d", field, where, n,
+                       L->n_ctx);
 }
 
 /* The context without its trailing whitespace, and that whitespace (moved to the endings). */
 static int read_context(Loader *L, json_t *obj, ChoiceRecord *r, const char **ws, size_t *n_ws) {
     json_t *c = json_object_get(obj, "context"), *ctx = json_object_get(obj, "ctx");
     const char *field = c ? "context" : "ctx";
-    if (c && ctx) return gpt_error("%s:%d: both \"context\" and \"ctx\" are given; expected one", L->path, L->line);
+    if (c && ctx) return jsonl_error(L->path, L->line, "both \"context\" and \"ctx\" are given; expected one");
     if (!c) c = ctx;
-    if (!c) return gpt_error("%s:%d: field \"context\" is missing (expected {\"context\": \"...\", \"endings\": [\"...\", ...], \"label\": i})", L->path, L->line);
-    if (!json_is_string(c)) return gpt_error("%s:%d: field \"%s\" is not a string", L->path, L->line, field);
+    if (!c) return jsonl_error(L->path, L->line, "field \"context\" is missing (expected " LAYOUT ")");
+    if (!json_is_string(c)) return jsonl_error(L->path, L->line, "field \"%s\" is not a string", field);
     const char *s = json_string_value(c);
     size_t len = json_string_length(c), keep = len;
     while (keep > 0 && is_space(s[keep - 1])) keep--;
@@ -51,18 +54,18 @@ static int read_context(Loader *L, json_t *obj, ChoiceRecord *r, const char **ws
 
 static int read_endings(Loader *L, json_t *obj, ChoiceRecord *r, const char *ws, size_t n_ws) {
     json_t *e = json_object_get(obj, "endings");
-    if (!e) return gpt_error("%s:%d: field \"endings\" is missing", L->path, L->line);
+    if (!e) return jsonl_error(L->path, L->line, "field \"endings\" is missing");
     if (!json_is_array(e) || json_array_size(e) < 2)
-        return gpt_error("%s:%d: field \"endings\" is not an array of at least 2 strings", L->path, L->line);
+        return jsonl_error(L->path, L->line, "field \"endings\" is not an array of at least 2 strings");
     r->n_endings = (int)json_array_size(e);
     r->endings = xcalloc((size_t)r->n_endings, sizeof *r->endings);
     for (int k = 0; k < r->n_endings; k++) {
         json_t *s = json_array_get(e, (size_t)k);
-        if (!json_is_string(s)) return gpt_error("%s:%d: field \"endings\"[%d] is not a string", L->path, L->line, k);
+        if (!json_is_string(s)) return jsonl_error(L->path, L->line, "field \"endings\"[%d] is not a string", k);
         const char *text = json_string_value(s);
         size_t len = json_string_length(s), blank = 0;
         while (blank < len && is_space(text[blank])) blank++;
-        if (blank == len) return gpt_error("%s:%d: field \"endings\"[%d] is empty", L->path, L->line, k);
+        if (blank == len) return jsonl_error(L->path, L->line, "field \"endings\"[%d] is empty", k);
         /* the delimiter: the context's trailing whitespace, or one space between words */
         int space = !n_ws && blank == 0 && r->context.n > 0;
         size_t n = n_ws + (size_t)space + len;
@@ -78,31 +81,22 @@ static int read_endings(Loader *L, json_t *obj, ChoiceRecord *r, const char *ws,
 
 static int read_label(Loader *L, json_t *obj, ChoiceRecord *r) {
     json_t *l = json_object_get(obj, "label");
-    if (!l) return gpt_error("%s:%d: field \"label\" is missing", L->path, L->line);
+    if (!l) return jsonl_error(L->path, L->line, "field \"label\" is missing");
     if (!json_is_integer(l))
-        return gpt_error("%s:%d: field \"label\" is not an integer (the index of the right ending)", L->path, L->line);
+        return jsonl_error(L->path, L->line, "field \"label\" is not an integer (the index of the right ending)");
     json_int_t v = json_integer_value(l);
     if (v < 0 || v >= r->n_endings)
-        return gpt_error("%s:%d: field \"label\" is %lld, outside 0..%d (the record has %d endings)", L->path, L->line,
+        return jsonl_error(L->path, L->line, "field \"label\" is %lld, outside 0..%d (the record has %d endings)",
                          (long long)v, r->n_endings - 1, r->n_endings);
     r->label = (int)v;
     return 0;
 }
 
-static int read_record(Loader *L, const char *text, size_t len, ChoiceRecord *r) {
-    json_error_t jerr;
-    json_t *obj = json_loadb(text, len, 0, &jerr);
-    int rc;
-    if (!obj) rc = gpt_error("%s:%d: not valid JSON (%s)", L->path, L->line, jerr.text);
-    else if (!json_is_object(obj)) rc = gpt_error("%s:%d: expected a JSON object", L->path, L->line);
-    else {
-        const char *ws = "";
-        size_t n_ws = 0;
-        r->line = L->line;
-        rc = read_context(L, obj, r, &ws, &n_ws) || read_endings(L, obj, r, ws, n_ws) || read_label(L, obj, r) ? -1 : 0;
-    }
-    json_decref(obj);
-    return rc;
+static int read_record(Loader *L, json_t *obj, ChoiceRecord *r) {
+    const char *ws = "";
+    size_t n_ws = 0;
+    r->line = (int)L->line;
+    return read_context(L, obj, r, &ws, &n_ws) || read_endings(L, obj, r, ws, n_ws) || read_label(L, obj, r) ? -1 : 0;
 }
 
 static void record_free(ChoiceRecord *r) {
@@ -112,30 +106,27 @@ static void record_free(ChoiceRecord *r) {
 }
 
 ChoiceSet *choice_load(const char *path, Tokenizer *tok, int n_ctx) {
-    size_t len;
-    char *buf = (char *)read_file(path, &len);
-    if (!buf) return NULL;
+    JsonlReader *in = jsonl_open(path, "a JSON object " LAYOUT, 0);
+    if (!in) return NULL;
     ChoiceSet *s = xcalloc(1, sizeof *s);
     s->path = xstrdup(path);
     Loader L = {.path = path, .tok = tok, .n_ctx = n_ctx};
-    size_t cap = 0, bom = utf8_bom_len((const uint8_t *)buf, len);
-    int rc = len > bom ? check_text(path, (const uint8_t *)buf + bom, len - bom, bom) : 0;
-    for (size_t p = bom; !rc && p < len;) {
-        const char *nl = memchr(buf + p, '\n', len - p);
-        size_t e = nl ? (size_t)(nl - buf) : len;
-        L.line++;
-        if (strspn(buf + p, " \t\r") < e - p) {
-            if (s->n == (int64_t)cap) s->rec = xrealloc(s->rec, (cap = cap ? 2 * cap : 64) * sizeof *s->rec);
-            ChoiceRecord *r = &s->rec[s->n++];
-            *r = (ChoiceRecord){0};
-            rc = read_record(&L, buf + p, e - p, r);
-            s->n_endings += r->n_endings;
-        }
-        p = e + 1;
+    size_t cap = 0;
+    json_t *obj;
+    int rc;
+    while ((rc = jsonl_next(in, &obj)) > 0) {
+        if (s->n == (int64_t)cap) s->rec = xrealloc(s->rec, (cap = cap ? 2 * cap : 64) * sizeof *s->rec);
+        ChoiceRecord *r = &s->rec[s->n++];
+        *r = (ChoiceRecord){0};
+        L.line = jsonl_line(in);
+        rc = read_record(&L, obj, r);
+        s->n_endings += r->n_endings;
+        json_decref(obj);
+        if (rc) break;
     }
     if (!rc && s->n == 0) rc = gpt_error("%s: holds no record (expected JSON Lines of {\"context\", \"endings\", \"label\"})", path);
+    jsonl_close(in);
     free(L.buf);
-    free(buf);
     if (rc) {
         choice_free(s);
         return NULL;
