@@ -146,7 +146,7 @@ static void backward(void *ctx, long s, StepGrads *g) {
                                            1.0f / (float)(G * T)) * B * T;
     }
     g->comm_wait_s = t->sync ? gradsync_finish(t->sync) : 0.0;
-    g->grad_norm = t->sync ? sqrt(gradsync_norm_sq(t->sync)) : grad_norm(t->m->grads, t->m->n_params);
+    g->grad_norm = t->sync ? sqrt(gradsync_norm_sq(t->sync)) : optim_grad_norm(t->m->grads, t->m->n_params);
     g->tokens = (double)G * T;
 }
 

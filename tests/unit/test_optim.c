@@ -194,7 +194,7 @@ static void sharded_updates_equal_whole(void **state) {
     assert_int_equal(owned, m->n_params);
     for (int s = 0; s < STEPS; s++) {
         for (size_t i = 0; i < m->n_params; i++) grads[i] = (float)sin(0.37 * (double)i + s);
-        double norm = grad_norm(grads, m->n_params);
+        double norm = optim_grad_norm(grads, m->n_params);
         adamw_step_norm(all, whole, grads, m->tensors, m->n_tensors, norm);
         for (int r = 0; r < P; r++) adamw_step_norm(shard[r], m->params, grads, m->tensors, m->n_tensors, norm);
     }
