@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "files/h5util.h"
+#include "model/shard.h"
 #include "base/util.h"
 #include "base/version.h"
 #include "files/formats.h"
@@ -27,13 +28,9 @@ int model_config_write_h5(int64_t g, const GPTConfig *c) {
            h5_write_attr_float(g, "ln_eps", c->ln_eps);
 }
 
-int model_tensor_chunk_rows(const GPTTensor *t) {
-    return (int)h5_chunk_rows((hsize_t)t->shape[0], sizeof(float) * (t->ndim == 2 ? (hsize_t)t->shape[1] : 1));
-}
-
 int64_t model_tensor_create(int64_t loc, const GPTTensor *t) {
     hsize_t dims[2] = {(hsize_t)t->shape[0], (hsize_t)t->shape[1]};
-    hsize_t chunk[2] = {(hsize_t)model_tensor_chunk_rows(t), dims[1]};
+    hsize_t chunk[2] = {(hsize_t)shard_tensor_chunk_rows(t), dims[1]};
     hid_t space = H5Screate_simple(t->ndim, dims, NULL), dcpl = H5Pcreate(H5P_DATASET_CREATE);
     H5Pset_chunk(dcpl, t->ndim, chunk);
     H5Pset_fletcher32(dcpl);
@@ -68,12 +65,12 @@ uint64_t model_tensors_bytes(const GPTTensor *t, int n) {
 }
 
 size_t model_tensor_chunk_bytes(const GPTTensor *t) {
-    return (size_t)model_tensor_chunk_rows(t) * (t->ndim == 2 ? (size_t)t->shape[1] : 1) * sizeof(float);
+    return (size_t)shard_tensor_chunk_rows(t) * (t->ndim == 2 ? (size_t)t->shape[1] : 1) * sizeof(float);
 }
 
 int model_tensor_write_chunks(int64_t d, const GPTTensor *t, const float *rows, int lo, int hi, void *buf) {
     size_t row = t->ndim == 2 ? (size_t)t->shape[1] : 1, bytes = model_tensor_chunk_bytes(t);
-    int step = model_tensor_chunk_rows(t);
+    int step = shard_tensor_chunk_rows(t);
     for (int c = lo; c < hi; c += step) {
         size_t n = (size_t)(c + step < t->shape[0] ? step : t->shape[0] - c) * row;
         memcpy(buf, rows + (size_t)(c - lo) * row, n * sizeof(float)); /* floats are little-endian here (x86-64) */
