@@ -32,6 +32,7 @@
 #include <stdint.h>
 
 #include "files/checkpoint.h"
+#include "files/checkpoint_writer.h"
 #include "model/optim.h"
 #include "cpu/precision.h"
 
