@@ -4,8 +4,9 @@
  * and shaped like a PyTorch state dict, and every GPTConfig field as an attribute of
  * /model. Tensors are chunked by whole rows (about 1 MiB a chunk) and carry
  * HDF5's Fletcher32 checksum, which HDF5 verifies on every read. Writes go to "<path>.tmp"
- * and are renamed into place once complete, so a failed write never leaves a file that
- * looks whole. Reads check every attribute and tensor against the configuration and name
+ * and are published once complete (base/atomic.h: flushed to disk, renamed, the
+ * directory flushed), so neither a failed write nor a crash leaves a file that looks
+ * whole. Reads check every attribute and tensor against the configuration and name
  * what is missing or misshapen. A tensor holding a NaN or an infinity is never written,
  * and loading refuses it: a diverged or damaged model would only print garbage. */
 #ifndef GPT_MODEL_FILE_H

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/atomic.h"
 #include "files/h5util.h"
 #include "model/shard.h"
 #include "base/util.h"
@@ -97,8 +98,7 @@ static int write_model(const char *path, const GPT *m, int with_tensors, const T
     h5_quiet();
     if (with_tensors && model_tensors_check_finite(path, "/model", m->tensors, m->n_tensors, m->params, 1)) return -1;
     char tmp[PATH_MAX];
-    if (snprintf(tmp, sizeof tmp, "%s.tmp", path) >= (int)sizeof tmp)
-        return gpt_error("%s: path too long", path);
+    if (atomic_tmp_path(path, tmp, sizeof tmp)) return -1;
     uint64_t need = H5_FILE_OVERHEAD + (with_tensors ? model_tensors_bytes(m->tensors, m->n_tensors) : 0) +
                     tokenizer_h5_bytes(tok) + extra_bytes;
     if (h5_reserve(path, tmp, need, "the model file")) { /* before and after the create, which truncates */
@@ -134,11 +134,7 @@ static int write_model(const char *path, const GPT *m, int with_tensors, const T
         remove(tmp);
         return gpt_error("%s: writing the model failed", tmp);
     }
-    if (rename(tmp, path) != 0) {
-        remove(tmp);
-        return gpt_error("%s: cannot rename %s into place", path, tmp);
-    }
-    return 0;
+    return atomic_publish(tmp, path); /* flushed to disk before it replaces the old file */
 }
 
 int model_file_write(const char *path, const GPT *m, const Tokenizer *tok) {
