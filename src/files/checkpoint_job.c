@@ -13,7 +13,6 @@
 #include "checkpoint_job.h"
 
 #include <hdf5.h>
-#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -160,7 +159,8 @@ int ckpt_job_write(CkptJob *j) {
         for (int i = 0; !rc && i < m->n_tensors; i++) {
             const GPTTensor *t = &m->tensors[i];
             int lo = j->sh.lo[i], hi = j->sh.hi[i];
-            const float *rows = lo < hi ? j->src[p] + (t->offset + (size_t)lo * ckpt_row_floats(t) - j->first[p]) : NULL;
+            size_t at = t->offset + (size_t)lo * ckpt_row_floats(t); /* row lo's flat index */
+            const float *rows = lo < hi ? j->src[p] + (at - j->first[p]) : NULL;
             if (lo < hi && model_tensor_write_chunks(j->dsets[p * m->n_tensors + i], t, rows, lo, hi, buf)) rc = -1;
         }
         if (p == 0) fault_point("ckpt-write", j->state.step, rank);
@@ -179,7 +179,8 @@ int ckpt_job_write(CkptJob *j) {
                  ? gpt_error("%s: writing the attributes and tokenizer failed", j->tmp)
                  : 0;
         h5_unlock();
-        if (!rc) rc = fsync_path(j->tmp, 0); /* before the hook, so that write_s counts it; atomic_publish's is then free */
+        /* flushed before the hook, so that write_s counts it; atomic_publish's flush is then free */
+        if (!rc) rc = fsync_path(j->tmp, 0);
         if (!rc && j->hook) {
             double write_s = now_seconds() - j->t_start;
             j->hook(j->hook_ctx, j->blocked_s < 0 ? write_s : j->blocked_s, write_s);
