@@ -11,7 +11,7 @@
 void h5_quiet(void);
 
 /* HDF5 1.10 as Debian builds it is not thread-safe: while a background checkpoint
- * (checkpoint.h) writes, every HDF5 call of either thread holds this lock (the writer's
+ * (checkpoint_writer.h) writes, every HDF5 call of either thread holds this lock (the writer's
  * chunk by chunk; the training loop's corpus reads, data.c). It is recursive: a
  * caller holding it may call helpers that take it. */
 void h5_lock(void);
