@@ -32,5 +32,8 @@ int atomic_open(AtomicFile *a, const char *path);
 int atomic_commit(AtomicFile *a);
 /* Closes and removes PATH.tmp: PATH stays as it was. */
 void atomic_abort(AtomicFile *a);
+/* As atomic_commit, but leaves PATH.tmp complete and unpublished, for files that appear
+ * together (interop/staged.h) through atomic_publish later. */
+int atomic_finish(AtomicFile *a);
 
 #endif

@@ -3,7 +3,7 @@
  * Library functions report recoverable errors (bad input, bad files) by returning -1
  * after gpt_error() has recorded a message; the CLI prints that message and exits
  * non-zero. Running out of memory is not recoverable: the x*alloc helpers print what
- * they were asked for and exit. */
+ * they were asked for and exit 1, as any other error (2 is a bad command line). */
 #ifndef GPT_UTIL_H
 #define GPT_UTIL_H
 

@@ -11,7 +11,7 @@
 void h5_quiet(void);
 
 /* HDF5 1.10 as Debian builds it is not thread-safe: while a background checkpoint
- * (checkpoint.h) writes, every HDF5 call of either thread holds this lock (the writer's
+ * (checkpoint_writer.h) writes, every HDF5 call of either thread holds this lock (the writer's
  * chunk by chunk; the training loop's corpus reads, data.c). It is recursive: a
  * caller holding it may call helpers that take it. */
 void h5_lock(void);
@@ -50,11 +50,8 @@ int h5_read_attr_string(const char *path, const char *where, hid_t obj, const ch
                         char *buf, size_t size);
 
 /* A dataset of `rank` dimensions, `file_type` on disk, from `mem_type` data, chunked by
- * whole rows (about H5_CHUNK_BYTES a chunk) with HDF5's Fletcher32 checksum, which every
- * read verifies. */
-#define H5_CHUNK_BYTES ((hsize_t)1 << 20)
-/* Rows of row_bytes each in one chunk of a dataset of `rows` rows. */
-hsize_t h5_chunk_rows(hsize_t rows, hsize_t row_bytes);
+ * whole rows (shard_chunk_rows: about SHARD_CHUNK_BYTES a chunk) with HDF5's Fletcher32
+ * checksum, which every read verifies. */
 int h5_write_array(hid_t loc, const char *name, hid_t file_type, hid_t mem_type, int rank,
                    const hsize_t *dims, const void *data);
 /* Upper bounds of what HDF5 (1.10) writes: a dataset of `rows` rows of row_bytes chunked

@@ -4,8 +4,9 @@
  * and shaped like a PyTorch state dict, and every GPTConfig field as an attribute of
  * /model. Tensors are chunked by whole rows (about 1 MiB a chunk) and carry
  * HDF5's Fletcher32 checksum, which HDF5 verifies on every read. Writes go to "<path>.tmp"
- * and are renamed into place once complete, so a failed write never leaves a file that
- * looks whole. Reads check every attribute and tensor against the configuration and name
+ * and are published once complete (base/atomic.h: flushed to disk, renamed, the
+ * directory flushed), so neither a failed write nor a crash leaves a file that looks
+ * whole. Reads check every attribute and tensor against the configuration and name
  * what is missing or misshapen. A tensor holding a NaN or an infinity is never written,
  * and loading refuses it: a diverged or damaged model would only print garbage. */
 #ifndef GPT_MODEL_FILE_H
@@ -59,11 +60,10 @@ int model_tensors_check_finite(const char *path, const char *where, const GPTTen
 int model_file_check_tokenizer(const char *model, const Tokenizer *data_tok, const char *data);
 
 /* Shared with the checkpoint writer (checkpoint.h), which writes the same /model group and
- * the optimizer's moments in the same layout, each rank a range of whole chunks.
+ * the optimizer's moments in the same layout, each rank a range of whole chunks
+ * (shard.h: shard_tensor_chunk_rows rows a chunk).
  * Locations and transfer lists are HDF5 ids (hid_t). */
 int model_config_write_h5(int64_t group, const GPTConfig *cfg);
-/* Rows per chunk of a tensor's dataset (1-D tensors: elements). */
-int model_tensor_chunk_rows(const GPTTensor *t);
 /* An upper bound on the bytes n tensors' datasets take in a file (h5_array_bytes). */
 uint64_t model_tensors_bytes(const GPTTensor *t, int n);
 /* A chunked, checksummed float32 dataset named and shaped like t; < 0 on failure. */

@@ -1,6 +1,6 @@
 /* gguf.h: a writer of GGUF version 3 files, ggml's container for llama.cpp.
  *
- * Layout (ggml docs/gguf.md): "GGUF", version 3 (u32), tensor count and key-value count
+ * Layout (ggml's docs/gguf.md, github.com/ggml-org/ggml): "GGUF", version 3 (u32), tensor count and key-value count
  * (u64); the key-value pairs (a key is a string: u64 length then bytes; a value a u32 type
  * then its bytes, arrays a u32 item type, a u64 count and the items); one info per tensor
  * (name, u32 dimensions, u64 sizes with ne[0] the fastest-varying, u32 ggml type, u64

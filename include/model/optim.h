@@ -46,7 +46,7 @@ AdamW *adamw_create_range(const OptimConfig *cfg, size_t offset, size_t n);
 void adamw_free(AdamW *o);
 
 /* L2 norm of a gradient buffer, accumulated in double. */
-double grad_norm(const float *g, size_t n);
+double optim_grad_norm(const float *g, size_t n);
 
 typedef struct { float lr; double grad_norm; float clip_scale; } OptimStats;
 

@@ -1,7 +1,7 @@
 /* shard.h: the partition of a model's parameters among the ranks.
  *
- * Rank r of P owns the whole chunks of the checkpoint layout (model_tensor_chunk_rows:
- * whole rows, about 1 MiB a chunk) whose first element lies in [N r / P, N (r+1) / P) of
+ * Rank r of P owns the whole chunks of the checkpoint layout (shard_tensor_chunk_rows:
+ * whole rows, about SHARD_CHUNK_BYTES a chunk) whose first element lies in [N r / P, N (r+1) / P) of
  * the flat parameter buffer of N floats. The chunks a rank owns are consecutive, so its
  * share is one contiguous flat range, and the P ranges tile the buffer in rank order. A
  * rank may own none (a model of few chunks on many ranks): its range is then empty.
@@ -18,6 +18,15 @@
 
 #include "model/model.h"
 #include "model/optim.h"
+
+/* The chunk of every tensor dataset the tool writes (h5util.h, model_file.h): whole rows,
+ * about this many bytes. Here because the partition is made of chunks, and the files
+ * layer above follows it. */
+#define SHARD_CHUNK_BYTES ((size_t)1 << 20)
+/* Rows of row_bytes each in one chunk of an array of `rows` rows: at least 1, at most rows. */
+size_t shard_chunk_rows(size_t rows, size_t row_bytes);
+/* Rows per chunk of a tensor (1-D tensors: elements). */
+int shard_tensor_chunk_rows(const GPTTensor *t);
 
 typedef struct {
     int *lo, *hi;       /* (n_tensors) rows [lo, hi) of each tensor (lo == hi: none) */

@@ -11,7 +11,7 @@
  * pass of the step, as in pre-training; the small rest after it), clipped by their joint
  * norm and applied by AdamW with a linear warm-up and linear decay. So a step's result
  * does not depend on P, and checkpoints, resume, signals and --time-limit behave as in
- * pre-training (train.h). */
+ * pre-training (train.h). Its validation reports task_metrics.h's measures. */
 #ifndef GPT_FINETUNE_H
 #define GPT_FINETUNE_H
 
@@ -47,21 +47,15 @@ typedef struct {
  * model, task_model.h). 0 when done, 1 when stopped early with a checkpoint, -1 on error. */
 int finetune_run(const FinetuneOptions *o);
 
-/* Metrics of predictions against labels, as JSON text (owned): accuracy for classes and
- * choices, Pearson and Spearman correlation and the mean squared error for real labels. */
-typedef struct { double accuracy, pearson, spearman, mse; } TaskMetrics;
-
-/* Not collective: the prediction for every example of a split (class index, value, or
- * answer index) into pred (n), and the head's mean loss (NAN without labels). -1 with
- * gpt_error() if the data is not of the head's task. */
 /* Not collective, for tests against a reference: L3 = L2 + lambda L1 over examples
  * idx[0..n) of a split without dropout (L2 averaged over the examples, L1 over their
  * tokens), its gradients accumulated into the model's (or, with m->lora, the adapters')
  * and the head's gradient buffers; l2 and l1 receive the parts. */
 double finetune_loss_grad(GPT *m, TaskHead *h, const TaskData *d, int split, const int64_t *idx, int64_t n,
                           float lambda, double *l2, double *l1);
-int task_predict(GPT *m, TaskHead *h, const TaskData *d, int split, double *pred, double *loss);
-
-TaskMetrics task_metrics(int label_kind, const double *pred, const double *label, int64_t n);
+/* Not collective: the prediction for every example of a split (class index, value, or
+ * answer index) into pred (n), and the head's mean loss (NAN without labels). -1 with
+ * gpt_error() if the data is not of the head's task. */
+int finetune_predict(GPT *m, TaskHead *h, const TaskData *d, int split, double *pred, double *loss);
 
 #endif

@@ -15,7 +15,7 @@
  *        the update, or on a non-finite step none on every rank alike
  *        evaluation when due; metrics.jsonl and the progress line (rank 0)
  *        --max-bad-steps non-finite steps in a row: stop with an error
- *        a checkpoint when due (with --async-ckpt written by a thread: checkpoint.h;
+ *        a checkpoint when due (with --async-ckpt written by a thread: checkpoint_writer.h;
  *        its step's metrics line goes out just before the file is renamed into place),
  *        and the stop when signalled or out of time (after the checkpoint is complete)
  *   -> the result file (rank 0, agreed on by every rank) -> unlock.
@@ -32,6 +32,7 @@
 #include <stdint.h>
 
 #include "files/checkpoint.h"
+#include "files/checkpoint_writer.h"
 #include "model/optim.h"
 #include "cpu/precision.h"
 
@@ -51,7 +52,7 @@ typedef struct {
     double t_start;           /* now_seconds() at process start */
     double collective_timeout; /* seconds a collective may take before the job ends (watchdog.h); 0: no limit */
     int shard_optimizer;      /* ZeRO-1: each rank holds and updates its shard's AdamW state (gradsync.h) */
-    int async_ckpt;           /* checkpoints written in the background (checkpoint.h) */
+    int async_ckpt;           /* checkpoints written in the background (checkpoint_writer.h) */
     Precision precision;      /* of the matrix products (precision.h); checkpoints stay fp32 */
 } RunOptions;
 

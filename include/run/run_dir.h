@@ -25,11 +25,11 @@ int run_dir_lock(const char *out);
 void run_dir_claim(int fd);
 void run_dir_unlock(int fd);
 
-/* Rank 0, for --overwrite: removes everything of a previous run (checkpoints and their
- * .tmp files, latest, model.h5, metrics.jsonl, config.json). */
+/* Rank 0, for --overwrite: removes everything of a previous run (run_is_run_file:
+ * checkpoints, latest, model.h5, metrics.jsonl, config.json, and their .tmp files). */
 int run_dir_clear(const char *out);
 
-/* Rank 0: writes config.json and starts metrics.jsonl, refusing a directory that holds
+/* Rank 0: writes config.json (atomic.h) and starts metrics.jsonl, refusing a directory that holds
  * another run unless resuming; a resumed run (resumed_step > 0) keeps its metrics up
  * to that step. */
 int run_dir_prepare(const char *out, int resuming, json_t *config, long resumed_step);

@@ -1,4 +1,4 @@
-/* train.h: data-parallel pre-training and evaluation over MPI.
+/* train.h: data-parallel pre-training over MPI (its evaluation: eval.h).
  *
  * Every rank holds the whole model and takes its share of every step's windows
  * (data.h): with P ranks, batch B and A micro-steps, a step trains on G = P B A windows,
@@ -46,18 +46,5 @@ typedef struct {
  * done, 1 when stopped early with a checkpoint written, or -1 on every rank with the
  * same message. */
 int train_run(const TrainOptions *o);
-
-/* Collective: the summed NLL and the number of tokens over the first n_windows windows
- * of a split, window w evaluated by rank w mod P in batches of the model's max_batch. */
-int evaluate(GPT *m, Corpus *c, int split, int64_t n_windows, double *nll_sum, int64_t *tokens);
-/* Collective: evaluate() on each corpus of a blend (its first n_windows[c] windows):
- * loss[c] and the blend's weighted mean loss[b->n]; nll_sum[c], tokens[c]. */
-int evaluate_blend(GPT *m, const Blend *b, int split, const int64_t *n_windows, double *loss, double *nll_sum,
-                   int64_t *tokens);
-/* A blend's validation losses (evaluate_blend's) into a metrics line: val_loss, and for
- * more than one corpus val_losses {PATH: loss}; the progress text "LABEL 3.1234 (PATH
- * 3.0123, ...)" into summary. */
-void blend_val_report(const Blend *b, const double *loss, const char *label, json_t *line, char *summary,
-                      size_t size);
 
 #endif

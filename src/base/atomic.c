@@ -63,17 +63,26 @@ static void atomic_free(AtomicFile *a) {
     *a = (AtomicFile){0};
 }
 
-int atomic_commit(AtomicFile *a) {
+/* Checks that every write reached PATH.tmp and closes it; on failure removes it. */
+static int close_checked(AtomicFile *a) {
     int err = ferror(a->f) ? EIO : 0;
     if (fflush(a->f) && !err) err = errno; /* a full disk shows here */
     if (fclose(a->f) && !err) err = errno;
-    int rc = 0;
-    if (err) {
-        remove(a->tmp);
-        rc = gpt_error("%s: cannot write: %s", a->tmp, strerror(err));
-    } else {
-        rc = atomic_publish(a->tmp, a->path);
-    }
+    a->f = NULL;
+    if (!err) return 0;
+    remove(a->tmp);
+    return gpt_error("%s: cannot write: %s", a->tmp, strerror(err));
+}
+
+int atomic_commit(AtomicFile *a) {
+    int rc = close_checked(a);
+    if (!rc) rc = atomic_publish(a->tmp, a->path);
+    atomic_free(a);
+    return rc;
+}
+
+int atomic_finish(AtomicFile *a) {
+    int rc = close_checked(a);
     atomic_free(a);
     return rc;
 }

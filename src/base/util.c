@@ -32,7 +32,7 @@ const char *gpt_last_error(void) { return last_error; }
 static void out_of_memory(size_t bytes) {
     fprintf(stderr, "gpt: out of memory allocating %zu bytes (%.1f MiB)\n", bytes,
             (double)bytes / (1 << 20));
-    exit(2);
+    exit(1); /* 2 is a bad command line (docs/operations.md) */
 }
 
 void *xmalloc(size_t bytes) {

@@ -4,7 +4,6 @@
  * Rank r scores records r, r + P, ...; each record's numbers depend on nothing but the
  * record, the model and the seed, and one sum over the ranks (every other rank adds
  * zeros) gives every rank all of them, so the results are the same for any P. */
-#include <errno.h>
 #include <getopt.h>
 #include <math.h>
 #include <stdio.h>
@@ -16,6 +15,7 @@
 #include "cli/cli.h"
 #include "dist/dist.h"
 #include "files/model_file.h"
+#include "base/atomic.h"
 #include "base/util.h"
 
 static const char help[] =
@@ -85,13 +85,12 @@ static Summary summarise(const ChoiceSet *d, const Results *R, int shots) {
     return s;
 }
 
-/* One line per record, written to PATH.tmp and renamed into place. shot_lines: the
+/* One line per record, written whole or not at all (base/atomic.h). shot_lines: the
  * lines of the shots drawn, oldest first, of which the last shots_used were kept. */
 static int write_predictions(const Options *o, const ChoiceSet *d, const ChoicePromptOptions *po, const Results *R) {
-    char tmp[4096];
-    snprintf(tmp, sizeof tmp, "%s.tmp", o->predictions);
-    FILE *f = fopen(tmp, "w");
-    if (!f) return gpt_error("%s: cannot create: %s", tmp, strerror(errno));
+    AtomicFile a;
+    if (atomic_open(&a, o->predictions)) return -1;
+    FILE *f = a.f;
     int64_t *shots = xmalloc(sizeof *shots * (size_t)(o->shots > 0 ? o->shots : 1));
     for (int64_t i = 0; i < d->n; i++) {
         const ChoiceRecord *r = &d->rec[i];
@@ -114,17 +113,7 @@ static int write_predictions(const Options *o, const ChoiceSet *d, const ChoiceP
         json_decref(line);
     }
     free(shots);
-    int bad = ferror(f);
-    if (fclose(f) || bad) {
-        remove(tmp);
-        return gpt_error("%s: cannot write: %s", tmp, strerror(errno ? errno : EIO));
-    }
-    if (rename(tmp, o->predictions)) {
-        int err = errno;
-        remove(tmp);
-        return gpt_error("%s: cannot rename %s into place: %s", o->predictions, tmp, strerror(err));
-    }
-    return 0;
+    return atomic_commit(&a); /* a failed write shows here */
 }
 
 static void report(const Options *o, const ChoiceSet *d, const Summary *s, double secs) {

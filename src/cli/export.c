@@ -9,7 +9,8 @@
 
 #include "cli/cli.h"
 #include "files/h5util.h"
-#include "interop/interop.h"
+#include "interop/gguf_model.h"
+#include "interop/hf.h"
 #include "files/model_file.h"
 #include "base/util.h"
 

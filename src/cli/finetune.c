@@ -12,6 +12,7 @@
 #include "files/data.h"
 #include "dist/dist.h"
 #include "run/finetune.h"
+#include "run/task_metrics.h"
 #include "files/h5util.h"
 #include "model/lora.h"
 #include "files/model_file.h"
@@ -186,7 +187,7 @@ static int predict_or_eval(const char *cmd, int argc, char **argv, int eval) {
     if (!rc && !d) rc = -1;
     int64_t n = d ? task_examples(d, split) : 0;
     double *pred = xcalloc((size_t)(n ? n : 1), sizeof(double)), loss = NAN;
-    if (!rc) rc = task_predict(tm->m, tm->head, d, split, pred, &loss);
+    if (!rc) rc = finetune_predict(tm->m, tm->head, d, split, pred, &loss);
     if (!rc && eval) {
         double *label = xmalloc(sizeof(double) * (size_t)(n ? n : 1));
         for (int64_t i = 0; i < n; i++) {

@@ -11,6 +11,7 @@
 #include "files/data.h"
 #include "dist/dist.h"
 #include "dist/gradsync.h"
+#include "run/eval.h"
 #include "run/train.h"
 #include "base/util.h"
 
@@ -202,7 +203,7 @@ Blend *cli_eval_open(const GPT *m, const char *model, const char *const *data, i
 int cli_eval_report(GPT *m, const char *model, const Blend *b, int split, const int64_t *n, int json, double *loss) {
     double losses[BLEND_MAX + 1], nll[BLEND_MAX];
     int64_t tokens[BLEND_MAX];
-    if (evaluate_blend(m, b, split, n, losses, nll, tokens)) return -1;
+    if (eval_blend(m, b, split, n, losses, nll, tokens)) return -1;
     *loss = losses[b->n];
     if (dist_rank() != 0) return 0;
     json_t *each = json_array();

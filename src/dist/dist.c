@@ -23,7 +23,7 @@ void dist_init(int *argc, char ***argv) {
 #endif
     /* the OpenMP threads of the kernels never call MPI; the main thread, the watchdog's
      * (watchdog.h), the gradients' progress thread (gradsync.h) and the checkpoint
-     * writer's (checkpoint.h) do */
+     * writer's (checkpoint_writer.h) do */
     int provided;
     MPI_Init_thread(argc, argv, MPI_THREAD_MULTIPLE, &provided);
 }

@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "base/util.h"
+#include "model/shard.h"
 
 void h5_quiet(void) { H5Eset_auto2(H5E_DEFAULT, NULL, NULL); }
 
@@ -219,17 +220,12 @@ int h5_read_attr_string(const char *path, const char *where, hid_t obj, const ch
     return rc < 0 ? -1 : 0;
 }
 
-hsize_t h5_chunk_rows(hsize_t rows, hsize_t row_bytes) {
-    hsize_t r = H5_CHUNK_BYTES / row_bytes;
-    return r < 1 ? 1 : r < rows ? r : rows;
-}
-
 /* Bytes HDF5 takes beyond the data, generously (measured in 1.10: about 2.8 KiB a
  * dataset with its share of the group, 40 a chunk). */
 enum { DATASET_OVERHEAD = 4096, CHUNK_OVERHEAD = 128 };
 
 uint64_t h5_array_bytes(uint64_t rows, uint64_t row_bytes) {
-    uint64_t step = rows ? h5_chunk_rows(rows, row_bytes) : 1, chunks = (rows + step - 1) / step;
+    uint64_t step = rows ? shard_chunk_rows(rows, row_bytes) : 1, chunks = (rows + step - 1) / step;
     return chunks * (step * row_bytes + CHUNK_OVERHEAD) + DATASET_OVERHEAD;
 }
 
@@ -259,7 +255,7 @@ int h5_write_array(hid_t loc, const char *name, hid_t file_type, hid_t mem_type,
     for (int i = 1; i < rank && i < 8; i++) row *= dims[i];
     /* HDF5 checksums chunked datasets only, neither an empty chunk nor variable-length data */
     if (n > 0 && rank <= 8 && H5Tis_variable_str(file_type) <= 0) {
-        chunk[0] = h5_chunk_rows(dims[0], row * H5Tget_size(file_type));
+        chunk[0] = shard_chunk_rows(dims[0], row * H5Tget_size(file_type));
         H5Pset_chunk(dcpl, rank, chunk);
         H5Pset_fletcher32(dcpl);
     }

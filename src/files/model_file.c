@@ -9,7 +9,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/atomic.h"
 #include "files/h5util.h"
+#include "model/shard.h"
 #include "base/util.h"
 #include "base/version.h"
 #include "files/formats.h"
@@ -27,13 +29,9 @@ int model_config_write_h5(int64_t g, const GPTConfig *c) {
            h5_write_attr_float(g, "ln_eps", c->ln_eps);
 }
 
-int model_tensor_chunk_rows(const GPTTensor *t) {
-    return (int)h5_chunk_rows((hsize_t)t->shape[0], sizeof(float) * (t->ndim == 2 ? (hsize_t)t->shape[1] : 1));
-}
-
 int64_t model_tensor_create(int64_t loc, const GPTTensor *t) {
     hsize_t dims[2] = {(hsize_t)t->shape[0], (hsize_t)t->shape[1]};
-    hsize_t chunk[2] = {(hsize_t)model_tensor_chunk_rows(t), dims[1]};
+    hsize_t chunk[2] = {(hsize_t)shard_tensor_chunk_rows(t), dims[1]};
     hid_t space = H5Screate_simple(t->ndim, dims, NULL), dcpl = H5Pcreate(H5P_DATASET_CREATE);
     H5Pset_chunk(dcpl, t->ndim, chunk);
     H5Pset_fletcher32(dcpl);
@@ -68,12 +66,12 @@ uint64_t model_tensors_bytes(const GPTTensor *t, int n) {
 }
 
 size_t model_tensor_chunk_bytes(const GPTTensor *t) {
-    return (size_t)model_tensor_chunk_rows(t) * (t->ndim == 2 ? (size_t)t->shape[1] : 1) * sizeof(float);
+    return (size_t)shard_tensor_chunk_rows(t) * (t->ndim == 2 ? (size_t)t->shape[1] : 1) * sizeof(float);
 }
 
 int model_tensor_write_chunks(int64_t d, const GPTTensor *t, const float *rows, int lo, int hi, void *buf) {
     size_t row = t->ndim == 2 ? (size_t)t->shape[1] : 1, bytes = model_tensor_chunk_bytes(t);
-    int step = model_tensor_chunk_rows(t);
+    int step = shard_tensor_chunk_rows(t);
     for (int c = lo; c < hi; c += step) {
         size_t n = (size_t)(c + step < t->shape[0] ? step : t->shape[0] - c) * row;
         memcpy(buf, rows + (size_t)(c - lo) * row, n * sizeof(float)); /* floats are little-endian here (x86-64) */
@@ -100,8 +98,7 @@ static int write_model(const char *path, const GPT *m, int with_tensors, const T
     h5_quiet();
     if (with_tensors && model_tensors_check_finite(path, "/model", m->tensors, m->n_tensors, m->params, 1)) return -1;
     char tmp[PATH_MAX];
-    if (snprintf(tmp, sizeof tmp, "%s.tmp", path) >= (int)sizeof tmp)
-        return gpt_error("%s: path too long", path);
+    if (atomic_tmp_path(path, tmp, sizeof tmp)) return -1;
     uint64_t need = H5_FILE_OVERHEAD + (with_tensors ? model_tensors_bytes(m->tensors, m->n_tensors) : 0) +
                     tokenizer_h5_bytes(tok) + extra_bytes;
     if (h5_reserve(path, tmp, need, "the model file")) { /* before and after the create, which truncates */
@@ -137,11 +134,7 @@ static int write_model(const char *path, const GPT *m, int with_tensors, const T
         remove(tmp);
         return gpt_error("%s: writing the model failed", tmp);
     }
-    if (rename(tmp, path) != 0) {
-        remove(tmp);
-        return gpt_error("%s: cannot rename %s into place", path, tmp);
-    }
-    return 0;
+    return atomic_publish(tmp, path); /* flushed to disk before it replaces the old file */
 }
 
 int model_file_write(const char *path, const GPT *m, const Tokenizer *tok) {

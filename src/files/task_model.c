@@ -1,6 +1,6 @@
 /* task_model.c: fine-tuned model files (see task_model.h). Written through the model-file
  * writer, whose extra hook adds the head, the adapters and the task before the file is
- * renamed into place, so a fine-tuned model is never seen half written. */
+ * published (base/atomic.h), so a fine-tuned model is never seen half written. */
 #include "files/task_model.h"
 
 #include <hdf5.h>

@@ -7,7 +7,7 @@
 
 #include "base/util.h"
 
-/* gguf_type of a value (docs/gguf.md) */
+/* gguf_type of a value (ggml's docs/gguf.md, github.com/ggml-org/ggml) */
 enum { V_UINT32 = 4, V_INT32 = 5, V_FLOAT32 = 6, V_STRING = 8, V_ARRAY = 9 };
 
 typedef struct {

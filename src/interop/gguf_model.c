@@ -1,4 +1,5 @@
-/* gguf_model.c: a pre-LN model as llama.cpp's "gpt2" architecture in GGUF (interop.h).
+/* gguf_model.c: a pre-LN model as llama.cpp's "gpt2" architecture in GGUF (see
+ * gguf_model.h).
  *
  * Names and keys follow llama.cpp's gguf-py/gguf/constants.py (MODEL_ARCH.GPT2, Keys) and
  * its gpt2 loader (src/models/gpt2.cpp): ggml's shapes are {in, out} for a matrix stored
@@ -11,7 +12,8 @@
 #include <string.h>
 
 #include "interop/gguf.h"
-#include "interop/interop.h"
+#include "interop/gguf_model.h"
+#include "interop/staged.h"
 #include "base/util.h"
 
 enum { TOKEN_NORMAL = 1, TOKEN_CONTROL = 3, TOKEN_UNUSED = 5 }; /* gguf-py TokenType */

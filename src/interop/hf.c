@@ -1,4 +1,4 @@
-/* hf.c: Hugging Face transformers directories, written and read (interop.h).
+/* hf.c: Hugging Face transformers directories, written and read (see hf.h).
  *
  * Names, shapes and configuration keys follow transformers' own source:
  * src/transformers/models/gpt2/{modeling,configuration}_gpt2.py (GPT2LMHeadModel) and
@@ -16,8 +16,10 @@
 #include <unistd.h>
 
 #include "model/config.h"
-#include "interop/interop.h"
+#include "files/tokenizer_file.h"
+#include "interop/hf.h"
 #include "interop/safetensors.h"
+#include "interop/staged.h"
 #include "base/util.h"
 
 #define HF_PREFIX "transformer."

@@ -1,57 +1,46 @@
-/* staged.c: all-or-nothing writes of several files (interop.h). */
-#include <errno.h>
+/* staged.c: all-or-nothing writes of several files (see staged.h). Each file is an
+ * AtomicFile (base/atomic.h) finished but not published until staged_commit, so that no
+ * file appears before all of them are complete. */
+#include "interop/staged.h"
+
 #include <limits.h>
-#include <stdio.h>
 #include <stdlib.h>
-#include <string.h>
 
-#include "interop/interop.h"
+#include "base/atomic.h"
 #include "base/util.h"
-
-static void tmp_name(const char *path, char *buf, size_t size) { snprintf(buf, size, "%s.tmp", path); }
 
 int staged_write(Staged *s, const char *path, int (*write)(FILE *f, const char *path, const void *ctx),
                  const void *ctx) {
-    char tmp[PATH_MAX];
-    if (strlen(path) + 5 > sizeof tmp) return gpt_error("%s: path too long", path);
-    tmp_name(path, tmp, sizeof tmp);
-    FILE *f = fopen(tmp, "wb");
-    if (!f) return gpt_error("%s: cannot create: %s", tmp, strerror(errno));
-    int rc = write(f, path, ctx);
-    if (fflush(f) && !rc) rc = gpt_error("%s: cannot write: %s", tmp, strerror(errno)); /* a full disk shows here */
-    if (fclose(f) && !rc) rc = gpt_error("%s: cannot write: %s", tmp, strerror(errno));
-    if (rc) {
-        remove(tmp);
+    AtomicFile a;
+    if (atomic_open(&a, path)) return -1;
+    if (write(a.f, path, ctx)) {
+        atomic_abort(&a);
         return -1;
     }
+    if (atomic_finish(&a)) return -1;
     s->paths = xrealloc(s->paths, (size_t)(s->n + 1) * sizeof *s->paths);
     s->paths[s->n++] = xstrdup(path);
     return 0;
 }
 
-static void staged_free(Staged *s) {
-    for (int i = 0; i < s->n; i++) free(s->paths[i]);
+/* Removes the .tmp files of paths [from, n) and forgets them all. */
+static void discard(Staged *s, int from) {
+    char tmp[PATH_MAX];
+    for (int i = 0; i < s->n; i++) {
+        if (i >= from && !atomic_tmp_path(s->paths[i], tmp, sizeof tmp)) remove(tmp);
+        free(s->paths[i]);
+    }
     free(s->paths);
     s->paths = NULL, s->n = 0;
 }
 
 int staged_commit(Staged *s) {
-    int rc = 0;
     char tmp[PATH_MAX];
-    for (int i = 0; i < s->n && !rc; i++) {
-        tmp_name(s->paths[i], tmp, sizeof tmp);
-        if (rename(tmp, s->paths[i])) rc = gpt_error("%s: cannot rename %s into place: %s", s->paths[i], tmp, strerror(errno));
-    }
-    if (rc) staged_abort(s);
-    staged_free(s);
+    int i = 0;
+    while (i < s->n && !atomic_tmp_path(s->paths[i], tmp, sizeof tmp) && !atomic_publish(tmp, s->paths[i])) i++;
+    int rc = i < s->n ? -1 : 0; /* atomic_publish removed the failed one's tmp file */
+    discard(s, i + 1);
     return rc;
 }
 
-void staged_abort(Staged *s) {
-    char tmp[PATH_MAX];
-    for (int i = 0; i < s->n; i++) {
-        tmp_name(s->paths[i], tmp, sizeof tmp);
-        remove(tmp);
-    }
-    staged_free(s);
-}
+void staged_abort(Staged *s) { discard(s, 0); }

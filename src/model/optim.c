@@ -56,11 +56,11 @@ void adamw_free(AdamW *o) {
     free(o);
 }
 
-double grad_norm(const float *g, size_t n) { return sqrt(sum_squares(g, n)); }
+double optim_grad_norm(const float *g, size_t n) { return sqrt(sum_squares(g, n)); }
 
 OptimStats adamw_step(AdamW *o, float *params, const float *grads, const GPTTensor *tensors,
                       int n_tensors) {
-    return adamw_step_norm(o, params, grads, tensors, n_tensors, grad_norm(grads + o->offset, o->n));
+    return adamw_step_norm(o, params, grads, tensors, n_tensors, optim_grad_norm(grads + o->offset, o->n));
 }
 
 OptimStats adamw_step_norm(AdamW *o, float *params, const float *grads, const GPTTensor *tensors,

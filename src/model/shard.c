@@ -4,8 +4,16 @@
 #include <stdint.h>
 #include <stdlib.h>
 
-#include "files/model_file.h"
 #include "base/util.h"
+
+size_t shard_chunk_rows(size_t rows, size_t row_bytes) {
+    size_t r = SHARD_CHUNK_BYTES / row_bytes;
+    return r < 1 ? 1 : r < rows ? r : rows;
+}
+
+int shard_tensor_chunk_rows(const GPTTensor *t) {
+    return (int)shard_chunk_rows((size_t)t->shape[0], sizeof(float) * (t->ndim == 2 ? (size_t)t->shape[1] : 1));
+}
 
 Shard shard_of(const GPT *m, int r, int P) {
     Shard s = {xmalloc(sizeof(int) * (size_t)m->n_tensors), xmalloc(sizeof(int) * (size_t)m->n_tensors), 0, 0};
@@ -14,7 +22,7 @@ Shard shard_of(const GPT *m, int r, int P) {
     for (int i = 0; i < m->n_tensors; i++) {
         const GPTTensor *t = &m->tensors[i];
         uint64_t row = t->ndim == 2 ? (uint64_t)t->shape[1] : 1;
-        int rows = t->shape[0], step = model_tensor_chunk_rows(t);
+        int rows = t->shape[0], step = shard_tensor_chunk_rows(t);
         s.lo[i] = s.hi[i] = rows;
         for (int c = 0; c < rows; c += step) {
             uint64_t owner = (t->offset + (uint64_t)c * row) * (uint64_t)P / N;

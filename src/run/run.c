@@ -11,6 +11,7 @@
 
 #include "cpu/blas.h"
 #include "dist/dist.h"
+#include "files/run_layout.h"
 #include "run/run_dir.h"
 #include "base/stop.h"
 #include "base/util.h"
@@ -65,7 +66,7 @@ typedef struct {
 } Run;
 
 /* ckpt_resume's loader: the header, the client's checks and reads, then the run's state. */
-static int load(const char *path, void *ctx) {
+static int resume_from(const char *path, void *ctx) {
     Run *r = ctx;
     GPTConfig cfg;
     CkptState st;
@@ -90,7 +91,7 @@ static int load(const char *path, void *ctx) {
     return 0;
 }
 
-static int save(Run *r) {
+static int save_checkpoint(Run *r) {
     const RunClient *c = r->c;
     CkptState st = {.step = r->step, .bad_steps = r->bad, .samples = (int64_t)r->step * r->global_batch,
                     .tokens = (int64_t)r->tokens, .seed = c->seed, .global_batch = r->global_batch,
@@ -121,7 +122,7 @@ static int begin(Run *r, int *lock) {
     if (dist_agree(rc)) return -1;
     char from[PATH_MAX] = "";
     watchdog_enter("reading a checkpoint");
-    rc = o->resume ? ckpt_resume(c->out, o->resume, c->cmd, load, r, from, sizeof from) : 0;
+    rc = o->resume ? ckpt_resume(c->out, o->resume, c->cmd, resume_from, r, from, sizeof from) : 0;
     watchdog_leave();
     if (rc) return -1;
     json_t *config = c->config(c->ctx);
@@ -311,7 +312,7 @@ static int steps(Run *r) {
         if (ckpt) {
             /* the run ends with its checkpoint committed; the next checkpoint waits for this one */
             double tc = now_seconds();
-            if (!rc) rc = save(r);
+            if (!rc) rc = save_checkpoint(r);
             if (!rc && (stop || r->step == c->steps)) rc = wait_writer(r, &write_s);
             if (rc && rank == 0) release_all_lines(&p);
             last_ckpt = now_seconds();
@@ -323,7 +324,7 @@ static int steps(Run *r) {
         if (stop) {
             if (rank == 0) {
                 char path[PATH_MAX];
-                ckpt_path(path, sizeof path, c->out, r->step);
+                run_ckpt_path(path, sizeof path, c->out, r->step);
                 printf("stopping after step %ld %s: wrote %s; exit code %d, continue with --resume auto\n", r->step,
                        stop_reason(ctl.signalled ? "on a signal to another rank" : "before the time limit"), path,
                        RUN_EXIT_STOPPED);
@@ -362,8 +363,7 @@ int run_training(const RunClient *c) {
         int written = 0;
         if (dist_rank() == 0) {
             char path[PATH_MAX];
-            snprintf(path, sizeof path, "%s/model.h5", c->out);
-            written = c->write_result(c->ctx, path);
+            written = run_path(path, sizeof path, c->out, RUN_MODEL) || c->write_result(c->ctx, path) ? -1 : 0;
             if (!written) printf("wrote %s\n", path);
         }
         rc = dist_agree(written); /* every rank waits for rank 0's file, failed or not */

@@ -1,4 +1,5 @@
-/* run_dir.c: the run directory's lock, files and resume report (see run_dir.h). */
+/* run_dir.c: the run directory's lock, files and resume report (see run_dir.h); the
+ * files' names are run_layout.h's. */
 #include "run/run_dir.h"
 
 #include <dirent.h>
@@ -11,9 +12,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "base/atomic.h"
 #include "base/jsonl.h"
 #include "base/util.h"
-#include "files/checkpoint.h"
+#include "files/run_layout.h"
 
 static int mkdir_p(const char *dir) {
     char path[PATH_MAX];
@@ -38,7 +40,7 @@ static int make_run_dir(const char *out) {
 int run_dir_lock(const char *out) {
     if (make_run_dir(out)) return -1;
     char path[PATH_MAX], holder[256] = "";
-    snprintf(path, sizeof path, "%s/lock", out);
+    if (run_path(path, sizeof path, out, RUN_LOCK)) return -1;
     int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
     if (fd < 0) return gpt_error("%s: cannot create the run's lock: %s", path, strerror(errno));
     if (flock(fd, LOCK_EX | LOCK_NB)) {
@@ -67,46 +69,32 @@ void run_dir_unlock(int fd) {
     if (fd >= 0) close(fd); /* closing the last descriptor releases the flock */
 }
 
-/* A checkpoint of a run directory, or its temporary file. */
-static int is_checkpoint_file(const char *name) {
-    size_t n = strlen(name);
-    return !strncmp(name, "ckpt_", 5) && ((n > 8 && !strcmp(name + n - 3, ".h5")) ||
-                                          (n > 12 && !strcmp(name + n - 7, ".h5.tmp")));
-}
-
 int run_dir_clear(const char *out) {
-    static const char *const files[] = {"latest", "latest.tmp", "model.h5", "metrics.jsonl", "metrics.jsonl.tmp",
-                                        "config.json"};
     char path[PATH_MAX];
     DIR *d = opendir(out);
     if (!d) return gpt_error("%s: cannot read: %s", out, strerror(errno));
     int rc = 0;
     for (struct dirent *e; !rc && (e = readdir(d));) {
-        if (!is_checkpoint_file(e->d_name)) continue;
-        snprintf(path, sizeof path, "%s/%s", out, e->d_name);
-        if (remove(path)) rc = gpt_error("--overwrite: cannot remove the old run's %s: %s", path, strerror(errno));
-    }
-    closedir(d);
-    for (size_t i = 0; !rc && i < sizeof files / sizeof files[0]; i++) {
-        snprintf(path, sizeof path, "%s/%s", out, files[i]);
-        if (remove(path) && errno != ENOENT)
+        if (!run_is_run_file(e->d_name)) continue;
+        if (run_path(path, sizeof path, out, e->d_name)) rc = -1;
+        else if (remove(path) && errno != ENOENT)
             rc = gpt_error("--overwrite: cannot remove the old run's %s: %s", path, strerror(errno));
     }
+    closedir(d);
     return rc;
 }
 
 /* What in out would make a resume or a prune mistake it for this run's own; NULL if nothing. */
 static const char *run_evidence(const char *out, char *buf, size_t size) {
     long *steps;
-    int n = ckpt_list(out, &steps);
-    if (n) ckpt_path(buf, size, out, steps[0]);
+    int n = run_ckpt_list(out, &steps);
+    if (n) run_ckpt_path(buf, size, out, steps[0]);
     free(steps);
     if (n) return buf;
-    static const char *const names[] = {"latest", "model.h5", "metrics.jsonl"};
+    static const char *const names[] = {RUN_LATEST, RUN_MODEL, RUN_METRICS};
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
         struct stat st;
-        snprintf(buf, size, "%s/%s", out, names[i]);
-        if (stat(buf, &st) == 0 && (i < 2 || st.st_size > 0)) return buf;
+        if (!run_path(buf, size, out, names[i]) && stat(buf, &st) == 0 && (i < 2 || st.st_size > 0)) return buf;
     }
     return NULL;
 }
@@ -146,20 +134,20 @@ int run_dir_prepare(const char *out, int resuming, json_t *config, long resumed_
         return gpt_error("%s holds another run (%s exists); pass --overwrite to replace it, or --resume auto to "
                          "continue it", out, found);
     if (make_run_dir(out)) return -1;
-    snprintf(path, sizeof path, "%s/config.json", out);
-    if (json_dump_file(config, path, JSON_INDENT(2) | JSON_SORT_KEYS))
-        return gpt_error("%s: cannot write: %s", path, strerror(errno));
-    snprintf(path, sizeof path, "%s/metrics.jsonl", out);
+    AtomicFile a;
+    if (run_path(path, sizeof path, out, RUN_CONFIG) || atomic_open(&a, path)) return -1;
+    if (json_dumpf(config, a.f, JSON_INDENT(2) | JSON_SORT_KEYS)) {
+        atomic_abort(&a);
+        return gpt_error("%s: cannot write: %s", path, strerror(errno ? errno : EIO));
+    }
+    if (atomic_commit(&a) || run_path(path, sizeof path, out, RUN_METRICS)) return -1;
     if (resumed_step > 0) return cut_metrics(path, resumed_step);
-    FILE *f = fopen(path, "w");
-    if (!f) return gpt_error("%s: cannot create: %s", path, strerror(errno));
-    fclose(f);
-    return 0;
+    return atomic_open(&a, path) ? -1 : atomic_commit(&a); /* empty: the run appends */
 }
 
 FILE *run_metrics_open(const char *out) {
     char path[PATH_MAX];
-    snprintf(path, sizeof path, "%s/metrics.jsonl", out);
+    if (run_path(path, sizeof path, out, RUN_METRICS)) return NULL;
     FILE *f = fopen(path, "a");
     if (!f) gpt_error("%s: cannot open for appending: %s", path, strerror(errno));
     return f;
@@ -168,7 +156,7 @@ FILE *run_metrics_open(const char *out) {
 int run_metrics_write(FILE *f, const char *out, json_t *line) {
     errno = 0;
     int bad = json_dumpf(line, f, JSON_COMPACT) | (fputc('\n', f) == EOF) | fflush(f);
-    return bad ? gpt_error("%s/metrics.jsonl: cannot write: %s", out, errno ? strerror(errno) : "write error") : 0;
+    return bad ? gpt_error("%s/" RUN_METRICS ": cannot write: %s", out, errno ? strerror(errno) : "write error") : 0;
 }
 
 /* Prints "name: old -> new", after "changed on resume:" the first time. */

@@ -1,5 +1,5 @@
-/* train.c: pre-training as a client of the run lifecycle (run.h), and evaluation (see
- * train.h). A step reads this rank's windows, runs its micro-steps with the gradient
+/* train.c: pre-training as a client of the run lifecycle (run.h; see train.h), its
+ * validation loss from eval.h. A step reads this rank's windows, runs its micro-steps with the gradient
  * buckets sent during the last backward pass, and applies AdamW with the global norm. */
 #include "run/train.h"
 
@@ -17,39 +17,9 @@
 #include "dist/gradsync.h"
 #include "files/model_file.h"
 #include "model/shard.h"
+#include "run/eval.h"
 #include "base/util.h"
 #include "base/version.h"
-
-/* Window k of a split: inputs tokens [k T, k T + T), targets one further. */
-static int read_window(Corpus *c, int split, int64_t k, int T, int32_t *buf, int *in, int *tgt) {
-    if (corpus_read(c, split, k * T, T + 1, buf)) return -1;
-    for (int t = 0; t < T; t++) in[t] = buf[t], tgt[t] = buf[t + 1];
-    return 0;
-}
-
-int evaluate(GPT *m, Corpus *c, int split, int64_t n_windows, double *nll_sum, int64_t *tokens) {
-    int rank = dist_rank(), P = dist_size(), T = m->cfg.n_ctx, B = m->max_batch;
-    int32_t *buf = xmalloc(sizeof(int32_t) * (size_t)(T + 1));
-    int *in = xmalloc(sizeof(int) * (size_t)B * T), *tgt = xmalloc(sizeof(int) * (size_t)B * T);
-    double sums[2] = {0.0, 0.0}; /* NLL, tokens */
-    int rc = 0, b = 0;
-    for (int64_t w = rank; !rc && w < n_windows; w += P) {
-        rc = read_window(c, split, w, T, buf, in + (size_t)b * T, tgt + (size_t)b * T);
-        if (!rc && (++b == B || w + P >= n_windows)) { /* a full batch, or this rank's last window */
-            sums[0] += gpt_loss(m, in, tgt, b, T) * b * T;
-            sums[1] += (double)b * T;
-            b = 0;
-        }
-    }
-    free(buf);
-    free(in);
-    free(tgt);
-    if (dist_agree(rc)) return -1;
-    dist_sum(sums, 2);
-    *nll_sum = sums[0];
-    *tokens = (int64_t)sums[1];
-    return 0;
-}
 
 /* The corpora of a blend with their weights and windows, for config.json. */
 static json_t *blend_json(const Blend *b, const int64_t *eval_windows) {
@@ -114,7 +84,7 @@ typedef struct {
 } Trainer;
 
 /* This rank's windows of step s: global sample s G + a P B + r B + b. */
-static int read_step(void *ctx, long s) {
+static int train_read_step(void *ctx, long s) {
     Trainer *t = ctx;
     const TrainOptions *o = t->o;
     int P = dist_size(), r = dist_rank(), B = o->batch, T = t->cfg.n_ctx;
@@ -126,14 +96,14 @@ static int read_step(void *ctx, long s) {
             int c;
             int64_t k;
             blend_sample(t->data, o->seed, i, &c, &k);
-            if (read_window(t->data->corpus[c], SPLIT_TRAIN, k, T, t->buf, t->in + row * T, t->tgt + row * T))
+            if (eval_read_window(t->data->corpus[c], SPLIT_TRAIN, k, T, t->buf, t->in + row * T, t->tgt + row * T))
                 return -1;
             t->keys[row] = sampler_dropout_key(o->seed, i);
         }
     return 0;
 }
 
-static void backward(void *ctx, long s, StepGrads *g) {
+static void train_backward(void *ctx, long s, StepGrads *g) {
     (void)s;
     Trainer *t = ctx;
     int B = t->o->batch, A = t->o->accum, T = t->cfg.n_ctx;
@@ -146,11 +116,11 @@ static void backward(void *ctx, long s, StepGrads *g) {
                                            1.0f / (float)(G * T)) * B * T;
     }
     g->comm_wait_s = t->sync ? gradsync_finish(t->sync) : 0.0;
-    g->grad_norm = t->sync ? sqrt(gradsync_norm_sq(t->sync)) : grad_norm(t->m->grads, t->m->n_params);
+    g->grad_norm = t->sync ? sqrt(gradsync_norm_sq(t->sync)) : optim_grad_norm(t->m->grads, t->m->n_params);
     g->tokens = (double)G * T;
 }
 
-static OptimStats update(void *ctx, double norm, int skip) {
+static OptimStats train_update(void *ctx, double norm, int skip) {
     Trainer *t = ctx;
     if (skip) return (OptimStats){optim_lr_at(&t->o->optim, t->opt->step), norm, 1.0f};
     OptimStats st = adamw_step_norm(t->opt, t->m->params, t->m->grads, t->m->tensors, t->m->n_tensors, norm);
@@ -159,56 +129,28 @@ static OptimStats update(void *ctx, double norm, int skip) {
     return st;
 }
 
-static double step_loss(void *ctx, const double sum[RUN_LOSS_PARTS], double tokens, json_t *line, char *detail,
+static double train_loss(void *ctx, const double sum[RUN_LOSS_PARTS], double tokens, json_t *line, char *detail,
                         size_t size) {
     (void)ctx, (void)line, (void)detail, (void)size;
     return sum[0] / tokens;
 }
 
-int evaluate_blend(GPT *m, const Blend *b, int split, const int64_t *n_windows, double *loss, double *nll_sum,
-                   int64_t *tokens) {
-    double mean = 0.0;
-    for (int c = 0; c < b->n; c++) {
-        if (evaluate(m, b->corpus[c], split, n_windows[c], &nll_sum[c], &tokens[c])) return -1;
-        loss[c] = nll_sum[c] / (double)tokens[c];
-        mean += b->weight[c] * loss[c];
-    }
-    loss[b->n] = mean;
-    return 0;
-}
-
-void blend_val_report(const Blend *b, const double *loss, const char *label, json_t *line, char *summary,
-                      size_t size) {
-    json_object_set_new(line, "val_loss", json_real_or_null(loss[b->n]));
-    int len = snprintf(summary, size, "%s %.4f", label, loss[b->n]);
-    if (b->n > 1) {
-        json_t *each = json_object();
-        for (int c = 0; c < b->n; c++) {
-            json_object_set_new(each, b->path[c], json_real_or_null(loss[c]));
-            if (len >= 0 && (size_t)len < size)
-                len += snprintf(summary + len, size - (size_t)len, "%s%s %.4f%s", c ? ", " : " (", b->path[c], loss[c],
-                                c == b->n - 1 ? ")" : "");
-        }
-        json_object_set_new(line, "val_losses", each);
-    }
-}
-
-static int evaluate_val(void *ctx, json_t *line, char *summary, size_t size) {
+static int train_evaluate(void *ctx, json_t *line, char *summary, size_t size) {
     Trainer *t = ctx;
     double loss[BLEND_MAX + 1], nll[BLEND_MAX];
     int64_t tokens[BLEND_MAX];
-    if (evaluate_blend(t->m, t->data, SPLIT_VAL, t->eval_windows, loss, nll, tokens)) return -1;
-    blend_val_report(t->data, loss, " | val", line, summary, size);
+    if (eval_blend(t->m, t->data, SPLIT_VAL, t->eval_windows, loss, nll, tokens)) return -1;
+    eval_blend_report(t->data, loss, " | val", line, summary, size);
     return 0;
 }
 
-static int save(void *ctx, CkptState *st, CkptWriter *w) {
+static int train_save(void *ctx, CkptState *st, CkptWriter *w) {
     Trainer *t = ctx;
     st->optim_step = t->opt->step;
     return ckpt_save(w, "train", t->o->out, t->o->run.keep, t->m, t->opt, st, t->tok, NULL, 0);
 }
 
-static int write_model(void *ctx, const char *path) {
+static int train_write_result(void *ctx, const char *path) {
     Trainer *t = ctx;
     return model_file_write(path, t->m, t->tok); /* with the corpus's tokenizer, so it can generate alone */
 }
@@ -252,7 +194,7 @@ static int fit_global_batch(TrainOptions *run, const CkptState *st, const char *
 
 /* The resume loader: checks the checkpoint against the run (adapting the batch to its
  * global batch), then creates the model and optimizer for that batch and reads them. */
-static int load_checkpoint(void *ctx, const char *path, const GPTConfig *saved_cfg, const CkptState *st) {
+static int train_load(void *ctx, const char *path, const GPTConfig *saved_cfg, const CkptState *st) {
     Trainer *t = ctx;
     TrainOptions *run = t->o;
     char why[256];
@@ -282,7 +224,7 @@ static json_t *train_config(void *ctx) {
 }
 
 /* After the run directory is ready: a fresh model unless resumed, the step's buffers. */
-static int start(void *ctx, int resumed) {
+static int train_start(void *ctx, int resumed) {
     Trainer *t = ctx;
     const TrainOptions *o = t->o;
     int P = dist_size(), B = o->batch, A = o->accum, T = t->cfg.n_ctx;
@@ -346,10 +288,10 @@ int train_run(const TrainOptions *opts) {
                        .fingerprint = t.data->fingerprint, .data = t.data->spec,
                        .trained_floats = gpt_params_no_wpe(&t.cfg) + (size_t)t.cfg.n_ctx * t.cfg.n_embd,
                        .flops_per_token = gpt_train_flops_per_token(&t.cfg), .ctx = &t,
-                       .load = load_checkpoint, .config = train_config, .start = start, .read_step = read_step,
-                       .backward = backward, .update = update, .loss = step_loss,
-                       .evaluate = run.run.eval_every > 0 ? evaluate_val : NULL, .save = save,
-                       .write_result = write_model};
+                       .load = train_load, .config = train_config, .start = train_start, .read_step = train_read_step,
+                       .backward = train_backward, .update = train_update, .loss = train_loss,
+                       .evaluate = run.run.eval_every > 0 ? train_evaluate : NULL, .save = train_save,
+                       .write_result = train_write_result};
         rc = run_training(&c);
     }
     free(t.buf);

@@ -12,6 +12,7 @@
 
 #include "model/config.h"
 #include "run/finetune.h"
+#include "run/task_metrics.h"
 #include "model/lora.h"
 #include "model/model.h"
 #include "model/optim.h"

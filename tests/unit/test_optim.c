@@ -151,7 +151,7 @@ static void shards_tile_the_parameters(void **state) {
     size_t chunk = 0; /* the largest chunk */
     for (int i = 0; i < m->n_tensors; i++) {
         const GPTTensor *t = &m->tensors[i];
-        size_t c = (size_t)model_tensor_chunk_rows(t) * (t->ndim == 2 ? (size_t)t->shape[1] : 1);
+        size_t c = (size_t)shard_tensor_chunk_rows(t) * (t->ndim == 2 ? (size_t)t->shape[1] : 1);
         if (c > chunk) chunk = c;
     }
     assert_true(m->tensors[0].numel > 2 * chunk); /* wte: several chunks */
@@ -166,7 +166,7 @@ static void shards_tile_the_parameters(void **state) {
             for (int i = 0; i < m->n_tensors; i++) {
                 const GPTTensor *t = &m->tensors[i];
                 assert_true(s.lo[i] <= s.hi[i] && s.hi[i] <= t->shape[0]);
-                if (s.lo[i] < s.hi[i]) assert_int_equal(s.lo[i] % model_tensor_chunk_rows(t), 0);
+                if (s.lo[i] < s.hi[i]) assert_int_equal(s.lo[i] % shard_tensor_chunk_rows(t), 0);
                 cut_inside |= s.lo[i] > 0 && s.lo[i] < t->shape[0];
             }
             shard_free(&s);
@@ -194,7 +194,7 @@ static void sharded_updates_equal_whole(void **state) {
     assert_int_equal(owned, m->n_params);
     for (int s = 0; s < STEPS; s++) {
         for (size_t i = 0; i < m->n_params; i++) grads[i] = (float)sin(0.37 * (double)i + s);
-        double norm = grad_norm(grads, m->n_params);
+        double norm = optim_grad_norm(grads, m->n_params);
         adamw_step_norm(all, whole, grads, m->tensors, m->n_tensors, norm);
         for (int r = 0; r < P; r++) adamw_step_norm(shard[r], m->params, grads, m->tensors, m->n_tensors, norm);
     }
