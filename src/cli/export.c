@@ -1,5 +1,5 @@
 /* export.c: `gpt export` and `gpt import`: models to and from Hugging Face transformers
- * and llama.cpp (interop.h). */
+ * and llama.cpp (interop/hf.h, interop/gguf_model.h). */
 #include <getopt.h>
 #include <hdf5.h>
 #include <libgen.h>
