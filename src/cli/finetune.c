@@ -20,6 +20,7 @@
 
 typedef struct {
     FinetuneOptions f;
+    const char *task;
     float lr, weight_decay, clip, epochs, warmup_fraction, lora_alpha;
 } FinetuneArgs;
 
@@ -36,8 +37,10 @@ static const CliOpt finetune_opts[] = {
      .help = "the pre-trained model (a model file or checkpoint)"},
     {.name = "out", .kind = CLI_STRING, .offset = F(out), .flags = CLI_REQUIRED, .metavar = "RUN_DIR",
      .help = "the run directory"},
-    {.name = "data", .kind = CLI_LIST, .offset = F(data), .count = F(n_data), .flags = CLI_REQUIRED, .max = BLEND_MAX,
-     .metavar = "TASK.h5|[W:]CORPUS.h5", .help = "the task file, or corpora to continue pre-training on"},
+    {.name = "data", .kind = CLI_STRING, .offset = A(task), .metavar = "TASK.h5",
+     .help = "the task file to fine-tune on (gpt prepare-task)"},
+    {.name = "corpus", .kind = CLI_LIST, .offset = F(data), .count = F(n_data), .max = BLEND_MAX,
+     .metavar = "[W:]CORPUS.h5", .help = "continue pre-training on a corpus instead (repeat for a blend)"},
     {.name = "lambda", .kind = CLI_FLOAT, .offset = F(lambda), .flags = CLI_MIN, .metavar = "X",
      .help = "weight of the language-model loss L1 in L3 = L2 + lambda L1"},
     {.name = "lr", .kind = CLI_FLOAT, .offset = A(lr), .flags = CLI_MIN | CLI_MIN_OPEN, .metavar = "X",
@@ -77,10 +80,18 @@ static const CliCommand finetune_cmd = {
         "RUN_DIR gets config.json, metrics.jsonl, checkpoints and model.h5 as gpt train's does\n"
         "(docs/finetuning.md); the run options work as in gpt train (--precision bf16: the base\n"
         "model's products on bf16 operands; a head's and LoRA's stay fp32).\n"
-        "With a corpus (gpt prepare) as --data it continues pre-training instead: next-token\n"
-        "prediction on windows of n_ctx + 1 tokens, --batch windows a step, no head; several\n"
-        "--data make a blend, as in gpt train (an epoch: all the corpora's windows);\n"
+        "With --corpus CORPUS.h5 (gpt prepare) instead of --data it continues pre-training:\n"
+        "next-token prediction on windows of n_ctx + 1 tokens, --batch windows a step, no head;\n"
+        "several --corpus make a blend, as in gpt train (an epoch: all the corpora's windows);\n"
         "with --lora-rank, model.h5 holds the adapters (gpt merge-lora makes a plain model file).\n"};
+
+/* The root attribute format of a file ("" if it has none or cannot be read). */
+static void file_format(const char *path, char *format, size_t size) {
+    *format = '\0';
+    hid_t f = h5_open_read(path);
+    if (f >= 0 && h5_read_format(path, f, format, size)) *format = '\0';
+    if (f >= 0) H5Fclose(f);
+}
 
 static int parse_finetune(int argc, char **argv, FinetuneOptions *o) {
     FinetuneArgs a = {.f = {.lambda = 0.5f, .batch = 32, .micro_batch = 8, .lora_targets = LORA_ATTN, .seed = 1},
@@ -89,6 +100,21 @@ static int parse_finetune(int argc, char **argv, FinetuneOptions *o) {
     int first, rc = cli_parse(&finetune_cmd, argc, argv, &a, &first);
     if (rc >= 0) return rc;
     *o = a.f;
+    if (!a.task == !o->n_data) return cli_usage_error("finetune", "give one of --data TASK.h5 or --corpus CORPUS.h5");
+    char format[32] = "";
+    if (a.task) {
+        /* the engine takes either in FinetuneOptions.data; the names say which was meant */
+        o->data[o->n_data++] = a.task;
+        file_format(a.task, format, sizeof format);
+        if (!strcmp(format, "gpt-corpus"))
+            return cli_usage_error("finetune", "--data: %s is a corpus; continued pre-training takes it as --corpus",
+                                   a.task);
+    } else {
+        file_format(blend_spec_path(o->data[0]), format, sizeof format);
+        if (!strcmp(format, "gpt-task"))
+            return cli_usage_error("finetune", "--corpus: %s is a task file; fine-tuning takes it as --data",
+                                   o->data[0]);
+    }
     if (run_options_conflict(&o->run)) return cli_usage_error("finetune", "%s", run_options_conflict(&o->run));
     if (cli_precision_ready("finetune", o->run.precision, 0)) return 2;
     if (a.lora_alpha > 0.0f && !o->lora_rank) return cli_usage_error("finetune", "--lora-alpha needs --lora-rank");
