@@ -69,9 +69,8 @@ static const char *expected(const CliOpt *o, char *buf, size_t size) {
     case CLI_INT: case CLI_LONG: case CLI_U64: n = (size_t)snprintf(buf, size, "an integer"); break;
     default: n = (size_t)snprintf(buf, size, "a number"); break;
     }
-    unsigned f = o->flags;
+    unsigned f = o->flags | (o->kind == CLI_U64 ? CLI_MIN : 0); /* >= 0 by its kind */
     double min = o->kind == CLI_U64 ? 0.0 : o->min;
-    if (o->kind == CLI_U64) f |= CLI_MIN;
     if ((f & CLI_MIN) && (f & CLI_MAX))
         snprintf(buf + n, size - n, " in %c%.15g, %.15g%c", f & CLI_MIN_OPEN ? '(' : '[', min, o->max,
                  f & CLI_MAX_OPEN ? ')' : ']');
@@ -221,7 +220,7 @@ int cli_parse(const CliCommand *c, int argc, char **argv, void *opts, int *first
     shortopts[ns] = '\0';
     char *defaults = xmalloc(c->size);
     memcpy(defaults, opts, c->size);
-    int opt, rc = -1, letter_row, longindex = -1;
+    int opt, rc = -1, longindex = -1;
     optind = 0;
     opterr = 0;
     while (rc < 0 && (opt = getopt_long(argc, argv, shortopts, longopts, &longindex)) != -1) {
@@ -235,8 +234,9 @@ int cli_parse(const CliCommand *c, int argc, char **argv, void *opts, int *first
         else if (longindex >= 0 && !whole_word(word, longopts[longindex].name))
             rc = cli_usage_error(c->name, "unknown option '%.*s'", (int)strcspn(word, "="), word);
         else {
-            for (letter_row = 0; opt < 256 && rows[letter_row].o->letter != opt; letter_row++) {}
-            int i = opt >= 256 ? opt - 256 : letter_row;
+            int i = opt - 256;
+            if (opt < 256) /* a short option */
+                for (i = 0; rows[i].o->letter != opt; i++) {}
             if (rows[i].o == &help_row) {
                 if (!quiet) print_help(c, defaults);
                 rc = 0;
