@@ -158,8 +158,8 @@ def test_continued_pretraining_on_a_blend(gpt_bin, blend_runs, corpora, workdir)
     outs = {}
     for P in (1, 2):
         outs[P] = workdir / f"ft{P}"
-        sh([gpt_bin, "finetune", "--init", runs[1] / "model.h5", "--data", f"0.25:{corpora['web']}",
-            "--data", f"0.75:{corpora['books']}", "--out", outs[P], "--epochs", 0.05, "--batch", 4,
+        sh([gpt_bin, "finetune", "--init", runs[1] / "model.h5", "--corpus", f"0.25:{corpora['web']}",
+            "--corpus", f"0.75:{corpora['books']}", "--out", outs[P], "--epochs", 0.05, "--batch", 4,
             "--eval-every", 5, "--log-every", 5], ranks=P, timeout=300)
     a, b = read_metrics(outs[1]), read_metrics(outs[2])
     assert len(a) >= 5 and [m["step"] for m in a] == [m["step"] for m in b]

@@ -307,8 +307,8 @@ def test_bad_files_and_options(setup, workdir):
     proc = eval_choice(setup, setup["data"], "--shots", 3, "--shots-from", two, ranks=2, check=False)
     assert proc.returncode == 1 and proc.stderr.count("--shots 3, but") == 1, "one message, from rank 0"
     for opts, message in [(["--shots", "-1"], "--shots: expected an integer >= 0"),
-                          (["--threads", "0"], "--threads: expected a positive integer"),
-                          (["--seed", "x"], "--seed: expected a non-negative integer")]:
+                          (["--threads", "0"], "--threads: expected an integer >= 1"),
+                          (["--seed", "x"], "--seed: expected an integer >= 0")]:
         proc = eval_choice(setup, setup["data"], *opts, check=False)
         assert proc.returncode == 2 and message in proc.stderr, proc.stderr
     proc = eval_choice(setup, setup["data"], check=False, out=workdir / "no-such-dir" / "p.jsonl")

@@ -76,11 +76,11 @@ def test_scale_residual_init(gpt_bin, run, workdir):
 
 @pytest.mark.parametrize("args,message", [
     (["--n-head", "5"], "n_embd (64) must be divisible by n_head (5)"),
-    (["--n-layer", "0"], "--n-layer: expected a positive integer, got '0'"),
-    (["--n-embd", "-8"], "--n-embd: expected a positive integer, got '-8'"),
-    (["--vocab", "abc"], "--vocab: expected a positive integer, got 'abc'"),
-    (["--ln", "middle"], "ln: expected 'post' or 'pre', got 'middle'"),
-    (["--dropout", "1.5"], "--dropout: expected a probability in [0, 1), got '1.5'"),
+    (["--n-layer", "0"], "--n-layer: expected an integer in [1, 16777216], got '0'"),
+    (["--n-embd", "-8"], "--n-embd: expected an integer in [1, 16777216], got '-8'"),
+    (["--vocab", "abc"], "--vocab: expected an integer in [1, 16777216], got 'abc'"),
+    (["--ln", "middle"], "--ln: expected post or pre, got 'middle'"),
+    (["--dropout", "1.5"], "--dropout: expected a number in [0, 1), got '1.5'"),
 ])
 def test_bad_config_is_a_clear_error(gpt_bin, run, workdir, args, message):
     proc = run([gpt_bin, "init", "--model", "tiny", *args, "--out", workdir / "m.h5"])

@@ -299,8 +299,9 @@ def test_lora_loss_and_gradients_match_pytorch(env, oracle_bin, key, targets, mo
 
 # --------------------------------------------------------------------------- (c) LoRA at the CLI
 
-def finetune(gpt, init, data, out, extra=(), ranks=None, check=True, env=None):
-    return sh([gpt, "finetune", "--init", init, "--data", data, "--out", out, "--batch", 4,
+def finetune(gpt, init, data, out, extra=(), ranks=None, check=True, env=None, flag="--data"):
+    """flag: --data for a task file, --corpus for continued pre-training."""
+    return sh([gpt, "finetune", "--init", init, flag, data, "--out", out, "--batch", 4,
                "--seed", 3, "--log-every", 1, *extra], ranks=ranks, check=check, env=env)
 
 
@@ -388,7 +389,7 @@ def failed(proc, *needles):
 
 
 def test_finetune_on_a_model_file_or_a_missing_file(env, gpt_bin):
-    """(A corpus is valid --data: continued pre-training.)"""
+    """(A corpus is --corpus: continued pre-training.)"""
     d = env["dir"]
     not_data = env["other"]
     failed(finetune(gpt_bin, env["base"], not_data, d / "bad1", ["--epochs", 1], check=False), not_data)
@@ -460,7 +461,8 @@ def test_continued_pretraining_with_lora_merges_to_what_it_evaluated(env, gpt_bi
     base_hash = sha(env["base"])
     out = env["dir"] / "lm_lora"
     proc = finetune(gpt_bin, env["base"], corpus, out, ["--lora-rank", 4, "--lora-targets", "attn,mlp", "--lr", 1e-2,
-                                                         "--batch", 4, "--epochs", 1, "--eval-every", 1000], ranks=2)
+                                                         "--batch", 4, "--epochs", 1, "--eval-every", 1000], ranks=2,
+                    flag="--corpus")
     assert "language modelling" in proc.stdout and "(LoRA adapters)" in proc.stdout
     assert sha(env["base"]) == base_hash
     val_loss = read_metrics(out)[-1]["val_loss"]
@@ -589,6 +591,6 @@ def test_continued_pretraining_from_a_non_finite_model_is_refused(env, gpt_bin):
         w[...] = a
     out = env["dir"] / "nan_run"
     proc = finetune(gpt_bin, bad, corpus, out, ["--epochs", 1, "--max-bad-steps", 100, "--eval-every", 0],
-                    check=False)
+                    check=False, flag="--corpus")
     failed(proc, "h.0.mlp.c_fc.weight")
     assert not (out / "model.h5").exists()

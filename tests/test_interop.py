@@ -573,7 +573,7 @@ def test_finetune_init_takes_an_imported_model(gpt_bin, tiny_corpus, exported, w
     imported = workdir / "imported.h5"
     sh([gpt_bin, "import", "--hf", exported["post"], "--out", imported])
     out = workdir / "ft"
-    sh([gpt_bin, "finetune", "--init", imported, "--data", tiny_corpus["corpus"], "--out", out, "--epochs", 1,
+    sh([gpt_bin, "finetune", "--init", imported, "--corpus", tiny_corpus["corpus"], "--out", out, "--epochs", 1,
         "--batch", 64, "--eval-every", 0])
     assert (out / "model.h5").is_file() and len(read_metrics(out)) >= 1
 
@@ -741,7 +741,7 @@ def test_export_of_a_checkpoint_and_refusal_of_adapters(gpt_bin, tiny_corpus, wo
     a, b = model_tensors(ckpt), model_tensors(back)
     assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
     lora = workdir / "lora"
-    sh([gpt_bin, "finetune", "--init", run / "model.h5", "--data", tiny_corpus["corpus"], "--out", lora,
+    sh([gpt_bin, "finetune", "--init", run / "model.h5", "--corpus", tiny_corpus["corpus"], "--out", lora,
         "--lora-rank", 2, "--epochs", 1, "--batch", 64, "--eval-every", 0])
     proc = run_cmd([gpt_bin, "export", "--model", lora / "model.h5", "--format", "gguf", "--out", workdir / "l.gguf"])
     assert proc.returncode == 1 and "LoRA adapters" in proc.stderr and "gpt merge-lora" in proc.stderr

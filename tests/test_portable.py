@@ -259,7 +259,7 @@ def test_default_binary_runs_without_avx512(gpt_bin, qemu, tiny_corpus, tmp_path
     epochs = f"{(FT_STEPS - 0.5) * FT_BATCH / windows:.6g}"
 
     def finetune(out):
-        return [gpt_bin, "finetune", "--init", nat / "init.h5", "--data", corpus, "--out", out,
+        return [gpt_bin, "finetune", "--init", nat / "init.h5", "--corpus", corpus, "--out", out,
                 "--batch", FT_BATCH, "--micro-batch", 1, "--epochs", epochs, "--seed", 7,
                 "--eval-every", 0, "--log-every", 1]
 

@@ -165,7 +165,7 @@ def test_two_ranks_write_the_same_file_and_checkpoints_are_input(gpt_bin, traine
     (["--sparsity", "-0.1"], "--sparsity: expected a number in [0, 1), got '-0.1'"),
     (["--sparsity", "abc"], "--sparsity: expected a number in [0, 1), got 'abc'"),
     (["--sparsity", "0.5", "--scope", "row"], "--scope: expected global or layer, got 'row'"),
-    (["--sparsity", "0.5", "--split", "test"], "--split: expected val or train, got 'test'"),
+    (["--sparsity", "0.5", "--split", "test"], "--split: expected train or val, got 'test'"),
     (["--sparsity", "0.5", "--model", "MISSING"], "cannot open"),
     (["--sparsity", "0.5", "--out", "/nonexistent/dir/p.h5"], "cannot create the file"),
 ])

@@ -276,7 +276,8 @@ def test_n_ctx_defaults_to_the_models(run, gpt_bin, tok, workdir):
 
 
 BAD = [  # (content, file name, options, expected message parts with {src} for the input's path, exit status)
-    ('{"text": "a", "label": 0}\n', "f.jsonl", ["--task", "summarize"], ["unknown task 'summarize'"], 2),
+    ('{"text": "a", "label": 0}\n', "f.jsonl", ["--task", "summarize"],
+     ["--task: expected classify, entail, similar or choice, got 'summarize'"], 2),
     ('{"text": "a", "label": 0}\n{"text": "b", "label": 3}\n', "f.jsonl", ["--num-classes", "2"],
      ["{src}:2: label 3 is outside the 2 classes [0, 2)"], 1),
     ('{"text": "a", "label": "meh"}\n', "f.jsonl", ["--labels", "neg,pos"],

@@ -131,7 +131,7 @@ def test_sharded_finetuning_equals_unsharded(gpt_bin, tiny_corpus, runs, task, w
     result = {}
     for sharded in (False, True):
         out = workdir / f"ft{int(sharded)}"
-        sh([gpt_bin, "finetune", "--init", init, "--data", spec, "--out", out, "--batch", 6, "--epochs", 1,
+        sh([gpt_bin, "finetune", "--init", init, "--corpus" if data == "corpus" else "--data", spec, "--out", out, "--batch", 6, "--epochs", 1,
             "--lr", "1e-3", "--seed", 3, "--eval-every", 5, "--log-every", 1, "--ckpt-every", 5,
             *(["--shard-optimizer"] if sharded else [])], ranks=2)
         result[sharded] = [(m["step"], m["loss"], m.get("val_loss")) for m in read_metrics(out)]

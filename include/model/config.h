@@ -6,7 +6,6 @@
 #ifndef GPT_CONFIG_H
 #define GPT_CONFIG_H
 
-#include <getopt.h>
 #include <stdio.h>
 
 typedef enum { GPT_LN_POST = 0, GPT_LN_PRE = 1 } GPTLayerNorm;
@@ -33,52 +32,31 @@ const char *config_ln_name(GPTLayerNorm ln);
 int config_parse_ln(const char *s, GPTLayerNorm *out);
 void config_print(FILE *f, const GPTConfig *c);
 
-/* getopt_long integration: subcommands put CONFIG_LONG_OPTIONS in their option table
- * and hand every option value in [CONFIG_OPT_BASE, CONFIG_OPT_END) to config_args_add(). */
+/* The command line's model options (gpt init, bench, train: cliopt.h) are collected in a
+ * ConfigArgs, each value already checked alone, and applied after parsing. */
 enum {
-    CONFIG_OPT_BASE = 0x1000,
-    CONFIG_OPT_MODEL = CONFIG_OPT_BASE,
     CONFIG_OPT_N_LAYER, CONFIG_OPT_N_HEAD, CONFIG_OPT_N_EMBD, CONFIG_OPT_N_CTX,
     CONFIG_OPT_VOCAB, CONFIG_OPT_N_FFN, CONFIG_OPT_LN, CONFIG_OPT_LN_EPS,
     CONFIG_OPT_DROPOUT, CONFIG_OPT_DROPOUT_EMBD, CONFIG_OPT_DROPOUT_RESID,
-    CONFIG_OPT_DROPOUT_ATTN,
-    CONFIG_OPT_END
+    CONFIG_OPT_DROPOUT_ATTN
 };
-#define CONFIG_LONG_OPTIONS                                                  \
-    {"model", required_argument, 0, CONFIG_OPT_MODEL},                       \
-    {"n-layer", required_argument, 0, CONFIG_OPT_N_LAYER},                   \
-    {"n-head", required_argument, 0, CONFIG_OPT_N_HEAD},                     \
-    {"n-embd", required_argument, 0, CONFIG_OPT_N_EMBD},                     \
-    {"n-ctx", required_argument, 0, CONFIG_OPT_N_CTX},                       \
-    {"vocab", required_argument, 0, CONFIG_OPT_VOCAB},                       \
-    {"n-ffn", required_argument, 0, CONFIG_OPT_N_FFN},                       \
-    {"ln", required_argument, 0, CONFIG_OPT_LN},                             \
-    {"ln-eps", required_argument, 0, CONFIG_OPT_LN_EPS},                     \
-    {"dropout", required_argument, 0, CONFIG_OPT_DROPOUT},                   \
-    {"dropout-embd", required_argument, 0, CONFIG_OPT_DROPOUT_EMBD},         \
-    {"dropout-resid", required_argument, 0, CONFIG_OPT_DROPOUT_RESID},       \
-    {"dropout-attn", required_argument, 0, CONFIG_OPT_DROPOUT_ATTN}
 
-#define CONFIG_OPTIONS_HELP                                                          \
-    "  --model PRESET       gpt1 | small | tiny\n"                                   \
-    "  --n-layer N --n-head N --n-embd N --n-ctx N --vocab N --n-ffn N\n"            \
-    "  --ln post|pre        LayerNorm placement (post = GPT-1)\n"                    \
-    "  --ln-eps E           LayerNorm epsilon (1e-5)\n"                              \
-    "  --dropout P          embedding, residual and attention dropout at once\n"     \
-    "  --dropout-embd P --dropout-resid P --dropout-attn P\n"
+/* Largest accepted size field: keeps every product of two fields within size_t and
+ * every matrix dimension within BLAS's int. */
+#define CONFIG_MAX_DIM (1 << 24)
 
 #define CONFIG_MAX_OVERRIDES 32
 typedef struct {
     const char *preset;
     int n;
     int opt[CONFIG_MAX_OVERRIDES];
-    const char *value[CONFIG_MAX_OVERRIDES];
+    double value[CONFIG_MAX_OVERRIDES]; /* CONFIG_OPT_LN: a GPTLayerNorm */
 } ConfigArgs;
 
-/* Remembers one option; -1 if there are too many. */
-int config_args_add(ConfigArgs *a, int opt, const char *value);
+/* Remembers one override; -1 if there are too many. */
+int config_args_add(ConfigArgs *a, int opt, double value);
 /* Preset, then overrides in command-line order, then validation; every error is one of
- * the command line, naming the option and what it expects. */
+ * the command line, naming the option. */
 int config_from_args(const ConfigArgs *a, GPTConfig *out);
 /* For a model whose shape comes from a file (gpt train --init): 1 if the options are
  * dropout rates only; and applying them to that file's configuration. */

@@ -4,7 +4,6 @@
  * BLAS threads (blas_sgemm_peak_gflops; in bf16 also bf16_peak_gflops on the bf16 path),
  * so the model FLOP rate can be reported as a fraction of it (MFU) whatever the core type
  * OpenBLAS picked. */
-#include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -17,67 +16,48 @@
 #include "base/rng.h"
 #include "base/util.h"
 
-static const char help[] =
-    "usage: gpt bench --model PRESET [model options] [--batch B] [--steps N]\n"
-    "                 [--warmup-steps W] [--threads T] [--seed S] [--precision fp32|bf16] [--json]\n\n"
-    "Trains on random tokens (AdamW, dropout as configured) and reports tokens/s,\n"
-    "model GFLOP/s (6N + 12 L C n_ctx per token), the cblas_sgemm peak measured in\n"
-    "the same run with the same threads, MFU, peak RSS, the kernel set (GPT_KERNELS\n"
-    "forces avx2 or avx512) and OpenBLAS's core type (OPENBLAS_CORETYPE forces one).\n"
-    "--precision bf16: products on bf16 operands (docs/precision.md), MFU against the bf16\n"
-    "product peak measured on the same path (oneDNN on AMX, else emulated; GPT_MATMUL\n"
-    "forces one).\n"
-    "Defaults: --batch 4 --steps 5 --warmup-steps 1 --threads 1.\n\nmodel options:\n" CONFIG_OPTIONS_HELP;
+typedef struct {
+    ConfigArgs model;
+    int batch, steps, warmup, threads, json;
+    uint64_t seed;
+    Precision precision;
+} BenchArgs;
+
+#define B(field) offsetof(BenchArgs, field)
+
+static const CliOpt bench_opts[] = {
+    {.name = "batch", .kind = CLI_INT, .offset = B(batch), .flags = CLI_MIN, .min = 1, .metavar = "B",
+     .help = "sequences a step"},
+    {.name = "steps", .kind = CLI_INT, .offset = B(steps), .flags = CLI_MIN, .min = 1, .metavar = "N",
+     .help = "timed steps"},
+    {.name = "warmup-steps", .kind = CLI_INT, .offset = B(warmup), .flags = CLI_MIN, .metavar = "W",
+     .help = "untimed steps first"},
+    {.name = "threads", .kind = CLI_INT, .offset = B(threads), .flags = CLI_MIN, .min = 1, .metavar = "T",
+     .help = "compute threads"},
+    {.name = "seed", .kind = CLI_U64, .offset = B(seed), .metavar = "S", .help = "of the weights and tokens"},
+    {.name = "json", .kind = CLI_FLAG, .offset = B(json), .help = "print one JSON object"},
+    {.kind = CLI_GROUP, .group = cli_precision_opts, .offset = B(precision)},
+    {.kind = CLI_GROUP, .group = cli_config_opts, .offset = B(model), .help = "model options (--model is required)"},
+    CLI_END};
+
+static const CliCommand bench_cmd = {
+    .name = "bench", .opts = bench_opts, .size = sizeof(BenchArgs),
+    .about = "Trains on random tokens (AdamW, dropout as configured) and reports tokens/s,\n"
+             "model GFLOP/s (6N + 12 L C n_ctx per token), the cblas_sgemm peak measured in\n"
+             "the same run with the same threads, MFU, peak RSS, the kernel set (GPT_KERNELS\n"
+             "forces avx2 or avx512) and OpenBLAS's core type (OPENBLAS_CORETYPE forces one).\n"
+             "--precision bf16: MFU against the bf16 product peak measured on the same path (oneDNN\n"
+             "on AMX, else emulated; GPT_MATMUL forces one).\n"};
 
 int cmd_bench(int argc, char **argv) {
-    enum { OPT_BATCH = 1, OPT_STEPS, OPT_WARMUP, OPT_THREADS, OPT_SEED, OPT_JSON, OPT_HELP };
-    static const struct option opts[] = {
-        CONFIG_LONG_OPTIONS,
-        {"batch", required_argument, 0, OPT_BATCH},
-        {"steps", required_argument, 0, OPT_STEPS},
-        {"warmup-steps", required_argument, 0, OPT_WARMUP},
-        {"threads", required_argument, 0, OPT_THREADS},
-        {"seed", required_argument, 0, OPT_SEED},
-        {"json", no_argument, 0, OPT_JSON},
-        {"help", no_argument, 0, OPT_HELP},
-        CLI_PRECISION_OPTION,
-        {0, 0, 0, 0}};
-    ConfigArgs cargs = {0};
-    int batch = 4, steps = 5, warmup = 1, threads = 1, json = 0;
-    unsigned long long seed = 1;
-    Precision precision = PRECISION_FP32;
-    int opt;
-    optind = 1;
-    while ((opt = getopt_long(argc, argv, "", opts, NULL)) != -1) {
-        if (opt >= CONFIG_OPT_BASE && opt < CONFIG_OPT_END) {
-            if (config_args_add(&cargs, opt, optarg)) return cli_usage_error("bench", "%s", gpt_last_error());
-            continue;
-        }
-        switch (opt) {
-        case OPT_BATCH:
-            if (parse_int(optarg, &batch) || batch < 1) return cli_usage_error("bench", "--batch: expected a positive integer, got '%s'", optarg);
-            break;
-        case OPT_STEPS:
-            if (parse_int(optarg, &steps) || steps < 1) return cli_usage_error("bench", "--steps: expected a positive integer, got '%s'", optarg);
-            break;
-        case OPT_WARMUP:
-            if (parse_int(optarg, &warmup) || warmup < 0) return cli_usage_error("bench", "--warmup-steps: expected an integer >= 0, got '%s'", optarg);
-            break;
-        case OPT_THREADS:
-            if (parse_int(optarg, &threads) || threads < 1) return cli_usage_error("bench", "--threads: expected a positive integer, got '%s'", optarg);
-            break;
-        case OPT_SEED:
-            if (parse_u64(optarg, &seed)) return cli_usage_error("bench", "--seed: expected a non-negative integer, got '%s'", optarg);
-            break;
-        case OPT_JSON: json = 1; break;
-        case CLI_OPT_PRECISION: if (cli_precision("bench", optarg, &precision)) return 2; break;
-        case OPT_HELP: fputs(help, stdout); return 0;
-        default: return cli_usage_error("bench", "unknown option");
-        }
-    }
-    if (optind < argc) return cli_usage_error("bench", "unexpected argument '%s'", argv[optind]);
+    BenchArgs a = {.batch = 4, .steps = 5, .warmup = 1, .threads = 1, .seed = 1};
+    int first, rc = cli_parse(&bench_cmd, argc, argv, &a, &first);
+    if (rc >= 0) return rc;
     GPTConfig cfg;
-    if (config_from_args(&cargs, &cfg)) return cli_usage_error("bench", "%s", gpt_last_error());
+    if (config_from_args(&a.model, &cfg)) return cli_usage_error("bench", "%s", gpt_last_error());
+    int batch = a.batch, steps = a.steps, warmup = a.warmup, threads = a.threads, json = a.json;
+    uint64_t seed = a.seed;
+    Precision precision = a.precision;
 
     if (cli_precision_ready("bench", precision, 0)) return 2;
     compute_threads_set(threads);
@@ -123,7 +103,7 @@ int cmd_bench(int argc, char **argv) {
     const char *core = blas_core_name(), *origin = blas_core_origin();
     if (json) {
         json_t *result = json_pack("{s:s,s:i,s:i,s:i,s:i,s:I,s:o,s:o,s:o,s:o,s:o,s:o,s:o,s:o,s:s,s:s,s:o}",
-                                 "model", cargs.preset, "batch", B, "n_ctx", T, "threads", threads, "steps", steps,
+                                 "model", a.model.preset, "batch", B, "n_ctx", T, "threads", threads, "steps", steps,
                                  "params", (json_int_t)m->n_params, "tokens_per_s", json_real_or_null(tok_s), "step_s",
                                  json_real_or_null(step_s), "fwdbwd_s", json_real_or_null(t_fb / steps), "optim_s",
                                  json_real_or_null(t_opt / steps), "model_gflops", json_real_or_null(gflops),
@@ -139,7 +119,7 @@ int cmd_bench(int argc, char **argv) {
         cli_print_json(result);
     } else {
         printf("model %s: %zu parameters, batch %d x %d tokens, %d thread(s), kernels %s, OpenBLAS core %s (%s), "
-               "%s\n", cargs.preset, m->n_params, B, T, threads, kernels_name(), core, origin,
+               "%s\n", a.model.preset, m->n_params, B, T, threads, kernels_name(), core, origin,
                precision_description(precision));
         printf("step %.3f s (forward+backward %.3f s, AdamW %.3f s): %.1f tokens/s\n", step_s,
                t_fb / steps, t_opt / steps, tok_s);

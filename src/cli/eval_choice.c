@@ -4,7 +4,7 @@
  * Rank r scores records r, r + P, ...; each record's numbers depend on nothing but the
  * record, the model and the seed, and one sum over the ranks (every other rank adds
  * zeros) gives every rank all of them, so the results are the same for any P. */
-#include <getopt.h>
+#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,31 +18,50 @@
 #include "base/atomic.h"
 #include "base/util.h"
 
-static const char help[] =
-    "usage: [mpirun -np P] gpt eval-choice --model FILE.h5 --data FILE.jsonl [--tokenizer TOK.h5]\n"
-    "                      [--shots K] [--shots-from FILE.jsonl] [--shot-separator TEXT] [--seed S]\n"
-    "                      [--predictions OUT.jsonl] [--no-cache] [--threads T] [--precision fp32|bf16]\n"
-    "                      [--json]\n\n"
-    "Multiple-choice accuracy by log-likelihood. Each line of FILE.jsonl is a record\n"
-    "{\"context\": \"...\", \"endings\": [\"...\", ...], \"label\": i} (HellaSwag's \"ctx\" is also\n"
-    "read). Every ending is scored by the sum of its tokens' log-probabilities after\n"
-    "<|endoftext|>, K solved examples (shots) and the context; accuracy takes the largest\n"
-    "sum, accuracy_norm the largest mean per token. The shots come from --shots-from\n"
-    "(default: FILE.jsonl itself, never the record scored), drawn with seed S (default\n"
-    "1234), each its context and right ending followed by the separator (default a blank\n"
-    "line, \"\\n\\n\"). A prompt too long for n_ctx loses its oldest shots, then the start of\n"
-    "its context. The context runs once per record and every ending continues from its\n"
-    "key/value cache; --no-cache runs it again for each ending (for comparison).\n"
-    "--predictions writes one JSON line per record: every ending's score and the choice.\n"
-    "Under mpirun the ranks share the records; the results are the same for any P.\n"
-    "See docs/evaluation.md.\n";
-
 typedef struct {
     const char *model, *tok_path, *data, *shots_from, *separator, *predictions;
-    int shots, threads, json, share_prompt;
-    unsigned long long seed;
+    int shots, threads, json, no_cache;
+    uint64_t seed;
     Precision precision;
 } Options;
+
+#define O(field) offsetof(Options, field)
+
+static const CliOpt eval_choice_opts[] = {
+    {.name = "model", .kind = CLI_STRING, .offset = O(model), .flags = CLI_REQUIRED, .metavar = "FILE.h5",
+     .help = "a model file (from gpt train it carries its tokenizer)"},
+    {.name = "data", .kind = CLI_STRING, .offset = O(data), .flags = CLI_REQUIRED, .metavar = "FILE.jsonl",
+     .help = "the records scored"},
+    {.name = "tokenizer", .kind = CLI_STRING, .offset = O(tok_path), .metavar = "TOK.h5",
+     .help = "the tokenizer, if not the model file's"},
+    {.name = "shots", .kind = CLI_INT, .offset = O(shots), .flags = CLI_MIN, .metavar = "K",
+     .help = "solved examples before each record"},
+    {.name = "shots-from", .kind = CLI_STRING, .offset = O(shots_from), .metavar = "FILE.jsonl",
+     .help = "the records the shots are drawn from", .dflt = "--data, never the record scored"},
+    {.name = "shot-separator", .kind = CLI_STRING, .offset = O(separator), .metavar = "TEXT",
+     .help = "follows each shot", .dflt = "a blank line, \"\\n\\n\""},
+    {.name = "seed", .kind = CLI_U64, .offset = O(seed), .metavar = "S", .help = "of the draw of the shots"},
+    {.name = "predictions", .kind = CLI_STRING, .offset = O(predictions), .metavar = "OUT.jsonl",
+     .help = "write every ending's score and the choice, a line a record"},
+    {.name = "no-cache", .kind = CLI_FLAG, .offset = O(no_cache),
+     .help = "run the context again for each ending (for comparison)"},
+    {.name = "threads", .kind = CLI_INT, .offset = O(threads), .flags = CLI_MIN, .min = 1, .metavar = "T",
+     .help = "compute threads a rank"},
+    {.name = "json", .kind = CLI_FLAG, .offset = O(json), .help = "print one JSON object"},
+    {.kind = CLI_GROUP, .group = cli_precision_opts, .offset = O(precision)},
+    CLI_END};
+
+static const CliCommand eval_choice_cmd = {
+    .name = "eval-choice", .mpi = 1, .opts = eval_choice_opts, .size = sizeof(Options),
+    .about = "Multiple-choice accuracy by log-likelihood. Each line of FILE.jsonl is a record\n"
+             "{\"context\": \"...\", \"endings\": [\"...\", ...], \"label\": i} (HellaSwag's \"ctx\" is also\n"
+             "read). Every ending is scored by the sum of its tokens' log-probabilities after\n"
+             "<|endoftext|>, K solved examples (shots) and the context; accuracy takes the largest\n"
+             "sum, accuracy_norm the largest mean per token. Each shot is its context and right ending\n"
+             "followed by the separator. A prompt too long for n_ctx loses its oldest shots, then the\n"
+             "start of its context. The context runs once per record and every ending continues from\n"
+             "its key/value cache. Under mpirun the ranks share the records; the results are the same\n"
+             "for any P. See docs/evaluation.md.\n"};
 
 /* Per record, what the sum over the ranks carries: every ending's log-likelihood, then
  * the shots used and the tokens cut. */
@@ -126,7 +145,7 @@ static void report(const Options *o, const ChoiceSet *d, const Summary *s, doubl
                               "records_fewer_shots", (json_int_t)s->fewer_shots, "records_cut", (json_int_t)s->cut,
                               "seconds", json_real_or_null(secs), "records_per_s",
                               json_real_or_null(secs > 0 ? d->n / secs : NAN), "ranks", dist_size(), "threads",
-                              o->threads, "shared_prompt", o->share_prompt);
+                              o->threads, "shared_prompt", !o->no_cache);
         cli_print_json(j);
         return;
     }
@@ -140,36 +159,9 @@ static void report(const Options *o, const ChoiceSet *d, const Summary *s, doubl
 }
 
 static int parse(int argc, char **argv, Options *o) {
-    static const struct option opts[] = {
-        {"model", required_argument, 0, 'm'}, {"tokenizer", required_argument, 0, 't'},
-        {"data", required_argument, 0, 'd'}, {"shots", required_argument, 0, 'k'},
-        {"shots-from", required_argument, 0, 'f'}, {"shot-separator", required_argument, 0, 'S'},
-        {"seed", required_argument, 0, 's'}, {"predictions", required_argument, 0, 'p'},
-        {"no-cache", no_argument, 0, 'c'}, {"threads", required_argument, 0, 'T'},
-        {"json", no_argument, 0, 'j'}, {"help", no_argument, 0, 'h'}, CLI_PRECISION_OPTION, {0, 0, 0, 0}};
-    *o = (Options){.separator = "\n\n", .threads = 1, .share_prompt = 1, .seed = 1234};
-    int opt;
-    optind = 1;
-    while ((opt = getopt_long(argc, argv, "", opts, NULL)) != -1) {
-        switch (opt) {
-        case 'm': o->model = optarg; break;
-        case 't': o->tok_path = optarg; break;
-        case 'd': o->data = optarg; break;
-        case 'k': if (parse_int(optarg, &o->shots) || o->shots < 0) return cli_usage_error("eval-choice", "--shots: expected an integer >= 0, got '%s'", optarg); break;
-        case 'f': o->shots_from = optarg; break;
-        case 'S': o->separator = optarg; break;
-        case 's': if (parse_u64(optarg, &o->seed)) return cli_usage_error("eval-choice", "--seed: expected a non-negative integer, got '%s'", optarg); break;
-        case 'p': o->predictions = optarg; break;
-        case 'c': o->share_prompt = 0; break;
-        case 'T': if (parse_int(optarg, &o->threads) || o->threads < 1) return cli_usage_error("eval-choice", "--threads: expected a positive integer, got '%s'", optarg); break;
-        case 'j': o->json = 1; break;
-        case CLI_OPT_PRECISION: if (cli_precision("eval-choice", optarg, &o->precision)) return 2; break;
-        case 'h': if (dist_rank() == 0) fputs(help, stdout); return 0;
-        default: return cli_usage_error("eval-choice", "unknown option");
-        }
-    }
-    if (optind < argc) return cli_usage_error("eval-choice", "unexpected argument '%s'", argv[optind]);
-    if (!o->model || !o->data) return cli_usage_error("eval-choice", "--model and --data are required");
+    *o = (Options){.separator = "\n\n", .threads = 1, .seed = 1234};
+    int first, rc = cli_parse(&eval_choice_cmd, argc, argv, o, &first);
+    if (rc >= 0) return rc;
     if (cli_precision_ready("eval-choice", o->precision, !o->json)) return 2;
     return -1;
 }
@@ -203,7 +195,7 @@ static int eval_choice(int argc, char **argv) {
     for (int64_t i = dist_rank(); i < d->n; i += dist_size()) {
         ChoicePromptInfo info;
         choice_prompt(&po, &d->rec[i], i, &prompt, &info);
-        choice_score(m, scorer, prompt.ids, (int)prompt.n, &d->rec[i], o.share_prompt, R.sums + R.offset[i]);
+        choice_score(m, scorer, prompt.ids, (int)prompt.n, &d->rec[i], !o.no_cache, R.sums + R.offset[i]);
         R.shots_used[i] = info.shots_used, R.cut[i] = info.cut;
     }
     dist_sum(R.values, (size_t)(d->n_endings + 2 * d->n));

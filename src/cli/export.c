@@ -1,6 +1,5 @@
 /* export.c: `gpt export` and `gpt import`: models to and from Hugging Face transformers
  * and llama.cpp (interop/hf.h, interop/gguf_model.h). */
-#include <getopt.h>
 #include <hdf5.h>
 #include <libgen.h>
 #include <limits.h>
@@ -13,19 +12,6 @@
 #include "interop/hf.h"
 #include "files/model_file.h"
 #include "base/util.h"
-
-static const char export_help[] =
-    "usage: gpt export --model FILE.h5 --format hf --out DIR [--tokenizer TOK.h5]\n"
-    "       gpt export --model FILE.h5 --format gguf --out FILE.gguf [--dtype f32|f16] [--tokenizer TOK.h5]\n\n"
-    "Writes the language model of a model file, a checkpoint, or a fully fine-tuned or merged\n"
-    "model (its task head is not exported; LoRA adapters must first be merged with gpt merge-lora)\n"
-    "with the file's own tokenizer (or TOK.h5):\n"
-    "  hf    DIR/model.safetensors, config.json, vocab.json, merges.txt, tokenizer.json,\n"
-    "        tokenizer_config.json, special_tokens_map.json: transformers' GPT2LMHeadModel for a\n"
-    "        pre-LN model, OpenAIGPTLMHeadModel for a post-LN (GPT-1) one.\n"
-    "  gguf  GGUF v3 for llama.cpp's gpt2 architecture (pre-LN models only); --dtype f16 stores\n"
-    "        the matrices as float16 (default f32).\n"
-    "The same model gives the same bytes. See docs/formats.md.\n";
 
 /* A model file's language model; a LoRA fine-tuning holds only adapters and is refused by name. */
 static GPT *load_language_model(const char *path) {
@@ -42,35 +28,48 @@ static GPT *load_language_model(const char *path) {
     return NULL;
 }
 
+typedef struct {
+    const char *model, *out, *tok_path;
+    int format, dtype, dtype_given;
+} ExportArgs;
+
+static const char *const format_names[] = {"hf", "gguf", NULL}, *const dtype_names[] = {"f32", "f16", NULL};
+
+static const CliOpt export_opts[] = {
+    {.name = "model", .kind = CLI_STRING, .offset = offsetof(ExportArgs, model), .flags = CLI_REQUIRED,
+     .metavar = "FILE.h5", .help = "a model file, checkpoint, or fully fine-tuned or merged model"},
+    {.name = "format", .kind = CLI_CHOICE, .offset = offsetof(ExportArgs, format), .choices = format_names,
+     .flags = CLI_REQUIRED, .metavar = "hf|gguf", .help = "transformers' safetensors directory, or llama.cpp's GGUF"},
+    {.name = "out", .kind = CLI_STRING, .offset = offsetof(ExportArgs, out), .flags = CLI_REQUIRED,
+     .metavar = "DIR|FILE.gguf", .help = "the directory (hf) or file (gguf) written"},
+    {.name = "dtype", .kind = CLI_CHOICE, .offset = offsetof(ExportArgs, dtype), .choices = dtype_names,
+     .flags = CLI_GIVEN, .count = offsetof(ExportArgs, dtype_given), .metavar = "f32|f16",
+     .help = "gguf only: the matrices as float32 or float16"},
+    {.name = "tokenizer", .kind = CLI_STRING, .offset = offsetof(ExportArgs, tok_path), .metavar = "TOK.h5",
+     .help = "the tokenizer, if not the model file's"},
+    CLI_END};
+
+static const CliCommand export_cmd = {
+    .name = "export", .opts = export_opts, .size = sizeof(ExportArgs),
+    .about = "Writes the language model of a model file, a checkpoint, or a fully fine-tuned or merged\n"
+             "model (its task head is not exported; LoRA adapters must first be merged with gpt merge-lora)\n"
+             "with the file's own tokenizer (or TOK.h5):\n"
+             "  hf    DIR/model.safetensors, config.json, vocab.json, merges.txt, tokenizer.json,\n"
+             "        tokenizer_config.json, special_tokens_map.json: transformers' GPT2LMHeadModel for a\n"
+             "        pre-LN model, OpenAIGPTLMHeadModel for a post-LN (GPT-1) one.\n"
+             "  gguf  GGUF v3 for llama.cpp's gpt2 architecture (pre-LN models only).\n"
+             "The same model gives the same bytes. See docs/formats.md.\n"};
+
 int cmd_export(int argc, char **argv) {
-    static const struct option opts[] = {{"model", required_argument, 0, 'm'}, {"format", required_argument, 0, 'f'},
-                                         {"out", required_argument, 0, 'o'},   {"dtype", required_argument, 0, 'd'},
-                                         {"tokenizer", required_argument, 0, 't'}, {"help", no_argument, 0, 'h'},
-                                         {0, 0, 0, 0}};
-    const char *model = NULL, *format = NULL, *out = NULL, *dtype = NULL, *tok_path = NULL;
-    int opt;
-    optind = 1;
-    while ((opt = getopt_long(argc, argv, "", opts, NULL)) != -1) {
-        switch (opt) {
-        case 'm': model = optarg; break;
-        case 'f': format = optarg; break;
-        case 'o': out = optarg; break;
-        case 'd': dtype = optarg; break;
-        case 't': tok_path = optarg; break;
-        case 'h': return fputs(export_help, stdout), 0;
-        default: return cli_usage_error("export", "unknown option");
-        }
-    }
-    if (optind < argc) return cli_usage_error("export", "unexpected argument '%s'", argv[optind]);
-    if (!model || !format || !out) return cli_usage_error("export", "--model, --format and --out are required");
-    int hf = !strcmp(format, "hf");
-    if (!hf && strcmp(format, "gguf")) return cli_usage_error("export", "--format: expected hf or gguf, got '%s'", format);
-    if (dtype && hf) return cli_usage_error("export", "--dtype applies to --format gguf only (hf is float32)");
-    if (dtype && strcmp(dtype, "f32") && strcmp(dtype, "f16"))
-        return cli_usage_error("export", "--dtype: expected f32 or f16, got '%s'", dtype);
+    ExportArgs a = {0};
+    int first, rc = cli_parse(&export_cmd, argc, argv, &a, &first);
+    if (rc >= 0) return rc;
+    const char *model = a.model, *out = a.out, *tok_path = a.tok_path;
+    int hf = a.format == 0, f16 = a.dtype == 1;
+    if (a.dtype_given && hf) return cli_usage_error("export", "--dtype applies to --format gguf only (hf is float32)");
     GPT *m = load_language_model(model);
     Tokenizer *tok = NULL;
-    int rc = -1;
+    rc = -1;
     if (m && !(tok = tokenizer_load(tok_path ? tok_path : model)) && !tok_path)
         gpt_error("%s has no tokenizer (/tokenizer); pass --tokenizer TOK.h5", model);
     if (m && tok) {
@@ -78,46 +77,46 @@ int cmd_export(int argc, char **argv) {
         snprintf(name, sizeof name, "%s", model);
         char *base = basename(name), *dot = strrchr(base, '.');
         if (dot && dot != base) *dot = '\0';
-        rc = hf ? hf_export(out, m, tok) : gguf_export(out, m, tok, dtype && !strcmp(dtype, "f16"), base);
+        rc = hf ? hf_export(out, m, tok) : gguf_export(out, m, tok, f16, base);
     }
     if (!rc)
         printf("wrote %s: %s, %zu parameters (%s, %d layers), vocabulary %d\n", out,
                hf ? (m->cfg.ln == GPT_LN_PRE ? "transformers gpt2" : "transformers openai-gpt")
-                  : dtype && !strcmp(dtype, "f16") ? "GGUF gpt2, float16" : "GGUF gpt2, float32",
+                  : f16 ? "GGUF gpt2, float16" : "GGUF gpt2, float32",
                m->n_params, config_ln_name(m->cfg.ln), m->cfg.n_layer, m->cfg.vocab_size);
     gpt_free(m);
     tokenizer_free(tok);
     return rc ? cli_fail("export") : 0;
 }
 
-static const char import_help[] =
-    "usage: gpt import --hf DIR --out MODEL.h5 [--tokenizer TOK.h5]\n\n"
-    "Reads a transformers gpt2 or openai-gpt directory (config.json, model.safetensors or its\n"
-    "shards, and the tokenizer: tokenizer.json, or vocab.json + merges.txt; TOK.h5 instead when\n"
-    "given) into a model file that every command takes: gpt train --init, gpt finetune --init,\n"
-    "gpt generate, ... See docs/formats.md.\n";
+typedef struct {
+    const char *dir, *out, *tok_path;
+} ImportArgs;
+
+static const CliOpt import_opts[] = {
+    {.name = "hf", .kind = CLI_STRING, .offset = offsetof(ImportArgs, dir), .flags = CLI_REQUIRED, .metavar = "DIR",
+     .help = "a transformers gpt2 or openai-gpt directory"},
+    {.name = "out", .kind = CLI_STRING, .offset = offsetof(ImportArgs, out), .flags = CLI_REQUIRED,
+     .metavar = "MODEL.h5", .help = "the model file written"},
+    {.name = "tokenizer", .kind = CLI_STRING, .offset = offsetof(ImportArgs, tok_path), .metavar = "TOK.h5",
+     .help = "the tokenizer, instead of the directory's"},
+    CLI_END};
+
+static const CliCommand import_cmd = {
+    .name = "import", .opts = import_opts, .size = sizeof(ImportArgs),
+    .about = "Reads a transformers gpt2 or openai-gpt directory (config.json, model.safetensors or its\n"
+             "shards, and the tokenizer: tokenizer.json, or vocab.json + merges.txt) into a model file\n"
+             "that every command takes: gpt train --init, gpt finetune --init, gpt generate, ...\n"
+             "See docs/formats.md.\n"};
 
 int cmd_import(int argc, char **argv) {
-    static const struct option opts[] = {{"hf", required_argument, 0, 'd'}, {"out", required_argument, 0, 'o'},
-                                         {"tokenizer", required_argument, 0, 't'}, {"help", no_argument, 0, 'h'},
-                                         {0, 0, 0, 0}};
-    const char *dir = NULL, *out = NULL, *tok_path = NULL;
-    int opt;
-    optind = 1;
-    while ((opt = getopt_long(argc, argv, "", opts, NULL)) != -1) {
-        switch (opt) {
-        case 'd': dir = optarg; break;
-        case 'o': out = optarg; break;
-        case 't': tok_path = optarg; break;
-        case 'h': return fputs(import_help, stdout), 0;
-        default: return cli_usage_error("import", "unknown option");
-        }
-    }
-    if (optind < argc) return cli_usage_error("import", "unexpected argument '%s'", argv[optind]);
-    if (!dir || !out) return cli_usage_error("import", "--hf DIR and --out MODEL.h5 are required");
+    ImportArgs a = {0};
+    int first, rc = cli_parse(&import_cmd, argc, argv, &a, &first);
+    if (rc >= 0) return rc;
+    const char *dir = a.dir, *out = a.out, *tok_path = a.tok_path;
     Tokenizer *tok = NULL;
     GPT *m = hf_import(dir, tok_path, &tok);
-    int rc = !m || model_file_write(out, m, tok);
+    rc = !m || model_file_write(out, m, tok);
     if (!rc)
         printf("wrote %s: %zu parameters (%s, %d layers, n_ctx %d), vocabulary %d, tokenizer of %d tokens\n", out,
                m->n_params, config_ln_name(m->cfg.ln), m->cfg.n_layer, m->cfg.n_ctx, m->cfg.vocab_size,

@@ -1,6 +1,5 @@
 /* finetune.c: `gpt finetune` (finetune.h), `gpt predict`, `gpt eval-task` and
  * `gpt merge-lora` (task_model.h). */
-#include <getopt.h>
 #include <hdf5.h>
 #include <math.h>
 #include <stdio.h>
@@ -21,91 +20,110 @@
 #include "run/train.h"
 #include "base/util.h"
 
-static const char finetune_help[] =
-    "usage: [mpirun -np P] gpt finetune --init MODEL.h5 --data (TASK.h5 | [W:]CORPUS.h5 ...) --out RUN_DIR\n"
-    "           [--lambda 0.5] [--lr 6.25e-5] [--epochs 3] [--batch 32] [--warmup-fraction 0.002]\n"
-    "           [--micro-batch 8] [--weight-decay 0.01] [--clip 1] [--seed S]\n"
-    "           [--lora-rank R [--lora-alpha A] [--lora-targets attn,mlp]]\n"
-    "           [--eval-every E] [--log-every L] [--max-bad-steps K] [--threads T] [--overwrite]\n"
-    "           [--ckpt-every N] [--ckpt-minutes M] [--keep K] [--resume auto|CKPT.h5] [--time-limit D]\n"
-    "           [--allow-data-change] [--collective-timeout S] [--shard-optimizer] [--async-ckpt]\n"
-    "           [--precision fp32|bf16]\n\n"
-    "Fine-tunes a pre-trained model (a model file or checkpoint) on a task file from\n"
-    "gpt prepare-task, as GPT-1 does: a linear head on the extract token's final state, the\n"
-    "objective L3 = L2 + lambda L1 (lambda 0: no LM loss), AdamW with a linear warm-up over\n"
-    "the given fraction of the steps and a linear decay; the defaults are GPT-1's. --batch\n"
-    "examples a step over all ranks, run in passes of up to --micro-batch sequences.\n"
-    "--lora-rank R freezes the model and trains rank-R adapters (scale A/R, default A = R) on\n"
-    "the attention (attn, the default) and/or feed-forward (mlp) matrices with the head.\n"
-    "Every E steps (default 100) and at the end: accuracy (or Pearson and Spearman) on /val.\n"
-    "RUN_DIR gets config.json, metrics.jsonl, checkpoints and model.h5 as gpt train's does\n"
-    "(see docs/finetuning.md); --resume, signals, --time-limit, --collective-timeout,\n"
-    "--shard-optimizer (the model's AdamW state split among the ranks), --async-ckpt and\n"
-    "--precision (bf16: the base model's products on bf16 operands; a head's and LoRA's stay\n"
-    "fp32) work as in gpt train.\n"
-    "With a corpus (gpt prepare) as --data it continues pre-training instead: next-token\n"
-    "prediction on windows of n_ctx + 1 tokens, --batch windows a step, no head; several\n"
-    "--data make a blend, as in gpt train (an epoch: all the corpora's windows); with\n"
-    "--lora-rank, model.h5 holds the adapters (gpt merge-lora makes a plain model file).\n";
+typedef struct {
+    FinetuneOptions f;
+    const char *task;
+    float lr, weight_decay, clip, epochs, warmup_fraction, lora_alpha;
+} FinetuneArgs;
+
+static int targets_store(void *dst, const CliOpt *o, const char *arg, double v) {
+    (void)o, (void)v;
+    return lora_parse_targets(arg, dst);
+}
+
+#define F(field) offsetof(FinetuneArgs, f.field)
+#define A(field) offsetof(FinetuneArgs, field)
+
+static const CliOpt finetune_opts[] = {
+    {.name = "init", .kind = CLI_STRING, .offset = F(init), .flags = CLI_REQUIRED, .metavar = "MODEL.h5",
+     .help = "the pre-trained model (a model file or checkpoint)"},
+    {.name = "out", .kind = CLI_STRING, .offset = F(out), .flags = CLI_REQUIRED, .metavar = "RUN_DIR",
+     .help = "the run directory"},
+    {.name = "data", .kind = CLI_STRING, .offset = A(task), .metavar = "TASK.h5",
+     .help = "the task file to fine-tune on (gpt prepare-task)"},
+    {.name = "corpus", .kind = CLI_LIST, .offset = F(data), .count = F(n_data), .max = BLEND_MAX,
+     .metavar = "[W:]CORPUS.h5", .help = "continue pre-training on a corpus instead (repeat for a blend)"},
+    {.name = "lambda", .kind = CLI_FLOAT, .offset = F(lambda), .flags = CLI_MIN, .metavar = "X",
+     .help = "weight of the language-model loss L1 in L3 = L2 + lambda L1"},
+    {.name = "lr", .kind = CLI_FLOAT, .offset = A(lr), .flags = CLI_MIN | CLI_MIN_OPEN, .metavar = "X",
+     .help = "AdamW's peak learning rate"},
+    {.name = "epochs", .kind = CLI_FLOAT, .offset = A(epochs), .flags = CLI_MIN | CLI_MIN_OPEN, .metavar = "E",
+     .help = "passes over /train"},
+    {.name = "batch", .kind = CLI_INT, .offset = F(batch), .flags = CLI_MIN, .min = 1, .metavar = "B",
+     .help = "examples (or windows) a step, over all ranks"},
+    {.name = "micro-batch", .kind = CLI_INT, .offset = F(micro_batch), .flags = CLI_MIN, .min = 1, .metavar = "M",
+     .help = "sequences a pass"},
+    {.name = "warmup-fraction", .kind = CLI_FLOAT, .offset = A(warmup_fraction), .flags = CLI_MIN | CLI_MAX, .max = 1,
+     .metavar = "F", .help = "share of the steps of linear warm-up, before a linear decay"},
+    {.name = "weight-decay", .kind = CLI_FLOAT, .offset = A(weight_decay), .flags = CLI_MIN, .metavar = "X",
+     .help = "AdamW's decoupled weight decay"},
+    {.name = "clip", .kind = CLI_FLOAT, .offset = A(clip), .flags = CLI_MIN, .metavar = "X",
+     .help = "largest gradient norm (0: off)"},
+    {.name = "seed", .kind = CLI_U64, .offset = F(seed), .metavar = "S", .help = "of the head, dropout and data order"},
+    {.name = "lora-rank", .kind = CLI_INT, .offset = F(lora_rank), .flags = CLI_MIN, .min = 1, .metavar = "R",
+     .help = "freeze the model and train rank-R adapters", .dflt = "none: full fine-tuning"},
+    {.name = "lora-alpha", .kind = CLI_FLOAT, .offset = A(lora_alpha), .flags = CLI_MIN | CLI_MIN_OPEN,
+     .metavar = "A", .help = "the adapters' scale is A/R", .dflt = "R"},
+    {.name = "lora-targets", .kind = CLI_STRING, .offset = F(lora_targets), .store = targets_store,
+     .metavar = "attn,mlp", .help = "the matrices adapted: attention (attn) and/or feed-forward (mlp)",
+     .dflt = "attn"},
+    {.kind = CLI_GROUP, .group = cli_run_opts, .offset = F(run), .help = "run options"},
+    CLI_END};
+
+static const CliCommand finetune_cmd = {
+    .name = "finetune", .mpi = 1, .opts = finetune_opts, .size = sizeof(FinetuneArgs),
+    .about =
+        "Fine-tunes a pre-trained model on a task file (--data) from gpt prepare-task, as GPT-1\n"
+        "does: a linear head on the extract token's final state, the objective L3 = L2 + lambda L1\n"
+        "(lambda 0: no LM loss), AdamW with a linear warm-up and a linear decay; the defaults are\n"
+        "GPT-1's. --batch examples a step over all ranks, run in passes of up to --micro-batch\n"
+        "sequences. --lora-rank R freezes the model and trains rank-R adapters with the head.\n"
+        "Every --eval-every steps and at the end: accuracy (or Pearson and Spearman) on /val.\n"
+        "RUN_DIR gets config.json, metrics.jsonl, checkpoints and model.h5 as gpt train's does\n"
+        "(docs/finetuning.md); the run options work as in gpt train (--precision bf16: the base\n"
+        "model's products on bf16 operands; a head's and LoRA's stay fp32).\n"
+        "With --corpus CORPUS.h5 (gpt prepare) instead of --data it continues pre-training:\n"
+        "next-token prediction on windows of n_ctx + 1 tokens, --batch windows a step, no head;\n"
+        "several --corpus make a blend, as in gpt train (an epoch: all the corpora's windows);\n"
+        "with --lora-rank, model.h5 holds the adapters (gpt merge-lora makes a plain model file).\n"};
+
+/* The root attribute format of a file ("" if it has none or cannot be read). */
+static void file_format(const char *path, char *format, size_t size) {
+    *format = '\0';
+    hid_t f = h5_open_read(path);
+    if (f >= 0 && h5_read_format(path, f, format, size)) *format = '\0';
+    if (f >= 0) H5Fclose(f);
+}
 
 static int parse_finetune(int argc, char **argv, FinetuneOptions *o) {
-    enum { O_INIT = 1, O_DATA, O_OUT, O_LAMBDA, O_LR, O_EPOCHS, O_BATCH, O_MICRO, O_WARMUP, O_WD, O_CLIP, O_SEED,
-           O_LORA_RANK, O_LORA_ALPHA, O_LORA_TARGETS, O_HELP };
-    static const struct option opts[] = {
-        RUN_LONG_OPTIONS,
-        {"init", required_argument, 0, O_INIT}, {"data", required_argument, 0, O_DATA},
-        {"out", required_argument, 0, O_OUT}, {"lambda", required_argument, 0, O_LAMBDA},
-        {"lr", required_argument, 0, O_LR}, {"epochs", required_argument, 0, O_EPOCHS},
-        {"batch", required_argument, 0, O_BATCH}, {"micro-batch", required_argument, 0, O_MICRO},
-        {"warmup-fraction", required_argument, 0, O_WARMUP}, {"weight-decay", required_argument, 0, O_WD},
-        {"clip", required_argument, 0, O_CLIP}, {"seed", required_argument, 0, O_SEED},
-        {"lora-rank", required_argument, 0, O_LORA_RANK}, {"lora-alpha", required_argument, 0, O_LORA_ALPHA},
-        {"lora-targets", required_argument, 0, O_LORA_TARGETS}, {"help", no_argument, 0, O_HELP}, {0, 0, 0, 0}};
-    float lr = 6.25e-5f, wd = 0.01f, clip = 1.0f, epochs = 3.0f, warmup = 0.002f, alpha = 0.0f;
-    unsigned long long seed = 1;
-    *o = (FinetuneOptions){.lambda = 0.5f, .batch = 32, .micro_batch = 8, .lora_targets = LORA_ATTN};
-    run_options_defaults(&o->run);
-    int opt;
-    optind = 1;
-    while ((opt = getopt_long(argc, argv, "", opts, NULL)) != -1) {
-        const char *flag = NULL;
-        if (run_option(&o->run, opt, optarg, &flag)) {
-            if (flag) return cli_usage_error("finetune", "%s, got '%s'", flag, optarg);
-            continue;
-        }
-        switch (opt) {
-        case O_INIT: o->init = optarg; break;
-        case O_DATA:
-            if (o->n_data == BLEND_MAX) flag = "--data: at most 64 corpora";
-            else o->data[o->n_data++] = optarg;
-            break;
-        case O_OUT: o->out = optarg; break;
-        case O_LAMBDA: if (parse_float(optarg, &o->lambda) || !(o->lambda >= 0.0f)) flag = "--lambda: expected a number >= 0"; break;
-        case O_LR: if (parse_float(optarg, &lr) || !(lr > 0.0f)) flag = "--lr: expected a positive number"; break;
-        case O_EPOCHS: if (parse_float(optarg, &epochs) || !(epochs > 0.0f)) flag = "--epochs: expected a positive number"; break;
-        case O_BATCH: if (parse_int(optarg, &o->batch) || o->batch < 1) flag = "--batch: expected a positive integer"; break;
-        case O_MICRO: if (parse_int(optarg, &o->micro_batch) || o->micro_batch < 1) flag = "--micro-batch: expected a positive integer"; break;
-        case O_WARMUP: if (parse_float(optarg, &warmup) || !(warmup >= 0.0f && warmup <= 1.0f)) flag = "--warmup-fraction: expected a number in [0, 1]"; break;
-        case O_WD: if (parse_float(optarg, &wd) || !(wd >= 0.0f)) flag = "--weight-decay: expected a number >= 0"; break;
-        case O_CLIP: if (parse_float(optarg, &clip) || !(clip >= 0.0f)) flag = "--clip: expected a number >= 0 (0: off)"; break;
-        case O_SEED: if (parse_u64(optarg, &seed)) flag = "--seed: expected a non-negative integer"; break;
-        case O_LORA_RANK: if (parse_int(optarg, &o->lora_rank) || o->lora_rank < 1) flag = "--lora-rank: expected a positive integer"; break;
-        case O_LORA_ALPHA: if (parse_float(optarg, &alpha) || !(alpha > 0.0f)) flag = "--lora-alpha: expected a positive number"; break;
-        case O_LORA_TARGETS: if (lora_parse_targets(optarg, &o->lora_targets)) return cli_usage_error("finetune", "%s", gpt_last_error()); break;
-        case O_HELP: if (dist_rank() == 0) fputs(finetune_help, stdout); return 0;
-        default: return cli_usage_error("finetune", "unknown option");
-        }
-        if (flag) return cli_usage_error("finetune", "%s, got '%s'", flag, optarg);
+    FinetuneArgs a = {.f = {.lambda = 0.5f, .batch = 32, .micro_batch = 8, .lora_targets = LORA_ATTN, .seed = 1},
+                      .lr = 6.25e-5f, .weight_decay = 0.01f, .clip = 1.0f, .epochs = 3.0f, .warmup_fraction = 0.002f};
+    run_options_defaults(&a.f.run);
+    int first, rc = cli_parse(&finetune_cmd, argc, argv, &a, &first);
+    if (rc >= 0) return rc;
+    *o = a.f;
+    if (!a.task == !o->n_data) return cli_usage_error("finetune", "give one of --data TASK.h5 or --corpus CORPUS.h5");
+    char format[32] = "";
+    if (a.task) {
+        /* the engine takes either in FinetuneOptions.data; the names say which was meant */
+        o->data[o->n_data++] = a.task;
+        file_format(a.task, format, sizeof format);
+        if (!strcmp(format, "gpt-corpus"))
+            return cli_usage_error("finetune", "--data: %s is a corpus; continued pre-training takes it as --corpus",
+                                   a.task);
+    } else {
+        file_format(blend_spec_path(o->data[0]), format, sizeof format);
+        if (!strcmp(format, "gpt-task"))
+            return cli_usage_error("finetune", "--corpus: %s is a task file; fine-tuning takes it as --data",
+                                   o->data[0]);
     }
-    if (optind < argc) return cli_usage_error("finetune", "unexpected argument '%s'", argv[optind]);
-    if (!o->init || !o->n_data || !o->out) return cli_usage_error("finetune", "--init, --data and --out are required");
     if (run_options_conflict(&o->run)) return cli_usage_error("finetune", "%s", run_options_conflict(&o->run));
     if (cli_precision_ready("finetune", o->run.precision, 0)) return 2;
-    if (alpha > 0.0f && !o->lora_rank) return cli_usage_error("finetune", "--lora-alpha needs --lora-rank");
-    o->lora_alpha = alpha > 0.0f ? alpha : (float)o->lora_rank;
-    o->epochs = epochs, o->warmup_fraction = warmup, o->seed = seed;
+    if (a.lora_alpha > 0.0f && !o->lora_rank) return cli_usage_error("finetune", "--lora-alpha needs --lora-rank");
+    o->lora_alpha = a.lora_alpha > 0.0f ? a.lora_alpha : (float)o->lora_rank;
+    o->epochs = a.epochs, o->warmup_fraction = a.warmup_fraction;
     o->optim = optim_defaults(1);
-    o->optim.lr = lr, o->optim.weight_decay = wd, o->optim.clip = clip, o->optim.warmup = 0;
+    o->optim.lr = a.lr, o->optim.weight_decay = a.weight_decay, o->optim.clip = a.clip, o->optim.warmup = 0;
     if (optim_validate(&o->optim)) return cli_usage_error("finetune", "%s", gpt_last_error());
     return -1;
 }
@@ -144,44 +162,52 @@ static TaskData *load_data(TaskModel *tm, const char *path, int truncate, int la
     return task_from_text(path, tm->tok, &p);
 }
 
-static int predict_or_eval(const char *cmd, int argc, char **argv, int eval) {
-    static const struct option opts[] = {{"model", required_argument, 0, 'm'}, {"data", required_argument, 0, 'd'},
-                                         {"base", required_argument, 0, 'b'}, {"truncate", no_argument, 0, 't'},
-                                         {"threads", required_argument, 0, 'T'}, {"json", no_argument, 0, 'j'},
-                                         {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
-    const char *model = NULL, *data = NULL, *base = NULL;
-    int truncate = 0, threads = 1, opt;
-    optind = 1;
-    while ((opt = getopt_long(argc, argv, "", opts, NULL)) != -1) {
-        switch (opt) {
-        case 'm': model = optarg; break;
-        case 'd': data = optarg; break;
-        case 'b': base = optarg; break;
-        case 't': truncate = 1; break;
-        case 'T': if (parse_int(optarg, &threads) || threads < 1) return cli_usage_error(cmd, "--threads: expected a positive integer, got '%s'", optarg); break;
-        case 'j': /* eval-task prints JSON anyway: --json is accepted as by every command printing JSON */
-            if (!eval) return cli_usage_error(cmd, "--json: predict prints one prediction a line, not JSON");
-            break;
-        case 'h':
-            printf("usage: gpt %s --model RUN_DIR/model.h5 --data (FILE.jsonl | FILE.csv | TASK.h5) [--base BASE.h5]\n"
-                   "           [--truncate] [--threads T]%s\n\n%s", cmd, eval ? " [--json]" : "",
-                   eval ? "Prints the fine-tuned model's metrics on the labelled records as JSON (with or without\n"
-                          "--json): accuracy (or Pearson, Spearman and mean squared error; null where undefined),\n"
-                          "the head's mean loss and the count. A task file's /val split is used (its /train if it\n"
-                          "has none).\n"
-                        : "Prints one prediction per record, in order: the class (its name when the task has\n"
-                          "names), the real value, or the index of the chosen answer. Labels are not needed.\n");
-            printf("--base: the base model of LoRA adapters, if not where they name it.\n");
-            return 0;
-        default: return cli_usage_error(cmd, "unknown option");
-        }
-    }
-    if (optind < argc) return cli_usage_error(cmd, "unexpected argument '%s'", argv[optind]);
-    if (!model || !data) return cli_usage_error(cmd, "--model and --data are required");
+typedef struct {
+    const char *model, *data, *base;
+    int truncate, threads, json;
+} PredictArgs;
+
+static const CliOpt predict_opts[] = {
+    {.name = "model", .kind = CLI_STRING, .offset = offsetof(PredictArgs, model), .flags = CLI_REQUIRED,
+     .metavar = "RUN_DIR/model.h5", .help = "the fine-tuned model"},
+    {.name = "data", .kind = CLI_STRING, .offset = offsetof(PredictArgs, data), .flags = CLI_REQUIRED,
+     .metavar = "FILE", .help = "records: FILE.jsonl, FILE.csv or a task file TASK.h5"},
+    {.name = "base", .kind = CLI_STRING, .offset = offsetof(PredictArgs, base), .metavar = "BASE.h5",
+     .help = "the base model of LoRA adapters, if not where they name it"},
+    {.name = "truncate", .kind = CLI_FLAG, .offset = offsetof(PredictArgs, truncate),
+     .help = "cut records too long for the model's context"},
+    {.name = "threads", .kind = CLI_INT, .offset = offsetof(PredictArgs, threads), .flags = CLI_MIN, .min = 1,
+     .metavar = "T", .help = "compute threads"},
+    CLI_END};
+
+/* eval-task prints JSON anyway: --json is accepted as by every command printing JSON */
+static const CliOpt eval_task_opts[] = {
+    {.kind = CLI_GROUP, .group = predict_opts},
+    {.name = "json", .kind = CLI_FLAG, .offset = offsetof(PredictArgs, json), .help = "print JSON (as without it)"},
+    CLI_END};
+
+static const CliCommand predict_cmd = {
+    .name = "predict", .opts = predict_opts, .size = sizeof(PredictArgs),
+    .about = "Prints one prediction per record, in order: the class (its name when the task has\n"
+             "names), the real value, or the index of the chosen answer. Labels are not needed.\n"};
+static const CliCommand eval_task_cmd = {
+    .name = "eval-task", .opts = eval_task_opts, .size = sizeof(PredictArgs),
+    .about = "Prints the fine-tuned model's metrics on the labelled records as JSON: accuracy (or\n"
+             "Pearson, Spearman and mean squared error; null where undefined), the head's mean loss\n"
+             "and the count. A task file's /val split is used (its /train if it has none).\n"};
+
+static int predict_or_eval(const CliCommand *c, int argc, char **argv, int eval) {
+    const char *cmd = c->name;
+    PredictArgs a = {.threads = 1};
+    int first, rc = cli_parse(c, argc, argv, &a, &first);
+    if (rc >= 0) return rc;
+    const char *model = a.model, *data = a.data, *base = a.base;
+    int truncate = a.truncate, threads = a.threads;
     compute_threads_set(threads);
     TaskModel *tm = task_model_load(model, base, 8, 1);
     if (!tm) return cli_fail(cmd);
-    int rc = 0, split;
+    int split;
+    rc = 0;
     if (!tm->head) rc = gpt_error("%s: has no task head (adapters from continued pre-training)", model);
     TaskData *d = rc ? NULL : load_data(tm, data, truncate, !eval, &split);
     if (!rc && !d) rc = -1;
@@ -218,36 +244,36 @@ static int predict_or_eval(const char *cmd, int argc, char **argv, int eval) {
     return rc ? cli_fail(cmd) : 0;
 }
 
-int cmd_predict(int argc, char **argv) { return predict_or_eval("predict", argc, argv, 0); }
-int cmd_eval_task(int argc, char **argv) { return predict_or_eval("eval-task", argc, argv, 1); }
+int cmd_predict(int argc, char **argv) { return predict_or_eval(&predict_cmd, argc, argv, 0); }
+int cmd_eval_task(int argc, char **argv) { return predict_or_eval(&eval_task_cmd, argc, argv, 1); }
 
 /* ---- merge-lora ---- */
 
+typedef struct {
+    const char *model, *out, *base;
+} MergeArgs;
+
+static const CliOpt merge_opts[] = {
+    {.name = "model", .kind = CLI_STRING, .offset = offsetof(MergeArgs, model), .flags = CLI_REQUIRED,
+     .metavar = "RUN_DIR/model.h5", .help = "the LoRA fine-tuning"},
+    {.name = "out", .kind = CLI_STRING, .offset = offsetof(MergeArgs, out), .flags = CLI_REQUIRED,
+     .metavar = "MERGED.h5", .help = "the merged model"},
+    {.name = "base", .kind = CLI_STRING, .offset = offsetof(MergeArgs, base), .metavar = "BASE.h5",
+     .help = "the adapters' base model, if not where they name it"},
+    CLI_END};
+
+static const CliCommand merge_cmd = {
+    .name = "merge-lora", .opts = merge_opts, .size = sizeof(MergeArgs),
+    .about = "Adds the LoRA adapters into their base's weights (W += alpha/r B A) and writes a\n"
+             "full fine-tuned model that needs no base; it computes what the adapted one does.\n"};
+
 int cmd_merge_lora(int argc, char **argv) {
-    static const struct option opts[] = {{"model", required_argument, 0, 'm'}, {"out", required_argument, 0, 'o'},
-                                         {"base", required_argument, 0, 'b'}, {"help", no_argument, 0, 'h'},
-                                         {0, 0, 0, 0}};
-    const char *model = NULL, *out = NULL, *base = NULL;
-    int opt;
-    optind = 1;
-    while ((opt = getopt_long(argc, argv, "", opts, NULL)) != -1) {
-        switch (opt) {
-        case 'm': model = optarg; break;
-        case 'o': out = optarg; break;
-        case 'b': base = optarg; break;
-        case 'h':
-            printf("usage: gpt merge-lora --model RUN_DIR/model.h5 --out MERGED.h5 [--base BASE.h5]\n\n"
-                   "Adds the LoRA adapters into their base's weights (W += alpha/r B A) and writes a\n"
-                   "full fine-tuned model that needs no base; it computes what the adapted one does.\n");
-            return 0;
-        default: return cli_usage_error("merge-lora", "unknown option");
-        }
-    }
-    if (optind < argc) return cli_usage_error("merge-lora", "unexpected argument '%s'", argv[optind]);
-    if (!model || !out) return cli_usage_error("merge-lora", "--model and --out are required");
+    MergeArgs a = {0};
+    int first, rc = cli_parse(&merge_cmd, argc, argv, &a, &first);
+    if (rc >= 0) return rc;
+    const char *model = a.model, *out = a.out, *base = a.base;
     TaskModel *tm = task_model_load(model, base, 1, 1);
     if (!tm) return cli_fail("merge-lora");
-    int rc = 0;
     if (!tm->lora) rc = gpt_error("%s: has no LoRA adapters to merge", model);
     else {
         lora_merge(tm->lora, tm->m);

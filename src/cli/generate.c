@@ -1,7 +1,6 @@
 /* generate.c: `gpt generate` (sampling with the key/value cache) and `gpt score`
  * (the log-likelihood of a text), both on a model file that carries its tokenizer or
  * with --tokenizer. */
-#include <getopt.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -64,61 +63,76 @@ static void utf8_write(Utf8Out *o, const uint8_t *b, size_t len) {
     fflush(stdout);
 }
 
-static const char gen_help[] =
-    "usage: gpt generate --model FILE.h5 [--tokenizer TOK.h5] (--prompt TEXT | --prompt-file F)\n"
-    "                    [--max-new-tokens N] [--temperature T] [--top-k K] [--top-p P]\n"
-    "                    [--seed S] [--num-samples M] [--ids] [--no-cache] [--threads T]\n"
-    "                    [--precision fp32|bf16]\n\n"
-    "Samples text one token at a time, each fed back, and streams it to standard output.\n"
-    "Defaults: N 100, T 1 (0: greedy), K 0 (off), P 1 (off), S 1337, M 1. Stops at\n"
-    "<|endoftext|> or after N tokens. An empty prompt starts from <|endoftext|>; a prompt\n"
-    "longer than n_ctx is cut from the left. When the context is full, the last n_ctx/2\n"
-    "tokens are kept and re-encoded. --ids prints each sample's token ids on a line instead\n"
-    "of text. --no-cache runs a full forward pass over the context for every token (for\n"
-    "comparison). FILE: a model file from gpt train carries its tokenizer. --precision bf16:\n"
-    "products on bf16 operands, the key/value cache holds bf16 values (docs/precision.md).\n";
+/* The options generate and score share. */
+typedef struct {
+    const char *model, *tok_path;
+    int threads;
+    Precision precision;
+} LmArgs;
+
+static const CliOpt lm_opts[] = {
+    {.name = "model", .kind = CLI_STRING, .offset = offsetof(LmArgs, model), .flags = CLI_REQUIRED,
+     .metavar = "FILE.h5", .help = "a model file (from gpt train it carries its tokenizer)"},
+    {.name = "tokenizer", .kind = CLI_STRING, .offset = offsetof(LmArgs, tok_path), .metavar = "TOK.h5",
+     .help = "the tokenizer, if not the model file's"},
+    {.name = "threads", .kind = CLI_INT, .offset = offsetof(LmArgs, threads), .flags = CLI_MIN, .min = 1,
+     .metavar = "T", .help = "compute threads"},
+    {.kind = CLI_GROUP, .group = cli_precision_opts, .offset = offsetof(LmArgs, precision)},
+    CLI_END};
+
+typedef struct {
+    LmArgs lm;
+    const char *prompt, *prompt_file;
+    int max_new, samples, ids_only, no_cache;
+    uint64_t seed;
+    SampleOptions so;
+} GenerateArgs;
+
+#define G(field) offsetof(GenerateArgs, field)
+
+static const CliOpt generate_opts[] = {
+    {.kind = CLI_GROUP, .group = lm_opts, .offset = G(lm)},
+    {.name = "prompt", .kind = CLI_STRING, .offset = G(prompt), .metavar = "TEXT", .help = "the text to continue"},
+    {.name = "prompt-file", .kind = CLI_STRING, .offset = G(prompt_file), .metavar = "F",
+     .help = "the text to continue, from a file"},
+    {.name = "max-new-tokens", .kind = CLI_INT, .offset = G(max_new), .flags = CLI_MIN, .metavar = "N",
+     .help = "tokens a sample at most"},
+    {.name = "temperature", .kind = CLI_FLOAT, .offset = G(so.temperature), .flags = CLI_MIN, .metavar = "T",
+     .help = "of the sampling (0: greedy)"},
+    {.name = "top-k", .kind = CLI_INT, .offset = G(so.top_k), .flags = CLI_MIN, .metavar = "K",
+     .help = "sample among the K likeliest tokens (0: off)"},
+    {.name = "top-p", .kind = CLI_FLOAT, .offset = G(so.top_p), .flags = CLI_MIN | CLI_MIN_OPEN | CLI_MAX, .max = 1,
+     .metavar = "P", .help = "sample among the likeliest tokens up to this mass (1: off)"},
+    {.name = "seed", .kind = CLI_U64, .offset = G(seed), .metavar = "S", .help = "of the sampling"},
+    {.name = "num-samples", .kind = CLI_INT, .offset = G(samples), .flags = CLI_MIN, .min = 1, .metavar = "M",
+     .help = "samples, each from the prompt"},
+    {.name = "ids", .kind = CLI_FLAG, .offset = G(ids_only), .help = "print each sample's token ids on a line"},
+    {.name = "no-cache", .kind = CLI_FLAG, .offset = G(no_cache),
+     .help = "run a full forward pass over the context for every token (for comparison)"},
+    CLI_END};
+
+static const CliCommand generate_cmd = {
+    .name = "generate", .opts = generate_opts, .size = sizeof(GenerateArgs),
+    .about = "Samples text one token at a time, each fed back, and streams it to standard output;\n"
+             "give --prompt or --prompt-file. Stops at <|endoftext|> or after N tokens. An empty\n"
+             "prompt starts from <|endoftext|>; a prompt longer than n_ctx is cut from the left. When\n"
+             "the context is full, the last n_ctx/2 tokens are kept and re-encoded. --precision bf16:\n"
+             "the key/value cache holds bf16 values too (docs/precision.md).\n"};
 
 int cmd_generate(int argc, char **argv) {
-    static const struct option opts[] = {
-        {"model", required_argument, 0, 'm'}, {"tokenizer", required_argument, 0, 't'},
-        {"prompt", required_argument, 0, 'p'}, {"prompt-file", required_argument, 0, 'f'},
-        {"max-new-tokens", required_argument, 0, 'n'}, {"temperature", required_argument, 0, 'T'},
-        {"top-k", required_argument, 0, 'k'}, {"top-p", required_argument, 0, 'P'},
-        {"seed", required_argument, 0, 's'}, {"num-samples", required_argument, 0, 'M'},
-        {"ids", no_argument, 0, 'i'}, {"no-cache", no_argument, 0, 'c'},
-        {"threads", required_argument, 0, 'j'}, {"help", no_argument, 0, 'h'}, CLI_PRECISION_OPTION, {0, 0, 0, 0}};
-    const char *model = NULL, *tok_path = NULL, *prompt = NULL, *prompt_file = NULL;
-    Precision precision = PRECISION_FP32;
-    int max_new = 100, samples = 1, ids_only = 0, no_cache = 0, threads = 1, opt;
-    unsigned long long seed = 1337;
-    SampleOptions so = {1.0f, 0, 1.0f};
-    optind = 1;
-    while ((opt = getopt_long(argc, argv, "", opts, NULL)) != -1) {
-        switch (opt) {
-        case 'm': model = optarg; break;
-        case 't': tok_path = optarg; break;
-        case 'p': prompt = optarg; break;
-        case 'f': prompt_file = optarg; break;
-        case 'n': if (parse_int(optarg, &max_new) || max_new < 0) return cli_usage_error("generate", "--max-new-tokens: expected an integer >= 0, got '%s'", optarg); break;
-        case 'T': if (parse_float(optarg, &so.temperature) || so.temperature < 0.0f) return cli_usage_error("generate", "--temperature: expected a number >= 0 (0: greedy), got '%s'", optarg); break;
-        case 'k': if (parse_int(optarg, &so.top_k) || so.top_k < 0) return cli_usage_error("generate", "--top-k: expected an integer >= 0 (0: off), got '%s'", optarg); break;
-        case 'P': if (parse_float(optarg, &so.top_p) || !(so.top_p > 0.0f && so.top_p <= 1.0f)) return cli_usage_error("generate", "--top-p: expected a number in (0, 1], got '%s'", optarg); break;
-        case 's': if (parse_u64(optarg, &seed)) return cli_usage_error("generate", "--seed: expected a non-negative integer, got '%s'", optarg); break;
-        case 'M': if (parse_int(optarg, &samples) || samples < 1) return cli_usage_error("generate", "--num-samples: expected a positive integer, got '%s'", optarg); break;
-        case 'i': ids_only = 1; break;
-        case 'c': no_cache = 1; break;
-        case 'j': if (parse_int(optarg, &threads) || threads < 1) return cli_usage_error("generate", "--threads: expected a positive integer, got '%s'", optarg); break;
-        case CLI_OPT_PRECISION: if (cli_precision("generate", optarg, &precision)) return 2; break;
-        case 'h': fputs(gen_help, stdout); return 0;
-        default: return cli_usage_error("generate", "unknown option");
-        }
-    }
-    if (!model) return cli_usage_error("generate", "--model FILE.h5 is required");
+    GenerateArgs a = {.lm.threads = 1, .max_new = 100, .samples = 1, .seed = 1337, .so = {1.0f, 0, 1.0f}};
+    int first, rc = cli_parse(&generate_cmd, argc, argv, &a, &first);
+    if (rc >= 0) return rc;
+    const char *model = a.lm.model, *tok_path = a.lm.tok_path;
+    Precision precision = a.lm.precision;
+    int max_new = a.max_new, samples = a.samples, ids_only = a.ids_only, no_cache = a.no_cache;
+    uint64_t seed = a.seed;
+    SampleOptions so = a.so;
     if (cli_precision_ready("generate", precision, 1)) return 2;
     size_t plen;
-    uint8_t *ptext = text_arg("generate", prompt, prompt_file, "--prompt", "--prompt-file", &plen);
+    uint8_t *ptext = text_arg("generate", a.prompt, a.prompt_file, "--prompt", "--prompt-file", &plen);
     if (!ptext) return 2;
-    compute_threads_set(threads);
+    compute_threads_set(a.lm.threads);
     GPT *m;
     Tokenizer *t;
     if (cli_load_lm(model, tok_path, precision, &m, &t)) return free(ptext), cli_fail("generate");
@@ -180,44 +194,42 @@ int cmd_generate(int argc, char **argv) {
     return 0;
 }
 
-static const char score_help[] =
-    "usage: gpt score --model FILE.h5 [--tokenizer TOK.h5] (--text TEXT | --file F) [--stride S]\n"
-    "                 [--threads T] [--precision fp32|bf16] [--json]\n\n"
-    "Log-likelihood of a text: the tokens x_1..x_n of the text, after x_0 = <|endoftext|>,\n"
-    "each given the tokens before it within a window of n_ctx. Longer texts are scored\n"
-    "with windows every S tokens (default n_ctx/2), each token once. Prints the total\n"
-    "log-likelihood, the mean negative log-likelihood per token, the perplexity and the\n"
-    "bits per byte of the text. --precision bf16: products on bf16 operands (docs/precision.md).\n";
+typedef struct {
+    LmArgs lm;
+    const char *text, *file;
+    int stride, json;
+} ScoreArgs;
+
+static const CliOpt score_opts[] = {
+    {.kind = CLI_GROUP, .group = lm_opts, .offset = offsetof(ScoreArgs, lm)},
+    {.name = "text", .kind = CLI_STRING, .offset = offsetof(ScoreArgs, text), .metavar = "TEXT",
+     .help = "the text scored"},
+    {.name = "file", .kind = CLI_STRING, .offset = offsetof(ScoreArgs, file), .metavar = "F",
+     .help = "the text scored, from a file"},
+    {.name = "stride", .kind = CLI_INT, .offset = offsetof(ScoreArgs, stride), .flags = CLI_MIN, .min = 1,
+     .metavar = "S", .help = "tokens between the windows of a longer text", .dflt = "n_ctx/2"},
+    {.name = "json", .kind = CLI_FLAG, .offset = offsetof(ScoreArgs, json), .help = "print one JSON object"},
+    CLI_END};
+
+static const CliCommand score_cmd = {
+    .name = "score", .opts = score_opts, .size = sizeof(ScoreArgs),
+    .about = "Log-likelihood of a text (--text or --file): the tokens x_1..x_n of the text, after\n"
+             "x_0 = <|endoftext|>, each given the tokens before it within a window of n_ctx. Longer\n"
+             "texts are scored with windows every S tokens, each token once. Prints the total\n"
+             "log-likelihood, the mean negative log-likelihood per token, the perplexity and the\n"
+             "bits per byte of the text.\n"};
 
 int cmd_score(int argc, char **argv) {
-    static const struct option opts[] = {
-        {"model", required_argument, 0, 'm'}, {"tokenizer", required_argument, 0, 't'},
-        {"text", required_argument, 0, 'x'}, {"file", required_argument, 0, 'f'},
-        {"stride", required_argument, 0, 's'}, {"json", no_argument, 0, 'j'},
-        {"threads", required_argument, 0, 'T'}, {"help", no_argument, 0, 'h'}, CLI_PRECISION_OPTION, {0, 0, 0, 0}};
-    const char *model = NULL, *tok_path = NULL, *text = NULL, *file = NULL;
-    Precision precision = PRECISION_FP32;
-    int stride = 0, json = 0, threads = 1, opt;
-    optind = 1;
-    while ((opt = getopt_long(argc, argv, "", opts, NULL)) != -1) {
-        switch (opt) {
-        case 'm': model = optarg; break;
-        case 't': tok_path = optarg; break;
-        case 'x': text = optarg; break;
-        case 'f': file = optarg; break;
-        case 's': if (parse_int(optarg, &stride) || stride < 1) return cli_usage_error("score", "--stride: expected a positive integer, got '%s'", optarg); break;
-        case 'j': json = 1; break;
-        case 'T': if (parse_int(optarg, &threads) || threads < 1) return cli_usage_error("score", "--threads: expected a positive integer, got '%s'", optarg); break;
-        case CLI_OPT_PRECISION: if (cli_precision("score", optarg, &precision)) return 2; break;
-        case 'h': fputs(score_help, stdout); return 0;
-        default: return cli_usage_error("score", "unknown option");
-        }
-    }
-    if (!model) return cli_usage_error("score", "--model FILE.h5 is required");
+    ScoreArgs a = {.lm.threads = 1};
+    int first, rc = cli_parse(&score_cmd, argc, argv, &a, &first);
+    if (rc >= 0) return rc;
+    const char *model = a.lm.model, *tok_path = a.lm.tok_path;
+    Precision precision = a.lm.precision;
+    int stride = a.stride, json = a.json;
     if (cli_precision_ready("score", precision, !json)) return 2;
-    compute_threads_set(threads);
+    compute_threads_set(a.lm.threads);
     size_t blen;
-    uint8_t *bytes = text_arg("score", text, file, "--text", "--file", &blen);
+    uint8_t *bytes = text_arg("score", a.text, a.file, "--text", "--file", &blen);
     if (!bytes) return 2;
     if (blen == 0) return free(bytes), cli_usage_error("score", "the text is empty");
     GPT *m;

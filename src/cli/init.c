@@ -1,5 +1,4 @@
 /* init.c: `gpt init`, a model file with GPT-1's initialisation. */
-#include <getopt.h>
 #include <stdio.h>
 
 #include "files/model_file.h"
@@ -8,56 +7,41 @@
 #include "model/model.h"
 #include "base/util.h"
 
-static const char help[] =
-    "usage: gpt init --model PRESET [model options] [--seed S] [--init-std STD]\n"
-    "                [--scale-residual] --out MODEL.h5\n\n"
-    "Writes a model with weights drawn from N(0, STD) (default 0.02), LayerNorm gains 1\n"
-    "and biases 0. --scale-residual divides the std of the residual output projections\n"
-    "by sqrt(2 n_layer) (GPT-2).\n\nmodel options:\n" CONFIG_OPTIONS_HELP;
+typedef struct {
+    ConfigArgs model;
+    uint64_t seed;
+    float std;
+    int scale_residual;
+    const char *out;
+} InitArgs;
+
+static const CliOpt init_opts[] = {
+    {.name = "out", .kind = CLI_STRING, .offset = offsetof(InitArgs, out), .flags = CLI_REQUIRED,
+     .metavar = "MODEL.h5", .help = "the model file written"},
+    {.name = "seed", .kind = CLI_U64, .offset = offsetof(InitArgs, seed), .metavar = "S", .help = "of the weights"},
+    {.name = "init-std", .kind = CLI_FLOAT, .offset = offsetof(InitArgs, std), .flags = CLI_MIN | CLI_MIN_OPEN,
+     .metavar = "STD", .help = "the weights are drawn from N(0, STD)"},
+    {.name = "scale-residual", .kind = CLI_FLAG, .offset = offsetof(InitArgs, scale_residual),
+     .help = "divide the std of the residual output projections by sqrt(2 n_layer) (GPT-2)"},
+    {.kind = CLI_GROUP, .group = cli_config_opts, .offset = offsetof(InitArgs, model),
+     .help = "model options (--model is required)"},
+    CLI_END};
+
+static const CliCommand init_cmd = {
+    .name = "init", .opts = init_opts, .size = sizeof(InitArgs),
+    .about = "Writes a model with GPT-1's initialisation: weights drawn from N(0, STD), LayerNorm\n"
+             "gains 1 and biases 0.\n"};
 
 int cmd_init(int argc, char **argv) {
-    enum { OPT_SEED = 1, OPT_OUT, OPT_STD, OPT_SCALE, OPT_HELP };
-    static const struct option opts[] = {
-        CONFIG_LONG_OPTIONS,
-        {"seed", required_argument, 0, OPT_SEED},
-        {"out", required_argument, 0, OPT_OUT},
-        {"init-std", required_argument, 0, OPT_STD},
-        {"scale-residual", no_argument, 0, OPT_SCALE},
-        {"help", no_argument, 0, OPT_HELP},
-        {0, 0, 0, 0}};
-    ConfigArgs cargs = {0};
-    unsigned long long seed = 1337;
-    float std = 0.02f;
-    int scale_residual = 0;
-    const char *out = NULL;
-    int opt;
-    optind = 1;
-    while ((opt = getopt_long(argc, argv, "", opts, NULL)) != -1) {
-        if (opt >= CONFIG_OPT_BASE && opt < CONFIG_OPT_END) {
-            if (config_args_add(&cargs, opt, optarg)) return cli_usage_error("init", "%s", gpt_last_error());
-            continue;
-        }
-        switch (opt) {
-        case OPT_SEED:
-            if (parse_u64(optarg, &seed)) return cli_usage_error("init", "--seed: expected a non-negative integer, got '%s'", optarg);
-            break;
-        case OPT_OUT: out = optarg; break;
-        case OPT_STD:
-            if (parse_float(optarg, &std) || !(std > 0.0f)) return cli_usage_error("init", "--init-std: expected a positive number, got '%s'", optarg);
-            break;
-        case OPT_SCALE: scale_residual = 1; break;
-        case OPT_HELP: fputs(help, stdout); return 0;
-        default: return cli_usage_error("init", "unknown option");
-        }
-    }
-    if (optind < argc) return cli_usage_error("init", "unexpected argument '%s'", argv[optind]);
-    if (!out) return cli_usage_error("init", "--out MODEL.h5 is required");
+    InitArgs a = {.seed = 1337, .std = 0.02f};
+    int first, rc = cli_parse(&init_cmd, argc, argv, &a, &first);
+    if (rc >= 0) return rc;
     GPTConfig cfg;
-    if (config_from_args(&cargs, &cfg)) return cli_usage_error("init", "%s", gpt_last_error());
+    if (config_from_args(&a.model, &cfg)) return cli_usage_error("init", "%s", gpt_last_error());
     GPT *m = gpt_create(&cfg, 1, 0);
-    gpt_init_weights(m, seed, std, scale_residual);
-    int rc = model_file_write(out, m, NULL);
-    if (!rc) printf("wrote %s: %zu parameters; ", out, m->n_params);
+    gpt_init_weights(m, a.seed, a.std, a.scale_residual);
+    rc = model_file_write(a.out, m, NULL);
+    if (!rc) printf("wrote %s: %zu parameters; ", a.out, m->n_params);
     if (!rc) config_print(stdout, &cfg);
     gpt_free(m);
     return rc ? cli_fail("init") : 0;

@@ -4,7 +4,6 @@
  * checksum in it; a tokenizer loads; a corpus's datasets agree with its attributes and
  * their checksums verify; a task file loads (task_load checks all of it); a fine-tuned
  * model loads with its base (whose fingerprint must match). */
-#include <getopt.h>
 #include <jansson.h>
 #include <math.h>
 #include <stdio.h>
@@ -23,12 +22,16 @@
 #include "base/util.h"
 #include "files/formats.h"
 
-static const char help[] =
-    "usage: gpt inspect FILE.h5 [--tokenizer TOK.h5]\n\n"
-    "Prints what a model, checkpoint, tokenizer, corpus, task file or fine-tuned model holds\n"
-    "and checks it (a fine-tuned model's adapters against their base). With --tokenizer, also\n"
-    "checks that a corpus was tokenized with TOK.h5 (or with the tokenizer a corpus or\n"
-    "tokenizer file TOK.h5 carries).\n";
+static const CliOpt inspect_opts[] = {
+    {.name = "tokenizer", .kind = CLI_STRING, .metavar = "TOK.h5",
+     .help = "check that a corpus was tokenized with TOK.h5 (or with the tokenizer a corpus or tokenizer file carries)"},
+    CLI_END};
+
+static const CliCommand inspect_cmd = {
+    .name = "inspect", .args = "FILE.h5", .min_args = 1, .max_args = 1, .opts = inspect_opts,
+    .size = sizeof(const char *),
+    .about = "Prints what a model, checkpoint, tokenizer, corpus, task file or fine-tuned model holds\n"
+             "and checks it (a fine-tuned model's adapters against their base).\n"};
 
 static void print_tokens(const Tokenizer *t, const int32_t *ids, size_t n) {
     for (size_t i = 0; i < n; i++) {
@@ -394,19 +397,10 @@ static int model_group_empty(hid_t f) {
 }
 
 int cmd_inspect(int argc, char **argv) {
-    static const struct option opts[] = {{"tokenizer", required_argument, 0, 't'},
-                                         {"help", no_argument, 0, 'h'},
-                                         {0, 0, 0, 0}};
     const char *expected_tok = NULL;
-    int opt;
-    optind = 1;
-    while ((opt = getopt_long(argc, argv, "", opts, NULL)) != -1) {
-        if (opt == 't') expected_tok = optarg;
-        else if (opt == 'h') return fputs(help, stdout), 0;
-        else return cli_usage_error("inspect", "unknown option");
-    }
-    if (argc - optind != 1) return cli_usage_error("inspect", "expected one file");
-    const char *path = argv[optind];
+    int first, rc = cli_parse(&inspect_cmd, argc, argv, &expected_tok, &first);
+    if (rc >= 0) return rc;
+    const char *path = argv[first];
     hid_t f = h5_open_read(path);
     if (f < 0) return cli_fail("inspect");
     char format[32];
@@ -414,7 +408,7 @@ int cmd_inspect(int argc, char **argv) {
         H5Fclose(f);
         return cli_fail("inspect");
     }
-    int rc = -1;
+    rc = -1;
     if (!strcmp(format, TOKENIZER_FORMAT) && !expected_tok) rc = inspect_tokenizer(path);
     else if (!strcmp(format, CORPUS_FORMAT)) rc = inspect_corpus(path, f, expected_tok);
     else if (!strcmp(format, TASK_FORMAT) && !expected_tok) rc = inspect_task(path);

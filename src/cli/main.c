@@ -1,6 +1,4 @@
 /* main.c: bin/gpt, a git-style front end: `gpt COMMAND [OPTIONS]`. */
-#include <math.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -43,41 +41,6 @@ static void usage(FILE *f) {
     fprintf(f, "usage: gpt COMMAND [OPTIONS]   (gpt COMMAND --help for its options)\n\ncommands:\n");
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
         fprintf(f, "  %-12s %s\n", commands[i].name, commands[i].summary);
-}
-
-static int quiet;
-
-void cli_quiet(int q) { quiet = q; }
-
-int cli_fail(const char *cmd) {
-    if (!quiet) fprintf(stderr, "gpt %s: %s\n", cmd, gpt_last_error());
-    return 1;
-}
-
-int cli_usage_error(const char *cmd, const char *fmt, ...) {
-    if (quiet) return 2;
-    va_list ap;
-    fprintf(stderr, "gpt %s: ", cmd);
-    va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
-    va_end(ap);
-    fprintf(stderr, " (see gpt %s --help)\n", cmd);
-    return 2;
-}
-
-
-int cli_precision(const char *cmd, const char *arg, Precision *p) {
-    return precision_parse(arg, p) ? cli_usage_error(cmd, "%s, got '%s'", CLI_PRECISION_EXPECTED, arg) : 0;
-}
-
-int cli_precision_ready(const char *cmd, Precision p, int announce) {
-    if (p != PRECISION_BF16) return 0;
-    if (bf16_path_select()) {
-        if (!quiet) fprintf(stderr, "gpt %s: %s\n", cmd, gpt_last_error());
-        return 2;
-    }
-    if (announce && !quiet) fprintf(stderr, "gpt %s: %s\n", cmd, precision_description(p));
-    return 0;
 }
 
 void cli_print_json(json_t *obj) {

@@ -1,6 +1,5 @@
 /* prepare_task.c: `gpt prepare-task`, a labelled JSONL or CSV file to a task file (see
  * task.h). One process: task data is small, so there is nothing to share out. */
-#include <getopt.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -11,28 +10,49 @@
 #include "files/task_file.h"
 #include "base/util.h"
 
-static const char help[] =
-    "usage: gpt prepare-task --tokenizer (TOK.h5 | MODEL.h5) --task classify|entail|similar|choice\n"
-    "                        --out TASK.h5 [--val-fraction F] [--n-ctx N] [--truncate]\n"
-    "                        [--num-classes K] [--labels A,B,...] [--seed S] FILE\n\n"
-    "Turns labelled records into GPT-1's input sequences (docs/formats.md, \"Task files\"):\n"
-    "  classify  <start> text <extract>\n"
-    "  entail    <start> premise <delim> hypothesis <extract>\n"
-    "  similar   <start> text_a <delim> text_b <extract>, and text_b first\n"
-    "  choice    <start> context <delim> answer <extract>, one per answer in \"choices\"\n"
-    "FILE is JSON Lines (one object a line with those fields and \"label\") or CSV (.csv, or\n"
-    "any file not starting with '{'): a header row is one with a column named \"label\" and\n"
-    "names the columns (choice: the answers are the columns named choice*); without one the\n"
-    "label comes first, then the fields in the order above. Text is stripped of surrounding\n"
-    "whitespace.\n"
-    "Labels are class indices 0..K-1 (K: --num-classes, or the largest + 1), or with --labels\n"
-    "the listed values in class order (\"neg,pos\", \"-1,1\"). similar's labels are real numbers\n"
-    "unless --num-classes or --labels; choice's are the index of the right answer.\n"
-    "--n-ctx N: longest sequence (default: the model's n_ctx when TOK.h5 is a model or\n"
-    "checkpoint, else 512); a longer record is an error unless --truncate, which cuts the\n"
-    "longest piece of it token by token from its end.\n"
-    "--val-fraction F (default 0): this share of the records, drawn with --seed S (default\n"
-    "1), goes to /val.\n";
+typedef struct {
+    TaskPrepare p;
+    const char *tok_path, *out;
+} PrepareTaskArgs;
+
+static const char *const task_names[] = {"classify", "entail", "similar", "choice", NULL}; /* TaskType's order */
+
+#define T(field) offsetof(PrepareTaskArgs, p.field)
+
+static const CliOpt prepare_task_opts[] = {
+    {.name = "tokenizer", .kind = CLI_STRING, .offset = offsetof(PrepareTaskArgs, tok_path), .flags = CLI_REQUIRED,
+     .metavar = "TOK.h5|MODEL.h5", .help = "the tokenizer (a model's or checkpoint's also bounds --n-ctx)"},
+    {.name = "task", .kind = CLI_CHOICE, .offset = T(type), .choices = task_names, .flags = CLI_REQUIRED,
+     .metavar = "classify|entail|similar|choice", .help = "how records become sequences (below)"},
+    {.name = "out", .kind = CLI_STRING, .offset = offsetof(PrepareTaskArgs, out), .flags = CLI_REQUIRED,
+     .metavar = "TASK.h5", .help = "the task file written"},
+    {.name = "val-fraction", .kind = CLI_DOUBLE, .offset = T(val_fraction), .flags = CLI_MIN | CLI_MAX | CLI_MAX_OPEN,
+     .max = 1, .metavar = "F", .help = "share of the records, drawn with --seed, that go to /val"},
+    {.name = "n-ctx", .kind = CLI_INT, .offset = T(n_ctx), .flags = CLI_MIN, .min = 3, .metavar = "N",
+     .help = "longest sequence", .dflt = "the model's n_ctx, else 512"},
+    {.name = "truncate", .kind = CLI_FLAG, .offset = T(truncate),
+     .help = "cut a longer record's longest piece token by token from its end (else an error)"},
+    {.name = "num-classes", .kind = CLI_INT, .offset = T(n_classes), .flags = CLI_MIN, .min = 2, .metavar = "K",
+     .help = "labels are class indices 0..K-1", .dflt = "the largest + 1"},
+    {.name = "labels", .kind = CLI_STRING, .offset = T(label_names), .metavar = "A,B,...",
+     .help = "the label values in class order (\"neg,pos\", \"-1,1\")"},
+    {.name = "seed", .kind = CLI_U64, .offset = T(seed), .metavar = "S", .help = "of the draw of /val"},
+    CLI_END};
+
+static const CliCommand prepare_task_cmd = {
+    .name = "prepare-task", .args = "FILE", .min_args = 1, .max_args = 1, .opts = prepare_task_opts,
+    .size = sizeof(PrepareTaskArgs),
+    .about = "Turns labelled records into GPT-1's input sequences (docs/formats.md, \"Task files\"):\n"
+             "  classify  <start> text <extract>\n"
+             "  entail    <start> premise <delim> hypothesis <extract>\n"
+             "  similar   <start> text_a <delim> text_b <extract>, and text_b first\n"
+             "  choice    <start> context <delim> answer <extract>, one per answer in \"choices\"\n"
+             "FILE is JSON Lines (one object a line with those fields and \"label\") or CSV (.csv, or\n"
+             "any file not starting with '{'): a header row is one with a column named \"label\" and\n"
+             "names the columns (choice: the answers are the columns named choice*); without one the\n"
+             "label comes first, then the fields in the order above. Text is stripped of surrounding\n"
+             "whitespace. similar's labels are real numbers unless --num-classes or --labels;\n"
+             "choice's are the index of the right answer.\n"};
 
 /* The model's n_ctx and vocabulary if path is a model or checkpoint (has /model), else 0. */
 static int model_limits(const char *path, int *n_ctx, int *vocab) {
@@ -92,53 +112,11 @@ static void print_summary(const char *out, const TaskData *d) {
 }
 
 int cmd_prepare_task(int argc, char **argv) {
-    static const struct option opts[] = {{"tokenizer", required_argument, 0, 't'},
-                                         {"task", required_argument, 0, 'k'},
-                                         {"out", required_argument, 0, 'o'},
-                                         {"val-fraction", required_argument, 0, 'v'},
-                                         {"n-ctx", required_argument, 0, 'n'},
-                                         {"truncate", no_argument, 0, 'T'},
-                                         {"num-classes", required_argument, 0, 'c'},
-                                         {"labels", required_argument, 0, 'l'},
-                                         {"seed", required_argument, 0, 's'},
-                                         {"help", no_argument, 0, 'h'},
-                                         {0, 0, 0, 0}};
-    const char *tok_path = NULL, *out = NULL, *task = NULL;
-    TaskPrepare opt = {.seed = 1};
-    unsigned long long seed;
-    int o;
-    optind = 1;
-    while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
-        switch (o) {
-        case 't': tok_path = optarg; break;
-        case 'k': task = optarg; break;
-        case 'o': out = optarg; break;
-        case 'v':
-            if (parse_double(optarg, &opt.val_fraction) || !(opt.val_fraction >= 0.0 && opt.val_fraction < 1.0))
-                return cli_usage_error("prepare-task", "--val-fraction: expected a number in [0, 1), got '%s'", optarg);
-            break;
-        case 'n':
-            if (parse_int(optarg, &opt.n_ctx) || opt.n_ctx < 3)
-                return cli_usage_error("prepare-task", "--n-ctx: expected an integer >= 3, got '%s'", optarg);
-            break;
-        case 'T': opt.truncate = 1; break;
-        case 'c':
-            if (parse_int(optarg, &opt.n_classes) || opt.n_classes < 2)
-                return cli_usage_error("prepare-task", "--num-classes: expected an integer >= 2, got '%s'", optarg);
-            break;
-        case 'l': opt.label_names = optarg; break;
-        case 's':
-            if (parse_u64(optarg, &seed)) return cli_usage_error("prepare-task", "--seed: expected an integer, got '%s'", optarg);
-            opt.seed = seed;
-            break;
-        case 'h': fputs(help, stdout); return 0;
-        default: return cli_usage_error("prepare-task", "unknown option");
-        }
-    }
-    if (!tok_path || !task || !out) return cli_usage_error("prepare-task", "--tokenizer, --task and --out are required");
-    if (argc - optind != 1) return cli_usage_error("prepare-task", "expected one input file");
-    if (task_type_parse(task, &opt.type)) return cli_usage_error("prepare-task", "--task: %s", gpt_last_error());
-    const char *input = argv[optind];
+    PrepareTaskArgs a = {.p = {.seed = 1}};
+    int first, rc = cli_parse(&prepare_task_cmd, argc, argv, &a, &first);
+    if (rc >= 0) return rc;
+    TaskPrepare opt = a.p;
+    const char *tok_path = a.tok_path, *out = a.out, *input = argv[first];
     int model_ctx, model_vocab;
     if (model_limits(tok_path, &model_ctx, &model_vocab)) return cli_fail("prepare-task");
     if (model_ctx && opt.n_ctx > model_ctx)
@@ -146,7 +124,7 @@ int cmd_prepare_task(int argc, char **argv) {
     if (!opt.n_ctx) opt.n_ctx = model_ctx ? model_ctx : 512;
     Tokenizer *tok = tokenizer_load(tok_path);
     if (!tok) return cli_fail("prepare-task");
-    int rc = 0;
+    rc = 0;
     TaskData *d = NULL;
     if (task_tokenizer_check(tok, tok_path)) rc = -1;
     else if (model_vocab && tokenizer_vocab_size(tok) > model_vocab)

@@ -5,7 +5,6 @@
  * ranks evaluate the model before and after, through gpt eval's code (cli.h), so the
  * two lines are exactly what `gpt eval` prints for the input and the output files. The
  * output is written before the second evaluation: an unwritable path fails fast. */
-#include <getopt.h>
 #include <math.h>
 #include <stdio.h>
 
@@ -17,17 +16,40 @@
 #include "text/tokenizer.h"
 #include "base/util.h"
 
-static const char help[] =
-    "usage: [mpirun -np P] gpt prune --model MODEL.h5 --sparsity S [--scope global|layer]\n"
-    "                                --out PRUNED.h5 [--data CORPUS.h5] [--eval-windows N]\n"
-    "                                [--split val|train]\n\n"
-    "Zeroes the fraction S (0 <= S < 1) of smallest-magnitude weights of the blocks' four\n"
-    "weight matrices (attn.c_attn, attn.c_proj, mlp.c_fc, mlp.c_proj; not the embeddings,\n"
-    "biases or LayerNorm). --scope global (default) ranks all of them together, --scope layer\n"
-    "prunes each matrix to S on its own. MODEL.h5 may be a model file or a checkpoint; the\n"
-    "output keeps its tokenizer and records pruned_sparsity and pruned_scope on /model.\n"
-    "With --data, the loss and perplexity on the first N windows of the split (default all,\n"
-    "/val) before and after, as gpt eval prints them. See docs/pruning.md.\n";
+typedef struct {
+    const char *model, *out, *data;
+    double sparsity;
+    int scope, split;
+    long windows;
+} PruneArgs;
+
+static const char *const scope_names[] = {"global", "layer", NULL}; /* PruneScope's order */
+
+static const CliOpt prune_opts[] = {
+    {.name = "model", .kind = CLI_STRING, .offset = offsetof(PruneArgs, model), .flags = CLI_REQUIRED,
+     .metavar = "MODEL.h5", .help = "a model file or checkpoint"},
+    {.name = "sparsity", .kind = CLI_DOUBLE, .offset = offsetof(PruneArgs, sparsity),
+     .flags = CLI_REQUIRED | CLI_MIN | CLI_MAX | CLI_MAX_OPEN, .max = 1, .metavar = "S",
+     .help = "the fraction of the prunable weights set to zero"},
+    {.name = "out", .kind = CLI_STRING, .offset = offsetof(PruneArgs, out), .flags = CLI_REQUIRED,
+     .metavar = "PRUNED.h5", .help = "the pruned model"},
+    {.name = "scope", .kind = CLI_CHOICE, .offset = offsetof(PruneArgs, scope), .choices = scope_names,
+     .metavar = "global|layer", .help = "rank all the matrices together, or prune each to S"},
+    {.name = "data", .kind = CLI_STRING, .offset = offsetof(PruneArgs, data), .metavar = "CORPUS.h5",
+     .help = "evaluate before and after on this corpus, as gpt eval does"},
+    {.name = "eval-windows", .kind = CLI_LONG, .offset = offsetof(PruneArgs, windows), .flags = CLI_MIN, .min = 1,
+     .metavar = "N", .help = "windows evaluated", .dflt = "all"},
+    {.name = "split", .kind = CLI_CHOICE, .offset = offsetof(PruneArgs, split), .choices = cli_split_names,
+     .metavar = "val|train", .help = "the split evaluated"},
+    CLI_END};
+
+static const CliCommand prune_cmd = {
+    .name = "prune", .mpi = 1, .opts = prune_opts, .size = sizeof(PruneArgs),
+    .about = "Zeroes the fraction S (0 <= S < 1) of smallest-magnitude weights of the blocks' four\n"
+             "weight matrices (attn.c_attn, attn.c_proj, mlp.c_fc, mlp.c_proj; not the embeddings,\n"
+             "biases or LayerNorm). MODEL.h5 may be a model file or a checkpoint; the output keeps its\n"
+             "tokenizer and records pruned_sparsity and pruned_scope on /model. With --data, the loss\n"
+             "and perplexity on the split before and after, as gpt eval prints them. See docs/pruning.md.\n"};
 
 /* The model file's own /tokenizer, if it has one (*tok NULL otherwise). */
 static int load_tokenizer(const char *path, Tokenizer **tok) {
@@ -53,43 +75,14 @@ static void print_summary(const GPT *m, const char *model, double before, double
 }
 
 static int prune(int argc, char **argv) {
-    static const struct option opts[] = {{"model", required_argument, 0, 'm'}, {"sparsity", required_argument, 0, 's'},
-                                         {"scope", required_argument, 0, 'c'}, {"out", required_argument, 0, 'o'},
-                                         {"data", required_argument, 0, 'd'}, {"eval-windows", required_argument, 0, 'w'},
-                                         {"split", required_argument, 0, 'p'}, {"help", no_argument, 0, 'h'},
-                                         {0, 0, 0, 0}};
-    const char *model = NULL, *out = NULL, *data = NULL, *split_arg = "val";
-    double sparsity = -1.0;
-    PruneScope scope = PRUNE_GLOBAL;
-    long windows = -1;
-    int opt;
-    optind = 1;
-    while ((opt = getopt_long(argc, argv, "", opts, NULL)) != -1) {
-        switch (opt) {
-        case 'm': model = optarg; break;
-        case 's':
-            if (parse_double(optarg, &sparsity) || !(sparsity >= 0.0 && sparsity < 1.0))
-                return cli_usage_error("prune", "--sparsity: expected a number in [0, 1), got '%s'", optarg);
-            break;
-        case 'c':
-            if (prune_scope_parse(optarg, &scope))
-                return cli_usage_error("prune", "--scope: expected global or layer, got '%s'", optarg);
-            break;
-        case 'o': out = optarg; break;
-        case 'd': data = optarg; break;
-        case 'w':
-            if (parse_long(optarg, &windows) || windows < 1)
-                return cli_usage_error("prune", "--eval-windows: expected a positive integer, got '%s'", optarg);
-            break;
-        case 'p': split_arg = optarg; break;
-        case 'h': if (dist_rank() == 0) fputs(help, stdout); return 0;
-        default: return cli_usage_error("prune", "unknown option");
-        }
-    }
-    if (optind < argc) return cli_usage_error("prune", "unexpected argument '%s'", argv[optind]);
-    if (!model || !out || sparsity < 0.0) return cli_usage_error("prune", "--model, --sparsity and --out are required");
-    int split = cli_parse_split("prune", split_arg);
-    if (split < 0) return 2;
+    PruneArgs a = {.scope = PRUNE_GLOBAL, .split = SPLIT_VAL, .windows = -1};
+    int first, rc = cli_parse(&prune_cmd, argc, argv, &a, &first);
+    if (rc >= 0) return rc;
+    const char *model = a.model, *out = a.out, *data = a.data;
+    double sparsity = a.sparsity;
+    PruneScope scope = (PruneScope)a.scope;
+    long windows = a.windows;
+    int split = a.split;
 
     /* gpt eval's default batch with --data; else the activations of one window (GPT-1's
      * for 8 would be 2 GB) */
@@ -100,7 +93,7 @@ static int prune(int argc, char **argv) {
     PruneStats st = {0};
     int64_t n[1] = {0};
     double before = prune_sparsity(m), loss_before = 0.0, loss_after = 0.0;
-    int rc = dist_agree(dist_rank() == 0 ? load_tokenizer(model, &tok) : 0);
+    rc = dist_agree(dist_rank() == 0 ? load_tokenizer(model, &tok) : 0);
     if (!rc && data) rc = (c = cli_eval_open(m, model, &data, 1, split, windows, n)) ? 0 : -1;
     if (!rc && c) rc = cli_eval_report(m, model, c, split, n, 0, &loss_before);
     if (!rc) rc = dist_agree(prune_magnitude(m, sparsity, scope, &st));

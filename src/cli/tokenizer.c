@@ -1,5 +1,4 @@
 /* tokenizer.c: `gpt tokenizer train|import`, `gpt tokenize`, `gpt detokenize`. */
-#include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,17 +10,10 @@
 #include "base/util.h"
 
 static const char help_tokenizer[] =
-    "usage: gpt tokenizer train --merges M --out TOK.h5 FILES...\n"
-    "       gpt tokenizer import --out TOK.h5 (--encoder encoder.json --merges-file vocab.bpe\n"
-    "                                          | --vocab vocab.json --merges-file merges.txt\n"
-    "                                          | --tokenizer-json tokenizer.json | --hf DIR\n"
-    "                                          | --tiktoken r50k_base.tiktoken)\n\n"
-    "train learns M byte-level BPE merges from UTF-8 text files (GPT-1: 40000); the\n"
-    "vocabulary is 256 bytes + M merges + <|endoftext|>, <|start|>, <|delim|>, <|extract|>.\n"
-    "import reads a byte-level BPE (GPT-2's scheme): OpenAI's encoder.json + vocab.bpe, which\n"
-    "Hugging Face calls vocab.json + merges.txt; Hugging Face's tokenizer.json; a directory\n"
-    "holding either (--hf); or tiktoken's rank file (GPT-2's 50257 tokens, <|endoftext|> =\n"
-    "50256). Tokens that are neither a byte nor a merge's result are special tokens.\n";
+    "usage: gpt tokenizer train [OPTIONS] FILES...\n"
+    "       gpt tokenizer import [OPTIONS]\n\n"
+    "train learns a byte-level BPE from text files; import reads GPT-2's or Hugging Face's.\n"
+    "gpt tokenizer train --help and gpt tokenizer import --help list their options.\n";
 
 /* Distinct pieces and their counts, for training. */
 typedef struct {
@@ -66,29 +58,38 @@ static void print_progress(int done, int total, void *ctx) {
     fprintf(stderr, "merges %d/%d (%.1f s)\n", done, total, now_seconds() - *(double *)ctx);
 }
 
+typedef struct {
+    int merges;
+    const char *out;
+} TrainArgs;
+
+static const CliOpt train_opts[] = {
+    {.name = "merges", .kind = CLI_INT, .offset = offsetof(TrainArgs, merges), .flags = CLI_REQUIRED | CLI_MIN,
+     .metavar = "M", .help = "merges to learn (GPT-1: 40000)"},
+    {.name = "out", .kind = CLI_STRING, .offset = offsetof(TrainArgs, out), .flags = CLI_REQUIRED,
+     .metavar = "TOK.h5", .help = "the tokenizer file written"},
+    CLI_END};
+
+static const CliCommand train_cmd = {
+    .name = "tokenizer train", .args = "FILES...", .min_args = 1, .max_args = -1, .opts = train_opts,
+    .size = sizeof(TrainArgs),
+    .about = "Learns M byte-level BPE merges from UTF-8 text files; the vocabulary is 256 bytes +\n"
+             "M merges + <|endoftext|>, <|start|>, <|delim|>, <|extract|>.\n"};
+
 static int tokenizer_train(int argc, char **argv) {
-    static const struct option opts[] = {{"merges", required_argument, 0, 'm'},
-                                         {"out", required_argument, 0, 'o'},
-                                         {0, 0, 0, 0}};
-    int merges = -1, opt;
-    const char *out = NULL;
-    optind = 1;
-    while ((opt = getopt_long(argc, argv, "", opts, NULL)) != -1) {
-        if (opt == 'm' && !parse_int(optarg, &merges) && merges >= 0) continue;
-        if (opt == 'm') return cli_usage_error("tokenizer train", "--merges: expected an integer >= 0, got '%s'", optarg);
-        if (opt == 'o') out = optarg;
-        else return cli_usage_error("tokenizer train", "unknown option");
-    }
-    if (merges < 0 || !out) return cli_usage_error("tokenizer train", "--merges M and --out TOK.h5 are required");
-    if (optind == argc) return cli_usage_error("tokenizer train", "no input files");
+    TrainArgs a = {0};
+    int first, rc = cli_parse(&train_cmd, argc, argv, &a, &first);
+    if (rc >= 0) return rc;
+    int merges = a.merges;
+    const char *out = a.out;
     Pretokenizer *pre = pretok_create();
     if (!pre) return cli_fail("tokenizer train");
     WordCounts wc = {0};
     hm_init(&wc.index, 1 << 16);
     double t0 = now_seconds();
     size_t total_bytes = 0;
-    int rc = 0;
-    for (int i = optind; i < argc && !rc; i++) {
+    rc = 0;
+    for (int i = first; i < argc && !rc; i++) {
         size_t len;
         uint8_t *text = read_file(argv[i], &len);
         size_t bom = text ? utf8_bom_len(text, len) : 0;
@@ -120,33 +121,40 @@ static int tokenizer_train(int argc, char **argv) {
     return rc ? cli_fail("tokenizer train") : 0;
 }
 
+typedef struct {
+    const char *out, *encoder, *merges, *tiktoken, *json, *dir;
+} ImportArgs;
+
+#define I(field) offsetof(ImportArgs, field)
+
+static const CliOpt import_opts[] = {
+    {.name = "out", .kind = CLI_STRING, .offset = I(out), .flags = CLI_REQUIRED, .metavar = "TOK.h5",
+     .help = "the tokenizer file written"},
+    {.name = "encoder", .kind = CLI_STRING, .offset = I(encoder), .metavar = "encoder.json",
+     .help = "OpenAI's token table, with --merges-file vocab.bpe"},
+    {.name = "vocab", .kind = CLI_STRING, .offset = I(encoder), .metavar = "vocab.json",
+     .help = "the same, as Hugging Face names it, with --merges-file merges.txt"},
+    {.name = "merges-file", .kind = CLI_STRING, .offset = I(merges), .metavar = "FILE",
+     .help = "the merges (vocab.bpe or merges.txt)"},
+    {.name = "tokenizer-json", .kind = CLI_STRING, .offset = I(json), .metavar = "tokenizer.json",
+     .help = "Hugging Face's tokenizer file"},
+    {.name = "hf", .kind = CLI_STRING, .offset = I(dir), .metavar = "DIR", .help = "a directory holding either"},
+    {.name = "tiktoken", .kind = CLI_STRING, .offset = I(tiktoken), .metavar = "FILE",
+     .help = "tiktoken's rank file (r50k_base.tiktoken: GPT-2's 50257 tokens)"},
+    CLI_END};
+
+static const CliCommand import_cmd = {
+    .name = "tokenizer import", .opts = import_opts, .size = sizeof(ImportArgs),
+    .about = "Reads a byte-level BPE (GPT-2's scheme) from one source: --encoder (or --vocab) with\n"
+             "--merges-file, --tokenizer-json, --hf or --tiktoken. Tokens that are neither a byte nor\n"
+             "a merge's result are special tokens.\n"};
+
 static int tokenizer_import(int argc, char **argv) {
-    static const struct option opts[] = {{"out", required_argument, 0, 'o'},
-                                         {"encoder", required_argument, 0, 'e'},
-                                         {"vocab", required_argument, 0, 'e'},
-                                         {"merges-file", required_argument, 0, 'm'},
-                                         {"tokenizer-json", required_argument, 0, 'j'},
-                                         {"hf", required_argument, 0, 'd'},
-                                         {"tiktoken", required_argument, 0, 't'},
-                                         {"help", no_argument, 0, 'h'},
-                                         {0, 0, 0, 0}};
-    const char *out = NULL, *encoder = NULL, *merges = NULL, *tiktoken = NULL, *json = NULL, *dir = NULL;
-    int opt;
-    optind = 1;
-    while ((opt = getopt_long(argc, argv, "", opts, NULL)) != -1) {
-        switch (opt) {
-        case 'o': out = optarg; break;
-        case 'e': encoder = optarg; break;
-        case 'm': merges = optarg; break;
-        case 'j': json = optarg; break;
-        case 'd': dir = optarg; break;
-        case 't': tiktoken = optarg; break;
-        case 'h': return fputs(help_tokenizer, stdout), 0;
-        default: return cli_usage_error("tokenizer import", "unknown option");
-        }
-    }
-    if (optind < argc) return cli_usage_error("tokenizer import", "unexpected argument '%s'", argv[optind]);
-    if (!out) return cli_usage_error("tokenizer import", "--out TOK.h5 is required");
+    ImportArgs a = {0};
+    int first, rc = cli_parse(&import_cmd, argc, argv, &a, &first);
+    if (rc >= 0) return rc;
+    const char *out = a.out, *encoder = a.encoder, *merges = a.merges, *tiktoken = a.tiktoken, *json = a.json,
+               *dir = a.dir;
     int sources = !!tiktoken + !!json + !!dir + !!(encoder || merges);
     if (sources != 1 || !encoder != !merges)
         return cli_usage_error("tokenizer import", "give one of --vocab (or --encoder) with --merges-file, "
@@ -178,35 +186,35 @@ int cmd_tokenizer(int argc, char **argv) {
     return 2;
 }
 
-/* Shared option parsing of tokenize/detokenize: --tokenizer FILE [--allow-special] [FILE]. */
-static int parse_codec_args(const char *cmd, const char *help, int argc, char **argv,
-                            const char **tok, const char **in, int *allow_special) {
-    static const struct option opts[] = {{"tokenizer", required_argument, 0, 't'},
-                                         {"allow-special", no_argument, 0, 's'},
-                                         {"help", no_argument, 0, 'h'},
-                                         {0, 0, 0, 0}};
-    int opt;
-    optind = 1;
-    while ((opt = getopt_long(argc, argv, "", opts, NULL)) != -1) {
-        if (opt == 't') *tok = optarg;
-        else if (opt == 's' && allow_special) *allow_special = 1;
-        else if (opt == 'h') return fputs(help, stdout), 0;
-        else return cli_usage_error(cmd, "unknown option");
-    }
-    if (!*tok) return cli_usage_error(cmd, "--tokenizer FILE is required");
-    if (argc - optind > 1) return cli_usage_error(cmd, "expected at most one input file");
-    *in = optind < argc ? argv[optind] : "-";
-    return -1; /* go on */
-}
+/* The options of tokenize and detokenize. */
+typedef struct {
+    const char *tok;
+    int allow_special;
+} CodecArgs;
+
+static const CliOpt codec_opts[] = {
+    {.name = "tokenizer", .kind = CLI_STRING, .offset = offsetof(CodecArgs, tok), .flags = CLI_REQUIRED,
+     .metavar = "TOK.h5", .help = "a tokenizer file, a corpus or a checkpoint"},
+    {.name = "allow-special", .kind = CLI_FLAG, .offset = offsetof(CodecArgs, allow_special),
+     .help = "spellings of special tokens in the text are those tokens (detokenize always writes their names)"},
+    CLI_END};
+
+static const CliCommand tokenize_cmd = {
+    .name = "tokenize", .args = "[FILE]", .max_args = 1, .opts = codec_opts, .size = sizeof(CodecArgs),
+    .about = "Prints the token ids of FILE (default: standard input) on one line. Spellings of\n"
+             "special tokens are ordinary text unless --allow-special.\n"};
+
+static const CliCommand detokenize_cmd = {
+    .name = "detokenize", .args = "[FILE]", .max_args = 1, .opts = codec_opts, .size = sizeof(CodecArgs),
+    .about = "Writes the bytes of the whitespace-separated token ids in FILE (default: standard\n"
+             "input), special tokens as their names. Nothing is written unless every id is valid.\n"};
 
 int cmd_tokenize(int argc, char **argv) {
-    static const char help[] = "usage: gpt tokenize --tokenizer TOK.h5 [--allow-special] [FILE]\n\n"
-                               "Prints the token ids of FILE (default: standard input) on one line.\n"
-                               "Spellings of special tokens are ordinary text unless --allow-special.\n"
-                               "TOK.h5: a tokenizer file, a corpus or a checkpoint.\n";
-    const char *tok = NULL, *in = NULL;
-    int allow = 0, rc = parse_codec_args("tokenize", help, argc, argv, &tok, &in, &allow);
+    CodecArgs a = {0};
+    int first, rc = cli_parse(&tokenize_cmd, argc, argv, &a, &first);
     if (rc >= 0) return rc;
+    const char *tok = a.tok, *in = first < argc ? argv[first] : "-";
+    int allow = a.allow_special;
     Tokenizer *t = tokenizer_load(tok);
     if (!t) return cli_fail("tokenize");
     size_t len;
@@ -229,12 +237,10 @@ int cmd_tokenize(int argc, char **argv) {
 }
 
 int cmd_detokenize(int argc, char **argv) {
-    static const char help[] = "usage: gpt detokenize --tokenizer TOK.h5 [FILE]\n\n"
-                               "Writes the bytes of the whitespace-separated token ids in FILE\n"
-                               "(default: standard input). Nothing is written unless every id is valid.\n";
-    const char *tok = NULL, *in = NULL;
-    int rc = parse_codec_args("detokenize", help, argc, argv, &tok, &in, NULL);
+    CodecArgs a = {0};
+    int first, rc = cli_parse(&detokenize_cmd, argc, argv, &a, &first);
     if (rc >= 0) return rc;
+    const char *tok = a.tok, *in = first < argc ? argv[first] : "-";
     Tokenizer *t = tokenizer_load(tok);
     if (!t) return cli_fail("detokenize");
     size_t len;

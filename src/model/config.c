@@ -36,10 +36,6 @@ int config_parse_ln(const char *s, GPTLayerNorm *out) {
     return 0;
 }
 
-/* Largest accepted size field: keeps every product of two fields within size_t and
- * every matrix dimension within BLAS's int. */
-#define CONFIG_MAX_DIM (1 << 24)
-
 static int check_size(const char *field, int v) {
     if (v < 1) return gpt_error("%s must be a positive integer, got %d", field, v);
     if (v > CONFIG_MAX_DIM) return gpt_error("%s = %d is larger than %d", field, v, CONFIG_MAX_DIM);
@@ -77,11 +73,7 @@ void config_print(FILE *f, const GPTConfig *c) {
             c->dropout_attn);
 }
 
-int config_args_add(ConfigArgs *a, int opt, const char *value) {
-    if (opt == CONFIG_OPT_MODEL) {
-        a->preset = value;
-        return 0;
-    }
+int config_args_add(ConfigArgs *a, int opt, double value) {
     if (a->n == CONFIG_MAX_OVERRIDES) return gpt_error("too many model options");
     a->opt[a->n] = opt;
     a->value[a->n] = value;
@@ -89,43 +81,21 @@ int config_args_add(ConfigArgs *a, int opt, const char *value) {
     return 0;
 }
 
-/* Bounded here, not only by config_validate: 4 * n_embd (the default n_ffn) must not overflow. */
-static int set_int(int *field, const char *flag, const char *v) {
-    if (parse_int(v, field) || *field < 1)
-        return gpt_error("--%s: expected a positive integer, got '%s'", flag, v);
-    if (*field > CONFIG_MAX_DIM) return gpt_error("--%s: expected at most %d, got '%s'", flag, CONFIG_MAX_DIM, v);
-    return 0;
-}
-
-static int set_prob(float *field, const char *flag, const char *v) {
-    if (parse_float(v, field) || !(*field >= 0.0f && *field < 1.0f))
-        return gpt_error("--%s: expected a probability in [0, 1), got '%s'", flag, v);
-    return 0;
-}
-
-static int apply_override(GPTConfig *c, int opt, const char *v, int *ffn_explicit) {
+/* The value was checked against the option's range when it was parsed (cliopt.h). */
+static void apply_override(GPTConfig *c, int opt, double v, int *ffn_explicit) {
     switch (opt) {
-    case CONFIG_OPT_N_LAYER: return set_int(&c->n_layer, "n-layer", v);
-    case CONFIG_OPT_N_HEAD: return set_int(&c->n_head, "n-head", v);
-    case CONFIG_OPT_N_EMBD: return set_int(&c->n_embd, "n-embd", v);
-    case CONFIG_OPT_N_CTX: return set_int(&c->n_ctx, "n-ctx", v);
-    case CONFIG_OPT_VOCAB: return set_int(&c->vocab_size, "vocab", v);
-    case CONFIG_OPT_N_FFN: *ffn_explicit = 1; return set_int(&c->n_ffn, "n-ffn", v);
-    case CONFIG_OPT_LN:
-        if (config_parse_ln(v, &c->ln)) return gpt_error("--ln: expected 'post' or 'pre', got '%s'", v);
-        return 0;
-    case CONFIG_OPT_LN_EPS:
-        if (parse_float(v, &c->ln_eps) || !(c->ln_eps > 0.0f))
-            return gpt_error("--ln-eps: expected a positive number, got '%s'", v);
-        return 0;
-    case CONFIG_OPT_DROPOUT:
-        if (set_prob(&c->dropout_embd, "dropout", v)) return -1;
-        c->dropout_resid = c->dropout_attn = c->dropout_embd;
-        return 0;
-    case CONFIG_OPT_DROPOUT_EMBD: return set_prob(&c->dropout_embd, "dropout-embd", v);
-    case CONFIG_OPT_DROPOUT_RESID: return set_prob(&c->dropout_resid, "dropout-resid", v);
-    case CONFIG_OPT_DROPOUT_ATTN: return set_prob(&c->dropout_attn, "dropout-attn", v);
-    default: return gpt_error("unknown model option %d", opt);
+    case CONFIG_OPT_N_LAYER: c->n_layer = (int)v; break;
+    case CONFIG_OPT_N_HEAD: c->n_head = (int)v; break;
+    case CONFIG_OPT_N_EMBD: c->n_embd = (int)v; break;
+    case CONFIG_OPT_N_CTX: c->n_ctx = (int)v; break;
+    case CONFIG_OPT_VOCAB: c->vocab_size = (int)v; break;
+    case CONFIG_OPT_N_FFN: *ffn_explicit = 1, c->n_ffn = (int)v; break;
+    case CONFIG_OPT_LN: c->ln = (GPTLayerNorm)v; break;
+    case CONFIG_OPT_LN_EPS: c->ln_eps = (float)v; break;
+    case CONFIG_OPT_DROPOUT: c->dropout_embd = c->dropout_resid = c->dropout_attn = (float)v; break;
+    case CONFIG_OPT_DROPOUT_EMBD: c->dropout_embd = (float)v; break;
+    case CONFIG_OPT_DROPOUT_RESID: c->dropout_resid = (float)v; break;
+    case CONFIG_OPT_DROPOUT_ATTN: c->dropout_attn = (float)v; break;
     }
 }
 
@@ -133,8 +103,7 @@ int config_from_args(const ConfigArgs *a, GPTConfig *out) {
     if (!a->preset) return gpt_error("--model PRESET is required (gpt1, small or tiny)");
     if (config_preset(a->preset, out)) return -1;
     int ffn_explicit = 0;
-    for (int i = 0; i < a->n; i++)
-        if (apply_override(out, a->opt[i], a->value[i], &ffn_explicit)) return -1;
+    for (int i = 0; i < a->n; i++) apply_override(out, a->opt[i], a->value[i], &ffn_explicit);
     if (!ffn_explicit) out->n_ffn = 4 * out->n_embd;
     /* each value was checked alone above; this is the one rule between options */
     if (out->n_embd % out->n_head)
@@ -151,7 +120,6 @@ int config_args_dropout_only(const ConfigArgs *a) {
 
 int config_apply_dropout(const ConfigArgs *a, GPTConfig *out) {
     int ffn_explicit = 0;
-    for (int i = 0; i < a->n; i++)
-        if (apply_override(out, a->opt[i], a->value[i], &ffn_explicit)) return -1;
+    for (int i = 0; i < a->n; i++) apply_override(out, a->opt[i], a->value[i], &ffn_explicit);
     return config_validate(out);
 }

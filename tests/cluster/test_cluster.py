@@ -132,7 +132,7 @@ def test_two_host_checkpoint_resumes_anywhere(gpt_bin, cluster, tiny_corpus, two
 
 
 def test_finetune_on_two_hosts_equals_one(gpt_bin, cluster, tiny_corpus, two_host_run, workdir):
-    args = ["finetune", "--init", two_host_run["local"] / "model.h5", "--data", tiny_corpus["corpus"],
+    args = ["finetune", "--init", two_host_run["local"] / "model.h5", "--corpus", tiny_corpus["corpus"],
             "--epochs", 0.5, "--batch", 8, "--eval-every", 5, "--log-every", 5]
     run_on(cluster, [gpt_bin, *args, "--out", workdir / "hosts"])
     sh([gpt_bin, *args, "--out", workdir / "local"], ranks=2)

@@ -173,7 +173,7 @@ def references(gpt_bin, corpus, init_model, tmp_path_factory):
             if command == "train":
                 args = ["train", "--data", corpus, "--model", "tiny", "--steps", STEPS, "--batch", BATCH]
             else:
-                args = ["finetune", "--init", init_model, "--data", corpus, "--epochs", EPOCHS, "--batch", FT_BATCH]
+                args = ["finetune", "--init", init_model, "--corpus", corpus, "--epochs", EPOCHS, "--batch", FT_BATCH]
             sh([gpt_bin, *args, "--out", out, "--seed", SEED, *extra], ranks=RANKS, timeout=300)
             metrics = metrics_so_far(out)
             assert [m["step"] for m in metrics] == list(range(1, len(metrics) + 1)) and len(metrics) > 500
@@ -195,7 +195,8 @@ def test_preempted_job_resumes_with_the_same_losses(cluster, gpt_bin, corpus, in
     out_dir = tmp_path / "run"
     output = tmp_path / "job.out"
     settings, extra = job_settings(command, init_model)
-    env = {"GPT": gpt_bin, "DATA": corpus, "OUT": out_dir, "SEED": SEED, "CKPT_EVERY": CKPT_EVERY,
+    # finetune continues pre-training on the corpus
+    env = {"GPT": gpt_bin, "DATA" if command == "train" else "CORPUS": corpus, "OUT": out_dir, "SEED": SEED, "CKPT_EVERY": CKPT_EVERY,
            "KEEP": KEEP, "LAUNCHER": launcher, **settings}
     # a time limit, so that the script's --time-limit is exercised (10 min: never reached)
     proc = sh(["sbatch", "--parsable", f"--ntasks={RANKS}", "--time=10",
