@@ -32,9 +32,9 @@
 
 #include <stdint.h>
 
+#include "files/tokenizer_file.h"
 #include "model/model.h"
 #include "model/optim.h"
-#include "files/tokenizer_file.h"
 
 /* What besides the tensors a run needs to continue exactly. All randomness of training
  * (the sample order and the dropout masks) is a pure function of (seed, global sample
@@ -86,6 +86,19 @@ int ckpt_read_tensors(const char *path, GPT *m, AdamW *opt);
 /* Not collective: the extra tensor sets and their moments, each checked against its table
  * and for non-finite values. */
 int ckpt_read_extras(const char *path, const CkptExtra *extra, int n_extra);
+
+/* Not collective, for gpt inspect: both moments of a checkpoint of m's configuration into
+ * m_buf and v_buf (n_params floats each), every checksum verified. */
+int ckpt_read_moments(const char *path, const GPT *m, float *m_buf, float *v_buf);
+/* 1 if the checkpoint's /model group holds no tensors (a LoRA fine-tuning's: the frozen
+ * base is not copied), 0 if it holds some or is absent, -1 if the file is unreadable. */
+int ckpt_model_is_empty(const char *path);
+/* Reads every float tensor (1-D or 2-D) of the group `where` whole, so that every checksum
+ * is verified, and hands each to each(ctx, name, values, count). 0 if the group is
+ * absent, 1 with *n_tensors set if it was read, -1 with gpt_error() naming the tensor. */
+int ckpt_each_tensor(const char *path, const char *where, void (*each)(void *ctx, const char *name, const float *v,
+                                                                        size_t n),
+                     void *ctx, long *n_tensors);
 
 /* Collective: --resume RESUME for run_dir: RESUME a checkpoint's path, or "auto" for the
  * run directory's checkpoints newest first (run_ckpt_list). load(path, ctx) restores

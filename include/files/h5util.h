@@ -95,5 +95,7 @@ int h5_expect_format(const char *path, hid_t f, const char *expected, const char
 /* The root attribute "format" into buf ("" if the file has none); -1 naming PATH if it
  * cannot be read (corrupted metadata). */
 int h5_read_format(const char *path, hid_t f, char *buf, size_t size);
+/* The same, opening and closing the file at path. */
+int h5_file_format(const char *path, char *buf, size_t size);
 
 #endif

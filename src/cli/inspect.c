@@ -10,17 +10,18 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "files/checkpoint.h"
+#include "base/util.h"
 #include "cli/cli.h"
+#include "files/checkpoint.h"
+#include "files/corpus_check.h"
 #include "files/data.h"
-#include "files/model_file.h"
+#include "files/formats.h"
 #include "files/h5util.h"
-#include "model/model.h"
+#include "files/model_file.h"
 #include "files/task_file.h"
 #include "files/task_model.h"
+#include "model/model.h"
 #include "text/tokenizer.h"
-#include "base/util.h"
-#include "files/formats.h"
 
 static const CliOpt inspect_opts[] = {
     {.name = "tokenizer", .kind = CLI_STRING, .metavar = "TOK.h5",
@@ -63,101 +64,26 @@ static int inspect_tokenizer(const char *path) {
     return rc ? cli_fail("inspect") : 0;
 }
 
-/* Elements read at once: memory stays bounded whatever the corpus's size. */
-#define CHECK_BLOCK ((hsize_t)1 << 20)
-
-/* Reads elements [start, start + n) of a 1-D dataset; -1 on a checksum mismatch. */
-static int read_block(hid_t d, hid_t mem_type, hsize_t start, hsize_t n, void *buf) {
-    hid_t fs = H5Dget_space(d), ms = H5Screate_simple(1, &n, NULL);
-    H5Sselect_hyperslab(fs, H5S_SELECT_SET, &start, NULL, &n, NULL);
-    herr_t rc = H5Dread(d, mem_type, ms, fs, H5P_DEFAULT, buf);
-    H5Sclose(ms);
-    H5Sclose(fs);
-    return rc < 0 ? -1 : 0;
-}
-
-/* Reads every token and offset of a split, block by block, through HDF5's Fletcher32
- * check, and checks tokens against the vocabulary and offsets for order: the split is
- * whole if this passes. first (n_first) receives the split's first tokens, -1 past its end. */
-static int check_split(const char *path, hid_t f, const char *split, int64_t tokens, int64_t docs, int vocab,
-                       int32_t *first, size_t n_first) {
-    char where[16];
-    snprintf(where, sizeof where, "/%s", split);
-    hid_t g = H5Gopen2(f, split, H5P_DEFAULT);
-    if (g < 0) return gpt_error("%s: group %s is missing", path, where);
-    hsize_t nt, nd;
-    hid_t dt = h5_open_dataset(path, where, g, "tokens", 1, &nt);
-    hid_t dd = dt < 0 ? -1 : h5_open_dataset(path, where, g, "doc_offsets", 1, &nd);
-    int rc = dt < 0 || dd < 0;
-    if (!rc && (nt != (hsize_t)tokens || nd != (hsize_t)docs + 1))
-        rc = gpt_error("%s: %s holds %llu tokens and %llu offsets, its attributes say %lld and %lld + 1", path,
-                       where, (unsigned long long)nt, (unsigned long long)nd, (long long)tokens, (long long)docs);
-    uint32_t *tok = xmalloc(CHECK_BLOCK * sizeof *tok);
-    int64_t *off = xmalloc(CHECK_BLOCK * sizeof *off), prev = -1;
-    for (size_t i = 0; i < n_first; i++) first[i] = -1;
-    for (hsize_t b = 0; !rc && b < nt; b += CHECK_BLOCK) {
-        hsize_t n = nt - b < CHECK_BLOCK ? nt - b : CHECK_BLOCK;
-        if (read_block(dt, H5T_NATIVE_UINT32, b, n, tok))
-            rc = gpt_error("%s: cannot read %s/tokens (checksum mismatch: the file is corrupted)", path, where);
-        for (hsize_t i = 0; !rc && i < n; i++)
-            if (tok[i] >= (uint32_t)vocab)
-                rc = gpt_error("%s: %s/tokens[%llu] = %u is outside the vocabulary", path, where,
-                               (unsigned long long)(b + i), tok[i]);
-        for (size_t i = 0; !rc && b == 0 && i < n_first && i < n; i++) first[i] = (int32_t)tok[i];
-    }
-    for (hsize_t b = 0; !rc && b < nd; b += CHECK_BLOCK) {
-        hsize_t n = nd - b < CHECK_BLOCK ? nd - b : CHECK_BLOCK;
-        if (read_block(dd, H5T_NATIVE_INT64, b, n, off))
-            rc = gpt_error("%s: cannot read %s/doc_offsets (checksum mismatch: the file is corrupted)", path, where);
-        for (hsize_t i = 0; !rc && i < n; i++) {
-            hsize_t k = b + i;
-            if ((k == 0 && off[i] != 0) || (k > 0 && off[i] <= prev) || (k + 1 == nd && off[i] != tokens))
-                rc = gpt_error("%s: %s/doc_offsets[%llu] = %lld is out of order", path, where, (unsigned long long)k,
-                               (long long)off[i]);
-            prev = off[i];
-        }
-    }
-    free(tok);
-    free(off);
-    if (dd >= 0) H5Dclose(dd);
-    if (dt >= 0) H5Dclose(dt);
-    H5Gclose(g);
-    return rc;
-}
-
-static int inspect_corpus(const char *path, hid_t f, const char *expected_tok) {
-    int64_t n[4];
-    int vocab, eot;
-    if (h5_read_attr_int(path, "", f, "vocab_size", &vocab) || h5_read_attr_int(path, "", f, "eot_token", &eot) ||
-        h5_read_attr_i64(path, "", f, "train_tokens", &n[0]) || h5_read_attr_i64(path, "", f, "train_docs", &n[1]) ||
-        h5_read_attr_i64(path, "", f, "val_tokens", &n[2]) || h5_read_attr_i64(path, "", f, "val_docs", &n[3]))
-        return cli_fail("inspect");
-    Tokenizer *t = tokenizer_read_h5(f, path), *want = NULL;
-    if (!t) return cli_fail("inspect");
+static int inspect_corpus(const char *path, const char *expected_tok) {
+    CorpusCheck c;
+    if (corpus_check(path, &c)) return cli_fail("inspect");
+    Tokenizer *want = NULL;
     char why[128];
-    if (expected_tok && (!(want = tokenizer_load(expected_tok)) || !tokenizer_equal(t, want, why, sizeof why))) {
+    if (expected_tok && (!(want = tokenizer_load(expected_tok)) || !tokenizer_equal(c.tok, want, why, sizeof why))) {
         if (want) gpt_error("%s was tokenized with a different tokenizer than %s (%s)", path, expected_tok, why);
-        tokenizer_free(t);
+        tokenizer_free(c.tok);
         tokenizer_free(want);
         return cli_fail("inspect");
     }
     tokenizer_free(want);
-    int32_t first[24];
-    int rc = tokenizer_vocab_size(t) != vocab
-                 ? gpt_error("%s: vocab_size %d, but its tokenizer has %d tokens", path, vocab, tokenizer_vocab_size(t))
-                 : check_split(path, f, "train", n[0], n[1], vocab, first, 24) ||
-                       check_split(path, f, "val", n[2], n[3], vocab, NULL, 0);
-    if (!rc) {
-        printf("%s: corpus\n  train: %lld tokens, %lld documents\n  val:   %lld tokens, %lld documents\n", path,
-               (long long)n[0], (long long)n[1], (long long)n[2], (long long)n[3]);
-        printf("  vocabulary %d (%d merges), <|endoftext|> = %d; checksums verified\n  first tokens: ", vocab,
-               tokenizer_n_merges(t), eot);
-        size_t k = 0;
-        while (k < 24 && first[k] >= 0) k++;
-        print_tokens(t, first, k);
-    }
-    tokenizer_free(t);
-    return rc ? cli_fail("inspect") : 0;
+    printf("%s: corpus\n  train: %lld tokens, %lld documents\n  val:   %lld tokens, %lld documents\n", path,
+           (long long)c.tokens[SPLIT_TRAIN], (long long)c.docs[SPLIT_TRAIN], (long long)c.tokens[SPLIT_VAL],
+           (long long)c.docs[SPLIT_VAL]);
+    printf("  vocabulary %d (%d merges), <|endoftext|> = %d; checksums verified\n  first tokens: ", c.vocab_size,
+           tokenizer_n_merges(c.tok), c.eot_token);
+    print_tokens(c.tok, c.first, (size_t)c.n_first);
+    tokenizer_free(c.tok);
+    return 0;
 }
 
 static int inspect_task(const char *path) {
@@ -258,16 +184,11 @@ static int print_checkpoint_header(const char *path) {
 
 static int inspect_checkpoint_state(const char *path, GPT *m, size_t *bad) {
     if (print_checkpoint_header(path)) return -1;
-    static const char *const groups[2] = {"/optimizer/m", "/optimizer/v"};
-    float *buf = xalloc_floats(m->n_params);
-    hid_t f = h5_open_read(path);
-    int rc = f < 0 ? -1 : 0;
-    for (int k = 0; !rc && k < 2; k++) {
-        rc = model_tensors_read(path, f, groups[k], m->tensors, m->n_tensors, buf);
-        if (!rc) *bad += count_bad(m, buf, k == 1);
-    }
-    if (f >= 0) H5Fclose(f);
-    free(buf);
+    float *mom[2] = {xalloc_floats(m->n_params), xalloc_floats(m->n_params)};
+    int rc = ckpt_read_moments(path, m, mom[0], mom[1]);
+    for (int k = 0; !rc && k < 2; k++) *bad += count_bad(m, mom[k], k == 1);
+    free(mom[0]);
+    free(mom[1]);
     Tokenizer *tok = rc ? NULL : tokenizer_load(path);
     if (!rc && !tok) rc = -1;
     if (tok)
@@ -301,37 +222,18 @@ static int inspect_model(const char *path, int checkpoint) {
     return 0;
 }
 
-/* Reads every float dataset of a group whole (so every checksum is verified); prints a
- * line for the group; adds the non-finite values to *bad. */
-static int verify_group(const char *path, hid_t f, const char *where, size_t *bad) {
-    hid_t g = H5Lexists(f, where + 1, H5P_DEFAULT) > 0 ? H5Gopen2(f, where, H5P_DEFAULT) : -1;
-    if (g < 0) return gpt_error("%s: group %s is missing", path, where);
-    H5G_info_t info;
-    H5Gget_info(g, &info);
-    size_t values = 0;
-    int rc = 0;
-    for (hsize_t i = 0; !rc && i < info.nlinks; i++) {
-        char name[GPT_TENSOR_NAME_MAX];
-        H5Lget_name_by_idx(g, ".", H5_INDEX_NAME, H5_ITER_INC, i, name, sizeof name, H5P_DEFAULT);
-        hsize_t dims[2];
-        hid_t d = H5Dopen2(g, name, H5P_DEFAULT), space = d < 0 ? -1 : H5Dget_space(d);
-        int rank = space < 0 ? -1 : H5Sget_simple_extent_ndims(space);
-        if (space >= 0) H5Sclose(space);
-        if (d >= 0) H5Dclose(d);
-        float *v = rank == 1 || rank == 2 ? h5_read_all(path, where, g, name, rank, H5T_NATIVE_FLOAT, sizeof(float), dims) : NULL;
-        if (!v) {
-            rc = rank == 1 || rank == 2 ? -1 : gpt_error("%s: %s/%s is not a 1-D or 2-D tensor", path, where, name);
-            break;
-        }
-        size_t n = rank == 2 ? dims[0] * dims[1] : dims[0];
-        double sq;
-        *bad += bad_values(v, n, !strncmp(where, "/optimizer/v", 12), &sq);
-        values += n;
-        free(v);
-    }
-    H5Gclose(g);
-    if (!rc) printf("  %s: %llu tensors, %zu values\n", where, (unsigned long long)info.nlinks, values);
-    return rc;
+/* The values of a group's tensors that are not finite (or, for second moments, negative). */
+typedef struct {
+    int second_moments;
+    size_t values, bad;
+} GroupCount;
+
+static void count_tensor(void *ctx, const char *name, const float *v, size_t n) {
+    (void)name;
+    GroupCount *c = ctx;
+    double sq;
+    c->bad += bad_values(v, n, c->second_moments, &sq);
+    c->values += n;
 }
 
 /* A fine-tuned model: the task, the head, the model or the adapters with their base. */
@@ -366,18 +268,21 @@ static int inspect_task_model(const char *path) {
 }
 
 /* A LoRA fine-tuning's checkpoint: no model tensors (the base is frozen), the adapters,
- * the head and their moments. */
-static int inspect_adapter_checkpoint(const char *path, hid_t f) {
+ * the head and their moments, each group read whole (so every checksum is verified). */
+static int inspect_adapter_checkpoint(const char *path) {
     if (print_checkpoint_header(path)) return cli_fail("inspect");
     printf("  /model: the configuration only (the frozen base is not copied)\n");
     size_t bad = 0;
     static const char *const groups[] = {"/lora", "/head", "/optimizer/m/lora", "/optimizer/v/lora",
                                          "/optimizer/m/head", "/optimizer/v/head"};
-    for (size_t i = 0; i < sizeof groups / sizeof *groups; i++)
-        if (H5Lexists(f, groups[i][1] == 'o' ? "optimizer" : groups[i] + 1, H5P_DEFAULT) > 0 &&
-            (strncmp(groups[i], "/optimizer", 10) || H5Lexists(f, groups[i] + 1, H5P_DEFAULT) > 0) &&
-            verify_group(path, f, groups[i], &bad))
-            return cli_fail("inspect");
+    for (size_t i = 0; i < sizeof groups / sizeof *groups; i++) {
+        GroupCount c = {.second_moments = !strncmp(groups[i], "/optimizer/v", 12)};
+        long n;
+        int found = ckpt_each_tensor(path, groups[i], count_tensor, &c, &n);
+        if (found < 0) return cli_fail("inspect");
+        if (found) printf("  %s: %ld tensors, %zu values\n", groups[i], n, c.values);
+        bad += c.bad;
+    }
     if (bad) {
         fprintf(stderr, "gpt inspect: %s: %zu non-finite (or negative second-moment) values\n", path, bad);
         return 1;
@@ -386,37 +291,21 @@ static int inspect_adapter_checkpoint(const char *path, hid_t f) {
     return 0;
 }
 
-/* 1 if the checkpoint's /model group holds no tensors (a LoRA fine-tuning's). */
-static int model_group_empty(hid_t f) {
-    if (H5Lexists(f, "model", H5P_DEFAULT) <= 0) return 0;
-    hid_t g = H5Gopen2(f, "model", H5P_DEFAULT);
-    H5G_info_t info;
-    int empty = g >= 0 && H5Gget_info(g, &info) >= 0 && info.nlinks == 0;
-    if (g >= 0) H5Gclose(g);
-    return empty;
-}
-
 int cmd_inspect(int argc, char **argv) {
     const char *expected_tok = NULL;
     int first, rc = cli_parse(&inspect_cmd, argc, argv, &expected_tok, &first);
     if (rc >= 0) return rc;
     const char *path = argv[first];
-    hid_t f = h5_open_read(path);
-    if (f < 0) return cli_fail("inspect");
     char format[32];
-    if (h5_read_format(path, f, format, sizeof format)) {
-        H5Fclose(f);
-        return cli_fail("inspect");
-    }
-    rc = -1;
-    if (!strcmp(format, TOKENIZER_FORMAT) && !expected_tok) rc = inspect_tokenizer(path);
-    else if (!strcmp(format, CORPUS_FORMAT)) rc = inspect_corpus(path, f, expected_tok);
-    else if (!strcmp(format, TASK_FORMAT) && !expected_tok) rc = inspect_task(path);
-    else if (!strcmp(format, TASK_MODEL_FORMAT) && !expected_tok) rc = inspect_task_model(path);
-    else if (!strcmp(format, CKPT_FORMAT) && !expected_tok && model_group_empty(f))
-        rc = inspect_adapter_checkpoint(path, f);
-    H5Fclose(f);
-    if (rc >= 0) return rc;
+    if (h5_file_format(path, format, sizeof format)) return cli_fail("inspect");
+    int checkpoint = !strcmp(format, CKPT_FORMAT);
+    int adapters = checkpoint && !expected_tok ? ckpt_model_is_empty(path) : 0;
+    if (adapters < 0) return cli_fail("inspect");
+    if (!strcmp(format, CORPUS_FORMAT)) return inspect_corpus(path, expected_tok);
     if (expected_tok) return cli_usage_error("inspect", "--tokenizer applies to corpus files only");
-    return inspect_model(path, !strcmp(format, CKPT_FORMAT));
+    if (!strcmp(format, TOKENIZER_FORMAT)) return inspect_tokenizer(path);
+    if (!strcmp(format, TASK_FORMAT)) return inspect_task(path);
+    if (!strcmp(format, TASK_MODEL_FORMAT)) return inspect_task_model(path);
+    if (adapters) return inspect_adapter_checkpoint(path);
+    return inspect_model(path, checkpoint);
 }

@@ -172,3 +172,73 @@ int ckpt_resume(const char *run_dir, const char *resume, const char *cmd, int (*
     if (!from[0] && rank == 0) printf("no checkpoint in %s yet: starting from step 0\n", run_dir);
     return 0;
 }
+
+int ckpt_read_moments(const char *path, const GPT *m, float *m_buf, float *v_buf) {
+    hid_t f = h5_open_read(path);
+    if (f < 0) return -1;
+    int rc = model_tensors_read(path, f, "/optimizer/m", m->tensors, m->n_tensors, m_buf) ||
+                     model_tensors_read(path, f, "/optimizer/v", m->tensors, m->n_tensors, v_buf)
+                 ? -1
+                 : 0;
+    H5Fclose(f);
+    return rc;
+}
+
+int ckpt_model_is_empty(const char *path) {
+    hid_t f = h5_open_read(path);
+    if (f < 0) return -1;
+    H5G_info_t info;
+    hid_t g = H5Lexists(f, "model", H5P_DEFAULT) > 0 ? H5Gopen2(f, "model", H5P_DEFAULT) : -1;
+    int empty = g >= 0 && H5Gget_info(g, &info) >= 0 && info.nlinks == 0;
+    if (g >= 0) H5Gclose(g);
+    H5Fclose(f);
+    return empty;
+}
+
+/* 1 if every group on the way to `where` ("/a/b") exists. */
+static int group_exists(hid_t f, const char *where) {
+    char part[256];
+    for (const char *slash = strchr(where + 1, '/');; slash = strchr(slash + 1, '/')) {
+        size_t len = slash ? (size_t)(slash - where) : strlen(where);
+        if (len >= sizeof part) return 0;
+        memcpy(part, where, len);
+        part[len] = '\0';
+        if (H5Lexists(f, part, H5P_DEFAULT) <= 0) return 0;
+        if (!slash) return 1;
+    }
+}
+
+int ckpt_each_tensor(const char *path, const char *where, void (*each)(void *ctx, const char *name, const float *v,
+                                                                        size_t n),
+                     void *ctx, long *n_tensors) {
+    hid_t f = h5_open_read(path);
+    if (f < 0) return -1;
+    hid_t g = group_exists(f, where) ? H5Gopen2(f, where, H5P_DEFAULT) : -1;
+    if (g < 0) {
+        H5Fclose(f);
+        return 0;
+    }
+    H5G_info_t info;
+    int rc = H5Gget_info(g, &info) < 0 ? gpt_error("%s: cannot list %s", path, where) : 0;
+    for (hsize_t i = 0; !rc && i < info.nlinks; i++) {
+        char name[GPT_TENSOR_NAME_MAX];
+        hsize_t dims[2];
+        H5Lget_name_by_idx(g, ".", H5_INDEX_NAME, H5_ITER_INC, i, name, sizeof name, H5P_DEFAULT);
+        hid_t d = H5Dopen2(g, name, H5P_DEFAULT), space = d < 0 ? -1 : H5Dget_space(d);
+        int rank = space < 0 ? -1 : H5Sget_simple_extent_ndims(space);
+        if (space >= 0) H5Sclose(space);
+        if (d >= 0) H5Dclose(d);
+        if (rank != 1 && rank != 2) {
+            rc = gpt_error("%s: %s/%s is not a 1-D or 2-D tensor", path, where, name);
+            break;
+        }
+        float *v = h5_read_all(path, where, g, name, rank, H5T_NATIVE_FLOAT, sizeof(float), dims);
+        if (!v) rc = -1;
+        else each(ctx, name, v, rank == 2 ? dims[0] * dims[1] : dims[0]);
+        free(v);
+    }
+    *n_tensors = (long)info.nlinks;
+    H5Gclose(g);
+    H5Fclose(f);
+    return rc ? -1 : 1;
+}

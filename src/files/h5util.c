@@ -349,6 +349,14 @@ int h5_read_format(const char *path, hid_t f, char *buf, size_t size) {
     return has ? h5_read_attr_string(path, "", f, "format", buf, size) : 0;
 }
 
+int h5_file_format(const char *path, char *buf, size_t size) {
+    hid_t f = h5_open_read(path);
+    if (f < 0) return -1;
+    int rc = h5_read_format(path, f, buf, size);
+    H5Fclose(f);
+    return rc;
+}
+
 int h5_expect_format(const char *path, hid_t f, const char *expected, const char *what) {
     char format[64];
     if (h5_read_format(path, f, format, sizeof format)) return -1;
