@@ -14,18 +14,18 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/rng.h"
+#include "base/util.h"
 #include "cpu/blas.h"
 #include "files/data.h"
-#include "run/finetune.h"
+#include "files/h5util.h"
+#include "files/model_file.h"
 #include "model/head.h"
 #include "model/lora.h"
-#include "base/rng.h"
-#include "text/task.h"
-#include "files/model_file.h"
-#include "files/h5util.h"
 #include "model/model.h"
 #include "model/optim.h"
-#include "base/util.h"
+#include "run/finetune.h"
+#include "text/task.h"
 
 static int die(void) {
     fprintf(stderr, "oracle: %s\n", gpt_last_error());
@@ -275,7 +275,8 @@ int main(int argc, char **argv) {
     blas_select_core(argv); /* test the kernels users get */
     H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
     if (argc >= 2 && !strcmp(argv[1], "task") && (argc == 6 || argc == 9)) return task(argc, argv);
-    if (argc == 6 && precision_parse(argv[5], &precision))
+    if (argc == 6 && !strcmp(argv[5], precision_name(PRECISION_BF16))) precision = PRECISION_BF16;
+    else if (argc == 6 && strcmp(argv[5], precision_name(PRECISION_FP32)))
         return gpt_error("precision '%s': expected fp32 or bf16", argv[5]), die();
     if (precision == PRECISION_BF16 && bf16_path_select()) return die();
     if (argc != 5 && argc != 6) {

@@ -20,11 +20,11 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "files/checkpoint.h"
-#include "model/config.h"
-#include "dist/dist.h"
 #include "base/rng.h"
 #include "base/util.h"
+#include "dist/dist.h"
+#include "files/checkpoint.h"
+#include "model/config.h"
 
 static int plain_write(const char *path, const float *const parts[3], size_t n) {
     int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);

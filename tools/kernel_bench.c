@@ -13,10 +13,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "cpu/blas.h"
-#include "cpu/kernels.h"
 #include "base/rng.h"
 #include "base/util.h"
+#include "cpu/blas.h"
+#include "cpu/kernels.h"
 
 enum { B = 4, T = 512, C = 768, H = 12, F = 3072, V = 40478, N = B * T, HEAD_ROWS = 207 };
 

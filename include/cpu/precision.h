@@ -23,9 +23,9 @@
 
 typedef enum { PRECISION_FP32 = 0, PRECISION_BF16 = 1 } Precision;
 
+/* The precisions' names in Precision's order, NULL-terminated (the command line's choices). */
+extern const char *const precision_names[];
 const char *precision_name(Precision p);
-/* "fp32" or "bf16"; -1 otherwise. */
-int precision_parse(const char *s, Precision *out);
 
 typedef enum { BF16_EMULATED, BF16_ONEDNN } Bf16Path;
 

@@ -14,8 +14,8 @@
 
 #include <stdint.h>
 
-#include "model/model.h"
 #include "files/tokenizer_file.h"
+#include "model/model.h"
 
 
 /* tok (may be NULL) is written as /tokenizer, so that the file alone can encode and

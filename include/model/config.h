@@ -28,6 +28,8 @@ typedef struct {
 int config_preset(const char *name, GPTConfig *out);
 /* 0 if the configuration can be built, else -1 naming the offending field. */
 int config_validate(const GPTConfig *c);
+/* The LayerNorm placements' names in GPTLayerNorm's order, NULL-terminated. */
+extern const char *const config_ln_names[];
 const char *config_ln_name(GPTLayerNorm ln);
 int config_parse_ln(const char *s, GPTLayerNorm *out);
 void config_print(FILE *f, const GPTConfig *c);

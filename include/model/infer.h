@@ -9,8 +9,8 @@
 #ifndef GPT_INFER_H
 #define GPT_INFER_H
 
-#include "model/model.h"
 #include "base/rng.h"
+#include "model/model.h"
 
 typedef struct {
     int len;                  /* positions cached */

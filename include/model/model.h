@@ -20,8 +20,8 @@
 
 #include <stddef.h>
 #include <stdint.h>
-#include "model/config.h"
 #include "cpu/precision.h"
+#include "model/config.h"
 
 typedef struct {
     float *ln_1_w, *ln_1_b;          /* (C) */

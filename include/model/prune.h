@@ -22,8 +22,8 @@
 
 typedef enum { PRUNE_GLOBAL, PRUNE_LAYER } PruneScope;
 
-/* "global" or "layer"; -1 with gpt_error() naming the accepted values otherwise. */
-int prune_scope_parse(const char *s, PruneScope *out);
+/* The scopes' names in PruneScope's order, NULL-terminated (the command line's choices). */
+extern const char *const prune_scope_names[];
 const char *prune_scope_name(PruneScope s);
 
 /* 1 for the four weight matrices of a block, 0 for every other tensor. */

@@ -18,12 +18,12 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "files/data.h"
+#include "files/task_file.h"
 #include "model/head.h"
 #include "model/model.h"
 #include "model/optim.h"
 #include "run/run.h"
-#include "files/data.h"
-#include "files/task_file.h"
 
 typedef struct {
     const char *init;         /* model file or checkpoint to start from */

@@ -31,10 +31,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "cpu/precision.h"
 #include "files/checkpoint.h"
 #include "files/checkpoint_writer.h"
 #include "model/optim.h"
-#include "cpu/precision.h"
 
 /* How a training command runs, checkpoints and stops (gpt train and gpt finetune take
  * the same options for these; cli/options.c parses them). */

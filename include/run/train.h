@@ -19,8 +19,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "model/config.h"
 #include "files/data.h"
+#include "model/config.h"
 #include "model/model.h"
 #include "model/optim.h"
 #include "run/run.h"

@@ -24,6 +24,8 @@
 #include "model/task_kind.h"
 #include "text/tokenizer.h"
 
+/* The tasks' names in TaskType's order, NULL-terminated (the command line's choices). */
+extern const char *const task_type_names[];
 /* "classify", "entail", "similar", "choice"; -1 with gpt_error() for another name. */
 int task_type_parse(const char *name, TaskType *out);
 const char *task_type_name(TaskType t);

@@ -7,14 +7,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-#include "cpu/blas.h"
-#include "cli/cli.h"
-#include "model/config.h"
-#include "cpu/kernels.h"
-#include "model/model.h"
-#include "model/optim.h"
 #include "base/rng.h"
 #include "base/util.h"
+#include "cli/cli.h"
+#include "cpu/blas.h"
+#include "cpu/kernels.h"
+#include "model/config.h"
+#include "model/model.h"
+#include "model/optim.h"
 
 typedef struct {
     ConfigArgs model;

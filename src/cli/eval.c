@@ -3,12 +3,12 @@
 #include <math.h>
 #include <stdio.h>
 
-#include "cpu/blas.h"
-#include "cli/cli.h"
-#include "dist/dist.h"
-#include "files/model_file.h"
 #include "run/eval.h"
 #include "base/util.h"
+#include "cli/cli.h"
+#include "cpu/blas.h"
+#include "dist/dist.h"
+#include "files/model_file.h"
 
 const char *const cli_split_names[] = {"train", "val", NULL}; /* SPLIT_TRAIN, SPLIT_VAL */
 

@@ -10,13 +10,13 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "cpu/blas.h"
-#include "text/choice.h"
-#include "cli/cli.h"
-#include "dist/dist.h"
-#include "files/model_file.h"
 #include "base/atomic.h"
 #include "base/util.h"
+#include "cli/cli.h"
+#include "cpu/blas.h"
+#include "dist/dist.h"
+#include "files/model_file.h"
+#include "text/choice.h"
 
 typedef struct {
     const char *model, *tok_path, *data, *shots_from, *separator, *predictions;

@@ -6,12 +6,12 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "base/util.h"
 #include "cli/cli.h"
 #include "files/h5util.h"
+#include "files/model_file.h"
 #include "interop/gguf_model.h"
 #include "interop/hf.h"
-#include "files/model_file.h"
-#include "base/util.h"
 
 /* A model file's language model; a LoRA fine-tuning holds only adapters and is refused by name. */
 static GPT *load_language_model(const char *path) {

@@ -6,19 +6,19 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "cpu/blas.h"
-#include "cli/cli.h"
-#include "files/data.h"
-#include "dist/dist.h"
 #include "run/finetune.h"
-#include "run/task_metrics.h"
+#include "base/util.h"
+#include "cli/cli.h"
+#include "cpu/blas.h"
+#include "dist/dist.h"
+#include "files/data.h"
 #include "files/h5util.h"
-#include "model/lora.h"
 #include "files/model_file.h"
 #include "files/task_file.h"
 #include "files/task_model.h"
+#include "model/lora.h"
+#include "run/task_metrics.h"
 #include "run/train.h"
-#include "base/util.h"
 
 typedef struct {
     FinetuneOptions f;

@@ -6,12 +6,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/util.h"
+#include "cli/cli.h"
 #include "cpu/blas.h"
 #include "files/model_file.h"
-#include "cli/cli.h"
 #include "model/infer.h"
 #include "text/tokenizer.h"
-#include "base/util.h"
 
 int cli_load_lm(const char *model, const char *tok_path, Precision precision, GPT **m, Tokenizer **t) {
     *t = NULL;

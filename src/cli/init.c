@@ -1,11 +1,11 @@
 /* init.c: `gpt init`, a model file with GPT-1's initialisation. */
 #include <stdio.h>
 
-#include "files/model_file.h"
+#include "base/util.h"
 #include "cli/cli.h"
+#include "files/model_file.h"
 #include "model/config.h"
 #include "model/model.h"
-#include "base/util.h"
 
 typedef struct {
     ConfigArgs model;

@@ -2,11 +2,11 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "cpu/blas.h"
-#include "cpu/kernels.h"
-#include "cli/cli.h"
 #include "base/util.h"
 #include "base/version.h"
+#include "cli/cli.h"
+#include "cpu/blas.h"
+#include "cpu/kernels.h"
 
 typedef struct {
     const char *name;

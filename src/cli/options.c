@@ -266,7 +266,6 @@ static int config_store(void *dst, const CliOpt *o, const char *arg, double v) {
     return config_args_add(dst, o->id, v);
 }
 
-static const char *const ln_names[] = {"post", "pre", NULL}; /* GPTLayerNorm's order */
 
 #define DIM(flag, field, what) \
     {.name = flag, .kind = CLI_INT, .flags = CLI_MIN | CLI_MAX, .min = 1, .max = CONFIG_MAX_DIM, .metavar = "N", \
@@ -285,7 +284,7 @@ const CliOpt cli_config_opts[] = {
     DIM("vocab", CONFIG_OPT_VOCAB, "vocabulary size"),
     {.name = "n-ffn", .kind = CLI_INT, .flags = CLI_MIN | CLI_MAX, .min = 1, .max = CONFIG_MAX_DIM, .metavar = "N",
      .help = "feed-forward width", .dflt = "4 n_embd", .store = config_store, .id = CONFIG_OPT_N_FFN},
-    {.name = "ln", .kind = CLI_CHOICE, .choices = ln_names, .metavar = "post|pre",
+    {.name = "ln", .kind = CLI_CHOICE, .choices = config_ln_names, .metavar = "post|pre",
      .help = "LayerNorm placement (post: GPT-1's)", .store = config_store, .id = CONFIG_OPT_LN},
     {.name = "ln-eps", .kind = CLI_FLOAT, .flags = CLI_MIN | CLI_MIN_OPEN, .metavar = "E", .help = "LayerNorm epsilon",
      .store = config_store, .id = CONFIG_OPT_LN_EPS},
@@ -295,7 +294,6 @@ const CliOpt cli_config_opts[] = {
     PROB("dropout-attn", CONFIG_OPT_DROPOUT_ATTN, "dropout on the attention probabilities"),
     CLI_END};
 
-static const char *const precision_names[] = {"fp32", "bf16", NULL}; /* Precision's order */
 
 const CliOpt cli_precision_opts[] = {
     {.name = "precision", .kind = CLI_CHOICE, .choices = precision_names, .metavar = "fp32|bf16",

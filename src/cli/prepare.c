@@ -3,10 +3,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "cli/cli.h"
-#include "files/corpus.h"
-#include "dist/dist.h"
 #include "base/util.h"
+#include "cli/cli.h"
+#include "dist/dist.h"
+#include "files/corpus.h"
 
 typedef struct {
     const char *tok, *out, *list;

@@ -4,25 +4,24 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#include "base/util.h"
 #include "cli/cli.h"
 #include "files/h5util.h"
 #include "files/model_file.h"
 #include "files/task_file.h"
-#include "base/util.h"
 
 typedef struct {
     TaskPrepare p;
     const char *tok_path, *out;
 } PrepareTaskArgs;
 
-static const char *const task_names[] = {"classify", "entail", "similar", "choice", NULL}; /* TaskType's order */
 
 #define T(field) offsetof(PrepareTaskArgs, p.field)
 
 static const CliOpt prepare_task_opts[] = {
     {.name = "tokenizer", .kind = CLI_STRING, .offset = offsetof(PrepareTaskArgs, tok_path), .flags = CLI_REQUIRED,
      .metavar = "TOK.h5|MODEL.h5", .help = "the tokenizer (a model's or checkpoint's also bounds --n-ctx)"},
-    {.name = "task", .kind = CLI_CHOICE, .offset = T(type), .choices = task_names, .flags = CLI_REQUIRED,
+    {.name = "task", .kind = CLI_CHOICE, .offset = T(type), .choices = task_type_names, .flags = CLI_REQUIRED,
      .metavar = "classify|entail|similar|choice", .help = "how records become sequences (below)"},
     {.name = "out", .kind = CLI_STRING, .offset = offsetof(PrepareTaskArgs, out), .flags = CLI_REQUIRED,
      .metavar = "TASK.h5", .help = "the task file written"},

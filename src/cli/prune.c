@@ -8,13 +8,13 @@
 #include <math.h>
 #include <stdio.h>
 
+#include "model/prune.h"
+#include "base/util.h"
 #include "cli/cli.h"
 #include "dist/dist.h"
 #include "files/h5util.h"
 #include "files/model_file.h"
-#include "model/prune.h"
 #include "text/tokenizer.h"
-#include "base/util.h"
 
 typedef struct {
     const char *model, *out, *data;
@@ -23,7 +23,6 @@ typedef struct {
     long windows;
 } PruneArgs;
 
-static const char *const scope_names[] = {"global", "layer", NULL}; /* PruneScope's order */
 
 static const CliOpt prune_opts[] = {
     {.name = "model", .kind = CLI_STRING, .offset = offsetof(PruneArgs, model), .flags = CLI_REQUIRED,
@@ -33,7 +32,7 @@ static const CliOpt prune_opts[] = {
      .help = "the fraction of the prunable weights set to zero"},
     {.name = "out", .kind = CLI_STRING, .offset = offsetof(PruneArgs, out), .flags = CLI_REQUIRED,
      .metavar = "PRUNED.h5", .help = "the pruned model"},
-    {.name = "scope", .kind = CLI_CHOICE, .offset = offsetof(PruneArgs, scope), .choices = scope_names,
+    {.name = "scope", .kind = CLI_CHOICE, .offset = offsetof(PruneArgs, scope), .choices = prune_scope_names,
      .metavar = "global|layer", .help = "rank all the matrices together, or prune each to S"},
     {.name = "data", .kind = CLI_STRING, .offset = offsetof(PruneArgs, data), .metavar = "CORPUS.h5",
      .help = "evaluate before and after on this corpus, as gpt eval does"},

@@ -3,11 +3,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "text/bpe_train.h"
-#include "cli/cli.h"
 #include "base/hashmap.h"
-#include "files/tokenizer_file.h"
 #include "base/util.h"
+#include "cli/cli.h"
+#include "files/tokenizer_file.h"
+#include "text/bpe_train.h"
 
 static const char help_tokenizer[] =
     "usage: gpt tokenizer train [OPTIONS] FILES...\n"

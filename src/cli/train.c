@@ -2,16 +2,16 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "cpu/blas.h"
-#include "files/model_file.h"
-#include "cli/cli.h"
-#include "model/config.h"
-#include "files/data.h"
-#include "dist/dist.h"
-#include "dist/gradsync.h"
-#include "run/eval.h"
 #include "run/train.h"
 #include "base/util.h"
+#include "cli/cli.h"
+#include "cpu/blas.h"
+#include "dist/dist.h"
+#include "dist/gradsync.h"
+#include "files/data.h"
+#include "files/model_file.h"
+#include "model/config.h"
+#include "run/eval.h"
 
 typedef struct {
     TrainOptions t;

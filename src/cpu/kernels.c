@@ -18,8 +18,8 @@
 #include <omp.h>
 #include <string.h>
 
-#include "cpu/kernel_set.h"
 #include "base/rng.h"
+#include "cpu/kernel_set.h"
 
 #ifndef KERNEL_ISA
 #error "build with -DKERNEL_ISA=avx2 or -DKERNEL_ISA=avx512 (see the Makefile)"

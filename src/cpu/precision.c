@@ -7,19 +7,14 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/util.h"
 #include "cpu/blas.h"
 #include "cpu/kernels.h"
 #include "cpu/onednn.h"
-#include "base/util.h"
 
-const char *precision_name(Precision p) { return p == PRECISION_BF16 ? "bf16" : "fp32"; }
+const char *const precision_names[] = {"fp32", "bf16", NULL};
 
-int precision_parse(const char *s, Precision *out) {
-    if (!strcmp(s, "fp32")) *out = PRECISION_FP32;
-    else if (!strcmp(s, "bf16")) *out = PRECISION_BF16;
-    else return -1;
-    return 0;
-}
+const char *precision_name(Precision p) { return precision_names[p]; }
 
 static int chosen; /* 0: not yet, else 1 + Bf16Path */
 static char description[128];

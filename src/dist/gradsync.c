@@ -8,12 +8,12 @@
 #include <string.h>
 #include <time.h>
 
-#include "dist/dist.h"
+#include "base/util.h"
 #include "cpu/kernels.h"
+#include "dist/dist.h"
+#include "dist/watchdog.h"
 #include "model/model.h"
 #include "model/shard.h"
-#include "base/util.h"
-#include "dist/watchdog.h"
 
 typedef struct {
     size_t offset, count; /* floats; it starts once the gradients from offset on are final */

@@ -29,10 +29,10 @@
 #include "base/atomic.h"
 #include "base/stop.h"
 #include "base/util.h"
+#include "corpus_parts.h"
 #include "dist/dist.h"
 #include "files/h5util.h"
 #include "files/tokenizer_file.h"
-#include "corpus_parts.h"
 
 /* The least data a round may hold, whatever --max-memory leaves after the program itself. */
 #define MIN_ROUND_BUDGET ((double)(1 << 20))

@@ -8,12 +8,12 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "files/h5util.h"
-#include "dist/dist.h"
 #include "base/rng.h"
-#include "files/tokenizer_file.h"
 #include "base/util.h"
+#include "dist/dist.h"
 #include "files/formats.h"
+#include "files/h5util.h"
+#include "files/tokenizer_file.h"
 
 /* HDF5 checks a chunk's checksum whenever it reads it; keeping recently read chunks
  * (64 Ki tokens each) avoids doing that twice for neighbouring windows. */

@@ -10,11 +10,11 @@
 #include <string.h>
 
 #include "base/atomic.h"
-#include "files/h5util.h"
-#include "model/shard.h"
 #include "base/util.h"
 #include "base/version.h"
 #include "files/formats.h"
+#include "files/h5util.h"
+#include "model/shard.h"
 
 
 int model_config_write_h5(int64_t g, const GPTConfig *c) {

@@ -9,10 +9,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "files/h5util.h"
-#include "files/model_file.h"
 #include "base/util.h"
 #include "files/formats.h"
+#include "files/h5util.h"
+#include "files/model_file.h"
 
 
 typedef struct {

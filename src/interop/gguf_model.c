@@ -11,10 +11,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "interop/gguf.h"
 #include "interop/gguf_model.h"
-#include "interop/staged.h"
 #include "base/util.h"
+#include "interop/gguf.h"
+#include "interop/staged.h"
 
 enum { TOKEN_NORMAL = 1, TOKEN_CONTROL = 3, TOKEN_UNUSED = 5 }; /* gguf-py TokenType */
 enum { FILE_ALL_F32 = 0, FILE_MOSTLY_F16 = 1 };                 /* LlamaFileType */

@@ -15,12 +15,12 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "model/config.h"
-#include "files/tokenizer_file.h"
 #include "interop/hf.h"
+#include "base/util.h"
+#include "files/tokenizer_file.h"
 #include "interop/safetensors.h"
 #include "interop/staged.h"
-#include "base/util.h"
+#include "model/config.h"
 
 #define HF_PREFIX "transformer."
 #define NAME_MAX_LEN (GPT_TENSOR_NAME_MAX + 32)

@@ -27,13 +27,14 @@ int config_preset(const char *name, GPTConfig *out) {
     return gpt_error("unknown model preset '%s' (expected gpt1, small or tiny)", name);
 }
 
-const char *config_ln_name(GPTLayerNorm ln) { return ln == GPT_LN_PRE ? "pre" : "post"; }
+const char *const config_ln_names[] = {"post", "pre", NULL};
+
+const char *config_ln_name(GPTLayerNorm ln) { return config_ln_names[ln]; }
 
 int config_parse_ln(const char *s, GPTLayerNorm *out) {
-    if (strcmp(s, "post") == 0) *out = GPT_LN_POST;
-    else if (strcmp(s, "pre") == 0) *out = GPT_LN_PRE;
-    else return gpt_error("ln: expected 'post' or 'pre', got '%s'", s);
-    return 0;
+    for (int ln = GPT_LN_POST; ln <= GPT_LN_PRE; ln++)
+        if (!strcmp(s, config_ln_names[ln])) return *out = (GPTLayerNorm)ln, 0;
+    return gpt_error("ln: expected 'post' or 'pre', got '%s'", s);
 }
 
 static int check_size(const char *field, int v) {

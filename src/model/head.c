@@ -7,9 +7,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "cpu/kernels.h"
 #include "base/rng.h"
 #include "base/util.h"
+#include "cpu/kernels.h"
 
 TaskHead *head_create(TaskType type, LabelKind kind, int n_classes, int C, int max_seqs) {
     TaskHead *h = xcalloc(1, sizeof *h);

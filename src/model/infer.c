@@ -10,9 +10,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/util.h"
 #include "cpu/blas.h"
 #include "cpu/kernels.h"
-#include "base/util.h"
 
 GPTCache *cache_create(const GPTConfig *cfg) {
     GPTCache *c = xcalloc(1, sizeof *c);

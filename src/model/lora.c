@@ -8,9 +8,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "cpu/kernels.h"
 #include "base/rng.h"
 #include "base/util.h"
+#include "cpu/kernels.h"
 
 static const char *const site_name[LORA_SITES] = {"attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj"};
 

@@ -14,11 +14,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/rng.h"
+#include "base/util.h"
 #include "cpu/blas.h"
 #include "cpu/kernels.h"
 #include "model/lora.h"
-#include "base/rng.h"
-#include "base/util.h"
 
 /* Logits chunk of the vocabulary projection: at most this many floats. */
 #define HEAD_CHUNK_FLOATS (1u << 23)

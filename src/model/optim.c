@@ -4,8 +4,8 @@
 #include <math.h>
 #include <stdlib.h>
 
-#include "cpu/kernels.h"
 #include "base/util.h"
+#include "cpu/kernels.h"
 
 OptimConfig optim_defaults(long total_steps) {
     OptimConfig c = {.lr = 2.5e-4f, .min_lr = 0.0f, .warmup = 2000, .total_steps = total_steps,

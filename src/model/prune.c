@@ -14,14 +14,9 @@
 
 #include "base/util.h"
 
-int prune_scope_parse(const char *s, PruneScope *out) {
-    if (!strcmp(s, "global")) *out = PRUNE_GLOBAL;
-    else if (!strcmp(s, "layer")) *out = PRUNE_LAYER;
-    else return gpt_error("unknown pruning scope '%s' (expected global or layer)", s);
-    return 0;
-}
+const char *const prune_scope_names[] = {"global", "layer", NULL};
 
-const char *prune_scope_name(PruneScope s) { return s == PRUNE_LAYER ? "layer" : "global"; }
+const char *prune_scope_name(PruneScope s) { return prune_scope_names[s]; }
 
 int prune_is_prunable(const GPTTensor *t) {
     static const char *const suffixes[] = {".attn.c_attn.weight", ".attn.c_proj.weight", ".mlp.c_fc.weight",

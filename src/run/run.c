@@ -9,13 +9,13 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "cpu/blas.h"
-#include "dist/dist.h"
-#include "files/run_layout.h"
-#include "run/run_dir.h"
 #include "base/stop.h"
 #include "base/util.h"
+#include "cpu/blas.h"
+#include "dist/dist.h"
 #include "dist/watchdog.h"
+#include "files/run_layout.h"
+#include "run/run_dir.h"
 
 /* ---- signals and the clock ---- */
 

@@ -11,15 +11,15 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/util.h"
+#include "base/version.h"
 #include "cpu/blas.h"
-#include "files/checkpoint.h"
 #include "dist/dist.h"
 #include "dist/gradsync.h"
+#include "files/checkpoint.h"
 #include "files/model_file.h"
 #include "model/shard.h"
 #include "run/eval.h"
-#include "base/util.h"
-#include "base/version.h"
 
 /* The corpora of a blend with their weights and windows, for config.json. */
 static json_t *blend_json(const Blend *b, const int64_t *eval_windows) {

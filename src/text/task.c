@@ -17,18 +17,18 @@
 
 #include "base/util.h"
 
-static const char *const type_names[TASK_N] = {"classify", "entail", "similar", "choice"};
+const char *const task_type_names[TASK_N + 1] = {"classify", "entail", "similar", "choice", NULL};
 static const char *const kind_names[] = {"class", "real", "choice"};
 const char *const task_fields[TASK_N][2] = {
     {"text", NULL}, {"premise", "hypothesis"}, {"text_a", "text_b"}, {"context", NULL}};
 
 int task_type_parse(const char *name, TaskType *out) {
     for (int t = 0; t < TASK_N; t++)
-        if (!strcmp(name, type_names[t])) return *out = (TaskType)t, 0;
+        if (!strcmp(name, task_type_names[t])) return *out = (TaskType)t, 0;
     return gpt_error("unknown task '%s' (expected classify, entail, similar or choice)", name);
 }
 
-const char *task_type_name(TaskType t) { return t >= 0 && t < TASK_N ? type_names[t] : "?"; }
+const char *task_type_name(TaskType t) { return t >= 0 && t < TASK_N ? task_type_names[t] : "?"; }
 
 int task_n_fields(TaskType t) { return task_fields[t][1] ? 2 : 1; }
 
@@ -57,7 +57,7 @@ static int check_options(Reader *r, const TaskPrepare *opt, TaskInfo *info) {
     int need = opt->type == TASK_CLASSIFY ? 3 : 5; /* the special tokens and a token a piece */
     if (opt->n_ctx < need)
         return gpt_error("n_ctx %d is too small for %s: a sequence needs at least %d tokens", opt->n_ctx,
-                         type_names[opt->type], need);
+                         task_type_names[opt->type], need);
     if (opt->type == TASK_CHOICE && (opt->n_classes || opt->label_names))
         return gpt_error("choice labels are the index of the right answer: classes and label names do not apply");
     if (opt->n_classes == 1 || opt->n_classes < 0)

@@ -10,9 +10,9 @@
 
 #include <cmocka.h>
 
-#include "text/bpe_train.h"
 #include "base/rng.h"
 #include "base/util.h"
+#include "text/bpe_train.h"
 
 /* Occurrences of (a, b) in t[0 .. n), found left to right without overlap. */
 static uint64_t ref_occurrences(const int32_t *t, size_t n, int32_t a, int32_t b) {

@@ -11,8 +11,8 @@
 
 #include <cmocka.h>
 
-#include "text/choice.h"
 #include "base/util.h"
+#include "text/choice.h"
 
 static ChoicePromptOptions options(ChoiceSet *pool, int shots, int pool_is_data) {
     return (ChoicePromptOptions){.shots = shots, .pool = pool, .pool_is_data = pool_is_data, .seed = 7, .n_ctx = 64};

@@ -11,8 +11,8 @@
 
 #include <cmocka.h>
 
-#include "files/data.h"
 #include "base/util.h"
+#include "files/data.h"
 
 static void every_window_once_per_epoch(void **state) {
     (void)state;

@@ -10,14 +10,14 @@
 
 #include <cmocka.h>
 
+#include "base/rng.h"
+#include "base/util.h"
 #include "model/config.h"
-#include "run/finetune.h"
-#include "run/task_metrics.h"
 #include "model/lora.h"
 #include "model/model.h"
 #include "model/optim.h"
-#include "base/rng.h"
-#include "base/util.h"
+#include "run/finetune.h"
+#include "run/task_metrics.h"
 
 static void accuracy_counts_exact_matches(void **state) {
     (void)state;

@@ -14,9 +14,9 @@
 
 #include "kernel_sets.h"
 
-#include "model/model.h"
 #include "base/rng.h"
 #include "base/util.h"
+#include "model/model.h"
 
 /* Weights large enough that attention is far from uniform and LayerNorm gains and
  * biases matter, so every branch of the backward pass carries signal. */

@@ -17,9 +17,9 @@
 
 #include <cmocka.h>
 
-#include "files/h5util.h"
 #include "base/rng.h"
 #include "base/util.h"
+#include "files/h5util.h"
 
 enum { N_CASES = 7 };
 static const size_t sizes[N_CASES] = {1 << 20, 720 * 1000, 720 * 1000, 1 << 16, 1, 723, 2 * 359 + 1};

@@ -10,8 +10,8 @@
 
 #include <cmocka.h>
 
-#include "model/infer.h"
 #include "base/util.h"
+#include "model/infer.h"
 
 static void randomise(GPT *m, uint64_t seed) {
     Rng r;

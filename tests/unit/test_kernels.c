@@ -13,14 +13,14 @@
 
 #include "kernel_sets.h"
 
-#include "cpu/blas.h"
-#include "model/infer.h"
-#include "cpu/kernels.h"
-#include "model/optim.h"
-#include "model/config.h"
-#include "model/model.h"
 #include "base/rng.h"
 #include "base/util.h"
+#include "cpu/blas.h"
+#include "cpu/kernels.h"
+#include "model/config.h"
+#include "model/infer.h"
+#include "model/model.h"
+#include "model/optim.h"
 
 static void exp_and_tanh_accuracy(void **state) {
     (void)state;

@@ -11,12 +11,12 @@
 
 #include <cmocka.h>
 
+#include "base/util.h"
+#include "files/model_file.h"
 #include "model/config.h"
 #include "model/model.h"
-#include "files/model_file.h"
 #include "model/optim.h"
 #include "model/shard.h"
-#include "base/util.h"
 
 static void schedule_warms_up_then_decays(void **state) {
     (void)state;

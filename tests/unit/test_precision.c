@@ -14,11 +14,11 @@
 
 #include "kernel_sets.h"
 
+#include "base/rng.h"
+#include "base/util.h"
 #include "cpu/kernels.h"
 #include "cpu/onednn.h"
 #include "cpu/precision.h"
-#include "base/rng.h"
-#include "base/util.h"
 
 static float from_bits(uint32_t u) { float f; memcpy(&f, &u, sizeof f); return f; }
 static uint32_t to_bits(float f) { uint32_t u; memcpy(&u, &f, sizeof u); return u; }

@@ -13,8 +13,8 @@
 
 #include "base/hashmap.h"
 #include "base/rng.h"
-#include "text/tokenizer.h"
 #include "base/util.h"
+#include "text/tokenizer.h"
 
 static void hashmap_put_get_grow_and_duplicates(void **state) {
     (void)state;
