@@ -104,13 +104,10 @@ static const char *run_evidence(const char *out, char *buf, size_t size) {
 static int cut_metrics(const char *path, long step) {
     if (access(path, F_OK)) return 0; /* none yet */
     JsonlReader *in = jsonl_open(path, NULL, JSONL_SKIP_BAD);
-    if (!in) return -1;
-    char tmp[PATH_MAX + 8];
-    snprintf(tmp, sizeof tmp, "%s.tmp", path);
-    FILE *out = fopen(tmp, "w");
-    if (!out) {
+    AtomicFile out;
+    if (!in || atomic_open(&out, path)) {
         jsonl_close(in);
-        return gpt_error("%s: cannot create: %s", tmp, strerror(errno));
+        return -1;
     }
     json_t *j;
     int rc;
@@ -118,14 +115,15 @@ static int cut_metrics(const char *path, long step) {
         json_t *s = json_object_get(j, "step");
         size_t len;
         const char *line = jsonl_text(in, &len);
-        if (json_is_integer(s) && json_integer_value(s) <= step) fwrite(line, 1, len, out), fputc('\n', out);
+        if (json_is_integer(s) && json_integer_value(s) <= step) fwrite(line, 1, len, out.f), fputc('\n', out.f);
         json_decref(j);
     }
     jsonl_close(in);
-    int bad = ferror(out) | fclose(out);
-    if (rc < 0) return remove(tmp), -1;
-    if (bad || rename(tmp, path)) return gpt_error("%s: cannot rewrite: %s", path, strerror(errno));
-    return 0;
+    if (rc < 0) {
+        atomic_abort(&out);
+        return -1;
+    }
+    return atomic_commit(&out);
 }
 
 int run_dir_prepare(const char *out, int resuming, json_t *config, long resumed_step) {
