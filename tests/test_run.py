@@ -7,7 +7,8 @@
   * --overwrite leaves nothing of the old run that a resume or a prune could take for
     the new one's, and contradicts --resume;
   * a start that failed before its first step does not block the next attempt;
-  * an --out that is a regular file is "not a directory";
+  * an --out that is a regular file is "not a directory"; a lock that is a symlink (or
+    anything but a regular file) is refused, its target untouched;
   * rank 0 failing to write model.h5 is one error and a non-zero exit on every rank,
     not a hang (the fine-tuning twin is in tests/test_finetune.py);
   * a checkpoint holding a non-finite value is not resumed from: --resume auto falls
@@ -114,6 +115,24 @@ def test_out_that_is_a_file(gpt_bin, tiny_corpus, workdir):
     proc = sh(train_args(gpt_bin, tiny_corpus["corpus"], out, 2), check=False, timeout=60)
     assert proc.returncode != 0 and f"{out}: not a directory" in proc.stderr, proc.stderr
     assert out.read_text() == "not a directory\n"
+
+
+@pytest.mark.parametrize("kind", ["symlink", "fifo"])
+def test_a_lock_that_is_not_a_regular_file_is_refused(gpt_bin, tiny_corpus, workdir, kind):
+    """A symlinked lock is not followed (its target would be truncated and overwritten),
+    nor is any lock that is not a regular file used."""
+    out, victim = workdir / "run", workdir / "victim.txt"
+    out.mkdir()
+    victim.write_text("precious\n")
+    if kind == "symlink":
+        (out / "lock").symlink_to(victim)
+    else:
+        os.mkfifo(out / "lock")
+    proc = sh(train_args(gpt_bin, tiny_corpus["corpus"], out, 2), check=False, timeout=60)
+    assert proc.returncode == 1, proc.stderr
+    assert f"{out}/lock: the run's lock is not a regular file" in proc.stderr, proc.stderr
+    assert victim.read_text() == "precious\n"
+    assert not (out / "metrics.jsonl").exists()
 
 
 @pytest.mark.parametrize("ranks", [1, 2])

@@ -41,8 +41,15 @@ int run_dir_lock(const char *out) {
     if (make_run_dir(out)) return -1;
     char path[PATH_MAX], holder[256] = "";
     if (run_path(path, sizeof path, out, RUN_LOCK)) return -1;
-    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-    if (fd < 0) return gpt_error("%s: cannot create the run's lock: %s", path, strerror(errno));
+    /* never followed: the lock is written to, and jobs often run as root in shared directories */
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK, 0644);
+    struct stat st;
+    if (fd < 0 && errno != ELOOP) return gpt_error("%s: cannot create the run's lock: %s", path, strerror(errno));
+    if (fd < 0 || fstat(fd, &st) || !S_ISREG(st.st_mode)) {
+        if (fd >= 0) close(fd);
+        return gpt_error("%s: the run's lock is not a regular file (a symbolic link, a FIFO or a device); remove it "
+                         "if no run is using %s", path, out);
+    }
     if (flock(fd, LOCK_EX | LOCK_NB)) {
         if (errno != EWOULDBLOCK) { /* a file system without flock: run unprotected rather than not at all */
             fprintf(stderr, "gpt: warning: %s: cannot lock (%s); nothing stops a second run in %s\n", path,
