@@ -180,8 +180,22 @@ def test_bad_blends(gpt_bin, corpora, workdir, ranks):
         ([f"-1:{corpora['web']}"], "the weight must be a positive number"),
         ([str(corpora["web"]), f"2:{corpora['web']}"], f"--data: {corpora['web']} is given twice"),
         ([str(corpora["web"]), str(workdir / "missing.h5")], "missing.h5"),
+        ([f"1e-12:{corpora['web']}", str(corpora["books"])],
+         f"--data 1e-12:{corpora['web']}: the weight is too small beside the others"),
     ]
     for data, message in cases:
         proc = train(gpt_bin, data, out, ranks=ranks, check=False)
         assert proc.returncode != 0 and proc.stderr.count("gpt train:") == 1, (data, proc.stderr)
         assert message in proc.stderr, (data, proc.stderr)
+
+
+def test_huge_weights_are_normalised_without_overflow(gpt_bin, blend_runs, corpora):
+    """1e308 + 1e308 overflows a double: the weights are still an even blend, not 0 and 0."""
+    _, runs = blend_runs
+    args = ["--model", runs[1] / "model.h5", "--windows", 6, "--json"]
+    even = json.loads(sh([gpt_bin, "eval", *args, "--data", f"1:{corpora['web']}", "--data",
+                          f"1:{corpora['books']}"]).stdout.strip().splitlines()[-1])
+    huge = json.loads(sh([gpt_bin, "eval", *args, "--data", f"1e308:{corpora['web']}", "--data",
+                          f"1e308:{corpora['books']}"]).stdout.strip().splitlines()[-1])
+    assert [c["weight"] for c in huge["corpora"]] == [0.5, 0.5]
+    assert huge["loss"] == even["loss"] > 0

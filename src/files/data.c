@@ -219,28 +219,44 @@ static int check_tokenizers(const Blend *b) {
     return rc;
 }
 
+/* Normalises the weights to sum 1 and gives them their quotas; a weight whose quota
+ * rounds to 0 would never be sampled: -1 naming it. */
+static int blend_weigh(Blend *b, const char *const *specs) {
+    double largest = 0.0, total = 0.0;
+    for (int c = 0; c < b->n; c++) total += b->weight[c], largest = fmax(largest, b->weight[c]);
+    if (!isfinite(total)) { /* weights near DBL_MAX: their sum overflows, their ratios to the largest cannot */
+        total = 0.0;
+        for (int c = 0; c < b->n; c++) total += b->weight[c] /= largest;
+    }
+    for (int c = 0; c < b->n; c++) b->weight[c] /= total;
+    blend_quotas(b->weight, b->n, b->quota);
+    for (int c = 0; c < b->n; c++)
+        if (b->quota[c] == 0)
+            return gpt_error("--data %s: the weight is too small beside the others: its share rounds to 0 of "
+                             "%llu samples, so the corpus would never be sampled", specs[c],
+                             (unsigned long long)BLEND_QUOTA);
+    return 0;
+}
+
 Blend *blend_open(const char *const *specs, int n) {
     Blend *b = xcalloc(1, sizeof *b);
-    double total = 0.0;
     int rc = n < 1 || n > BLEND_MAX ? gpt_error("--data: between 1 and %d corpora, got %d", BLEND_MAX, n) : 0;
     for (int c = 0; !rc && c < n; c++) {
         if (split_spec(specs[c], &b->weight[c], &b->path[c]) && !(b->weight[c] > 0.0 && isfinite(b->weight[c])))
             rc = gpt_error("--data %s: the weight must be a positive number", specs[c]);
-        total += b->weight[c];
         for (int d = 0; !rc && d < c; d++)
             if (!strcmp(b->path[c], b->path[d])) rc = gpt_error("--data: %s is given twice", b->path[c]);
     }
+    b->n = n;
+    if (!rc) rc = blend_weigh(b, specs);
     if (dist_agree(rc)) {
         free(b);
         return NULL;
     }
-    b->n = n;
-    for (int c = 0; c < n; c++) b->weight[c] /= total;
     snprintf(b->spec, sizeof b->spec, "%s", b->path[0]);
     for (size_t c = 0, len = 0; n > 1 && c < (size_t)n && len < sizeof b->spec; c++)
         len += (size_t)snprintf(b->spec + len, sizeof b->spec - len, "%s%.6g:%s", c ? "," : "", b->weight[c],
                                 b->path[c]);
-    blend_quotas(b->weight, n, b->quota);
     for (int c = 0; c < n && !rc; c++) {
         b->corpus[c] = corpus_open(b->path[c]);
         if ((rc = dist_agree(!b->corpus[c]))) break;
