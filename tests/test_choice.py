@@ -277,6 +277,7 @@ GOOD = {"context": "Call me", "endings": ["Ishmael", "Ahab"], "label": 0}
     ({"ctx": "a", "context": "b", "endings": ["Ishmael", "Ahab"], "label": 0}, 'both "context" and "ctx"'),
     ("[1, 2]", "expected a JSON object"),
     ('{"context": "Call me", ', "not valid JSON"),
+    ('{"context": "Call me", "endings": ["Ishmael", "Ahab"], "label": 0, "label": 1}', 'duplicate object key'),
 ])
 def test_bad_record(setup, workdir, bad, message):
     path = workdir / "bad.jsonl"

@@ -5,7 +5,8 @@
  * record). The rules are the same for every file:
  *   - a UTF-8 byte order mark at the start of the file is not content;
  *   - a line of nothing but spaces, tabs and '\r' is skipped (it still counts as a line);
- *   - every other line is one JSON value, and a record is a JSON object;
+ *   - every other line is one JSON value, and a record is a JSON object whose keys are
+ *     all different (a repeated key is ambiguous, so it is refused);
  *   - lines count from 1, in size_t;
  *   - every message reads "FILE:LINE: what was expected", written here alone.
  * The last line needs no '\n'. The reader holds one line at a time. */

@@ -15,7 +15,7 @@ int jsonl_decode(const char *text, size_t len, json_t **record, json_error_t *er
     size_t i = 0;
     while (i < len && (text[i] == ' ' || text[i] == '\t' || text[i] == '\r')) i++;
     if (i == len) return 0;
-    json_t *j = json_loadb(text, len, JSON_DECODE_ANY, err);
+    json_t *j = json_loadb(text, len, JSON_DECODE_ANY | JSON_REJECT_DUPLICATES, err); /* a repeated key is ambiguous */
     if (!j) return -1;
     if (!json_is_object(j)) {
         json_decref(j);
