@@ -616,6 +616,9 @@ BAD_SAFETENSORS = {
     "overlap": (lambda d, t, m: write_safetensors(d / "model.safetensors", t, m, lambda h: set_in(
         h, "transformer.ln_f.bias", "data_offsets", h["transformer.ln_f.weight"]["data_offsets"])),
                 ["overlap", "transformer.ln_f"]),
+    "trailing": (lambda d, t, m: (write_safetensors(d / "model.safetensors", t, m),
+                                  open(d / "model.safetensors", "ab").write(b"\0" * 8)),
+                 ["8 bytes after the last tensor", "the data must end with it"]),
     "dtype": (lambda d, t, m: write_safetensors(d / "model.safetensors", t, m, lambda h: set_in(
         h, "transformer.h.0.ln_1.bias", "dtype", "Q7")), ["transformer.h.0.ln_1.bias", "dtype", "Q7"]),
     "missing_tensor": (lambda d, t, m: write_safetensors(

@@ -8,8 +8,8 @@
  * to a multiple of 8 bytes so that the data is aligned.
  *
  * Reading validates everything before any tensor is used: the header's length against
- * the file, its JSON, every dtype and shape, every range inside the data and no two
- * ranges overlapping. Errors name the file and the tensor or field. Tensors are read one
+ * the file, its JSON, every dtype and shape, and the ranges tiling the data (no two
+ * overlapping, no byte between or after them). Errors name the file and the tensor or field. Tensors are read one
  * at a time with pread and converted to float32, so a reader holds one file descriptor and
  * the header, never the file.
  *

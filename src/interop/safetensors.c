@@ -159,19 +159,28 @@ SafeTensors *st_open(const char *path) {
         t->name = xstrdup(name);
         s->n++;
     }
-    /* no two tensors share a byte: sorted by start, each ends before the next begins */
+    /* the tensors tile the data, as the reference reader requires: sorted by start, each
+     * begins where the previous ends (no byte shared, none unclaimed), the last at its end */
     const StTensor **order = xmalloc(((size_t)s->n + 1) * sizeof *order);
     for (int i = 0; i < s->n; i++) order[i] = &s->tensors[i];
     qsort(order, (size_t)s->n, sizeof *order, by_begin);
-    for (int i = 1; i < s->n; i++)
-        if (order[i]->begin < order[i - 1]->end) {
-            gpt_error("%s: header: tensors '%s' [%llu, %llu] and '%s' [%llu, %llu] overlap", path, order[i - 1]->name,
-                      (unsigned long long)order[i - 1]->begin, (unsigned long long)order[i - 1]->end, order[i]->name,
-                      (unsigned long long)order[i]->begin, (unsigned long long)order[i]->end);
-            free(order);
-            goto fail;
-        }
+    uint64_t at = 0;
+    int bad = 0;
+    for (int i = 0; i < s->n && !bad; at = order[i++]->end) {
+        if (order[i]->begin < at)
+            bad = gpt_error("%s: header: tensors '%s' [%llu, %llu] and '%s' [%llu, %llu] overlap", path,
+                            order[i - 1]->name, (unsigned long long)order[i - 1]->begin,
+                            (unsigned long long)order[i - 1]->end, order[i]->name,
+                            (unsigned long long)order[i]->begin, (unsigned long long)order[i]->end);
+        else if (order[i]->begin > at)
+            bad = gpt_error("%s: header: the data's bytes [%llu, %llu) before tensor '%s' belong to no tensor", path,
+                            (unsigned long long)at, (unsigned long long)order[i]->begin, order[i]->name);
+    }
+    if (!bad && at != s->data_size)
+        bad = gpt_error("%s: %llu bytes after the last tensor: the data must end with it (a file appended to?)", path,
+                        (unsigned long long)(s->data_size - at));
     free(order);
+    if (bad) goto fail;
     json_decref(hdr);
     free(text);
     return s;
