@@ -218,6 +218,12 @@ def test_bad_inputs_and_tokenizer(run, gpt_bin, tokenizer, workdir):
     hollow.write_text('{"text": ""}\n\n{"text": ""}\n')
     proc = prepare(run, gpt_bin, tokenizer, out, [hollow], extra=["--val-fraction", "0.9"], check=False)
     assert proc.returncode != 0 and "no documents: the inputs hold no text" in proc.stderr
+    # an --out that is a directory is named before any tokenizing, not when the rename fails
+    folder = workdir / "folder.h5"
+    folder.mkdir()
+    proc = prepare(run, gpt_bin, tokenizer, folder, [good], check=False)
+    assert proc.returncode == 1 and f"{folder}: is a directory, not a name for the output file" in proc.stderr
+    assert "tokenized" not in proc.stdout and not (workdir / "folder.h5.tmp").exists() and folder.is_dir()
 
 
 # ---- bounded memory and compressed inputs ----

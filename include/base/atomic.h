@@ -11,7 +11,9 @@
 #include <stddef.h>
 #include <stdio.h>
 
-/* PATH.tmp into tmp[size]; -1 with a message naming PATH if it does not fit. */
+/* PATH.tmp into tmp[size]; -1 with a message naming PATH if it does not fit, or if PATH
+ * is a directory (which the rename would find only after all the work). Every writer
+ * calls it (or atomic_open) before it writes anything. */
 int atomic_tmp_path(const char *path, char *tmp, size_t size);
 /* Flushes the file (or, with directory set, the directory) at path to disk. */
 int fsync_path(const char *path, int directory);

@@ -4,6 +4,7 @@
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "base/atomic.h"
@@ -11,7 +12,11 @@
 
 int atomic_tmp_path(const char *path, char *tmp, size_t size) {
     int n = snprintf(tmp, size, "%s.tmp", path);
-    return n < 0 || (size_t)n >= size ? gpt_error("%s: path too long", path) : 0;
+    if (n < 0 || (size_t)n >= size) return gpt_error("%s: path too long", path);
+    struct stat st;
+    if (stat(path, &st) == 0 && S_ISDIR(st.st_mode))
+        return gpt_error("%s: is a directory, not a name for the output file", path);
+    return 0;
 }
 
 int fsync_path(const char *path, int directory) {

@@ -125,20 +125,33 @@ static void a_failed_publication_leaves_the_target(void **state) {
     (void)state;
     char path[256], inside[300];
     int exists;
-    path_in_dir(path, sizeof path, "e"); /* a non-empty directory: rename cannot replace it */
-    assert_int_equal(mkdir(path, 0755), 0);
-    snprintf(inside, sizeof inside, "%s/keep", path);
-    write_file(inside, "kept\n");
+    path_in_dir(path, sizeof path, "e");
     AtomicFile a;
+    char tmp[300];
+    assert_int_equal(atomic_tmp_path(path, tmp, sizeof tmp), 0);
     assert_int_equal(atomic_open(&a, path), 0);
     fputs("data\n", a.f);
     assert_int_equal(atomic_finish(&a), 0); /* complete, not yet published */
-    char tmp[300];
-    assert_int_equal(atomic_tmp_path(path, tmp, sizeof tmp), 0);
     assert_int_equal(access(tmp, F_OK), 0);
+    /* meanwhile a non-empty directory took the name: rename cannot replace it */
+    assert_int_equal(mkdir(path, 0755), 0);
+    snprintf(inside, sizeof inside, "%s/keep", path);
+    write_file(inside, "kept\n");
     assert_int_equal(atomic_publish(tmp, path), -1);
     assert_non_null(strstr(gpt_last_error(), path));
     assert_string_equal(slurp(inside, &exists), "kept\n");
+    assert_no_tmp(path);
+}
+
+static void a_directory_is_refused_before_anything_is_written(void **state) {
+    (void)state;
+    char path[256];
+    path_in_dir(path, sizeof path, "d");
+    assert_int_equal(mkdir(path, 0755), 0);
+    AtomicFile a;
+    assert_int_equal(atomic_open(&a, path), -1);
+    assert_non_null(strstr(gpt_last_error(), "is a directory"));
+    assert_non_null(strstr(gpt_last_error(), path));
     assert_no_tmp(path);
 }
 
@@ -156,6 +169,7 @@ int main(void) {
         cmocka_unit_test(create_in_a_missing_directory_fails),
         cmocka_unit_test(a_failed_write_leaves_the_old_file),
         cmocka_unit_test(a_failed_publication_leaves_the_target),
+        cmocka_unit_test(a_directory_is_refused_before_anything_is_written),
         cmocka_unit_test(a_path_too_long_is_named),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
