@@ -20,7 +20,9 @@
 import json
 import random
 import re
+import shutil
 
+import h5py
 import pytest
 import torch
 
@@ -314,3 +316,28 @@ def test_bad_files_and_options(setup, workdir):
         assert proc.returncode == 2 and message in proc.stderr, proc.stderr
     proc = eval_choice(setup, setup["data"], check=False, out=workdir / "no-such-dir" / "p.jsonl")
     assert proc.returncode == 1 and "no-such-dir/p.jsonl.tmp: cannot create" in proc.stderr
+
+
+def test_shots_from_the_evaluated_file_never_make_a_record_its_own_shot(setup, workdir):
+    """--shots-from naming --data (by another path) is --data's own pool: a record is never its own shot."""
+    alias = workdir / "alias.jsonl"
+    alias.symlink_to(setup["data"])
+    base = eval_choice(setup, setup["data"], "--shots", 3)
+    same = eval_choice(setup, setup["data"], "--shots", 3, "--shots-from", alias)
+    assert same[1] == base[1]
+    assert {k: same[0][k] for k in STABLE} == {k: base[0][k] for k in STABLE}
+
+
+def test_a_tokenizer_other_than_the_models_own_is_refused(setup, workdir):
+    """--tokenizer must not silently replace the tokenizer a model file carries."""
+    model, other = workdir / "with_tok.h5", workdir / "other.h5"
+    shutil.copy(setup["models"]["post"], model)
+    with h5py.File(setup["tok"], "r") as src, h5py.File(model, "a") as dst:
+        src.copy(src["tokenizer"], dst, "tokenizer")
+    sh([setup["gpt"], "tokenizer", "train", "--merges", 400, "--out", other, setup["dir"] / "slice.txt"])
+    ok = sh([setup["gpt"], "eval-choice", "--model", model, "--tokenizer", setup["tok"], "--data", setup["data"]])
+    assert "accuracy" in ok.stdout
+    proc = sh([setup["gpt"], "eval-choice", "--model", model, "--tokenizer", other, "--data", setup["data"]],
+              check=False)
+    assert proc.returncode == 1, proc.stdout
+    assert f"--tokenizer {other} is not the tokenizer {model} carries" in proc.stderr, proc.stderr

@@ -31,6 +31,9 @@ size_t utf8_bom_len(const uint8_t *buf, size_t len);
 /* Checks that buf is text: not empty, no NUL byte, valid UTF-8. -1 with a message
  * naming path and the byte offset (buf starts at byte `base` of the file) otherwise. */
 int check_text(const char *path, const uint8_t *buf, size_t len, size_t base);
+/* 1 if paths a and b name one existing file (the same device and inode, whatever links
+ * or spellings lead there), else 0. */
+int same_file(const char *a, const char *b);
 
 /* Fault injection for the crash tests (tests/test_checkpoint.py): with the environment
  * variable GPT_FAULT=POINT[:STEP][@RANK][/TERM|/STOP], the process kills itself with

@@ -58,6 +58,9 @@ int model_tensors_check_finite(const char *path, const char *where, const GPTTen
  * data_tok (DATA's) equals MODEL's /tokenizer or MODEL has none; else -1 saying how to
  * prepare DATA. */
 int model_file_check_tokenizer(const char *model, const Tokenizer *data_tok, const char *data);
+/* 1 if tok equals MODEL's /tokenizer or MODEL has none; 0 if they differ (why[size] says
+ * how); -1 with gpt_error() if MODEL cannot be read. */
+int model_file_same_tokenizer(const char *model, const Tokenizer *tok, char *why, size_t size);
 
 /* Shared with the checkpoint writer (checkpoint.h), which writes the same /model group and
  * the optimizer's moments in the same layout, each rank a range of whole chunks

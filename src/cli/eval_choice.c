@@ -33,11 +33,12 @@ static const CliOpt eval_choice_opts[] = {
     {.name = "data", .kind = CLI_STRING, .offset = O(data), .flags = CLI_REQUIRED, .metavar = "FILE.jsonl",
      .help = "the records scored"},
     {.name = "tokenizer", .kind = CLI_STRING, .offset = O(tok_path), .metavar = "TOK.h5",
-     .help = "the tokenizer, if not the model file's"},
+     .help = "the tokenizer, for a model file that carries none (one it carries must be this one)"},
     {.name = "shots", .kind = CLI_INT, .offset = O(shots), .flags = CLI_MIN, .metavar = "K",
      .help = "solved examples before each record"},
     {.name = "shots-from", .kind = CLI_STRING, .offset = O(shots_from), .metavar = "FILE.jsonl",
-     .help = "the records the shots are drawn from", .dflt = "--data, never the record scored"},
+     .help = "the records the shots are drawn from (--data itself: never the record scored)",
+     .dflt = "--data"},
     {.name = "shot-separator", .kind = CLI_STRING, .offset = O(separator), .metavar = "TEXT",
      .help = "follows each shot", .dflt = "a blank line, \"\\n\\n\""},
     {.name = "seed", .kind = CLI_U64, .offset = O(seed), .metavar = "S", .help = "of the draw of the shots"},
@@ -177,7 +178,8 @@ static int eval_choice(int argc, char **argv) {
     TokenVec sep = {0};
     rc = cli_load_lm(o.model, o.tok_path, o.precision, &m, &tok);
     if (!rc) rc = !(d = choice_load(o.data, tok, m->cfg.n_ctx));
-    if (!rc && o.shots_from) rc = !(pool = choice_load(o.shots_from, tok, m->cfg.n_ctx));
+    if (!rc && o.shots_from && !same_file(o.shots_from, o.data)) /* else --data's own pool: never the record itself */
+        rc = !(pool = choice_load(o.shots_from, tok, m->cfg.n_ctx));
     if (!rc) rc = tokenizer_encode(tok, (const uint8_t *)o.separator, strlen(o.separator), 0, &sep);
     ChoicePromptOptions po = {.shots = o.shots, .pool = pool ? pool : d, .pool_is_data = !pool,
                               .separator = sep.ids, .n_separator = (int)sep.n, .seed = o.seed,

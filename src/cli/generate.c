@@ -19,6 +19,12 @@ int cli_load_lm(const char *model, const char *tok_path, Precision precision, GP
     gpt_set_precision(*m, precision);
     if (!(*t = tokenizer_load(tok_path ? tok_path : model)))
         return tok_path ? -1 : gpt_error("%s has no tokenizer (/tokenizer); pass --tokenizer TOK.h5", model);
+    char why[256];
+    int same = tok_path ? model_file_same_tokenizer(model, *t, why, sizeof why) : 1;
+    if (same <= 0) /* the model was trained on its own tokenizer's ids: another would feed it nonsense */
+        return same < 0 ? -1
+                        : gpt_error("--tokenizer %s is not the tokenizer %s carries (%s); leave --tokenizer out", tok_path,
+                                    model, why);
     if (tokenizer_vocab_size(*t) > (*m)->cfg.vocab_size)
         return gpt_error("the tokenizer's vocabulary (%d) is larger than the model's (%d)", tokenizer_vocab_size(*t),
                          (*m)->cfg.vocab_size);
@@ -74,7 +80,7 @@ static const CliOpt lm_opts[] = {
     {.name = "model", .kind = CLI_STRING, .offset = offsetof(LmArgs, model), .flags = CLI_REQUIRED,
      .metavar = "FILE.h5", .help = "a model file (from gpt train it carries its tokenizer)"},
     {.name = "tokenizer", .kind = CLI_STRING, .offset = offsetof(LmArgs, tok_path), .metavar = "TOK.h5",
-     .help = "the tokenizer, if not the model file's"},
+     .help = "the tokenizer, for a model file that carries none (one it carries must be this one)"},
     {.name = "threads", .kind = CLI_INT, .offset = offsetof(LmArgs, threads), .flags = CLI_MIN, .min = 1,
      .metavar = "T", .help = "compute threads"},
     {.kind = CLI_GROUP, .group = cli_precision_opts, .offset = offsetof(LmArgs, precision)},

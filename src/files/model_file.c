@@ -306,19 +306,23 @@ GPT *model_file_load(const char *path, int max_batch, int with_grads) { return l
 
 GPT *model_file_load_any(const char *path, int max_batch) { return load(path, max_batch, 0, 0); }
 
-int model_file_check_tokenizer(const char *model, const Tokenizer *data_tok, const char *data) {
+int model_file_same_tokenizer(const char *model, const Tokenizer *tok, char *why, size_t size) {
     hid_t f = h5_open_read(model);
     if (f < 0) return -1;
     int has = H5Lexists(f, "tokenizer", H5P_DEFAULT) > 0;
     H5Fclose(f);
-    if (!has) return 0;
+    if (!has) return 1;
     Tokenizer *model_tok = tokenizer_load(model);
     if (!model_tok) return -1;
-    char why[256];
-    int rc = tokenizer_equal(model_tok, data_tok, why, sizeof why)
-                 ? 0
-                 : gpt_error("%s was tokenized with another tokenizer than the model %s was trained with (%s); "
-                             "prepare it with --tokenizer %s", data, model, why, model);
+    int same = tokenizer_equal(model_tok, tok, why, size);
     tokenizer_free(model_tok);
-    return rc;
+    return same;
+}
+
+int model_file_check_tokenizer(const char *model, const Tokenizer *data_tok, const char *data) {
+    char why[256];
+    int same = model_file_same_tokenizer(model, data_tok, why, sizeof why);
+    return same ? (same < 0 ? -1 : 0)
+                : gpt_error("%s was tokenized with another tokenizer than the model %s was trained with (%s); "
+                            "prepare it with --tokenizer %s", data, model, why, model);
 }
