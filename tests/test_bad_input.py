@@ -374,3 +374,34 @@ def test_another_kind_of_file_names_its_format(env, gpt_bin):
     proc = sh([gpt_bin, "finetune", "--init", env["model"], "--data", env["ft"], "--out", env["dir"] / "k"],
               check=False)
     fails(proc, env["ft"])
+
+
+def test_an_output_onto_an_input_is_refused_before_any_work(gpt_bin, tiny_corpus, workdir):
+    """Every output compared with every input by device and inode: exit 2 naming it, the
+    input untouched (docs/operations.md)."""
+    text = workdir / "t.txt"
+    text.write_text("Call me Ishmael. Some years ago, never mind how long precisely.\n" * 20)
+    alias = workdir / "alias.txt"
+    alias.symlink_to(text)
+    tok, model, hf = tiny_corpus["tokenizer"], workdir / "m.h5", workdir / "hf"
+    sh([gpt_bin, "init", "--model", "tiny", "--vocab", 460, "--out", model])
+    sh([gpt_bin, "export", "--model", model, "--tokenizer", tok, "--format", "hf", "--out", hf])
+    records = workdir / "quiz.jsonl"
+    write_jsonl(records, [{"context": "Call me", "endings": ["Ishmael", "Ahab"], "label": 0}])
+    cases = [
+        (["prepare", "--tokenizer", tok, "--out", alias, text], "--out", alias, text),
+        (["tokenizer", "train", "--merges", 10, "--out", text, text], "--out", text, text),
+        (["eval-choice", "--model", model, "--tokenizer", tok, "--data", records, "--predictions", records],
+         "--predictions", records, records),
+        (["eval-choice", "--model", model, "--tokenizer", tok, "--data", records, "--predictions", model],
+         "--predictions", model, model),
+        (["export", "--model", model, "--tokenizer", tok, "--format", "gguf", "--out", model], "--out", model, model),
+        (["import", "--hf", hf, "--out", hf / "model.safetensors"], "--out", hf / "model.safetensors",
+         hf / "model.safetensors"),
+    ]
+    for args, opt, out, victim in cases:
+        before = victim.read_bytes()
+        proc = sh([gpt_bin, *args], check=False)
+        assert proc.returncode == USAGE, (args, proc.stderr)
+        assert f"{opt} {out} is also an input" in proc.stderr, (args, proc.stderr)
+        assert victim.read_bytes() == before, args

@@ -46,6 +46,10 @@ void cli_quiet(int quiet);
 int cli_fail(const char *cmd);
 /* Prints "gpt CMD: <message>" to stderr and returns 2 (usage errors). */
 int cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Before any work: 0, or the usage error (2) "--OPT OUT is also an input (INPUT)" when OUT
+ * names the same file as one of the n inputs (by device and inode, whatever the paths;
+ * NULL inputs are skipped), which the output would destroy. */
+int cli_check_output(const char *cmd, const char *opt, const char *out, const char *const *inputs, int n);
 
 /* JSON output (--json): commands build their object with jansson, numbers through
  * json_real_or_null (util.h), and print it with cli_print_json: one line on standard

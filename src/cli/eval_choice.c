@@ -163,6 +163,8 @@ static int parse(int argc, char **argv, Options *o) {
     *o = (Options){.separator = "\n\n", .threads = 1, .seed = 1234};
     int first, rc = cli_parse(&eval_choice_cmd, argc, argv, o, &first);
     if (rc >= 0) return rc;
+    const char *inputs[] = {o->data, o->model, o->tok_path, o->shots_from};
+    if (cli_check_output("eval-choice", "predictions", o->predictions, inputs, 4)) return 2;
     if (cli_precision_ready("eval-choice", o->precision, !o->json)) return 2;
     return -1;
 }

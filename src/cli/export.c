@@ -1,5 +1,6 @@
 /* export.c: `gpt export` and `gpt import`: models to and from Hugging Face transformers
  * and llama.cpp (interop/hf.h, interop/gguf_model.h). */
+#include <dirent.h>
 #include <hdf5.h>
 #include <libgen.h>
 #include <limits.h>
@@ -66,6 +67,8 @@ int cmd_export(int argc, char **argv) {
     if (rc >= 0) return rc;
     const char *model = a.model, *out = a.out, *tok_path = a.tok_path;
     int hf = a.format == 0, f16 = a.dtype == 1;
+    const char *inputs[] = {model, tok_path};
+    if (cli_check_output("export", "out", out, inputs, 2)) return 2;
     if (a.dtype_given && hf) return cli_usage_error("export", "--dtype applies to --format gguf only (hf is float32)");
     GPT *m = load_language_model(model);
     Tokenizer *tok = NULL;
@@ -109,11 +112,29 @@ static const CliCommand import_cmd = {
              "that every command takes: gpt train --init, gpt finetune --init, gpt generate, ...\n"
              "See docs/formats.md.\n"};
 
+/* An --out that is one of the files of the directory read (model.safetensors, a shard,
+ * config.json, ...) or --tokenizer: a usage error (2). */
+static int import_output_clashes(const char *dir, const char *out, const char *tok_path) {
+    const char *tokenizer[1] = {tok_path};
+    if (cli_check_output("import", "out", out, tokenizer, 1)) return 2;
+    DIR *d = opendir(dir);
+    int rc = 0;
+    for (struct dirent *e; d && !rc && (e = readdir(d));) {
+        char path[PATH_MAX];
+        const char *input[1] = {path};
+        if (e->d_name[0] != '.' && snprintf(path, sizeof path, "%s/%s", dir, e->d_name) < (int)sizeof path)
+            rc = cli_check_output("import", "out", out, input, 1);
+    }
+    if (d) closedir(d);
+    return rc;
+}
+
 int cmd_import(int argc, char **argv) {
     ImportArgs a = {0};
     int first, rc = cli_parse(&import_cmd, argc, argv, &a, &first);
     if (rc >= 0) return rc;
     const char *dir = a.dir, *out = a.out, *tok_path = a.tok_path;
+    if (import_output_clashes(dir, out, tok_path)) return 2;
     Tokenizer *tok = NULL;
     GPT *m = hf_import(dir, tok_path, &tok);
     rc = !m || model_file_write(out, m, tok);

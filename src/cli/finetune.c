@@ -272,6 +272,8 @@ int cmd_merge_lora(int argc, char **argv) {
     int first, rc = cli_parse(&merge_cmd, argc, argv, &a, &first);
     if (rc >= 0) return rc;
     const char *model = a.model, *out = a.out, *base = a.base;
+    const char *inputs[] = {model, base};
+    if (cli_check_output("merge-lora", "out", out, inputs, 2)) return 2;
     TaskModel *tm = task_model_load(model, base, 1, 1);
     if (!tm) return cli_fail("merge-lora");
     if (!tm->lora) rc = gpt_error("%s: has no LoRA adapters to merge", model);

@@ -34,6 +34,13 @@ int cli_usage_error(const char *cmd, const char *fmt, ...) {
     return 2;
 }
 
+int cli_check_output(const char *cmd, const char *opt, const char *out, const char *const *inputs, int n) {
+    for (int i = 0; out && i < n; i++)
+        if (inputs[i] && same_file(out, inputs[i]))
+            return cli_usage_error(cmd, "--%s %s is also an input (%s)", opt, out, inputs[i]);
+    return 0;
+}
+
 /* ---- the parser ---- */
 
 /* A row with the offset of the struct its offset is relative to (a group's). */

@@ -61,6 +61,9 @@ static int prepare(int argc, char **argv) {
         if (line[strspn(line, " \t\r")]) inputs[n++] = line;
     rc = 0;
     if (n == 0) rc = cli_usage_error("prepare", "%s names no input files", list);
+    const char *others[] = {tok, list};
+    if (!rc && (cli_check_output("prepare", "out", out, inputs, n) || cli_check_output("prepare", "out", out, others, 2)))
+        rc = 2;
     double t0 = now_seconds();
     PrepareStats st;
     if (!rc && corpus_prepare(tok, out, inputs, n, &opt, &st)) rc = cli_fail("prepare");

@@ -116,6 +116,8 @@ int cmd_prepare_task(int argc, char **argv) {
     if (rc >= 0) return rc;
     TaskPrepare opt = a.p;
     const char *tok_path = a.tok_path, *out = a.out, *input = argv[first];
+    const char *inputs[] = {tok_path, input};
+    if (cli_check_output("prepare-task", "out", out, inputs, 2)) return 2;
     int model_ctx, model_vocab;
     if (model_limits(tok_path, &model_ctx, &model_vocab)) return cli_fail("prepare-task");
     if (model_ctx && opt.n_ctx > model_ctx)

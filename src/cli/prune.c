@@ -31,7 +31,7 @@ static const CliOpt prune_opts[] = {
      .flags = CLI_REQUIRED | CLI_MIN | CLI_MAX | CLI_MAX_OPEN, .max = 1, .metavar = "S",
      .help = "the fraction of the prunable weights set to zero"},
     {.name = "out", .kind = CLI_STRING, .offset = offsetof(PruneArgs, out), .flags = CLI_REQUIRED,
-     .metavar = "PRUNED.h5", .help = "the pruned model"},
+     .metavar = "PRUNED.h5", .help = "the pruned model (MODEL.h5 itself prunes it in place, on purpose)"},
     {.name = "scope", .kind = CLI_CHOICE, .offset = offsetof(PruneArgs, scope), .choices = prune_scope_names,
      .metavar = "global|layer", .help = "rank all the matrices together, or prune each to S"},
     {.name = "data", .kind = CLI_STRING, .offset = offsetof(PruneArgs, data), .metavar = "CORPUS.h5",

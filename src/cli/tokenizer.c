@@ -82,6 +82,7 @@ static int tokenizer_train(int argc, char **argv) {
     if (rc >= 0) return rc;
     int merges = a.merges;
     const char *out = a.out;
+    if (cli_check_output("tokenizer train", "out", out, (const char *const *)argv + first, argc - first)) return 2;
     Pretokenizer *pre = pretok_create();
     if (!pre) return cli_fail("tokenizer train");
     WordCounts wc = {0};
@@ -156,6 +157,8 @@ static int tokenizer_import(int argc, char **argv) {
     const char *out = a.out, *encoder = a.encoder, *merges = a.merges, *tiktoken = a.tiktoken, *json = a.json,
                *dir = a.dir;
     int sources = !!tiktoken + !!json + !!dir + !!(encoder || merges);
+    const char *inputs[] = {encoder, merges, tiktoken, json};
+    if (cli_check_output("tokenizer import", "out", out, inputs, 4)) return 2;
     if (sources != 1 || !encoder != !merges)
         return cli_usage_error("tokenizer import", "give one of --vocab (or --encoder) with --merges-file, "
                                                    "--tokenizer-json, --hf or --tiktoken");
