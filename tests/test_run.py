@@ -100,6 +100,19 @@ def test_overwrite_leaves_nothing_of_the_old_run(gpt_bin, tiny_corpus, workdir):
     assert checkpoints(out) == [5, 6], "a refused --overwrite --resume removed checkpoints"
 
 
+def test_overwrite_loses_nothing_when_the_model_cannot_be_made(gpt_bin, tiny_corpus, workdir):
+    """--overwrite clears the old run only once the new model exists: an impossible shape
+    is out of memory (exit 1, the MiB named) and leaves the old run whole."""
+    corpus, out = tiny_corpus["corpus"], workdir / "run"
+    sh(train_args(gpt_bin, corpus, out, 2, ["--ckpt-every", 1]))
+    before = sorted(p.name for p in out.iterdir())
+    proc = sh(train_args(gpt_bin, corpus, out, 2, ["--overwrite", "--n-layer", 1000, "--n-embd", 4096,
+                                                   "--n-head", 32]), check=False, timeout=120)
+    assert proc.returncode == 1 and "out of memory" in proc.stderr and "MiB" in proc.stderr, proc.stderr
+    assert sorted(p.name for p in out.iterdir()) == before
+    assert checkpoints(out) == [1, 2] and [m["step"] for m in read_metrics(out)] == [1, 2]
+
+
 def test_a_failed_start_does_not_block_the_retry(gpt_bin, tiny_corpus, workdir):
     corpus, out = tiny_corpus["corpus"], workdir / "run"
     proc = sh(train_args(gpt_bin, corpus, out, 3, ["--batch", 1000000]), check=False, timeout=60)

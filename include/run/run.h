@@ -5,8 +5,9 @@
  * a step, computing its gradients, the update, the loss it reports, evaluation, what a
  * checkpoint holds, the result file):
  *
- *   lock RUN_DIR (run_dir.h) -> --overwrite clears it, or --resume loads a checkpoint
- *   -> config.json, and the settings changed on resume -> the client's start
+ *   lock RUN_DIR (run_dir.h) -> --resume loads a checkpoint -> the client's start (the
+ *   model made) -> --overwrite clears the old run -> config.json, and the settings
+ *   changed on resume
  *   -> for each step:
  *        read the step's samples (a failure on any rank is agreed on: all stop)
  *        gradients, summed over the ranks by the client
@@ -102,8 +103,9 @@ typedef struct RunClient {
     int (*load)(void *ctx, const char *path, const GPTConfig *cfg, const CkptState *st);
     /* The run's resolved configuration for config.json (after any resume). */
     json_t *(*config)(void *ctx);
-    /* Collective: after the run directory is ready: what the resume did not create, the
-     * step buffers, the opening line (rank 0). Errors are agreed on by the loop. */
+    /* Collective: after the resume, before the run directory is prepared (so that a model
+     * that cannot be made loses no old run to --overwrite): what the resume did not
+     * create, the step buffers, the opening line (rank 0). Errors are agreed on by the loop. */
     int (*start)(void *ctx, int resumed);
     /* This rank's samples of step s; a failure is agreed on by the loop. */
     int (*read_step)(void *ctx, long s);

@@ -25,7 +25,12 @@ int run_dir_lock(const char *out);
 void run_dir_claim(int fd);
 void run_dir_unlock(int fd);
 
-/* Rank 0, for --overwrite: removes everything of a previous run (run_is_run_file:
+/* Rank 0: -1 naming what in out belongs to another run (a checkpoint, latest, model.h5,
+ * a non-empty metrics.jsonl), which a fresh run without --overwrite must not mix with. */
+int run_dir_check_unused(const char *out);
+
+/* Rank 0, for --overwrite (after the model is made, so that one that cannot be loses
+ * nothing): removes everything of a previous run (run_is_run_file:
  * checkpoints, latest, model.h5, metrics.jsonl, config.json, and their .tmp files). */
 int run_dir_clear(const char *out);
 

@@ -191,7 +191,7 @@ static size_t trained_params(const Tuner *t) {
     return n;
 }
 
-/* After the run directory is ready: the step's buffers and the opening line. */
+/* After the resume, before the run directory is prepared: the step's buffers and the opening line. */
 static int finetune_start(void *ctx, int resumed) {
     (void)resumed;
     Tuner *t = ctx;

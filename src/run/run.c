@@ -62,6 +62,7 @@ typedef struct {
     double tokens;        /* trained on, over all ranks */
     char *config;         /* config.json's text, kept in checkpoints */
     char *saved_config;   /* the resumed checkpoint's */
+    char from[PATH_MAX];  /* the checkpoint resumed from ("" for none) */
     CkptWriter *writer;   /* --async-ckpt */
 } Run;
 
@@ -113,26 +114,37 @@ static int wait_writer(Run *r, double *write_s) {
 }
 
 /* Collective: the lock, --overwrite or --resume, config.json. */
+/* Before the client's start: the lock, a fresh run's check that the directory holds no
+ * other run, the resume. */
 static int begin(Run *r, int *lock) {
     const RunClient *c = r->c;
     const RunOptions *o = c->opt;
     int rank = dist_rank(), rc = 0;
     if (rank == 0 && (*lock = run_dir_lock(c->out)) < 0) rc = -1;
-    if (!rc && rank == 0 && o->overwrite) rc = run_dir_clear(c->out);
+    if (!rc && rank == 0 && !o->overwrite && !o->resume) rc = run_dir_check_unused(c->out);
     if (dist_agree(rc)) return -1;
-    char from[PATH_MAX] = "";
     watchdog_enter("reading a checkpoint");
-    rc = o->resume ? ckpt_resume(c->out, o->resume, c->cmd, resume_from, r, from, sizeof from) : 0;
+    rc = o->resume ? ckpt_resume(c->out, o->resume, c->cmd, resume_from, r, r->from, sizeof r->from) : 0;
     watchdog_leave();
-    if (rc) return -1;
+    return rc ? -1 : 0;
+}
+
+/* After the client's start, so that a model that cannot be made loses nothing: --overwrite
+ * clears the old run, then config.json, metrics.jsonl and the lock's claim. */
+static int prepare_dir(Run *r, int lock) {
+    const RunClient *c = r->c;
+    const RunOptions *o = c->opt;
+    int rank = dist_rank(), rc = 0;
+    if (rank == 0 && o->overwrite) rc = run_dir_clear(c->out);
+    if (dist_agree(rc)) return -1;
     json_t *config = c->config(c->ctx);
     if (r->saved_config)
-        json_object_set_new(config, "resume", json_pack("{s:s,s:I}", "checkpoint", from, "step", (json_int_t)r->step));
+        json_object_set_new(config, "resume", json_pack("{s:s,s:I}", "checkpoint", r->from, "step", (json_int_t)r->step));
     r->config = json_dumps(config, JSON_INDENT(2) | JSON_SORT_KEYS);
     if (rank == 0) {
         if (r->saved_config) run_report_changes(r->saved_config, r->config);
         rc = run_dir_prepare(c->out, o->resume != NULL, config, r->step);
-        if (!rc) run_dir_claim(*lock);
+        if (!rc) run_dir_claim(lock);
     }
     json_decref(config);
     return dist_agree(rc);
@@ -353,6 +365,7 @@ int run_training(const RunClient *c) {
     stop_signals_catch();
     if ((rc = dist_agree(watchdog_start(c->cmd, c->opt->collective_timeout))) == 0) rc = begin(&r, &lock);
     if (rc == 0) rc = dist_agree(c->start(c->ctx, r.saved_config != NULL));
+    if (rc == 0) rc = prepare_dir(&r, lock);
     if (rc == 0) rc = steps(&r);
     if (rc >= 0) { /* for sizing a layout (docs/operations.md): the largest rank's */
         double peak = peak_rss_mb();

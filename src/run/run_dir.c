@@ -133,11 +133,17 @@ static int cut_metrics(const char *path, long step) {
     return atomic_commit(&out);
 }
 
+int run_dir_check_unused(const char *out) {
+    char found[PATH_MAX];
+    return run_evidence(out, found, sizeof found)
+               ? gpt_error("%s holds another run (%s exists); pass --overwrite to replace it, or --resume auto to "
+                           "continue it", out, found)
+               : 0;
+}
+
 int run_dir_prepare(const char *out, int resuming, json_t *config, long resumed_step) {
-    char path[PATH_MAX], found[PATH_MAX];
-    if (!resuming && run_evidence(out, found, sizeof found))
-        return gpt_error("%s holds another run (%s exists); pass --overwrite to replace it, or --resume auto to "
-                         "continue it", out, found);
+    char path[PATH_MAX];
+    if (!resuming && run_dir_check_unused(out)) return -1;
     if (make_run_dir(out)) return -1;
     AtomicFile a;
     if (run_path(path, sizeof path, out, RUN_CONFIG) || atomic_open(&a, path)) return -1;

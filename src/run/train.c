@@ -223,7 +223,7 @@ static json_t *train_config(void *ctx) {
     return config_json(t->o, &t->cfg, t->data, t->eval_windows);
 }
 
-/* After the run directory is ready: a fresh model unless resumed, the step's buffers. */
+/* After the resume, before the run directory is prepared: a fresh model unless resumed, the step's buffers. */
 static int train_start(void *ctx, int resumed) {
     Trainer *t = ctx;
     const TrainOptions *o = t->o;
