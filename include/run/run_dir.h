@@ -34,10 +34,10 @@ int run_dir_check_unused(const char *out);
  * checkpoints, latest, model.h5, metrics.jsonl, config.json, and their .tmp files). */
 int run_dir_clear(const char *out);
 
-/* Rank 0: writes config.json (atomic.h) and starts metrics.jsonl, refusing a directory that holds
- * another run unless resuming; a resumed run (resumed_step > 0) keeps its metrics up
- * to that step. */
-int run_dir_prepare(const char *out, int resuming, json_t *config, long resumed_step);
+/* Rank 0, in a directory run_dir_lock made and holds (checked unused, cleared or resumed
+ * from): writes config.json (atomic.h) and starts metrics.jsonl; a resumed run
+ * (resumed_step > 0) keeps its metrics up to that step. */
+int run_dir_prepare(const char *out, json_t *config, long resumed_step);
 
 /* Rank 0: opens RUN_DIR/metrics.jsonl for appending (NULL with gpt_error() on failure)
  * and writes a line, flushed (-1 naming the file when it cannot: a full disk). */

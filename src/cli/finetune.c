@@ -12,6 +12,7 @@
 #include "cpu/blas.h"
 #include "dist/dist.h"
 #include "files/data.h"
+#include "files/formats.h"
 #include "files/h5util.h"
 #include "files/model_file.h"
 #include "files/task_file.h"
@@ -87,14 +88,6 @@ static const CliCommand finetune_cmd = {
         "several --corpus make a blend, as in gpt train (an epoch: all the corpora's windows);\n"
         "with --lora-rank, model.h5 holds the adapters (gpt merge-lora makes a plain model file).\n"};
 
-/* The root attribute format of a file ("" if it has none or cannot be read). */
-static void file_format(const char *path, char *format, size_t size) {
-    *format = '\0';
-    hid_t f = h5_open_read(path);
-    if (f >= 0 && h5_read_format(path, f, format, size)) *format = '\0';
-    if (f >= 0) H5Fclose(f);
-}
-
 static int parse_finetune(int argc, char **argv, FinetuneOptions *o) {
     FinetuneArgs a = {.f = {.lambda = 0.5f, .batch = 32, .micro_batch = 8, .lora_targets = LORA_ATTN, .seed = 1},
                       .lr = 6.25e-5f, .weight_decay = 0.01f, .clip = 1.0f, .epochs = 3.0f, .warmup_fraction = 0.002f};
@@ -107,13 +100,13 @@ static int parse_finetune(int argc, char **argv, FinetuneOptions *o) {
     if (a.task) {
         /* the engine takes either in FinetuneOptions.data; the names say which was meant */
         o->data[o->n_data++] = a.task;
-        file_format(a.task, format, sizeof format);
-        if (!strcmp(format, "gpt-corpus"))
+        if (h5_file_format(a.task, format, sizeof format)) format[0] = '\0'; /* the engine names what is wrong */
+        if (!strcmp(format, CORPUS_FORMAT))
             return cli_usage_error("finetune", "--data: %s is a corpus; continued pre-training takes it as --corpus",
                                    a.task);
     } else {
-        file_format(blend_spec_path(o->data[0]), format, sizeof format);
-        if (!strcmp(format, "gpt-task"))
+        if (h5_file_format(blend_spec_path(o->data[0]), format, sizeof format)) format[0] = '\0';
+        if (!strcmp(format, TASK_FORMAT))
             return cli_usage_error("finetune", "--corpus: %s is a task file; fine-tuning takes it as --data",
                                    o->data[0]);
     }

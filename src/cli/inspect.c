@@ -103,7 +103,6 @@ static int inspect_task(const char *path) {
     }
     printf("\n  n_ctx %d, vocabulary %d; %lld records were truncated\n", in->n_ctx, in->vocab_size,
            (long long)in->truncated);
-    static const char *const splits[2] = {"train", "val"};
     for (int s = 0; s < 2; s++) {
         int64_t seqs = 0, tokens = 0;
         for (int64_t i = 0; i < task_examples(d, s); i++) {
@@ -112,7 +111,7 @@ static int inspect_task(const char *path) {
             seqs += ex.n_seqs;
             for (int k = 0; k < ex.n_seqs; k++) tokens += ex.len[k];
         }
-        printf("  %-5s  %lld examples, %lld sequences, %lld tokens\n", splits[s], (long long)task_examples(d, s),
+        printf("  %-5s  %lld examples, %lld sequences, %lld tokens\n", cli_split_names[s], (long long)task_examples(d, s),
                (long long)seqs, (long long)tokens);
     }
     int s = task_examples(d, SPLIT_TRAIN) ? SPLIT_TRAIN : SPLIT_VAL;
@@ -164,7 +163,6 @@ static size_t print_tensors(const GPT *m) {
     return bad_total;
 }
 
-/* A checkpoint's training state and optimizer moments (its /model is printed after). */
 /* The header line and the run's configuration of a checkpoint. */
 static int print_checkpoint_header(const char *path) {
     GPTConfig cfg;

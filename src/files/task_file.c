@@ -127,7 +127,8 @@ static int load_info(const char *path, hid_t f, TaskData *d) {
         h5_read_attr_int(path, "", f, "extract_token", &in->extract) ||
         h5_read_attr_i64(path, "", f, "truncated", &in->truncated))
         return -1;
-    if (version != 1) return gpt_error("%s: task file version %d; this tool reads version 1", path, version);
+    if (version != TASK_FORMAT_VERSION)
+        return gpt_error("%s: task file version %d; this tool reads version %d", path, version, TASK_FORMAT_VERSION);
     if (task_type_parse(task, &in->type)) return gpt_error("%s: attribute task: %s", path, gpt_last_error());
     if (label_kind_parse(kind, &in->label_kind))
         return gpt_error("%s: attribute label_kind is '%s', expected class, real or choice", path, kind);

@@ -74,20 +74,11 @@ static json_t *finetune_config(void *ctx) {
     return c;
 }
 
-/* The "format" attribute of a file ("" if it has none). Not collective. */
-static void file_format(const char *path, char *buf, size_t size) {
-    buf[0] = '\0';
-    hid_t f = h5_is_hdf5_file(path) ? h5_open_read(path) : -1; /* what is not (a FIFO) task_load reports */
-    if (f < 0) return;
-    if (h5_read_format(path, f, buf, size)) buf[0] = '\0';
-    H5Fclose(f);
-}
-
 /* Collective (a corpus is opened by all ranks): the data, checked against the model. */
 static int open_data(Tuner *t, const FinetuneOptions *o, const GPTConfig *cfg) {
     char format[32];
     const char *first = blend_spec_path(o->data[0]);
-    file_format(first, format, sizeof format);
+    if (h5_file_format(first, format, sizeof format)) format[0] = '\0'; /* task_load names what is wrong */
     if (!strcmp(format, CORPUS_FORMAT)) { /* continued pre-training, on one corpus or a blend */
         if (!(t->corpus = blend_open(o->data, o->n_data))) return -1;
         const Blend *b = t->corpus;

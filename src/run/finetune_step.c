@@ -69,7 +69,7 @@ OptimStats finetune_update(void *ctx, double norm, int skip) {
         st = adamw_step_norm(t->tr[i].opt, t->tr[i].params, t->tr[i].grads, t->tr[i].tensors, t->tr[i].n_tensors, norm);
     if (t->sync) gradsync_gather(t->sync);
     if (t->pruned) prune_mask_apply(t->pruned, t->m->params);
-    gpt_weights_changed(t->m);
+    if (finetune_model_trainable(t)) gpt_weights_changed(t->m); /* LoRA: the base is frozen, its bf16 copy stays */
     return st;
 }
 

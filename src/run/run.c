@@ -113,7 +113,6 @@ static int wait_writer(Run *r, double *write_s) {
     return rc;
 }
 
-/* Collective: the lock, --overwrite or --resume, config.json. */
 /* Before the client's start: the lock, a fresh run's check that the directory holds no
  * other run, the resume. */
 static int begin(Run *r, int *lock) {
@@ -143,7 +142,7 @@ static int prepare_dir(Run *r, int lock) {
     r->config = json_dumps(config, JSON_INDENT(2) | JSON_SORT_KEYS);
     if (rank == 0) {
         if (r->saved_config) run_report_changes(r->saved_config, r->config);
-        rc = run_dir_prepare(c->out, o->resume != NULL, config, r->step);
+        rc = run_dir_prepare(c->out, config, r->step);
         if (!rc) run_dir_claim(lock);
     }
     json_decref(config);

@@ -141,10 +141,8 @@ int run_dir_check_unused(const char *out) {
                : 0;
 }
 
-int run_dir_prepare(const char *out, int resuming, json_t *config, long resumed_step) {
+int run_dir_prepare(const char *out, json_t *config, long resumed_step) {
     char path[PATH_MAX];
-    if (!resuming && run_dir_check_unused(out)) return -1;
-    if (make_run_dir(out)) return -1;
     AtomicFile a;
     if (run_path(path, sizeof path, out, RUN_CONFIG) || atomic_open(&a, path)) return -1;
     if (json_dumpf(config, a.f, JSON_INDENT(2) | JSON_SORT_KEYS)) {
