@@ -3,14 +3,18 @@ identical for any number of MPI ranks, with clear errors for bad input."""
 
 import gzip
 import json
+import os
 import re
+import signal
 import subprocess
+import time
+from pathlib import Path
 
 import h5py
 import numpy as np
 import pytest
 
-from conftest import MPI_ENV, run_cmd
+from conftest import MPI_ENV, kill_group, mpi_environ, run_cmd
 
 
 def words(rng, n):
@@ -382,3 +386,47 @@ def test_max_memory_bounds_the_resident_set(run, gpt_bin, tokenizer, big_inputs,
     assert rounds_of(free) == 1 and rounds_of(tight) > 10
     assert rss[1] < rss[0] - 40, rss
     assert_same_corpus(read_corpus(workdir / "a.h5")[0], read_corpus(workdir / "b.h5")[0])
+
+
+def stopped_in_session(sid):
+    """How many processes of session sid are stopped (state T)."""
+    n = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        n += fields[0] == "T" and int(fields[3]) == sid
+    return n
+
+
+@pytest.mark.parametrize("name,ranks", [("book.txt", 1), ("book.txt", 2), ("book.txt.gz", 1)])
+def test_input_truncated_while_read(gpt_bin, tokenizer, workdir, name, ranks):
+    """An input cut short while prepare reads it: every rank stops itself at round 1
+    (GPT_FAULT .../STOP), the input is truncated to one page, the ranks go on. A mapped
+    input's lost pages raised SIGBUS (exit 135, a .tmp left); now: exit 1 naming the file."""
+    rng = np.random.default_rng(3)
+    text = "\n\n".join(words(rng, 60) for _ in range(6000)).encode()  # 2 MB: many rounds of --max-memory 1
+    src = workdir / name
+    src.write_bytes(gzip.compress(text, 1) if name.endswith(".gz") else text)
+    out = workdir / "c.h5"
+    cmd = [gpt_bin, "prepare", "--tokenizer", tokenizer, "--out", out, "--max-memory", 1, "--split-on-blank-lines",
+           src]
+    cmd = [str(a) for a in (["mpirun", "-np", ranks, *cmd] if ranks > 1 else cmd)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            env=mpi_environ({"GPT_FAULT": "prepare-round:1/STOP"}))
+    try:
+        hang = time.monotonic() + 120
+        while stopped_in_session(proc.pid) < ranks:
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < hang, "hung: no rank stopped at round 1"
+            time.sleep(0.02)
+        os.truncate(src, 4096)
+        os.killpg(proc.pid, signal.SIGCONT)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        kill_group(proc)
+    assert proc.returncode == 1, err
+    assert f"{src}: changed while being read" in err
+    assert err.count("gpt prepare:") == 1
+    assert not out.exists() and not (workdir / "c.h5.tmp").exists()

@@ -7,8 +7,11 @@
 #define GPT_CORPUS_PARTS_H
 
 #include <hdf5.h>
+#include <signal.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
+#include <time.h>
 
 #include "base/zstream.h"
 #include "files/corpus.h"
@@ -41,6 +44,10 @@ typedef struct {
     size_t size;         /* plain: bytes in buf; compressed: decompressed bytes, once known */
     size_t bom;          /* bytes of the byte order mark: byte p of buf is byte bom + p of the file */
     Scanner *sc;         /* compressed: while this rank reads it */
+    dev_t dev;           /* the file as opened: a change before prepare has read it is an error */
+    ino_t ino;
+    struct timespec mtime;
+    volatile sig_atomic_t lost; /* plain: a read found mapped pages that a truncation took away */
 } Input;
 
 typedef struct {
@@ -54,9 +61,14 @@ typedef struct {
 /* ---- corpus_input.c ---- */
 
 /* Opens (and maps, if plain) every input: -1 naming one that is missing, not a
- * regular file or empty. */
+ * regular file or empty. Until corpus_close_inputs, a read of a mapped page that the
+ * file no longer has (SIGBUS) reads zeros and marks the input lost. */
 int corpus_open_inputs(Stream *s, const char *const *paths, int n, int paragraphs);
 void corpus_close_inputs(Stream *s);
+/* -1 naming the input if it was lost or its size, time of modification or inode is no
+ * longer what it was when opened; asked after each read, whose result it takes
+ * precedence over (a truncation reads as NUL bytes or a stream cut short). */
+int corpus_input_check(const Input *in);
 /* Drops the mapped pages of buf[from, to) from this process's memory (a plain input is
  * read again from the page cache if touched later). */
 void corpus_drop_pages(const Input *in, size_t from, size_t to);

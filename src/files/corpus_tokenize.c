@@ -112,10 +112,14 @@ int corpus_tokenize_slot(Work *w, Stream *s, int64_t a, int64_t b, int *at_end) 
         Input *in = &s->in[i];
         if (s->offs[i] >= b) return 0;
         if (in->format == ZS_PLAIN) {
-            if (s->offs[i] + (int64_t)in->size > a && tokenize_plain(w, s, i, a, b)) return -1;
+            if (s->offs[i] + (int64_t)in->size > a) {
+                int rc = tokenize_plain(w, s, i, a, b);
+                if (corpus_input_check(in) || rc) return -1;
+            }
             if (s->offs[i] + (int64_t)in->size > b) return 0;
         } else {
             int rc = tokenize_compressed(w, s, i, a, b);
+            if (rc != 0 && corpus_input_check(in)) return -1; /* read to its end, or failed */
             if (rc <= 0) return rc;
         }
         s->offs[i + 1] = s->offs[i] + (int64_t)in->size;
