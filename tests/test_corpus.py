@@ -359,6 +359,29 @@ def test_bad_compressed_inputs_are_named(run, gpt_bin, tokenizer, big_inputs, wo
         assert not out.exists() and not (workdir / "c.h5.tmp").exists()
 
 
+@pytest.mark.parametrize("name,byte,message", [
+    ("nul.txt.zst", b"\0", "NUL byte at offset {}: binary data, expected UTF-8 text"),
+    ("bad.txt.gz", b"\xff", "invalid UTF-8 at byte offset {} (expected UTF-8 text)"),
+], ids=["nul-zstd", "invalid-utf8-gzip"])
+def test_binary_in_a_compressed_input_is_named_at_once(run, gpt_bin, tokenizer, workdir, name, byte, message):
+    """3 MB of binary after some text: named as it is decompressed, at its offset in the
+    decompressed file as the plain file names it, not read up to --max-doc-mb as one line
+    (it read 256 MiB of NUL bytes before)."""
+    head = b"\xef\xbb\xbf" + "ünïcode text\n".encode() * 1000  # the byte order mark counts, as in a plain file
+    raw = head + byte * (3 << 20)
+    plain = workdir / "plain.txt"
+    plain.write_bytes(raw)
+    bad = workdir / name
+    bad.write_bytes(gzip.compress(raw) if name.endswith(".gz") else
+                    subprocess.run(["zstd", "-q", "-c", str(plain)], check=True, capture_output=True).stdout)
+    out = workdir / "c.h5"
+    for src in (plain, bad):
+        proc = prepare(run, gpt_bin, tokenizer, out, [src], 1, ["--max-doc-mb", "1"], check=False)
+        assert proc.returncode == 1
+        assert f"{src}: {message.format(len(head))}" in proc.stderr
+        assert not out.exists() and not (workdir / "c.h5.tmp").exists()
+
+
 def test_a_signal_leaves_no_file(run, gpt_bin, tokenizer, big_inputs, workdir):
     """SIGTERM in the middle of a prepare (sent by the process itself at its third round,
     GPT_FAULT, so that no timing decides where it lands): no file, no .tmp."""

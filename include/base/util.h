@@ -31,6 +31,10 @@ size_t utf8_bom_len(const uint8_t *buf, size_t len);
 /* Checks that buf is text: not empty, no NUL byte, valid UTF-8. -1 with a message
  * naming path and the byte offset (buf starts at byte `base` of the file) otherwise. */
 int check_text(const char *path, const uint8_t *buf, size_t len, size_t base);
+/* check_text for one piece of a stream as it arrives (an empty piece is no error):
+ * *done is the bytes checked, all of them when `last`, else all but a UTF-8 sequence
+ * that the piece's end may have cut short, which the next piece starts with. */
+int check_text_piece(const char *path, const uint8_t *buf, size_t len, size_t base, int last, size_t *done);
 /* 1 if paths a and b name one existing file (the same device and inode, whatever links
  * or spellings lead there), else 0. */
 int same_file(const char *a, const char *b);

@@ -111,16 +111,24 @@ int same_file(const char *a, const char *b) {
 
 size_t utf8_bom_len(const uint8_t *buf, size_t len) { return len >= 3 && !memcmp(buf, "\xEF\xBB\xBF", 3) ? 3 : 0; }
 
-int check_text(const char *path, const uint8_t *buf, size_t len, size_t base) {
-    if (len == 0) return gpt_error("%s: empty file (expected UTF-8 text)", path);
-    for (size_t i = 0; i < len;) {
+int check_text_piece(const char *path, const uint8_t *buf, size_t len, size_t base, int last, size_t *done) {
+    /* a sequence that starts 4 bytes or more before the end is whole, if valid */
+    size_t stop = last ? len : len > 3 ? len - 3 : 0, i = 0;
+    while (i < stop) {
         if (buf[i] == 0)
             return gpt_error("%s: NUL byte at offset %zu: binary data, expected UTF-8 text", path, base + i);
         size_t k = utf8_seq(buf + i, len - i);
         if (!k) return gpt_error("%s: invalid UTF-8 at byte offset %zu (expected UTF-8 text)", path, base + i);
         i += k;
     }
+    *done = i;
     return 0;
+}
+
+int check_text(const char *path, const uint8_t *buf, size_t len, size_t base) {
+    if (len == 0) return gpt_error("%s: empty file (expected UTF-8 text)", path);
+    size_t done;
+    return check_text_piece(path, buf, len, base, 1, &done);
 }
 
 void fault_point(const char *point, long step, int rank) {

@@ -19,12 +19,14 @@
 
 typedef enum { DOC_FILE, DOC_JSONL, DOC_PARAGRAPH } DocMode;
 
-/* A compressed input's reader: decompressed bytes buf[pos, len) not yet split, the
- * document read ahead of the current slot, and the line count for messages. */
+/* A compressed input's reader: decompressed bytes buf[pos, len) not yet split, of
+ * which those before buf[checked] are known to be text (checked as they arrive, so that
+ * binary data is named at once, not read up to --max-doc-mb as one line), the document
+ * read ahead of the current slot, and the line count for messages. */
 typedef struct {
     ZStream *z;
     uint8_t *buf;
-    size_t cap, len, pos;
+    size_t cap, len, pos, checked;
     int eof, started;
     int64_t at;                 /* position (after the byte order mark) of buf[pos] */
     size_t line;                /* number of the line at buf[pos] */

@@ -31,7 +31,7 @@ void corpus_scanner_free(Scanner *sc) {
  * sc->buf: 1, or 0 at the end of the input, or -1 with a message naming file and line. */
 static int next_line(Scanner *sc, Input *in, size_t max_line, const uint8_t **line, size_t *len, int *nl) {
     for (;;) {
-        const uint8_t *end = memchr(sc->buf + sc->pos, '\n', sc->len - sc->pos);
+        const uint8_t *end = memchr(sc->buf + sc->pos, '\n', sc->checked - sc->pos);
         if (end || (sc->eof && sc->pos < sc->len)) {
             *line = sc->buf + sc->pos;
             *len = end ? (size_t)(end - *line) : sc->len - sc->pos;
@@ -45,7 +45,7 @@ static int next_line(Scanner *sc, Input *in, size_t max_line, const uint8_t **li
                              max_line >> 20);
         /* keep the unsplit tail, read more after it */
         memmove(sc->buf, sc->buf + sc->pos, sc->len - sc->pos);
-        sc->len -= sc->pos, sc->pos = 0;
+        sc->len -= sc->pos, sc->checked -= sc->pos, sc->pos = 0;
         if (sc->cap - sc->len < (1 << 16)) sc->buf = xrealloc(sc->buf, sc->cap = 2 * sc->cap + (1 << 16));
         ssize_t got = zs_read(sc->z, sc->buf + sc->len, sc->cap - sc->len);
         if (got < 0)
@@ -53,10 +53,15 @@ static int next_line(Scanner *sc, Input *in, size_t max_line, const uint8_t **li
                              zs_error(sc->z), (long long)(in->bom + (size_t)sc->at + (sc->len - sc->pos)));
         if (!sc->started) { /* a byte order mark is not content */
             sc->started = 1;
-            sc->pos = in->bom = utf8_bom_len(sc->buf, (size_t)got);
+            sc->pos = sc->checked = in->bom = utf8_bom_len(sc->buf, (size_t)got);
         }
         sc->len += (size_t)got;
         if (got == 0) sc->eof = 1;
+        size_t done; /* named by its offset in the decompressed file, as in a plain one */
+        if (check_text_piece(in->path, sc->buf + sc->checked, sc->len - sc->checked,
+                             in->bom + (size_t)sc->at + (sc->checked - sc->pos), sc->eof, &done))
+            return -1;
+        sc->checked += done;
     }
 }
 

@@ -44,8 +44,8 @@ static int add_document(Work *w, const DocAt *at, const uint8_t *text, size_t le
 static int process_document(Work *w, const DocAt *at, const uint8_t *text, size_t len) {
     const Input *in = at->in;
     w->text_bytes += (int64_t)len;
-    if (in->mode != DOC_JSONL) {
-        if (check_text(in->path, text, len, in->bom + at->start)) return -1;
+    if (in->mode != DOC_JSONL) { /* a compressed input was checked as it was decompressed (corpus_scan.c) */
+        if (in->format == ZS_PLAIN && check_text(in->path, text, len, in->bom + at->start)) return -1;
         return add_document(w, at, text, len);
     }
     json_t *doc;
