@@ -382,6 +382,18 @@ def test_binary_in_a_compressed_input_is_named_at_once(run, gpt_bin, tokenizer, 
         assert not out.exists() and not (workdir / "c.h5.tmp").exists()
 
 
+def test_a_line_of_nul_bytes_is_no_paragraph_break(run, gpt_bin, tokenizer, workdir):
+    """With --split-on-blank-lines, a line of NUL bytes is binary data named at its offset,
+    not a blank line that quietly splits two paragraphs."""
+    src = workdir / "nul_line.txt"
+    src.write_bytes(b"first paragraph\n\0\0\nsecond paragraph\n")
+    out = workdir / "c.h5"
+    proc = prepare(run, gpt_bin, tokenizer, out, [src], 1, ["--split-on-blank-lines"], check=False)
+    assert proc.returncode == 1
+    assert f"{src}: NUL byte at offset 16" in proc.stderr
+    assert not out.exists() and not (workdir / "c.h5.tmp").exists()
+
+
 def test_a_signal_leaves_no_file(run, gpt_bin, tokenizer, big_inputs, workdir):
     """SIGTERM in the middle of a prepare (sent by the process itself at its third round,
     GPT_FAULT, so that no timing decides where it lands): no file, no .tmp."""

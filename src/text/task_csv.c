@@ -68,7 +68,7 @@ static int csv_row(Reader *r, const char *s, size_t len, size_t *pos, size_t *li
 static int csv_blank(const CsvRow *row) {
     if (row->n_fields != 1) return 0;
     for (size_t i = 0; i < row->n; i++)
-        if (!strchr(" \t\r", row->buf[i])) return 0;
+        if (!memchr(" \t\r", row->buf[i], 3)) return 0; /* not strchr, which finds a NUL byte */
     return 1;
 }
 
