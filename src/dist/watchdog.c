@@ -17,6 +17,7 @@
 enum { TAG_QUESTION = 1, TAG_ANSWER = 2 };
 
 typedef struct { /* a rank's answer: where it is */
+    long question;  /* the asker's number of the question answered */
     long step;
     double phase_s; /* how long it has been in its phase; < 0: in none (computing) */
     char op[80];
@@ -34,6 +35,7 @@ static struct {
     int running, has_thread, threaded, rank, size;
     char (*host)[MPI_MAX_PROCESSOR_NAME]; /* each rank's */
     Answer *answer;                       /* the last one sent to each rank */
+    long asked;                           /* the number of this rank's last question, sent from here */
     MPI_Comm comm;
     pthread_t thread;
     pthread_mutex_t lock;
@@ -69,10 +71,11 @@ static void answer_questions(void) {
         MPI_Status st;
         MPI_Iprobe(MPI_ANY_SOURCE, TAG_QUESTION, wd.comm, &any, &st);
         if (!any) return;
-        long their_step;
-        MPI_Recv(&their_step, 1, MPI_LONG, st.MPI_SOURCE, TAG_QUESTION, wd.comm, MPI_STATUS_IGNORE);
+        long question;
+        MPI_Recv(&question, 1, MPI_LONG, st.MPI_SOURCE, TAG_QUESTION, wd.comm, MPI_STATUS_IGNORE);
         Answer *a = &wd.answer[st.MPI_SOURCE]; /* never waited for: the buffer outlives the send */
         *a = where_am_i();
+        a->question = question;
         MPI_Request req;
         MPI_Isend(a, sizeof *a, MPI_BYTE, st.MPI_SOURCE, TAG_ANSWER, wd.comm, &req);
         MPI_Request_free(&req);
@@ -105,13 +108,13 @@ static void check_stall(double age, long id) {
     Answer me = where_am_i(), *ans = xcalloc((size_t)wd.size, sizeof *ans);
     int *got = xcalloc((size_t)wd.size, sizeof *got), lowest_alive = wd.rank;
     if (wd.threaded) {
-        long my_step = me.step;
+        wd.asked++;
         MPI_Request *req = xcalloc((size_t)wd.size, sizeof *req);
         for (int r = 0; r < wd.size; r++) {
             req[r] = MPI_REQUEST_NULL;
             if (r == wd.rank) continue;
             MPI_Request q;
-            MPI_Isend(&my_step, 1, MPI_LONG, r, TAG_QUESTION, wd.comm, &q);
+            MPI_Isend(&wd.asked, 1, MPI_LONG, r, TAG_QUESTION, wd.comm, &q);
             MPI_Request_free(&q);
             MPI_Irecv(&ans[r], sizeof ans[r], MPI_BYTE, r, TAG_ANSWER, wd.comm, &req[r]);
         }
@@ -121,7 +124,10 @@ static void check_stall(double age, long id) {
             for (int r = 0; r < wd.size; r++) {
                 if (req[r] == MPI_REQUEST_NULL) continue;
                 MPI_Test(&req[r], &got[r], MPI_STATUS_IGNORE);
-                if (got[r]) pending--;
+                if (got[r] && ans[r].question != wd.asked) { /* a late answer to an earlier question */
+                    got[r] = 0;
+                    MPI_Irecv(&ans[r], sizeof ans[r], MPI_BYTE, r, TAG_ANSWER, wd.comm, &req[r]);
+                } else if (got[r]) pending--;
             }
             if (pending) nap(0.05);
         }
