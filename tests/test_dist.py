@@ -4,7 +4,10 @@
     itself) makes the others end the job within the timeout + 30 s with exit code 69
     and one message naming the step, the operation and the rank and host that did not
     answer; --resume auto then continues from the newest checkpoint with exactly the
-    losses of an uninterrupted run; bad values are usage errors;
+    losses of an uninterrupted run; a rank that answers from outside the phase ends it
+    too, named with where it is; a checkpoint write slower than the timeout that every
+    rank waits on (GPT_FAULT=ckpt-write:S@R/SLEEP=SECONDS) is waited for with a warning;
+    bad values are usage errors;
   * --bucket-mb 0 (one blocking allreduce after the backward pass) and buckets of other
     sizes train exactly as the default buckets do.
 
@@ -98,6 +101,33 @@ def test_stopped_rank_is_found_within_the_timeout(gpt_bin, tiny_corpus, workdir)
         raise
     assert proc.returncode == 69, err[-3000:]
     assert secs <= TIMEOUT + 30
+
+
+def test_slow_checkpoint_every_rank_waits_on_is_waited_for(gpt_bin, tiny_corpus, workdir):
+    """Both ranks wait on the background checkpoint that rank 0's writer takes 3 s over
+    (GPT_FAULT=.../SLEEP): past --collective-timeout 1 every rank answers from the same
+    step and phase, so rank 0 warns and the job finishes."""
+    out = workdir / "run"
+    proc = sh([gpt_bin, "train", "--data", tiny_corpus["corpus"], "--model", "tiny", "--out", out, "--steps", 2,
+               "--batch", BATCH, "--ckpt-every", 2, "--async-ckpt", "--collective-timeout", 1, *TINY_ARGS],
+              ranks=2, env={"GPT_FAULT": "ckpt-write:2@0/SLEEP=3"})
+    assert re.search(r"gpt train: warning: step 2: the background checkpoint has not completed in \d+ s "
+                     r"\(--collective-timeout 1\), but every rank answered from this step and phase: still waiting",
+                     proc.stderr), proc.stderr[-3000:]
+    assert "Ending the job" not in proc.stderr
+    assert (out / "latest").read_text().strip() == "ckpt_2.h5" and (out / "model.h5").is_file()
+
+
+def test_rank_in_another_phase_ends_the_job(gpt_bin, tiny_corpus, workdir):
+    """Rank 1 sleeping outside any collective (GPT_FAULT=step:1@1/SLEEP) while rank 0 waits
+    for it: exit 69, naming rank 1 and where it is."""
+    proc = sh([gpt_bin, *args(tiny_corpus["corpus"], workdir / "run", ["--collective-timeout", 1])], ranks=2,
+              check=False, env={"GPT_FAULT": "step:1@1/SLEEP=60"})
+    assert proc.returncode == 69, proc.stderr[-3000:]
+    assert re.search(r"gpt train: step 2: the agreement on the step's samples has not completed in \d+ s "
+                     r"\(--collective-timeout 1\) on rank 0 \(host \S+\); every rank answered, not all from this "
+                     r"step and phase: rank 1 \(host \S+\) from step 1, outside any collective\. Ending the job",
+                     proc.stderr), proc.stderr[-3000:]
 
 
 @pytest.mark.parametrize("value", ["-1", "abc", "", "nan"])

@@ -401,6 +401,39 @@ def test_import_reads_sharded_safetensors(gpt_bin, exported, models, workdir):
     assert all(np.array_equal(a[k], b[k]) for k in a)
 
 
+def test_import_refuses_ambiguous_or_misindexed_tensors(gpt_bin, exported, workdir):
+    """A tensor stored twice (with and without "transformer.", or in two shards) or a
+    weight_map entry its shard lacks is an error naming both places, not a guess."""
+    d = workdir / "hf"
+    shutil.copytree(exported["pre"], d)
+    tensors, meta = read_safetensors(d / "model.safetensors")
+    name = "transformer.h.0.ln_1.bias"
+    write_safetensors(d / "model.safetensors", {**tensors, name[len("transformer."):]: tensors[name] + 1}, meta)
+    import_fails(gpt_bin, d, workdir, ["stored twice", f"'{name}'", "'h.0.ln_1.bias'", "model.safetensors"])
+    (d / "model.safetensors").unlink()
+    one, two = "model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"
+    names = sorted(tensors)
+    first = {n: tensors[n] for n in names[: len(names) // 2]}
+    second = {n: tensors[n] for n in names[len(names) // 2:]}
+    weight_map = {**{n: one for n in first}, **{n: two for n in second}}
+
+    def shards(a, b, wm):
+        write_safetensors(d / one, a, meta)
+        write_safetensors(d / two, b, meta)
+        (d / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": wm}))
+
+    moved = names[0]  # in the first shard; a second, different copy in the other, which the index names
+    shards(first, {**second, moved: tensors[moved] + 1}, {**weight_map, moved: two})
+    import_fails(gpt_bin, d, workdir, ["stored twice", moved, one, two])
+    shards(first, second, {**weight_map, moved: two})  # the index names a shard that lacks it
+    import_fails(gpt_bin, d, workdir, [f"weight_map.{moved}", two, "has no tensor"])
+    shards(first, second, {**weight_map, "transformer.h.7.ln_1.bias": one})  # a tensor that exists nowhere
+    import_fails(gpt_bin, d, workdir, ["weight_map.transformer.h.7.ln_1.bias", one, "has no tensor"])
+    # a shard's tensor the index leaves out (here an untied head) would go unchecked
+    shards(first, {**second, "lm_head.weight": tensors["transformer.wte.weight"] + 1}, weight_map)
+    import_fails(gpt_bin, d, workdir, ["'lm_head.weight'", two, "not in", "model.safetensors.index.json"])
+
+
 def test_round_trip_with_gpt2_vocabulary(gpt_bin, workdir):
     """A model of GPT-2's 50257 rows with GPT-2's tokenizer (imported from js-tiktoken's
     pinned rank file) comes back with the same tensors and the same ids."""

@@ -40,10 +40,10 @@ int check_text_piece(const char *path, const uint8_t *buf, size_t len, size_t ba
 int same_file(const char *a, const char *b);
 
 /* Fault injection for the crash tests (tests/test_checkpoint.py): with the environment
- * variable GPT_FAULT=POINT[:STEP][@RANK][/TERM|/STOP], the process kills itself with
- * SIGKILL (or sends itself SIGTERM, or stops itself: a rank that hangs, for the
- * watchdog's tests) on reaching the named point (only at that step, only on that rank,
- * when given). */
+ * variable GPT_FAULT=POINT[:STEP][@RANK][/TERM|/STOP|/SLEEP=S], the process kills itself
+ * with SIGKILL (or sends itself SIGTERM, or stops itself: a rank that hangs, for the
+ * watchdog's tests; or its thread sleeps S seconds: a slow operation) on reaching the
+ * named point (only at that step, only on that rank, when given). */
 void fault_point(const char *point, long step, int rank);
 
 /* A JSON number, or null for a NaN or an infinity (JSON has neither): every number the

@@ -7,10 +7,13 @@
  * keeps the outer one's name ("writing a checkpoint" holds the agreements inside it).
  * A thread of the watchdog's own wakes every second and
  *  - answers the other ranks' "are you there?" with this rank's step and phase;
- *  - when this rank's phase is older than the timeout, asks every other rank and waits
- *    up to WATCHDOG_GRACE_S for the answers. The lowest rank that is alive then prints
- *    the step, the operation, and the ranks (and hosts) that did not answer, and every
- *    rank that timed out calls MPI_Abort(WATCHDOG_EXIT), which ends the job.
+ *  - when this rank's phase is older than the timeout (and again each further timeout),
+ *    asks every other rank and waits up to WATCHDOG_GRACE_S for the answers. If every
+ *    rank answers from this step and phase, all wait on one slow operation (a long
+ *    checkpoint write): rank 0 warns and the wait goes on. Otherwise the lowest rank
+ *    that is alive prints the step, the operation, the ranks (and hosts) that did not
+ *    answer and those elsewhere, with where they are, and every rank that timed out
+ *    calls MPI_Abort(WATCHDOG_EXIT), which ends the job.
  * A stopped (SIGSTOP), frozen or cut-off rank cannot answer; one that is alive but late
  * answers with where it is. The questions travel on a communicator of their own
  * (MPI_Comm_dup) from the second thread, so MPI runs with MPI_THREAD_MULTIPLE; without it

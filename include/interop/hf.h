@@ -20,7 +20,8 @@ int hf_export(const char *dir, const GPT *m, const Tokenizer *tok);
 /* Reads a "gpt2" or "openai-gpt" directory: config.json, model.safetensors (or the shards
  * of model.safetensors.index.json), and, unless tok_path names a tokenizer file to use
  * instead, the directory's tokenizer. Tensor names may carry the "transformer." prefix or
- * not; the attention-mask buffers are ignored. A parameters-only model (gpt_create's
+ * not, but no tensor may be stored twice; an index's weight_map must list exactly the
+ * shards' tensors, each in its shard. The attention-mask buffers are ignored. A parameters-only model (gpt_create's
  * max_batch 0: to be written, not run) and its tokenizer (both owned by the caller), or
  * NULL with gpt_error() naming the file and the field. */
 GPT *hf_import(const char *dir, const char *tok_path, Tokenizer **tok);

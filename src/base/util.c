@@ -145,6 +145,13 @@ void fault_point(const char *point, long step, int rank) {
         if (strtol(p + 1, &end, 10) != rank) return;
         p = end;
     }
+    if (!strncmp(p, "/SLEEP=", 7)) { /* a slow operation, not a dead one */
+        double s = strtod(p + 7, &end);
+        struct timespec ts = {.tv_sec = (time_t)s, .tv_nsec = (long)((s - (double)(time_t)s) * 1e9)};
+        if (*end == '\0' && s > 0)
+            while (nanosleep(&ts, &ts) && errno == EINTR) {}
+        return;
+    }
     int sig = SIGKILL;
     if (!strcmp(p, "/TERM")) sig = SIGTERM, p += 5;
     else if (!strcmp(p, "/STOP")) sig = SIGSTOP, p += 5;

@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <mpi.h>
 #include <pthread.h>
+#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,6 +17,7 @@
 enum { TAG_QUESTION = 1, TAG_ANSWER = 2 };
 
 typedef struct { /* a rank's answer: where it is */
+    long question;  /* the asker's number of the question answered */
     long step;
     double phase_s; /* how long it has been in its phase; < 0: in none (computing) */
     char op[80];
@@ -25,6 +27,7 @@ static struct {
     _Atomic(const char *) op;
     _Atomic double since;
     atomic_int depth;
+    atomic_long entered; /* outermost phases entered: which one is current */
     atomic_long step;
     atomic_int stopping;
     double timeout_s;
@@ -32,6 +35,7 @@ static struct {
     int running, has_thread, threaded, rank, size;
     char (*host)[MPI_MAX_PROCESSOR_NAME]; /* each rank's */
     Answer *answer;                       /* the last one sent to each rank */
+    long asked;                           /* the number of this rank's last question, sent from here */
     MPI_Comm comm;
     pthread_t thread;
     pthread_mutex_t lock;
@@ -42,6 +46,7 @@ void watchdog_step(long step) { atomic_store(&wd.step, step); }
 
 void watchdog_enter(const char *op) {
     if (atomic_load(&wd.depth) == 0) {
+        atomic_fetch_add(&wd.entered, 1);
         atomic_store(&wd.op, op);
         atomic_store(&wd.since, now_seconds());
     }
@@ -66,10 +71,11 @@ static void answer_questions(void) {
         MPI_Status st;
         MPI_Iprobe(MPI_ANY_SOURCE, TAG_QUESTION, wd.comm, &any, &st);
         if (!any) return;
-        long their_step;
-        MPI_Recv(&their_step, 1, MPI_LONG, st.MPI_SOURCE, TAG_QUESTION, wd.comm, MPI_STATUS_IGNORE);
+        long question;
+        MPI_Recv(&question, 1, MPI_LONG, st.MPI_SOURCE, TAG_QUESTION, wd.comm, MPI_STATUS_IGNORE);
         Answer *a = &wd.answer[st.MPI_SOURCE]; /* never waited for: the buffer outlives the send */
         *a = where_am_i();
+        a->question = question;
         MPI_Request req;
         MPI_Isend(a, sizeof *a, MPI_BYTE, st.MPI_SOURCE, TAG_ANSWER, wd.comm, &req);
         MPI_Request_free(&req);
@@ -81,53 +87,96 @@ static void nap(double s) {
     while (nanosleep(&ts, &ts) && errno == EINTR) {}
 }
 
-/* This rank's phase timed out: asks the others, reports, ends the job. Never returns. */
-static void stalled(double age) {
+/* Whether the id-th phase entered is still this rank's. */
+static int in_phase(long id) { return atomic_load(&wd.depth) > 0 && atomic_load(&wd.entered) == id; }
+
+/* Appends to buf (n bytes, *at of them used) as much as fits. */
+__attribute__((format(printf, 4, 5))) static void append(char *buf, size_t n, size_t *at, const char *fmt, ...) {
+    if (*at >= n) return;
+    va_list ap;
+    va_start(ap, fmt);
+    *at += (size_t)vsnprintf(buf + *at, n - *at, fmt, ap);
+    va_end(ap);
+}
+
+/* This rank's phase, the id-th, has lasted past a multiple of the timeout: asks the
+ * others where they are. Every rank answering from this step and phase waits on one
+ * slow operation (a long checkpoint write): the lowest rank warns, and the wait goes
+ * on. A rank silent or elsewhere: the lowest rank alive names them and where they are,
+ * and every rank that timed out ends the job. Returns only to go on waiting. */
+static void check_stall(double age, long id) {
     Answer me = where_am_i(), *ans = xcalloc((size_t)wd.size, sizeof *ans);
     int *got = xcalloc((size_t)wd.size, sizeof *got), lowest_alive = wd.rank;
     if (wd.threaded) {
-        long my_step = me.step;
+        wd.asked++;
         MPI_Request *req = xcalloc((size_t)wd.size, sizeof *req);
         for (int r = 0; r < wd.size; r++) {
             req[r] = MPI_REQUEST_NULL;
             if (r == wd.rank) continue;
             MPI_Request q;
-            MPI_Isend(&my_step, 1, MPI_LONG, r, TAG_QUESTION, wd.comm, &q);
+            MPI_Isend(&wd.asked, 1, MPI_LONG, r, TAG_QUESTION, wd.comm, &q);
             MPI_Request_free(&q);
             MPI_Irecv(&ans[r], sizeof ans[r], MPI_BYTE, r, TAG_ANSWER, wd.comm, &req[r]);
         }
         double deadline = now_seconds() + WATCHDOG_GRACE_S;
-        for (int pending = wd.size - 1; pending > 0 && now_seconds() < deadline;) {
+        for (int pending = wd.size - 1; pending > 0 && now_seconds() < deadline && in_phase(id);) {
             answer_questions(); /* the others ask too */
             for (int r = 0; r < wd.size; r++) {
                 if (req[r] == MPI_REQUEST_NULL) continue;
                 MPI_Test(&req[r], &got[r], MPI_STATUS_IGNORE);
-                if (got[r]) pending--;
+                if (got[r] && ans[r].question != wd.asked) { /* a late answer to an earlier question */
+                    got[r] = 0;
+                    MPI_Irecv(&ans[r], sizeof ans[r], MPI_BYTE, r, TAG_ANSWER, wd.comm, &req[r]);
+                } else if (got[r]) pending--;
             }
             if (pending) nap(0.05);
         }
+        if (!in_phase(id)) { /* it ended while asking (the others may be past it, or gone): no stall */
+            for (int r = 0; r < wd.size; r++)
+                if (req[r] != MPI_REQUEST_NULL) MPI_Cancel(&req[r]), MPI_Wait(&req[r], MPI_STATUS_IGNORE);
+            free(req), free(ans), free(got);
+            return;
+        }
+        free(req); /* unanswered ones stay posted, into ans: kept until the abort */
         for (int r = 0; r < wd.size; r++)
             if (got[r] && r < lowest_alive) lowest_alive = r;
     }
-    if (wd.rank == lowest_alive) {
-        char silent[4096] = "", late[4096] = "";
-        size_t ns = 0, nl = 0;
-        for (int r = 0; r < wd.size; r++) {
-            if (r == wd.rank) continue;
-            if (!got[r] && ns < sizeof silent)
-                ns += (size_t)snprintf(silent + ns, sizeof silent - ns, "%s%d (host %s)", ns ? ", " : "", r, wd.host[r]);
-            else if (got[r] && ans[r].phase_s < 0 && nl < sizeof late)
-                nl += (size_t)snprintf(late + nl, sizeof late - nl, "; rank %d (host %s) answered from step %ld, "
-                                       "outside any collective", r, wd.host[r], ans[r].step);
+    char silent[4096] = "", elsewhere[4096] = "";
+    size_t ns = 0, ne = 0;
+    for (int r = 0; r < wd.size; r++) {
+        Answer *a = &ans[r];
+        if (r == wd.rank) continue;
+        if (!got[r]) {
+            append(silent, sizeof silent, &ns, "%s%d (host %s)", ns ? ", " : "", r, wd.host[r]);
+            continue;
         }
+        a->op[sizeof a->op - 1] = '\0';
+        if (a->phase_s < 0)
+            append(elsewhere, sizeof elsewhere, &ne, "%srank %d (host %s) from step %ld, outside any collective",
+                   ne ? "; " : "", r, wd.host[r], a->step);
+        else if (a->step != me.step || strcmp(a->op, me.op))
+            append(elsewhere, sizeof elsewhere, &ne, "%srank %d (host %s) from step %ld, in %s", ne ? "; " : "", r,
+                   wd.host[r], a->step, a->op);
+    }
+    if (wd.threaded && !ns && !ne) {
+        free(ans), free(got);
+        if (wd.rank == lowest_alive) {
+            fprintf(stderr, "gpt %s: warning: step %ld: %s has not completed in %.0f s (--collective-timeout %g), "
+                    "but every rank answered from this step and phase: still waiting\n", wd.cmd, me.step, me.op,
+                    age, wd.timeout_s);
+            fflush(stderr);
+        }
+        return;
+    }
+    if (wd.rank == lowest_alive) {
         fprintf(stderr,
                 "gpt %s: step %ld: %s has not completed in %.0f s (--collective-timeout %g) on rank %d (host %s); "
                 "%s%s%s%s. Ending the job with exit code %d: the checkpoints on disk are as they were; go on with "
                 "--resume auto\n",
                 wd.cmd, me.step, me.op, age, wd.timeout_s, wd.rank, wd.host[wd.rank],
                 !wd.threaded ? "which ranks did not arrive cannot be known (MPI without MPI_THREAD_MULTIPLE)"
-                : ns ? "ranks that did not answer: " : "every rank answered", silent, late,
-                ns || !wd.threaded ? "" : " (a rank waits in another collective than the others?)", WATCHDOG_EXIT);
+                : ns ? "ranks that did not answer: " : "every rank answered, not all from this step and phase: ",
+                silent, ns && ne ? "; " : "", elsewhere, WATCHDOG_EXIT);
         fflush(stderr);
     }
     fflush(stdout);
@@ -137,6 +186,8 @@ static void stalled(double age) {
 
 static void *watch(void *unused) {
     (void)unused;
+    long phase = -1;
+    int checks = 0; /* of this phase: the next comes one timeout after the last */
     pthread_mutex_lock(&wd.lock);
     while (!atomic_load(&wd.stopping)) {
         struct timespec t;
@@ -145,8 +196,10 @@ static void *watch(void *unused) {
         pthread_cond_timedwait(&wd.wake, &wd.lock, &t);
         if (atomic_load(&wd.stopping)) break;
         if (wd.threaded) answer_questions();
+        long id = atomic_load(&wd.entered);
         Answer a = where_am_i();
-        if (a.phase_s > wd.timeout_s) stalled(a.phase_s);
+        if (id != phase) phase = id, checks = 0;
+        if (a.phase_s > wd.timeout_s * (checks + 1)) check_stall(a.phase_s, id), checks++;
     }
     pthread_mutex_unlock(&wd.lock);
     return NULL;

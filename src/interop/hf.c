@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "interop/hf.h"
+#include "base/hashmap.h"
 #include "base/util.h"
 #include "files/tokenizer_file.h"
 #include "interop/safetensors.h"
@@ -304,81 +305,125 @@ out:
 }
 
 /* The safetensors file(s) of a directory: model.safetensors, or the shards that
- * model.safetensors.index.json's weight_map names. */
+ * model.safetensors.index.json's weight_map names (then kept: tensors are looked up
+ * through it, in the shard it names). */
 typedef struct {
     int n;
     SafeTensors **files;
+    json_t *index;               /* the index's JSON, or NULL */
+    json_t *map;                 /* its weight_map */
+    char index_path[PATH_MAX];
 } Shards;
 
 static void shards_close(Shards *s) {
     for (int i = 0; i < s->n; i++) st_close(s->files[i]);
     free(s->files);
+    json_decref(s->index);
 }
 
-static int shard_add(Shards *s, const char *path) {
+/* The open file PATH, opened now if it is not yet. */
+static SafeTensors *shard_add(Shards *s, const char *path) {
     for (int i = 0; i < s->n; i++)
-        if (!strcmp(s->files[i]->path, path)) return 0;
+        if (!strcmp(s->files[i]->path, path)) return s->files[i];
     SafeTensors *f = st_open(path);
-    if (!f) return -1;
+    if (!f) return NULL;
     s->files = xrealloc(s->files, (size_t)(s->n + 1) * sizeof *s->files);
-    s->files[s->n++] = f;
-    return 0;
+    return s->files[s->n++] = f;
 }
 
 static int shards_open(const char *dir, Shards *s) {
-    char path[PATH_MAX], index[PATH_MAX];
+    char path[PATH_MAX], *index = s->index_path;
     snprintf(path, sizeof path, "%s/model.safetensors", dir);
-    snprintf(index, sizeof index, "%s/model.safetensors.index.json", dir);
+    snprintf(index, sizeof s->index_path, "%s/model.safetensors.index.json", dir);
     if (access(path, F_OK) == 0 || access(index, F_OK)) {
         if (access(path, F_OK)) {
-            snprintf(index, sizeof index, "%s/pytorch_model.bin", dir);
+            snprintf(index, sizeof s->index_path, "%s/pytorch_model.bin", dir);
             return gpt_error("%s: no model.safetensors or model.safetensors.index.json%s", dir,
                              access(index, F_OK) ? "" : " (pytorch_model.bin, a pickle, is not read: save the model "
                                                         "with safe_serialization=True)");
         }
-        return shard_add(s, path);
+        return shard_add(s, path) ? 0 : -1;
     }
     json_error_t jerr;
-    json_t *j = json_load_file(index, 0, &jerr), *map = json_object_get(j, "weight_map");
-    int rc = 0;
-    if (!j) rc = gpt_error("%s: not valid JSON (line %d: %s)", index, jerr.line, jerr.text);
-    else if (!json_is_object(map)) rc = gpt_error("%s: \"weight_map\": expected an object of tensor -> file", index);
+    s->index = json_load_file(index, JSON_REJECT_DUPLICATES, &jerr); /* a key twice: two shards */
+    s->map = json_object_get(s->index, "weight_map");
+    if (!s->index) return gpt_error("%s: not valid JSON (line %d: %s)", index, jerr.line, jerr.text);
+    if (!json_is_object(s->map)) return gpt_error("%s: \"weight_map\": expected an object of tensor -> file", index);
     const char *key;
     json_t *v;
-    if (!rc) json_object_foreach(map, key, v) {
+    json_object_foreach(s->map, key, v) {
         const char *file = json_string_value(v);
-        if (!file || strchr(file, '/')) {
-            rc = gpt_error("%s: weight_map.%s: expected a file name in %s", index, key, dir);
-            break;
-        }
+        if (!file || strchr(file, '/'))
+            return gpt_error("%s: weight_map.%s: expected a file name in %s", index, key, dir);
         snprintf(path, sizeof path, "%s/%s", dir, file);
-        if ((rc = shard_add(s, path))) break;
+        const SafeTensors *f = shard_add(s, path);
+        if (!f) return -1;
+        if (!st_find(f, key)) /* an entry the import would otherwise pass over */
+            return gpt_error("%s: weight_map.%s names %s, which has no tensor '%s'", index, key, path, key);
     }
-    if (!rc && s->n == 0) rc = gpt_error("%s: \"weight_map\" names no file", index);
-    json_decref(j);
-    return rc;
+    if (s->n == 0) return gpt_error("%s: \"weight_map\" names no file", index);
+    return 0;
 }
 
-/* The tensor NAME, with or without HF_PREFIX, and the file holding it. */
+/* The tensor NAME, with or without HF_PREFIX, and the file holding it: the shard the
+ * index names for it, or the one file. NULL if absent (after check_unambiguous there is
+ * at most one). */
 static const StTensor *shards_find(const Shards *s, const char *name, const SafeTensors **in) {
     char prefixed[NAME_MAX_LEN + 16];
     snprintf(prefixed, sizeof prefixed, HF_PREFIX "%s", name);
-    for (int i = 0; i < s->n; i++) {
-        const StTensor *t = st_find(s->files[i], prefixed);
-        if (!t) t = st_find(s->files[i], name);
-        if (t) return *in = s->files[i], t;
+    const char *keys[2] = {prefixed, name};
+    for (int k = 0; k < 2; k++) {
+        const SafeTensors *f = s->files[0];
+        if (s->map) {
+            const char *file = json_string_value(json_object_get(s->map, keys[k]));
+            if (!file) continue;
+            for (int i = 0; i < s->n; i++) {
+                const char *base = strrchr(s->files[i]->path, '/');
+                if (!strcmp(base ? base + 1 : s->files[i]->path, file)) f = s->files[i];
+            }
+        }
+        const StTensor *t = st_find(f, keys[k]);
+        if (t) return *in = f, t;
     }
     return NULL;
+}
+
+static const char *unprefixed(const char *name) {
+    return strncmp(name, HF_PREFIX, strlen(HF_PREFIX)) ? name : name + strlen(HF_PREFIX);
+}
+
+/* No tensor is stored twice, with and without HF_PREFIX or in two shards: which copy
+ * to take would be a guess. With an index, every tensor of a shard is one it lists
+ * there, so none is passed over unread. */
+static int check_unambiguous(const Shards *s) {
+    HashMap seen;
+    hm_init(&seen, 64);
+    int rc = 0;
+    for (int f = 0; f < s->n && !rc; f++)
+        for (int i = 0; i < s->files[f]->n && !rc; i++) {
+            const char *full = s->files[f]->tensors[i].name, *name = unprefixed(full);
+            if (s->map && !json_is_string(json_object_get(s->map, full))) {
+                rc = gpt_error("%s: tensor '%s' is not in %s's weight_map", s->files[f]->path, full, s->index_path);
+                break;
+            }
+            uint64_t h = hash_bytes((const uint8_t *)name, strlen(name));
+            for (int64_t *v = hm_get(&seen, h); v && !rc; v = hm_get_next(&seen, h, v)) {
+                const SafeTensors *g = s->files[*v >> 32];
+                const char *other = g->tensors[*v & 0xffffffff].name;
+                if (!strcmp(unprefixed(other), name))
+                    rc = gpt_error("tensor '%s' is stored twice: as '%s' in %s and as '%s' in %s", name, other,
+                                   g->path, full, s->files[f]->path);
+            }
+            hm_put_dup(&seen, h, (int64_t)f << 32 | i);
+        }
+    hm_free(&seen);
+    return rc;
 }
 
 static int is_ignored(const char *name) {
     size_t n = strlen(name);
     return (n >= 10 && !strcmp(name + n - 10, ".attn.bias")) ||
            (n >= 17 && !strcmp(name + n - 17, ".attn.masked_bias"));
-}
-
-static const char *unprefixed(const char *name) {
-    return strncmp(name, HF_PREFIX, strlen(HF_PREFIX)) ? name : name + strlen(HF_PREFIX);
 }
 
 /* Every tensor of the files is one of the model's, a mask buffer, or the tied lm_head. */
@@ -409,8 +454,9 @@ static int read_tensors(const Shards *s, GPT *m, const HfTensor *layout) {
         int tr = layout[k].transposed;
         const int64_t *want = layout[k].shape;
         if (!st) {
-            rc = gpt_error("%s: tensor '" HF_PREFIX "%s' is missing (config.json: n_layer %d, %s)", s->files[0]->path,
-                           name, c->n_layer, c->ln == GPT_LN_PRE ? "gpt2" : "openai-gpt");
+            rc = gpt_error("%s: tensor '" HF_PREFIX "%s' is missing (config.json: n_layer %d, %s)",
+                           s->map ? s->index_path : s->files[0]->path, name, c->n_layer,
+                           c->ln == GPT_LN_PRE ? "gpt2" : "openai-gpt");
             break;
         }
         if (st->ndim != t->ndim || st->shape[0] != want[0] || (t->ndim == 2 && st->shape[1] != want[1])) {
@@ -473,7 +519,7 @@ GPT *hf_import(const char *dir, const char *tok_path, Tokenizer **tok) {
     Shards s = {0};
     GPT *m = NULL;
     HfTensor *layout = NULL;
-    if (shards_open(dir, &s)) goto fail;
+    if (shards_open(dir, &s) || check_unambiguous(&s)) goto fail;
     m = gpt_create(&cfg, 0, 0); /* parameters only */
     layout = hf_layout(m);
     if (read_tensors(&s, m, layout) || check_no_strays(&s, m, layout)) goto fail;
