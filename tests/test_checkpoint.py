@@ -15,7 +15,9 @@
     /tokenizer, Fletcher32 on every dataset), `gpt eval|generate|score|inspect` of a
     checkpoint;
   * a resume that does not match the saved run (model, seed, corpus, global batch) is
-    refused and leaves the run directory as it was.
+    refused and leaves the run directory as it was;
+  * paths holding a ':' (which ROMIO would read as a file system's name) are written, read,
+    checkpointed and resumed through MPI-IO; a missing file is not called corrupted.
 
 Faults are injected with GPT_FAULT=POINT[:STEP][@RANK] (the rank SIGKILLs itself)."""
 
@@ -796,3 +798,23 @@ def test_resume_allowed_changes(gpt_bin, corpus, other_corpora, refs, workdir):
     proc = resume(gpt_bin, other_corpora["copy"], out, 2)
     assert resumed_from(proc, out) == 20
     assert_same_run(out, refs[2], True, "corpus copied to another path")
+
+
+# --------------------------------------------------------------------------- 9: paths MPI-IO could misread
+
+def test_paths_with_a_colon(gpt_bin, tiny_corpus, workdir):
+    """ROMIO reads the text before a ':' as a file system's name: a corpus written, read,
+    checkpointed and resumed through MPI-IO on 2 ranks, a ':' in every path."""
+    data, out = workdir / "we:ird.h5", workdir / "runs" / "2026-12-06T10:00"
+    sh([gpt_bin, "prepare", "--tokenizer", tiny_corpus["tokenizer"], "--out", data, "--split-on-blank-lines",
+        "--val-fraction", "0.15", tiny_corpus["dir"] / "moby_slice.txt"], ranks=2)
+    extra = [*COMMON[:-1], 2]  # a checkpoint every 2 steps
+    crash(gpt_bin, data, out, 2, "step:3", steps=4, extra=extra)
+    assert list(checkpoints(out)) == [2]
+    proc = resume(gpt_bin, data, out, 2, steps=4, extra=extra)
+    assert resumed_from(proc, out) == 2
+    assert latest(out) == "ckpt_4.h5" and (out / "model.h5").is_file()
+    # a file that is not there cannot be opened; it is not corrupted
+    proc = train(gpt_bin, workdir / "no:such.h5", workdir / "other", 1, steps=4, check=False)
+    assert proc.returncode == 1 and "no:such.h5: cannot open: No such file or directory" in proc.stderr, proc.stderr
+    assert "corrupted" not in proc.stderr, proc.stderr
