@@ -8,7 +8,8 @@
     ranks, and to 1e-5 on another number (global batch kept, accum derived);
   * after a kill every `ckpt_*.h5` is whole and verifies, `latest` names one, a `.tmp` is
     never loaded; a corrupted or truncated newest checkpoint is reported and the next
-    older one used; none loading is an error;
+    older one used; none loading is an error; any writer killed before its rename leaves
+    the old file whole;
   * SIGUSR1 to mpirun, SIGTERM/SIGINT to the ranks and `--time-limit` checkpoint and
     exit 75; `--resume auto` then completes the run as if uninterrupted;
   * `--keep`, the checkpoint file's layout (attributes, /model, /optimizer/m|v,
@@ -393,6 +394,35 @@ def test_kill_then_resume(gpt_bin, corpus, refs, workdir, fault):
     assert_same_run(out, refs[2], True, f"{what}, then --resume auto")
     assert tmp_files(out) == [], f"{what}: left after the resumed run: {tmp_files(out)}"
     assert latest(out) == "ckpt_40.h5"
+
+
+# A writer of each kind, run over an existing file of its output: an HDF5 file by MPI-IO
+# (prepare), one by HDF5's serial driver (tokenizer train), a FILE (export).
+ATOMIC_WRITERS = {
+    "prepare": lambda c, w: ["prepare", "--tokenizer", c["tokenizer"], c["dir"] / "moby_slice.txt"],
+    "tokenizer": lambda c, w: ["tokenizer", "train", "--merges", 20, c["dir"] / "moby_slice.txt"],
+    "export": lambda c, w: ["export", "--model", w / "m.h5", "--tokenizer", c["tokenizer"], "--format", "gguf",
+                            "--dtype", "f16"],
+}
+
+
+@pytest.mark.parametrize("writer", list(ATOMIC_WRITERS))
+def test_kill_before_the_rename_keeps_the_old_file(gpt_bin, tiny_corpus, workdir, writer):
+    """Killed between writing NAME.tmp whole and renaming it (GPT_FAULT=atomic-rename), a
+    writer leaves NAME as it was, byte for byte."""
+    c, out = tiny_corpus, workdir / "out"
+    if writer == "export":  # over an f32 export of the same model
+        sh([gpt_bin, "init", "--model", "tiny", "--ln", "pre", "--vocab", c["vocab_size"], "--out", workdir / "m.h5"])
+        sh([gpt_bin, "export", "--model", workdir / "m.h5", "--tokenizer", c["tokenizer"], "--format", "gguf",
+            "--out", out])
+    else:
+        out.write_bytes(c["corpus" if writer == "prepare" else "tokenizer"].read_bytes())
+    before = out.read_bytes()
+    proc = sh([gpt_bin, *ATOMIC_WRITERS[writer](c, workdir), "--out", out], env={"GPT_FAULT": "atomic-rename"},
+              check=False)
+    assert proc.returncode == -signal.SIGKILL, f"{writer}: exit {proc.returncode}, not killed\n{proc.stderr}"
+    assert out.read_bytes() == before, f"{writer}: {out} changed"
+    assert Path(f"{out}.tmp").stat().st_size > 0, f"{writer}: the new file was not written whole before the kill"
 
 
 # --------------------------------------------------------------------------- 4: broken checkpoints
