@@ -10,7 +10,8 @@
   * a bad value on the command line is a usage error (exit 2) naming the option, in every
     command taking it; --warmup longer than --steps is a warning;
   * a UTF-8 byte order mark is skipped by every text reader; a FIFO is refused, not waited
-    on; a corpus with damaged metadata is reported as corrupted, not as another kind of file.
+    on; a corpus with damaged metadata is reported as corrupted, not as another kind of file;
+  * a message naming a path of thousands of characters shortens it and keeps its cause.
 
     make && /usr/bin/python3 -m pytest -q tests/test_bad_input.py
 
@@ -405,3 +406,18 @@ def test_an_output_onto_an_input_is_refused_before_any_work(gpt_bin, tiny_corpus
         assert proc.returncode == USAGE, (args, proc.stderr)
         assert f"{opt} {out} is also an input" in proc.stderr, (args, proc.stderr)
         assert victim.read_bytes() == before, args
+
+
+def test_a_long_path_keeps_its_cause(gpt_bin, workdir):
+    """A message naming a path of about 4,000 characters (nested directories: a name has at
+    most 255) shortens the path in its middle and keeps its start, its end and the cause."""
+    deep = workdir.joinpath(*["d" * 200] * ((3990 - len(str(workdir)) - 6) // 201))
+    deep.mkdir(parents=True)
+    data = deep / "x.h5"
+    data.write_text("not HDF5\n")
+    assert len(str(data)) > 3800
+    proc = sh([gpt_bin, "train", "--data", data, "--model", "tiny", "--out", workdir / "run", "--steps", 1],
+              check=False)
+    line = proc.stderr.strip().splitlines()[-1]
+    assert proc.returncode == 1 and line.endswith("d/x.h5: cannot open: not an HDF5 file"), line
+    assert line.startswith(f"gpt train: {str(data)[:50]}") and "..." in line and len(line) < 1024, line

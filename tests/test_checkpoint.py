@@ -8,14 +8,17 @@
     ranks, and to 1e-5 on another number (global batch kept, accum derived);
   * after a kill every `ckpt_*.h5` is whole and verifies, `latest` names one, a `.tmp` is
     never loaded; a corrupted or truncated newest checkpoint is reported and the next
-    older one used; none loading is an error;
+    older one used; none loading is an error; any writer killed before its rename leaves
+    the old file whole;
   * SIGUSR1 to mpirun, SIGTERM/SIGINT to the ranks and `--time-limit` checkpoint and
     exit 75; `--resume auto` then completes the run as if uninterrupted;
   * `--keep`, the checkpoint file's layout (attributes, /model, /optimizer/m|v,
     /tokenizer, Fletcher32 on every dataset), `gpt eval|generate|score|inspect` of a
     checkpoint;
   * a resume that does not match the saved run (model, seed, corpus, global batch) is
-    refused and leaves the run directory as it was.
+    refused and leaves the run directory as it was;
+  * paths holding a ':' (which ROMIO would read as a file system's name) are written, read,
+    checkpointed and resumed through MPI-IO; a missing file is not called corrupted.
 
 Faults are injected with GPT_FAULT=POINT[:STEP][@RANK] (the rank SIGKILLs itself)."""
 
@@ -391,6 +394,35 @@ def test_kill_then_resume(gpt_bin, corpus, refs, workdir, fault):
     assert_same_run(out, refs[2], True, f"{what}, then --resume auto")
     assert tmp_files(out) == [], f"{what}: left after the resumed run: {tmp_files(out)}"
     assert latest(out) == "ckpt_40.h5"
+
+
+# A writer of each kind, run over an existing file of its output: an HDF5 file by MPI-IO
+# (prepare), one by HDF5's serial driver (tokenizer train), a FILE (export).
+ATOMIC_WRITERS = {
+    "prepare": lambda c, w: ["prepare", "--tokenizer", c["tokenizer"], c["dir"] / "moby_slice.txt"],
+    "tokenizer": lambda c, w: ["tokenizer", "train", "--merges", 20, c["dir"] / "moby_slice.txt"],
+    "export": lambda c, w: ["export", "--model", w / "m.h5", "--tokenizer", c["tokenizer"], "--format", "gguf",
+                            "--dtype", "f16"],
+}
+
+
+@pytest.mark.parametrize("writer", list(ATOMIC_WRITERS))
+def test_kill_before_the_rename_keeps_the_old_file(gpt_bin, tiny_corpus, workdir, writer):
+    """Killed between writing NAME.tmp whole and renaming it (GPT_FAULT=atomic-rename), a
+    writer leaves NAME as it was, byte for byte."""
+    c, out = tiny_corpus, workdir / "out"
+    if writer == "export":  # over an f32 export of the same model
+        sh([gpt_bin, "init", "--model", "tiny", "--ln", "pre", "--vocab", c["vocab_size"], "--out", workdir / "m.h5"])
+        sh([gpt_bin, "export", "--model", workdir / "m.h5", "--tokenizer", c["tokenizer"], "--format", "gguf",
+            "--out", out])
+    else:
+        out.write_bytes(c["corpus" if writer == "prepare" else "tokenizer"].read_bytes())
+    before = out.read_bytes()
+    proc = sh([gpt_bin, *ATOMIC_WRITERS[writer](c, workdir), "--out", out], env={"GPT_FAULT": "atomic-rename"},
+              check=False)
+    assert proc.returncode == -signal.SIGKILL, f"{writer}: exit {proc.returncode}, not killed\n{proc.stderr}"
+    assert out.read_bytes() == before, f"{writer}: {out} changed"
+    assert Path(f"{out}.tmp").stat().st_size > 0, f"{writer}: the new file was not written whole before the kill"
 
 
 # --------------------------------------------------------------------------- 4: broken checkpoints
@@ -796,3 +828,23 @@ def test_resume_allowed_changes(gpt_bin, corpus, other_corpora, refs, workdir):
     proc = resume(gpt_bin, other_corpora["copy"], out, 2)
     assert resumed_from(proc, out) == 20
     assert_same_run(out, refs[2], True, "corpus copied to another path")
+
+
+# --------------------------------------------------------------------------- 9: paths MPI-IO could misread
+
+def test_paths_with_a_colon(gpt_bin, tiny_corpus, workdir):
+    """ROMIO reads the text before a ':' as a file system's name: a corpus written, then
+    read, checkpointed and resumed through MPI-IO on 2 ranks, a ':' in every path."""
+    data, out = workdir / "we:ird.h5", workdir / "runs" / "2026-12-06T10:00"
+    sh([gpt_bin, "prepare", "--tokenizer", tiny_corpus["tokenizer"], "--out", data, "--split-on-blank-lines",
+        "--val-fraction", "0.15", tiny_corpus["dir"] / "moby_slice.txt"])  # MPI-IO on one rank too
+    extra = [*COMMON[:-1], 2]  # a checkpoint every 2 steps
+    crash(gpt_bin, data, out, 2, "step:3", steps=4, extra=extra)
+    assert list(checkpoints(out)) == [2]
+    proc = resume(gpt_bin, data, out, 2, steps=4, extra=extra)
+    assert resumed_from(proc, out) == 2
+    assert latest(out) == "ckpt_4.h5" and (out / "model.h5").is_file()
+    # a file that is not there cannot be opened; it is not corrupted
+    proc = train(gpt_bin, workdir / "no:such.h5", workdir / "other", 1, steps=4, check=False)
+    assert proc.returncode == 1 and "no:such.h5: cannot open: No such file or directory" in proc.stderr, proc.stderr
+    assert "corrupted" not in proc.stderr, proc.stderr

@@ -18,7 +18,8 @@ int atomic_tmp_path(const char *path, char *tmp, size_t size);
 /* Flushes the file (or, with directory set, the directory) at path to disk. */
 int fsync_path(const char *path, int directory);
 /* Flushes tmp to disk, renames it over path and flushes path's directory. On failure
- * tmp is removed and -1 returned with a message naming path. */
+ * tmp is removed and -1 returned with a message naming path. GPT_FAULT=atomic-rename
+ * (util.h; no step or rank) kills the process between the flush and the rename. */
 int atomic_publish(const char *tmp, const char *path);
 
 /* A FILE open on PATH.tmp. The caller owns it until atomic_commit or atomic_abort,

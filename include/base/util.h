@@ -10,7 +10,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* Records a printf-style message as the last error and returns -1. */
+/* Records a printf-style message as the last error and returns -1. A message longer than
+ * the record (1023 bytes: a path of thousands) has each word over 200 bytes shortened in
+ * its middle ("/very/long/.../end/file.h5"), so that it keeps its cause. */
 int gpt_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* The message recorded by the last gpt_error() ("" if none). */
 const char *gpt_last_error(void);

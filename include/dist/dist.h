@@ -12,6 +12,9 @@
 
 void dist_init(int *argc, char ***argv);
 void dist_finalize(void);
+/* 1 if MPI-IO is ROMIO (dist_init's choice under Open MPI, unless OMPI_MCA_io says
+ * otherwise), 0 for Open MPI's OMPIO: they read file names differently (h5util.h). */
+int dist_mpiio_is_romio(void);
 int dist_rank(void);
 int dist_size(void);
 /* Collective. Returns 0 if local_rc was 0 on every rank; otherwise -1 on every rank,

@@ -79,10 +79,17 @@ hid_t h5_open_dataset(const char *path, const char *where, hid_t loc, const char
 void *h5_read_all(const char *path, const char *where, hid_t loc, const char *name, int rank,
                   hid_t mem_type, size_t elem, hsize_t *dims);
 
+/* H5Fopen and H5Fcreate (truncating) of the file at path under the file-access list fapl.
+ * Every file opened or created through MPI-IO (H5Pset_fapl_mpio) goes through them: a
+ * path holding a ':' (runs/2026-12-06T10:00) reaches ROMIO with an explicit "ufs:"
+ * prefix, or ROMIO would take the text before the ':' for a file system's name. */
+hid_t h5_fopen(const char *path, unsigned flags, hid_t fapl);
+hid_t h5_fcreate(const char *path, hid_t fapl);
 /* Opens an HDF5 file read-only with the file-access list fapl (H5P_DEFAULT, or MPI-IO's
- * for a collective open). -1 with a message naming PATH if it is missing, not a regular
- * file (opening a FIFO would wait for a writer forever), not HDF5, or its root group's
- * metadata cannot be read (a checksum failure: the file is corrupted). */
+ * for a collective open). -1 with a message naming PATH: "cannot open" and why if it is
+ * missing, unreadable, not a regular file (opening a FIFO would wait for a writer forever)
+ * or not HDF5; "corrupted" only if HDF5 opened it and could not read its superblock or
+ * root group's metadata (a checksum failure). */
 hid_t h5_open_read_fapl(const char *path, hid_t fapl);
 hid_t h5_open_read(const char *path); /* the same with H5P_DEFAULT */
 /* 1 if path is a regular file in HDF5's format, else 0; never blocks on a FIFO. */

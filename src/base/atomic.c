@@ -43,6 +43,7 @@ int atomic_publish(const char *tmp, const char *path) {
         remove(tmp);
         return -1;
     }
+    fault_point("atomic-rename", -1, -1); /* the crash tests' kill: tmp whole, path still the old file */
     if (rename(tmp, path)) {
         int err = errno;
         remove(tmp);

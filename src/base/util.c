@@ -20,11 +20,56 @@
 
 static _Thread_local char last_error[1024]; /* a writer thread's errors are its own */
 
+/* A word (no space) longer than LONG_WORD bytes keeps its first WORD_HEAD and last
+ * WORD_TAIL around "...". */
+enum { LONG_WORD = 200, WORD_HEAD = 60, WORD_TAIL = 120 };
+
+static size_t put(char *out, size_t o, size_t size, const char *s, size_t n) {
+    if (n > size - 1 - o) n = size - 1 - o;
+    memcpy(out + o, s, n);
+    return o + n;
+}
+
+static int utf8_continuation(char c) { return ((unsigned char)c & 0xC0) == 0x80; }
+
+/* in into out[size] with each long word shortened in its middle, cut between UTF-8
+ * characters: a message too long is one naming a long path, whose start and end (the
+ * file) tell which it is, and the cause after it must stay. */
+static void shorten_words(const char *in, char *out, size_t size) {
+    size_t o = 0;
+    for (const char *p = in; *p;) {
+        size_t n = strcspn(p, " \t\n");
+        if (n == 0) n = 1; /* a separator */
+        if (n > LONG_WORD) {
+            size_t head = WORD_HEAD, tail = n - WORD_TAIL;
+            while (head && utf8_continuation(p[head])) head--;
+            while (tail < n && utf8_continuation(p[tail])) tail++;
+            o = put(out, o, size, p, head);
+            o = put(out, o, size, "...", 3);
+            o = put(out, o, size, p + tail, n - tail);
+        } else {
+            o = put(out, o, size, p, n);
+        }
+        p += n;
+    }
+    out[o] = '\0';
+}
+
 int gpt_error(const char *fmt, ...) {
-    va_list ap;
+    char msg[sizeof last_error]; /* the arguments may include gpt_last_error() */
+    va_list ap, again;
     va_start(ap, fmt);
-    vsnprintf(last_error, sizeof last_error, fmt, ap);
+    va_copy(again, ap);
+    int n = vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
+    char *full = n >= (int)sizeof msg ? malloc((size_t)n + 1) : NULL;
+    if (full) {
+        vsnprintf(full, (size_t)n + 1, fmt, again);
+        shorten_words(full, msg, sizeof msg);
+        free(full);
+    }
+    va_end(again);
+    memcpy(last_error, msg, sizeof msg);
     return -1;
 }
 

@@ -3,6 +3,7 @@
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "base/util.h"
 #include "dist/watchdog.h"
@@ -26,6 +27,15 @@ void dist_init(int *argc, char ***argv) {
      * writer's (checkpoint_writer.h) do */
     int provided;
     MPI_Init_thread(argc, argv, MPI_THREAD_MULTIPLE, &provided);
+}
+
+int dist_mpiio_is_romio(void) {
+#ifdef OPEN_MPI
+    const char *io = getenv("OMPI_MCA_io"); /* dist_init's choice or the user's ("^romio321" excludes) */
+    return io && (strstr(io, "romio") != NULL) != (io[0] == '^');
+#else
+    return 1; /* MPICH and its derivatives have no other MPI-IO */
+#endif
 }
 
 void dist_finalize(void) {

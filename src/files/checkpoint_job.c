@@ -105,7 +105,7 @@ int ckpt_job_create(CkptJob *j) {
     h5_lock(); /* every HDF5 call, property lists too */
     hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
     H5Pset_fapl_mpio(fapl, j->comm, MPI_INFO_NULL);
-    j->file = H5Fcreate(j->tmp, H5F_ACC_TRUNC, H5P_DEFAULT, fapl); /* the truncation frees the reservation */
+    j->file = h5_fcreate(j->tmp, fapl); /* the truncation frees the reservation */
     H5Pclose(fapl);
     h5_unlock();
     if (dist_agree_on(j->comm, j->file < 0 ? gpt_error("%s: cannot create (check that the directory exists and is "

@@ -87,7 +87,7 @@ int ckpt_read_tensors(const char *path, GPT *m, AdamW *o) {
     int rank = dist_rank(), P = dist_size();
     hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
     H5Pset_fapl_mpio(fapl, MPI_COMM_WORLD, MPI_INFO_NULL);
-    hid_t f = H5Fopen(path, H5F_ACC_RDONLY, fapl);
+    hid_t f = h5_fopen(path, H5F_ACC_RDONLY, fapl);
     H5Pclose(fapl);
     if (dist_agree(f < 0 ? gpt_error("%s: cannot open as HDF5 (truncated or not a checkpoint)", path) : 0)) return -1;
     Shard sh = shard_of(m, rank, P);

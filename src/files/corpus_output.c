@@ -63,7 +63,7 @@ int corpus_output_create(Output *o, const char *tmp, int wide) {
     H5Pset_fapl_mpio(fapl, MPI_COMM_WORLD, MPI_INFO_NULL);
     /* the 1.8 format stores attributes over 64 KiB (thousands of input paths) densely */
     H5Pset_libver_bounds(fapl, H5F_LIBVER_V18, H5F_LIBVER_LATEST);
-    o->f = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
+    o->f = h5_fcreate(tmp, fapl);
     H5Pclose(fapl);
     if (o->f < 0) return gpt_error("%s: cannot create the file (check the directory exists and is writable)", tmp);
     int rc = 0;

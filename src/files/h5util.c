@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "base/util.h"
+#include "dist/dist.h"
 #include "model/shard.h"
 
 void h5_quiet(void) { H5Eset_auto2(H5E_DEFAULT, NULL, NULL); }
@@ -86,19 +87,32 @@ int h5_write_chunk_fletcher32(hid_t d, const hsize_t *at, uint8_t *buf, size_t b
     return rc < 0 ? -1 : 0;
 }
 
-/* Keeps the last message of HDF5's error stack walked downward: the innermost one, which
- * says what failed ("incorrect metadata checksum after all read attempts"). */
+/* The innermost message of HDF5's error stack, which says what failed ("incorrect
+ * metadata checksum after all read attempts"), and the function that raised it. */
+typedef struct {
+    char desc[256], func[64];
+} H5Cause;
+
 static herr_t keep_desc(unsigned n, const H5E_error2_t *e, void *out) {
     (void)n;
-    snprintf(out, 256, "%s", e->desc);
+    H5Cause *c = out;
+    snprintf(c->desc, sizeof c->desc, "%s", e->desc);
+    snprintf(c->func, sizeof c->func, "%s", e->func_name ? e->func_name : "");
     return 0;
+}
+
+static H5Cause h5_cause(void) {
+    H5Cause c = {"", ""};
+    H5Ewalk2(H5E_DEFAULT, H5E_WALK_DOWNWARD, keep_desc, &c);
+    return c;
 }
 
 /* -1 naming PATH and what failed (the format) when HDF5 could not read the file, with the
  * cause from its error stack. */
 static int __attribute__((format(printf, 2, 3))) corrupted(const char *path, const char *fmt, ...) {
-    char cause[256] = "", what[256];
-    H5Ewalk2(H5E_DEFAULT, H5E_WALK_DOWNWARD, keep_desc, cause);
+    char what[256];
+    H5Cause c = h5_cause();
+    const char *cause = c.desc;
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(what, sizeof what, fmt, ap);
@@ -322,14 +336,52 @@ int h5_is_hdf5_file(const char *path) {
     return stat(path, &st) == 0 && S_ISREG(st.st_mode) && H5Fis_hdf5(path) > 0;
 }
 
+/* The name HDF5 hands its file driver for path. ROMIO reads the text before a ':' as a
+ * file-system prefix ("nfs:", "lustre:") and fails on one it does not know, so a path with
+ * a ':' gets the explicit "ufs:", which ROMIO strips, using the rest verbatim. OMPIO takes
+ * every name verbatim (it would keep the prefix), and the other drivers are not MPI-IO. */
+static char *driver_name(const char *path, hid_t fapl) {
+    int prefix = strchr(path, ':') && fapl != H5P_DEFAULT && H5Pget_driver(fapl) == H5FD_MPIO &&
+                 dist_mpiio_is_romio();
+    size_t n = strlen(path) + 5;
+    char *name = xmalloc(n);
+    snprintf(name, n, "%s%s", prefix ? "ufs:" : "", path);
+    return name;
+}
+
+hid_t h5_fopen(const char *path, unsigned flags, hid_t fapl) {
+    char *name = driver_name(path, fapl);
+    hid_t f = H5Fopen(name, flags, fapl);
+    free(name);
+    return f;
+}
+
+hid_t h5_fcreate(const char *path, hid_t fapl) {
+    char *name = driver_name(path, fapl);
+    hid_t f = H5Fcreate(name, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
+    free(name);
+    return f;
+}
+
 hid_t h5_open_read_fapl(const char *path, hid_t fapl) {
     struct stat st;
     if (stat(path, &st)) return gpt_error("%s: cannot open: %s", path, strerror(errno));
     if (!S_ISREG(st.st_mode)) return gpt_error("%s: cannot open: not a regular file (expected an HDF5 file)", path);
+    /* what cannot be opened is said so, never called corrupted */
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return gpt_error("%s: cannot open: %s", path, strerror(errno));
+    close(fd);
     h5_quiet();
-    if (H5Fis_hdf5(path) <= 0) return gpt_error("%s: cannot open (unreadable or not an HDF5 file)", path);
-    hid_t f = H5Fopen(path, H5F_ACC_RDONLY, fapl);
-    if (f < 0) return corrupted(path, "cannot open as HDF5");
+    htri_t is_hdf5 = H5Fis_hdf5(path);
+    if (is_hdf5 == 0) return gpt_error("%s: cannot open: not an HDF5 file", path);
+    if (is_hdf5 < 0) return gpt_error("%s: cannot open (HDF5: %s)", path, h5_cause().desc);
+    hid_t f = h5_fopen(path, H5F_ACC_RDONLY, fapl);
+    if (f < 0) {
+        H5Cause c = h5_cause(); /* the file driver's own open (H5FD_sec2_open, H5FD_mpio_open) */
+        if (!strncmp(c.func, "H5FD_", 5) && strstr(c.func, "_open"))
+            return gpt_error("%s: cannot open (HDF5: %s)", path, c.desc);
+        return corrupted(path, "cannot open as HDF5");
+    }
     /* opening reads only the superblock: a damaged root group would otherwise look empty */
     H5O_info_t info;
     if (H5Oget_info2(f, &info, H5O_INFO_NUM_ATTRS) < 0) {
