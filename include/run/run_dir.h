@@ -36,7 +36,8 @@ int run_dir_clear(const char *out);
 
 /* Rank 0, in a directory run_dir_lock made and holds (checked unused, cleared or resumed
  * from): writes config.json (atomic.h) and starts metrics.jsonl; a resumed run
- * (resumed_step > 0) keeps its metrics up to that step. */
+ * (resumed_step > 0) first moves the checkpoints past that step aside
+ * (run_retire_checkpoints), and keeps its metrics up to that step. */
 int run_dir_prepare(const char *out, json_t *config, long resumed_step);
 
 /* Rank 0: opens RUN_DIR/metrics.jsonl for appending (NULL with gpt_error() on failure)

@@ -144,6 +144,7 @@ int run_dir_check_unused(const char *out) {
 int run_dir_prepare(const char *out, json_t *config, long resumed_step) {
     char path[PATH_MAX];
     AtomicFile a;
+    if (resumed_step > 0 && run_retire_checkpoints(out, resumed_step)) return -1;
     if (run_path(path, sizeof path, out, RUN_CONFIG) || atomic_open(&a, path)) return -1;
     if (json_dumpf(config, a.f, JSON_INDENT(2) | JSON_SORT_KEYS)) {
         atomic_abort(&a);
