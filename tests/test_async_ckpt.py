@@ -89,8 +89,9 @@ def test_checkpointing_steps_carry_their_cost(runs, bg):
             assert m["ckpt_write_s"] == m["ckpt_blocked_s"]
 
 
-# (the fault, the checkpoint --resume auto must find, what latest names after the kill)
-KILLS = {"ckpt-write:20@1": (10, 10), "ckpt-close:20": (10, 10), "ckpt-rename:20": (20, 10),
+# (the fault, the checkpoint --resume auto must find, what latest names after the kill);
+# ckpt-rename: latest's, the whole ckpt_20.h5 beside it is moved to abandoned/
+KILLS = {"ckpt-write:20@1": (10, 10), "ckpt-close:20": (10, 10), "ckpt-rename:20": (10, 10),
          "ckpt-latest:20": (20, 20)}
 
 

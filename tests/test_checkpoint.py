@@ -8,8 +8,11 @@
     ranks, and to 1e-5 on another number (global batch kept, accum derived);
   * after a kill every `ckpt_*.h5` is whole and verifies, `latest` names one, a `.tmp` is
     never loaded; a corrupted or truncated newest checkpoint is reported and the next
-    older one used; none loading is an error; any writer killed before its rename leaves
-    the old file whole;
+    older one used; none loading is an error; auto prefers the one `latest` names; any
+    writer killed before its rename leaves the old file whole;
+  * a resume from an earlier step than the newest checkpoint moves the later ones to
+    abandoned/ (1 and 2 ranks), so --keep keeps the resumed run's and the next auto
+    continues it, with one metrics line a step;
   * SIGUSR1 to mpirun, SIGTERM/SIGINT to the ranks and `--time-limit` checkpoint and
     exit 75; `--resume auto` then completes the run as if uninterrupted;
   * `--keep`, the checkpoint file's layout (attributes, /model, /optimizer/m|v,
@@ -366,25 +369,26 @@ def test_resume_from_a_given_checkpoint(gpt_bin, corpus, refs, workdir):
 
 # --------------------------------------------------------------------------- 3: kill -9
 
-KILL_CASES = {  # GPT_FAULT -> (the checkpoint `auto` must resume from, the one `latest` names after the kill)
-    "step:23@1": (20, 20),
-    "ckpt-create:20": (10, 10),
-    "ckpt-write:20": (10, 10),
-    "ckpt-close:20": (10, 10),
-    "ckpt-rename:20": (20, 10),
-    "ckpt-latest:20": (20, 20),
+# GPT_FAULT -> (the checkpoints in place after the kill, the one `latest` names, the one
+# `auto` must resume from: latest's, even beside a later whole one, which goes to abandoned/)
+KILL_CASES = {
+    "step:23@1": ({10, 20}, 20, 20),
+    "ckpt-create:20": ({10}, 10, 10),
+    "ckpt-write:20": ({10}, 10, 10),
+    "ckpt-close:20": ({10}, 10, 10),
+    "ckpt-rename:20": ({10, 20}, 10, 10),
+    "ckpt-latest:20": ({10, 20}, 20, 20),
 }
 
 
 @pytest.mark.parametrize("fault", list(KILL_CASES))
 def test_kill_then_resume(gpt_bin, corpus, refs, workdir, fault):
-    want_step, want_latest = KILL_CASES[fault]
+    in_place, want_latest, want_step = KILL_CASES[fault]
     out = workdir / "run"
     crash(gpt_bin, corpus, out, 2, fault)
     what = f"GPT_FAULT={fault}"
     check_after_kill(out, want_latest, what)
-    assert set(checkpoints(out)) == ({10, 20} if want_step == 20 else {10}), \
-        f"{what}: checkpoints in place {sorted(checkpoints(out))}"
+    assert set(checkpoints(out)) == in_place, f"{what}: checkpoints in place {sorted(checkpoints(out))}"
     if fault.startswith(("ckpt-create", "ckpt-write", "ckpt-close")):
         assert tmp_files(out) in ([], ["ckpt_20.h5.tmp"]), f"{what}: {tmp_files(out)}"
     proc = resume(gpt_bin, corpus, out, 2)
@@ -394,6 +398,8 @@ def test_kill_then_resume(gpt_bin, corpus, refs, workdir, fault):
     assert_same_run(out, refs[2], True, f"{what}, then --resume auto")
     assert tmp_files(out) == [], f"{what}: left after the resumed run: {tmp_files(out)}"
     assert latest(out) == "ckpt_40.h5"
+    assert sorted(p.name for p in (out / "abandoned").glob("*")) == \
+        [f"ckpt_{s}.h5" for s in sorted(in_place) if s > want_step], f"{what}: abandoned/"
 
 
 # A writer of each kind, run over an existing file of its output: an HDF5 file by MPI-IO
@@ -475,6 +481,43 @@ def test_auto_with_every_checkpoint_broken_fails(gpt_bin, corpus, workdir):
     assert str(out) in proc.stderr, f"the error should name the run dir {out}:\n{proc.stderr}"
     assert not (out / "model.h5").exists()
     assert_untouched(out, before, "a failed --resume auto")
+
+
+def test_resume_from_an_earlier_step_abandons_the_later_checkpoints(gpt_bin, corpus, refs, workdir):
+    """The newest checkpoint broken, auto falls back: the later one goes to abandoned/, so
+    --keep prunes none of the resumed run's and the next auto continues the resumed run."""
+    out = workdir / "run"
+    shutil.copytree(refs[1], out)  # ckpt_10 ... ckpt_40
+    flip_bytes(out / "ckpt_40.h5", "model/wte")
+    broken = (out / "ckpt_40.h5").read_bytes()
+    again = [*COMMON, "--ckpt-every", 1, "--keep", 1]
+    proc = resume(gpt_bin, corpus, out, 1, steps=32, extra=again)
+    assert resumed_from(proc, out) == 30
+    assert (list(checkpoints(out)), latest(out)) == ([32], "ckpt_32.h5"), "--keep 1 pruned the resumed run"
+    assert f"moved {out}/ckpt_40.h5 to {out}/abandoned/ckpt_40.h5" in proc.stdout, proc.stdout
+    assert (out / "abandoned/ckpt_40.h5").read_bytes() == broken
+    proc = resume(gpt_bin, corpus, out, 1, steps=34, extra=again)
+    assert resumed_from(proc, out) == 32
+    assert [m["step"] for m in read_metrics(out)] == list(range(1, 35))
+    assert (list(checkpoints(out)), latest(out)) == ([34], "ckpt_34.h5")
+
+
+def test_resume_given_an_earlier_checkpoint_abandons_the_later_ones(gpt_bin, corpus, refs, workdir):
+    """--resume RUN_DIR/ckpt_20.h5 on 2 ranks with ckpt_30 and ckpt_40 beside it, and
+    abandoned/ckpt_40.h5 already taken by an earlier retirement, which stays."""
+    out = workdir / "run"
+    shutil.copytree(refs[2], out)
+    (out / "abandoned").mkdir()
+    (out / "abandoned/ckpt_40.h5").write_bytes(b"retired before")
+    proc = resume(gpt_bin, corpus, out, 2, how=out / "ckpt_20.h5", steps=22,
+                  extra=[*COMMON, "--ckpt-every", 1, "--keep", 1])
+    assert resumed_from(proc, out) == 20
+    assert (list(checkpoints(out)), latest(out)) == ([22], "ckpt_22.h5"), "--keep 1 pruned the resumed run"
+    for step, name in ((30, "ckpt_30.h5"), (40, "ckpt_40.1.h5")):
+        assert f"moved {out}/ckpt_{step}.h5 to {out}/abandoned/{name}" in proc.stdout, proc.stdout
+        assert ckpt_step(out / "abandoned" / name) == step
+    assert (out / "abandoned/ckpt_40.h5").read_bytes() == b"retired before"
+    assert [m["step"] for m in read_metrics(out)] == list(range(1, 23))
 
 
 # --------------------------------------------------------------------------- 5: signals, time limit

@@ -12,6 +12,7 @@ and no hang: a run past its timeout is killed and fails the test), no `.tmp` lef
 `--resume auto` from a copy in a bigger directory ends bit-identical to a run never
 interrupted."""
 
+import json
 import os
 import re
 import shutil
@@ -174,7 +175,8 @@ def test_model_file_without_room(gpt_bin, tiny_corpus, reference, tmpfs, ranks):
 @pytest.mark.parametrize("ranks", [1, 2])
 def test_metrics_without_room(gpt_bin, tiny_corpus, tmpfs, ranks):
     """metrics.jsonl fills the disk: one error naming it, every rank stops, no line lost
-    silently (a run used to go on with its metrics cut)."""
+    silently (a run used to go on with its metrics cut), and the file ends with a whole
+    line (it used to end mid-line, which JSON readers and tools/plot_loss.sh refuse)."""
     run_dir = tmpfs(4 * PAGE) / "run"  # config.json, lock and a page or two of metrics
     proc = sh([gpt_bin, "train", "--data", tiny_corpus["corpus"], "--out", run_dir, "--model", "tiny", "--steps", 400,
                "--batch", BATCH, "--eval-every", 0], ranks=ranks, timeout=TIMEOUT, check=False)
@@ -182,6 +184,9 @@ def test_metrics_without_room(gpt_bin, tiny_corpus, tmpfs, ranks):
     assert 0 < proc.returncode < 128, f"exit {proc.returncode}, expected an error exit\n{streams}"
     assert f"gpt train: {run_dir}/metrics.jsonl: cannot write: No space left on device" in proc.stderr, streams
     assert "step 400/400" not in proc.stdout, f"the run went on without its metrics\n{streams}"
+    text = (run_dir / "metrics.jsonl").read_text()
+    assert text.endswith("\n"), f"metrics.jsonl ends mid-line: ...{text[-120:]!r}"
+    assert [json.loads(line)["step"] for line in text.splitlines()] == list(range(1, text.count("\n") + 1))
 
 
 @pytest.mark.parametrize("ranks", [1, 2])

@@ -181,7 +181,7 @@ def test_resume_skips_a_checkpoint_with_non_finite_values(gpt_bin, tiny_corpus, 
 
 def test_resume_keeps_metrics_lines_of_any_length(gpt_bin, tiny_corpus, workdir):
     """Resuming cuts metrics.jsonl to the resumed step: every line up to it stays, however
-    long, and the lines after it go."""
+    long, and the lines after it go, a torn last line (a crash mid-write) with them."""
     corpus, out = tiny_corpus["corpus"], workdir / "run"
     sh(train_args(gpt_bin, corpus, out, 4, ["--ckpt-every", 2, "--keep", 0]), timeout=120)
     path = out / "metrics.jsonl"
@@ -191,7 +191,7 @@ def test_resume_keeps_metrics_lines_of_any_length(gpt_bin, tiny_corpus, workdir)
     long["val_losses"] = {f"/data/{'corpora/' * 10}{'shard' * 10}_{i:03d}.h5": 5.0 + i / 1000 for i in range(100)}
     lines[0] = json.dumps(long, separators=(",", ":"))
     assert len(lines[0]) > 8192
-    path.write_text("\n".join(lines) + "\n")
+    path.write_text("\n".join(lines) + "\n" + '{"step":5,"loss":6.0')  # torn
     os.remove(out / "ckpt_4.h5")  # resume from step 2: lines 3 and 4 must go
     (out / "latest").write_text("ckpt_2.h5\n")
     proc = sh(train_args(gpt_bin, corpus, out, 5, ["--ckpt-every", 2, "--keep", 0, "--resume", "auto"]),

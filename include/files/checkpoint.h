@@ -101,10 +101,10 @@ int ckpt_each_tensor(const char *path, const char *where, void (*each)(void *ctx
                      void *ctx, long *n_tensors);
 
 /* Collective: --resume RESUME for run_dir: RESUME a checkpoint's path, or "auto" for the
- * run directory's checkpoints newest first (run_ckpt_list). load(path, ctx) restores
- * from one and returns 0, or -1 when it belongs to another run (no other is tried) or -2
- * when it is unreadable or broken (auto then tries the next older one, saying so as
- * `gpt CMD`). `from`
+ * run directory's checkpoints, the one `latest` names first, then newest first
+ * (run_resume_order). load(path, ctx) restores from one and returns 0, or -1 when it
+ * belongs to another run (no other is tried) or -2 when it is unreadable or broken (auto
+ * then tries the next one, saying so as `gpt CMD`). `from`
  * receives the path restored from, "" when auto found none (the run starts afresh). */
 int ckpt_resume(const char *run_dir, const char *resume, const char *cmd, int (*load)(const char *path, void *ctx),
                 void *ctx, char *from, size_t size);

@@ -41,8 +41,8 @@ int ckpt_writer_poll(CkptWriter *w);
 int ckpt_writer_wait(CkptWriter *w, double *write_s);
 
 /* Collective: ckpt_write to RUN_DIR/ckpt_<step>.h5 (run_layout.h), then RUN_DIR/latest, then removal
- * of all but the `keep` newest checkpoints (keep 0: none removed; a failure to remove is
- * a warning of `gpt CMD`). w NULL or not in the background: now, returning when all of
+ * of all but the `keep` newest checkpoints, never the one just written (keep 0: none
+ * removed; a failure to remove is a warning of `gpt CMD`). w NULL or not in the background: now, returning when all of
  * it is done. In the background: returning once the state is staged, after waiting for
  * the write before (whose failure is then this one's); the result comes from
  * ckpt_writer_poll/_wait. */

@@ -36,13 +36,15 @@ int run_dir_clear(const char *out);
 
 /* Rank 0, in a directory run_dir_lock made and holds (checked unused, cleared or resumed
  * from): writes config.json (atomic.h) and starts metrics.jsonl; a resumed run
- * (resumed_step > 0) keeps its metrics up to that step. */
+ * (resumed_step > 0) first moves the checkpoints past that step aside
+ * (run_retire_checkpoints), and keeps its metrics up to that step. */
 int run_dir_prepare(const char *out, json_t *config, long resumed_step);
 
-/* Rank 0: opens RUN_DIR/metrics.jsonl for appending (NULL with gpt_error() on failure)
- * and writes a line, flushed (-1 naming the file when it cannot: a full disk). */
-FILE *run_metrics_open(const char *out);
-int run_metrics_write(FILE *f, const char *out, json_t *line);
+/* Rank 0: opens RUN_DIR/metrics.jsonl for appending (a descriptor, or -1 with gpt_error())
+ * and writes a line to it whole or not at all: a line that cannot be written (a full
+ * disk) is cut off again, so the file always ends with a whole line (-1 naming the file). */
+int run_metrics_open(const char *out);
+int run_metrics_write(int fd, const char *out, json_t *line);
 
 /* Rank 0: one line listing the settings of config JSON now_text that differ from
  * saved_text's (sections "versions" and "resume" aside). */

@@ -193,7 +193,7 @@ int ckpt_job_write(CkptJob *j) {
     fault_point("ckpt-rename", j->state.step, rank);
     if (rank == 0) rc = run_point_latest(j->run_dir, j->state.step);
     fault_point("ckpt-latest", j->state.step, rank);
-    if (rank == 0 && !rc && j->keep > 0) run_prune_checkpoints(j->cmd, j->run_dir, j->keep);
+    if (rank == 0 && !rc && j->keep > 0) run_prune_checkpoints(j->cmd, j->run_dir, j->keep, j->state.step);
     return dist_agree_on(j->comm, rc);
 }
 

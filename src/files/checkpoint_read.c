@@ -147,7 +147,7 @@ int ckpt_resume(const char *run_dir, const char *resume, const char *cmd, int (*
     long *steps = NULL;
     int n = 1;
     if (is_auto) {
-        n = rank == 0 ? run_ckpt_list(run_dir, &steps) : 0;
+        n = rank == 0 ? run_resume_order(run_dir, &steps) : 0;
         MPI_Bcast(&n, 1, MPI_INT, 0, MPI_COMM_WORLD);
         if (rank != 0) steps = xmalloc(sizeof(long) * (size_t)(n ? n : 1));
         if (n) MPI_Bcast(steps, n, MPI_LONG, 0, MPI_COMM_WORLD);
@@ -163,7 +163,7 @@ int ckpt_resume(const char *run_dir, const char *resume, const char *cmd, int (*
             break;
         }
         if (rc == -1 || !is_auto) break;
-        if (rank == 0) fprintf(stderr, "gpt %s: %s; falling back to an older checkpoint\n", cmd, gpt_last_error());
+        if (rank == 0) fprintf(stderr, "gpt %s: %s; falling back to another checkpoint\n", cmd, gpt_last_error());
     }
     free(steps);
     if (rc == -2 && is_auto)

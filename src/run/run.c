@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "base/stop.h"
 #include "base/util.h"
@@ -151,7 +152,7 @@ static int prepare_dir(Run *r, int lock) {
 
 /* Rank 0: the step's line of metrics.jsonl and, every log_every steps, its progress line. */
 typedef struct {
-    FILE *metrics;
+    int metrics;        /* metrics.jsonl's descriptor (rank 0), else -1 */
     const char *out;    /* the run directory */
     int metrics_failed;
     char metrics_error[512];
@@ -246,12 +247,12 @@ static int steps(Run *r) {
     const RunClient *c = r->c;
     const RunOptions *o = c->opt;
     int rank = dist_rank(), rc = 0;
-    Report p = {.t_start = now_seconds(), .first_step = r->step, .out = c->out};
+    Report p = {.t_start = now_seconds(), .first_step = r->step, .out = c->out, .metrics = -1};
     if (c->flops_per_token > 0) { /* every rank at once: the machine's limit under load */
         p.peak_gflops = blas_sgemm_peak_gflops();
         MPI_Allreduce(MPI_IN_PLACE, &p.peak_gflops, 1, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD);
     }
-    if (dist_agree(rank == 0 && !(p.metrics = run_metrics_open(c->out)) ? -1 : 0)) return -1;
+    if (dist_agree(rank == 0 && (p.metrics = run_metrics_open(c->out)) < 0 ? -1 : 0)) return -1;
     p.held = json_array();
     pthread_mutex_init(&p.lock, NULL);
     r->writer = ckpt_writer_create(o->async_ckpt, rank == 0 ? release_lines : NULL, &p);
@@ -352,7 +353,7 @@ static int steps(Run *r) {
     json_decref(p.held);
     pthread_mutex_destroy(&p.lock);
     if (rc == 0) rc = dist_agree(p.metrics_failed ? gpt_error("%s", p.metrics_error) : 0); /* the last step's line */
-    if (p.metrics) fclose(p.metrics);
+    if (p.metrics >= 0) close(p.metrics);
     if (rc == 0 && rank == 0 && p.first_step >= c->steps)
         printf("the run was already at step %ld of %ld: nothing left to train\n", r->step, c->steps);
     return rc;

@@ -144,6 +144,7 @@ int run_dir_check_unused(const char *out) {
 int run_dir_prepare(const char *out, json_t *config, long resumed_step) {
     char path[PATH_MAX];
     AtomicFile a;
+    if (resumed_step > 0 && run_retire_checkpoints(out, resumed_step)) return -1;
     if (run_path(path, sizeof path, out, RUN_CONFIG) || atomic_open(&a, path)) return -1;
     if (json_dumpf(config, a.f, JSON_INDENT(2) | JSON_SORT_KEYS)) {
         atomic_abort(&a);
@@ -154,18 +155,34 @@ int run_dir_prepare(const char *out, json_t *config, long resumed_step) {
     return atomic_open(&a, path) ? -1 : atomic_commit(&a); /* empty: the run appends */
 }
 
-FILE *run_metrics_open(const char *out) {
+int run_metrics_open(const char *out) {
     char path[PATH_MAX];
-    if (run_path(path, sizeof path, out, RUN_METRICS)) return NULL;
-    FILE *f = fopen(path, "a");
-    if (!f) gpt_error("%s: cannot open for appending: %s", path, strerror(errno));
-    return f;
+    if (run_path(path, sizeof path, out, RUN_METRICS)) return -1;
+    int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
+    if (fd < 0) gpt_error("%s: cannot open for appending: %s", path, strerror(errno));
+    return fd;
 }
 
-int run_metrics_write(FILE *f, const char *out, json_t *line) {
+int run_metrics_write(int fd, const char *out, json_t *line) {
+    size_t n = json_dumpb(line, NULL, 0, JSON_COMPACT), done = 0;
+    if (!n) return gpt_error("%s/" RUN_METRICS ": cannot encode a line", out);
+    char *text = xmalloc(n + 1);
+    json_dumpb(line, text, n, JSON_COMPACT);
+    text[n++] = '\n';
     errno = 0;
-    int bad = json_dumpf(line, f, JSON_COMPACT) | (fputc('\n', f) == EOF) | fflush(f);
-    return bad ? gpt_error("%s/" RUN_METRICS ": cannot write: %s", out, errno ? strerror(errno) : "write error") : 0;
+    off_t end = lseek(fd, 0, SEEK_END); /* where the line starts: a torn one is cut back to it */
+    while (end >= 0 && done < n) {
+        ssize_t w = write(fd, text + done, n - done);
+        if (w > 0) done += (size_t)w;
+        else if (w == 0 || errno != EINTR) break;
+    }
+    int err = errno ? errno : EIO;
+    free(text);
+    if (done == n) return 0;
+    if (end >= 0 && done > 0 && ftruncate(fd, end))
+        return gpt_error("%s/" RUN_METRICS ": cannot write: %s; nor cut its torn last line off: %s", out,
+                         strerror(err), strerror(errno));
+    return gpt_error("%s/" RUN_METRICS ": cannot write: %s", out, strerror(err));
 }
 
 /* Prints "name: old -> new", after "changed on resume:" the first time. */
