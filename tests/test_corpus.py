@@ -465,3 +465,37 @@ def test_input_truncated_while_read(gpt_bin, tokenizer, workdir, name, ranks):
     assert f"{src}: changed while being read" in err
     assert err.count("gpt prepare:") == 1
     assert not out.exists() and not (workdir / "c.h5.tmp").exists()
+
+
+def test_stopped_rank_ends_prepare_with_no_file(gpt_bin, tokenizer, workdir):
+    """Rank 1 stops itself at round 1 (GPT_FAULT .../STOP): rank 0, waiting in the round's
+    agreement past --collective-timeout 2, ends the job with exit 69 within the timeout +
+    30 s, naming the round, the phase and rank 1, and removes the .tmp that MPI_Abort
+    would leave: no corpus, no .tmp."""
+    rng = np.random.default_rng(3)
+    src = workdir / "book.txt"
+    src.write_text("\n\n".join(words(rng, 60) for _ in range(1500)))  # 500 kB: rounds of 2 x 83 kB
+    out, timeout = workdir / "c.h5", 2
+    cmd = ["mpirun", "-np", "2", gpt_bin, "prepare", "--tokenizer", tokenizer, "--out", out, "--max-memory", 1,
+           "--split-on-blank-lines", "--collective-timeout", timeout, src]
+    proc = subprocess.Popen([str(a) for a in cmd], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True, env=mpi_environ({"GPT_FAULT": "prepare-round:1@1/STOP"}))
+    try:
+        hang = time.monotonic() + 120
+        while not stopped_in_session(proc.pid):
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < hang, "hung: rank 1 did not stop at round 1"
+            time.sleep(0.02)
+        t0 = time.monotonic()
+        _, err = proc.communicate(timeout=timeout + 30)
+        secs = time.monotonic() - t0
+    finally:
+        kill_group(proc)
+    assert proc.returncode == 69, err[-3000:]
+    assert secs <= timeout + 30
+    assert re.search(r"gpt prepare: round 2: the agreement on the round's tokenizing has not completed in \d+ s "
+                     rf"\(--collective-timeout {timeout}\) on rank 0 \(host \S+\); ranks that did not answer: 1 "
+                     rf"\(host \S+\)\. Ending the job with exit code 69: {re.escape(str(out))} is as it was .* the "
+                     rf"unfinished {re.escape(str(out))}\.tmp is removed", err), err[-3000:]
+    assert err.count("has not completed") == 1
+    assert not out.exists() and not (workdir / "c.h5.tmp").exists()

@@ -106,5 +106,8 @@ def test_help_shows_the_defaults_of_the_table(gpt_bin, commands):
     text = gpt(gpt_bin, "train", "--lr", 1, "--help").stdout  # the defaults, not what came before
     assert re.search(r"^  --lr X +.*\(default 0\.00025\)$", text, re.M), text
     assert re.search(r"^  --collective-timeout S +.*\(default 600\)$", text, re.M), text
+    # the row RunOptions shares with gpt prepare: the same help and default there
+    row = re.search(r"^  --collective-timeout S .*$", text, re.M).group(0)
+    assert row in gpt(gpt_bin, "prepare", "--help").stdout.splitlines()
     assert "\nrun options:\n" in text and "\nmodel options" in text
     assert commands[("finetune",)]["corpus"] and "data" in commands[("finetune",)]

@@ -80,7 +80,9 @@ int cli_parse(const CliCommand *c, int argc, char **argv, void *opts, int *first
 
 /* The shared groups, included with {.kind = CLI_GROUP, .group = ..., .offset = offsetof(the
  * struct's field)}: the model configuration (a ConfigArgs, config.h), RunOptions (run.h,
- * gpt train and gpt finetune) and --precision (a Precision, precision.h). */
-extern const CliOpt cli_config_opts[], cli_run_opts[], cli_precision_opts[];
+ * gpt train and gpt finetune), --precision (a Precision, precision.h) and
+ * --collective-timeout (a double of seconds, default WATCHDOG_DEFAULT_S: RunOptions and
+ * gpt prepare). */
+extern const CliOpt cli_config_opts[], cli_run_opts[], cli_precision_opts[], cli_collective_opts[];
 
 #endif

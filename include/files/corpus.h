@@ -19,6 +19,7 @@ typedef struct {
     int split_on_blank_lines;/* text files: paragraphs are documents (else a file is one) */
     size_t max_doc_bytes;    /* a larger document is an error, not an out-of-memory */
     size_t max_memory;       /* bytes a rank may hold, the program's own included */
+    double collective_timeout;/* seconds a collective may take before the job ends (watchdog.h); 0: no limit */
 } PrepareOptions;
 
 typedef struct {
@@ -32,7 +33,8 @@ typedef struct {
 /* Collective over MPI_COMM_WORLD. Inputs named .jsonl (also .jsonl.gz, .jsonl.zst) are
  * JSON Lines (base/jsonl.h's rules) with a string field "text" per line; others are
  * UTF-8 text. Writes out + ".tmp" and publishes it when complete (base/atomic.h). Returns 0, or -1 on every rank with the same
- * message and no file left (also when SIGTERM or SIGINT arrives). */
+ * message and no file left (also when SIGTERM or SIGINT arrives). A rank that stops
+ * answering ends the job with WATCHDOG_EXIT and no file left (watchdog.h). */
 int corpus_prepare(const char *tokenizer_path, const char *out, const char *const *inputs,
                    int n_inputs, const PrepareOptions *opt, PrepareStats *stats);
 

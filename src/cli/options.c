@@ -307,6 +307,11 @@ const CliOpt cli_precision_opts[] = {
      .help = "of the matrix products (bf16: bf16 operands, fp32 sums; docs/precision.md)"},
     CLI_END};
 
+const CliOpt cli_collective_opts[] = {
+    {.name = "collective-timeout", .kind = CLI_DOUBLE, .flags = CLI_MIN, .metavar = "S",
+     .help = "seconds a collective may take before the job ends (0: no limit)"},
+    CLI_END};
+
 #define RUN_INT(flag, field, lo, what) \
     {.name = flag, .kind = CLI_INT, .offset = offsetof(RunOptions, field), .flags = CLI_MIN, .min = lo, \
      .metavar = "N", .help = what}
@@ -328,8 +333,7 @@ const CliOpt cli_run_opts[] = {
     RUN_FLAG("allow-data-change", allow_data_change, "resume on other data (another blend or weights)"),
     {.name = "time-limit", .kind = CLI_DURATION, .offset = offsetof(RunOptions, time_limit), .metavar = "D",
      .help = "checkpoint and exit with 75 before this time has passed (Slurm's forms)", .dflt = "UNLIMITED"},
-    {.name = "collective-timeout", .kind = CLI_DOUBLE, .offset = offsetof(RunOptions, collective_timeout),
-     .flags = CLI_MIN, .metavar = "S", .help = "seconds a collective may take before the job ends (0: no limit)"},
+    {.kind = CLI_GROUP, .group = cli_collective_opts, .offset = offsetof(RunOptions, collective_timeout)},
     RUN_FLAG("shard-optimizer", shard_optimizer, "split AdamW's moments among the ranks (ZeRO-1)"),
     RUN_FLAG("async-ckpt", async_ckpt, "write checkpoints in the background"),
     {.kind = CLI_GROUP, .group = cli_precision_opts, .offset = offsetof(RunOptions, precision)},

@@ -6,11 +6,12 @@
 #include "base/util.h"
 #include "cli/cli.h"
 #include "dist/dist.h"
+#include "dist/watchdog.h"
 #include "files/corpus.h"
 
 typedef struct {
     const char *tok, *out, *list;
-    double val_fraction;
+    double val_fraction, collective_timeout;
     int split_on_blank_lines, max_doc_mb, max_memory_mb;
 } PrepareArgs;
 
@@ -31,6 +32,7 @@ static const CliOpt prepare_opts[] = {
     {.name = "max-memory", .kind = CLI_INT, .offset = P(max_memory_mb), .flags = CLI_MIN, .min = 1, .metavar = "MB", .help = "what each rank holds: it tokenizes and writes in rounds that fit"},
     {.name = "input-list", .kind = CLI_STRING, .offset = P(list), .metavar = "FILE",
      .help = "further inputs, one path a line, after those on the command line"},
+    {.kind = CLI_GROUP, .group = cli_collective_opts, .offset = P(collective_timeout)},
     CLI_END};
 
 static const CliCommand prepare_cmd = {
@@ -40,15 +42,19 @@ static const CliCommand prepare_cmd = {
              "document per line in its \"text\" field. Every document ends with <|endoftext|>.\n"
              "Inputs may be gzip or zstd compressed (told by their content; name.jsonl.gz is JSON Lines).\n"
              "A document larger than a round of --max-memory is held whole. Under mpirun the ranks\n"
-             "share the work; the file is the same for any number of ranks and any --max-memory.\n"};
+             "share the work; the file is the same for any number of ranks and any --max-memory.\n"
+             "A collective that has not completed in --collective-timeout ends the job with exit\n"
+             "code 69, leaving no file (docs/operations.md).\n"};
 
 static int prepare(int argc, char **argv) {
-    PrepareArgs a = {.val_fraction = 0.01, .max_doc_mb = 256, .max_memory_mb = 1024};
+    PrepareArgs a = {.val_fraction = 0.01, .max_doc_mb = 256, .max_memory_mb = 1024,
+                     .collective_timeout = WATCHDOG_DEFAULT_S};
     int first, rc = cli_parse(&prepare_cmd, argc, argv, &a, &first);
     if (rc >= 0) return rc;
     const char *tok = a.tok, *out = a.out, *list = a.list;
     PrepareOptions opt = {.val_fraction = a.val_fraction, .split_on_blank_lines = a.split_on_blank_lines,
-                          .max_doc_bytes = (size_t)a.max_doc_mb << 20, .max_memory = (size_t)a.max_memory_mb << 20};
+                          .max_doc_bytes = (size_t)a.max_doc_mb << 20, .max_memory = (size_t)a.max_memory_mb << 20,
+                          .collective_timeout = a.collective_timeout};
     if (first == argc && !list) return cli_usage_error("prepare", "no input files");
     /* the inputs: command line, then the list file's lines */
     size_t list_len = 0;

@@ -30,8 +30,7 @@ static struct {
     atomic_long entered; /* outermost phases entered: which one is current */
     atomic_long step;
     atomic_int stopping;
-    double timeout_s;
-    const char *cmd;
+    WatchdogJob job;
     int running, has_thread, threaded, rank, size;
     char (*host)[MPI_MAX_PROCESSOR_NAME]; /* each rank's */
     Answer *answer;                       /* the last one sent to each rank */
@@ -152,34 +151,39 @@ static void check_stall(double age, long id) {
         }
         a->op[sizeof a->op - 1] = '\0';
         if (a->phase_s < 0)
-            append(elsewhere, sizeof elsewhere, &ne, "%srank %d (host %s) from step %ld, outside any collective",
-                   ne ? "; " : "", r, wd.host[r], a->step);
+            append(elsewhere, sizeof elsewhere, &ne, "%srank %d (host %s) from %s %ld, outside any collective",
+                   ne ? "; " : "", r, wd.host[r], wd.job.step, a->step);
         else if (a->step != me.step || strcmp(a->op, me.op))
-            append(elsewhere, sizeof elsewhere, &ne, "%srank %d (host %s) from step %ld, in %s", ne ? "; " : "", r,
-                   wd.host[r], a->step, a->op);
+            append(elsewhere, sizeof elsewhere, &ne, "%srank %d (host %s) from %s %ld, in %s", ne ? "; " : "", r,
+                   wd.host[r], wd.job.step, a->step, a->op);
     }
     if (wd.threaded && !ns && !ne) {
         free(ans), free(got);
         if (wd.rank == lowest_alive) {
-            fprintf(stderr, "gpt %s: warning: step %ld: %s has not completed in %.0f s (--collective-timeout %g), "
-                    "but every rank answered from this step and phase: still waiting\n", wd.cmd, me.step, me.op,
-                    age, wd.timeout_s);
+            fprintf(stderr, "gpt %s: warning: %s %ld: %s has not completed in %.0f s (--collective-timeout %g), "
+                    "but every rank answered from this %s and phase: still waiting\n", wd.job.cmd, wd.job.step,
+                    me.step, me.op, age, wd.job.timeout_s, wd.job.step);
             fflush(stderr);
         }
         return;
     }
     if (wd.rank == lowest_alive) {
+        char why[128];
+        if (!wd.threaded)
+            snprintf(why, sizeof why, "which ranks did not arrive cannot be known (MPI without MPI_THREAD_MULTIPLE)");
+        else if (ns) snprintf(why, sizeof why, "ranks that did not answer: ");
+        else snprintf(why, sizeof why, "every rank answered, not all from this %s and phase: ", wd.job.step);
         fprintf(stderr,
-                "gpt %s: step %ld: %s has not completed in %.0f s (--collective-timeout %g) on rank %d (host %s); "
-                "%s%s%s%s. Ending the job with exit code %d: the checkpoints on disk are as they were; go on with "
-                "--resume auto\n",
-                wd.cmd, me.step, me.op, age, wd.timeout_s, wd.rank, wd.host[wd.rank],
-                !wd.threaded ? "which ranks did not arrive cannot be known (MPI without MPI_THREAD_MULTIPLE)"
-                : ns ? "ranks that did not answer: " : "every rank answered, not all from this step and phase: ",
-                silent, ns && ne ? "; " : "", elsewhere, WATCHDOG_EXIT);
+                "gpt %s: %s %ld: %s has not completed in %.0f s (--collective-timeout %g) on rank %d (host %s); "
+                "%s%s%s%s. Ending the job with exit code %d: %s\n",
+                wd.job.cmd, wd.job.step, me.step, me.op, age, wd.job.timeout_s, wd.rank, wd.host[wd.rank], why,
+                silent, ns && ne ? "; " : "", elsewhere, WATCHDOG_EXIT, wd.job.outcome);
         fflush(stderr);
     }
     fflush(stdout);
+    /* before the abort, on every rank that ends the job: whichever rank stalled, one
+     * alive removes it (the file system is shared: parallel HDF5 needs it) */
+    if (wd.job.remove) remove(wd.job.remove);
     MPI_Abort(MPI_COMM_WORLD, WATCHDOG_EXIT);
     _exit(WATCHDOG_EXIT); /* MPI_Abort does not return; should it, this rank still ends */
 }
@@ -199,18 +203,18 @@ static void *watch(void *unused) {
         long id = atomic_load(&wd.entered);
         Answer a = where_am_i();
         if (id != phase) phase = id, checks = 0;
-        if (a.phase_s > wd.timeout_s * (checks + 1)) check_stall(a.phase_s, id), checks++;
+        if (a.phase_s > wd.job.timeout_s * (checks + 1)) check_stall(a.phase_s, id), checks++;
     }
     pthread_mutex_unlock(&wd.lock);
     return NULL;
 }
 
-int watchdog_start(const char *cmd, double timeout_s) {
-    if (timeout_s <= 0 || wd.running) return 0;
+int watchdog_start(const WatchdogJob *job) {
+    if (job->timeout_s <= 0 || wd.running) return 0;
     int level;
     MPI_Query_thread(&level);
     wd.threaded = level == MPI_THREAD_MULTIPLE;
-    wd.cmd = cmd, wd.timeout_s = timeout_s;
+    wd.job = *job;
     MPI_Comm_rank(MPI_COMM_WORLD, &wd.rank);
     MPI_Comm_size(MPI_COMM_WORLD, &wd.size);
     wd.host = xcalloc((size_t)wd.size, sizeof *wd.host);

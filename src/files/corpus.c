@@ -16,7 +16,9 @@
  * tokenizes only those that start in its slots. Positions in it are decompressed
  * bytes. /tokenizer and the root attributes are written at the end by rank 0 alone,
  * through the serial driver, and the file is published (base/atomic.h) only when all of it
- * is complete. */
+ * is complete. Every collective is a phase of the watchdog (--collective-timeout), whose
+ * step is the round: a rank that stops answering ends the job with WATCHDOG_EXIT, and
+ * the ranks that end it remove the .tmp first. */
 #include "files/corpus.h"
 
 #include <limits.h>
@@ -31,6 +33,7 @@
 #include "base/util.h"
 #include "corpus_parts.h"
 #include "dist/dist.h"
+#include "dist/watchdog.h"
 #include "files/h5util.h"
 #include "files/tokenizer_file.h"
 
@@ -68,11 +71,21 @@ int corpus_prepare(const char *tokenizer_path, const char *out, const char *cons
     h5_quiet();
     stop_signals_catch();
     int rank = dist_rank(), P = dist_size();
-    char tmp[PATH_MAX];
+    char tmp[PATH_MAX], outcome[2 * PATH_MAX + 160];
     if (atomic_tmp_path(out, tmp, sizeof tmp)) return -1;
+    snprintf(outcome, sizeof outcome, "%s is as it was (a corpus is renamed into place only when whole) and the "
+             "unfinished %s is removed: run gpt prepare again", out, tmp);
+    WatchdogJob job = {.cmd = "prepare", .step = "round", .outcome = outcome, .remove = tmp,
+                       .timeout_s = opt->collective_timeout};
+    if (dist_agree(watchdog_start(&job))) {
+        watchdog_stop(); /* where it started */
+        return -1;
+    }
     /* MPI and HDF5 before any data, the largest rank's: every rank must size rounds alike */
     double program_mb = current_rss_mb();
+    watchdog_enter("the allreduce of the ranks' memory");
     MPI_Allreduce(MPI_IN_PLACE, &program_mb, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
+    watchdog_leave();
     Tokenizer *t = tokenizer_load(tokenizer_path);
     Stream s = {0};
     Work w = {.tok = t, .opt = opt};
@@ -81,13 +94,20 @@ int corpus_prepare(const char *tokenizer_path, const char *out, const char *cons
     int rc = !t || corpus_open_inputs(&s, inputs, n_inputs, opt->split_on_blank_lines);
     if (!rc && (w.eot = tokenizer_special_id(t, TOK_EOT)) < 0)
         rc = gpt_error("%s: the tokenizer has no %s token to end documents with", tokenizer_path, TOK_EOT);
-    if ((rc = dist_agree(rc))) goto out;
+    watchdog_enter("the agreement on the inputs and the tokenizer");
+    rc = dist_agree(rc);
+    watchdog_leave();
+    if (rc) goto out;
     int wide = tokenizer_vocab_size(t) > 65536;
     size_t elem = wide ? 4 : 2;
     Counts none = {{0, 0}, {0, 0}};
     /* before and after the create, which truncates */
-    if ((rc = corpus_reserve(out, tmp, &none, elem, t))) goto out;
-    if ((rc = dist_agree(corpus_output_create(&o, tmp, wide))) || (rc = corpus_reserve(out, tmp, &none, elem, t))) goto out;
+    watchdog_enter("creating the corpus file");
+    if (corpus_reserve(out, tmp, &none, elem, t) || dist_agree(corpus_output_create(&o, tmp, wide)) ||
+        corpus_reserve(out, tmp, &none, elem, t))
+        rc = -1;
+    watchdog_leave();
+    if (rc) goto out;
 
     double budget = (double)opt->max_memory - program_mb * 1048576.0;
     if (budget < MIN_ROUND_BUDGET) budget = MIN_ROUND_BUDGET;
@@ -99,14 +119,20 @@ int corpus_prepare(const char *tokenizer_path, const char *out, const char *cons
     for (int at_end = 0; !at_end; rounds++) {
         int64_t R = round_bytes(budget, density[0], density[1], elem);
         int64_t text_before = w.text_bytes;
+        watchdog_step(rounds + 1);
         fault_point("prepare-round", rounds, rank);
         rc = stop_signal_caught() ? gpt_error("interrupted by %s", stop_signal_name())
                                   : corpus_tokenize_slot(&w, &s, base + rank * R, base + (rank + 1) * R, &at_end);
-        if ((rc = dist_agree(rc))) break;
+        watchdog_enter("the agreement on the round's tokenizing");
+        rc = dist_agree(rc);
+        watchdog_leave();
+        if (rc) break;
 
         /* global document index -> split; this rank's place in the round */
         int64_t first_doc = 0, n_docs = (int64_t)w.n_docs;
+        watchdog_enter("the prefix sum of the round's documents");
         MPI_Exscan(&n_docs, &first_doc, 1, MPI_INT64_T, MPI_SUM, MPI_COMM_WORLD);
+        watchdog_leave();
         if (rank == 0) first_doc = 0;
         split = xrealloc(split, w.n_docs + 1);
         Counts mine = {{0, 0}, {0, 0}}, before = {{0, 0}, {0, 0}}, round;
@@ -115,26 +141,31 @@ int corpus_prepare(const char *tokenizer_path, const char *out, const char *cons
             mine.tokens[(int)split[k]] += w.doc_len[k];
             mine.docs[(int)split[k]]++;
         }
+        watchdog_enter("the sums of the round's tokens");
         MPI_Exscan(&mine, &before, 4, MPI_INT64_T, MPI_SUM, MPI_COMM_WORLD);
-        if (rank == 0) memset(&before, 0, sizeof before);
         MPI_Allreduce(&mine, &round, 4, MPI_INT64_T, MPI_SUM, MPI_COMM_WORLD);
+        watchdog_leave();
+        if (rank == 0) memset(&before, 0, sizeof before);
         docs_before += round.docs[0] + round.docs[1];
 
         double text = (double)(w.text_bytes - text_before);
         double seen[4] = {at_end, text > 0 ? (double)w.tokens.n / text : 0, text > 0 ? (double)w.n_docs / text : 0,
                           (double)corpus_file_bytes_read(&s, base + (rank + 1) * R)};
+        watchdog_enter("the allreduce of the round's progress");
         MPI_Allreduce(MPI_IN_PLACE, seen, 4, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
+        watchdog_leave();
         at_end = seen[0] > 0;
         for (int k = 0; k < 2; k++)
             if (seen[1 + k] > 0) densest[k] = fmax(densest[k], seen[1 + k]), density[k] = fmin(1.0, 1.25 * densest[k]);
 
         Counts after = o.done;
         for (int k = 0; k < 2; k++) after.tokens[k] += round.tokens[k], after.docs[k] += round.docs[k];
-        if ((rc = corpus_reserve(out, tmp, &after, elem, t))) break;
-        if ((rc = dist_agree(corpus_output_append(&o, &w, split, &mine, &before, &round)))) {
+        watchdog_enter("writing the round's tokens");
+        if (!(rc = corpus_reserve(out, tmp, &after, elem, t)) &&
+            (rc = dist_agree(corpus_output_append(&o, &w, split, &mine, &before, &round))))
             gpt_error("%s: writing the tokens failed (disk full?)", tmp);
-            break;
-        }
+        watchdog_leave();
+        if (rc) break;
         w.tokens.n = 0, w.n_docs = 0;
         base += P * R;
         if (rank == 0 && !at_end && now_seconds() - printed >= PROGRESS_EVERY_S) {
@@ -144,27 +175,38 @@ int corpus_prepare(const char *tokenizer_path, const char *out, const char *cons
     }
     /* document 0 always goes to train, so train is empty only when there are no documents */
     if (!rc && o.done.docs[0] == 0) rc = gpt_error("no documents: the inputs hold no text");
+    watchdog_enter("finishing the corpus file");
     if (!rc && (rc = dist_agree(corpus_output_finish(&o)))) gpt_error("%s: writing the tokens failed (disk full?)", tmp);
     if (corpus_output_close(&o) && !rc) rc = gpt_error("%s: writing the tokens failed (disk full?)", tmp);
-    if ((rc = dist_agree(rc))) goto out;
+    rc = dist_agree(rc);
+    watchdog_leave();
+    if (rc) goto out;
+    watchdog_enter("rank 0's write of the tokenizer and the attributes");
     if (rank == 0) { /* reserved again: closing the parallel file truncated it */
         rc = h5_reserve(out, tmp, corpus_file_bytes_needed(&o.done, elem, t), "the corpus") ? -1
              : corpus_write_metadata(tmp, t, &s, &o.done, opt) ? gpt_error("%s: writing the metadata failed", tmp)
                                                                : atomic_publish(tmp, out);
     }
-    if ((rc = dist_agree(rc))) goto out;
+    rc = dist_agree(rc);
+    watchdog_leave();
+    if (rc) goto out;
     memcpy(stats->tokens, o.done.tokens, sizeof o.done.tokens);
     memcpy(stats->docs, o.done.docs, sizeof o.done.docs);
     stats->text_bytes = s.offs[s.n]; /* known to the ranks that reached the end */
-    MPI_Allreduce(MPI_IN_PLACE, &stats->text_bytes, 1, MPI_INT64_T, MPI_MAX, MPI_COMM_WORLD);
     stats->file_bytes = s.file_bytes;
     stats->rounds = rounds;
     stats->peak_rss_mb = peak_rss_mb();
+    watchdog_enter("the allreduces of the summary");
+    MPI_Allreduce(MPI_IN_PLACE, &stats->text_bytes, 1, MPI_INT64_T, MPI_MAX, MPI_COMM_WORLD);
     MPI_Allreduce(MPI_IN_PLACE, &stats->peak_rss_mb, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
+    watchdog_leave();
 out:
     /* every rank agreed on rc; the file is closed everywhere before it is removed */
+    watchdog_enter("closing the corpus file");
     if (corpus_output_close(&o)) rc = rc ? rc : -1;
+    watchdog_leave();
     if (rc && rank == 0) remove(tmp);
+    watchdog_stop();
     free(split);
     free(w.tokens.ids);
     free(w.doc_len);

@@ -363,7 +363,9 @@ int run_training(const RunClient *c) {
     Run r = {.c = c, .global_batch = c->global_batch};
     int lock = -1, rc;
     stop_signals_catch();
-    if ((rc = dist_agree(watchdog_start(c->cmd, c->opt->collective_timeout))) == 0) rc = begin(&r, &lock);
+    WatchdogJob job = {.cmd = c->cmd, .step = "step", .timeout_s = c->opt->collective_timeout,
+                       .outcome = "the checkpoints on disk are as they were; go on with --resume auto"};
+    if ((rc = dist_agree(watchdog_start(&job))) == 0) rc = begin(&r, &lock);
     if (rc == 0) rc = dist_agree(c->start(c->ctx, r.saved_config != NULL));
     if (rc == 0) rc = prepare_dir(&r, lock);
     if (rc == 0) rc = steps(&r);

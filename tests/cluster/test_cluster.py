@@ -14,7 +14,8 @@
     message naming the step, the operation and the rank and host that did not answer;
     SIGKILL of every rank of a host ends it within 60 s; after each, --resume auto on
     the remaining host goes on from the newest checkpoint with exactly the losses of an
-    uninterrupted run;
+    uninterrupted run; a rank of gpt prepare that stops ends that job alike, leaving no
+    corpus and no .tmp;
   * jobs/pretrain.sbatch with --nodes=2 on a Slurm of 2 nodes, one a host (slurmctld and
     a slurmd in each namespace: tests/slurm/slurm_cluster.sh with SLURM_NODES), srun
     --mpi=pmix starting a rank on each: the losses of 2 ranks on 1 host, exactly;
@@ -170,15 +171,15 @@ def watch_args(corpus, out, extra=()):
             "--collective-timeout", TIMEOUT, *extra]
 
 
-def gpt_ranks(cluster, host):
-    """The pids of gpt's ranks on host (not mpirun, orted or the shells between)."""
+def gpt_ranks(cluster, host, command=b"train"):
+    """The pids of gpt's ranks of command on host (not mpirun, orted or the shells between)."""
     pids = []
     for pid in cluster.pids(host):
         try:
             cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
-        if cmd[0].endswith(b"/gpt") and b"train" in cmd:
+        if cmd[0].endswith(b"/gpt") and command in cmd:
             pids.append(pid)
     return pids
 
@@ -261,6 +262,45 @@ def test_stalled_rank_ends_the_job(gpt_bin, cluster, tiny_corpus, uninterrupted,
     assert secs <= TIMEOUT + 30
     # the checkpoints on disk are whole: the newest loads and the run goes on exactly
     resume_on_host_1(cluster, gpt_bin, tiny_corpus["corpus"], out, uninterrupted)
+
+
+def test_stalled_prepare_rank_ends_the_job(gpt_bin, cluster, tiny_corpus, moby, workdir):
+    """Rank 1 of gpt prepare (host 2) stops itself at round 1 (GPT_FAULT .../STOP): exit 69
+    within the timeout + 30 s of the stop, the message naming the round, the phase and
+    rank 1 on host 2, and no corpus and no .tmp (MPI_Abort would leave the .tmp)."""
+    out, log = workdir / "c.h5", workdir / "stderr"
+    proc = cluster.popen([gpt_bin, "prepare", "--tokenizer", tiny_corpus["tokenizer"], "--out", out, "--max-memory",
+                          1, "--split-on-blank-lines", "--collective-timeout", TIMEOUT, moby],
+                         env={"GPT_FAULT": "prepare-round:1@1/STOP"}, stdout=subprocess.DEVNULL, stderr=log.open("w"))
+
+    def stopped():
+        for pid in gpt_ranks(cluster, 2, b"prepare"):
+            try:
+                if Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "T":
+                    return True
+            except OSError:
+                pass
+        return False
+    try:
+        deadline = time.monotonic() + 120
+        while not stopped():
+            assert proc.poll() is None, log.read_text()[-3000:]
+            assert time.monotonic() < deadline, "hung: rank 1 did not stop at round 1"
+            time.sleep(0.05)
+        rc, err, secs = ended(proc, TIMEOUT + 30, log)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        cleanup_host(cluster, 2)
+    assert rc == 69, f"exit {rc}, expected 69:\n{err[-3000:]}"
+    m = re.search(rf"gpt prepare: round 2: the agreement on the round's tokenizing has not completed in \d+ s "
+                  rf"\(--collective-timeout {TIMEOUT}\) on rank 0 \(host (\S+)\); ranks that did not answer: 1 "
+                  rf"\(host (\S+)\)\. Ending the job with exit code 69: .* is removed", err)
+    assert m, f"no watchdog message naming rank 1 on host 2:\n{err[-3000:]}"
+    assert m.group(1) == cluster.ns(1) and m.group(2) == cluster.ns(2)
+    assert secs <= TIMEOUT + 30
+    assert not out.exists() and not (workdir / "c.h5.tmp").exists()
 
 
 def test_killed_host_ends_the_job(gpt_bin, cluster, tiny_corpus, uninterrupted, workdir):
