@@ -65,7 +65,7 @@ typedef struct {
     const char *name;  /* "train", "tokenizer train" */
     const char *args;  /* positional arguments in the synopsis ("FILE", "FILES..."); NULL: none */
     int min_args, max_args; /* how many positional arguments; max -1: any */
-    int mpi;           /* runs under mpirun: the synopsis says so */
+    int mpi;           /* runs under mpirun: the synopsis says so, and cli_parse starts MPI */
     const char *about; /* the paragraphs after the synopsis */
     const CliOpt *opts;
     size_t size;       /* of the options struct: --help shows its state before parsing */
@@ -75,7 +75,9 @@ typedef struct {
  * defaults. -1: parsed, go on, the positional arguments are argv[*first .. argc); else the
  * exit status: 0 after --help (on standard output), 2 after one line on standard error
  * naming the option (unknown, missing value, out of range, required). Under cli_quiet(1)
- * nothing is printed. */
+ * nothing is printed. A command with .mpi prints only on the launcher's rank 0, and
+ * starts MPI (dist_init) once its line has parsed: --help and a bad line answer at once,
+ * without MPI's start-up (half a second), which no rank needs for them. */
 int cli_parse(const CliCommand *c, int argc, char **argv, void *opts, int *first);
 
 /* The shared groups, included with {.kind = CLI_GROUP, .group = ..., .offset = offsetof(the

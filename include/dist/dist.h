@@ -11,7 +11,11 @@
 #include <mpi.h>
 
 void dist_init(int *argc, char ***argv);
+/* Ends MPI if it was started. */
 void dist_finalize(void);
+/* The rank the launcher (mpirun, srun, MPICH's hydra) gave this process, known before
+ * MPI starts: 0 for a plain run. */
+int dist_launch_rank(void);
 /* 1 if MPI-IO is ROMIO (dist_init's choice under Open MPI, unless OMPI_MCA_io says
  * otherwise), 0 for Open MPI's OMPIO: they read file names differently (h5util.h). */
 int dist_mpiio_is_romio(void);

@@ -116,8 +116,6 @@ static int eval(int argc, char **argv) {
 }
 
 int cmd_eval(int argc, char **argv) {
-    dist_init(&argc, &argv);
-    cli_quiet(dist_rank() != 0);
     int rc = eval(argc, argv);
     dist_finalize();
     return rc;

@@ -224,8 +224,6 @@ out:
 }
 
 int cmd_eval_choice(int argc, char **argv) {
-    dist_init(&argc, &argv);
-    cli_quiet(dist_rank() != 0);
     int rc = eval_choice(argc, argv);
     dist_finalize();
     return rc;

@@ -122,8 +122,6 @@ static int parse_finetune(int argc, char **argv, FinetuneOptions *o) {
 }
 
 int cmd_finetune(int argc, char **argv) {
-    dist_init(&argc, &argv);
-    cli_quiet(dist_rank() != 0);
     FinetuneOptions o;
     int rc = parse_finetune(argc, argv, &o);
     if (rc < 0) {

@@ -11,6 +11,7 @@
 #include "cli/cli.h"
 #include "cli/cliopt.h"
 #include "cpu/blas.h"
+#include "dist/dist.h"
 #include "dist/watchdog.h"
 #include "model/config.h"
 
@@ -208,6 +209,7 @@ static int whole_word(const char *word, const char *name) {
 }
 
 int cli_parse(const CliCommand *c, int argc, char **argv, void *opts, int *first) {
+    if (c->mpi) cli_quiet(dist_launch_rank() != 0);
     Row rows[CLI_MAX_ROWS];
     int n = flatten(c->opts, 0, rows, 0);
     rows[n++] = (Row){&help_row, 0};
@@ -263,6 +265,7 @@ int cli_parse(const CliCommand *c, int argc, char **argv, void *opts, int *first
         rc = cli_usage_error(c->name, "unexpected argument '%s'", argv[optind + c->max_args]);
     if (rc < 0 && args < c->min_args) rc = cli_usage_error(c->name, "missing %s", c->args);
     *first = optind;
+    if (rc < 0 && c->mpi) dist_init(NULL, NULL);
     return rc;
 }
 

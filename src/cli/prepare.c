@@ -88,8 +88,6 @@ static int prepare(int argc, char **argv) {
 }
 
 int cmd_prepare(int argc, char **argv) {
-    dist_init(&argc, &argv);
-    cli_quiet(dist_rank() != 0);
     int rc = prepare(argc, argv);
     dist_finalize();
     return rc;

@@ -114,8 +114,6 @@ static int prune(int argc, char **argv) {
 }
 
 int cmd_prune(int argc, char **argv) {
-    dist_init(&argc, &argv);
-    cli_quiet(dist_rank() != 0);
     int rc = prune(argc, argv);
     dist_finalize();
     return rc;

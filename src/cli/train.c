@@ -113,8 +113,6 @@ static int parse_train(int argc, char **argv, TrainOptions *o) {
 }
 
 int cmd_train(int argc, char **argv) {
-    dist_init(&argc, &argv);
-    cli_quiet(dist_rank() != 0);
     TrainOptions o;
     int rc = parse_train(argc, argv, &o);
     if (rc < 0) {

@@ -39,9 +39,19 @@ int dist_mpiio_is_romio(void) {
 }
 
 void dist_finalize(void) {
-    int done;
+    int started, done;
+    MPI_Initialized(&started);
     MPI_Finalized(&done);
-    if (!done) MPI_Finalize();
+    if (started && !done) MPI_Finalize();
+}
+
+int dist_launch_rank(void) {
+    static const char *const vars[] = {"OMPI_COMM_WORLD_RANK", "PMIX_RANK", "PMI_RANK", "SLURM_PROCID"};
+    for (size_t i = 0; i < sizeof vars / sizeof *vars; i++) {
+        const char *v = getenv(vars[i]);
+        if (v && *v) return atoi(v);
+    }
+    return 0;
 }
 
 int dist_rank(void) {
