@@ -20,6 +20,10 @@ Target (issue 14): where allreduce <= 0.8 backward, hidden >= 80%, for both mode
 --sweep also runs `small` with other --bucket-mb at 1 and 5 Gbit/s. --shard adds a
 third run, the default buckets with --shard-optimizer (reduce-scatter, allgather after
 the update), and its step time over the overlap run's (issue 15's target: within 3%).
+--grad-reduce-bf16 adds a run with the default buckets reduced in bf16 (--grad-reduce
+bf16), its comm_wait_s beside the overlap run's (fp32) and its losses against fp32's
+(issue 30's targets: at 1 Gbit/s, gpt1's wait at most half of fp32's; losses within
+1e-3 of fp32's).
 Nothing here is a pass/fail test; the targets are printed as met or not.
 
 Then the model of docs/scaling.md, fitted to these figures, predicts the efficiency of
@@ -34,7 +38,8 @@ for nodes that compute as the test hosts do (one core) and 32 times faster, and 
 accumulation that keeps 90%. --predict-from JSON prints it from a saved --json.
 
     /usr/bin/python3 tools/bench_cluster.py [--models small,gpt1] [--rates none,25gbit,5gbit,1gbit]
-                                            [--repeat 2] [--sweep] [--shard] [--json OUT]"""
+                                            [--repeat 2] [--sweep] [--shard] [--grad-reduce-bf16]
+                                            [--json OUT]"""
 
 import argparse
 import json
@@ -74,9 +79,11 @@ def train(c, data, d, model, bucket_mb, extra=()):
     rc, _, err, _ = c.run(args, timeout=1800)
     if rc != 0:
         sys.exit(f"bench_cluster: gpt train failed (exit {rc}):\n{err[-3000:]}")
-    lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()][spec["warmup"]:]
+    every = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    lines = every[spec["warmup"]:]
     med = lambda k: statistics.median(x[k] for x in lines)  # noqa: E731
-    return {"tokens_per_s": med("tokens_per_s"), "step_s": med("step_s"), "wait_s": med("comm_wait_s")}
+    return {"tokens_per_s": med("tokens_per_s"), "step_s": med("step_s"), "wait_s": med("comm_wait_s"),
+            "losses": [x["loss"] for x in every]}
 
 
 ALPHA_S = 125e-6  # a ring round's latency: half the progress thread's poll, the network's, the schedule's
@@ -141,6 +148,7 @@ def main():
     ap.add_argument("--repeat", type=int, default=2)
     ap.add_argument("--sweep", action="store_true")
     ap.add_argument("--shard", action="store_true", help="also --shard-optimizer")
+    ap.add_argument("--grad-reduce-bf16", action="store_true", help="also --grad-reduce bf16")
     ap.add_argument("--json")
     ap.add_argument("--predict-from")
     a = ap.parse_args()
@@ -162,10 +170,12 @@ def main():
             for rate in a.rates.split(","):
                 c.limit(None if rate == "none" else rate)
                 runs = [(train(c, data, d, model, None), train(c, data, d, model, BLOCKING_MB),
-                         train(c, data, d, model, None, ["--shard-optimizer"]) if a.shard else None)
+                         train(c, data, d, model, None, ["--shard-optimizer"]) if a.shard else None,
+                         train(c, data, d, model, None, ["--grad-reduce", "bf16"]) if a.grad_reduce_bf16 else None)
                         for _ in range(a.repeat)]  # interleaved: the machine's drift hits all alike
                 ov, bl = best([r[0] for r in runs]), best([r[1] for r in runs])
                 sh_run = best([r[2] for r in runs]) if a.shard else None
+                bf_run = best([r[3] for r in runs]) if a.grad_reduce_bf16 else None
                 allreduce = bl["wait_s"]
                 backward = 2 / 3 * (bl["step_s"] - bl["wait_s"])
                 hidden = 1 - ov["wait_s"] / allreduce if allreduce > 0 else 0.0
@@ -174,14 +184,20 @@ def main():
                        "backward_s": backward, "hidden": hidden, "bytes": S, "tail_bytes": tail}
                 if sh_run:
                     row["sharded"] = sh_run
+                if bf_run:
+                    row["bf16"] = bf_run
+                    row["bf16_loss_diff"] = max(abs(x - y) for x, y in zip(bf_run["losses"], ov["losses"]))
                 results.append(row)
-                for mode, r in (("overlap", ov), ("blocking", bl), ("sharded", sh_run)):
+                for mode, r in (("overlap", ov), ("blocking", bl), ("sharded", sh_run), ("bf16", bf_run)):
                     if r is None:
                         continue
                     tail = (f"{allreduce:9.3f} {backward:8.3f} {allreduce / backward:5.2f} {100 * hidden:6.1f}%"
                             if mode == "overlap" else
                             f"{'':>9} {'':>8} {'':>5} {'':>7} sharded/overlap step {r['step_s'] / ov['step_s']:.3f}"
-                            if mode == "sharded" else "")
+                            if mode == "sharded" else
+                            f"{'':>9} {'':>8} {'':>5} {'':>7} wait bf16/fp32 {r['wait_s'] / max(ov['wait_s'], 1e-9):.3f}, "
+                            f"losses within {row['bf16_loss_diff']:.1e} of fp32's over {len(r['losses'])} steps"
+                            if mode == "bf16" else "")
                     print(f"{model:6} {rate:>7} {mode:>9} {r['tokens_per_s']:7.0f} {r['step_s']:7.3f} "
                           f"{r['wait_s']:7.3f} {tail}", flush=True)
         if a.sweep:
@@ -204,6 +220,15 @@ def main():
             ratio = row["sharded"]["step_s"] / row["overlap"]["step_s"]
             print(f"  {row['model']:6} {row['rate']:>7}: --shard-optimizer step time {ratio:.3f} of the unsharded "
                   f"run's (target: within 3%): {'met' if ratio <= 1.03 else 'NOT met'}")
+    for row in results:
+        if "bf16" in row and row["rate"] != "none":
+            ratio = row["bf16"]["wait_s"] / max(row["overlap"]["wait_s"], 1e-9)
+            print(f"  {row['model']:6} {row['rate']:>7}: with --grad-reduce bf16, the wait after the backward pass "
+                  f"{row['bf16']['wait_s']:.3f} s against fp32's {row['overlap']['wait_s']:.3f} s, {ratio:.2f} of it "
+                  f"(target at 1 Gbit/s for gpt1: at most half): {'met' if ratio <= 0.5 else 'NOT met'}")
+            print(f"  {row['model']:6} {row['rate']:>7}: --grad-reduce bf16's losses within "
+                  f"{row['bf16_loss_diff']:.1e} of fp32's over {len(row['bf16']['losses'])} steps (target: 1e-3): "
+                  f"{'met' if row['bf16_loss_diff'] <= 1e-3 else 'NOT met'}")
     if a.json:
         Path(a.json).write_text(json.dumps(results, indent=1))
     predict(results)

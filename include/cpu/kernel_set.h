@@ -51,6 +51,7 @@
     V(bf16_round, (float *out, const float *x, size_t n), (out, x, n))                         \
     V(bf16_pack, (uint16_t *out, const float *x, int rows, int cols, int transpose),           \
       (out, x, rows, cols, transpose))                                                         \
+    V(bf16_unpack, (float *out, const uint16_t *x, size_t n), (out, x, n))                     \
     V(adamw_update, (float *p, float *m, float *v, const float *g, size_t n,                   \
                      const AdamWCoeffs *k), (p, m, v, g, n, k))
 

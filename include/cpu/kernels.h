@@ -124,9 +124,11 @@ double sum_squares(const float *x, size_t n);
  * inputs become zero of their sign, as vcvtneps2bf16 and AMX treat them.
  * bf16_round: out (n) = the rounded values as floats (exact); out may alias x.
  * bf16_pack: out = the rounded values' 16 bits of x (rows, cols), row-major, or with
- * transpose its transpose (cols, rows). */
+ * transpose its transpose (cols, rows).
+ * bf16_unpack: out (n) = the floats of the bf16 bits x (exact: the bits become the top half). */
 void bf16_round(float *out, const float *x, size_t n);
 void bf16_pack(uint16_t *out, const float *x, int rows, int cols, int transpose);
+void bf16_unpack(float *out, const uint16_t *x, size_t n);
 
 /* One AdamW update of n parameters (optim.h has the formula). */
 typedef struct {

@@ -24,7 +24,14 @@
  * read). The progress thread runs the buckets' blocking MPI_Reduce_scatter one after
  * another on a communicator of its own while the backward pass computes (gradsync.c says
  * why not MPI_Ireduce_scatter). After the update, gradsync_gather() all-gathers the
- * shards' new parameters, so every rank again holds the whole model. */
+ * shards' new parameters, so every rank again holds the whole model.
+ *
+ * --grad-reduce bf16 halves the bytes on the wire: a bucket is rounded to bf16
+ * (kernels.h's bf16_pack) into a buffer of half its size when it starts, reduced in
+ * bf16 by a user-defined MPI operation that adds each pair in fp32 and rounds the sum
+ * once, and widened back into the fp32 gradients when it completes. On one rank the
+ * gradients are rounded alike (one blocking bucket, no communication), so that P = 1
+ * and P > 1 are the same arithmetic. */
 #ifndef GPT_GRADSYNC_H
 #define GPT_GRADSYNC_H
 
@@ -32,12 +39,17 @@
 
 struct GPT;
 typedef struct GradSync GradSync;
+/* The gradients' format on the wire (--grad-reduce); they stay fp32 in memory. */
+typedef enum { GRAD_REDUCE_FP32 = 0, GRAD_REDUCE_BF16 = 1 } GradReduce;
+/* GradReduce's names in its order, NULL-terminated (the command line's choices). */
+extern const char *const grad_reduce_names[];
 #define GRADSYNC_BUCKET_MB 1 /* default bucket size (gpt train --bucket-mb): a bucket a layer but for tiny models */
 #define GRADSYNC_POLL_US 100  /* the progress thread's interval while the backward pass runs */
 #define GRADSYNC_PIECE_MB 4   /* the largest collective: each takes a temporary copy of its buffer */
 
-/* Collective: every rank creates it alike (its buckets; sharded: its communicator). */
-GradSync *gradsync_create(struct GPT *m, size_t bucket_bytes, int sharded);
+/* Collective: every rank creates it alike (its buckets; sharded: its communicator).
+ * NULL on one rank in fp32: there is nothing to do. */
+GradSync *gradsync_create(struct GPT *m, size_t bucket_bytes, int sharded, GradReduce wire);
 void gradsync_free(GradSync *g);
 void gradsync_arm(GradSync *g);
 /* Collective: waits for every bucket of the armed pass, first starting those the pass

@@ -33,6 +33,7 @@
 #include <stdint.h>
 
 #include "cpu/precision.h"
+#include "dist/gradsync.h"
 #include "files/checkpoint.h"
 #include "files/checkpoint_writer.h"
 #include "model/optim.h"
@@ -55,6 +56,7 @@ typedef struct {
     int shard_optimizer;      /* ZeRO-1: each rank holds and updates its shard's AdamW state (gradsync.h) */
     int async_ckpt;           /* checkpoints written in the background (checkpoint_writer.h) */
     Precision precision;      /* of the matrix products (precision.h); checkpoints stay fp32 */
+    GradReduce grad_reduce;   /* the gradients' format on the wire (gradsync.h) */
 } RunOptions;
 
 /* The process exit code of a run stopped early by a signal or the time limit, after

@@ -339,6 +339,9 @@ const CliOpt cli_run_opts[] = {
     {.kind = CLI_GROUP, .group = cli_collective_opts, .offset = offsetof(RunOptions, collective_timeout)},
     RUN_FLAG("shard-optimizer", shard_optimizer, "split AdamW's moments among the ranks (ZeRO-1)"),
     RUN_FLAG("async-ckpt", async_ckpt, "write checkpoints in the background"),
+    {.name = "grad-reduce", .kind = CLI_CHOICE, .offset = offsetof(RunOptions, grad_reduce),
+     .choices = grad_reduce_names, .metavar = "fp32|bf16",
+     .help = "the gradients' format on the wire (bf16: half the bytes, fp32 sums; docs/training.md)"},
     {.kind = CLI_GROUP, .group = cli_precision_opts, .offset = offsetof(RunOptions, precision)},
     CLI_END};
 

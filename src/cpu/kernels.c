@@ -169,6 +169,16 @@ static void k_bf16_pack(uint16_t *out, const float *x, int rows, int cols, int t
     }
 }
 
+static void k_bf16_unpack(float *out, const uint16_t *x, size_t n) {
+    size_t n_chunks = chunks(n, ELEM_CHUNK);
+#pragma omp parallel for schedule(static) if (n >= PAR_MIN)
+    for (size_t ch = 0; ch < n_chunks; ch++) {
+        size_t end = chunk_end(ch, n);
+#pragma omp simd
+        for (size_t i = ch * ELEM_CHUNK; i < end; i++) out[i] = bits_to_float((uint32_t)x[i] << 16);
+    }
+}
+
 static inline void round_row(float *x, int n) {
 #pragma omp simd
     for (int i = 0; i < n; i++) x[i] = bits_to_float(bf16_bits(x[i]) << 16);

@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <mpi.h>
+#include <omp.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,6 +26,10 @@ struct GradSync {
     int n, next, armed; /* main thread: buckets, the next to start, whether this pass sends */
     int blocking;       /* bucket_bytes 0: one collective after the backward pass */
     MPI_Request *req;
+    /* the buckets on the wire: fp32 in place in the gradients, or bf16 in `wire` */
+    uint16_t *wire;     /* bf16: (n_params), each bucket at its offset; NULL: fp32 */
+    MPI_Datatype type;  /* MPI_FLOAT, or a 16-bit type for bf16 */
+    MPI_Op op;          /* MPI_SUM, or bf16_sum */
     /* --shard-optimizer: reduce-scatter to the shards, allgather of the parameters */
     int sharded, rank, P;
     size_t begin, end;  /* this rank's shard */
@@ -39,25 +44,56 @@ struct GradSync {
     int started, done, hurry, quit;
 };
 
+const char *const grad_reduce_names[] = {"fp32", "bf16", NULL};
+
 static void nap_us(long us) {
     struct timespec ts = {0, us * 1000};
     while (nanosleep(&ts, &ts) && errno == EINTR) {}
 }
 
+/* The MPI operation of --grad-reduce bf16: inout = bf16(in + inout), each pair added in
+ * fp32 and the sum rounded once (commutative: the sum of two does not depend on their
+ * order). Chunks below the kernels' threading threshold: MPI calls it from any thread. */
+#define BF16_SUM_CHUNK 4096
+static void bf16_sum(void *in, void *inout, int *len, MPI_Datatype *type) {
+    (void)type;
+    const uint16_t *a = in;
+    uint16_t *b = inout;
+    float x[BF16_SUM_CHUNK], y[BF16_SUM_CHUNK];
+    for (int i = 0; i < *len; i += BF16_SUM_CHUNK) {
+        size_t n = (size_t)(*len - i < BF16_SUM_CHUNK ? *len - i : BF16_SUM_CHUNK);
+        bf16_unpack(x, a + i, n);
+        bf16_unpack(y, b + i, n);
+        vec_add(x, y, n);
+        bf16_pack(b + i, x, 1, (int)n, 0);
+    }
+}
+
+/* Where bucket data at float offset `at` goes on the wire. */
+static void *on_wire(GradSync *g, size_t at) { return g->wire ? (void *)(g->wire + at) : (void *)(g->m->grads + at); }
+
+/* bf16: the reduced bucket back into the fp32 gradients. */
+static void widen(GradSync *g, const Bucket *b) {
+    if (g->wire) bf16_unpack(g->m->grads + b->offset, g->wire + b->offset, b->count);
+}
+
 /* Bucket i's gradients summed into the shards that hold them: this rank's part lands at
- * the bucket's start (MPI_IN_PLACE) and moves to its place in the flat buffer. The
- * blocking collective of the tuned component, not libnbc's MPI_Ireduce_scatter: that is
- * a reduction to rank 0 and a scatter, twice the bytes of a ring through one link. */
+ * the bucket's start (MPI_IN_PLACE) and moves (bf16: widens) to its place in the flat
+ * gradient buffer. The blocking collective of the tuned component, not libnbc's
+ * MPI_Ireduce_scatter: that is a reduction to rank 0 and a scatter, twice the bytes of
+ * a ring through one link. */
 static void reduce_scatter(GradSync *g, int i) {
     const Bucket *b = &g->b[i];
-    float *at = g->m->grads + b->offset;
-    MPI_Reduce_scatter(MPI_IN_PLACE, at, g->counts + (size_t)i * g->P, MPI_FLOAT, MPI_SUM, g->comm);
+    MPI_Reduce_scatter(MPI_IN_PLACE, on_wire(g, b->offset), g->counts + (size_t)i * g->P, g->type, g->op, g->comm);
     size_t mine = (size_t)g->counts[(size_t)i * g->P + g->rank];
-    if (mine) memmove(g->m->grads + (g->begin > b->offset ? g->begin : b->offset), at, mine * sizeof(float));
+    float *to = g->m->grads + (g->begin > b->offset ? g->begin : b->offset);
+    if (g->wire) bf16_unpack(to, g->wire + b->offset, mine);
+    else if (mine) memmove(to, g->m->grads + b->offset, mine * sizeof(float));
 }
 
 static void *progress(void *arg) {
     GradSync *g = arg;
+    omp_set_num_threads(1); /* its kernels (bf16's widening) leave the cores to the backward pass */
     pthread_mutex_lock(&g->lock);
     for (;;) {
         while (!g->quit && g->done == g->started) pthread_cond_wait(&g->work, &g->lock);
@@ -69,7 +105,10 @@ static void *progress(void *arg) {
         } else {
             for (int i = 0; i < started; i++) {
                 int flag = 1;
-                if (g->req[i] != MPI_REQUEST_NULL) MPI_Test(&g->req[i], &flag, MPI_STATUS_IGNORE);
+                if (g->req[i] != MPI_REQUEST_NULL) {
+                    MPI_Test(&g->req[i], &flag, MPI_STATUS_IGNORE);
+                    if (flag) widen(g, &g->b[i]);
+                }
                 done += flag;
             }
             if (done < started && !hurry) nap_us(GRADSYNC_POLL_US);
@@ -105,12 +144,20 @@ static void shard_layout(GradSync *g) {
     MPI_Comm_dup(MPI_COMM_WORLD, &g->comm);
 }
 
-GradSync *gradsync_create(GPT *m, size_t bucket_bytes, int sharded) {
+GradSync *gradsync_create(GPT *m, size_t bucket_bytes, int sharded, GradReduce wire) {
+    if (dist_size() == 1 && wire == GRAD_REDUCE_FP32) return NULL; /* nothing to do */
     GradSync *g = xcalloc(1, sizeof *g);
     int L = m->cfg.n_layer;
     g->m = m;
     g->sharded = sharded;
-    g->blocking = bucket_bytes == 0;
+    g->blocking = bucket_bytes == 0 || dist_size() == 1; /* one rank: only bf16's rounding */
+    g->type = MPI_FLOAT, g->op = MPI_SUM;
+    if (wire == GRAD_REDUCE_BF16) {
+        g->wire = xmalloc(sizeof *g->wire * m->n_params);
+        MPI_Type_contiguous(1, MPI_UINT16_T, &g->type);
+        MPI_Type_commit(&g->type);
+        MPI_Op_create(bf16_sum, 1, &g->op);
+    }
     size_t *point = xmalloc(sizeof *point * (2 * (size_t)L + 1));
     int n_points = gpt_grad_ready_points(m, point);
     /* cut at the ready points, from the end: each bucket at least bucket_bytes, the
@@ -150,6 +197,8 @@ void gradsync_free(GradSync *g) {
         pthread_join(g->thread, NULL);
     }
     if (g->sharded) MPI_Comm_free(&g->comm);
+    if (g->wire) MPI_Type_free(&g->type), MPI_Op_free(&g->op);
+    free(g->wire);
     free(g->counts);
     free(g->shard_counts);
     free(g->shard_displs);
@@ -163,8 +212,9 @@ int gradsync_buckets(const GradSync *g) { return g->n; }
 /* Starts the next bucket's allreduce and hands it to the progress thread. */
 static void start_bucket(GradSync *g) {
     Bucket *b = &g->b[g->next];
+    if (g->wire) bf16_pack(g->wire + b->offset, g->m->grads + b->offset, 1, (int)b->count, 0);
     if (!g->sharded)
-        MPI_Iallreduce(MPI_IN_PLACE, g->m->grads + b->offset, (int)b->count, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD,
+        MPI_Iallreduce(MPI_IN_PLACE, on_wire(g, b->offset), (int)b->count, g->type, g->op, MPI_COMM_WORLD,
                        &g->req[g->next]);
     g->next++;
     if (!g->threaded) {
@@ -202,10 +252,15 @@ void gradsync_arm(GradSync *g) {
 double gradsync_finish(GradSync *g) {
     double t0 = now_seconds();
     watchdog_enter(g->sharded ? "the gradient reduce-scatter" : "the gradient allreduce");
-    if (g->blocking) {
-        if (g->armed && g->sharded) reduce_scatter(g, 0);
-        else if (g->armed) dist_sum_floats(g->m->grads, g->m->n_params);
-    } else {
+    if (g->blocking && g->armed) {
+        if (g->wire) bf16_pack(g->wire, g->m->grads, 1, (int)g->m->n_params, 0);
+        if (g->sharded) reduce_scatter(g, 0);
+        else if (!g->wire) dist_sum_floats(g->m->grads, g->m->n_params);
+        else {
+            MPI_Allreduce(MPI_IN_PLACE, g->wire, (int)g->m->n_params, g->type, g->op, MPI_COMM_WORLD);
+            widen(g, &g->b[0]);
+        }
+    } else if (!g->blocking) {
         /* buckets no backward pass started (a rank with nothing to compute this step)
          * start now, in the same order as on every other rank */
         while (g->armed && g->next < g->n) start_bucket(g);
@@ -218,6 +273,7 @@ double gradsync_finish(GradSync *g) {
             pthread_mutex_unlock(&g->lock);
         } else if (!g->sharded) {
             MPI_Waitall(g->next, g->req, MPI_STATUSES_IGNORE);
+            for (int i = 0; i < g->next; i++) widen(g, &g->b[i]);
         }
     }
     watchdog_leave();

@@ -60,6 +60,7 @@ static json_t *finetune_config(void *ctx) {
     json_object_set_new(c, "shard_optimizer", json_boolean(o->run.shard_optimizer));
     json_object_set_new(c, "async_ckpt", json_boolean(o->run.async_ckpt));
     json_object_set_new(c, "precision", json_string(precision_name(o->run.precision)));
+    json_object_set_new(c, "grad_reduce", json_string(grad_reduce_names[o->run.grad_reduce]));
     json_object_set_new(c, "optim", json_pack("{s:f,s:I,s:f,s:f,s:s}", "lr", (double)op->lr, "warmup",
                                               (json_int_t)op->warmup, "weight_decay", (double)op->weight_decay, "clip",
                                               (double)op->clip, "schedule", "linear"));
@@ -222,8 +223,8 @@ int finetune_run(const FinetuneOptions *o) {
     t.oc.warmup = (long)ceil(o->warmup_fraction * (double)t.steps);
     t.oc.linear_decay = 1;
     if ((rc = build(&t, o, &cfg, &t.oc))) goto out;
-    if (dist_size() > 1 && !t.lora)
-        t.sync = gradsync_create(t.m, (size_t)GRADSYNC_BUCKET_MB << 20, o->run.shard_optimizer);
+    if (!t.lora)
+        t.sync = gradsync_create(t.m, (size_t)GRADSYNC_BUCKET_MB << 20, o->run.shard_optimizer, o->run.grad_reduce);
     if (dist_rank() == 0) rc = load_tokenizer(&t, o);
     if ((rc = dist_agree(rc))) goto out;
     RunClient c = {.cmd = "finetune", .out = o->out, .opt = &o->run, .steps = t.steps, .global_batch = o->batch,

@@ -62,6 +62,7 @@ static json_t *config_json(const TrainOptions *o, const GPTConfig *c, const Blen
     json_object_set_new(run, "shard_optimizer", json_boolean(o->run.shard_optimizer));
     json_object_set_new(run, "async_ckpt", json_boolean(o->run.async_ckpt));
     json_object_set_new(run, "precision", json_string(precision_name(o->run.precision)));
+    json_object_set_new(run, "grad_reduce", json_string(grad_reduce_names[o->run.grad_reduce]));
     json_t *versions = json_pack("{s:s,s:s,s:s,s:s,s:s}", "gpt", GPT_VERSION, "hdf5", hdf5, "mpi", mpi,
                                  "openblas_core", blas_core_name(), "openblas_core_origin", blas_core_origin());
     json_object_set_new(model, "init", o->init ? json_string(o->init) : json_null());
@@ -237,16 +238,17 @@ static int train_start(void *ctx, int resumed) {
             return -1;
         t->opt = shard_optimizer_create(&o->optim, t->m, dist_rank(), P, o->run.shard_optimizer);
     }
-    if (P > 1) t->sync = gradsync_create(t->m, o->bucket_bytes, o->run.shard_optimizer);
+    t->sync = gradsync_create(t->m, o->bucket_bytes, o->run.shard_optimizer, o->run.grad_reduce);
     t->buf = xmalloc(sizeof(int32_t) * (size_t)(T + 1));
     t->in = xmalloc(sizeof(int) * (size_t)A * B * T);
     t->tgt = xmalloc(sizeof(int) * (size_t)A * B * T);
     t->keys = xmalloc(sizeof(uint64_t) * (size_t)A * B);
     if (dist_rank() == 0) {
         printf("training %zu parameters on %s: %d rank(s) x batch %d x accum %d = %lld windows of %d tokens a "
-               "step, %lld windows an epoch; gradients in %d bucket(s)%s; OpenBLAS %s, %d thread(s); %s\n",
+               "step, %lld windows an epoch; gradients in %d bucket(s)%s%s; OpenBLAS %s, %d thread(s); %s\n",
                t->m->n_params, t->data->spec, P, B, A, (long long)P * B * A, T, (long long)t->data->windows[0],
                t->sync ? gradsync_buckets(t->sync) : 0, t->sync && o->run.shard_optimizer ? ", optimizer sharded" : "",
+               o->run.grad_reduce == GRAD_REDUCE_BF16 ? ", reduced in bf16" : "",
                blas_core_name(), o->run.threads, precision_description(o->run.precision));
         fflush(stdout);
     }

@@ -77,10 +77,13 @@ static void pack_matches_round(void **state) {
     bf16_round(y, x, R * Cc);
     bf16_pack(p, x, R, Cc, 0);
     bf16_pack(t, x, R, Cc, 1);
+    float w[R * Cc];
+    bf16_unpack(w, p, R * Cc); /* widening is exact: back to the rounded values */
     for (int i = 0; i < R; i++)
         for (int j = 0; j < Cc; j++) {
             assert_int_equal((uint32_t)p[i * Cc + j] << 16, to_bits(y[i * Cc + j]));
             assert_int_equal(t[j * R + i], p[i * Cc + j]);
+            assert_int_equal(to_bits(w[i * Cc + j]), to_bits(y[i * Cc + j]));
         }
     /* in place, and beyond one parallel chunk */
     size_t n = 100003;
