@@ -10,7 +10,7 @@
     bad values are usage errors;
   * --bucket-mb 0 (one blocking allreduce after the backward pass) and buckets of other
     sizes train exactly as the default buckets do;
-  * --grad-reduce bf16 (on 1, 2 and 3 ranks, and sharded) trains as fp32 does to a stated
+  * --grad-reduce bf16 (on 1 and 3 ranks, and sharded on 2) trains as fp32 does to a stated
     tolerance, yet not bit for bit, and config.json and a resume that changes it say so.
 
 tests/cluster runs the watchdog across hosts (SIGSTOP, a link down, a host killed)."""
@@ -153,7 +153,7 @@ def test_bucket_sizes_train_alike(gpt_bin, tiny_corpus, reference, workdir, buck
 GRAD_STEPS = 8
 
 
-@pytest.mark.parametrize("P,sharded", [(1, False), (2, False), (2, True), (3, False)])
+@pytest.mark.parametrize("P,sharded", [(1, False), (2, True), (3, False)])  # 2 unsharded: 3's code path
 def test_grad_reduce_bf16_trains_as_fp32_within_its_tolerance(gpt_bin, tiny_corpus, workdir, P, sharded):
     """The same 12 windows a step on P ranks, reduced in fp32 and in bf16 (on one rank,
     bf16 resumes fp32's run at step 4: the resume says what changed). Measured over these
