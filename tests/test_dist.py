@@ -123,11 +123,13 @@ def test_slow_checkpoint_every_rank_waits_on_is_waited_for(gpt_bin, tiny_corpus,
 
 def test_rank_in_another_phase_ends_the_job(gpt_bin, tiny_corpus, workdir):
     """Rank 1 sleeping outside any collective (GPT_FAULT=step:1@1/SLEEP) while rank 0 waits
-    for it: exit 69, naming rank 1 and where it is."""
+    for it: exit 69, naming rank 1 and where it is. (Rank 0's phase is step 2's agreement
+    on the samples, unless a loaded machine holds rank 1 in step 1's compute past the 1 s
+    earlier, which ends the job alike.)"""
     proc = sh([gpt_bin, *args(tiny_corpus["corpus"], workdir / "run", ["--collective-timeout", 1])], ranks=2,
               check=False, env={"GPT_FAULT": "step:1@1/SLEEP=60"})
     assert proc.returncode == 69, proc.stderr[-3000:]
-    assert re.search(r"gpt train: step 2: the agreement on the step's samples has not completed in \d+ s "
+    assert re.search(r"gpt train: step \d+: .+ has not completed in \d+ s "
                      r"\(--collective-timeout 1\) on rank 0 \(host \S+\); every rank answered, not all from this "
                      r"step and phase: rank 1 \(host \S+\) from step 1, outside any collective\. Ending the job",
                      proc.stderr), proc.stderr[-3000:]
