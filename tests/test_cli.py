@@ -92,6 +92,11 @@ def test_bad_config_is_a_clear_error(gpt_bin, run, workdir, args, message):
 def test_unknown_preset_and_missing_out(gpt_bin, run, workdir):
     proc = run([gpt_bin, "init", "--model", "gpt5", "--out", workdir / "m.h5"])
     assert proc.returncode != 0 and "unknown model preset 'gpt5'" in proc.stderr
+    # one list of the presets, in the message and in --help
+    every = "gpt1, small, tiny, gpt2, gpt2-medium, gpt2-large or gpt2-xl"
+    assert f"(expected {every})" in proc.stderr
+    assert f"--model PRESET              the preset the options below change: {every}" in \
+        run([gpt_bin, "init", "--help"]).stdout
     proc = run([gpt_bin, "init", "--model", "tiny"])
     assert proc.returncode != 0 and "--out" in proc.stderr
     proc = run([gpt_bin, "frobnicate"])

@@ -1,6 +1,10 @@
 """Threads and kernel sets at the command line: a rank's --threads T drives every kernel
 and OpenBLAS; T=1 and T=2 agree, the same T repeats itself bit for bit, and the kernel
-set is reported and can be forced (GPT_KERNELS).
+set is reported and can be forced (GPT_KERNELS). Without --threads a rank takes
+OMP_NUM_THREADS, else SLURM_CPUS_PER_TASK, else the cores of its affinity mask divided
+by the ranks on its node (the order itself: tests/unit/test_threads.c); here the
+opening line, config.json and what OpenMP and OpenBLAS report, under taskset and
+mpirun. conftest's MPI_ENV runs the rest of the suite on OMP_NUM_THREADS=1.
 
 The kernels themselves are bit-identical across thread counts (tests/unit/test_kernels.c)
 and match the float64 PyTorch reference on each kernel set and thread count
@@ -9,12 +13,14 @@ OpenBLAS's Haswell kernels round differently when their threads split the work
 differently."""
 
 import json
+import os
+import shutil
 
 import h5py
 import numpy as np
 import pytest
 
-from conftest import KERNEL_SETS, TINY_ARGS, read_metrics, sh
+from conftest import KERNEL_SETS, TINY_ARGS, physical_cores, read_metrics, sh
 
 STEPS = 20
 
@@ -73,3 +79,71 @@ def test_unknown_kernel_set_is_a_clear_error(value, gpt_bin, tmp_path):
     assert proc.returncode == 2
     assert f"GPT_KERNELS={value}: expected avx2, avx512 or auto" in proc.stderr
     assert not (tmp_path / "m.h5").exists()
+
+
+# --------------------------------------------------------------------------- the default
+
+# what a launcher or a job script may have set; removed so that the default is gpt's own
+THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "SLURM_CPUS_PER_TASK", "SLURM_STEP_TASKS_PER_NODE",
+               "OMPI_COMM_WORLD_LOCAL_SIZE", "MPI_LOCALNRANKS")
+
+
+def threads_word(n):
+    return f"{n} thread{'s' if n != 1 else ''}"
+
+
+def cores_word(n):
+    return f"{n} core{'s' if n != 1 else ''}"
+
+
+def default_train(gpt_bin, corpus, out, prefix=(), ranks=None, env=None):
+    """Two steps of gpt train without --threads, OMP_NUM_THREADS or a launcher's variables
+    but those of `env`: (the opening line, config.json's run)."""
+    proc = sh([*prefix, gpt_bin, "train", "--data", corpus, "--model", "tiny", "--out", out, "--steps", 2,
+               "--batch", 2, "--eval-every", 0, "--log-every", 1], ranks=ranks, env=env, unset=THREAD_VARS)
+    line = next(x for x in proc.stdout.splitlines() if x.startswith("training "))
+    return line, json.loads((out / "config.json").read_text())["run"]
+
+
+def test_default_is_the_cores_of_the_affinity_mask(gpt_bin, tiny_corpus, tmp_path):
+    cores = len(physical_cores())
+    line, run = default_train(gpt_bin, tiny_corpus["corpus"], tmp_path / "all")
+    assert f"; {threads_word(cores)}: {cores_word(cores)}, 1 rank on this node;" in line, line
+    assert run["threads"] == cores and run["threads_reason"] == f"{cores_word(cores)}, 1 rank on this node"
+
+
+@pytest.mark.skipif(not shutil.which("taskset"), reason="taskset (util-linux) is missing")
+def test_taskset_narrows_the_default(gpt_bin, tiny_corpus, tmp_path):
+    first = min(os.sched_getaffinity(0))
+    line, run = default_train(gpt_bin, tiny_corpus["corpus"], tmp_path / "one", prefix=["taskset", "-c", first])
+    assert "; 1 thread: 1 core, 1 rank on this node;" in line, line
+    assert run["threads"] == 1
+
+
+def test_ranks_on_a_node_share_its_cores(gpt_bin, tiny_corpus, tmp_path):
+    """2 ranks of mpirun, not bound (so each sees every core): each takes half; bound to
+    a core each (Open MPI's default for 2 ranks), one."""
+    cores = len(physical_cores())
+    half = max(1, cores // 2)
+    line, run = default_train(gpt_bin, tiny_corpus["corpus"], tmp_path / "two",
+                              prefix=["mpirun", "-np", 2, "--bind-to", "none"])
+    assert f"; {threads_word(half)}: {cores_word(cores)}, 2 ranks on this node;" in line, line
+    assert run["threads"] == half
+    if cores >= 2:
+        line, run = default_train(gpt_bin, tiny_corpus["corpus"], tmp_path / "bound",
+                                  prefix=["mpirun", "-np", 2, "--bind-to", "core", "--map-by", "core"])
+        assert "; 1 thread: 1 core, 2 ranks on this node;" in line, line
+
+
+@pytest.mark.parametrize("env, args, threads, reason", [
+    ({"OMP_NUM_THREADS": 2, "SLURM_CPUS_PER_TASK": 1}, [], 2, "OMP_NUM_THREADS=2"),
+    ({"SLURM_CPUS_PER_TASK": 2}, [], 2, "SLURM_CPUS_PER_TASK=2"),
+    ({"OMP_NUM_THREADS": 2, "OPENBLAS_NUM_THREADS": 2}, ["--threads", 1], 1, "--threads 1"),
+], ids=["omp-over-slurm", "slurm", "threads-over-omp"])
+def test_what_openmp_and_openblas_run(gpt_bin, env, args, threads, reason):
+    """The count chosen is the one OpenMP and OpenBLAS report, whatever they read at load."""
+    proc = sh([gpt_bin, "bench", "--model", "tiny", "--batch", 1, "--steps", 1, "--warmup-steps", 0, "--json", *args],
+              env=env, unset=[v for v in THREAD_VARS if v not in env])
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert (result["threads"], result["threads_reason"]) == (threads, reason)
+    assert result["omp_threads"] == result["blas_threads"] == threads

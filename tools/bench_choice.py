@@ -56,7 +56,8 @@ def records(n, seed=1):
 
 
 def run(model, tok, data, ranks, shots, cache, repeat):
-    cmd = [GPT, "eval-choice", "--model", model, "--tokenizer", tok, "--data", data, "--shots", shots, "--json"]
+    cmd = [GPT, "eval-choice", "--model", model, "--tokenizer", tok, "--data", data, "--shots", shots, "--json",
+           "--threads", 1]  # 1 thread a rank, as measured (the default divides the node's cores among the ranks)
     if not cache:
         cmd.append("--no-cache")
     if ranks > 1:

@@ -105,7 +105,7 @@ def train_table(work, args):
             d = os.path.join(work, f"train{ranks}{int(bg)}")
             run(["mpirun", "-np", ranks, GPT, "train", "--data", corpus, "--model", args.preset, "--vocab", VOCAB,
                  "--out", d, "--steps", args.train_steps, "--batch", 1, "--eval-every", 0, "--log-every", 1000,
-                 "--ckpt-every", EVERY, "--keep", 1, "--overwrite", *(["--async-ckpt"] if bg else [])])
+                 "--ckpt-every", EVERY, "--keep", 1, "--overwrite", "--threads", 1, *(["--async-ckpt"] if bg else [])])
             with open(os.path.join(d, "metrics.jsonl")) as f:
                 lines = [json.loads(x) for x in f]
             ckpts = [m for m in lines if "ckpt_blocked_s" in m and m["step"] < args.train_steps]  # the last one waits

@@ -1,6 +1,6 @@
 #!/usr/bin/python3
-"""Export and import of GPT-2 small (124 M parameters: the gpt1 shape with --ln pre,
-n_ctx 1024 and GPT-2's 50257-token vocabulary from the pinned r50k_base.tiktoken):
+"""Export and import of GPT-2 small (the gpt2 preset, 124 M parameters, with GPT-2's
+50257-token vocabulary from the pinned r50k_base.tiktoken):
 gpt export --format hf, --format gguf (f32 and f16) and gpt import, each beside the
 least a conversion must do: a plain read of its input file and a plain write of the
 bytes it writes, to the same directory in the same run. Wall time (best of --reps), MB/s
@@ -66,8 +66,8 @@ def main():
     with tempfile.TemporaryDirectory(dir=args.dir) as work:
         tok, model = os.path.join(work, "gpt2.h5"), os.path.join(work, "gpt2_124m.h5")
         subprocess.run([GPT, "tokenizer", "import", "--out", tok, "--tiktoken", RANKS], check=True, capture_output=True)
-        init = subprocess.run([GPT, "init", "--model", "gpt1", "--ln", "pre", "--n-ctx", "1024", "--vocab", "50257",
-                               "--scale-residual", "--out", model], check=True, capture_output=True, text=True)
+        init = subprocess.run([GPT, "init", "--model", "gpt2", "--out", model], check=True, capture_output=True,
+                              text=True)
         params = 4 * int(init.stdout.split(": ")[1].split()[0])  # "wrote PATH: N parameters; ..."
         hf, g32, g16, back = (os.path.join(work, n) for n in ("hf", "m32.gguf", "m16.gguf", "back.h5"))
         cases = [

@@ -39,7 +39,8 @@ def sh(cmd):
 def train(work, corpus, args, ranks, sharded):
     out = os.path.join(work, f"run{ranks}{int(sharded)}")
     cmd = ["mpirun", "-np", ranks, GPT, "train", "--data", corpus, "--model", args.preset, "--vocab", args.vocab,
-           "--out", out, "--steps", args.steps, "--batch", 1, "--eval-every", 0, "--log-every", 1000, "--overwrite"]
+           "--out", out, "--steps", args.steps, "--batch", 1, "--eval-every", 0, "--log-every", 1000, "--overwrite",
+           "--threads", 1]
     text = sh(cmd + (["--shard-optimizer"] if sharded else []))
     peak = re.search(r"peak memory: (\d+) MiB on the largest", text)
     params = re.search(r"training (\d+) parameters", text)

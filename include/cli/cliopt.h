@@ -51,7 +51,7 @@ struct CliOpt {
     const char *metavar;           /* the value's name in help; NULL for CLI_FLAG and CLI_GROUP */
     const char *help;              /* one line; for CLI_GROUP, the heading of its rows (NULL: none) */
     const char *dflt;              /* the default in words where the stored value does not say it */
-    const char *const *choices;    /* CLI_CHOICE: NULL-terminated */
+    const char *const *choices;    /* CLI_CHOICE: NULL-terminated; CLI_STRING: listed by --help only */
     const CliOpt *group;           /* CLI_GROUP: the included table */
     size_t count;                  /* CLI_LIST's count, CLI_GIVEN's flag: offset of an int */
     CliStore store;                /* NULL: stored at .offset by kind */
@@ -86,5 +86,13 @@ int cli_parse(const CliCommand *c, int argc, char **argv, void *opts, int *first
  * --collective-timeout (a double of seconds, default WATCHDOG_DEFAULT_S: RunOptions and
  * gpt prepare). */
 extern const CliOpt cli_config_opts[], cli_run_opts[], cli_precision_opts[], cli_collective_opts[];
+
+/* The --threads row of every command that computes, its value an int at off: 0 (the
+ * command's initial value) means not given, and compute_threads_setup (cpu/threads.h)
+ * resolves it, so every command defaults alike. */
+#define CLI_THREADS_DEFAULT "OMP_NUM_THREADS, else SLURM_CPUS_PER_TASK, else this process's cores / the ranks on its node"
+#define CLI_THREADS_ROW(off)                                                                                    \
+    {.name = "threads", .kind = CLI_INT, .offset = (off), .flags = CLI_MIN, .min = 1, .metavar = "T",            \
+     .help = "compute threads a rank", .dflt = CLI_THREADS_DEFAULT}
 
 #endif

@@ -43,7 +43,9 @@
 typedef struct {
     int eval_every, log_every;
     int max_bad_steps;        /* non-finite steps in a row before the run stops */
-    int threads;              /* BLAS threads a rank */
+    int threads;              /* threads a rank: --threads (0: not given) until the command resolves it
+                               * (compute_threads_setup, cpu/threads.h) at its start */
+    char threads_why[160];    /* and why that many, for the opening line and config.json */
     int overwrite;            /* start afresh, removing the run directory's old run */
     long ckpt_every;          /* steps between checkpoints; 0: none */
     double ckpt_minutes;      /* minutes between checkpoints; 0: none */

@@ -6,7 +6,7 @@
 #include "run/eval.h"
 #include "base/util.h"
 #include "cli/cli.h"
-#include "cpu/blas.h"
+#include "cpu/threads.h"
 #include "dist/dist.h"
 #include "files/model_file.h"
 
@@ -84,8 +84,7 @@ static const CliOpt eval_opts[] = {
      .metavar = "N", .help = "evaluate the first N windows of each corpus", .dflt = "all"},
     {.name = "batch", .kind = CLI_INT, .offset = offsetof(EvalArgs, batch), .flags = CLI_MIN, .min = 1,
      .metavar = "B", .help = "windows a forward pass"},
-    {.name = "threads", .kind = CLI_INT, .offset = offsetof(EvalArgs, threads), .flags = CLI_MIN, .min = 1,
-     .metavar = "T", .help = "compute threads a rank"},
+    CLI_THREADS_ROW(offsetof(EvalArgs, threads)),
     {.name = "json", .kind = CLI_FLAG, .offset = offsetof(EvalArgs, json), .help = "print one JSON object"},
     {.kind = CLI_GROUP, .group = cli_precision_opts, .offset = offsetof(EvalArgs, precision)},
     CLI_END};
@@ -98,11 +97,11 @@ static const CliCommand eval_cmd = {
              "and their mean by the blend's weights.\n"};
 
 static int eval(int argc, char **argv) {
-    EvalArgs a = {.split = SPLIT_VAL, .batch = 8, .threads = 1, .windows = -1};
+    EvalArgs a = {.split = SPLIT_VAL, .batch = 8, .windows = -1};
     int first, rc = cli_parse(&eval_cmd, argc, argv, &a, &first);
     if (rc >= 0) return rc;
     if (cli_precision_ready("eval", a.precision, !a.json)) return 2;
-    compute_threads_set(a.threads);
+    compute_threads_setup(a.threads, NULL, 0);
     GPT *m = model_file_load(a.model, a.batch, 0);
     if (dist_agree(!m)) return cli_fail("eval");
     gpt_set_precision(m, a.precision);

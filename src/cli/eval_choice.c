@@ -13,7 +13,7 @@
 #include "base/atomic.h"
 #include "base/util.h"
 #include "cli/cli.h"
-#include "cpu/blas.h"
+#include "cpu/threads.h"
 #include "dist/dist.h"
 #include "files/model_file.h"
 #include "text/choice.h"
@@ -46,8 +46,7 @@ static const CliOpt eval_choice_opts[] = {
      .help = "write every ending's score and the choice, a line a record"},
     {.name = "no-cache", .kind = CLI_FLAG, .offset = O(no_cache),
      .help = "run the context again for each ending (for comparison)"},
-    {.name = "threads", .kind = CLI_INT, .offset = O(threads), .flags = CLI_MIN, .min = 1, .metavar = "T",
-     .help = "compute threads a rank"},
+    CLI_THREADS_ROW(O(threads)),
     {.name = "json", .kind = CLI_FLAG, .offset = O(json), .help = "print one JSON object"},
     {.kind = CLI_GROUP, .group = cli_precision_opts, .offset = O(precision)},
     CLI_END};
@@ -160,7 +159,7 @@ static void report(const Options *o, const ChoiceSet *d, const Summary *s, doubl
 }
 
 static int parse(int argc, char **argv, Options *o) {
-    *o = (Options){.separator = "\n\n", .threads = 1, .seed = 1234};
+    *o = (Options){.separator = "\n\n", .seed = 1234};
     int first, rc = cli_parse(&eval_choice_cmd, argc, argv, o, &first);
     if (rc >= 0) return rc;
     const char *inputs[] = {o->data, o->model, o->tok_path, o->shots_from};
@@ -173,7 +172,7 @@ static int eval_choice(int argc, char **argv) {
     Options o;
     int rc = parse(argc, argv, &o);
     if (rc >= 0) return rc;
-    compute_threads_set(o.threads);
+    o.threads = compute_threads_setup(o.threads, NULL, 0);
     GPT *m = NULL;
     Tokenizer *tok = NULL;
     ChoiceSet *d = NULL, *pool = NULL;

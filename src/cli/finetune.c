@@ -9,7 +9,7 @@
 #include "run/finetune.h"
 #include "base/util.h"
 #include "cli/cli.h"
-#include "cpu/blas.h"
+#include "cpu/threads.h"
 #include "dist/dist.h"
 #include "files/data.h"
 #include "files/formats.h"
@@ -167,8 +167,7 @@ static const CliOpt predict_opts[] = {
      .help = "the base model of LoRA adapters, if not where they name it"},
     {.name = "truncate", .kind = CLI_FLAG, .offset = offsetof(PredictArgs, truncate),
      .help = "cut records too long for the model's context"},
-    {.name = "threads", .kind = CLI_INT, .offset = offsetof(PredictArgs, threads), .flags = CLI_MIN, .min = 1,
-     .metavar = "T", .help = "compute threads"},
+    CLI_THREADS_ROW(offsetof(PredictArgs, threads)),
     CLI_END};
 
 /* eval-task prints JSON anyway: --json is accepted as by every command printing JSON */
@@ -189,12 +188,12 @@ static const CliCommand eval_task_cmd = {
 
 static int predict_or_eval(const CliCommand *c, int argc, char **argv, int eval) {
     const char *cmd = c->name;
-    PredictArgs a = {.threads = 1};
+    PredictArgs a = {0};
     int first, rc = cli_parse(c, argc, argv, &a, &first);
     if (rc >= 0) return rc;
     const char *model = a.model, *data = a.data, *base = a.base;
     int truncate = a.truncate, threads = a.threads;
-    compute_threads_set(threads);
+    threads = compute_threads_setup(threads, NULL, 0);
     TaskModel *tm = task_model_load(model, base, 8, 1);
     if (!tm) return cli_fail(cmd);
     int split;

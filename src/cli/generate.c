@@ -8,7 +8,7 @@
 
 #include "base/util.h"
 #include "cli/cli.h"
-#include "cpu/blas.h"
+#include "cpu/threads.h"
 #include "files/model_file.h"
 #include "model/infer.h"
 #include "text/tokenizer.h"
@@ -81,8 +81,7 @@ static const CliOpt lm_opts[] = {
      .metavar = "FILE.h5", .help = "a model file (from gpt train it carries its tokenizer)"},
     {.name = "tokenizer", .kind = CLI_STRING, .offset = offsetof(LmArgs, tok_path), .metavar = "TOK.h5",
      .help = "the tokenizer, for a model file that carries none (one it carries must be this one)"},
-    {.name = "threads", .kind = CLI_INT, .offset = offsetof(LmArgs, threads), .flags = CLI_MIN, .min = 1,
-     .metavar = "T", .help = "compute threads"},
+    CLI_THREADS_ROW(offsetof(LmArgs, threads)),
     {.kind = CLI_GROUP, .group = cli_precision_opts, .offset = offsetof(LmArgs, precision)},
     CLI_END};
 
@@ -126,7 +125,7 @@ static const CliCommand generate_cmd = {
              "the key/value cache holds bf16 values too (docs/precision.md).\n"};
 
 int cmd_generate(int argc, char **argv) {
-    GenerateArgs a = {.lm.threads = 1, .max_new = 100, .samples = 1, .seed = 1337, .so = {1.0f, 0, 1.0f}};
+    GenerateArgs a = {.max_new = 100, .samples = 1, .seed = 1337, .so = {1.0f, 0, 1.0f}};
     int first, rc = cli_parse(&generate_cmd, argc, argv, &a, &first);
     if (rc >= 0) return rc;
     const char *model = a.lm.model, *tok_path = a.lm.tok_path;
@@ -138,7 +137,7 @@ int cmd_generate(int argc, char **argv) {
     size_t plen;
     uint8_t *ptext = text_arg("generate", a.prompt, a.prompt_file, "--prompt", "--prompt-file", &plen);
     if (!ptext) return 2;
-    compute_threads_set(a.lm.threads);
+    compute_threads_setup(a.lm.threads, NULL, 0);
     GPT *m;
     Tokenizer *t;
     if (cli_load_lm(model, tok_path, precision, &m, &t)) return free(ptext), cli_fail("generate");
@@ -226,14 +225,14 @@ static const CliCommand score_cmd = {
              "bits per byte of the text.\n"};
 
 int cmd_score(int argc, char **argv) {
-    ScoreArgs a = {.lm.threads = 1};
+    ScoreArgs a = {0};
     int first, rc = cli_parse(&score_cmd, argc, argv, &a, &first);
     if (rc >= 0) return rc;
     const char *model = a.lm.model, *tok_path = a.lm.tok_path;
     Precision precision = a.lm.precision;
     int stride = a.stride, json = a.json;
     if (cli_precision_ready("score", precision, !json)) return 2;
-    compute_threads_set(a.lm.threads);
+    compute_threads_setup(a.lm.threads, NULL, 0);
     size_t blen;
     uint8_t *bytes = text_arg("score", a.text, a.file, "--text", "--file", &blen);
     if (!bytes) return 2;

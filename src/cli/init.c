@@ -1,4 +1,4 @@
-/* init.c: `gpt init`, a model file with GPT-1's initialisation. */
+/* init.c: `gpt init`, a model file with GPT-1's initialisation (GPT-2's for its presets). */
 #include <stdio.h>
 
 #include "base/util.h"
@@ -22,7 +22,7 @@ static const CliOpt init_opts[] = {
     {.name = "init-std", .kind = CLI_FLOAT, .offset = offsetof(InitArgs, std), .flags = CLI_MIN | CLI_MIN_OPEN,
      .metavar = "STD", .help = "the weights are drawn from N(0, STD)"},
     {.name = "scale-residual", .kind = CLI_FLAG, .offset = offsetof(InitArgs, scale_residual),
-     .help = "divide the std of the residual output projections by sqrt(2 n_layer) (GPT-2)"},
+     .help = "divide the std of the residual output projections by sqrt(2 n_layer)", .dflt = "with the gpt2 presets"},
     {.kind = CLI_GROUP, .group = cli_config_opts, .offset = offsetof(InitArgs, model),
      .help = "model options (--model is required)"},
     CLI_END};
@@ -30,7 +30,8 @@ static const CliOpt init_opts[] = {
 static const CliCommand init_cmd = {
     .name = "init", .opts = init_opts, .size = sizeof(InitArgs),
     .about = "Writes a model with GPT-1's initialisation: weights drawn from N(0, STD), LayerNorm\n"
-             "gains 1 and biases 0.\n"};
+             "gains 1 and biases 0; the gpt2 presets (and --scale-residual) draw the two residual output\n"
+             "projections of each block (attn.c_proj, mlp.c_proj) from N(0, STD / sqrt(2 n_layer)), as GPT-2.\n"};
 
 int cmd_init(int argc, char **argv) {
     InitArgs a = {.seed = 1337, .std = 0.02f};
@@ -39,7 +40,7 @@ int cmd_init(int argc, char **argv) {
     GPTConfig cfg;
     if (config_from_args(&a.model, &cfg)) return cli_usage_error("init", "%s", gpt_last_error());
     GPT *m = gpt_create(&cfg, 1, 0);
-    gpt_init_weights(m, a.seed, a.std, a.scale_residual);
+    gpt_init_weights(m, a.seed, a.std, a.scale_residual || config_preset_scales_residual(a.model.preset));
     rc = model_file_write(a.out, m, NULL);
     if (!rc) printf("wrote %s: %zu parameters; ", a.out, m->n_params);
     if (!rc) config_print(stdout, &cfg);

@@ -11,6 +11,7 @@
 #include "model/prune.h"
 #include "base/util.h"
 #include "cli/cli.h"
+#include "cpu/threads.h"
 #include "dist/dist.h"
 #include "files/h5util.h"
 #include "files/model_file.h"
@@ -19,7 +20,7 @@
 typedef struct {
     const char *model, *out, *data;
     double sparsity;
-    int scope, split;
+    int scope, split, threads;
     long windows;
 } PruneArgs;
 
@@ -40,6 +41,7 @@ static const CliOpt prune_opts[] = {
      .metavar = "N", .help = "windows evaluated", .dflt = "all"},
     {.name = "split", .kind = CLI_CHOICE, .offset = offsetof(PruneArgs, split), .choices = cli_split_names,
      .metavar = "val|train", .help = "the split evaluated"},
+    CLI_THREADS_ROW(offsetof(PruneArgs, threads)),
     CLI_END};
 
 static const CliCommand prune_cmd = {
@@ -82,6 +84,7 @@ static int prune(int argc, char **argv) {
     PruneScope scope = (PruneScope)a.scope;
     long windows = a.windows;
     int split = a.split;
+    compute_threads_setup(a.threads, NULL, 0);
 
     /* gpt eval's default batch with --data; else the activations of one window (GPT-1's
      * for 8 would be 2 GB) */

@@ -16,6 +16,7 @@
 #include "base/util.h"
 #include "base/version.h"
 #include "cpu/blas.h"
+#include "cpu/threads.h"
 #include "dist/dist.h"
 #include "files/formats.h"
 #include "files/h5util.h"
@@ -57,6 +58,7 @@ static json_t *finetune_config(void *ctx) {
                           t->max_seqs, "epochs", o->epochs, "steps", (json_int_t)steps, "lambda",
                           (double)o->lambda, "ranks", dist_size(), "eval_every", o->run.eval_every);
     json_object_set_new(c, "threads", json_integer(o->run.threads));
+    json_object_set_new(c, "threads_reason", json_string(o->run.threads_why));
     json_object_set_new(c, "shard_optimizer", json_boolean(o->run.shard_optimizer));
     json_object_set_new(c, "async_ckpt", json_boolean(o->run.async_ckpt));
     json_object_set_new(c, "precision", json_string(precision_name(o->run.precision)));
@@ -162,6 +164,7 @@ static int finetune_write_result(void *ctx, const char *path) {
     Tuner *t = ctx;
     const FinetuneOptions *o = t->o;
     int rc;
+    gradsync_gather_wait(t->sync);
     if (t->corpus && !t->lora) rc = model_file_write(path, t->m, t->tok);
     else {
         int K = t->head && t->info->label_kind == LABEL_CLASS ? t->info->n_classes : 0, n_names = 0;
@@ -201,16 +204,21 @@ static int finetune_start(void *ctx, int resumed) {
                trained_params(t), t->lora ? " (LoRA adapters)" : "");
         if (!t->corpus) printf("; lambda %g", (double)o->lambda);
         printf("%s", t->pruned ? "; keeping the pruned weights zero" : "");
-        printf("; %s\n", precision_description(o->run.precision));
+        char threads[200];
+        printf("; %s; %s\n", compute_threads_describe(o->run.threads, o->run.threads_why, threads, sizeof threads),
+               precision_description(o->run.precision));
         fflush(stdout);
     }
     return 0;
 }
 
-int finetune_run(const FinetuneOptions *o) {
+int finetune_run(const FinetuneOptions *opts) {
     int rc;
+    FinetuneOptions resolved = *opts;
+    RunOptions *r = &resolved.run;
+    r->threads = compute_threads_setup(r->threads, r->threads_why, sizeof r->threads_why);
+    const FinetuneOptions *o = &resolved;
     Tuner t = {.o = o};
-    compute_threads_set(o->run.threads);
     GPTConfig cfg;
     if ((rc = dist_agree(model_file_read_config(o->init, &cfg)))) return -1;
     if ((rc = open_data(&t, o, &cfg))) goto out;

@@ -29,6 +29,7 @@ int finetune_save(void *ctx, CkptState *st, CkptWriter *w) {
     CkptExtra x[MAX_TRAINABLES];
     int n = extras_of(t, x);
     st->optim_step = t->tr[0].opt->step;
+    gradsync_gather_wait(t->sync); /* the checkpoint checks the whole model finite */
     return ckpt_save(w, "finetune", t->o->out, t->o->run.keep, t->m, model_opt(t), st, t->tok, x, n);
 }
 

@@ -43,6 +43,7 @@ int finetune_evaluate(void *ctx, json_t *line, char *summary, size_t size) {
     Tuner *t = ctx;
     TaskMetrics tm = {NAN, NAN, NAN, NAN};
     double loss;
+    gradsync_gather_wait(t->sync);
     if (t->corpus) {
         double losses[BLEND_MAX + 1], nll[BLEND_MAX];
         int64_t tokens[BLEND_MAX];

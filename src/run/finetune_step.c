@@ -67,8 +67,10 @@ OptimStats finetune_update(void *ctx, double norm, int skip) {
     if (skip) return st;
     for (int i = 0; i < t->n_tr; i++)
         st = adamw_step_norm(t->tr[i].opt, t->tr[i].params, t->tr[i].grads, t->tr[i].tensors, t->tr[i].n_tensors, norm);
-    if (t->sync) gradsync_gather(t->sync);
+    /* the pruned zeros before the gather (the gathered shards carry them), which may go on
+     * into the next forward pass */
     if (t->pruned) prune_mask_apply(t->pruned, t->m->params);
+    if (t->sync) gradsync_gather(t->sync);
     if (finetune_model_trainable(t)) gpt_weights_changed(t->m); /* LoRA: the base is frozen, its bf16 copy stays */
     return st;
 }
