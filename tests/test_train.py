@@ -238,6 +238,25 @@ def test_vocab_larger_than_the_corpus_is_allowed(gpt_bin, tiny_corpus, workdir):
     assert len(read_metrics(out)) == 2
 
 
+@pytest.mark.parametrize("preset, scaled", [("gpt2", True), ("tiny", False)])
+def test_gpt2_presets_scale_the_residual_init(gpt_bin, tiny_corpus, workdir, preset, scaled):
+    """A GPT-2 preset (shrunk by overrides) starts its residual projections at
+    0.02 / sqrt(2 n_layer), recorded in config.json; the others at 0.02. One step at a
+    learning rate of 1e-9 leaves the initial weights."""
+    out = workdir / "run"
+    sh([gpt_bin, "train", "--data", tiny_corpus["corpus"], "--model", preset, "--n-layer", 2, "--n-embd", 64,
+        "--n-head", 4, "--n-ctx", 64, "--out", out, "--steps", 1, "--batch", 2, "--lr", 1e-9, "--min-lr", 0,
+        "--weight-decay", 0, "--eval-every", 0])
+    model = json.loads((out / "config.json").read_text())["model"]
+    want = 0.02 / math.sqrt(2 * 2) if scaled else 0.02
+    assert model["ln"] == ("pre" if scaled else "post")
+    assert model["init_std"] == 0.02 and math.isclose(model["init_residual_std"], want, rel_tol=1e-12)
+    with h5py.File(out / "model.h5", "r") as f:
+        for name in ("h.1.attn.c_proj.weight", "h.0.mlp.c_proj.weight"):
+            assert math.isclose(float(np.std(f["model"][name][()])), want, rel_tol=0.05), name
+        assert math.isclose(float(np.std(f["model"]["h.0.attn.c_attn.weight"][()])), 0.02, rel_tol=0.05)
+
+
 # --------------------------------------------------------------------------- learning
 
 def test_small_model_learns_moby_dick(gpt_bin, moby, tmp_path_factory):

@@ -24,8 +24,17 @@ typedef struct {
     float ln_eps;
 } GPTConfig;
 
-/* Fills *out with a named preset (gpt1, small, tiny); -1 if the name is unknown. */
+/* Fills *out with a named preset (config_preset_names); -1 naming them all if the name is
+ * unknown. */
 int config_preset(const char *name, GPTConfig *out);
+/* The presets' names, NULL-terminated: gpt1, small, tiny, gpt2, gpt2-medium, gpt2-large,
+ * gpt2-xl; and as one phrase, "gpt1, small, ... or gpt2-xl", for messages. */
+extern const char *const config_preset_names[];
+const char *config_preset_list(void);
+/* 1 if the preset initialises the two residual output projections of each block with
+ * std / sqrt(2 n_layer) (GPT-2's presets; gpt_init_weights' scale_residual), else 0
+ * (also for an unknown name or NULL). */
+int config_preset_scales_residual(const char *name);
 /* 0 if the configuration can be built, else -1 naming the offending field. */
 int config_validate(const GPTConfig *c);
 /* The LayerNorm placements' names in GPTLayerNorm's order, NULL-terminated. */

@@ -65,12 +65,13 @@ static int flatten(const CliOpt *t, size_t base, Row *rows, int n) {
 /* What a value of the row must be: "an integer >= 0", "a number in [0, 1)", "fp32 or bf16". */
 static const char *expected(const CliOpt *o, char *buf, size_t size) {
     size_t n = 0;
-    switch (o->kind) {
-    case CLI_CHOICE:
+    if (o->choices) { /* CLI_CHOICE, or a CLI_STRING's listed values */
         for (int k = 0; o->choices[k]; k++)
             n += (size_t)snprintf(buf + n, size - n, "%s%s", k == 0 ? "" : o->choices[k + 1] ? ", " : " or ",
                                   o->choices[k]);
         return buf;
+    }
+    switch (o->kind) {
     case CLI_DURATION:
         return "a duration like 90 (minutes), 1:30:00 or 1-12:00:00 (minutes and seconds below 60, hours below 24 "
                "after days), or UNLIMITED";
@@ -167,6 +168,10 @@ static void print_rows(const CliOpt *t, const char *defaults) {
         if (t->metavar) n += snprintf(left + n, sizeof left - (size_t)n, " %s", t->metavar);
         printf(n < 30 ? "%-30s" : "%s\n%30s", left, "");
         fputs(t->help, stdout);
+        if (t->kind == CLI_STRING && t->choices) { /* the values a command checks itself, listed */
+            char what[512];
+            printf(": %s", expected(t, what, sizeof what));
+        }
         print_default(t, defaults + t->offset);
         putchar('\n');
     }
@@ -286,7 +291,7 @@ static int config_store(void *dst, const CliOpt *o, const char *arg, double v) {
 
 const CliOpt cli_config_opts[] = {
     {.name = "model", .kind = CLI_STRING, .offset = offsetof(ConfigArgs, preset), .metavar = "PRESET",
-     .help = "the preset the options below change: gpt1, small or tiny"},
+     .help = "the preset the options below change", .choices = config_preset_names},
     DIM("n-layer", CONFIG_OPT_N_LAYER, "transformer blocks"),
     DIM("n-head", CONFIG_OPT_N_HEAD, "attention heads (divide --n-embd)"),
     DIM("n-embd", CONFIG_OPT_N_EMBD, "width of the residual stream"),
@@ -324,7 +329,7 @@ const CliOpt cli_run_opts[] = {
     RUN_INT("eval-every", eval_every, 0, "steps between validations (0: only at the end)"),
     RUN_INT("log-every", log_every, 1, "steps between progress lines"),
     RUN_INT("max-bad-steps", max_bad_steps, 1, "non-finite steps in a row before the run stops"),
-    RUN_INT("threads", threads, 1, "compute threads a rank"),
+    CLI_THREADS_ROW(offsetof(RunOptions, threads)),
     RUN_FLAG("overwrite", overwrite, "start afresh in a run directory holding another run, removing it"),
     {.name = "ckpt-every", .kind = CLI_LONG, .offset = offsetof(RunOptions, ckpt_every), .flags = CLI_MIN,
      .metavar = "N", .help = "steps between checkpoints (0: none)"},
@@ -346,7 +351,7 @@ const CliOpt cli_run_opts[] = {
     CLI_END};
 
 void run_options_defaults(RunOptions *r) {
-    *r = (RunOptions){.eval_every = 100, .log_every = 10, .max_bad_steps = 5, .threads = 1, .keep = 3,
+    *r = (RunOptions){.eval_every = 100, .log_every = 10, .max_bad_steps = 5, .keep = 3,
                       .t_start = now_seconds(), .collective_timeout = WATCHDOG_DEFAULT_S};
 }
 

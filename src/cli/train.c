@@ -50,7 +50,8 @@ static const CliOpt train_opts[] = {
     {.name = "eval-windows", .kind = CLI_INT, .offset = T(eval_windows), .flags = CLI_MIN, .min = 1, .metavar = "W",
      .help = "validation windows of each corpus's /val"},
     {.name = "bucket-mb", .kind = CLI_FLOAT, .offset = A(bucket_mb), .flags = CLI_MIN | CLI_MAX, .max = 1048576,
-     .metavar = "M", .help = "MiB a gradient bucket averaged during the backward pass (0: one allreduce after it)"},
+     .metavar = "M", .help = "MiB a gradient bucket averaged during the backward pass, and with --shard-optimizer a bucket of the "
+             "parameters' all-gather overlapped with the next forward pass (0: one blocking collective for each)"},
     {.kind = CLI_GROUP, .group = cli_run_opts, .offset = T(run), .help = "run options"},
     {.kind = CLI_GROUP, .group = cli_config_opts, .offset = A(model), .help = "model options (without --init)"},
     CLI_END};
@@ -96,7 +97,8 @@ static int parse_train(int argc, char **argv, TrainOptions *o) {
         if (config_apply_dropout(&a.model, &o->model)) return cli_usage_error("train", "%s", gpt_last_error());
     } else if (config_from_args(&a.model, &o->model)) {
         return cli_usage_error("train", "%s", gpt_last_error());
-    }
+    } else
+        o->scale_residual = config_preset_scales_residual(a.model.preset);
     if (a.min_lr > a.lr)
         return cli_usage_error("train", "--min-lr: expected a number in [0, --lr %g], got %g", a.lr, a.min_lr);
     if (!vocab_given && !o->init) o->model.vocab_size = 0; /* from the corpus */

@@ -8,23 +8,57 @@
 typedef struct {
     const char *name;
     GPTConfig cfg;
+    int scale_residual; /* initialise the residual projections with std / sqrt(2 n_layer) */
 } Preset;
 
-/* n_ffn 0 means "4 * n_embd", resolved after overrides so --n-embd carries it along. */
-static const Preset presets[] = {
-    {"gpt1", {12, 12, 768, 512, 40478, 0, 0.1f, 0.1f, 0.1f, GPT_LN_POST, 1e-5f}},
-    {"small", {4, 4, 256, 256, 8192, 0, 0.1f, 0.1f, 0.1f, GPT_LN_POST, 1e-5f}},
-    {"tiny", {2, 4, 64, 64, 512, 0, 0.1f, 0.1f, 0.1f, GPT_LN_POST, 1e-5f}},
-};
+/* The one list of presets: name, n_layer, n_head, n_embd, n_ctx, vocabulary, LayerNorm,
+ * residual scaling. All have n_ffn 4 n_embd (0 here: resolved after the overrides, so
+ * --n-embd carries it along), dropout 0.1 everywhere and LayerNorm epsilon 1e-5. gpt1 is
+ * GPT-1's paper; the gpt2* are GPT-2's published models (124,439,808, 354,823,168,
+ * 774,030,080 and 1,557,611,200 parameters: tests/unit/test_config.c). */
+#define PRESETS(X)                                                     \
+    X("gpt1", 12, 12, 768, 512, 40478, GPT_LN_POST, 0)                 \
+    X("small", 4, 4, 256, 256, 8192, GPT_LN_POST, 0)                   \
+    X("tiny", 2, 4, 64, 64, 512, GPT_LN_POST, 0)                       \
+    X("gpt2", 12, 12, 768, 1024, 50257, GPT_LN_PRE, 1)                 \
+    X("gpt2-medium", 24, 16, 1024, 1024, 50257, GPT_LN_PRE, 1)         \
+    X("gpt2-large", 36, 20, 1280, 1024, 50257, GPT_LN_PRE, 1)          \
+    X("gpt2-xl", 48, 25, 1600, 1024, 50257, GPT_LN_PRE, 1)
+
+#define PRESET_ROW(name, L, H, C, T, V, ln, scale) {name, {L, H, C, T, V, 0, 0.1f, 0.1f, 0.1f, ln, 1e-5f}, scale},
+#define PRESET_NAME(name, ...) name,
+
+static const Preset presets[] = {PRESETS(PRESET_ROW)};
+const char *const config_preset_names[] = {PRESETS(PRESET_NAME) NULL};
+
+static const Preset *find_preset(const char *name) {
+    for (size_t i = 0; i < sizeof presets / sizeof presets[0]; i++)
+        if (!strcmp(presets[i].name, name)) return &presets[i];
+    return NULL;
+}
+
+const char *config_preset_list(void) {
+    static char list[256];
+    if (!list[0]) {
+        size_t n = 0, k = sizeof presets / sizeof presets[0];
+        for (size_t i = 0; i < k; i++)
+            n += (size_t)snprintf(list + n, sizeof list - n, "%s%s", i == 0 ? "" : i + 1 < k ? ", " : " or ",
+                                  presets[i].name);
+    }
+    return list;
+}
 
 int config_preset(const char *name, GPTConfig *out) {
-    for (size_t i = 0; i < sizeof presets / sizeof presets[0]; i++)
-        if (strcmp(presets[i].name, name) == 0) {
-            *out = presets[i].cfg;
-            if (out->n_ffn == 0) out->n_ffn = 4 * out->n_embd;
-            return 0;
-        }
-    return gpt_error("unknown model preset '%s' (expected gpt1, small or tiny)", name);
+    const Preset *p = find_preset(name);
+    if (!p) return gpt_error("unknown model preset '%s' (expected %s)", name, config_preset_list());
+    *out = p->cfg;
+    if (out->n_ffn == 0) out->n_ffn = 4 * out->n_embd;
+    return 0;
+}
+
+int config_preset_scales_residual(const char *name) {
+    const Preset *p = name ? find_preset(name) : NULL;
+    return p ? p->scale_residual : 0;
 }
 
 const char *const config_ln_names[] = {"post", "pre", NULL};
@@ -101,7 +135,7 @@ static void apply_override(GPTConfig *c, int opt, double v, int *ffn_explicit) {
 }
 
 int config_from_args(const ConfigArgs *a, GPTConfig *out) {
-    if (!a->preset) return gpt_error("--model PRESET is required (gpt1, small or tiny)");
+    if (!a->preset) return gpt_error("--model PRESET is required (%s)", config_preset_list());
     if (config_preset(a->preset, out)) return -1;
     int ffn_explicit = 0;
     for (int i = 0; i < a->n; i++) apply_override(out, a->opt[i], a->value[i], &ffn_explicit);
