@@ -15,11 +15,16 @@ void blas_select_core(char **argv);
  * OPENBLAS_CORETYPE". */
 const char *blas_core_name(void);
 const char *blas_core_origin(void);
+/* The CPU's model name (/proc/cpuinfo's first "model name"), or "unknown CPU": what a
+ * speed measurement is kept under (gpt bench --json, gpt plan's calibration cache). */
+const char *cpu_model_name(void);
 /* The one thread count of this process, set once at start-up (--threads): OpenBLAS is
  * the OpenMP build, so sgemm and the kernels of kernels.h share one OpenMP team of n
  * threads and never compete for cores. */
 void compute_threads_set(int n);
 int compute_threads(void);
+/* OpenBLAS's own count (openblas_get_num_threads), which compute_threads_set sets too. */
+int blas_threads(void);
 /* Best GFLOP/s of product(ctx, a, b, c, n), which writes into c (n,n) a product of a and
  * b (n,n each, in the layout it chooses), for n = 2048 on random a and b (best of 4 after
  * a warm-up) with the current threads. */

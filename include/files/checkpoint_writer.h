@@ -29,6 +29,10 @@ typedef void (*CkptCommitHook)(void *ctx, double blocked_s, double write_s);
 /* Collective (a communicator of its own). background 0: ckpt_save writes at once, still
  * calling the hook (NULL: none). */
 CkptWriter *ckpt_writer_create(int background, CkptCommitHook hook, void *ctx);
+/* The staging buffer a background writer allocates for a rank whose checkpoint share
+ * (shard.h) is `shard` parameters: its parameters, m and v, 12 bytes each (gpt plan's
+ * account; the extras of fine-tuning, a head or adapters, are not counted). */
+size_t ckpt_writer_stage_bytes(size_t shard);
 /* Waits for the write in flight, if any (its result is lost: use ckpt_writer_wait). */
 void ckpt_writer_free(CkptWriter *w);
 /* Not collective: 0 when no write is in flight or it is still running, 1 when it has

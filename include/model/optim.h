@@ -43,6 +43,8 @@ typedef struct {
 AdamW *adamw_create(const OptimConfig *cfg, size_t n_params);
 /* The optimizer of the parameters [offset, offset + n) only (a rank's shard). */
 AdamW *adamw_create_range(const OptimConfig *cfg, size_t offset, size_t n);
+/* What an optimizer of n parameters allocates (m and v): 8 bytes a parameter. */
+size_t adamw_bytes(size_t n);
 void adamw_free(AdamW *o);
 
 /* L2 norm of a gradient buffer, accumulated in double. */

@@ -37,6 +37,11 @@ typedef struct {
 Shard shard_of(const GPT *m, int r, int P);
 void shard_free(Shard *s);
 
+/* The parameters of the largest of P ranks' shares of a model of this configuration
+ * (shard_of's end - begin): the AdamW state of a sharded rank (8 bytes each), and the
+ * share of a checkpoint a rank writes. */
+size_t shard_largest(const GPTConfig *cfg, int P);
+
 /* The optimizer of rank r's parameters: its shard when sharded and P > 1, else all. */
 AdamW *shard_optimizer_create(const OptimConfig *cfg, const GPT *m, int r, int P, int sharded);
 

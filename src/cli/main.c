@@ -6,6 +6,7 @@
 #include "base/version.h"
 #include "cli/cli.h"
 #include "cpu/blas.h"
+#include "cpu/threads.h"
 #include "cpu/kernels.h"
 
 typedef struct {
@@ -17,6 +18,7 @@ typedef struct {
 static const Command commands[] = {
     {"init", cmd_init, "write a freshly initialised model file"},
     {"bench", cmd_bench, "measure training speed and memory on synthetic tokens"},
+    {"plan", cmd_plan, "plan a cluster run: layout, memory a rank, tokens/s, time"},
     {"tokenizer", cmd_tokenizer, "train a byte-level BPE tokenizer, or import GPT-2's"},
     {"tokenize", cmd_tokenize, "print the token ids of a text"},
     {"detokenize", cmd_detokenize, "turn token ids back into text"},
@@ -55,6 +57,9 @@ int main(int argc, char **argv) {
         fprintf(stderr, "gpt: %s\n", gpt_last_error());
         return 2;
     }
+    /* every command starts on the default threads (cpu/threads.h); those with --threads
+     * resolve theirs again once their line is parsed */
+    compute_threads_setup(0, NULL, 0);
     if (argc < 2) {
         usage(stderr);
         return 2;

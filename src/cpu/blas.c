@@ -46,6 +46,25 @@ void blas_select_core(char **argv) {
 
 const char *blas_core_name(void) { return openblas_get_corename(); }
 
+const char *cpu_model_name(void) {
+    static char name[128];
+    if (name[0]) return name;
+    char line[512];
+    FILE *f = fopen("/proc/cpuinfo", "r");
+    while (f && fgets(line, sizeof line, f)) {
+        char *colon = strchr(line, ':');
+        if (strncmp(line, "model name", 10) || !colon) continue;
+        colon++;
+        while (*colon == ' ' || *colon == '\t') colon++;
+        snprintf(name, sizeof name, "%s", colon);
+        name[strcspn(name, "\n")] = '\0';
+        break;
+    }
+    if (f) fclose(f);
+    if (!name[0]) snprintf(name, sizeof name, "unknown CPU");
+    return name;
+}
+
 const char *blas_core_origin(void) {
     const char *mark = getenv(AUTO_MARK), *set = getenv("OPENBLAS_CORETYPE");
     if (mark && set && !strcmp(mark, set)) return "auto-selected";
@@ -60,6 +79,8 @@ void compute_threads_set(int n) {
 }
 
 int compute_threads(void) { return omp_get_max_threads(); }
+
+int blas_threads(void) { return openblas_get_num_threads(); }
 
 double product_peak_gflops(void (*product)(void *ctx, const float *a, const float *b, float *c, int n), void *ctx) {
     enum { N = 2048, REPS = 4 };

@@ -81,6 +81,8 @@ void ckpt_writer_free(CkptWriter *w) {
     free(w);
 }
 
+size_t ckpt_writer_stage_bytes(size_t shard) { return CKPT_PARTS * shard * sizeof(float); }
+
 /* The extras' floats (their tensors end to end). */
 static size_t extra_floats(const CkptExtra *x) {
     size_t n = 0;
@@ -97,7 +99,7 @@ static void stage(CkptWriter *w, const GPT *m, const AdamW *o) {
     size_t n = j->sh.end - j->sh.begin;
     if (j->tensors && (!w->stage || CKPT_PARTS * n > w->stage_floats)) { /* a rank may own nothing */
         free(w->stage);
-        w->stage = xalloc_floats(w->stage_floats = CKPT_PARTS * n);
+        w->stage = xalloc_floats(w->stage_floats = ckpt_writer_stage_bytes(n) / sizeof(float));
     }
     for (int p = 0; p < CKPT_PARTS && j->tensors; p++) {
         size_t first;

@@ -42,10 +42,12 @@ AdamW *adamw_create_range(const OptimConfig *cfg, size_t offset, size_t n) {
     o->cfg = *cfg;
     o->offset = offset;
     o->n = n;
-    o->m = xalloc_floats(n);
-    o->v = xalloc_floats(n);
+    o->m = xalloc_floats(adamw_bytes(n) / 2 / sizeof(float));
+    o->v = xalloc_floats(adamw_bytes(n) / 2 / sizeof(float));
     return o;
 }
+
+size_t adamw_bytes(size_t n) { return 2 * n * sizeof(float); }
 
 AdamW *adamw_create(const OptimConfig *cfg, size_t n_params) { return adamw_create_range(cfg, 0, n_params); }
 

@@ -55,3 +55,16 @@ AdamW *shard_optimizer_create(const OptimConfig *cfg, const GPT *m, int r, int P
     shard_free(&s);
     return o;
 }
+
+size_t shard_largest(const GPTConfig *cfg, int P) {
+    GPT shell = {.cfg = *cfg};
+    shell.tensors = gpt_tensor_table(cfg, &shell.n_tensors, &shell.n_params);
+    size_t most = 0;
+    for (int r = 0; r < P; r++) {
+        Shard s = shard_of(&shell, r, P);
+        if (s.end - s.begin > most) most = s.end - s.begin;
+        shard_free(&s);
+    }
+    free(shell.tensors);
+    return most;
+}
