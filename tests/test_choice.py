@@ -260,6 +260,21 @@ def test_same_results_for_ranks_threads_and_cache(setup, how):
     assert summary["ranks"] == how.get("ranks", 1) and summary["shared_prompt"] == (not how.get("no_cache"))
 
 
+def test_endings_in_batches_of_one(setup, workdir):
+    """Endings too long to share n_ctx's rows run in several batches. A batch of a single
+    ending used to stay appended to the cache, so the next batch ran at later positions,
+    past n_ctx: wrong scores, and a write past the cache's end (heap corruption)."""
+    endings = ["the whale " * 20, "a ship " * 20, "the sea " * 20]  # about 40 tokens each
+    path = workdir / "long.jsonl"
+    path.write_text("".join(json.dumps({"context": "Call me", "endings": endings[k:] + endings[:k], "label": k})
+                            + "\n" for k in range(3)))
+    _, cached = eval_choice(setup, path, model="pre")
+    _, plain = eval_choice(setup, path, "--no-cache", model="pre")
+    assert all(2 * (t - 1) > 64 for p in cached for t in p["tokens"])  # one ending a batch
+    for c, p in zip(cached, plain):
+        assert c["sum"] == pytest.approx(p["sum"], rel=1e-6)
+
+
 # --------------------------------------------------------------------------- bad input
 
 GOOD = {"context": "Call me", "endings": ["Ishmael", "Ahab"], "label": 0}

@@ -10,6 +10,9 @@
     bad values are usage errors;
   * --bucket-mb 0 (one blocking allreduce after the backward pass) and buckets of other
     sizes train exactly as the default buckets do;
+  * the token embedding's rows of wte's gradient, reduced sparsely (dist/rowsum.h), are
+    the dense reduction in rank order bit for bit on 2 and 3 ranks
+    (tests/unit/test_rowsum.c, on 1 rank in make test-unit);
   * --grad-reduce bf16 (on 1 and 3 ranks, and sharded on 2) trains as fp32 does to a stated
     tolerance, yet not bit for bit, and config.json and a resume that changes it say so.
 
@@ -21,6 +24,7 @@ import signal
 import socket
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
@@ -150,6 +154,13 @@ def test_bucket_sizes_train_alike(gpt_bin, tiny_corpus, reference, workdir, buck
     out = workdir / "run"
     sh([gpt_bin, *args(tiny_corpus["corpus"], out, ["--bucket-mb", bucket_mb])], ranks=2)
     assert losses(out) == losses(reference[2])
+
+
+@pytest.mark.parametrize("P", [2, 3])
+def test_sparse_embedding_rows_sum_as_the_dense_reduction(oracle_bin, P):
+    """Every rank checks and all agree before asserting, so every rank passes or fails."""
+    proc = sh([Path(oracle_bin).parent / "test_rowsum"], ranks=P)
+    assert (proc.stdout + proc.stderr).count("[  PASSED  ] 2 test(s).") == P
 
 
 GRAD_STEPS = 8

@@ -8,6 +8,8 @@
     checkpoint resumes sharded, and the same P and mode resume bit for bit;
   * gpt finetune (continued pre-training, and a task with its head) sharded equals
     unsharded;
+  * the parameters' all-gather overlapped with the next forward pass gives the blocking
+    gather's (--bucket-mb 0) losses, checkpoints and model.h5 bit for bit, in fp32 and bf16;
   * config.json records the mode, and the opening line says it.
 
 tests/cluster runs a sharded run across hosts; tests/unit/test_optim.c checks the
@@ -108,6 +110,43 @@ def test_sharded_checkpoints_resume_on_any_ranks_in_either_mode(gpt_bin, tiny_co
     for name, x in whole.items():
         assert sharded[name].shape == x.shape
         np.testing.assert_allclose(sharded[name], x, rtol=1e-3, atol=1e-3 * float(np.abs(x).max()), err_msg=name)
+
+
+@pytest.mark.parametrize("case", ["fp32", "bf16"])
+def test_the_overlapped_gather_gives_the_blocking_gathers_bits(gpt_bin, tiny_corpus, workdir, case):
+    """The shards' new parameters gathered in buckets on the progress thread while the next
+    step's forward pass waits layer by layer (gradsync.h), against one blocking
+    MPI_Allgatherv after the update (--bucket-mb 0): every loss and val_loss, every
+    checkpoint and model.h5 equal bit for bit. fp32: the default buckets (wte's two
+    pieces, then the layers), accumulation, evaluation and background checkpoints within
+    the run; bf16: buckets of half layers, each layer's bf16 copy remade as it arrives, and
+    no evaluation, so that the last step's gather is still in flight when the run ends.
+    Without the forward pass's wait the losses differ from step 2 on."""
+    common = ["--model", "tiny", "--vocab", VOCAB, "--seed", 7, "--lr", "1e-3", "--warmup", 2, "--clip", "0.5",
+              "--log-every", 100, "--keep", 0, "--shard-optimizer"]
+    if case == "fp32":
+        common += ["--steps", 8, "--batch", 3, "--accum", 2, "--eval-every", 4, "--eval-windows", 8, "--ckpt-every",
+                   4, "--async-ckpt"]
+        modes = {"overlapped": [], "blocking": ["--bucket-mb", 0]}
+        ckpts = [4, 8]
+    else:
+        common += ["--steps", 6, "--batch", 2, "--eval-every", 0, "--ckpt-every", 3, "--precision", "bf16"]
+        modes = {"overlapped": ["--bucket-mb", "0.1"], "blocking": ["--bucket-mb", 0]}
+        ckpts = [3, 6]
+    got = {}
+    for mode, extra in modes.items():
+        out = workdir / mode
+        sh([gpt_bin, "train", "--data", tiny_corpus["corpus"], "--out", out, *common, *extra], ranks=2)
+        got[mode] = out
+    a, b = (read_metrics(got[k]) for k in ("overlapped", "blocking"))
+    assert [(m["step"], m["loss"], m.get("val_loss")) for m in a] == [(m["step"], m["loss"], m.get("val_loss"))
+                                                                       for m in b]
+    assert len(a) == common[common.index("--steps") + 1] and any("val_loss" in m for m in a) == (case == "fp32")
+    for name in [f"ckpt_{s}.h5" for s in ckpts] + ["model.h5"]:
+        x, y = checkpoint_tensors(got["overlapped"] / name), checkpoint_tensors(got["blocking"] / name)
+        assert x.keys() == y.keys() and x
+        for k in x:
+            assert np.array_equal(x[k], y[k]), f"{name}: {k}"
 
 
 @pytest.fixture(scope="module")

@@ -9,6 +9,16 @@
  * for the rest. Only an armed pass communicates, so gradient accumulation over several
  * micro-steps sends once.
  *
+ * The tied embedding wte (V rows, a quarter of gpt1's gradient) is reduced in two parts
+ * on more than one rank, so that it is not all sent after the backward pass: the model
+ * keeps the input embedding's part apart as rows (model/token_grads.h), and g.wte holds
+ * only the output projection's part. That is complete when the head's backward pass
+ * ends, before any block's: its buckets start first (the model's output_grad_ready
+ * hook). The rows, at most B*T of V, are summed sparsely by rowsum.h at the end, on the
+ * main thread while the progress thread completes the buckets, and added onto the
+ * reduced output part: wte's gradient is then the sum of the two sums, which differs
+ * from the sum of the whole in rounding only.
+ *
  * Open MPI moves a non-blocking collective only inside MPI calls: each round of its
  * ring (and each rendezvous handshake of a large message) waits for the next call on
  * both sides. One call per finished layer left the reduction to the wait after the
@@ -24,7 +34,20 @@
  * read). The progress thread runs the buckets' blocking MPI_Reduce_scatter one after
  * another on a communicator of its own while the backward pass computes (gradsync.c says
  * why not MPI_Ireduce_scatter). After the update, gradsync_gather() all-gathers the
- * shards' new parameters, so every rank again holds the whole model.
+ * shards' new parameters, so every rank again holds the whole model: in buckets of whole
+ * layers (at the model's params_ready points, at least bucket_bytes each; an in-place
+ * allgather needs no pieces) from the buffer's start, the embeddings first, each a
+ * blocking MPI_Allgatherv on the progress thread, one after another, while the main
+ * thread goes on to the next step. The model's params_ready hook makes the next forward
+ * pass wait, before each half layer, for the buckets it reads (and its bf16 copy of the
+ * weights is remade range by range as they arrive), as the backward pass releases the
+ * gradient buckets layer by layer. Whatever else reads the whole model before the next
+ * pass (evaluation, a checkpoint, the result file) calls gradsync_gather_wait() first.
+ * The gather's bytes land where the forward pass has not yet read, and the progress
+ * thread's collectives are on its own communicator: the main thread's on MPI_COMM_WORLD
+ * meanwhile (the step's agreements) never meet them. --bucket-mb 0, or no
+ * MPI_THREAD_MULTIPLE, gathers everything in one blocking MPI_Allgatherv in
+ * gradsync_gather(), the reference: both give the same bits.
  *
  * --grad-reduce bf16 halves the bytes on the wire: a bucket is rounded to bf16
  * (kernels.h's bf16_pack) into a buffer of half its size when it starts, reduced in
@@ -51,6 +74,11 @@ extern const char *const grad_reduce_names[];
  * NULL on one rank in fp32: there is nothing to do. */
 GradSync *gradsync_create(struct GPT *m, size_t bucket_bytes, int sharded, GradReduce wire);
 void gradsync_free(GradSync *g);
+/* The wire buffer gradsync_create allocates for a model of n_params on `ranks` ranks:
+ * with --grad-reduce bf16 2 bytes a parameter (on one rank too), in fp32 none (the
+ * buckets go in place). MPI's own temporaries (a copy of each collective's buffer, at
+ * most GRADSYNC_PIECE_MB) are not ours to count: gpt plan adds them (run/plan.h). */
+size_t gradsync_wire_bytes(size_t n_params, int ranks, GradReduce wire);
 void gradsync_arm(GradSync *g);
 /* Collective: waits for every bucket of the armed pass, first starting those the pass
  * did not (all of them on a rank that armed but ran no backward pass); returns the
@@ -60,8 +88,15 @@ double gradsync_finish(GradSync *g);
  * sharded: the sum of the shards' squared norms). */
 double gradsync_norm_sq(GradSync *g);
 /* Collective after a sharded update: every shard's parameters to every rank (MPI_Allgatherv
- * in place); nothing when not sharded. */
+ * in place); nothing when not sharded. With buckets and a progress thread it only starts
+ * the gather and sets the model's params_ready hook: the next forward pass waits for
+ * each layer, the watchdog naming the wait "the parameters' allgather". */
 void gradsync_gather(GradSync *g);
+/* Waits until the parameters of the last gradsync_gather are all in (at once when it was
+ * blocking, none was started, or g is NULL): before anything but a forward pass reads
+ * m->params. Not collective itself; the progress threads of every rank move the gather.
+ * gradsync_free ends a gather in flight too. */
+void gradsync_gather_wait(GradSync *g);
 int gradsync_buckets(const GradSync *g);
 
 #endif

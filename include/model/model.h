@@ -100,13 +100,44 @@ typedef struct GPT {
      * its ln_2; layer L-1's also completes ln_f), after the whole layer, and with 0 once
      * wte and wpe are final. NULL: no calls. */
     void (*grad_ready)(void *ctx, size_t from);
+    /* With token_grads attached: called (with grad_ready_ctx) when a backward pass's head
+     * has added the output projection's part of wte's gradient, which g.wte then holds
+     * alone, before any of grad_ready's calls. NULL: no calls. */
+    void (*output_grad_ready)(void *ctx);
     void *grad_ready_ctx;
+    /* Not owned; NULL: none. Set: the input embedding's part of wte's gradient goes
+     * there as rows (token_grads.h) instead of into g.wte. */
+    struct TokenGrads *token_grads;
+    /* Called by a forward pass before it reads the parameters below offset `upto`: on its
+     * return [0, upto) must be final (the parameters arriving by a sharded optimizer's
+     * all-gather, in buffer order). The calls come at gpt_params_ready_points(), in that
+     * order: before the embeddings (up to layer 0), before each layer's attention half (up
+     * to its ln_2) and its feed-forward half (up to the next layer), and with n_params
+     * before ln_f and the head. NULL: no calls. */
+    void (*params_ready)(void *ctx, size_t upto);
+    void *params_ready_ctx;
     /* Low-rank adapters (lora.h), not owned; NULL: none. With grads NULL as well, the
      * base is frozen: the backward pass computes only the adapters' gradients. */
     struct GPTLora *lora;
     /* The bf16 products (precision.h), owned; NULL: fp32. Set by gpt_set_precision. */
     struct Bf16Products *bf16;
 } GPT;
+
+/* What a model allocates, from its configuration alone: gpt_create allocates exactly
+ * params, grads and acts, gpt_set_precision(bf16) bf16_copy and bf16_scratch_bytes
+ * (precision.h's bf16_products_bytes on this process's bf16 path), so that an estimate
+ * (gpt plan) and the allocation cannot drift apart. threads: the compute threads the
+ * model is created under (the attention scratch has a block for each). */
+typedef struct {
+    size_t n_params;        /* floats of the parameters (and of the gradients) */
+    size_t n_acts;          /* floats of the activations */
+    size_t bf16_scratch;    /* elements of each bf16 operand buffer; 0 in fp32 */
+    size_t params, grads, acts, bf16_copy, bf16_scratch_bytes; /* bytes */
+} GPTMemory;
+GPTMemory gpt_memory(const GPTConfig *cfg, int max_batch, int with_grads, int threads, Precision p);
+/* The tensor table of a configuration without any buffer (owned by the caller):
+ * n_tensors entries, and the parameters' count in *n_params when not NULL. */
+GPTTensor *gpt_tensor_table(const GPTConfig *cfg, int *n_tensors, size_t *n_params);
 
 /* Creates a model of the given (validated) configuration with zeroed parameters.
  * with_grads = 0 gives an inference-only model (no gradient buffer); max_batch = 0 the
@@ -144,6 +175,8 @@ void gpt_init_weights(GPT *m, uint64_t seed, float std, int scale_residual);
 size_t gpt_layer_offset(const GPT *m, int l);
 /* The offsets of grad_ready's calls, descending: 2 n_layer + 1 of them, into points. */
 int gpt_grad_ready_points(const GPT *m, size_t *points);
+/* The offsets of params_ready's calls, ascending: 2 n_layer + 2 of them, into points. */
+int gpt_params_ready_points(const GPT *m, size_t *points);
 
 /* A 64-bit hash of every parameter's bits: tells whether adapters meet the base they were
  * trained on. */

@@ -31,6 +31,7 @@ typedef struct {
     const char *out;          /* run directory */
     GPTConfig model;          /* vocab_size 0: take the corpus's */
     const char *init;         /* a model file to start from (its shape and weights), or NULL */
+    int scale_residual;       /* without init: the residual projections' std / sqrt(2 n_layer) (the gpt2 presets) */
     OptimConfig optim;
     long steps;
     int batch, accum;

@@ -69,24 +69,36 @@ struct Bf16Products {
     Bf16Path path;
     const float *params;
     size_t n_params, scratch;
-    int stale;
+    size_t fresh;      /* the copy of params [0, fresh) is current; 0: all stale */
     void *copy;        /* n_params: uint16_t bits (oneDNN) or rounded floats (emulated) */
     float *in_r, *dout_r;               /* emulated: rounded operands */
     uint16_t *in_h, *dout_h, *dout_t;   /* oneDNN: packed operands, dout also transposed */
 };
 
+/* A path's element: bf16 bits (oneDNN) or rounded floats (emulated); and its scratch
+ * buffers: in, dout and dout transposed (oneDNN) or in and dout (emulated). */
+static size_t path_elem(Bf16Path path) { return path == BF16_ONEDNN ? sizeof(uint16_t) : sizeof(float); }
+static size_t path_scratch_buffers(Bf16Path path) { return path == BF16_ONEDNN ? 3 : 2; }
+
+size_t bf16_products_bytes(Bf16Path path, size_t n_params, size_t scratch, size_t *scratch_bytes) {
+    if (scratch_bytes) *scratch_bytes = path_scratch_buffers(path) * scratch * path_elem(path);
+    return n_params * path_elem(path);
+}
+
 Bf16Products *bf16_products_create(const float *params, size_t n_params, size_t scratch) {
     Bf16Products *p = xcalloc(1, sizeof *p);
-    *p = (Bf16Products){.path = bf16_path(), .params = params, .n_params = n_params, .scratch = scratch, .stale = 1};
+    *p = (Bf16Products){.path = bf16_path(), .params = params, .n_params = n_params, .scratch = scratch, .fresh = 0};
+    size_t scratch_bytes, copy_bytes = bf16_products_bytes(p->path, n_params, scratch, &scratch_bytes);
+    size_t one = scratch_bytes / path_scratch_buffers(p->path);
     if (p->path == BF16_ONEDNN) {
-        p->copy = xmalloc(n_params * sizeof(uint16_t));
-        p->in_h = xmalloc(scratch * sizeof(uint16_t));
-        p->dout_h = xmalloc(scratch * sizeof(uint16_t));
-        p->dout_t = xmalloc(scratch * sizeof(uint16_t));
+        p->copy = xmalloc(copy_bytes);
+        p->in_h = xmalloc(one);
+        p->dout_h = xmalloc(one);
+        p->dout_t = xmalloc(one);
     } else {
-        p->copy = xalloc_floats(n_params);
-        p->in_r = xalloc_floats(scratch);
-        p->dout_r = xalloc_floats(scratch);
+        p->copy = xalloc_floats(copy_bytes / sizeof(float));
+        p->in_r = xalloc_floats(one / sizeof(float));
+        p->dout_r = xalloc_floats(one / sizeof(float));
     }
     return p;
 }
@@ -102,21 +114,25 @@ void bf16_products_free(Bf16Products *p) {
     free(p);
 }
 
-void bf16_products_stale(Bf16Products *p) { p->stale = 1; }
+void bf16_products_stale(Bf16Products *p) { p->fresh = 0; }
 
-void bf16_products_refresh(Bf16Products *p) {
-    if (!p->stale) return;
+void bf16_products_refresh_upto(Bf16Products *p, size_t upto) {
+    if (upto > p->n_params) upto = p->n_params;
+    if (upto <= p->fresh) return;
+    size_t lo = p->fresh;
     if (p->path == BF16_ONEDNN) {
         enum { PIECE = 1 << 30 }; /* bf16_pack counts in int */
-        for (size_t i = 0; i < p->n_params; i += PIECE) {
-            size_t n = p->n_params - i < PIECE ? p->n_params - i : PIECE;
+        for (size_t i = lo; i < upto; i += PIECE) {
+            size_t n = upto - i < PIECE ? upto - i : PIECE;
             bf16_pack((uint16_t *)p->copy + i, p->params + i, 1, (int)n, 0);
         }
     } else {
-        bf16_round(p->copy, p->params, p->n_params);
+        bf16_round((float *)p->copy + lo, p->params + lo, upto - lo);
     }
-    p->stale = 0;
+    p->fresh = upto;
 }
+
+void bf16_products_refresh(Bf16Products *p) { bf16_products_refresh_upto(p, p->n_params); }
 
 /* The copy of master weight w. */
 static size_t weight_index(const Bf16Products *p, const float *w, size_t numel) {
@@ -128,7 +144,7 @@ static size_t weight_index(const Bf16Products *p, const float *w, size_t numel) 
 void bf16_linear_forward(Bf16Products *p, float *out, const float *in, const float *w, const float *bias, int N,
                          int Cin, int Cout) {
     size_t wi = weight_index(p, w, (size_t)Cout * Cin), nin = (size_t)N * Cin;
-    assert(!p->stale && nin <= p->scratch);
+    assert(wi + (size_t)Cout * Cin <= p->fresh && nin <= p->scratch);
     if (p->path == BF16_EMULATED) {
         bf16_round(p->in_r, in, nin);
         matmul_forward(out, p->in_r, (const float *)p->copy + wi, bias, N, Cin, Cout);
@@ -144,7 +160,7 @@ void bf16_linear_forward(Bf16Products *p, float *out, const float *in, const flo
 void bf16_linear_backward(Bf16Products *p, float *din, float *dw, float *dbias, const float *dout, const float *in,
                           const float *w, int N, int Cin, int Cout, int accumulate_din) {
     size_t wi = weight_index(p, w, (size_t)Cout * Cin), nin = (size_t)N * Cin, nout = (size_t)N * Cout;
-    assert(!p->stale && nin <= p->scratch && nout <= p->scratch);
+    assert(wi + (size_t)Cout * Cin <= p->fresh && nin <= p->scratch && nout <= p->scratch);
     if (dbias) matmul_backward(NULL, NULL, dbias, dout, NULL, NULL, N, Cin, Cout, 0);
     if (p->path == BF16_EMULATED) {
         bf16_round(p->dout_r, dout, nout);

@@ -12,9 +12,11 @@
 #include "base/util.h"
 #include "cpu/kernels.h"
 #include "dist/dist.h"
+#include "dist/rowsum.h"
 #include "dist/watchdog.h"
 #include "model/model.h"
 #include "model/shard.h"
+#include "model/token_grads.h"
 
 typedef struct {
     size_t offset, count; /* floats; it starts once the gradients from offset on are final */
@@ -24,6 +26,10 @@ struct GradSync {
     GPT *m;
     Bucket *b;
     int n, next, armed; /* main thread: buckets, the next to start, whether this pass sends */
+    /* the tied embedding split (P > 1): b[0, n_out) hold wte's output-projection part and
+     * start when the head is done; the token rows (m->token_grads) are summed by rowsum */
+    int n_out;
+    RowSum *rowsum;
     int blocking;       /* bucket_bytes 0: one collective after the backward pass */
     MPI_Request *req;
     /* the buckets on the wire: fp32 in place in the gradients, or bf16 in `wire` */
@@ -42,6 +48,13 @@ struct GradSync {
     pthread_mutex_t lock;
     pthread_cond_t work, idle;
     int started, done, hurry, quit;
+    /* sharded and threaded: the parameters' all-gather after the update, in buckets of
+     * whole layers from the buffer's start, on the progress thread (gather_layout) */
+    Bucket *gb;
+    int gn;
+    int *gcounts, *gdispls; /* (gn, P) each rank's floats of each gather bucket, and where in it they lie */
+    pthread_cond_t gathered;
+    int gstarted, gdone;    /* under lock: gather buckets handed to the thread, and gathered */
 };
 
 const char *const grad_reduce_names[] = {"fp32", "bf16", NULL};
@@ -91,12 +104,35 @@ static void reduce_scatter(GradSync *g, int i) {
     else if (mine) memmove(to, g->m->grads + b->offset, mine * sizeof(float));
 }
 
+#define GRADSYNC_GATHER_PIECE ((size_t)1 << 28)
+
+/* Gather bucket i: every rank's part of it (its shard's overlap, possibly none) to every
+ * rank, in place in the parameters. The progress thread's, on g->comm, one after another. */
+static void allgather(GradSync *g, int i) {
+    MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, g->m->params + g->gb[i].offset, g->gcounts + (size_t)i * g->P,
+                   g->gdispls + (size_t)i * g->P, MPI_FLOAT, g->comm);
+}
+
+/* Under lock, on the progress thread: the next gather bucket, if any (they come before the
+ * next backward pass's buckets on every rank: the update started them); 1 if one was done. */
+static int gather_next(GradSync *g) {
+    if (g->gdone == g->gstarted) return 0;
+    int i = g->gdone;
+    pthread_mutex_unlock(&g->lock);
+    allgather(g, i);
+    pthread_mutex_lock(&g->lock);
+    g->gdone = i + 1;
+    pthread_cond_signal(&g->gathered);
+    return 1;
+}
+
 static void *progress(void *arg) {
     GradSync *g = arg;
     omp_set_num_threads(1); /* its kernels (bf16's widening) leave the cores to the backward pass */
     pthread_mutex_lock(&g->lock);
     for (;;) {
-        while (!g->quit && g->done == g->started) pthread_cond_wait(&g->work, &g->lock);
+        while (!g->quit && g->done == g->started && g->gdone == g->gstarted) pthread_cond_wait(&g->work, &g->lock);
+        if (gather_next(g)) continue; /* a gather in flight ends even at gradsync_free: every rank takes part */
         if (g->quit) break;
         int started = g->started, hurry = g->hurry, done = g->sharded ? g->done : 0;
         pthread_mutex_unlock(&g->lock);
@@ -144,6 +180,71 @@ static void shard_layout(GradSync *g) {
     MPI_Comm_dup(MPI_COMM_WORLD, &g->comm);
 }
 
+static void output_ready(void *ctx);
+
+/* The token rows of wte's gradient apart (token_grads.h), summed by rowsum: owned by
+ * the shards that hold them when sharded, else by equal ranges of the vocabulary. */
+static void split_embedding(GradSync *g) {
+    GPT *m = g->m;
+    int V = m->cfg.vocab_size, C = m->cfg.n_embd, P = dist_size();
+    int *lo = xmalloc(sizeof(int) * (size_t)(P + 1));
+    lo[0] = 0;
+    for (int r = 0; r < P; r++) {
+        if (!g->sharded) {
+            lo[r + 1] = (int)((long long)V * (r + 1) / P);
+            continue;
+        }
+        Shard s = shard_of(m, r, P); /* rows [s.lo[0], s.hi[0]) of wte, the first tensor */
+        lo[r + 1] = s.hi[0] > s.lo[0] ? s.hi[0] : lo[r];
+        shard_free(&s);
+    }
+    lo[P] = V;
+    g->rowsum = rowsum_create(V, C, lo, !g->sharded, MPI_COMM_WORLD);
+    free(lo);
+    m->token_grads = token_grads_create(V, C);
+    m->output_grad_ready = output_ready;
+    m->grad_ready_ctx = g;
+}
+
+/* The parameters' all-gather in buckets: cut at the forward pass's params_ready points,
+ * from the buffer's start (the embeddings first, which the pass needs first), each at
+ * least bucket_bytes but the last. Not in GRADSYNC_PIECE_MB pieces: an in-place
+ * MPI_Allgatherv takes no temporary copy of its buffer (gpt1's peak memory is the same
+ * with its 126 MB embedding bucket whole), and on a host whose cores all compute, every
+ * collective more is a handshake that the progress threads spin for, taking the
+ * forward pass's cores (docs/benchmarks.md: 127 buckets against 25 for gpt1).
+ * Pieces of GRADSYNC_GATHER_PIECE floats only keep the counts within an int. */
+static void gather_layout(GradSync *g, size_t bucket_bytes) {
+    GPT *m = g->m;
+    size_t *point = xmalloc(sizeof *point * (2 * (size_t)m->cfg.n_layer + 2));
+    int n_points = gpt_params_ready_points(m, point);
+    size_t piece = GRADSYNC_GATHER_PIECE, start = 0;
+    g->gb = xcalloc(m->n_params / piece + (size_t)n_points + 1, sizeof *g->gb);
+    for (int i = 0; i < n_points; i++)
+        if (point[i] > start && ((point[i] - start) * sizeof(float) >= bucket_bytes || point[i] == m->n_params)) {
+            size_t n = point[i] - start, k = (n + piece - 1) / piece;
+            for (size_t j = 0; j < k; j++) g->gb[g->gn++] = (Bucket){start + n * j / k, n * (j + 1) / k - n * j / k};
+            start = point[i];
+        }
+    free(point);
+    g->gcounts = xmalloc(sizeof(int) * (size_t)g->gn * (size_t)g->P);
+    g->gdispls = xmalloc(sizeof(int) * (size_t)g->gn * (size_t)g->P);
+    for (int r = 0; r < g->P; r++) {
+        size_t b = (size_t)g->shard_displs[r], e = b + (size_t)g->shard_counts[r];
+        for (int i = 0; i < g->gn; i++) {
+            const Bucket *k = &g->gb[i];
+            g->gcounts[(size_t)i * g->P + r] = (int)overlap(k->offset, k->offset + k->count, b, e);
+            g->gdispls[(size_t)i * g->P + r] = (int)(b > k->offset ? (b < k->offset + k->count ? b : k->offset + k->count) - k->offset : 0);
+        }
+    }
+    pthread_cond_init(&g->gathered, NULL);
+}
+
+size_t gradsync_wire_bytes(size_t n_params, int ranks, GradReduce wire) {
+    (void)ranks; /* one rank rounds alike: the same buffer */
+    return wire == GRAD_REDUCE_BF16 ? n_params * sizeof(uint16_t) : 0;
+}
+
 GradSync *gradsync_create(GPT *m, size_t bucket_bytes, int sharded, GradReduce wire) {
     if (dist_size() == 1 && wire == GRAD_REDUCE_FP32) return NULL; /* nothing to do */
     GradSync *g = xcalloc(1, sizeof *g);
@@ -153,20 +254,29 @@ GradSync *gradsync_create(GPT *m, size_t bucket_bytes, int sharded, GradReduce w
     g->blocking = bucket_bytes == 0 || dist_size() == 1; /* one rank: only bf16's rounding */
     g->type = MPI_FLOAT, g->op = MPI_SUM;
     if (wire == GRAD_REDUCE_BF16) {
-        g->wire = xmalloc(sizeof *g->wire * m->n_params);
+        g->wire = xmalloc(gradsync_wire_bytes(m->n_params, dist_size(), wire));
         MPI_Type_contiguous(1, MPI_UINT16_T, &g->type);
         MPI_Type_commit(&g->type);
         MPI_Op_create(bf16_sum, 1, &g->op);
     }
     size_t *point = xmalloc(sizeof *point * (2 * (size_t)L + 1));
     int n_points = gpt_grad_ready_points(m, point);
+    /* split (P > 1): wte's output-projection part first, in pieces, and the ready
+     * points' cut stops at wte's end: the token rows go apart */
+    int split = dist_size() > 1;
+    size_t wte_end = m->tensors[0].numel, stop = split ? wte_end : 0;
+    if (split) point[n_points - 1] = stop;
     /* cut at the ready points, from the end: each bucket at least bucket_bytes, the
-     * embeddings' (from 0) whatever is left; then each into equal pieces of at most
+     * embeddings' (from stop) whatever is left; then each into equal pieces of at most
      * GRADSYNC_PIECE_MB, as MPI's collectives take a temporary copy of their buffer */
     size_t piece = ((size_t)GRADSYNC_PIECE_MB << 20) / sizeof(float), end = m->n_params;
-    g->b = xcalloc(m->n_params / piece + (size_t)n_points + 1, sizeof *g->b);
+    g->b = xcalloc(m->n_params / piece + (size_t)n_points + 2, sizeof *g->b);
+    if (split && !g->blocking)
+        for (size_t k = (wte_end + piece - 1) / piece, j = 0; j < k; j++)
+            g->b[g->n++] = (Bucket){wte_end * j / k, wte_end * (j + 1) / k - wte_end * j / k};
+    g->n_out = g->n;
     for (int i = 0; i < n_points && !g->blocking; i++)
-        if ((end - point[i]) * sizeof(float) >= bucket_bytes || point[i] == 0) {
+        if ((end - point[i]) * sizeof(float) >= bucket_bytes || point[i] == stop) {
             size_t n = end - point[i], k = (n + piece - 1) / piece;
             for (size_t j = k; j-- > 0;) /* from the end, as the buckets */
                 g->b[g->n++] = (Bucket){point[i] + n * j / k, n * (j + 1) / k - n * j / k};
@@ -176,6 +286,8 @@ GradSync *gradsync_create(GPT *m, size_t bucket_bytes, int sharded, GradReduce w
     g->req = xcalloc((size_t)g->n, sizeof *g->req);
     free(point);
     if (sharded) shard_layout(g);
+    if (split) split_embedding(g);
+    if (sharded && !g->blocking) gather_layout(g, bucket_bytes);
     int level;
     MPI_Query_thread(&level);
     if (level == MPI_THREAD_MULTIPLE && !g->blocking) {
@@ -194,14 +306,24 @@ void gradsync_free(GradSync *g) {
         g->quit = 1;
         pthread_cond_signal(&g->work);
         pthread_mutex_unlock(&g->lock);
-        pthread_join(g->thread, NULL);
+        pthread_join(g->thread, NULL); /* after any gather in flight */
     }
+    if (g->gb) pthread_cond_destroy(&g->gathered);
     if (g->sharded) MPI_Comm_free(&g->comm);
+    if (g->rowsum) {
+        token_grads_free(g->m->token_grads);
+        g->m->token_grads = NULL;
+        g->m->output_grad_ready = NULL;
+        rowsum_free(g->rowsum);
+    }
     if (g->wire) MPI_Type_free(&g->type), MPI_Op_free(&g->op);
     free(g->wire);
     free(g->counts);
     free(g->shard_counts);
     free(g->shard_displs);
+    free(g->gb);
+    free(g->gcounts);
+    free(g->gdispls);
     free(g->b);
     free(g->req);
     free(g);
@@ -227,9 +349,17 @@ static void start_bucket(GradSync *g) {
     pthread_mutex_unlock(&g->lock);
 }
 
+/* The head's backward pass is done: wte's output-projection part can go. */
+static void output_ready(void *ctx) {
+    GradSync *g = ctx;
+    if (!g->armed || g->blocking) return;
+    while (g->next < g->n_out) start_bucket(g);
+}
+
 static void grad_ready(void *ctx, size_t from) {
     GradSync *g = ctx;
     if (!g->armed || g->blocking) return;
+    while (g->next < g->n_out) start_bucket(g); /* a pass without the head (finetune, lambda 0) */
     while (g->next < g->n && g->b[g->next].offset >= from) start_bucket(g);
     if (!g->threaded && !g->sharded) {
         int done;
@@ -264,18 +394,24 @@ double gradsync_finish(GradSync *g) {
         /* buckets no backward pass started (a rank with nothing to compute this step)
          * start now, in the same order as on every other rank */
         while (g->armed && g->next < g->n) start_bucket(g);
-        if (g->threaded) {
-            pthread_mutex_lock(&g->lock);
-            g->hurry = 1;
-            pthread_cond_signal(&g->work);
-            while (g->done < g->started) pthread_cond_wait(&g->idle, &g->lock);
-            g->hurry = 0;
-            pthread_mutex_unlock(&g->lock);
-        } else if (!g->sharded) {
-            MPI_Waitall(g->next, g->req, MPI_STATUSES_IGNORE);
-            for (int i = 0; i < g->next; i++) widen(g, &g->b[i]);
-        }
     }
+    /* the token rows, on this thread and rowsum's communicator, while the progress thread
+     * completes the buckets */
+    TokenGrads *rows = g->m->token_grads;
+    if (g->rowsum && g->armed) rowsum_reduce(g->rowsum, rows->token, rows->rows, rows->n);
+    if (!g->blocking && g->threaded) {
+        pthread_mutex_lock(&g->lock);
+        g->hurry = 1;
+        pthread_cond_signal(&g->work);
+        while (g->done < g->started) pthread_cond_wait(&g->idle, &g->lock);
+        g->hurry = 0;
+        pthread_mutex_unlock(&g->lock);
+    } else if (!g->blocking && !g->sharded) {
+        MPI_Waitall(g->next, g->req, MPI_STATUSES_IGNORE);
+        for (int i = 0; i < g->next; i++) widen(g, &g->b[i]);
+    }
+    if (g->rowsum && g->armed) rowsum_apply(g->rowsum, g->m->grads); /* onto the reduced output part */
+    if (rows) token_grads_clear(rows);
     watchdog_leave();
     g->armed = 0;
     return now_seconds() - t0;
@@ -288,10 +424,48 @@ double gradsync_norm_sq(GradSync *g) {
     return sq;
 }
 
+/* Main thread: waits until the first k gather buckets are in; the hook goes once all are. */
+static void wait_gathered(GradSync *g, int k) {
+    pthread_mutex_lock(&g->lock);
+    if (k > g->gstarted) k = g->gstarted; /* none in flight: nothing to wait for */
+    if (g->gdone < k) {
+        watchdog_enter("the parameters' allgather");
+        while (g->gdone < k) pthread_cond_wait(&g->gathered, &g->lock);
+        watchdog_leave();
+    }
+    int all = g->gdone == g->gstarted;
+    pthread_mutex_unlock(&g->lock);
+    if (all && g->m->params_ready_ctx == g) g->m->params_ready = NULL, g->m->params_ready_ctx = NULL;
+}
+
+/* The model's params_ready hook while a gather is in flight: the buckets below upto. */
+static void params_ready(void *ctx, size_t upto) {
+    GradSync *g = ctx;
+    int k = 0;
+    while (k < g->gn && g->gb[k].offset < upto) k++;
+    wait_gathered(g, k);
+}
+
+static int overlapped(const GradSync *g) { return g->sharded && g->threaded && g->gn > 0; }
+
 void gradsync_gather(GradSync *g) {
     if (!g->sharded) return;
+    if (overlapped(g)) {
+        gradsync_gather_wait(g); /* the last one's, if no pass has waited for it */
+        pthread_mutex_lock(&g->lock);
+        g->gdone = 0, g->gstarted = g->gn;
+        pthread_cond_signal(&g->work);
+        pthread_mutex_unlock(&g->lock);
+        g->m->params_ready = params_ready;
+        g->m->params_ready_ctx = g;
+        return;
+    }
     watchdog_enter("the parameters' allgather");
     MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, g->m->params, g->shard_counts, g->shard_displs, MPI_FLOAT,
                    g->comm);
     watchdog_leave();
+}
+
+void gradsync_gather_wait(GradSync *g) {
+    if (g && overlapped(g)) wait_gathered(g, g->gn);
 }

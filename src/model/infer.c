@@ -119,9 +119,10 @@ void gpt_forward_cached(const GPT *m, GPTCache *c, const int *tokens, int n, flo
 
 void gpt_forward_branches(const GPT *m, GPTCache *c, const int *tokens, const int *branch_len, int n_branches,
                           float *logits) {
-    int n = 0;
+    int n = 0, prefix = c->len;
     for (int b = 0; b < n_branches; b++) n += branch_len[b];
     forward_rows(m, c, tokens, n, branch_len, n_branches, NULL, logits);
+    c->len = prefix; /* a single branch stays appended in forward_rows: the prefix only, as for several */
 }
 
 double logprob_of(const float *z, int V, int target) {

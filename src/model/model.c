@@ -19,6 +19,7 @@
 #include "cpu/blas.h"
 #include "cpu/kernels.h"
 #include "model/lora.h"
+#include "model/token_grads.h"
 
 /* Logits chunk of the vocabulary projection: at most this many floats. */
 #define HEAD_CHUNK_FLOATS (1u << 23)
@@ -98,19 +99,22 @@ static float *act(float *base, size_t *off, size_t n) {
     return p;
 }
 
-static size_t layout_acts(const GPTConfig *c, int max_batch, float *base, GPTActs *a) {
+/* Walks every activation for (max_batch, n_ctx) and `threads` attention scratch blocks;
+ * fills a (its h, when not NULL, with the layers' views) with pointers into base (NULL:
+ * counting). Returns the count. */
+static size_t layout_acts(const GPTConfig *c, int max_batch, int threads, float *base, GPTActs *a) {
     size_t N = (size_t)max_batch * c->n_ctx, C = c->n_embd, F = c->n_ffn;
     size_t off = 0;
     int pre = c->ln == GPT_LN_PRE;
     a->head_rows = (int)(HEAD_CHUNK_FLOATS / (size_t)c->vocab_size);
     if (a->head_rows < 1) a->head_rows = 1;
     if ((size_t)a->head_rows > N) a->head_rows = (int)N;
-    a->att_slots = compute_threads();
+    a->att_slots = threads;
 
     a->x0 = act(base, &off, N * C);
     const float *layer_in = a->x0;
     for (int l = 0; l < c->n_layer; l++) {
-        GPTLayerActs *h = &a->h[l];
+        GPTLayerActs dummy, *h = a->h ? &a->h[l] : &dummy;
         h->attn_in = pre ? act(base, &off, N * C) : (float *)layer_in;
         h->qkv = act(base, &off, 3 * N * C);
         h->att_lse = act(base, &off, N * c->n_head);
@@ -141,28 +145,63 @@ static size_t layout_acts(const GPTConfig *c, int max_batch, float *base, GPTAct
     return off;
 }
 
+/* The bf16 operand scratch of a model: the largest product's operand over (max(1,
+ * max_batch) * n_ctx) rows, or the logits' gradient of one head chunk. */
+static size_t bf16_scratch_elems(const GPTConfig *c, int max_batch, int head_rows) {
+    size_t rows = (size_t)(max_batch > 1 ? max_batch : 1) * c->n_ctx;
+    size_t widest = (size_t)(3 * c->n_embd > c->n_ffn ? 3 * c->n_embd : c->n_ffn);
+    size_t head = (size_t)head_rows * c->vocab_size;
+    return rows * widest > head ? rows * widest : head;
+}
+
+GPTMemory gpt_memory(const GPTConfig *cfg, int max_batch, int with_grads, int threads, Precision p) {
+    GPTMemory g = {0};
+    GPTActs a = {0};
+    g.n_params = layout_params(cfg, NULL, NULL, NULL, NULL);
+    g.n_acts = layout_acts(cfg, max_batch, threads, NULL, &a);
+    g.params = g.n_params * sizeof(float);
+    g.grads = with_grads ? g.params : 0;
+    g.acts = g.n_acts * sizeof(float);
+    if (p == PRECISION_BF16) {
+        g.bf16_scratch = bf16_scratch_elems(cfg, max_batch, a.head_rows);
+        g.bf16_copy = bf16_products_bytes(bf16_path(), g.n_params, g.bf16_scratch, &g.bf16_scratch_bytes);
+    }
+    return g;
+}
+
 GPT *gpt_create(const GPTConfig *cfg, int max_batch, int with_grads) {
     GPT *m = xcalloc(1, sizeof *m);
     m->cfg = *cfg;
     m->max_batch = max_batch;
-    m->n_params = layout_params(cfg, NULL, NULL, NULL, &m->n_tensors);
+    /* every size below is gpt_memory's, so that gpt plan's account is this allocation */
+    GPTMemory mem = gpt_memory(cfg, max_batch, with_grads, compute_threads(), PRECISION_FP32);
+    m->n_params = mem.n_params;
+    layout_params(cfg, NULL, NULL, NULL, &m->n_tensors);
     assert(m->n_tensors == TENSORS_BEFORE_LAYERS + TENSORS_PER_LAYER * cfg->n_layer + 2 * (cfg->ln == GPT_LN_PRE));
     m->tensors = xcalloc((size_t)m->n_tensors, sizeof *m->tensors);
     layout_params(cfg, NULL, NULL, m->tensors, NULL);
 
-    m->params = xalloc_floats(m->n_params);
+    m->params = xalloc_floats(mem.params / sizeof(float));
     m->w.h = xcalloc((size_t)cfg->n_layer, sizeof *m->w.h);
     layout_params(cfg, m->params, &m->w, NULL, NULL);
     if (with_grads) {
-        m->grads = xalloc_floats(m->n_params);
+        m->grads = xalloc_floats(mem.grads / sizeof(float));
         m->g.h = xcalloc((size_t)cfg->n_layer, sizeof *m->g.h);
         layout_params(cfg, m->grads, &m->g, NULL, NULL);
     }
     m->act.h = xcalloc((size_t)cfg->n_layer, sizeof *m->act.h);
-    m->n_acts = layout_acts(cfg, max_batch, NULL, &m->act);
-    m->act_buf = xalloc_floats(m->n_acts);
-    layout_acts(cfg, max_batch, m->act_buf, &m->act);
+    m->n_acts = mem.n_acts;
+    m->act_buf = xalloc_floats(mem.acts / sizeof(float));
+    layout_acts(cfg, max_batch, compute_threads(), m->act_buf, &m->act);
     return m;
+}
+
+GPTTensor *gpt_tensor_table(const GPTConfig *cfg, int *n_tensors, size_t *n_params) {
+    layout_params(cfg, NULL, NULL, NULL, n_tensors);
+    GPTTensor *t = xcalloc((size_t)*n_tensors, sizeof *t);
+    size_t n = layout_params(cfg, NULL, NULL, t, NULL);
+    if (n_params) *n_params = n;
+    return t;
 }
 
 void gpt_free(GPT *m) {
@@ -182,11 +221,8 @@ void gpt_set_precision(GPT *m, Precision p) {
     bf16_products_free(m->bf16);
     m->bf16 = NULL;
     if (p != PRECISION_BF16) return;
-    const GPTConfig *c = &m->cfg;
-    size_t rows = (size_t)(m->max_batch > 1 ? m->max_batch : 1) * c->n_ctx;
-    size_t widest = (size_t)(3 * c->n_embd > c->n_ffn ? 3 * c->n_embd : c->n_ffn);
-    size_t head = (size_t)m->act.head_rows * c->vocab_size; /* the logits' gradient */
-    m->bf16 = bf16_products_create(m->params, m->n_params, rows * widest > head ? rows * widest : head);
+    GPTMemory mem = gpt_memory(&m->cfg, m->max_batch, m->grads != NULL, m->act.att_slots, PRECISION_BF16);
+    m->bf16 = bf16_products_create(m->params, m->n_params, mem.bf16_scratch);
 }
 
 Precision gpt_precision(const GPT *m) { return m->bf16 ? PRECISION_BF16 : PRECISION_FP32; }
@@ -255,6 +291,24 @@ int gpt_grad_ready_points(const GPT *m, size_t *points) {
     return n;
 }
 
+int gpt_params_ready_points(const GPT *m, size_t *points) {
+    int n = 0;
+    points[n++] = gpt_layer_offset(m, 0);
+    for (int l = 0; l < m->cfg.n_layer; l++) {
+        points[n++] = mlp_half_offset(m, l);
+        points[n++] = gpt_layer_offset(m, l + 1);
+    }
+    points[n++] = m->n_params;
+    return n;
+}
+
+/* Before a forward pass reads the parameters below upto: they have arrived (params_ready)
+ * and, in bf16, their copy is remade from them. */
+static void params_need(GPT *m, size_t upto) {
+    if (m->params_ready) m->params_ready(m->params_ready_ctx, upto);
+    if (m->bf16) bf16_products_refresh_upto(m->bf16, upto);
+}
+
 uint64_t gpt_params_fingerprint(const GPT *m) {
     uint64_t h = rng_key(0x6770742d62617365ULL, m->n_params);
     for (size_t i = 0; i < m->n_params; i++) {
@@ -293,6 +347,7 @@ int gpt_check_tokens(const GPT *m, const int *tokens, size_t n, const char *what
 
 void gpt_zero_grad(GPT *m) {
     if (m->grads) memset(m->grads, 0, m->n_params * sizeof(float));
+    if (m->token_grads) token_grads_clear(m->token_grads);
 }
 
 /* Runs the blocks; returns the final hidden states (B,T,C). */
@@ -307,13 +362,14 @@ static const float *forward_trunk(GPT *m, const int *inputs, int B, int T,
     GPTLora *lo = m->lora;
     int bf16 = m->bf16 != NULL;
 
-    gpt_refresh_weights(m);
+    params_need(m, gpt_layer_offset(m, 0));
     embedding_forward(a->x0, inputs, m->w.wte, m->w.wpe, B, T, C);
     dropout_apply(a->x0, B, (size_t)T * C, keys, SITE_EMBD, c->dropout_embd);
     const float *x = a->x0;
     for (int l = 0; l < c->n_layer; l++) {
         GPTLayerActs *h = &a->h[l];
         const GPTLayerWeights *w = &m->w.h[l];
+        params_need(m, mlp_half_offset(m, l));
         if (pre)
             layernorm_forward(h->attn_in, h->ln1_mean, h->ln1_rstd, x, w->ln_1_w, w->ln_1_b, N,
                               C, c->ln_eps);
@@ -327,6 +383,7 @@ static const float *forward_trunk(GPT *m, const int *inputs, int B, int T,
         dropout_apply(a->buf_c, B, (size_t)T * C, keys, site(l, SITE_RESID_ATTN),
                       c->dropout_resid);
         vec_sum(h->res1, x, a->buf_c, NC);
+        params_need(m, gpt_layer_offset(m, l + 1));
         if (pre)
             layernorm_forward(h->mlp_in, h->ln2_mean, h->ln2_rstd, h->res1, w->ln_2_w,
                               w->ln_2_b, N, C, c->ln_eps);
@@ -346,6 +403,7 @@ static const float *forward_trunk(GPT *m, const int *inputs, int B, int T,
                               w->ln_2_b, N, C, c->ln_eps);
         x = h->out;
     }
+    params_need(m, m->n_params); /* ln_f; the head's wte came first, the backward pass reads them all */
     if (pre) {
         layernorm_forward(a->lnf_out, a->lnf_mean, a->lnf_rstd, x, m->w.ln_f_w, m->w.ln_f_b, N,
                           C, c->ln_eps);
@@ -430,7 +488,12 @@ static void backward_trunk(GPT *m, const int *inputs, int B, int T, const uint64
     }
     if (!m->grads) return; /* frozen: the embeddings need no gradient */
     dropout_apply(dres, B, (size_t)T * C, keys, SITE_EMBD, c->dropout_embd);
-    embedding_backward(m->g.wte, m->g.wpe, dres, inputs, B, T, C);
+    if (m->token_grads) {
+        const int *rows = token_grads_rows(m->token_grads, inputs, N);
+        embedding_backward(m->token_grads->rows, m->g.wpe, dres, rows, B, T, C);
+    } else {
+        embedding_backward(m->g.wte, m->g.wpe, dres, inputs, B, T, C);
+    }
     if (m->grad_ready) m->grad_ready(m->grad_ready_ctx, 0);
 }
 
@@ -451,6 +514,7 @@ static double head(GPT *m, const float *hidden, const int *targets, int N, float
             linear_backward(m, dh + (size_t)r0 * C, m->grads ? m->g.wte : NULL, NULL, logits, hr, m->w.wte,
                             rows, C, V, 0);
     }
+    if (dh && m->output_grad_ready) m->output_grad_ready(m->grad_ready_ctx);
     return total;
 }
 

@@ -14,12 +14,16 @@
 #include "base/util.h"
 #include "base/version.h"
 #include "cpu/blas.h"
+#include "cpu/threads.h"
 #include "dist/dist.h"
 #include "dist/gradsync.h"
 #include "files/checkpoint.h"
 #include "files/model_file.h"
 #include "model/shard.h"
 #include "run/eval.h"
+
+/* N(0, INIT_STD) for a model trained from scratch, as GPT-1 and GPT-2 */
+#define INIT_STD 0.02
 
 /* The corpora of a blend with their weights and windows, for config.json. */
 static json_t *blend_json(const Blend *b, const int64_t *eval_windows) {
@@ -59,6 +63,7 @@ static json_t *config_json(const TrainOptions *o, const GPTConfig *c, const Blen
                             "bucket_bytes", (json_int_t)o->bucket_bytes, "threads", o->run.threads, "ckpt_every",
                             (json_int_t)o->run.ckpt_every, "ckpt_minutes", o->run.ckpt_minutes, "keep", o->run.keep,
                             "time_limit_s", o->run.time_limit, "collective_timeout_s", o->run.collective_timeout);
+    json_object_set_new(run, "threads_reason", json_string(o->run.threads_why));
     json_object_set_new(run, "shard_optimizer", json_boolean(o->run.shard_optimizer));
     json_object_set_new(run, "async_ckpt", json_boolean(o->run.async_ckpt));
     json_object_set_new(run, "precision", json_string(precision_name(o->run.precision)));
@@ -66,6 +71,11 @@ static json_t *config_json(const TrainOptions *o, const GPTConfig *c, const Blen
     json_t *versions = json_pack("{s:s,s:s,s:s,s:s,s:s}", "gpt", GPT_VERSION, "hdf5", hdf5, "mpi", mpi,
                                  "openblas_core", blas_core_name(), "openblas_core_origin", blas_core_origin());
     json_object_set_new(model, "init", o->init ? json_string(o->init) : json_null());
+    /* the weights' initial std, and the residual projections' (attn.c_proj, mlp.c_proj) */
+    json_object_set_new(model, "init_std", o->init ? json_null() : json_real(INIT_STD));
+    json_object_set_new(model, "init_residual_std",
+                        o->init ? json_null()
+                                : json_real(o->scale_residual ? INIT_STD / sqrt(2.0 * c->n_layer) : INIT_STD));
     return json_pack("{s:o,s:o,s:o,s:o,s:i,s:o}", "model", model, "optim", optim, "data", data, "run", run,
                      "ranks", dist_size(), "versions", versions);
 }
@@ -125,7 +135,7 @@ static OptimStats train_update(void *ctx, double norm, int skip) {
     Trainer *t = ctx;
     if (skip) return (OptimStats){optim_lr_at(&t->o->optim, t->opt->step), norm, 1.0f};
     OptimStats st = adamw_step_norm(t->opt, t->m->params, t->m->grads, t->m->tensors, t->m->n_tensors, norm);
-    if (t->sync) gradsync_gather(t->sync);
+    if (t->sync) gradsync_gather(t->sync); /* overlapped: the next forward pass waits per layer */
     gpt_weights_changed(t->m);
     return st;
 }
@@ -140,6 +150,7 @@ static int train_evaluate(void *ctx, json_t *line, char *summary, size_t size) {
     Trainer *t = ctx;
     double loss[BLEND_MAX + 1], nll[BLEND_MAX];
     int64_t tokens[BLEND_MAX];
+    gradsync_gather_wait(t->sync);
     if (eval_blend(t->m, t->data, SPLIT_VAL, t->eval_windows, loss, nll, tokens)) return -1;
     eval_blend_report(t->data, loss, " | val", line, summary, size);
     return 0;
@@ -148,11 +159,13 @@ static int train_evaluate(void *ctx, json_t *line, char *summary, size_t size) {
 static int train_save(void *ctx, CkptState *st, CkptWriter *w) {
     Trainer *t = ctx;
     st->optim_step = t->opt->step;
+    gradsync_gather_wait(t->sync); /* the checkpoint checks the whole model finite */
     return ckpt_save(w, "train", t->o->out, t->o->run.keep, t->m, t->opt, st, t->tok, NULL, 0);
 }
 
 static int train_write_result(void *ctx, const char *path) {
     Trainer *t = ctx;
+    gradsync_gather_wait(t->sync);
     return model_file_write(path, t->m, t->tok); /* with the corpus's tokenizer, so it can generate alone */
 }
 
@@ -232,7 +245,7 @@ static int train_start(void *ctx, int resumed) {
     if (!resumed) {
         t->m = gpt_create(&t->cfg, B, 1);
         gpt_set_precision(t->m, o->run.precision);
-        if (!o->init) gpt_init_weights(t->m, o->seed, 0.02f, 0); /* the same on every rank */
+        if (!o->init) gpt_init_weights(t->m, o->seed, INIT_STD, o->scale_residual); /* the same on every rank */
         else if (model_file_read_weights(o->init, t->m) ||
                  model_tensors_check_finite(o->init, "/model", t->m->tensors, t->m->n_tensors, t->m->params, 0))
             return -1;
@@ -244,12 +257,14 @@ static int train_start(void *ctx, int resumed) {
     t->tgt = xmalloc(sizeof(int) * (size_t)A * B * T);
     t->keys = xmalloc(sizeof(uint64_t) * (size_t)A * B);
     if (dist_rank() == 0) {
+        char threads[200];
         printf("training %zu parameters on %s: %d rank(s) x batch %d x accum %d = %lld windows of %d tokens a "
-               "step, %lld windows an epoch; gradients in %d bucket(s)%s%s; OpenBLAS %s, %d thread(s); %s\n",
+               "step, %lld windows an epoch; gradients in %d bucket(s)%s%s; OpenBLAS %s; %s; %s\n",
                t->m->n_params, t->data->spec, P, B, A, (long long)P * B * A, T, (long long)t->data->windows[0],
                t->sync ? gradsync_buckets(t->sync) : 0, t->sync && o->run.shard_optimizer ? ", optimizer sharded" : "",
                o->run.grad_reduce == GRAD_REDUCE_BF16 ? ", reduced in bf16" : "",
-               blas_core_name(), o->run.threads, precision_description(o->run.precision));
+               blas_core_name(), compute_threads_describe(o->run.threads, o->run.threads_why, threads, sizeof threads),
+               precision_description(o->run.precision));
         fflush(stdout);
     }
     return 0;
@@ -282,7 +297,7 @@ static int open_corpus(Trainer *t) {
 int train_run(const TrainOptions *opts) {
     TrainOptions run = *opts;
     Trainer t = {.o = &run, .cfg = opts->model};
-    compute_threads_set(run.run.threads);
+    run.run.threads = compute_threads_setup(run.run.threads, run.run.threads_why, sizeof run.run.threads_why);
     int rc = open_corpus(&t);
     if (!rc) {
         RunClient c = {.cmd = "train", .out = run.out, .opt = &run.run, .steps = run.steps,

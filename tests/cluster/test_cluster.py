@@ -147,8 +147,12 @@ def test_sharded_background_checkpoints_on_two_hosts(gpt_bin, cluster, tiny_corp
     assert_losses(out, two_host_run["local"], REL, "sharded, background checkpoints, 2 hosts vs 1 host unsharded")
     got, want = checkpoint_tensors(out / "ckpt_20.h5"), checkpoint_tensors(two_host_run["local"] / "ckpt_20.h5")
     assert any(n.startswith("optimizer/v/") for n in want)
-    for n, x in want.items():  # written by both hosts' writer threads, each its shard
-        np.testing.assert_allclose(got[n], x, rtol=1e-4, atol=1e-7, err_msg=n)
+    # written by both hosts' writer threads, each its shard. Sharded, the gradient norm is
+    # the sum of the shards' squares, grouped otherwise than the whole buffer's (2e-10
+    # apart), so the clipping factor may differ by an ulp; that flips AdamW's normalised
+    # updates of near-zero gradients (the query biases'): 7e-7 after 20 steps here
+    for n, x in want.items():
+        np.testing.assert_allclose(got[n], x, rtol=1e-4, atol=1e-4 * float(np.abs(x).max()), err_msg=n)
     assert all("ckpt_write_s" in m for m in read_metrics(out) if m["step"] % 20 == 0)
     resumed = workdir / "resumed"
     shutil.copytree(out, resumed)

@@ -309,7 +309,7 @@ def test_ranks_x_threads_layout(cluster, gpt_bin, corpus, tmp_path, launcher, nt
     config = json.loads((out_dir / "config.json").read_text())
     assert config["run"]["threads"] == cpus, context
     assert config["ranks"] == ntasks, context
-    assert "OpenBLAS" in log and f"{cpus} thread(s)" in log, context
+    assert "OpenBLAS" in log and f"{cpus} thread{'s' if cpus > 1 else ''}: --threads {cpus};" in log, context
     assert len(read_metrics(out_dir)) == LAYOUT_STEPS and (out_dir / "model.h5").is_file(), context
 
     ranks = read_probes(probes)

@@ -1,0 +1,142 @@
+/* rowsum.c: the sparse sum of matrix rows over the ranks (see rowsum.h). */
+#include "dist/rowsum.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/util.h"
+
+struct RowSum {
+    int V, C, P, rank, gather;
+    int *lo;               /* (P+1) */
+    MPI_Comm comm;
+    MPI_Datatype row;      /* C floats */
+    long long *order;      /* the caller's rows in ascending token order: token << 32 | row */
+    int *send_tok, *recv_tok, *sum_tok;
+    float *send_row, *recv_row, *sum_row;
+    int cap_send, cap_recv, cap_sum;
+    int *sendcounts, *senddispls, *recvcounts, *recvdispls; /* (P) each */
+    int *slot;             /* (lo[rank+1] - lo[rank]) an owned token's sum, -1: none */
+    int n_sum;             /* the sums in sum_tok/sum_row: this rank's, or all when gathering */
+};
+
+RowSum *rowsum_create(int V, int C, const int *lo, int gather, MPI_Comm comm) {
+    RowSum *r = xcalloc(1, sizeof *r);
+    MPI_Comm_dup(comm, &r->comm);
+    MPI_Comm_size(r->comm, &r->P);
+    MPI_Comm_rank(r->comm, &r->rank);
+    r->V = V, r->C = C, r->gather = gather;
+    r->lo = xmalloc(sizeof(int) * (size_t)(r->P + 1));
+    memcpy(r->lo, lo, sizeof(int) * (size_t)(r->P + 1));
+    MPI_Type_contiguous(C, MPI_FLOAT, &r->row);
+    MPI_Type_commit(&r->row);
+    int P = r->P, owned = lo[r->rank + 1] - lo[r->rank];
+    r->sendcounts = xmalloc(sizeof(int) * 4 * (size_t)P);
+    r->senddispls = r->sendcounts + P, r->recvcounts = r->sendcounts + 2 * P, r->recvdispls = r->sendcounts + 3 * P;
+    r->slot = xmalloc(sizeof(int) * (size_t)(owned ? owned : 1));
+    for (int i = 0; i < owned; i++) r->slot[i] = -1;
+    return r;
+}
+
+void rowsum_free(RowSum *r) {
+    if (!r) return;
+    MPI_Type_free(&r->row);
+    MPI_Comm_free(&r->comm);
+    free(r->lo), free(r->order), free(r->send_tok), free(r->recv_tok), free(r->sum_tok);
+    free(r->send_row), free(r->recv_row), free(r->sum_row), free(r->sendcounts), free(r->slot);
+    free(r);
+}
+
+/* Room for n ids and n rows in (*tok, *row) of capacity *cap; never NULL after, even
+ * for none (memcpy's arguments must not be, whatever the count). */
+static void reserve(int **tok, float **row, int *cap, int n, int C) {
+    if (n < 1) n = 1;
+    if (n <= *cap) return;
+    *cap = n;
+    *tok = xrealloc(*tok, sizeof(int) * (size_t)n);
+    *row = xrealloc(*row, sizeof(float) * (size_t)n * C);
+}
+
+static int ascending(const void *a, const void *b) {
+    long long x = *(const long long *)a, y = *(const long long *)b;
+    return (x > y) - (x < y);
+}
+
+static int displs(const int *counts, int *d, int P) {
+    int total = 0;
+    for (int i = 0; i < P; i++) d[i] = total, total += counts[i];
+    return total;
+}
+
+long rowsum_reduce(RowSum *r, const int *token, const float *rows, int n) {
+    int P = r->P, C = r->C;
+    size_t row_bytes = sizeof(float) * (size_t)C;
+    /* 1. the rows to their owners, in ascending token order */
+    reserve(&r->send_tok, &r->send_row, &r->cap_send, n, C);
+    r->order = xrealloc(r->order, sizeof *r->order * (size_t)(n ? n : 1));
+    for (int i = 0; i < n; i++) r->order[i] = (long long)token[i] << 32 | i;
+    qsort(r->order, (size_t)n, sizeof *r->order, ascending);
+    memset(r->sendcounts, 0, sizeof(int) * (size_t)P);
+    for (int i = 0, owner = 0; i < n; i++) {
+        int t = (int)(r->order[i] >> 32), from = (int)(r->order[i] & 0xffffffff);
+        while (t >= r->lo[owner + 1]) owner++;
+        r->sendcounts[owner]++;
+        r->send_tok[i] = t;
+        memcpy(r->send_row + (size_t)i * C, rows + (size_t)from * C, row_bytes);
+    }
+    displs(r->sendcounts, r->senddispls, P);
+    MPI_Alltoall(r->sendcounts, 1, MPI_INT, r->recvcounts, 1, MPI_INT, r->comm);
+    int n_recv = displs(r->recvcounts, r->recvdispls, P);
+    reserve(&r->recv_tok, &r->recv_row, &r->cap_recv, n_recv, C);
+    MPI_Alltoallv(r->send_tok, r->sendcounts, r->senddispls, MPI_INT, r->recv_tok, r->recvcounts, r->recvdispls,
+                  MPI_INT, r->comm);
+    MPI_Alltoallv(r->send_row, r->sendcounts, r->senddispls, r->row, r->recv_row, r->recvcounts, r->recvdispls,
+                  r->row, r->comm);
+    /* 2. each owned token's rows summed in rank order (the receive order), from zero */
+    reserve(&r->sum_tok, &r->sum_row, &r->cap_sum, n_recv, C);
+    int mine = 0, lo = r->lo[r->rank];
+    for (int i = 0; i < n_recv; i++) {
+        int *s = &r->slot[r->recv_tok[i] - lo];
+        if (*s < 0) {
+            *s = mine++;
+            r->sum_tok[*s] = r->recv_tok[i];
+            memset(r->sum_row + (size_t)*s * C, 0, row_bytes);
+        }
+        float *sum = r->sum_row + (size_t)*s * C;
+        const float *x = r->recv_row + (size_t)i * C;
+        for (int c = 0; c < C; c++) sum[c] += x[c];
+    }
+    for (int i = 0; i < mine; i++) r->slot[r->sum_tok[i] - lo] = -1;
+    r->n_sum = mine;
+    long total = mine;
+    if (!r->gather) {
+        MPI_Allreduce(MPI_IN_PLACE, &total, 1, MPI_LONG, MPI_SUM, r->comm);
+        return total;
+    }
+    /* 3. every owner's sums to every rank (in place: this rank's at its displacement) */
+    MPI_Allgather(&mine, 1, MPI_INT, r->recvcounts, 1, MPI_INT, r->comm);
+    int n_all = displs(r->recvcounts, r->recvdispls, P);
+    int at = r->recvdispls[r->rank];
+    reserve(&r->recv_tok, &r->recv_row, &r->cap_recv, n_all, C);
+    memcpy(r->recv_tok + at, r->sum_tok, sizeof(int) * (size_t)mine);
+    memcpy(r->recv_row + (size_t)at * C, r->sum_row, row_bytes * (size_t)mine);
+    MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, r->recv_tok, r->recvcounts, r->recvdispls, MPI_INT, r->comm);
+    MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, r->recv_row, r->recvcounts, r->recvdispls, r->row, r->comm);
+    /* the sums, all of them, where rowsum_apply reads */
+    int *tok = r->sum_tok;
+    float *row = r->sum_row;
+    int cap = r->cap_sum;
+    r->sum_tok = r->recv_tok, r->sum_row = r->recv_row, r->cap_sum = r->cap_recv;
+    r->recv_tok = tok, r->recv_row = row, r->cap_recv = cap;
+    r->n_sum = n_all;
+    return n_all;
+}
+
+void rowsum_apply(const RowSum *r, float *dense) {
+    int C = r->C;
+    for (int i = 0; i < r->n_sum; i++) {
+        float *d = dense + (size_t)r->sum_tok[i] * C;
+        const float *x = r->sum_row + (size_t)i * C;
+        for (int c = 0; c < C; c++) d[c] += x[c];
+    }
+}
