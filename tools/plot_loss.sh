@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # Training loss (lines) and validation loss (points) against step, one colour per run,
-# from the metrics.jsonl of `gpt train` run directories, drawn with gnuplot as a PNG.
+# from the metrics.jsonl of `gpt train` run directories, drawn with gnuplot as a PNG
+# and/or as text on standard output (for a terminal: gnuplot's `dumb` terminal).
 #
 #   tools/plot_loss.sh -o loss.png RUN_DIR [RUN_DIR...]
+#   tools/plot_loss.sh -o loss.png -d RUN_DIR      # the PNG, and the same plot as text
 #
-# Options: -o FILE   the PNG to write (required)
+# Options: -o FILE   the PNG to write (required unless -d)
+#          -d        draw the plot as text, 79 columns by 24 lines, on standard output
 #          -t TITLE  the plot's title (default: "loss")
 #          -l        logarithmic loss axis
 #          -s N      skip the first N steps of each run (the first losses dwarf the rest)
@@ -12,14 +15,15 @@
 set -euo pipefail
 
 usage() {
-    echo "usage: $0 -o OUT.png [-t TITLE] [-l] [-s SKIP] RUN_DIR [RUN_DIR...]" >&2
+    echo "usage: $0 [-o OUT.png] [-d] [-t TITLE] [-l] [-s SKIP] RUN_DIR [RUN_DIR...]" >&2
     exit 2
 }
 
-out="" title="loss" logy=0 skip=0
-while getopts "o:t:ls:h" opt; do
+out="" text=0 title="loss" logy=0 skip=0
+while getopts "o:dt:ls:h" opt; do
     case $opt in
         o) out=$OPTARG ;;
+        d) text=1 ;;
         t) title=$OPTARG ;;
         l) logy=1 ;;
         s) skip=$OPTARG ;;
@@ -27,7 +31,7 @@ while getopts "o:t:ls:h" opt; do
     esac
 done
 shift $((OPTIND - 1))
-[ -n "$out" ] && [ $# -ge 1 ] || usage
+{ [ -n "$out" ] || [ "$text" = 1 ]; } && [ $# -ge 1 ] || usage
 [[ $skip =~ ^[0-9]+$ ]] || { echo "plot_loss: -s wants a number of steps, not '$skip'" >&2; exit 2; }
 
 if ! command -v gnuplot >/dev/null 2>&1; then
@@ -82,13 +86,12 @@ else
     term="png size 1000,600 noenhanced"
 fi
 
-{
-    echo "set terminal $term"
-    echo "set output $(gq "$out")"
+# The plot itself, after a terminal and output: PNG or text.
+body() {
     echo "set title $(gq "$title")"
     echo "set xlabel 'step'"
     echo "set ylabel 'loss (nats per token)'"
-    echo "set grid"
+    [ "$1" = png ] && echo "set grid"
     echo "set key top right"
     [ "$logy" = 1 ] && echo "set logscale y"
     for ((k = 1; k <= i; k++)); do echo "set linestyle $k linecolor $k linewidth 1.5"; done
@@ -96,11 +99,23 @@ fi
     sep=""
     for p in "${plots[@]}"; do printf '%s%s' "$sep" "$p"; sep=", \\"$'\n'"     "; done
     echo
-} > "$tmp/plot.gp"
+}
 
-if ! gnuplot "$tmp/plot.gp"; then
-    echo "plot_loss: gnuplot failed on this script:" >&2
-    cat "$tmp/plot.gp" >&2
-    exit 1
+draw() {  # draw SCRIPT: run gnuplot on it, showing the script if it fails
+    if ! gnuplot "$1"; then
+        echo "plot_loss: gnuplot failed on this script:" >&2
+        cat "$1" >&2
+        exit 1
+    fi
+}
+
+if [ -n "$out" ]; then
+    { echo "set terminal $term"; echo "set output $(gq "$out")"; body png; } > "$tmp/plot.gp"
+    draw "$tmp/plot.gp"
 fi
-echo "wrote $out ($i run(s))"
+if [ "$text" = 1 ]; then
+    # dumb draws on standard output; its key shows each curve's character
+    { echo "set terminal dumb size 79,24 noenhanced"; body text; } > "$tmp/text.gp"
+    draw "$tmp/text.gp"
+fi
+[ -z "$out" ] || echo "wrote $out ($i run(s))"
