@@ -36,9 +36,10 @@
  * why not MPI_Ireduce_scatter). After the update, gradsync_gather() all-gathers the
  * shards' new parameters, so every rank again holds the whole model: in buckets of whole
  * layers (at the model's params_ready points, at least bucket_bytes each; an in-place
- * allgather needs no pieces) from the buffer's start, the embeddings first, each a
- * blocking MPI_Allgatherv on the progress thread, one after another, while the main
- * thread goes on to the next step. The model's params_ready hook makes the next forward
+ * allgather needs no pieces) from the buffer's start, the embeddings first, each an
+ * MPI_Iallgatherv that the progress thread tests every GRADSYNC_POLL_US (a blocking one
+ * spins for all of its transfer, taking a core from the forward pass), one after
+ * another, while the main thread goes on to the next step. The model's params_ready hook makes the next forward
  * pass wait, before each half layer, for the buckets it reads (and its bf16 copy of the
  * weights is remade range by range as they arrive), as the backward pass releases the
  * gradient buckets layer by layer. Whatever else reads the whole model before the next
