@@ -368,7 +368,7 @@ static void output_ready(void *ctx) {
 static void grad_ready(void *ctx, size_t from) {
     GradSync *g = ctx;
     if (!g->armed || g->blocking) return;
-    while (g->next < g->n_out) start_bucket(g); /* a pass without the head (finetune, lambda 0) */
+    output_ready(ctx); /* a pass without the head (finetune, lambda 0) never called it */
     while (g->next < g->n && g->b[g->next].offset >= from) start_bucket(g);
     if (!g->threaded && !g->sharded) {
         int done;
