@@ -121,7 +121,6 @@ int compute_threads_choose(int given, char *why, size_t size) {
     int cpus = 1, cores = 0;
     CPU_ZERO(&set);
     if (sched_getaffinity(0, sizeof set, &set) == 0) cores = mask_cores(&set, &cpus);
-    else cpus = 1;
     if (cpus < 1) cpus = 1;
     int ranks = local_ranks(), have = cores > 0 ? cores : cpus;
     n = have / ranks > 0 ? have / ranks : 1;
