@@ -11,6 +11,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "base/atomic.h"
+#include "base/hashmap.h"
 #include "base/util.h"
 #include "cpu/blas.h"
 #include "cpu/kernels.h"
@@ -105,12 +107,6 @@ static int speed_from_json(json_t *o, const PlanInput *in, const char *what, Pla
     return 0;
 }
 
-static uint64_t fnv1a(const char *s) {
-    uint64_t h = 1469598103934665603ULL;
-    for (; *s; s++) h = (h ^ (unsigned char)*s) * 1099511628211ULL;
-    return h;
-}
-
 /* $XDG_CACHE_HOME/gpt, else ~/.cache/gpt, made if missing; 0 with dir empty: no cache. */
 static void cache_dir(char *dir, size_t size) {
     const char *xdg = getenv("XDG_CACHE_HOME"), *home = getenv("HOME");
@@ -137,6 +133,14 @@ static void calibration_step(void *ctx, int step, int total, double loss, double
 
 /* One layer of the model's shapes, timed on this machine at T threads (or read from the
  * cache). */
+/* The calibration o cached at path, whole or not at all (base/atomic.h); -1 if not. */
+static int cache_write(json_t *o, const char *path) {
+    AtomicFile f;
+    if (atomic_open(&f, path)) return -1;
+    if (json_dumpf(o, f.f, JSON_COMPACT)) return atomic_abort(&f), -1;
+    return atomic_commit(&f);
+}
+
 static int calibrate_here(const PlanInput *in, int T, PlanSpeed *s) {
     GPTConfig one = in->cfg;
     one.n_layer = 1;
@@ -147,7 +151,7 @@ static int calibrate_here(const PlanInput *in, int T, PlanSpeed *s) {
              one.n_head, one.n_embd, one.n_ctx, one.vocab_size, one.n_ffn, config_ln_name(one.ln), b, T,
              in->precision == PRECISION_BF16 ? precision_description(in->precision) : "fp32");
     cache_dir(dir, sizeof dir);
-    if (dir[0]) snprintf(path, sizeof path, "%s/calibration-%016llx.json", dir, (unsigned long long)fnv1a(key));
+    if (dir[0]) snprintf(path, sizeof path, "%s/calibration-%016llx.json", dir, (unsigned long long)hash_bytes((const uint8_t *)key, strlen(key)));
     json_t *o = path[0] && !in->recalibrate ? json_load_file(path, 0, NULL) : NULL;
     json_t *k = o ? json_object_get(o, "key") : NULL;
     if (o && !(json_is_string(k) && !strcmp(json_string_value(k), key))) json_decref(o), o = NULL;
@@ -174,14 +178,7 @@ static int calibrate_here(const PlanInput *in, int T, PlanSpeed *s) {
                       precision_name(in->precision), "kernels", kernels_name());
         gpt_free(m);
         compute_threads_set(was);
-        if (path[0]) { /* a file of this process's, renamed into place: whole or absent */
-            char tmp[4400];
-            snprintf(tmp, sizeof tmp, "%s.%ld.tmp", path, (long)getpid());
-            if (json_dump_file(o, tmp, JSON_COMPACT) || rename(tmp, path)) {
-                unlink(tmp);
-                path[0] = '\0';
-            }
-        }
+        if (path[0] && cache_write(o, path)) path[0] = '\0'; /* not cached: the plan goes on */
     }
     int rc = speed_from_json(o, in, path[0] ? path : "the calibration", s);
     json_decref(o);
