@@ -63,6 +63,10 @@ double now_seconds(void);        /* monotonic clock */
 double peak_rss_mb(void);        /* this process's peak resident set, MiB */
 double current_rss_mb(void);     /* this process's resident set now, MiB (0 if unknown) */
 
+/* The NULL-terminated names as words, "a, b or c", into buf[size]; returns buf. Every
+ * list of choices in a message or in --help is written by it. */
+const char *names_or(const char *const *names, char *buf, size_t size);
+
 /* Strict number parsing for command-line values: the whole string must be a number. */
 int parse_int(const char *s, int *out);
 int parse_long(const char *s, long *out);

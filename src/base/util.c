@@ -346,3 +346,11 @@ void floats_to_halves(const float *x, uint16_t *h, size_t n) {
         _mm_storeu_si128((__m128i *)(h + i), _mm256_cvtps_ph(_mm256_loadu_ps(x + i), _MM_FROUND_TO_NEAREST_INT));
     for (; i < n; i++) h[i] = float_to_half(x[i]);
 }
+
+const char *names_or(const char *const *names, char *buf, size_t size) {
+    size_t n = 0;
+    buf[0] = '\0';
+    for (int k = 0; names[k] && n < size; k++)
+        n += (size_t)snprintf(buf + n, size - n, "%s%s", k == 0 ? "" : names[k + 1] ? ", " : " or ", names[k]);
+    return buf;
+}

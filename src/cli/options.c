@@ -65,12 +65,7 @@ static int flatten(const CliOpt *t, size_t base, Row *rows, int n) {
 /* What a value of the row must be: "an integer >= 0", "a number in [0, 1)", "fp32 or bf16". */
 static const char *expected(const CliOpt *o, char *buf, size_t size) {
     size_t n = 0;
-    if (o->choices) { /* CLI_CHOICE, or a CLI_STRING's listed values */
-        for (int k = 0; o->choices[k]; k++)
-            n += (size_t)snprintf(buf + n, size - n, "%s%s", k == 0 ? "" : o->choices[k + 1] ? ", " : " or ",
-                                  o->choices[k]);
-        return buf;
-    }
+    if (o->choices) return names_or(o->choices, buf, size); /* CLI_CHOICE, or a CLI_STRING's listed values */
     switch (o->kind) {
     case CLI_DURATION:
         return "a duration like 90 (minutes), 1:30:00 or 1-12:00:00 (minutes and seconds below 60, hours below 24 "

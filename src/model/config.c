@@ -39,13 +39,7 @@ static const Preset *find_preset(const char *name) {
 
 const char *config_preset_list(void) {
     static char list[256];
-    if (!list[0]) {
-        size_t n = 0, k = sizeof presets / sizeof presets[0];
-        for (size_t i = 0; i < k; i++)
-            n += (size_t)snprintf(list + n, sizeof list - n, "%s%s", i == 0 ? "" : i + 1 < k ? ", " : " or ",
-                                  presets[i].name);
-    }
-    return list;
+    return list[0] ? list : names_or(config_preset_names, list, sizeof list);
 }
 
 int config_preset(const char *name, GPTConfig *out) {
