@@ -31,9 +31,10 @@
  * the parameters (shard.h) and updates only those. Each bucket is then reduce-scattered
  * instead: every rank receives the sum of its shard's part of the bucket, in place in
  * the gradient buffer (the rest of the buffer is left partly summed: only the shard is
- * read). The progress thread runs the buckets' blocking MPI_Reduce_scatter one after
- * another on a communicator of its own while the backward pass computes (gradsync.c says
- * why not MPI_Ireduce_scatter). After the update, gradsync_gather() all-gathers the
+ * read). The progress thread runs the buckets' reduce-scatters one after another on a
+ * communicator of its own while the backward pass computes: each a ring of non-blocking
+ * sends and receives with the neighbours that it tests every GRADSYNC_POLL_US (gradsync.c
+ * says why not MPI_Reduce_scatter or MPI_Ireduce_scatter). After the update, gradsync_gather() all-gathers the
  * shards' new parameters, so every rank again holds the whole model: in buckets of whole
  * layers (at the model's params_ready points, at least bucket_bytes each; an in-place
  * allgather needs no pieces) from the buffer's start, the embeddings first, each an

@@ -13,7 +13,11 @@
  *            n_layer x layer + head, per token; the update grows with the parameters;
  *   network  docs/scaling.md's model: the ring allreduce A, the tied embedding's token
  *            rows X, the unhidden tail f A, alpha a ring round, against 2/3 of the last
- *            micro-step's compute.
+ *            micro-step's compute. Sharded, the shards are contiguous ranges, so each
+ *            bucket has one owner and its reduce-scatter or all-gather goes through that
+ *            owner's link alone: each takes (P-1) S / rate, P/2 times A, the reduce-scatter
+ *            against the backward pass and the all-gather against the forward pass's 1/3
+ *            (measured on 2 hosts: docs/benchmarks.md).
  * The layout search tries every R ranks a node that divides the cores (T = cores / R
  * threads each), unsharded where that fits the node's memory and else with
  * --shard-optimizer, and keeps the fastest that fits. */

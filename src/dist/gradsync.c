@@ -41,6 +41,7 @@ struct GradSync {
     size_t begin, end;  /* this rank's shard */
     int *counts;        /* (n, P) each rank's floats of each bucket */
     int *shard_counts, *shard_displs; /* (P) every rank's shard */
+    void *ring;         /* bucketed: the reduce-scatter ring's receive buffer, a bucket's largest part */
     MPI_Comm comm;      /* the reduce-scatters' and the allgather's, apart from the main thread's */
     /* the progress thread: it tests req[0, started); lock guards the fields below */
     int threaded;
@@ -90,36 +91,74 @@ static void widen(GradSync *g, const Bucket *b) {
     if (g->wire) bf16_unpack(g->m->grads + b->offset, g->wire + b->offset, b->count);
 }
 
-/* Bucket i's gradients summed into the shards that hold them: this rank's part lands at
- * the bucket's start (MPI_IN_PLACE) and moves (bf16: widens) to its place in the flat
- * gradient buffer. The blocking collective of the tuned component, not libnbc's
- * MPI_Ireduce_scatter: that is a reduction to rank 0 and a scatter, twice the bytes of
- * a ring through one link. */
-static void reduce_scatter(GradSync *g, int i) {
+/* Polls req[0, n) until all are done, napping GRADSYNC_POLL_US between tests unless in a
+ * hurry (the main thread waits for them): a blocking call spins in Open MPI's progress
+ * loop for its whole transfer, taking a core from the computation it overlaps. */
+static void wait_polled(MPI_Request *req, int n, int hurry) {
+    for (int flag = 0;;) {
+        MPI_Testall(n, req, &flag, MPI_STATUSES_IGNORE);
+        if (flag) return;
+        if (!hurry) nap_us(GRADSYNC_POLL_US);
+    }
+}
+
+/* Where rank c's part of bucket i starts in it: the shards tile the buffer in rank order. */
+static size_t part_start(const GradSync *g, int i, int c) {
+    size_t at = 0;
+    for (int q = 0; q < c; q++) at += (size_t)g->counts[(size_t)i * g->P + q];
+    return at;
+}
+
+/* Bucket i's gradients summed into the shards that hold them: this rank's part ends up
+ * in place in the gradient buffer (bf16: widened there); the rest of the bucket is left
+ * partly summed.
+ *
+ * Bucketed, it is a ring of P - 1 exchanges with the neighbours, each an MPI_Isend and
+ * MPI_Irecv polled by wait_polled, so that it does not take the backward pass's core:
+ * at exchange s, rank r sends its running sum of part r-s-1 to rank r+1 and adds rank
+ * r-1's of part r-s-2 into its own, so part c is summed from rank c+1 round to rank c,
+ * which keeps it. A rank sends (P-1)/P of the bucket, as MPI's ring does; libnbc's
+ * MPI_Ireduce_scatter is a reduce to rank 0 and a scatter, twice the bytes. Each hop adds
+ * a pair (bf16: in fp32, rounded once), so on 2 ranks it is the blocking collective's
+ * arithmetic bit for bit. The blocking reference (--bucket-mb 0, one bucket of the
+ * whole model) is MPI_Reduce_scatter, which needs no receive buffer of ours. */
+static void reduce_scatter(GradSync *g, int i, int hurry) {
     const Bucket *b = &g->b[i];
-    MPI_Reduce_scatter(MPI_IN_PLACE, on_wire(g, b->offset), g->counts + (size_t)i * g->P, g->type, g->op, g->comm);
-    size_t mine = (size_t)g->counts[(size_t)i * g->P + g->rank];
-    float *to = g->m->grads + (g->begin > b->offset ? g->begin : b->offset);
-    if (g->wire) bf16_unpack(to, g->wire + b->offset, mine);
-    else if (mine) memmove(to, g->m->grads + b->offset, mine * sizeof(float));
+    int P = g->P, r = g->rank;
+    const int *count = g->counts + (size_t)i * P;
+    size_t width = g->wire ? sizeof(uint16_t) : sizeof(float);
+    char *bucket = on_wire(g, b->offset);
+    size_t mine_at = part_start(g, i, r);
+    if (g->blocking) {
+        MPI_Reduce_scatter(MPI_IN_PLACE, bucket, count, g->type, g->op, g->comm);
+        memmove(bucket + mine_at * width, bucket, (size_t)count[r] * width); /* from the bucket's start */
+    }
+    for (int s = 0; s < P - 1 && !g->blocking; s++) {
+        int send = ((r - s - 1) % P + P) % P, recv = ((r - s - 2) % P + P) % P;
+        char *into = bucket + part_start(g, i, recv) * width;
+        MPI_Request req[2];
+        MPI_Irecv(g->ring, count[recv], g->type, (r + P - 1) % P, 0, g->comm, &req[0]);
+        MPI_Isend(bucket + part_start(g, i, send) * width, count[send], g->type, (r + 1) % P, 0, g->comm, &req[1]);
+        wait_polled(req, 2, hurry);
+        int n = count[recv];
+        if (g->wire) bf16_sum(g->ring, into, &n, NULL);
+        else vec_add((float *)(void *)into, g->ring, (size_t)n);
+    }
+    if (g->wire) bf16_unpack(g->m->grads + b->offset + mine_at, g->wire + b->offset + mine_at, (size_t)count[r]);
 }
 
 #define GRADSYNC_GATHER_PIECE ((size_t)1 << 28)
 
 /* Gather bucket i: every rank's part of it (its shard's overlap, possibly none) to every
  * rank, in place in the parameters. The progress thread's, on g->comm, one after another:
- * non-blocking, tested every GRADSYNC_POLL_US, because a blocking collective spins in
- * Open MPI's progress loop for all of its transfer, taking a core from the forward pass
- * it overlaps (on a 1 Gbit/s link, gpt1's sharded step was 1.28 times the unsharded). */
+ * non-blocking and polled, because a blocking collective spins in Open MPI's progress
+ * loop for all of its transfer, taking a core from the forward pass it overlaps (on a
+ * 1 Gbit/s link, gpt1's sharded step was 1.28 times the unsharded). */
 static void allgather(GradSync *g, int i) {
     MPI_Request req;
     MPI_Iallgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, g->m->params + g->gb[i].offset, g->gcounts + (size_t)i * g->P,
                     g->gdispls + (size_t)i * g->P, MPI_FLOAT, g->comm, &req);
-    for (int flag = 0;;) {
-        MPI_Test(&req, &flag, MPI_STATUS_IGNORE);
-        if (flag) return;
-        nap_us(GRADSYNC_POLL_US);
-    }
+    wait_polled(&req, 1, 0);
 }
 
 /* Under lock, on the progress thread: the next gather bucket, if any (they come before the
@@ -146,7 +185,7 @@ static void *progress(void *arg) {
         int started = g->started, hurry = g->hurry, done = g->sharded ? g->done : 0;
         pthread_mutex_unlock(&g->lock);
         if (g->sharded) {
-            reduce_scatter(g, done++);
+            reduce_scatter(g, done++, hurry);
         } else {
             for (int i = 0; i < started; i++) {
                 int flag = 1;
@@ -186,6 +225,9 @@ static void shard_layout(GradSync *g) {
             g->counts[(size_t)i * g->P + r] = (int)overlap(g->b[i].offset, g->b[i].offset + g->b[i].count, s.begin, s.end);
         shard_free(&s);
     }
+    int largest = 0;
+    for (size_t k = 0; k < (size_t)g->n * (size_t)g->P; k++) largest = g->counts[k] > largest ? g->counts[k] : largest;
+    if (!g->blocking) g->ring = xmalloc((size_t)largest * (g->wire ? sizeof(uint16_t) : sizeof(float)));
     MPI_Comm_dup(MPI_COMM_WORLD, &g->comm);
 }
 
@@ -330,6 +372,7 @@ void gradsync_free(GradSync *g) {
     free(g->counts);
     free(g->shard_counts);
     free(g->shard_displs);
+    free(g->ring);
     free(g->gb);
     free(g->gcounts);
     free(g->gdispls);
@@ -349,7 +392,7 @@ static void start_bucket(GradSync *g) {
                        &g->req[g->next]);
     g->next++;
     if (!g->threaded) {
-        if (g->sharded) reduce_scatter(g, g->next - 1); /* in order, without overlap */
+        if (g->sharded) reduce_scatter(g, g->next - 1, 1); /* in order, without overlap */
         return;
     }
     pthread_mutex_lock(&g->lock);
@@ -393,7 +436,7 @@ double gradsync_finish(GradSync *g) {
     watchdog_enter(g->sharded ? "the gradient reduce-scatter" : "the gradient allreduce");
     if (g->blocking && g->armed) {
         if (g->wire) bf16_pack(g->wire, g->m->grads, 1, (int)g->m->n_params, 0);
-        if (g->sharded) reduce_scatter(g, 0);
+        if (g->sharded) reduce_scatter(g, 0, 1);
         else if (!g->wire) dist_sum_floats(g->m->grads, g->m->n_params);
         else {
             MPI_Allreduce(MPI_IN_PLACE, g->wire, (int)g->m->n_params, g->type, g->op, MPI_COMM_WORLD);

@@ -258,9 +258,14 @@ static int layout(Speeds *sp, const PlanInput *in, int R, int T, int shard, int 
         double S = (double)n * (in->grad_reduce == GRAD_REDUCE_BF16 ? 2 : 4);
         l->allreduce_s = 2.0 * (P - 1) / P * S / rate;
         l->rows_s = 4.0 * c->n_embd * fmin(c->vocab_size, (double)P * k * tokens) / rate;
-        double tail = tail_share(c) * l->allreduce_s + l->rows_s + 2.0 * (P - 1) * PLAN_ALPHA_S;
-        double exposed = l->allreduce_s - PLAN_BACKWARD_SHARE * l->micro_s;
+        /* sharded: each of the reduce-scatter (behind the backward pass) and the all-gather
+         * (behind the next forward pass) moves its buckets one owner at a time, P / 2 times
+         * the allreduce (plan.h) */
+        double moved = l->shard ? P / 2.0 * l->allreduce_s : l->allreduce_s;
+        double tail = tail_share(c) * moved + l->rows_s + 2.0 * (P - 1) * PLAN_ALPHA_S;
+        double exposed = moved - PLAN_BACKWARD_SHARE * l->micro_s;
         l->wait_s = tail > exposed ? tail : exposed;
+        if (l->shard) l->wait_s += fmax(0.0, moved - (1.0 - PLAN_BACKWARD_SHARE) * l->micro_s);
     }
     double compute = k * l->micro_s + l->update_s;
     l->step_s = compute + l->wait_s;
