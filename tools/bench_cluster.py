@@ -30,7 +30,7 @@ Then the model of docs/scaling.md, fitted to these figures, predicts the efficie
 N nodes (ring allreduce, one rank a node) at 10, 25 and 100 Gbit/s:
   A(N) = 2 (N-1)/N x S / (eta x rate)      S: gradient bytes, 4 a parameter (2: bf16);
                                             eta: the link's measured share
-  X(N) = 4 C_embd min(V, N k b T) / (eta x rate)   the token rows of wte, in fp32: the union
+  X(N) = w C_embd min(V, N k b T) / (eta x rate)   the token rows of wte (w: 4, or 2 bf16): the union
                                             of the N ranks' k micro-steps of b T tokens
   wait = max(f x A + X + 2 (N-1) alpha, A - B)  f: the share of S in the buckets that
                                             start when the backward pass ends (wpe,
@@ -112,13 +112,13 @@ def shape(run_dir):
 
 def wait_s(sh, n, rate_gbit, eta, backward, k=1, width=4):
     """The model's wait after the backward pass on n nodes: the ring allreduce A of the
-    dense buckets (width bytes a gradient), its unhidden tail, the token rows (fp32: each
+    dense buckets (width bytes a gradient), its unhidden tail, the token rows (as wide: each
     node receives the union of n k micro-steps' tokens, at most V), and 2 (n-1) ring
     rounds; or what of A the backward pass cannot cover."""
     link = eta * rate_gbit * 1e9 / 8
     A = 2 * (n - 1) / n * width / 4 * sh["bytes"] / link
     f = sh["tail_bytes"] / sh["bytes"]
-    rows = 4 * sh["n_embd"] * min(sh["vocab"], n * k * sh["tokens"]) / link
+    rows = width * sh["n_embd"] * min(sh["vocab"], n * k * sh["tokens"]) / link
     return max(f * A + rows + 2 * (n - 1) * ALPHA_S, A - backward)
 
 

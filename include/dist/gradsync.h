@@ -54,7 +54,8 @@
  * --grad-reduce bf16 halves the bytes on the wire: a bucket is rounded to bf16
  * (kernels.h's bf16_pack) into a buffer of half its size when it starts, reduced in
  * bf16 by a user-defined MPI operation that adds each pair in fp32 and rounds the sum
- * once, and widened back into the fp32 gradients when it completes. On one rank the
+ * once, and widened back into the fp32 gradients when it completes; wte's token rows
+ * go in bf16 as well (rowsum.h). On one rank the
  * gradients are rounded alike (one blocking bucket, no communication), so that P = 1
  * and P > 1 are the same arithmetic. */
 #ifndef GPT_GRADSYNC_H

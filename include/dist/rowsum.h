@@ -13,7 +13,12 @@
  * from zero is, bit for bit, what a dense reduction of the whole matrices in rank order
  * gives (tests/unit/test_rowsum.c checks it on 2 and 3 ranks). A rank sends its rows
  * once and, gathering, receives the union's once: about 2 B T C floats where a ring
- * allreduce sends 2 (P-1)/P V C. */
+ * allreduce sends 2 (P-1)/P V C.
+ *
+ * bf16 (--grad-reduce bf16): the rows travel as bf16, half the bytes. Each rank's rows
+ * are rounded to bf16, the owner sums them in fp32 in rank order from zero and rounds
+ * each sum once, as gradsync's bf16 operation treats a pair; the sums are then exact in
+ * bf16 on the wire. The result is that reference's bits (test_rowsum.c). */
 #ifndef GPT_ROWSUM_H
 #define GPT_ROWSUM_H
 
@@ -22,8 +27,9 @@
 typedef struct RowSum RowSum;
 
 /* Collective over comm (duplicated). lo: (P+1) ascending owner boundaries, lo[0] = 0,
- * lo[P] = V (copied). gather: 1 every rank receives every sum, 0 only its own rows'. */
-RowSum *rowsum_create(int V, int C, const int *lo, int gather, MPI_Comm comm);
+ * lo[P] = V (copied). gather: 1 every rank receives every sum, 0 only its own rows'.
+ * bf16: 1 the rows go as bf16 (above), 0 as fp32. */
+RowSum *rowsum_create(int V, int C, const int *lo, int gather, int bf16, MPI_Comm comm);
 void rowsum_free(RowSum *r);
 /* Collective: the sums over the ranks of the rows token[0, n) (distinct ids in [0, V)),
  * rows (n, C). Returns the number of rows summed on all ranks together. */

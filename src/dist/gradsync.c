@@ -250,7 +250,7 @@ static void split_embedding(GradSync *g) {
         shard_free(&s);
     }
     lo[P] = V;
-    g->rowsum = rowsum_create(V, C, lo, !g->sharded, MPI_COMM_WORLD);
+    g->rowsum = rowsum_create(V, C, lo, !g->sharded, g->wire != NULL, MPI_COMM_WORLD);
     free(lo);
     m->token_grads = token_grads_create(V, C);
     m->output_grad_ready = output_ready;

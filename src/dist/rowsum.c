@@ -5,30 +5,33 @@
 #include <string.h>
 
 #include "base/util.h"
+#include "cpu/kernels.h"
 
 struct RowSum {
-    int V, C, P, rank, gather;
+    int V, C, P, rank, gather, bf16;
     int *lo;               /* (P+1) */
     MPI_Comm comm;
-    MPI_Datatype row;      /* C floats */
+    MPI_Datatype row;      /* a row on the wire: C floats, or C bf16 */
     long long *order;      /* the caller's rows in ascending token order: token << 32 | row */
     int *send_tok, *recv_tok, *sum_tok;
     float *send_row, *recv_row, *sum_row;
     int cap_send, cap_recv, cap_sum;
+    uint16_t *wire_send, *wire_recv; /* bf16: the rows on the wire */
+    size_t cap_wire_send, cap_wire_recv;
     int *sendcounts, *senddispls, *recvcounts, *recvdispls; /* (P) each */
     int *slot;             /* (lo[rank+1] - lo[rank]) an owned token's sum, -1: none */
     int n_sum;             /* the sums in sum_tok/sum_row: this rank's, or all when gathering */
 };
 
-RowSum *rowsum_create(int V, int C, const int *lo, int gather, MPI_Comm comm) {
+RowSum *rowsum_create(int V, int C, const int *lo, int gather, int bf16, MPI_Comm comm) {
     RowSum *r = xcalloc(1, sizeof *r);
     MPI_Comm_dup(comm, &r->comm);
     MPI_Comm_size(r->comm, &r->P);
     MPI_Comm_rank(r->comm, &r->rank);
-    r->V = V, r->C = C, r->gather = gather;
+    r->V = V, r->C = C, r->gather = gather, r->bf16 = bf16;
     r->lo = xmalloc(sizeof(int) * (size_t)(r->P + 1));
     memcpy(r->lo, lo, sizeof(int) * (size_t)(r->P + 1));
-    MPI_Type_contiguous(C, MPI_FLOAT, &r->row);
+    MPI_Type_contiguous(C, bf16 ? MPI_UINT16_T : MPI_FLOAT, &r->row);
     MPI_Type_commit(&r->row);
     int P = r->P, owned = lo[r->rank + 1] - lo[r->rank];
     r->sendcounts = xmalloc(sizeof(int) * 4 * (size_t)P);
@@ -44,6 +47,7 @@ void rowsum_free(RowSum *r) {
     MPI_Comm_free(&r->comm);
     free(r->lo), free(r->order), free(r->send_tok), free(r->recv_tok), free(r->sum_tok);
     free(r->send_row), free(r->recv_row), free(r->sum_row), free(r->sendcounts), free(r->slot);
+    free(r->wire_send), free(r->wire_recv);
     free(r);
 }
 
@@ -55,6 +59,18 @@ static void reserve(int **tok, float **row, int *cap, int n, int C) {
     *cap = n;
     *tok = xrealloc(*tok, sizeof(int) * (size_t)n);
     *row = xrealloc(*row, sizeof(float) * (size_t)n * C);
+}
+
+/* bf16: room for n values in *wire (capacity *cap); never NULL after. */
+static uint16_t *wire_room(uint16_t **wire, size_t *cap, size_t n) {
+    if (n < 1) n = 1;
+    if (n > *cap) *wire = xrealloc(*wire, sizeof(uint16_t) * n), *cap = n;
+    return *wire;
+}
+
+/* bf16: rows (n, C) rounded into wire. */
+static void pack_rows(uint16_t *wire, const float *rows, int n, int C) {
+    if (n > 0) bf16_pack(wire, rows, n, C, 0);
 }
 
 static int ascending(const void *a, const void *b) {
@@ -90,8 +106,13 @@ long rowsum_reduce(RowSum *r, const int *token, const float *rows, int n) {
     reserve(&r->recv_tok, &r->recv_row, &r->cap_recv, n_recv, C);
     MPI_Alltoallv(r->send_tok, r->sendcounts, r->senddispls, MPI_INT, r->recv_tok, r->recvcounts, r->recvdispls,
                   MPI_INT, r->comm);
-    MPI_Alltoallv(r->send_row, r->sendcounts, r->senddispls, r->row, r->recv_row, r->recvcounts, r->recvdispls,
-                  r->row, r->comm);
+    if (r->bf16) {
+        pack_rows(wire_room(&r->wire_send, &r->cap_wire_send, (size_t)n * C), r->send_row, n, C);
+        wire_room(&r->wire_recv, &r->cap_wire_recv, (size_t)n_recv * C);
+    }
+    MPI_Alltoallv(r->bf16 ? (void *)r->wire_send : r->send_row, r->sendcounts, r->senddispls, r->row,
+                  r->bf16 ? (void *)r->wire_recv : r->recv_row, r->recvcounts, r->recvdispls, r->row, r->comm);
+    if (r->bf16) bf16_unpack(r->recv_row, r->wire_recv, (size_t)n_recv * C);
     /* 2. each owned token's rows summed in rank order (the receive order), from zero */
     reserve(&r->sum_tok, &r->sum_row, &r->cap_sum, n_recv, C);
     int mine = 0, lo = r->lo[r->rank];
@@ -107,6 +128,7 @@ long rowsum_reduce(RowSum *r, const int *token, const float *rows, int n) {
         for (int c = 0; c < C; c++) sum[c] += x[c];
     }
     for (int i = 0; i < mine; i++) r->slot[r->sum_tok[i] - lo] = -1;
+    if (r->bf16) bf16_round(r->sum_row, r->sum_row, (size_t)mine * C); /* each sum rounded once */
     r->n_sum = mine;
     long total = mine;
     if (!r->gather) {
@@ -119,9 +141,16 @@ long rowsum_reduce(RowSum *r, const int *token, const float *rows, int n) {
     int at = r->recvdispls[r->rank];
     reserve(&r->recv_tok, &r->recv_row, &r->cap_recv, n_all, C);
     memcpy(r->recv_tok + at, r->sum_tok, sizeof(int) * (size_t)mine);
-    memcpy(r->recv_row + (size_t)at * C, r->sum_row, row_bytes * (size_t)mine);
     MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, r->recv_tok, r->recvcounts, r->recvdispls, MPI_INT, r->comm);
-    MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, r->recv_row, r->recvcounts, r->recvdispls, r->row, r->comm);
+    if (r->bf16) { /* the sums are bf16 values: exact on the wire */
+        uint16_t *wire = wire_room(&r->wire_recv, &r->cap_wire_recv, (size_t)n_all * C);
+        pack_rows(wire + (size_t)at * C, r->sum_row, mine, C);
+        MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, wire, r->recvcounts, r->recvdispls, r->row, r->comm);
+        bf16_unpack(r->recv_row, wire, (size_t)n_all * C);
+    } else {
+        memcpy(r->recv_row + (size_t)at * C, r->sum_row, row_bytes * (size_t)mine);
+        MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, r->recv_row, r->recvcounts, r->recvdispls, r->row, r->comm);
+    }
     /* the sums, all of them, where rowsum_apply reads */
     int *tok = r->sum_tok;
     float *row = r->sum_row;

@@ -43,10 +43,12 @@ PlanMemory plan_memory(const PlanInput *in, int R, int T, int shard, int batch, 
         double S = (double)n * (in->grad_reduce == GRAD_REDUCE_BF16 ? 2 : 4);
         m.mpi += PLAN_MPI_PIECES * (S < piece ? S : piece);
         /* the tied embedding's token rows (docs/scaling.md's X): a rank's rows and their
-         * copy to send, and the owners' received rows and sums, fp32 */
+         * copy to send, and the owners' received rows and sums, fp32; with bf16 on the
+         * wire, a bf16 copy of what is sent and of what is received (rowsum.c) */
         double rows = fmin(c->vocab_size, (double)accum * batch * c->n_ctx);
         double all = fmin(c->vocab_size, (double)P * accum * batch * c->n_ctx);
-        m.mpi += 2.0 * (rows + all) * c->n_embd * sizeof(float);
+        double copies = in->grad_reduce == GRAD_REDUCE_BF16 ? 2.5 : 2.0; /* in floats */
+        m.mpi += copies * (rows + all) * c->n_embd * sizeof(float);
     }
     m.staging = in->async_ckpt ? (double)ckpt_writer_stage_bytes(share) : 0.0;
     m.baseline = PLAN_BASELINE_MB * MIB;
@@ -257,7 +259,7 @@ static int layout(Speeds *sp, const PlanInput *in, int R, int T, int shard, int 
         double rate = PLAN_ETA * (in->nodes > 1 ? in->link_gbit * 1e9 / 8.0 / R : PLAN_LOCAL_BYTES_S);
         double S = (double)n * (in->grad_reduce == GRAD_REDUCE_BF16 ? 2 : 4);
         l->allreduce_s = 2.0 * (P - 1) / P * S / rate;
-        l->rows_s = 4.0 * c->n_embd * fmin(c->vocab_size, (double)P * k * tokens) / rate;
+        l->rows_s = S / (double)n * c->n_embd * fmin(c->vocab_size, (double)P * k * tokens) / rate;
         /* sharded: each of the reduce-scatter (behind the backward pass) and the all-gather
          * (behind the next forward pass) moves its buckets one owner at a time, P / 2 times
          * the allreduce (plan.h) */

@@ -17,6 +17,7 @@
 
 #include "base/rng.h"
 #include "base/util.h"
+#include "cpu/kernels.h"
 #include "dist/rowsum.h"
 
 enum { V = 997, C = 5 };
@@ -64,17 +65,20 @@ static int everywhere(int ok) {
     return ok;
 }
 
-static void check(int gather, const int *lo) {
+/* bf16: every rank's rows rounded to bf16, summed in rank order from zero in fp32, each
+ * sum rounded once (rowsum.h). */
+static void check(int gather, int bf16, const int *lo) {
     int P, rank;
     MPI_Comm_size(MPI_COMM_WORLD, &P);
     MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-    RowSum *rs = rowsum_create(V, C, lo, gather, MPI_COMM_WORLD);
+    RowSum *rs = rowsum_create(V, C, lo, gather, bf16, MPI_COMM_WORLD);
     static const double share[] = {0.05, 0.3, 1.0, 0.01};
     for (int trial = 0; trial < 4; trial++) {
         Held h = draw(trial, rank, P, share[trial]);
         /* the reference: every rank's dense matrix, summed in rank order from zero */
         float *all = xmalloc(sizeof(float) * (size_t)P * V * C), *want = xcalloc((size_t)V * C, sizeof(float));
         MPI_Allgather(h.dense, V * C, MPI_FLOAT, all, V * C, MPI_FLOAT, MPI_COMM_WORLD);
+        if (bf16) bf16_round(all, all, (size_t)P * V * C);
         long touched = 0;
         for (int t = 0; t < V; t++) {
             int any = 0;
@@ -86,6 +90,7 @@ static void check(int gather, const int *lo) {
                 }
             touched += any;
         }
+        if (bf16) bf16_round(want, want, (size_t)V * C);
         float *got = xcalloc((size_t)V * C, sizeof(float));
         long summed = rowsum_reduce(rs, h.token, h.rows, h.n);
         rowsum_apply(rs, got);
@@ -97,11 +102,12 @@ static void check(int gather, const int *lo) {
                 ok &= memcmp(&x, &y, sizeof x) == 0;
             }
         }
-        if (gather && P <= 2) { /* two summands: MPI_Allreduce's order cannot differ */
+        if (gather && !bf16 && P <= 2) { /* two summands: MPI_Allreduce's order cannot differ */
             MPI_Allreduce(MPI_IN_PLACE, h.dense, V * C, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD);
             ok &= memcmp(h.dense, got, sizeof(float) * V * C) == 0;
         }
-        if (!everywhere(ok)) fail_msg("trial %d (gather %d, %d rank(s)): the sparse sum differs", trial, gather, P);
+        if (!everywhere(ok))
+            fail_msg("trial %d (gather %d, bf16 %d, %d rank(s)): the sparse sum differs", trial, gather, bf16, P);
         free(all), free(want), free(got);
         held_free(&h);
     }
@@ -114,7 +120,7 @@ static void gathered_sums_are_the_dense_sums_in_rank_order(void **state) {
     MPI_Comm_size(MPI_COMM_WORLD, &P);
     int *lo = xmalloc(sizeof(int) * (size_t)(P + 1));
     for (int r = 0; r <= P; r++) lo[r] = V * r / P;
-    check(1, lo);
+    check(1, 0, lo);
     free(lo);
 }
 
@@ -127,7 +133,19 @@ static void owners_keep_their_rows(void **state) {
     lo[0] = 0;
     for (int r = 1; r < P; r++) lo[r] = r == 1 ? 0 : V - (V / 3) / r;
     lo[P] = V;
-    check(0, lo);
+    check(0, 0, lo);
+    free(lo);
+}
+
+/* --grad-reduce bf16's rows, gathered and kept by their owners. */
+static void bf16_rows_are_the_rounded_sum_of_the_rounded_rows(void **state) {
+    (void)state;
+    int P;
+    MPI_Comm_size(MPI_COMM_WORLD, &P);
+    int *lo = xmalloc(sizeof(int) * (size_t)(P + 1));
+    for (int r = 0; r <= P; r++) lo[r] = V * r / P;
+    check(1, 1, lo);
+    check(0, 1, lo);
     free(lo);
 }
 
@@ -142,6 +160,7 @@ int main(int argc, char **argv) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(gathered_sums_are_the_dense_sums_in_rank_order),
         cmocka_unit_test(owners_keep_their_rows),
+        cmocka_unit_test(bf16_rows_are_the_rounded_sum_of_the_rounded_rows),
     };
     int failed = cmocka_run_group_tests(tests, NULL, NULL);
     MPI_Finalize();
