@@ -114,25 +114,27 @@ static void check(int gather, int bf16, const int *lo) {
     rowsum_free(rs);
 }
 
-static void gathered_sums_are_the_dense_sums_in_rank_order(void **state) {
-    (void)state;
+/* The owners' boundaries (P + 1) on this many ranks: equal ranges of the vocabulary, or,
+ * as the sharded optimizer's owners, uneven ones with the first rank owning nothing. */
+static int *owners(int uneven) {
     int P;
     MPI_Comm_size(MPI_COMM_WORLD, &P);
     int *lo = xmalloc(sizeof(int) * (size_t)(P + 1));
     for (int r = 0; r <= P; r++) lo[r] = V * r / P;
+    for (int r = 1; r < P && uneven; r++) lo[r] = r == 1 ? 0 : V - (V / 3) / r;
+    return lo;
+}
+
+static void gathered_sums_are_the_dense_sums_in_rank_order(void **state) {
+    (void)state;
+    int *lo = owners(0);
     check(1, 0, lo);
     free(lo);
 }
 
-/* As the sharded optimizer's owners: uneven, the first rank owning nothing. */
 static void owners_keep_their_rows(void **state) {
     (void)state;
-    int P;
-    MPI_Comm_size(MPI_COMM_WORLD, &P);
-    int *lo = xmalloc(sizeof(int) * (size_t)(P + 1));
-    lo[0] = 0;
-    for (int r = 1; r < P; r++) lo[r] = r == 1 ? 0 : V - (V / 3) / r;
-    lo[P] = V;
+    int *lo = owners(1);
     check(0, 0, lo);
     free(lo);
 }
@@ -140,10 +142,7 @@ static void owners_keep_their_rows(void **state) {
 /* --grad-reduce bf16's rows, gathered and kept by their owners. */
 static void bf16_rows_are_the_rounded_sum_of_the_rounded_rows(void **state) {
     (void)state;
-    int P;
-    MPI_Comm_size(MPI_COMM_WORLD, &P);
-    int *lo = xmalloc(sizeof(int) * (size_t)(P + 1));
-    for (int r = 0; r <= P; r++) lo[r] = V * r / P;
+    int *lo = owners(0);
     check(1, 1, lo);
     check(0, 1, lo);
     free(lo);
