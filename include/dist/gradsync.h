@@ -33,17 +33,20 @@
  * the gradient buffer (the rest of the buffer is left partly summed: only the shard is
  * read). The progress thread runs the buckets' reduce-scatters one after another on a
  * communicator of its own while the backward pass computes: each a ring of non-blocking
- * sends and receives with the neighbours that it tests every GRADSYNC_POLL_US (gradsync.c
- * says why not MPI_Reduce_scatter or MPI_Ireduce_scatter). After the update, gradsync_gather() all-gathers the
- * shards' new parameters, so every rank again holds the whole model: in buckets of whole
- * layers (at the model's params_ready points, at least bucket_bytes each; an in-place
- * allgather needs no pieces) from the buffer's start, the embeddings first, each an
- * MPI_Iallgatherv that the progress thread tests every GRADSYNC_POLL_US (a blocking one
- * spins for all of its transfer, taking a core from the forward pass), one after
- * another, while the main thread goes on to the next step. The model's params_ready hook makes the next forward
- * pass wait, before each half layer, for the buckets it reads (and its bf16 copy of the
- * weights is remade range by range as they arrive), as the backward pass releases the
- * gradient buckets layer by layer. Whatever else reads the whole model before the next
+ * sends and receives with the neighbours that it tests every GRADSYNC_POLL_US
+ * (gradsync.c says why not MPI_Reduce_scatter or MPI_Ireduce_scatter). After the update,
+ * gradsync_gather() all-gathers the shards' new parameters, so every rank again holds
+ * the whole model: in buckets of whole layers (at the model's params_ready points, at
+ * least bucket_bytes each; an in-place allgather needs no pieces) from the buffer's
+ * start, the embeddings first, each an MPI_Iallgatherv that the progress thread tests
+ * every GRADSYNC_POLL_US (a blocking one spins for all of its transfer, taking a core
+ * from the forward pass), one after another, while the main thread goes on to the next
+ * step. The shards are contiguous, so most buckets have one owner and go through its
+ * link alone: each collective takes P times a balanced one's time (docs/benchmarks.md;
+ * gpt plan models it). The model's params_ready hook makes the next forward pass wait,
+ * before each half layer, for the buckets it reads (and its bf16 copy of the weights is
+ * remade range by range as they arrive), as the backward pass releases the gradient
+ * buckets layer by layer. Whatever else reads the whole model before the next
  * pass (evaluation, a checkpoint, the result file) calls gradsync_gather_wait() first.
  * The gather's bytes land where the forward pass has not yet read, and the progress
  * thread's collectives are on its own communicator: the main thread's on MPI_COMM_WORLD
@@ -55,9 +58,8 @@
  * (kernels.h's bf16_pack) into a buffer of half its size when it starts, reduced in
  * bf16 by a user-defined MPI operation that adds each pair in fp32 and rounds the sum
  * once, and widened back into the fp32 gradients when it completes; wte's token rows
- * go in bf16 as well (rowsum.h). On one rank the
- * gradients are rounded alike (one blocking bucket, no communication), so that P = 1
- * and P > 1 are the same arithmetic. */
+ * go in bf16 as well (rowsum.h). On one rank the gradients are rounded alike (one
+ * blocking bucket, no communication), so that P = 1 and P > 1 are the same arithmetic. */
 #ifndef GPT_GRADSYNC_H
 #define GPT_GRADSYNC_H
 
