@@ -40,6 +40,7 @@ struct GradSync {
     int sharded, rank, P;
     size_t begin, end;  /* this rank's shard */
     int *counts;        /* (n, P) each rank's floats of each bucket */
+    size_t *starts;     /* (n, P) where each rank's part of each bucket starts in it (rank order) */
     int *shard_counts, *shard_displs; /* (P) every rank's shard */
     void *ring;         /* bucketed: the reduce-scatter ring's receive buffer, a bucket's largest part */
     MPI_Comm comm;      /* the reduce-scatters' and the allgather's, apart from the main thread's */
@@ -102,13 +103,6 @@ static void wait_polled(MPI_Request *req, int n, int hurry) {
     }
 }
 
-/* Where rank c's part of bucket i starts in it: the shards tile the buffer in rank order. */
-static size_t part_start(const GradSync *g, int i, int c) {
-    size_t at = 0;
-    for (int q = 0; q < c; q++) at += (size_t)g->counts[(size_t)i * g->P + q];
-    return at;
-}
-
 /* Bucket i's gradients summed into the shards that hold them: this rank's part ends up
  * in place in the gradient buffer (bf16: widened there); the rest of the bucket is left
  * partly summed.
@@ -126,23 +120,23 @@ static void reduce_scatter(GradSync *g, int i, int hurry) {
     const Bucket *b = &g->b[i];
     int P = g->P, r = g->rank;
     const int *count = g->counts + (size_t)i * P;
-    size_t width = g->wire ? sizeof(uint16_t) : sizeof(float);
+    const size_t *start = g->starts + (size_t)i * P;
+    size_t width = g->wire ? sizeof(uint16_t) : sizeof(float), mine_at = start[r];
     char *bucket = on_wire(g, b->offset);
-    size_t mine_at = part_start(g, i, r);
     if (g->blocking) {
         MPI_Reduce_scatter(MPI_IN_PLACE, bucket, count, g->type, g->op, g->comm);
         memmove(bucket + mine_at * width, bucket, (size_t)count[r] * width); /* from the bucket's start */
-    }
-    for (int s = 0; s < P - 1 && !g->blocking; s++) {
-        int send = ((r - s - 1) % P + P) % P, recv = ((r - s - 2) % P + P) % P;
-        char *into = bucket + part_start(g, i, recv) * width;
-        MPI_Request req[2];
-        MPI_Irecv(g->ring, count[recv], g->type, (r + P - 1) % P, 0, g->comm, &req[0]);
-        MPI_Isend(bucket + part_start(g, i, send) * width, count[send], g->type, (r + 1) % P, 0, g->comm, &req[1]);
-        wait_polled(req, 2, hurry);
-        int n = count[recv];
-        if (g->wire) bf16_sum(g->ring, into, &n, NULL);
-        else vec_add((float *)(void *)into, g->ring, (size_t)n);
+    } else {
+        for (int s = 0; s < P - 1; s++) {
+            int send = ((r - s - 1) % P + P) % P, recv = ((r - s - 2) % P + P) % P, n = count[recv];
+            char *into = bucket + start[recv] * width;
+            MPI_Request req[2];
+            MPI_Irecv(g->ring, n, g->type, (r + P - 1) % P, 0, g->comm, &req[0]);
+            MPI_Isend(bucket + start[send] * width, count[send], g->type, (r + 1) % P, 0, g->comm, &req[1]);
+            wait_polled(req, 2, hurry);
+            if (g->wire) bf16_sum(g->ring, into, &n, NULL);
+            else vec_add((float *)(void *)into, g->ring, (size_t)n);
+        }
     }
     if (g->wire) bf16_unpack(g->m->grads + b->offset + mine_at, g->wire + b->offset + mine_at, (size_t)count[r]);
 }
@@ -225,8 +219,13 @@ static void shard_layout(GradSync *g) {
             g->counts[(size_t)i * g->P + r] = (int)overlap(g->b[i].offset, g->b[i].offset + g->b[i].count, s.begin, s.end);
         shard_free(&s);
     }
+    g->starts = xmalloc(sizeof(size_t) * (size_t)g->n * (size_t)g->P);
     int largest = 0;
-    for (size_t k = 0; k < (size_t)g->n * (size_t)g->P; k++) largest = g->counts[k] > largest ? g->counts[k] : largest;
+    for (int i = 0; i < g->n; i++)
+        for (int r = 0, *count = g->counts + (size_t)i * g->P; r < g->P; r++) {
+            g->starts[(size_t)i * g->P + r] = r ? g->starts[(size_t)i * g->P + r - 1] + (size_t)count[r - 1] : 0;
+            largest = count[r] > largest ? count[r] : largest;
+        }
     if (!g->blocking) g->ring = xmalloc((size_t)largest * (g->wire ? sizeof(uint16_t) : sizeof(float)));
     MPI_Comm_dup(MPI_COMM_WORLD, &g->comm);
 }
@@ -370,6 +369,7 @@ void gradsync_free(GradSync *g) {
     if (g->wire) MPI_Type_free(&g->type), MPI_Op_free(&g->op);
     free(g->wire);
     free(g->counts);
+    free(g->starts);
     free(g->shard_counts);
     free(g->shard_displs);
     free(g->ring);

@@ -68,11 +68,6 @@ static uint16_t *wire_room(uint16_t **wire, size_t *cap, size_t n) {
     return *wire;
 }
 
-/* bf16: rows (n, C) rounded into wire. */
-static void pack_rows(uint16_t *wire, const float *rows, int n, int C) {
-    if (n > 0) bf16_pack(wire, rows, n, C, 0);
-}
-
 static int ascending(const void *a, const void *b) {
     long long x = *(const long long *)a, y = *(const long long *)b;
     return (x > y) - (x < y);
@@ -107,7 +102,7 @@ long rowsum_reduce(RowSum *r, const int *token, const float *rows, int n) {
     MPI_Alltoallv(r->send_tok, r->sendcounts, r->senddispls, MPI_INT, r->recv_tok, r->recvcounts, r->recvdispls,
                   MPI_INT, r->comm);
     if (r->bf16) {
-        pack_rows(wire_room(&r->wire_send, &r->cap_wire_send, (size_t)n * C), r->send_row, n, C);
+        bf16_pack(wire_room(&r->wire_send, &r->cap_wire_send, (size_t)n * C), r->send_row, n, C, 0);
         wire_room(&r->wire_recv, &r->cap_wire_recv, (size_t)n_recv * C);
     }
     MPI_Alltoallv(r->bf16 ? (void *)r->wire_send : r->send_row, r->sendcounts, r->senddispls, r->row,
@@ -144,7 +139,7 @@ long rowsum_reduce(RowSum *r, const int *token, const float *rows, int n) {
     MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, r->recv_tok, r->recvcounts, r->recvdispls, MPI_INT, r->comm);
     if (r->bf16) { /* the sums are bf16 values: exact on the wire */
         uint16_t *wire = wire_room(&r->wire_recv, &r->cap_wire_recv, (size_t)n_all * C);
-        pack_rows(wire + (size_t)at * C, r->sum_row, mine, C);
+        bf16_pack(wire + (size_t)at * C, r->sum_row, mine, C, 0);
         MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, wire, r->recvcounts, r->recvdispls, r->row, r->comm);
         bf16_unpack(r->recv_row, wire, (size_t)n_all * C);
     } else {

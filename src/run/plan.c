@@ -133,8 +133,6 @@ static void calibration_step(void *ctx, int step, int total, double loss, double
     if (!p->quiet) fprintf(stderr, "gpt plan: calibrating %s: step %d/%d, %.2f s\n", p->what, step, total, seconds);
 }
 
-/* One layer of the model's shapes, timed on this machine at T threads (or read from the
- * cache). */
 /* The calibration o cached at path, whole or not at all (base/atomic.h); -1 if not. */
 static int cache_write(json_t *o, const char *path) {
     AtomicFile f;
@@ -143,6 +141,8 @@ static int cache_write(json_t *o, const char *path) {
     return atomic_commit(&f);
 }
 
+/* One layer of the model's shapes, timed on this machine at T threads (or read from the
+ * cache). */
 static int calibrate_here(const PlanInput *in, int T, PlanSpeed *s) {
     GPTConfig one = in->cfg;
     one.n_layer = 1;
@@ -153,7 +153,9 @@ static int calibrate_here(const PlanInput *in, int T, PlanSpeed *s) {
              one.n_head, one.n_embd, one.n_ctx, one.vocab_size, one.n_ffn, config_ln_name(one.ln), b, T,
              in->precision == PRECISION_BF16 ? precision_description(in->precision) : "fp32");
     cache_dir(dir, sizeof dir);
-    if (dir[0]) snprintf(path, sizeof path, "%s/calibration-%016llx.json", dir, (unsigned long long)hash_bytes((const uint8_t *)key, strlen(key)));
+    if (dir[0])
+        snprintf(path, sizeof path, "%s/calibration-%016llx.json", dir,
+                 (unsigned long long)hash_bytes((const uint8_t *)key, strlen(key)));
     json_t *o = path[0] && !in->recalibrate ? json_load_file(path, 0, NULL) : NULL;
     json_t *k = o ? json_object_get(o, "key") : NULL;
     if (o && !(json_is_string(k) && !strcmp(json_string_value(k), key))) json_decref(o), o = NULL;
@@ -257,9 +259,9 @@ static int layout(Speeds *sp, const PlanInput *in, int R, int T, int shard, int 
     if (P > 1) {
         /* docs/scaling.md: the node's R ranks share its link; one node's reduce in memory */
         double rate = PLAN_ETA * (in->nodes > 1 ? in->link_gbit * 1e9 / 8.0 / R : PLAN_LOCAL_BYTES_S);
-        double S = (double)n * (in->grad_reduce == GRAD_REDUCE_BF16 ? 2 : 4);
-        l->allreduce_s = 2.0 * (P - 1) / P * S / rate;
-        l->rows_s = S / (double)n * c->n_embd * fmin(c->vocab_size, (double)P * k * tokens) / rate;
+        double width = in->grad_reduce == GRAD_REDUCE_BF16 ? 2 : 4; /* bytes a gradient on the wire */
+        l->allreduce_s = 2.0 * (P - 1) / P * width * (double)n / rate;
+        l->rows_s = width * c->n_embd * fmin(c->vocab_size, (double)P * k * tokens) / rate;
         /* sharded: each of the reduce-scatter (behind the backward pass) and the all-gather
          * (behind the next forward pass) moves its buckets one owner at a time, P / 2 times
          * the allreduce (plan.h) */
