@@ -36,14 +36,15 @@
  * sends and receives with the neighbours that it tests every GRADSYNC_POLL_US
  * (gradsync.c says why not MPI_Reduce_scatter or MPI_Ireduce_scatter). After the update,
  * gradsync_gather() all-gathers the shards' new parameters, so every rank again holds
- * the whole model: in buckets of whole layers (at the model's params_ready points, at
- * least bucket_bytes each; an in-place allgather needs no pieces) from the buffer's
- * start, the embeddings first, each an MPI_Iallgatherv that the progress thread tests
- * every GRADSYNC_POLL_US (a blocking one spins for all of its transfer, taking a core
- * from the forward pass), one after another, while the main thread goes on to the next
- * step. The shards are contiguous, so most buckets have one owner and go through its
- * link alone: each collective takes P times a balanced one's time (docs/benchmarks.md;
- * gpt plan models it). The model's params_ready hook makes the next forward pass wait,
+ * the whole model: in buckets of half layers (at the model's params_ready points, and
+ * wte apart from wpe; an in-place allgather needs no pieces) from the buffer's start,
+ * the embeddings first, each an MPI_Iallgatherv that the progress thread tests every
+ * GRADSYNC_POLL_US (a blocking one spins for all of its transfer, taking a core from the
+ * forward pass), GRADSYNC_GATHER_AHEAD at once in order, while the main thread goes on
+ * to the next step.
+ * Sharded, both collectives' buckets are cut at every segment of the partition
+ * (shard.h), whatever bucket_bytes: every rank then holds about 1/P of every bucket as
+ * one range, so each collective sends through every rank's link at once. The model's params_ready hook makes the next forward pass wait,
  * before each half layer, for the buckets it reads (and its bf16 copy of the weights is
  * remade range by range as they arrive), as the backward pass releases the gradient
  * buckets layer by layer. Whatever else reads the whole model before the next
@@ -51,8 +52,9 @@
  * The gather's bytes land where the forward pass has not yet read, and the progress
  * thread's collectives are on its own communicator: the main thread's on MPI_COMM_WORLD
  * meanwhile (the step's agreements) never meet them. --bucket-mb 0, or no
- * MPI_THREAD_MULTIPLE, gathers everything in one blocking MPI_Allgatherv in
- * gradsync_gather(), the reference: both give the same bits.
+ * MPI_THREAD_MULTIPLE, runs the same buckets' reduce-scatters after the backward pass
+ * and their blocking MPI_Allgatherv in gradsync_gather(), the reference: both give the
+ * same bits.
  *
  * --grad-reduce bf16 halves the bytes on the wire: a bucket is rounded to bf16
  * (kernels.h's bf16_pack) into a buffer of half its size when it starts, reduced in
@@ -74,6 +76,7 @@ extern const char *const grad_reduce_names[];
 #define GRADSYNC_BUCKET_MB 1 /* default bucket size (gpt train --bucket-mb): a bucket a layer but for tiny models */
 #define GRADSYNC_POLL_US 100  /* the progress thread's interval while the backward pass runs */
 #define GRADSYNC_PIECE_MB 4   /* the largest collective: each takes a temporary copy of its buffer */
+#define GRADSYNC_GATHER_AHEAD 4 /* sharded: the parameters' gather buckets in flight at once */
 
 /* Collective: every rank creates it alike (its buckets; sharded: its communicator).
  * NULL on one rank in fp32: there is nothing to do. */

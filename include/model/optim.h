@@ -5,8 +5,9 @@
  * L2" of GPT-1), then p -= lr * m_hat / (sqrt(v_hat) + eps). Clipping scales the
  * gradient by max_norm / (norm + 1e-6) when the norm exceeds max_norm, folded into
  * the update instead of a separate pass. The optimizer owns its moment buffers,
- * which mirror the parameters [offset, offset + n) element for element: all of them, or
- * under --shard-optimizer this rank's shard (shard.h), the only ones it updates. */
+ * which mirror its ranges of the flat parameters element for element, the ranges end to
+ * end in buffer order: all the parameters (one range), or under --shard-optimizer this
+ * rank's shard (shard.h), the only ones it updates. */
 #ifndef GPT_OPTIM_H
 #define GPT_OPTIM_H
 
@@ -35,14 +36,21 @@ float optim_lr_at(const OptimConfig *c, long step);
 
 typedef struct {
     OptimConfig cfg;
-    size_t offset, n;    /* the parameters it updates: [offset, offset + n) */
-    float *m, *v;        /* (n) first and second moments of those */
+    int n_ranges;        /* the parameters it updates: [begin[k], end[k]), ascending, disjoint */
+    size_t *begin, *end;
+    size_t n;            /* their count */
+    float *m, *v;        /* (n) first and second moments of those, range after range */
     long step;           /* updates taken so far */
 } AdamW;
 
 AdamW *adamw_create(const OptimConfig *cfg, size_t n_params);
-/* The optimizer of the parameters [offset, offset + n) only (a rank's shard). */
-AdamW *adamw_create_range(const OptimConfig *cfg, size_t offset, size_t n);
+/* The optimizer of the parameters in n_ranges ranges [begin[k], end[k]) only (a rank's
+ * shard); it copies them. */
+AdamW *adamw_create_ranges(const OptimConfig *cfg, int n_ranges, const size_t *begin, const size_t *end);
+/* Whether it holds every parameter of a buffer of n_params. */
+int adamw_whole(const AdamW *o, size_t n_params);
+/* Where flat parameter i's moments lie in m and v (i in one of its ranges). */
+size_t adamw_index(const AdamW *o, size_t i);
 /* What an optimizer of n parameters allocates (m and v): 8 bytes a parameter. */
 size_t adamw_bytes(size_t n);
 void adamw_free(AdamW *o);

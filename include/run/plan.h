@@ -2,7 +2,7 @@
  *
  * Three models, each from one place (docs/operations.md, "Planning a run"):
  *   memory   what a rank of `gpt train` allocates, from the functions the allocation uses
- *            (model.h's gpt_memory, optim.h's adamw_bytes with shard.h's shard_largest,
+ *            (model.h's gpt_memory, optim.h's adamw_bytes with shard.h's shard_sizes,
  *            gradsync.h's gradsync_wire_bytes, checkpoint_writer.h's
  *            ckpt_writer_stage_bytes), plus MPI's collective temporaries and a measured
  *            process baseline (the constants below);
@@ -13,11 +13,12 @@
  *            n_layer x layer + head, per token; the update grows with the parameters;
  *   network  docs/scaling.md's model: the ring allreduce A, the tied embedding's token
  *            rows X, the unhidden tail f A, alpha a ring round, against 2/3 of the last
- *            micro-step's compute. Sharded, the shards are contiguous ranges, so each
- *            bucket has one owner and its reduce-scatter or all-gather goes through that
- *            owner's link alone: each takes (P-1) S / rate, P/2 times A, the reduce-scatter
- *            against the backward pass and the all-gather against the forward pass's 1/3
- *            (measured on 2 hosts: docs/benchmarks.md).
+ *            micro-step's compute. Sharded, every segment is split among the ranks
+ *            (shard.h), so the reduce-scatter and the all-gather are rings of P - 1 hops
+ *            that each carry every segment's largest part (shard_sizes' hop, about S / P:
+ *            each about half of A): the reduce-scatter against the backward pass, the
+ *            all-gather (fp32) of wte before the next forward pass and of the rest
+ *            against its 1/3 (measured on 2 hosts: docs/benchmarks.md).
  * The layout search tries every R ranks a node that divides the cores (T = cores / R
  * threads each), unsharded where that fits the node's memory and else with
  * --shard-optimizer, and keeps the fastest that fits. */

@@ -38,11 +38,10 @@ struct GradSync {
     MPI_Op op;          /* MPI_SUM, or bf16_sum */
     /* --shard-optimizer: reduce-scatter to the shards, allgather of the parameters */
     int sharded, rank, P;
-    size_t begin, end;  /* this rank's shard */
+    Shard own;          /* this rank's shard */
     int *counts;        /* (n, P) each rank's floats of each bucket */
-    size_t *starts;     /* (n, P) where each rank's part of each bucket starts in it (rank order) */
-    int *shard_counts, *shard_displs; /* (P) every rank's shard */
-    void *ring;         /* bucketed: the reduce-scatter ring's receive buffer, a bucket's largest part */
+    size_t *starts;     /* (n, P) where each rank's part of each bucket starts in it */
+    void *ring;         /* the reduce-scatter ring's receive buffer, a bucket's largest part */
     MPI_Comm comm;      /* the reduce-scatters' and the allgather's, apart from the main thread's */
     /* the progress thread: it tests req[0, started); lock guards the fields below */
     int threaded;
@@ -50,8 +49,8 @@ struct GradSync {
     pthread_mutex_t lock;
     pthread_cond_t work, idle;
     int started, done, hurry, quit;
-    /* sharded and threaded: the parameters' all-gather after the update, in buckets of
-     * whole layers from the buffer's start, on the progress thread (gather_layout) */
+    /* sharded: the parameters' all-gather after the update, in buckets of half layers
+     * from the buffer's start, on the progress thread when threaded (gather_layout) */
     Bucket *gb;
     int gn;
     int *gcounts, *gdispls; /* (gn, P) each rank's floats of each gather bucket, and where in it they lie */
@@ -107,15 +106,15 @@ static void wait_polled(MPI_Request *req, int n, int hurry) {
  * in place in the gradient buffer (bf16: widened there); the rest of the bucket is left
  * partly summed.
  *
- * Bucketed, it is a ring of P - 1 exchanges with the neighbours, each an MPI_Isend and
- * MPI_Irecv polled by wait_polled, so that it does not take the backward pass's core:
- * at exchange s, rank r sends its running sum of part r-s-1 to rank r+1 and adds rank
- * r-1's of part r-s-2 into its own, so part c is summed from rank c+1 round to rank c,
- * which keeps it. A rank sends (P-1)/P of the bucket, as MPI's ring does; libnbc's
- * MPI_Ireduce_scatter is a reduce to rank 0 and a scatter, twice the bytes. Each hop adds
- * a pair (bf16: in fp32, rounded once), so on 2 ranks it is the blocking collective's
- * arithmetic bit for bit. The blocking reference (--bucket-mb 0, one bucket of the
- * whole model) is MPI_Reduce_scatter, which needs no receive buffer of ours. */
+ * A ring of P - 1 exchanges with the neighbours, each an MPI_Isend and MPI_Irecv polled
+ * by wait_polled, so that it does not take the backward pass's core: at exchange s,
+ * rank r sends its running sum of rank r-s-1's part to rank r+1 and adds rank r-1's of
+ * rank r-s-2's part into its own, so rank c's part is summed from rank c+1 round to rank
+ * c, which keeps it. A rank sends (P-1)/P of the bucket, as MPI's ring does; libnbc's
+ * MPI_Ireduce_scatter is a reduce to rank 0 and a scatter, twice the bytes, and
+ * MPI_Reduce_scatter wants the parts in rank order, which a segment's are not
+ * (shard.h). Each hop adds a pair (bf16: in fp32, rounded once). The blocking
+ * reference (--bucket-mb 0) runs the same buckets after the backward pass, in a hurry. */
 static void reduce_scatter(GradSync *g, int i, int hurry) {
     const Bucket *b = &g->b[i];
     int P = g->P, r = g->rank;
@@ -123,20 +122,15 @@ static void reduce_scatter(GradSync *g, int i, int hurry) {
     const size_t *start = g->starts + (size_t)i * P;
     size_t width = g->wire ? sizeof(uint16_t) : sizeof(float), mine_at = start[r];
     char *bucket = on_wire(g, b->offset);
-    if (g->blocking) {
-        MPI_Reduce_scatter(MPI_IN_PLACE, bucket, count, g->type, g->op, g->comm);
-        memmove(bucket + mine_at * width, bucket, (size_t)count[r] * width); /* from the bucket's start */
-    } else {
-        for (int s = 0; s < P - 1; s++) {
-            int send = ((r - s - 1) % P + P) % P, recv = ((r - s - 2) % P + P) % P, n = count[recv];
-            char *into = bucket + start[recv] * width;
-            MPI_Request req[2];
-            MPI_Irecv(g->ring, n, g->type, (r + P - 1) % P, 0, g->comm, &req[0]);
-            MPI_Isend(bucket + start[send] * width, count[send], g->type, (r + 1) % P, 0, g->comm, &req[1]);
-            wait_polled(req, 2, hurry);
-            if (g->wire) bf16_sum(g->ring, into, &n, NULL);
-            else vec_add((float *)(void *)into, g->ring, (size_t)n);
-        }
+    for (int s = 0; s < P - 1; s++) {
+        int send = ((r - s - 1) % P + P) % P, recv = ((r - s - 2) % P + P) % P, n = count[recv];
+        char *into = bucket + start[recv] * width;
+        MPI_Request req[2];
+        MPI_Irecv(g->ring, n, g->type, (r + P - 1) % P, 0, g->comm, &req[0]);
+        MPI_Isend(bucket + start[send] * width, count[send], g->type, (r + 1) % P, 0, g->comm, &req[1]);
+        wait_polled(req, 2, hurry);
+        if (g->wire) bf16_sum(g->ring, into, &n, NULL);
+        else vec_add((float *)(void *)into, g->ring, (size_t)n);
     }
     if (g->wire) bf16_unpack(g->m->grads + b->offset + mine_at, g->wire + b->offset + mine_at, (size_t)count[r]);
 }
@@ -144,27 +138,42 @@ static void reduce_scatter(GradSync *g, int i, int hurry) {
 #define GRADSYNC_GATHER_PIECE ((size_t)1 << 28)
 
 /* Gather bucket i: every rank's part of it (its shard's overlap, possibly none) to every
- * rank, in place in the parameters. The progress thread's, on g->comm, one after another:
- * non-blocking and polled, because a blocking collective spins in Open MPI's progress
- * loop for all of its transfer, taking a core from the forward pass it overlaps (on a
- * 1 Gbit/s link, gpt1's sharded step was 1.28 times the unsharded). */
-static void allgather(GradSync *g, int i) {
-    MPI_Request req;
-    MPI_Iallgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, g->m->params + g->gb[i].offset, g->gcounts + (size_t)i * g->P,
-                    g->gdispls + (size_t)i * g->P, MPI_FLOAT, g->comm, &req);
-    wait_polled(&req, 1, 0);
+ * rank, in place in the parameters, on g->comm: started (req), or done (req NULL: the
+ * blocking reference's). */
+static void allgather(GradSync *g, int i, MPI_Request *req) {
+    float *bucket = g->m->params + g->gb[i].offset;
+    const int *count = g->gcounts + (size_t)i * g->P, *displ = g->gdispls + (size_t)i * g->P;
+    if (req) MPI_Iallgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, bucket, count, displ, MPI_FLOAT, g->comm, req);
+    else MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, bucket, count, displ, MPI_FLOAT, g->comm);
 }
 
-/* Under lock, on the progress thread: the next gather bucket, if any (they come before the
- * next backward pass's buckets on every rank: the update started them); 1 if one was done. */
+/* Under lock, on the progress thread: the gather buckets handed to it, if any are left
+ * (they come before the next backward pass's buckets on every rank: the update started
+ * them); 1 if it gathered. Up to GRADSYNC_GATHER_AHEAD at once, started in order and
+ * reported in order as they complete, each polled: a blocking collective spins in Open
+ * MPI's progress loop for all of its transfer, taking a core from the forward pass it
+ * overlaps, and one at a time left the link half used (docs/benchmarks.md). */
 static int gather_next(GradSync *g) {
     if (g->gdone == g->gstarted) return 0;
-    int i = g->gdone;
+    int n = g->gstarted, done = g->gdone, started = done;
     pthread_mutex_unlock(&g->lock);
-    allgather(g, i);
+    MPI_Request req[GRADSYNC_GATHER_AHEAD];
+    while (done < n) {
+        for (; started < n && started < done + GRADSYNC_GATHER_AHEAD; started++)
+            allgather(g, started, &req[started % GRADSYNC_GATHER_AHEAD]);
+        int flag = 0;
+        for (int i = started - 1; i >= done; i--) MPI_Test(&req[i % GRADSYNC_GATHER_AHEAD], &flag, MPI_STATUS_IGNORE);
+        if (!flag) { /* the oldest is not in yet */
+            nap_us(GRADSYNC_POLL_US);
+            continue;
+        }
+        while (++done < started && req[done % GRADSYNC_GATHER_AHEAD] == MPI_REQUEST_NULL) {}
+        pthread_mutex_lock(&g->lock);
+        g->gdone = done;
+        pthread_cond_signal(&g->gathered);
+        pthread_mutex_unlock(&g->lock);
+    }
     pthread_mutex_lock(&g->lock);
-    g->gdone = i + 1;
-    pthread_cond_signal(&g->gathered);
     return 1;
 }
 
@@ -199,34 +208,33 @@ static void *progress(void *arg) {
     return NULL;
 }
 
-/* The floats of [lo, hi) and [b, e) in common. */
-static size_t overlap(size_t lo, size_t hi, size_t b, size_t e) {
-    size_t x = lo > b ? lo : b, y = hi < e ? hi : e;
-    return x < y ? y - x : 0;
+/* Every rank's part of the buckets b[0, n): (n, P) counts and where each starts in its
+ * bucket. A bucket lies within one segment of the partition (shard.h), so each rank's
+ * part of it is one range (of its shard's ranges, the one that meets the bucket). */
+static void bucket_parts(const GradSync *g, const Bucket *b, int n, int *count, size_t *start) {
+    for (int r = 0; r < g->P; r++) {
+        Shard s = shard_of(g->m, r, g->P);
+        for (int i = 0; i < n; i++) {
+            size_t lo = b[i].offset, hi = lo + b[i].count, at = 0, got = 0;
+            for (int k = 0; k < s.n_ranges && !got; k++) {
+                size_t x = s.begin[k] > lo ? s.begin[k] : lo, y = s.end[k] < hi ? s.end[k] : hi;
+                if (x < y) at = x - lo, got = y - x;
+            }
+            count[(size_t)i * g->P + r] = (int)got, start[(size_t)i * g->P + r] = at;
+        }
+        shard_free(&s);
+    }
 }
 
 static void shard_layout(GradSync *g) {
     g->rank = dist_rank(), g->P = dist_size();
+    g->own = shard_of(g->m, g->rank, g->P);
     g->counts = xmalloc(sizeof(int) * (size_t)g->n * (size_t)g->P);
-    g->shard_counts = xmalloc(sizeof(int) * (size_t)g->P);
-    g->shard_displs = xmalloc(sizeof(int) * (size_t)g->P);
-    for (int r = 0; r < g->P; r++) {
-        Shard s = shard_of(g->m, r, g->P);
-        if (r == g->rank) g->begin = s.begin, g->end = s.end;
-        g->shard_counts[r] = (int)(s.end - s.begin);
-        g->shard_displs[r] = (int)s.begin;
-        for (int i = 0; i < g->n; i++)
-            g->counts[(size_t)i * g->P + r] = (int)overlap(g->b[i].offset, g->b[i].offset + g->b[i].count, s.begin, s.end);
-        shard_free(&s);
-    }
     g->starts = xmalloc(sizeof(size_t) * (size_t)g->n * (size_t)g->P);
+    bucket_parts(g, g->b, g->n, g->counts, g->starts);
     int largest = 0;
-    for (int i = 0; i < g->n; i++)
-        for (int r = 0, *count = g->counts + (size_t)i * g->P; r < g->P; r++) {
-            g->starts[(size_t)i * g->P + r] = r ? g->starts[(size_t)i * g->P + r - 1] + (size_t)count[r - 1] : 0;
-            largest = count[r] > largest ? count[r] : largest;
-        }
-    if (!g->blocking) g->ring = xmalloc((size_t)largest * (g->wire ? sizeof(uint16_t) : sizeof(float)));
+    for (size_t k = 0; k < (size_t)g->n * (size_t)g->P; k++) largest = g->counts[k] > largest ? g->counts[k] : largest;
+    g->ring = xmalloc((size_t)largest * (g->wire ? sizeof(uint16_t) : sizeof(float)));
     MPI_Comm_dup(MPI_COMM_WORLD, &g->comm);
 }
 
@@ -256,37 +264,34 @@ static void split_embedding(GradSync *g) {
     m->grad_ready_ctx = g;
 }
 
-/* The parameters' all-gather in buckets: cut at the forward pass's params_ready points,
- * from the buffer's start (the embeddings first, which the pass needs first), each at
- * least bucket_bytes but the last. Not in GRADSYNC_PIECE_MB pieces: an in-place
- * MPI_Allgatherv takes no temporary copy of its buffer (gpt1's peak memory is the same
- * with its 126 MB embedding bucket whole), and on a host whose cores all compute, every
- * collective more is a handshake that the progress threads spin for, taking the
- * forward pass's cores (docs/benchmarks.md: 127 buckets against 25 for gpt1).
- * Pieces of GRADSYNC_GATHER_PIECE floats only keep the counts within an int. */
-static void gather_layout(GradSync *g, size_t bucket_bytes) {
+/* The parameters' all-gather in buckets: cut at every one of the forward pass's
+ * params_ready points and at wte's end (the segments' bounds, shard.h: each rank's part
+ * of a bucket is then one range), from the buffer's start (the embeddings first, which
+ * the pass needs first). Not in GRADSYNC_PIECE_MB pieces: an in-place MPI_Allgatherv
+ * takes no temporary copy of its buffer (gpt1's peak memory is the same with its 124 MB
+ * wte bucket whole), and on a host whose cores all compute, every collective more is a
+ * handshake that the progress threads spin for, taking the forward pass's cores
+ * (docs/benchmarks.md: 127 buckets against 25 for gpt1). Pieces of
+ * GRADSYNC_GATHER_PIECE floats only keep the counts within an int. */
+static void gather_layout(GradSync *g) {
     GPT *m = g->m;
-    size_t *point = xmalloc(sizeof *point * (2 * (size_t)m->cfg.n_layer + 2));
-    int n_points = gpt_params_ready_points(m, point);
+    size_t *point = xmalloc(sizeof *point * (2 * (size_t)m->cfg.n_layer + 3));
+    point[0] = m->tensors[0].numel;
+    int n_points = 1 + gpt_params_ready_points(m, point + 1);
     size_t piece = GRADSYNC_GATHER_PIECE, start = 0;
     g->gb = xcalloc(m->n_params / piece + (size_t)n_points + 1, sizeof *g->gb);
-    for (int i = 0; i < n_points; i++)
-        if (point[i] > start && ((point[i] - start) * sizeof(float) >= bucket_bytes || point[i] == m->n_params)) {
-            size_t n = point[i] - start, k = (n + piece - 1) / piece;
-            for (size_t j = 0; j < k; j++) g->gb[g->gn++] = (Bucket){start + n * j / k, n * (j + 1) / k - n * j / k};
-            start = point[i];
-        }
+    for (int i = 0; i < n_points; i++) {
+        size_t n = point[i] - start, k = (n + piece - 1) / piece;
+        for (size_t j = 0; j < k; j++) g->gb[g->gn++] = (Bucket){start + n * j / k, n * (j + 1) / k - n * j / k};
+        start = point[i];
+    }
     free(point);
     g->gcounts = xmalloc(sizeof(int) * (size_t)g->gn * (size_t)g->P);
+    size_t *at = xmalloc(sizeof(size_t) * (size_t)g->gn * (size_t)g->P);
+    bucket_parts(g, g->gb, g->gn, g->gcounts, at);
     g->gdispls = xmalloc(sizeof(int) * (size_t)g->gn * (size_t)g->P);
-    for (int r = 0; r < g->P; r++) {
-        size_t b = (size_t)g->shard_displs[r], e = b + (size_t)g->shard_counts[r];
-        for (int i = 0; i < g->gn; i++) {
-            const Bucket *k = &g->gb[i];
-            g->gcounts[(size_t)i * g->P + r] = (int)overlap(k->offset, k->offset + k->count, b, e);
-            g->gdispls[(size_t)i * g->P + r] = (int)(b > k->offset ? (b < k->offset + k->count ? b : k->offset + k->count) - k->offset : 0);
-        }
-    }
+    for (size_t k = 0; k < (size_t)g->gn * (size_t)g->P; k++) g->gdispls[k] = (int)at[k];
+    free(at);
     pthread_cond_init(&g->gathered, NULL);
 }
 
@@ -312,7 +317,8 @@ GradSync *gradsync_create(GPT *m, size_t bucket_bytes, int sharded, GradReduce w
     size_t *point = xmalloc(sizeof *point * (2 * (size_t)L + 1));
     int n_points = gpt_grad_ready_points(m, point);
     /* split (P > 1): wte's output-projection part first, in pieces, and the ready
-     * points' cut stops at wte's end: the token rows go apart */
+     * points' cut stops at wte's end: the token rows go apart. Sharded, every ready point
+     * cuts (shard.h's segments), and the blocking reference runs the same buckets. */
     int split = dist_size() > 1;
     size_t wte_end = m->tensors[0].numel, stop = split ? wte_end : 0;
     if (split) point[n_points - 1] = stop;
@@ -321,23 +327,24 @@ GradSync *gradsync_create(GPT *m, size_t bucket_bytes, int sharded, GradReduce w
      * GRADSYNC_PIECE_MB, as MPI's collectives take a temporary copy of their buffer */
     size_t piece = ((size_t)GRADSYNC_PIECE_MB << 20) / sizeof(float), end = m->n_params;
     g->b = xcalloc(m->n_params / piece + (size_t)n_points + 2, sizeof *g->b);
-    if (split && !g->blocking)
+    int cut_all = sharded, bucketed = !g->blocking || sharded;
+    if (split && bucketed)
         for (size_t k = (wte_end + piece - 1) / piece, j = 0; j < k; j++)
             g->b[g->n++] = (Bucket){wte_end * j / k, wte_end * (j + 1) / k - wte_end * j / k};
     g->n_out = g->n;
-    for (int i = 0; i < n_points && !g->blocking; i++)
-        if ((end - point[i]) * sizeof(float) >= bucket_bytes || point[i] == stop) {
+    for (int i = 0; i < n_points && bucketed; i++)
+        if (cut_all || (end - point[i]) * sizeof(float) >= bucket_bytes || point[i] == stop) {
             size_t n = end - point[i], k = (n + piece - 1) / piece;
             for (size_t j = k; j-- > 0;) /* from the end, as the buckets */
                 g->b[g->n++] = (Bucket){point[i] + n * j / k, n * (j + 1) / k - n * j / k};
             end = point[i];
         }
-    if (g->blocking) g->b[g->n++] = (Bucket){0, m->n_params};
+    if (!bucketed) g->b[g->n++] = (Bucket){0, m->n_params};
     g->req = xcalloc((size_t)g->n, sizeof *g->req);
     free(point);
     if (sharded) shard_layout(g);
     if (split) split_embedding(g);
-    if (sharded && !g->blocking) gather_layout(g, bucket_bytes);
+    if (sharded) gather_layout(g);
     int level;
     MPI_Query_thread(&level);
     if (level == MPI_THREAD_MULTIPLE && !g->blocking) {
@@ -368,10 +375,9 @@ void gradsync_free(GradSync *g) {
     }
     if (g->wire) MPI_Type_free(&g->type), MPI_Op_free(&g->op);
     free(g->wire);
+    if (g->sharded) shard_free(&g->own);
     free(g->counts);
     free(g->starts);
-    free(g->shard_counts);
-    free(g->shard_displs);
     free(g->ring);
     free(g->gb);
     free(g->gcounts);
@@ -436,7 +442,8 @@ double gradsync_finish(GradSync *g) {
     watchdog_enter(g->sharded ? "the gradient reduce-scatter" : "the gradient allreduce");
     if (g->blocking && g->armed) {
         if (g->wire) bf16_pack(g->wire, g->m->grads, 1, (int)g->m->n_params, 0);
-        if (g->sharded) reduce_scatter(g, 0, 1);
+        if (g->sharded)
+            for (int i = 0; i < g->n; i++) reduce_scatter(g, i, 1);
         else if (!g->wire) dist_sum_floats(g->m->grads, g->m->n_params);
         else {
             MPI_Allreduce(MPI_IN_PLACE, g->wire, (int)g->m->n_params, g->type, g->op, MPI_COMM_WORLD);
@@ -471,7 +478,8 @@ double gradsync_finish(GradSync *g) {
 
 double gradsync_norm_sq(GradSync *g) {
     if (!g->sharded) return sum_squares(g->m->grads, g->m->n_params);
-    double sq = sum_squares(g->m->grads + g->begin, g->end - g->begin);
+    double sq = 0.0;
+    for (int k = 0; k < g->own.n_ranges; k++) sq += sum_squares(g->m->grads + g->own.begin[k], g->own.end[k] - g->own.begin[k]);
     dist_sum(&sq, 1);
     return sq;
 }
@@ -513,8 +521,7 @@ void gradsync_gather(GradSync *g) {
         return;
     }
     watchdog_enter("the parameters' allgather");
-    MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, g->m->params, g->shard_counts, g->shard_displs, MPI_FLOAT,
-                   g->comm);
+    for (int i = 0; i < g->gn; i++) allgather(g, i, NULL);
     watchdog_leave();
 }
 

@@ -159,8 +159,7 @@ int ckpt_job_write(CkptJob *j) {
         for (int i = 0; !rc && i < m->n_tensors; i++) {
             const GPTTensor *t = &m->tensors[i];
             int lo = j->sh.lo[i], hi = j->sh.hi[i];
-            size_t at = t->offset + (size_t)lo * ckpt_row_floats(t); /* row lo's flat index */
-            const float *rows = lo < hi ? j->src[p] + (at - j->first[p]) : NULL;
+            const float *rows = lo < hi ? j->src[p] + ckpt_rows_index(m, &j->sh, i, j->packed[p]) : NULL;
             if (lo < hi && model_tensor_write_chunks(j->dsets[p * m->n_tensors + i], t, rows, lo, hi, buf)) rc = -1;
         }
         if (p == 0) fault_point("ckpt-write", j->state.step, rank);
@@ -206,7 +205,7 @@ void ckpt_job_init(CkptJob *j, MPI_Comm comm, const char *path, const GPT *m, co
     j->n_extra = n_extra < CKPT_MAX_EXTRA ? n_extra : CKPT_MAX_EXTRA;
     if (j->n_extra > 0) memcpy(j->extra, extra, sizeof *extra * (size_t)j->n_extra);
     j->sh = shard_of(m, dist_rank(), dist_size());
-    for (int p = 0; p < CKPT_PARTS && o; p++) j->src[p] = ckpt_part_data(m, o, p, &j->first[p]);
+    for (int p = 0; p < CKPT_PARTS && o; p++) j->src[p] = ckpt_part_data(m, o, p), j->packed[p] = !ckpt_part_whole(m, o, p);
 }
 
 void ckpt_job_free(CkptJob *j) {

@@ -30,8 +30,8 @@ typedef struct {
     int tensors;                 /* 0: a frozen model, nothing of it written */
     hid_t file, *dsets;          /* (CKPT_PARTS * n_tensors) */
     Shard sh;
-    const float *src[CKPT_PARTS]; /* this rank's rows: src[p][i] is flat element first[p] + i */
-    size_t first[CKPT_PARTS];
+    const float *src[CKPT_PARTS]; /* this rank's rows of each part: the whole buffer, or packed */
+    int packed[CKPT_PARTS];       /* (checkpoint_parts.h's ckpt_rows_index) */
     CkptState state;             /* its config owned by the background writer's copy */
     const Tokenizer *tok;        /* rank 0 */
     CkptExtra extra[CKPT_MAX_EXTRA];

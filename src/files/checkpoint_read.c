@@ -31,12 +31,11 @@ void ckpt_state_free(CkptState *s) {
     s->config = NULL;
 }
 
-/* Rows [lo, hi) of tensor t in part p's buffer, which holds them (this rank's share);
- * for no rows, any valid pointer. */
-static float *part_rows(const GPT *m, const AdamW *o, int p, const GPTTensor *t, int lo, int hi) {
-    size_t first;
-    float *data = ckpt_part_data(m, o, p, &first);
-    return lo < hi ? data + (t->offset + (size_t)lo * ckpt_row_floats(t) - first) : data;
+/* This rank's rows of tensor i in part p's buffer, which holds them; for no rows, any
+ * valid pointer. */
+static float *part_rows(const GPT *m, const AdamW *o, int p, const Shard *sh, int i) {
+    float *data = ckpt_part_data(m, o, p);
+    return sh->lo[i] < sh->hi[i] ? data + ckpt_rows_index(m, sh, i, !ckpt_part_whole(m, o, p)) : data;
 }
 
 static hid_t open_checkpoint(const char *path) {
@@ -99,7 +98,7 @@ int ckpt_read_tensors(const char *path, GPT *m, AdamW *o) {
         if (g < 0) rc = gpt_error("%s: group %s is missing", path, group);
         for (int i = 0; !rc && i < m->n_tensors; i++) {
             const GPTTensor *t = &m->tensors[i];
-            float *rows = part_rows(m, o, p, t, sh.lo[i], sh.hi[i]);
+            float *rows = part_rows(m, o, p, &sh, i);
             GPTTensor read = *t; /* the rows read, for the check */
             read.offset = 0, read.numel = (size_t)(sh.hi[i] - sh.lo[i]) * ckpt_row_floats(t);
             rc = model_tensor_read(path, group, g, t, rows, sh.lo[i], sh.hi[i], H5P_DEFAULT) ||
@@ -114,10 +113,11 @@ int ckpt_read_tensors(const char *path, GPT *m, AdamW *o) {
     for (int r = 0; r < P; r++) {
         Shard s = shard_of(m, r, P);
         for (int p = 0; p < CKPT_PARTS; p++)
-            for (size_t at = s.begin; ckpt_part_whole(m, o, p) && at < s.end; at += BCAST_FLOATS) {
-                size_t first, n = s.end - at < BCAST_FLOATS ? s.end - at : BCAST_FLOATS;
-                MPI_Bcast(ckpt_part_data(m, o, p, &first) + at, (int)n, MPI_FLOAT, r, MPI_COMM_WORLD);
-            }
+            for (int k = 0; ckpt_part_whole(m, o, p) && k < s.n_ranges; k++)
+                for (size_t at = s.begin[k]; at < s.end[k]; at += BCAST_FLOATS) {
+                    size_t n = s.end[k] - at < BCAST_FLOATS ? s.end[k] - at : BCAST_FLOATS;
+                    MPI_Bcast(ckpt_part_data(m, o, p) + at, (int)n, MPI_FLOAT, r, MPI_COMM_WORLD);
+                }
         shard_free(&s);
     }
     return 0;

@@ -96,16 +96,19 @@ static size_t extra_floats(const CkptExtra *x) {
  * reach them. */
 static void stage(CkptWriter *w, const GPT *m, const AdamW *o) {
     CkptJob *j = &w->job;
-    size_t n = j->sh.end - j->sh.begin;
+    size_t n = j->sh.n;
     if (j->tensors && (!w->stage || CKPT_PARTS * n > w->stage_floats)) { /* a rank may own nothing */
         free(w->stage);
         w->stage = xalloc_floats(w->stage_floats = ckpt_writer_stage_bytes(n) / sizeof(float));
     }
-    for (int p = 0; p < CKPT_PARTS && j->tensors; p++) {
-        size_t first;
-        const float *data = ckpt_part_data(m, o, p, &first);
-        if (n) memcpy(w->stage + (size_t)p * n, data + (j->sh.begin - first), n * sizeof(float));
-        j->src[p] = w->stage + (size_t)p * n, j->first[p] = j->sh.begin;
+    for (int p = 0; p < CKPT_PARTS && j->tensors; p++) { /* packed */
+        const float *data = ckpt_part_data(m, o, p);
+        float *into = w->stage + (size_t)p * n;
+        if (!ckpt_part_whole(m, o, p)) memcpy(into, data, n * sizeof(float));
+        else
+            for (int k = 0; k < j->sh.n_ranges; into += j->sh.end[k] - j->sh.begin[k], k++)
+                memcpy(into, data + j->sh.begin[k], (j->sh.end[k] - j->sh.begin[k]) * sizeof(float));
+        j->src[p] = w->stage + (size_t)p * n, j->packed[p] = 1;
     }
     size_t total = 0;
     for (int e = 0; e < j->n_extra; e++) total += 3 * extra_floats(&j->extra[e]);

@@ -37,22 +37,38 @@ float optim_lr_at(const OptimConfig *c, long step) {
     return c->min_lr + 0.5f * (c->lr - c->min_lr) * (float)(1.0 + cos(M_PI * progress));
 }
 
-AdamW *adamw_create_range(const OptimConfig *cfg, size_t offset, size_t n) {
+AdamW *adamw_create_ranges(const OptimConfig *cfg, int n_ranges, const size_t *begin, const size_t *end) {
     AdamW *o = xcalloc(1, sizeof *o);
     o->cfg = *cfg;
-    o->offset = offset;
-    o->n = n;
-    o->m = xalloc_floats(adamw_bytes(n) / 2 / sizeof(float));
-    o->v = xalloc_floats(adamw_bytes(n) / 2 / sizeof(float));
+    o->n_ranges = n_ranges;
+    o->begin = xmalloc(sizeof(size_t) * (size_t)(n_ranges + 1));
+    o->end = xmalloc(sizeof(size_t) * (size_t)(n_ranges + 1));
+    for (int k = 0; k < n_ranges; k++) o->begin[k] = begin[k], o->end[k] = end[k], o->n += end[k] - begin[k];
+    o->m = xalloc_floats(adamw_bytes(o->n) / 2 / sizeof(float));
+    o->v = xalloc_floats(adamw_bytes(o->n) / 2 / sizeof(float));
     return o;
 }
 
 size_t adamw_bytes(size_t n) { return 2 * n * sizeof(float); }
 
-AdamW *adamw_create(const OptimConfig *cfg, size_t n_params) { return adamw_create_range(cfg, 0, n_params); }
+AdamW *adamw_create(const OptimConfig *cfg, size_t n_params) {
+    size_t zero = 0;
+    return adamw_create_ranges(cfg, 1, &zero, &n_params);
+}
+
+int adamw_whole(const AdamW *o, size_t n_params) { return o->n_ranges == 1 && o->begin[0] == 0 && o->n == n_params; }
+
+size_t adamw_index(const AdamW *o, size_t i) {
+    size_t at = 0;
+    for (int k = 0; k < o->n_ranges; at += o->end[k] - o->begin[k], k++)
+        if (i < o->end[k]) return at + i - o->begin[k];
+    return at;
+}
 
 void adamw_free(AdamW *o) {
     if (!o) return;
+    free(o->begin);
+    free(o->end);
     free(o->m);
     free(o->v);
     free(o);
@@ -62,7 +78,9 @@ double optim_grad_norm(const float *g, size_t n) { return sqrt(sum_squares(g, n)
 
 OptimStats adamw_step(AdamW *o, float *params, const float *grads, const GPTTensor *tensors,
                       int n_tensors) {
-    return adamw_step_norm(o, params, grads, tensors, n_tensors, optim_grad_norm(grads + o->offset, o->n));
+    double sq = 0.0;
+    for (int k = 0; k < o->n_ranges; k++) sq += sum_squares(grads + o->begin[k], o->end[k] - o->begin[k]);
+    return adamw_step_norm(o, params, grads, tensors, n_tensors, sqrt(sq));
 }
 
 OptimStats adamw_step_norm(AdamW *o, float *params, const float *grads, const GPTTensor *tensors,
@@ -80,13 +98,15 @@ OptimStats adamw_step_norm(AdamW *o, float *params, const float *grads, const GP
     double bc1 = 1.0 - pow(c->beta1, (double)o->step), bc2 = 1.0 - pow(c->beta2, (double)o->step);
     AdamWCoeffs k = {.grad_scale = st.clip_scale, .beta1 = c->beta1, .beta2 = c->beta2, .eps = c->eps,
                      .step_size = (float)(st.lr / bc1), .bc2_sqrt = (float)sqrt(bc2)};
-    size_t lo = o->offset, hi = o->offset + o->n;
-    for (int t = 0; t < n_tensors; t++) {
-        size_t b = tensors[t].offset > lo ? tensors[t].offset : lo;
-        size_t e = tensors[t].offset + tensors[t].numel < hi ? tensors[t].offset + tensors[t].numel : hi;
-        if (b >= e) continue;
-        k.decay = tensors[t].decay ? 1.0f - st.lr * c->weight_decay : 1.0f;
-        adamw_update(params + b, o->m + (b - lo), o->v + (b - lo), grads + b, e - b, &k);
-    }
+    size_t at = 0; /* where range r's moments start */
+    for (int r = 0; r < o->n_ranges; at += o->end[r] - o->begin[r], r++)
+        for (int t = 0; t < n_tensors; t++) {
+            size_t lo = o->begin[r], hi = o->end[r];
+            size_t b = tensors[t].offset > lo ? tensors[t].offset : lo;
+            size_t e = tensors[t].offset + tensors[t].numel < hi ? tensors[t].offset + tensors[t].numel : hi;
+            if (b >= e) continue;
+            k.decay = tensors[t].decay ? 1.0f - st.lr * c->weight_decay : 1.0f;
+            adamw_update(params + b, o->m + at + (b - lo), o->v + at + (b - lo), grads + b, e - b, &k);
+        }
     return st;
 }

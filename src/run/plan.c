@@ -31,7 +31,7 @@ PlanMemory plan_memory(const PlanInput *in, int R, int T, int shard, int batch, 
     int P = in->nodes * R;
     PlanMemory m = {0};
     GPTMemory g = gpt_memory(c, batch, 1, T, in->precision);
-    size_t n = g.n_params, share = P > 1 ? shard_largest(c, P) : n;
+    size_t n = g.n_params, share = P > 1 ? shard_sizes(c, P).largest : n;
     m.params = (double)g.params;
     m.grads = (double)g.grads;
     m.acts = (double)g.acts;
@@ -254,7 +254,8 @@ static int layout(Speeds *sp, const PlanInput *in, int R, int T, int shard, int 
     size_t n = gpt_memory(c, 0, 0, 1, PRECISION_FP32).n_params;
     double tokens = (double)batch * c->n_ctx, k = l->accum;
     l->micro_s = tokens * (c->n_layer * l->speed.layer_tok_s + l->speed.head_tok_s);
-    double updated = l->shard ? (double)shard_largest(c, P) : (double)n;
+    ShardSizes sizes = l->shard ? shard_sizes(c, P) : (ShardSizes){n, 0, 0};
+    double updated = (double)sizes.largest;
     l->update_s = updated * l->speed.update_param_s;
     if (P > 1) {
         /* docs/scaling.md: the node's R ranks share its link; one node's reduce in memory */
@@ -262,14 +263,18 @@ static int layout(Speeds *sp, const PlanInput *in, int R, int T, int shard, int 
         double width = in->grad_reduce == GRAD_REDUCE_BF16 ? 2 : 4; /* bytes a gradient on the wire */
         l->allreduce_s = 2.0 * (P - 1) / P * width * (double)n / rate;
         l->rows_s = width * c->n_embd * fmin(c->vocab_size, (double)P * k * tokens) / rate;
-        /* sharded: each of the reduce-scatter (behind the backward pass) and the all-gather
-         * (behind the next forward pass) moves its buckets one owner at a time, P / 2 times
-         * the allreduce (plan.h) */
-        double moved = l->shard ? P / 2.0 * l->allreduce_s : l->allreduce_s;
+        /* sharded (plan.h): the reduce-scatter behind the backward pass, then the
+         * all-gather, fp32, of wte before the next forward pass and of the rest behind it;
+         * each a ring whose P - 1 hops carry every segment's largest part */
+        double moved = l->shard ? (P - 1) * width * (double)sizes.hop / rate : l->allreduce_s;
         double tail = tail_share(c) * moved + l->rows_s + 2.0 * (P - 1) * PLAN_ALPHA_S;
         double exposed = moved - PLAN_BACKWARD_SHARE * l->micro_s;
         l->wait_s = tail > exposed ? tail : exposed;
-        if (l->shard) l->wait_s += fmax(0.0, moved - (1.0 - PLAN_BACKWARD_SHARE) * l->micro_s);
+        if (l->shard) {
+            double first = (P - 1) * sizeof(float) * (double)sizes.wte_hop / rate;
+            double rest = (P - 1) * sizeof(float) * (double)(sizes.hop - sizes.wte_hop) / rate;
+            l->wait_s += first + fmax(0.0, rest - (1.0 - PLAN_BACKWARD_SHARE) * l->micro_s);
+        }
     }
     double compute = k * l->micro_s + l->update_s;
     l->step_s = compute + l->wait_s;

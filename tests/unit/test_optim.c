@@ -143,9 +143,10 @@ static GPT *tiny_big_vocab(void) {
     return m;
 }
 
-/* The shards tile [0, N) in rank order, start at chunk starts, and differ from N / P by
- * less than a chunk. */
-static void shards_tile_the_parameters(void **state) {
+/* Each segment is tiled by the ranks' parts, one range each (wte's in rank order), that
+ * start at chunk starts and differ from the segment's 1/P by less than a chunk; each
+ * rank's rows of a tensor, its ranges and its packed positions agree. */
+static void shards_split_every_segment(void **state) {
     (void)state;
     GPT *m = tiny_big_vocab();
     size_t chunk = 0; /* the largest chunk */
@@ -155,24 +156,61 @@ static void shards_tile_the_parameters(void **state) {
         if (c > chunk) chunk = c;
     }
     assert_true(m->tensors[0].numel > 2 * chunk); /* wte: several chunks */
+    size_t bounds[2 * 2 + 3];
+    int n_seg = shard_segments(m, bounds);
+    assert_int_equal(n_seg, 2 * m->cfg.n_layer + 2);
+    assert_int_equal(bounds[0], 0), assert_int_equal(bounds[1], m->tensors[0].numel);
+    assert_int_equal(bounds[n_seg], m->n_params);
     for (int P = 1; P <= 7; P++) {
-        size_t next = 0;
+        Shard s[7];
+        for (int r = 0; r < P; r++) s[r] = shard_of(m, r, P);
+        for (int seg = 0; seg < n_seg; seg++) {
+            size_t a = bounds[seg], b = bounds[seg + 1], covered = 0, next = a;
+            for (int j = 0; j < P; j++) { /* the parts follow each other from the segment's start */
+                for (int r = 0; r < P; r++) {
+                    int pieces = 0;
+                    for (int k = 0; k < s[r].n_ranges; k++) {
+                        size_t x = s[r].begin[k] > a ? s[r].begin[k] : a, y = s[r].end[k] < b ? s[r].end[k] : b;
+                        if (x >= y) continue;
+                        pieces++;
+                        if (x == next) next = y, covered += y - x;
+                    }
+                    assert_true(pieces <= 1);
+                }
+            }
+            assert_int_equal(next, b);
+            assert_int_equal(covered, b - a);
+            for (int r = 0, wte_at = 0; r < P; r++) {
+                size_t part = 0, lo_wte = 0;
+                for (int k = 0; k < s[r].n_ranges; k++) {
+                    size_t x = s[r].begin[k] > a ? s[r].begin[k] : a, y = s[r].end[k] < b ? s[r].end[k] : b;
+                    if (x < y) part = y - x, lo_wte = x;
+                }
+                assert_true(part + chunk > (b - a) / (size_t)P && part < (b - a) / (size_t)P + chunk);
+                if (seg == 0 && part) { /* wte: rank order */
+                    assert_true(lo_wte >= (size_t)wte_at);
+                    wte_at = (int)(lo_wte + part);
+                }
+            }
+        }
         int cut_inside = 0;
         for (int r = 0; r < P; r++) {
-            Shard s = shard_of(m, r, P);
-            size_t n = s.end - s.begin, ideal = m->n_params / (size_t)P;
-            if (n) assert_int_equal(s.begin, next), next = s.end;
-            assert_true(n + chunk > ideal && n < ideal + chunk);
+            size_t n = 0;
             for (int i = 0; i < m->n_tensors; i++) {
                 const GPTTensor *t = &m->tensors[i];
-                assert_true(s.lo[i] <= s.hi[i] && s.hi[i] <= t->shape[0]);
-                if (s.lo[i] < s.hi[i]) assert_int_equal(s.lo[i] % shard_tensor_chunk_rows(t), 0);
-                cut_inside |= s.lo[i] > 0 && s.lo[i] < t->shape[0];
+                size_t row = t->ndim == 2 ? (size_t)t->shape[1] : 1;
+                assert_true(s[r].lo[i] <= s[r].hi[i] && s[r].hi[i] <= t->shape[0]);
+                if (s[r].lo[i] < s[r].hi[i]) assert_int_equal(s[r].lo[i] % shard_tensor_chunk_rows(t), 0);
+                assert_int_equal(s[r].at[i], n);
+                n += (size_t)(s[r].hi[i] - s[r].lo[i]) * row;
+                cut_inside |= s[r].lo[i] > 0 && s[r].lo[i] < t->shape[0];
             }
-            shard_free(&s);
+            size_t in_ranges = 0;
+            for (int k = 0; k < s[r].n_ranges; k++) in_ranges += s[r].end[k] - s[r].begin[k];
+            assert_int_equal(n, s[r].n), assert_int_equal(in_ranges, n);
+            shard_free(&s[r]);
         }
-        assert_int_equal(next, m->n_params);
-        if (P == 3) assert_true(cut_inside); /* a shard starts inside wte */
+        if (P > 1) assert_true(cut_inside);
     }
     gpt_free(m);
 }
@@ -201,7 +239,10 @@ static void sharded_updates_equal_whole(void **state) {
     for (size_t i = 0; i < m->n_params; i++) assert_float_equal(m->params[i], whole[i], 0.0f);
     for (int r = 0; r < P; r++) {
         assert_int_equal(shard[r]->step, STEPS);
-        assert_memory_equal(shard[r]->v, all->v + shard[r]->offset, sizeof(float) * shard[r]->n);
+        for (int k = 0; k < shard[r]->n_ranges; k++) {
+            size_t b = shard[r]->begin[k];
+            assert_memory_equal(shard[r]->v + adamw_index(shard[r], b), all->v + b, sizeof(float) * (shard[r]->end[k] - b));
+        }
         adamw_free(shard[r]);
     }
     adamw_free(all);
@@ -214,7 +255,7 @@ int main(void) {
         cmocka_unit_test(schedule_warms_up_then_decays),
         cmocka_unit_test(weight_decay_only_on_matrices),
         cmocka_unit_test(clipping_scales_to_max_norm),
-        cmocka_unit_test(shards_tile_the_parameters),
+        cmocka_unit_test(shards_split_every_segment),
         cmocka_unit_test(sharded_updates_equal_whole),
         cmocka_unit_test(bad_configs_are_named),
         cmocka_unit_test(overrides_apply_after_preset),
