@@ -180,7 +180,8 @@ static void shards_split_every_segment(void **state) {
             }
             assert_int_equal(next, b);
             assert_int_equal(covered, b - a);
-            for (int r = 0, wte_at = 0; r < P; r++) {
+            size_t wte_at = 0; /* where the last rank's part of wte ended */
+            for (int r = 0; r < P; r++) {
                 size_t part = 0, lo_wte = 0;
                 for (int k = 0; k < s[r].n_ranges; k++) {
                     size_t x = s[r].begin[k] > a ? s[r].begin[k] : a, y = s[r].end[k] < b ? s[r].end[k] : b;
@@ -188,8 +189,8 @@ static void shards_split_every_segment(void **state) {
                 }
                 assert_true(part + chunk > (b - a) / (size_t)P && part < (b - a) / (size_t)P + chunk);
                 if (seg == 0 && part) { /* wte: rank order */
-                    assert_true(lo_wte >= (size_t)wte_at);
-                    wte_at = (int)(lo_wte + part);
+                    assert_true(lo_wte >= wte_at);
+                    wte_at = lo_wte + part;
                 }
             }
         }
