@@ -36,18 +36,17 @@
  * sends and receives with the neighbours that it tests every GRADSYNC_POLL_US
  * (gradsync.c says why not MPI_Reduce_scatter or MPI_Ireduce_scatter). After the update,
  * gradsync_gather() all-gathers the shards' new parameters, so every rank again holds
- * the whole model: in buckets of half layers (at the model's params_ready points, and
- * wte apart from wpe; an in-place allgather needs no pieces) from the buffer's start,
- * the embeddings first, each an MPI_Iallgatherv that the progress thread tests every
- * GRADSYNC_POLL_US (a blocking one spins for all of its transfer, taking a core from the
- * forward pass), GRADSYNC_GATHER_AHEAD at once in order, while the main thread goes on
- * to the next step.
- * Sharded, both collectives' buckets are cut at every segment of the partition
- * (shard.h), whatever bucket_bytes: every rank then holds about 1/P of every bucket as
- * one range, so each collective sends through every rank's link at once. The model's params_ready hook makes the next forward pass wait,
- * before each half layer, for the buckets it reads (and its bf16 copy of the weights is
- * remade range by range as they arrive), as the backward pass releases the gradient
- * buckets layer by layer. Whatever else reads the whole model before the next
+ * the whole model: in buckets of half layers (the segments; an in-place allgather needs
+ * no pieces) from the buffer's start, the embeddings first, each an MPI_Iallgatherv that
+ * the progress thread tests every GRADSYNC_POLL_US (a blocking one spins for all of its
+ * transfer, taking a core from the forward pass), GRADSYNC_GATHER_AHEAD at once in
+ * order, while the main thread goes on to the next step. Sharded, both collectives'
+ * buckets are cut at every segment of the partition (shard.h), whatever bucket_bytes:
+ * every rank then holds about 1/P of every bucket as one range, so each collective
+ * sends through every rank's link at once. The model's params_ready hook makes the next
+ * forward pass wait, before each half layer, for the buckets it reads (and its bf16
+ * copy of the weights is remade range by range as they arrive), as the backward pass
+ * releases the gradient buckets layer by layer. Whatever else reads the whole model before the next
  * pass (evaluation, a checkpoint, the result file) calls gradsync_gather_wait() first.
  * The gather's bytes land where the forward pass has not yet read, and the progress
  * thread's collectives are on its own communicator: the main thread's on MPI_COMM_WORLD

@@ -7,8 +7,8 @@
  * written with parallel HDF5: each tensor is chunked by whole rows, and rank r writes
  * its shard (shard.h: the chunks that start in its part of each segment of the flat
  * buffer: consecutive rows of each tensor), so every rank writes a disjoint share of
- * whole chunks and no chunk is shared. Under --shard-optimizer a rank holds the moments of exactly that shard, so
- * it writes what it owns. Loading reads the same partition for the current number of
+ * whole chunks and no chunk is shared. Under --shard-optimizer a rank holds the moments
+ * of exactly that shard, so it writes what it owns. Loading reads the same partition for the current number of
  * ranks (which need not be the saving one) and broadcasts each share of what every rank
  * holds whole (the parameters; the moments unless sharded), so every byte is read from
  * disk once and a checkpoint of either mode resumes in either; every chunk's Fletcher32

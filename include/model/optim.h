@@ -49,8 +49,6 @@ AdamW *adamw_create(const OptimConfig *cfg, size_t n_params);
 AdamW *adamw_create_ranges(const OptimConfig *cfg, int n_ranges, const size_t *begin, const size_t *end);
 /* Whether it holds every parameter of a buffer of n_params. */
 int adamw_whole(const AdamW *o, size_t n_params);
-/* Where flat parameter i's moments lie in m and v (i in one of its ranges). */
-size_t adamw_index(const AdamW *o, size_t i);
 /* What an optimizer of n parameters allocates (m and v): 8 bytes a parameter. */
 size_t adamw_bytes(size_t n);
 void adamw_free(AdamW *o);

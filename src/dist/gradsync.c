@@ -40,7 +40,7 @@ struct GradSync {
     int sharded, rank, P;
     Shard own;          /* this rank's shard */
     int *counts;        /* (n, P) each rank's floats of each bucket */
-    size_t *starts;     /* (n, P) where each rank's part of each bucket starts in it */
+    int *starts;        /* (n, P) where each rank's part of each bucket starts in it */
     void *ring;         /* the reduce-scatter ring's receive buffer, a bucket's largest part */
     MPI_Comm comm;      /* the reduce-scatters' and the allgather's, apart from the main thread's */
     /* the progress thread: it tests req[0, started); lock guards the fields below */
@@ -119,15 +119,15 @@ static void reduce_scatter(GradSync *g, int i, int hurry) {
     const Bucket *b = &g->b[i];
     int P = g->P, r = g->rank;
     const int *count = g->counts + (size_t)i * P;
-    const size_t *start = g->starts + (size_t)i * P;
-    size_t width = g->wire ? sizeof(uint16_t) : sizeof(float), mine_at = start[r];
+    const int *start = g->starts + (size_t)i * P;
+    size_t width = g->wire ? sizeof(uint16_t) : sizeof(float), mine_at = (size_t)start[r];
     char *bucket = on_wire(g, b->offset);
     for (int s = 0; s < P - 1; s++) {
         int send = ((r - s - 1) % P + P) % P, recv = ((r - s - 2) % P + P) % P, n = count[recv];
-        char *into = bucket + start[recv] * width;
+        char *into = bucket + (size_t)start[recv] * width;
         MPI_Request req[2];
         MPI_Irecv(g->ring, n, g->type, (r + P - 1) % P, 0, g->comm, &req[0]);
-        MPI_Isend(bucket + start[send] * width, count[send], g->type, (r + 1) % P, 0, g->comm, &req[1]);
+        MPI_Isend(bucket + (size_t)start[send] * width, count[send], g->type, (r + 1) % P, 0, g->comm, &req[1]);
         wait_polled(req, 2, hurry);
         if (g->wire) bf16_sum(g->ring, into, &n, NULL);
         else vec_add((float *)(void *)into, g->ring, (size_t)n);
@@ -211,7 +211,7 @@ static void *progress(void *arg) {
 /* Every rank's part of the buckets b[0, n): (n, P) counts and where each starts in its
  * bucket. A bucket lies within one segment of the partition (shard.h), so each rank's
  * part of it is one range (of its shard's ranges, the one that meets the bucket). */
-static void bucket_parts(const GradSync *g, const Bucket *b, int n, int *count, size_t *start) {
+static void bucket_parts(const GradSync *g, const Bucket *b, int n, int *count, int *start) {
     for (int r = 0; r < g->P; r++) {
         Shard s = shard_of(g->m, r, g->P);
         for (int i = 0; i < n; i++) {
@@ -220,7 +220,7 @@ static void bucket_parts(const GradSync *g, const Bucket *b, int n, int *count, 
                 size_t x = s.begin[k] > lo ? s.begin[k] : lo, y = s.end[k] < hi ? s.end[k] : hi;
                 if (x < y) at = x - lo, got = y - x;
             }
-            count[(size_t)i * g->P + r] = (int)got, start[(size_t)i * g->P + r] = at;
+            count[(size_t)i * g->P + r] = (int)got, start[(size_t)i * g->P + r] = (int)at;
         }
         shard_free(&s);
     }
@@ -230,7 +230,7 @@ static void shard_layout(GradSync *g) {
     g->rank = dist_rank(), g->P = dist_size();
     g->own = shard_of(g->m, g->rank, g->P);
     g->counts = xmalloc(sizeof(int) * (size_t)g->n * (size_t)g->P);
-    g->starts = xmalloc(sizeof(size_t) * (size_t)g->n * (size_t)g->P);
+    g->starts = xmalloc(sizeof(int) * (size_t)g->n * (size_t)g->P);
     bucket_parts(g, g->b, g->n, g->counts, g->starts);
     int largest = 0;
     for (size_t k = 0; k < (size_t)g->n * (size_t)g->P; k++) largest = g->counts[k] > largest ? g->counts[k] : largest;
@@ -264,10 +264,9 @@ static void split_embedding(GradSync *g) {
     m->grad_ready_ctx = g;
 }
 
-/* The parameters' all-gather in buckets: cut at every one of the forward pass's
- * params_ready points and at wte's end (the segments' bounds, shard.h: each rank's part
- * of a bucket is then one range), from the buffer's start (the embeddings first, which
- * the pass needs first). Not in GRADSYNC_PIECE_MB pieces: an in-place MPI_Allgatherv
+/* The parameters' all-gather in buckets: the segments (shard.h: each rank's part of a
+ * bucket is then one range), from the buffer's start (the embeddings first, which the
+ * forward pass needs first; each of its params_ready points is a segment's bound). Not in GRADSYNC_PIECE_MB pieces: an in-place MPI_Allgatherv
  * takes no temporary copy of its buffer (gpt1's peak memory is the same with its 124 MB
  * wte bucket whole), and on a host whose cores all compute, every collective more is a
  * handshake that the progress threads spin for, taking the forward pass's cores
@@ -275,23 +274,18 @@ static void split_embedding(GradSync *g) {
  * GRADSYNC_GATHER_PIECE floats only keep the counts within an int. */
 static void gather_layout(GradSync *g) {
     GPT *m = g->m;
-    size_t *point = xmalloc(sizeof *point * (2 * (size_t)m->cfg.n_layer + 3));
-    point[0] = m->tensors[0].numel;
-    int n_points = 1 + gpt_params_ready_points(m, point + 1);
-    size_t piece = GRADSYNC_GATHER_PIECE, start = 0;
-    g->gb = xcalloc(m->n_params / piece + (size_t)n_points + 1, sizeof *g->gb);
-    for (int i = 0; i < n_points; i++) {
-        size_t n = point[i] - start, k = (n + piece - 1) / piece;
+    size_t *bound = xmalloc(sizeof *bound * (2 * (size_t)m->cfg.n_layer + 3));
+    int n_seg = shard_segments(m, bound);
+    size_t piece = GRADSYNC_GATHER_PIECE;
+    g->gb = xcalloc(m->n_params / piece + (size_t)n_seg, sizeof *g->gb);
+    for (int i = 0; i < n_seg; i++) {
+        size_t start = bound[i], n = bound[i + 1] - start, k = (n + piece - 1) / piece;
         for (size_t j = 0; j < k; j++) g->gb[g->gn++] = (Bucket){start + n * j / k, n * (j + 1) / k - n * j / k};
-        start = point[i];
     }
-    free(point);
+    free(bound);
     g->gcounts = xmalloc(sizeof(int) * (size_t)g->gn * (size_t)g->P);
-    size_t *at = xmalloc(sizeof(size_t) * (size_t)g->gn * (size_t)g->P);
-    bucket_parts(g, g->gb, g->gn, g->gcounts, at);
     g->gdispls = xmalloc(sizeof(int) * (size_t)g->gn * (size_t)g->P);
-    for (size_t k = 0; k < (size_t)g->gn * (size_t)g->P; k++) g->gdispls[k] = (int)at[k];
-    free(at);
+    bucket_parts(g, g->gb, g->gn, g->gcounts, g->gdispls);
     pthread_cond_init(&g->gathered, NULL);
 }
 

@@ -58,13 +58,6 @@ AdamW *adamw_create(const OptimConfig *cfg, size_t n_params) {
 
 int adamw_whole(const AdamW *o, size_t n_params) { return o->n_ranges == 1 && o->begin[0] == 0 && o->n == n_params; }
 
-size_t adamw_index(const AdamW *o, size_t i) {
-    size_t at = 0;
-    for (int k = 0; k < o->n_ranges; at += o->end[k] - o->begin[k], k++)
-        if (i < o->end[k]) return at + i - o->begin[k];
-    return at;
-}
-
 void adamw_free(AdamW *o) {
     if (!o) return;
     free(o->begin);
@@ -99,9 +92,11 @@ OptimStats adamw_step_norm(AdamW *o, float *params, const float *grads, const GP
     AdamWCoeffs k = {.grad_scale = st.clip_scale, .beta1 = c->beta1, .beta2 = c->beta2, .eps = c->eps,
                      .step_size = (float)(st.lr / bc1), .bc2_sqrt = (float)sqrt(bc2)};
     size_t at = 0; /* where range r's moments start */
-    for (int r = 0; r < o->n_ranges; at += o->end[r] - o->begin[r], r++)
-        for (int t = 0; t < n_tensors; t++) {
+    for (int r = 0, first = 0; r < o->n_ranges; at += o->end[r] - o->begin[r], r++)
+        for (int t = first; t < n_tensors; t++) { /* both ascending: from the last range's last tensor on */
             size_t lo = o->begin[r], hi = o->end[r];
+            if (tensors[t].offset >= hi) break;
+            first = t;
             size_t b = tensors[t].offset > lo ? tensors[t].offset : lo;
             size_t e = tensors[t].offset + tensors[t].numel < hi ? tensors[t].offset + tensors[t].numel : hi;
             if (b >= e) continue;
