@@ -60,6 +60,7 @@ GPT := $(BINDIR)/gpt
 ORACLE := $(BUILD)/tests/oracle
 KERNEL_BENCH := $(BUILD)/tools/kernel_bench
 CKPT_BENCH := $(BUILD)/tools/ckpt_bench
+GATHER_BENCH := $(BUILD)/tools/gather_bench
 UNIT_BINS := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 
 # keep the unit tests' objects between builds
@@ -154,7 +155,7 @@ test-cluster: $(GPT)
 	@$(MAKE) --no-print-directory deb-deps DEB_PACKAGES="$(CLUSTER_PACKAGES)"
 	GPT_BIN=$(abspath $(GPT)) $(PYTHON) -m pytest -q tests/cluster
 
-bench-cluster: $(GPT)
+bench-cluster: $(GPT) $(GATHER_BENCH)
 	$(PYTHON) tools/bench_cluster.py
 
 bench-zero: $(GPT)
@@ -196,4 +197,4 @@ demo: deps all
 clean:
 	rm -rf build build-san bin
 
--include $(LIB_OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(BUILD)/tests/oracle.d $(BUILD)/tools/kernel_bench.d $(BUILD)/tools/ckpt_bench.d $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/unit/%.d)
+-include $(LIB_OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(BUILD)/tests/oracle.d $(BUILD)/tools/kernel_bench.d $(BUILD)/tools/ckpt_bench.d $(BUILD)/tools/gather_bench.d $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/unit/%.d)

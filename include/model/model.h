@@ -110,11 +110,17 @@ typedef struct GPT {
     struct TokenGrads *token_grads;
     /* Called by a forward pass before it reads the parameters below offset `upto`: on its
      * return [0, upto) must be final (the parameters arriving by a sharded optimizer's
-     * all-gather, in buffer order). The calls come at gpt_params_ready_points(), in that
-     * order: before the embeddings (up to layer 0), before each layer's attention half (up
-     * to its ln_2) and its feed-forward half (up to the next layer), and with n_params
-     * before ln_f and the head. NULL: no calls. */
+     * all-gather), but for wte [0, wte's end) while token_rows is set, which only the
+     * call with n_params (the head) then covers. The calls come at
+     * gpt_params_ready_points(), in that order: before the embeddings (up to layer 0),
+     * before each layer's attention half (up to its ln_2) and its feed-forward half (up
+     * to the next layer), and with n_params before ln_f and the head. NULL: no calls. */
     void (*params_ready)(void *ctx, size_t upto);
+    /* Called (with params_ready_ctx) by a forward pass before its embedding lookup, with
+     * its tokens (B*T): the rows the lookup reads instead of wte's, (N, C) with each
+     * token's row index in *ids (both the callee's, until the next call); or NULL, wte's
+     * rows having been made final. NULL hook: wte is read. */
+    const float *(*token_rows)(void *ctx, const int *tokens, int n, const int **ids);
     void *params_ready_ctx;
     /* Low-rank adapters (lora.h), not owned; NULL: none. With grads NULL as well, the
      * base is frozen: the backward pass computes only the adapters' gradients. */

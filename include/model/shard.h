@@ -59,7 +59,6 @@ typedef struct {
     size_t hop;     /* the sum over the segments of the largest part of each: what one hop
                      * of a ring over every segment carries (about n_params / P, more
                      * where a segment has fewer chunks than ranks) */
-    size_t wte_hop; /* that of wte's segment alone */
 } ShardSizes;
 ShardSizes shard_sizes(const GPTConfig *cfg, int P);
 

@@ -17,8 +17,9 @@
  *            (shard.h), so the reduce-scatter and the all-gather are rings of P - 1 hops
  *            that each carry every segment's largest part (shard_sizes' hop, about S / P:
  *            each about half of A): the reduce-scatter against the backward pass, the
- *            all-gather (fp32) of wte before the next forward pass and of the rest
- *            against its 1/3 (measured on 2 hosts: docs/benchmarks.md).
+ *            all-gather (fp32) against the next forward pass's blocks (1/3 of their
+ *            compute: wte comes last, for the head), after a fetch of the batch's rows
+ *            of wte (measured on 2 hosts: docs/benchmarks.md).
  * The layout search tries every R ranks a node that divides the cores (T = cores / R
  * threads each), unsharded where that fits the node's memory and else with
  * --shard-optimizer, and keeps the fastest that fits. */

@@ -69,7 +69,8 @@ struct Bf16Products {
     Bf16Path path;
     const float *params;
     size_t n_params, scratch;
-    size_t fresh;      /* the copy of params [0, fresh) is current; 0: all stale */
+    size_t first;      /* the refresh order starts there and wraps round to [0, first) */
+    size_t fresh;      /* the copy of the first `fresh` params in that order is current */
     void *copy;        /* n_params: uint16_t bits (oneDNN) or rounded floats (emulated) */
     float *in_r, *dout_r;               /* emulated: rounded operands */
     uint16_t *in_h, *dout_h, *dout_t;   /* oneDNN: packed operands, dout also transposed */
@@ -85,9 +86,11 @@ size_t bf16_products_bytes(Bf16Path path, size_t n_params, size_t scratch, size_
     return n_params * path_elem(path);
 }
 
-Bf16Products *bf16_products_create(const float *params, size_t n_params, size_t scratch) {
+Bf16Products *bf16_products_create(const float *params, size_t n_params, size_t first, size_t scratch) {
+    assert(first <= n_params);
     Bf16Products *p = xcalloc(1, sizeof *p);
-    *p = (Bf16Products){.path = bf16_path(), .params = params, .n_params = n_params, .scratch = scratch, .fresh = 0};
+    *p = (Bf16Products){.path = bf16_path(), .params = params, .n_params = n_params, .first = first,
+                        .scratch = scratch, .fresh = 0};
     size_t scratch_bytes, copy_bytes = bf16_products_bytes(p->path, n_params, scratch, &scratch_bytes);
     size_t one = scratch_bytes / path_scratch_buffers(p->path);
     if (p->path == BF16_ONEDNN) {
@@ -116,21 +119,33 @@ void bf16_products_free(Bf16Products *p) {
 
 void bf16_products_stale(Bf16Products *p) { p->fresh = 0; }
 
-void bf16_products_refresh_upto(Bf16Products *p, size_t upto) {
-    if (upto > p->n_params) upto = p->n_params;
-    if (upto <= p->fresh) return;
-    size_t lo = p->fresh;
+/* Remakes the copy of params [lo, hi). */
+static void remake(Bf16Products *p, size_t lo, size_t hi) {
     if (p->path == BF16_ONEDNN) {
         enum { PIECE = 1 << 30 }; /* bf16_pack counts in int */
-        for (size_t i = lo; i < upto; i += PIECE) {
-            size_t n = upto - i < PIECE ? upto - i : PIECE;
+        for (size_t i = lo; i < hi; i += PIECE) {
+            size_t n = hi - i < PIECE ? hi - i : PIECE;
             bf16_pack((uint16_t *)p->copy + i, p->params + i, 1, (int)n, 0);
         }
     } else {
-        bf16_round((float *)p->copy + lo, p->params + lo, upto - lo);
+        bf16_round((float *)p->copy + lo, p->params + lo, hi - lo);
     }
-    p->fresh = upto;
 }
+
+/* Where params[i] comes in the refresh order. */
+static size_t order_of(const Bf16Products *p, size_t i) { return i >= p->first ? i - p->first : i + p->n_params - p->first; }
+
+void bf16_products_refresh_upto(Bf16Products *p, size_t upto) {
+    size_t n = p->n_params, want = upto >= n ? n : upto > p->first ? upto - p->first : 0;
+    if (want <= p->fresh) return;
+    size_t tail = n - p->first; /* [first, n) comes first in the order, then [0, first) */
+    if (p->fresh < tail) remake(p, p->first + p->fresh, p->first + (want < tail ? want : tail));
+    if (want > tail) remake(p, p->fresh > tail ? p->fresh - tail : 0, want - tail);
+    p->fresh = want;
+}
+
+/* The copy of params [i, i + numel) is current (a weight lies on one side of first). */
+static int is_fresh(const Bf16Products *p, size_t i, size_t numel) { return order_of(p, i) + numel <= p->fresh; }
 
 void bf16_products_refresh(Bf16Products *p) { bf16_products_refresh_upto(p, p->n_params); }
 
@@ -144,7 +159,7 @@ static size_t weight_index(const Bf16Products *p, const float *w, size_t numel) 
 void bf16_linear_forward(Bf16Products *p, float *out, const float *in, const float *w, const float *bias, int N,
                          int Cin, int Cout) {
     size_t wi = weight_index(p, w, (size_t)Cout * Cin), nin = (size_t)N * Cin;
-    assert(wi + (size_t)Cout * Cin <= p->fresh && nin <= p->scratch);
+    assert(is_fresh(p, wi, (size_t)Cout * Cin) && nin <= p->scratch);
     if (p->path == BF16_EMULATED) {
         bf16_round(p->in_r, in, nin);
         matmul_forward(out, p->in_r, (const float *)p->copy + wi, bias, N, Cin, Cout);
@@ -160,7 +175,7 @@ void bf16_linear_forward(Bf16Products *p, float *out, const float *in, const flo
 void bf16_linear_backward(Bf16Products *p, float *din, float *dw, float *dbias, const float *dout, const float *in,
                           const float *w, int N, int Cin, int Cout, int accumulate_din) {
     size_t wi = weight_index(p, w, (size_t)Cout * Cin), nin = (size_t)N * Cin, nout = (size_t)N * Cout;
-    assert(wi + (size_t)Cout * Cin <= p->fresh && nin <= p->scratch && nout <= p->scratch);
+    assert(is_fresh(p, wi, (size_t)Cout * Cin) && nin <= p->scratch && nout <= p->scratch);
     if (dbias) matmul_backward(NULL, NULL, dbias, dout, NULL, NULL, N, Cin, Cout, 0);
     if (p->path == BF16_EMULATED) {
         bf16_round(p->dout_r, dout, nout);
@@ -184,7 +199,7 @@ void bf16_linear_backward(Bf16Products *p, float *din, float *dw, float *dbias, 
 static void bf16_product(void *ctx, const float *a, const float *b, float *c, int n) {
     Bf16Products **p = ctx;
     if (!*p) {
-        *p = bf16_products_create(b, (size_t)n * n, (size_t)n * n);
+        *p = bf16_products_create(b, (size_t)n * n, 0, (size_t)n * n);
         bf16_products_refresh(*p);
     }
     bf16_linear_forward(*p, c, a, b, NULL, n, n, n);

@@ -56,6 +56,13 @@ struct GradSync {
     int *gcounts, *gdispls; /* (gn, P) each rank's floats of each gather bucket, and where in it they lie */
     pthread_cond_t gathered;
     int gstarted, gdone;    /* under lock: gather buckets handed to the thread, and gathered */
+    /* wte last (gradsync_gather's next_tokens): the gather goes gb[n_wte, gn), then wte's
+     * n_wte buckets; the next forward pass's lookup reads the rows of its tokens, fetched
+     * before the gather started */
+    int n_wte, wte_last;
+    int n_fetched, cap_fetched; /* 0: none fetched for this gather */
+    int *fetched, *row_ids;     /* (n_fetched) the tokens, and 0, 1, ... for the lookup */
+    float *rows;                /* (n_fetched, C) their rows */
 };
 
 const char *const grad_reduce_names[] = {"fp32", "bf16", NULL};
@@ -137,6 +144,9 @@ static void reduce_scatter(GradSync *g, int i, int hurry) {
 
 #define GRADSYNC_GATHER_PIECE ((size_t)1 << 28)
 
+/* The gather bucket at place k of this gather's order. */
+static int gather_bucket(const GradSync *g, int k) { return g->wte_last ? (k + g->n_wte) % g->gn : k; }
+
 /* Gather bucket i: every rank's part of it (its shard's overlap, possibly none) to every
  * rank, in place in the parameters, on g->comm: started (req), or done (req NULL: the
  * blocking reference's). */
@@ -160,7 +170,7 @@ static int gather_next(GradSync *g) {
     MPI_Request req[GRADSYNC_GATHER_AHEAD];
     while (done < n) {
         for (; started < n && started < done + GRADSYNC_GATHER_AHEAD; started++)
-            allgather(g, started, &req[started % GRADSYNC_GATHER_AHEAD]);
+            allgather(g, gather_bucket(g, started), &req[started % GRADSYNC_GATHER_AHEAD]);
         int flag = 0;
         for (int i = started - 1; i >= done; i--) MPI_Test(&req[i % GRADSYNC_GATHER_AHEAD], &flag, MPI_STATUS_IGNORE);
         if (!flag) { /* the oldest is not in yet */
@@ -265,13 +275,13 @@ static void split_embedding(GradSync *g) {
 }
 
 /* The parameters' all-gather in buckets: the segments (shard.h: each rank's part of a
- * bucket is then one range), from the buffer's start (the embeddings first, which the
- * forward pass needs first; each of its params_ready points is a segment's bound). Not in GRADSYNC_PIECE_MB pieces: an in-place MPI_Allgatherv
- * takes no temporary copy of its buffer (gpt1's peak memory is the same with its 124 MB
- * wte bucket whole), and on a host whose cores all compute, every collective more is a
- * handshake that the progress threads spin for, taking the forward pass's cores
- * (docs/benchmarks.md: 127 buckets against 25 for gpt1). Pieces of
- * GRADSYNC_GATHER_PIECE floats only keep the counts within an int. */
+ * bucket is then one range), in buffer order, wte's first (n_wte of them); each of the
+ * forward pass's params_ready points is a segment's bound. Not in GRADSYNC_PIECE_MB
+ * pieces: an in-place MPI_Allgatherv takes no temporary copy of its buffer (gpt1's peak
+ * memory is the same with its 124 MB wte bucket whole), and on a host whose cores all
+ * compute, every collective more is a handshake that the progress threads spin for,
+ * taking the forward pass's cores (docs/benchmarks.md: 127 buckets against 25 for gpt1).
+ * Pieces of GRADSYNC_GATHER_PIECE floats only keep the counts within an int. */
 static void gather_layout(GradSync *g) {
     GPT *m = g->m;
     size_t *bound = xmalloc(sizeof *bound * (2 * (size_t)m->cfg.n_layer + 3));
@@ -281,6 +291,7 @@ static void gather_layout(GradSync *g) {
     for (int i = 0; i < n_seg; i++) {
         size_t start = bound[i], n = bound[i + 1] - start, k = (n + piece - 1) / piece;
         for (size_t j = 0; j < k; j++) g->gb[g->gn++] = (Bucket){start + n * j / k, n * (j + 1) / k - n * j / k};
+        if (i == 0) g->n_wte = g->gn; /* segment 0 is wte */
     }
     free(bound);
     g->gcounts = xmalloc(sizeof(int) * (size_t)g->gn * (size_t)g->P);
@@ -376,6 +387,9 @@ void gradsync_free(GradSync *g) {
     free(g->gb);
     free(g->gcounts);
     free(g->gdispls);
+    free(g->fetched);
+    free(g->row_ids);
+    free(g->rows);
     free(g->b);
     free(g->req);
     free(g);
@@ -489,27 +503,64 @@ static void wait_gathered(GradSync *g, int k) {
     }
     int all = g->gdone == g->gstarted;
     pthread_mutex_unlock(&g->lock);
-    if (all && g->m->params_ready_ctx == g) g->m->params_ready = NULL, g->m->params_ready_ctx = NULL;
+    if (all && g->m->params_ready_ctx == g) g->m->params_ready = NULL, g->m->token_rows = NULL, g->m->params_ready_ctx = NULL;
 }
 
-/* The model's params_ready hook while a gather is in flight: the buckets below upto. */
+/* The model's params_ready hook while a gather is in flight (model.h): the buckets below
+ * upto; wte last, those after wte, and wte with the head's n_params. */
 static void params_ready(void *ctx, size_t upto) {
     GradSync *g = ctx;
-    int k = 0;
-    while (k < g->gn && g->gb[k].offset < upto) k++;
+    int k = 0, before_wte = g->wte_last ? g->gn - g->n_wte : g->gn;
+    if (g->wte_last && upto >= g->m->n_params) k = g->gn;
+    else
+        while (k < before_wte && g->gb[gather_bucket(g, k)].offset < upto) k++;
     wait_gathered(g, k);
+}
+
+/* The model's token_rows hook, wte last (model.h): the fetched rows if these are the
+ * tokens fetched, else (a pass the client did not announce) all of wte, waited for. */
+static const float *token_rows(void *ctx, const int *tokens, int n, const int **ids) {
+    GradSync *g = ctx;
+    if (g->n_fetched && n == g->n_fetched && !memcmp(tokens, g->fetched, sizeof(int) * (size_t)n)) {
+        *ids = g->row_ids;
+        return g->rows;
+    }
+    wait_gathered(g, g->gn);
+    return NULL;
 }
 
 static int overlapped(const GradSync *g) { return g->sharded && g->threaded && g->gn > 0; }
 
-void gradsync_gather(GradSync *g) {
+/* The wte rows of the next forward pass's tokens from their owners, while the link is
+ * idle: fetched behind the gather's first buckets, they waited 0.19 s (gpt1, 1 Gbit/s). */
+static void fetch_rows(GradSync *g, const int *tokens, int n) {
+    if (n > g->cap_fetched) {
+        g->cap_fetched = n;
+        g->fetched = xrealloc(g->fetched, sizeof(int) * (size_t)n);
+        g->row_ids = xrealloc(g->row_ids, sizeof(int) * (size_t)n);
+        g->rows = xrealloc(g->rows, sizeof(float) * (size_t)n * g->m->cfg.n_embd);
+    }
+    watchdog_enter("the embedding rows' fetch");
+    rowsum_fetch(g->rowsum, tokens, n, g->m->w.wte, g->rows);
+    watchdog_leave();
+    memcpy(g->fetched, tokens, sizeof(int) * (size_t)n);
+    for (int i = 0; i < n; i++) g->row_ids[i] = i;
+    g->n_fetched = n;
+}
+
+void gradsync_gather(GradSync *g, const int *next_tokens, int n) {
     if (!g->sharded) return;
     if (overlapped(g)) {
         gradsync_gather_wait(g); /* the last one's, if no pass has waited for it */
+        int last = next_tokens && g->rowsum && g->n_wte < g->gn;
+        g->n_fetched = 0;
+        if (last) fetch_rows(g, next_tokens, n);
         pthread_mutex_lock(&g->lock);
+        g->wte_last = last;
         g->gdone = 0, g->gstarted = g->gn;
         pthread_cond_signal(&g->work);
         pthread_mutex_unlock(&g->lock);
+        g->m->token_rows = last ? token_rows : NULL;
         g->m->params_ready = params_ready;
         g->m->params_ready_ctx = g;
         return;

@@ -12,6 +12,7 @@ struct RowSum {
     int *lo;               /* (P+1) */
     MPI_Comm comm;
     MPI_Datatype row;      /* a row on the wire: C floats, or C bf16 */
+    MPI_Datatype row32;    /* rowsum_fetch's: C floats */
     long long *order;      /* the caller's rows in ascending token order: token << 32 | row */
     int *send_tok, *recv_tok, *sum_tok;
     float *send_row, *recv_row, *sum_row;
@@ -33,6 +34,8 @@ RowSum *rowsum_create(int V, int C, const int *lo, int gather, int bf16, MPI_Com
     memcpy(r->lo, lo, sizeof(int) * (size_t)(r->P + 1));
     MPI_Type_contiguous(C, bf16 ? MPI_UINT16_T : MPI_FLOAT, &r->row);
     MPI_Type_commit(&r->row);
+    MPI_Type_contiguous(C, MPI_FLOAT, &r->row32);
+    MPI_Type_commit(&r->row32);
     int P = r->P, owned = lo[r->rank + 1] - lo[r->rank];
     r->sendcounts = xmalloc(sizeof(int) * 4 * (size_t)P);
     r->senddispls = r->sendcounts + P, r->recvcounts = r->sendcounts + 2 * P, r->recvdispls = r->sendcounts + 3 * P;
@@ -44,6 +47,7 @@ RowSum *rowsum_create(int V, int C, const int *lo, int gather, int bf16, MPI_Com
 void rowsum_free(RowSum *r) {
     if (!r) return;
     MPI_Type_free(&r->row);
+    MPI_Type_free(&r->row32);
     MPI_Comm_free(&r->comm);
     free(r->lo), free(r->order), free(r->send_tok), free(r->recv_tok), free(r->sum_tok);
     free(r->send_row), free(r->recv_row), free(r->sum_row), free(r->sendcounts), free(r->slot);
@@ -79,6 +83,19 @@ static int displs(const int *counts, int *d, int P) {
     return total;
 }
 
+/* send_tok, sendcounts[owner] of them for each owner in turn, to the owners: returns how
+ * many came to this rank, into recv_tok (recvcounts, recvdispls set; recv_row room). */
+static int exchange_ids(RowSum *r) {
+    int P = r->P;
+    displs(r->sendcounts, r->senddispls, P);
+    MPI_Alltoall(r->sendcounts, 1, MPI_INT, r->recvcounts, 1, MPI_INT, r->comm);
+    int n = displs(r->recvcounts, r->recvdispls, P);
+    reserve(&r->recv_tok, &r->recv_row, &r->cap_recv, n, r->C);
+    MPI_Alltoallv(r->send_tok, r->sendcounts, r->senddispls, MPI_INT, r->recv_tok, r->recvcounts, r->recvdispls,
+                  MPI_INT, r->comm);
+    return n;
+}
+
 long rowsum_reduce(RowSum *r, const int *token, const float *rows, int n) {
     int P = r->P, C = r->C;
     size_t row_bytes = sizeof(float) * (size_t)C;
@@ -95,12 +112,7 @@ long rowsum_reduce(RowSum *r, const int *token, const float *rows, int n) {
         r->send_tok[i] = t;
         memcpy(r->send_row + (size_t)i * C, rows + (size_t)from * C, row_bytes);
     }
-    displs(r->sendcounts, r->senddispls, P);
-    MPI_Alltoall(r->sendcounts, 1, MPI_INT, r->recvcounts, 1, MPI_INT, r->comm);
-    int n_recv = displs(r->recvcounts, r->recvdispls, P);
-    reserve(&r->recv_tok, &r->recv_row, &r->cap_recv, n_recv, C);
-    MPI_Alltoallv(r->send_tok, r->sendcounts, r->senddispls, MPI_INT, r->recv_tok, r->recvcounts, r->recvdispls,
-                  MPI_INT, r->comm);
+    int n_recv = exchange_ids(r);
     if (r->bf16) {
         bf16_pack(wire_room(&r->wire_send, &r->cap_wire_send, (size_t)n * C), r->send_row, n, C, 0);
         wire_room(&r->wire_recv, &r->cap_wire_recv, (size_t)n_recv * C);
@@ -162,5 +174,42 @@ void rowsum_apply(const RowSum *r, float *dense) {
         float *d = dense + (size_t)r->sum_tok[i] * C;
         const float *x = r->sum_row + (size_t)i * C;
         for (int c = 0; c < C; c++) d[c] += x[c];
+    }
+}
+
+static int compare_ints(const void *a, const void *b) {
+    int x = *(const int *)a, y = *(const int *)b;
+    return (x > y) - (x < y);
+}
+
+void rowsum_fetch(RowSum *r, const int *token, int n, const float *dense, float *rows) {
+    int P = r->P, C = r->C, mine_lo = r->lo[r->rank], mine_hi = r->lo[r->rank + 1];
+    size_t row_bytes = sizeof(float) * (size_t)C;
+    /* the distinct tokens others own, ascending, to ask their owners for */
+    r->order = xrealloc(r->order, sizeof *r->order * (size_t)(n ? n : 1));
+    for (int i = 0; i < n; i++) r->order[i] = token[i];
+    qsort(r->order, (size_t)n, sizeof *r->order, ascending);
+    reserve(&r->send_tok, &r->send_row, &r->cap_send, n, C);
+    memset(r->sendcounts, 0, sizeof(int) * (size_t)P);
+    int n_ask = 0;
+    for (int i = 0, owner = 0; i < n; i++) {
+        int t = (int)r->order[i];
+        if ((n_ask && r->send_tok[n_ask - 1] == t) || (t >= mine_lo && t < mine_hi)) continue;
+        while (t >= r->lo[owner + 1]) owner++;
+        r->sendcounts[owner]++;
+        r->send_tok[n_ask++] = t;
+    }
+    int n_asked = exchange_ids(r);
+    for (int i = 0; i < n_asked; i++) memcpy(r->recv_row + (size_t)i * C, dense + (size_t)r->recv_tok[i] * C, row_bytes);
+    MPI_Alltoallv(r->recv_row, r->recvcounts, r->recvdispls, r->row32, r->send_row, r->sendcounts, r->senddispls,
+                  r->row32, r->comm);
+    for (int i = 0; i < n; i++) {
+        int t = token[i];
+        const float *from = dense + (size_t)t * C;
+        if (t < mine_lo || t >= mine_hi) {
+            const int *at = bsearch(&t, r->send_tok, (size_t)n_ask, sizeof(int), compare_ints);
+            from = r->send_row + (size_t)(at - r->send_tok) * C;
+        }
+        memcpy(rows + (size_t)i * C, from, row_bytes);
     }
 }

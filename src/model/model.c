@@ -222,7 +222,9 @@ void gpt_set_precision(GPT *m, Precision p) {
     m->bf16 = NULL;
     if (p != PRECISION_BF16) return;
     GPTMemory mem = gpt_memory(&m->cfg, m->max_batch, m->grads != NULL, m->act.att_slots, PRECISION_BF16);
-    m->bf16 = bf16_products_create(m->params, m->n_params, mem.bf16_scratch);
+    /* wte, the tied head, last: the forward pass's last product reads it, and a sharded
+     * all-gather may bring it last (its lookup reads fp32 rows) */
+    m->bf16 = bf16_products_create(m->params, m->n_params, (size_t)m->cfg.vocab_size * m->cfg.n_embd, mem.bf16_scratch);
 }
 
 Precision gpt_precision(const GPT *m) { return m->bf16 ? PRECISION_BF16 : PRECISION_FP32; }
@@ -302,8 +304,9 @@ int gpt_params_ready_points(const GPT *m, size_t *points) {
     return n;
 }
 
-/* Before a forward pass reads the parameters below upto: they have arrived (params_ready)
- * and, in bf16, their copy is remade from them. */
+/* Before a forward pass reads the parameters below upto: they have arrived (params_ready;
+ * wte only with n_params while token_rows is set) and, in bf16, their copy is remade from
+ * them (wte's last: precision.h). */
 static void params_need(GPT *m, size_t upto) {
     if (m->params_ready) m->params_ready(m->params_ready_ctx, upto);
     if (m->bf16) bf16_products_refresh_upto(m->bf16, upto);
@@ -363,7 +366,9 @@ static const float *forward_trunk(GPT *m, const int *inputs, int B, int T,
     int bf16 = m->bf16 != NULL;
 
     params_need(m, gpt_layer_offset(m, 0));
-    embedding_forward(a->x0, inputs, m->w.wte, m->w.wpe, B, T, C);
+    const int *ids = inputs;
+    const float *rows = m->token_rows ? m->token_rows(m->params_ready_ctx, inputs, N, &ids) : NULL;
+    embedding_forward(a->x0, ids, rows ? rows : m->w.wte, m->w.wpe, B, T, C);
     dropout_apply(a->x0, B, (size_t)T * C, keys, SITE_EMBD, c->dropout_embd);
     const float *x = a->x0;
     for (int l = 0; l < c->n_layer; l++) {
@@ -403,7 +408,7 @@ static const float *forward_trunk(GPT *m, const int *inputs, int B, int T,
                               w->ln_2_b, N, C, c->ln_eps);
         x = h->out;
     }
-    params_need(m, m->n_params); /* ln_f; the head's wte came first, the backward pass reads them all */
+    params_need(m, m->n_params); /* ln_f and the head's wte; the backward pass reads them all */
     if (pre) {
         layernorm_forward(a->lnf_out, a->lnf_mean, a->lnf_rstd, x, m->w.ln_f_w, m->w.ln_f_b, N,
                           C, c->ln_eps);

@@ -82,7 +82,7 @@ ShardSizes shard_sizes(const GPTConfig *cfg, int P) {
     size_t *bounds = xmalloc(sizeof *bounds * (2 * (size_t)cfg->n_layer + 3));
     int n_seg = shard_segments(&shell, bounds);
     size_t *most = xcalloc((size_t)n_seg, sizeof *most), *part = xmalloc(sizeof *part * (size_t)n_seg);
-    ShardSizes z = {0, 0, 0};
+    ShardSizes z = {0, 0};
     for (int r = 0; r < P; r++) {
         Shard s = shard_of(&shell, r, P);
         memset(part, 0, sizeof *part * (size_t)n_seg);
@@ -96,7 +96,6 @@ ShardSizes shard_sizes(const GPTConfig *cfg, int P) {
         shard_free(&s);
     }
     for (int k = 0; k < n_seg; k++) z.hop += most[k];
-    z.wte_hop = most[0];
     free(most);
     free(part);
     free(bounds);

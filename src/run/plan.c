@@ -49,6 +49,9 @@ PlanMemory plan_memory(const PlanInput *in, int R, int T, int shard, int batch, 
         double all = fmin(c->vocab_size, (double)P * accum * batch * c->n_ctx);
         double copies = in->grad_reduce == GRAD_REDUCE_BF16 ? 2.5 : 2.0; /* in floats */
         m.mpi += copies * (rows + all) * c->n_embd * sizeof(float);
+        /* sharded: the next step's wte rows (b T of them), fetched through rowsum's
+         * buffers (those asked for, and those asked of it, about as many) */
+        if (shard) m.mpi += 3.0 * batch * c->n_ctx * c->n_embd * sizeof(float);
     }
     m.staging = in->async_ckpt ? (double)ckpt_writer_stage_bytes(share) : 0.0;
     m.baseline = PLAN_BASELINE_MB * MIB;
@@ -254,7 +257,7 @@ static int layout(Speeds *sp, const PlanInput *in, int R, int T, int shard, int 
     size_t n = gpt_memory(c, 0, 0, 1, PRECISION_FP32).n_params;
     double tokens = (double)batch * c->n_ctx, k = l->accum;
     l->micro_s = tokens * (c->n_layer * l->speed.layer_tok_s + l->speed.head_tok_s);
-    ShardSizes sizes = l->shard ? shard_sizes(c, P) : (ShardSizes){n, 0, 0};
+    ShardSizes sizes = l->shard ? shard_sizes(c, P) : (ShardSizes){n, 0};
     double updated = (double)sizes.largest;
     l->update_s = updated * l->speed.update_param_s;
     if (P > 1) {
@@ -263,17 +266,18 @@ static int layout(Speeds *sp, const PlanInput *in, int R, int T, int shard, int 
         double width = in->grad_reduce == GRAD_REDUCE_BF16 ? 2 : 4; /* bytes a gradient on the wire */
         l->allreduce_s = 2.0 * (P - 1) / P * width * (double)n / rate;
         l->rows_s = width * c->n_embd * fmin(c->vocab_size, (double)P * k * tokens) / rate;
-        /* sharded (plan.h): the reduce-scatter behind the backward pass, then the
-         * all-gather, fp32, of wte before the next forward pass and of the rest behind it;
-         * each a ring whose P - 1 hops carry every segment's largest part */
+        /* sharded (plan.h): the reduce-scatter behind the backward pass, then the fetch
+         * of the batch's wte rows and the all-gather, fp32, behind the next forward pass
+         * up to its head; each a ring whose P - 1 hops carry every segment's largest part */
         double moved = l->shard ? (P - 1) * width * (double)sizes.hop / rate : l->allreduce_s;
         double tail = tail_share(c) * moved + l->rows_s + 2.0 * (P - 1) * PLAN_ALPHA_S;
         double exposed = moved - PLAN_BACKWARD_SHARE * l->micro_s;
         l->wait_s = tail > exposed ? tail : exposed;
         if (l->shard) {
-            double first = (P - 1) * sizeof(float) * (double)sizes.wte_hop / rate;
-            double rest = (P - 1) * sizeof(float) * (double)(sizes.hop - sizes.wte_hop) / rate;
-            l->wait_s += first + fmax(0.0, rest - (1.0 - PLAN_BACKWARD_SHARE) * l->micro_s);
+            double fetch = sizeof(float) * c->n_embd * fmin(c->vocab_size, tokens) * (P - 1) / P / rate;
+            double gather = (P - 1) * sizeof(float) * (double)sizes.hop / rate;
+            double trunk = (1.0 - PLAN_BACKWARD_SHARE) * tokens * c->n_layer * l->speed.layer_tok_s;
+            l->wait_s += fetch + 2.0 * PLAN_ALPHA_S + fmax(0.0, gather - trunk);
         }
     }
     double compute = k * l->micro_s + l->update_s;

@@ -91,27 +91,35 @@ typedef struct {
     int32_t *buf;
     int *in, *tgt;            /* (accum * batch, T) this rank's windows of the step */
     uint64_t *keys;           /* (accum * batch) */
+    int *next_in, *next_tgt;  /* sharded: (batch, T) those of the next step's first micro-step,
+                               * whose wte rows gradsync_gather fetches */
     int64_t eval_windows[BLEND_MAX]; /* of each corpus's /val */
 } Trainer;
 
-/* This rank's windows of step s: global sample s G + a P B + r B + b. */
-static int train_read_step(void *ctx, long s) {
-    Trainer *t = ctx;
+/* This rank's windows of micro-steps [0, A) of step s, global samples s G + a P B + r B + b,
+ * into in and tgt, and their dropout keys (NULL: none). */
+static int read_windows(Trainer *t, long s, int A, int *in, int *tgt, uint64_t *keys) {
     const TrainOptions *o = t->o;
     int P = dist_size(), r = dist_rank(), B = o->batch, T = t->cfg.n_ctx;
     int64_t G = (int64_t)P * B * o->accum;
-    for (int a = 0; a < o->accum; a++)
+    for (int a = 0; a < A; a++)
         for (int b = 0; b < B; b++) {
             int64_t i = s * G + (int64_t)a * P * B + (int64_t)r * B + b;
             size_t row = (size_t)a * B + b;
             int c;
             int64_t k;
             blend_sample(t->data, o->seed, i, &c, &k);
-            if (eval_read_window(t->data->corpus[c], SPLIT_TRAIN, k, T, t->buf, t->in + row * T, t->tgt + row * T))
+            if (eval_read_window(t->data->corpus[c], SPLIT_TRAIN, k, T, t->buf, in + row * T, tgt + row * T))
                 return -1;
-            t->keys[row] = sampler_dropout_key(o->seed, i);
+            if (keys) keys[row] = sampler_dropout_key(o->seed, i);
         }
     return 0;
+}
+
+static int train_read_step(void *ctx, long s) {
+    Trainer *t = ctx;
+    if (read_windows(t, s, t->o->accum, t->in, t->tgt, t->keys)) return -1;
+    return t->next_in ? read_windows(t, s + 1, 1, t->next_in, t->next_tgt, NULL) : 0;
 }
 
 static void train_backward(void *ctx, long s, StepGrads *g) {
@@ -135,7 +143,8 @@ static OptimStats train_update(void *ctx, double norm, int skip) {
     Trainer *t = ctx;
     if (skip) return (OptimStats){optim_lr_at(&t->o->optim, t->opt->step), norm, 1.0f};
     OptimStats st = adamw_step_norm(t->opt, t->m->params, t->m->grads, t->m->tensors, t->m->n_tensors, norm);
-    if (t->sync) gradsync_gather(t->sync); /* overlapped: the next forward pass waits per layer */
+    /* overlapped: the next forward pass waits per layer, wte last */
+    if (t->sync) gradsync_gather(t->sync, t->next_in, t->o->batch * t->cfg.n_ctx);
     gpt_weights_changed(t->m);
     return st;
 }
@@ -256,6 +265,10 @@ static int train_start(void *ctx, int resumed) {
     t->in = xmalloc(sizeof(int) * (size_t)A * B * T);
     t->tgt = xmalloc(sizeof(int) * (size_t)A * B * T);
     t->keys = xmalloc(sizeof(uint64_t) * (size_t)A * B);
+    if (o->run.shard_optimizer && P > 1) {
+        t->next_in = xmalloc(sizeof(int) * (size_t)B * T);
+        t->next_tgt = xmalloc(sizeof(int) * (size_t)B * T);
+    }
     if (dist_rank() == 0) {
         char threads[200];
         printf("training %zu parameters on %s: %d rank(s) x batch %d x accum %d = %lld windows of %d tokens a "
@@ -315,6 +328,8 @@ int train_run(const TrainOptions *opts) {
     free(t.in);
     free(t.tgt);
     free(t.keys);
+    free(t.next_in);
+    free(t.next_tgt);
     gradsync_free(t.sync);
     adamw_free(t.opt);
     gpt_free(t.m);

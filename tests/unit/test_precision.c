@@ -169,7 +169,7 @@ static void linear_products(void **state) {
     bf16_round(inr, in, N * Cin);
     bf16_round(doutr, dout, N * Cout);
     bf16_round(wr, w, nw);
-    Bf16Products *p = bf16_products_create(params, nw + Cout, (size_t)N * Cout);
+    Bf16Products *p = bf16_products_create(params, nw + Cout, 0, (size_t)N * Cout);
     bf16_products_refresh(p);
     bf16_linear_forward(p, out, in, w, bias, N, Cin, Cout);
     for (int n = 0; n < N; n++)
@@ -209,6 +209,37 @@ static void linear_products(void **state) {
     free(params);
 }
 
+/* The copy is remade in the forward pass's order, from `first` on and then [0, first)
+ * (the tied head): a refresh up to a point before the end leaves the head stale, and the
+ * full one does not remake what is current (weights changed unannounced show which). */
+static void refresh_order(void **state) {
+    (void)state;
+    enum { N = 4, Cin = 24, Cout = 16, W = Cout * Cin };
+    float *params = xalloc_floats(2 * W), *head = params, *w = params + W;
+    float in[N * Cin], out[N * Cout], ref[N * Cout];
+    for (int i = 0; i < N * Cin; i++) in[i] = (float)(i % 7) - 3.0f;
+    for (int i = 0; i < 2 * W; i++) params[i] = 1.0f;
+    Bf16Products *p = bf16_products_create(params, 2 * W, W, (size_t)N * Cin);
+    bf16_products_refresh_upto(p, 2 * W - 1); /* w but its last element */
+    bf16_products_refresh_upto(p, W);         /* before the order's start: nothing */
+    for (int i = 0; i < W; i++) head[i] = 2.0f, w[i] = 3.0f;
+    bf16_products_refresh_upto(p, 2 * W); /* w's last element, then the head */
+    Bf16Products *q = bf16_products_create(params, 2 * W, 0, (size_t)N * Cin);
+    bf16_products_refresh(q);
+    bf16_linear_forward(p, out, in, head, NULL, N, Cin, Cout); /* the head remade at the end: 2 */
+    bf16_linear_forward(q, ref, in, head, NULL, N, Cin, Cout);
+    assert_memory_equal(out, ref, sizeof out);
+    for (int i = 0; i < W - 1; i++) w[i] = 1.0f; /* what the copy of w holds but its last */
+    bf16_products_stale(q);
+    bf16_products_refresh(q);
+    bf16_linear_forward(p, out, in, w, NULL, N, Cin, Cout);
+    bf16_linear_forward(q, ref, in, w, NULL, N, Cin, Cout);
+    assert_memory_equal(out, ref, sizeof out);
+    bf16_products_free(p);
+    bf16_products_free(q);
+    free(params);
+}
+
 static void path_choice(void **state) {
     (void)state;
     setenv("GPT_MATMUL", "bogus", 1);
@@ -227,9 +258,9 @@ static void path_choice(void **state) {
     assert_int_equal(bf16_path(), amx ? BF16_ONEDNN : BF16_EMULATED);
 }
 
-/* linear_products on each path this CPU runs. */
+/* linear_products and refresh_order on each path this CPU runs. */
 static int run_paths(void) {
-    const struct CMUnitTest linear[] = {cmocka_unit_test(linear_products)};
+    const struct CMUnitTest linear[] = {cmocka_unit_test(linear_products), cmocka_unit_test(refresh_order)};
     int failed = 0;
     const char *paths[] = {"emulate", "onednn"};
     for (int i = 0; i < 2; i++) {
@@ -240,7 +271,7 @@ static int run_paths(void) {
         }
         char name[64];
         snprintf(name, sizeof name, "bf16 products, GPT_MATMUL=%s", paths[i]);
-        failed += _cmocka_run_group_tests(name, linear, 1, NULL, NULL);
+        failed += _cmocka_run_group_tests(name, linear, 2, NULL, NULL);
     }
     unsetenv("GPT_MATMUL");
     return failed;

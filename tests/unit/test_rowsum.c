@@ -3,7 +3,8 @@
  * runs it on 1, tests/test_dist.py on 2 and 3. On 2 ranks it also equals MPI_Allreduce
  * (whose order on more ranks is MPI's own). Rows are drawn over six decades, so that
  * another order of summation would change their bits. Every rank checks, and the ranks
- * agree on the result before asserting, so that a failure on one cannot hang the others. */
+ * agree on the result before asserting, so that a failure on one cannot hang the others.
+ * rowsum_fetch, the rows from their owners, is checked the same ways. */
 #include <math.h>
 #include <mpi.h>
 #include <setjmp.h>
@@ -148,6 +149,43 @@ static void bf16_rows_are_the_rounded_sum_of_the_rounded_rows(void **state) {
     free(lo);
 }
 
+/* rowsum_fetch: the rows asked for (with repeats), in their order, each from its owner
+ * bit for bit, and the rank's own matrix untouched. */
+static void fetch(const int *lo) {
+    int P, rank;
+    MPI_Comm_size(MPI_COMM_WORLD, &P);
+    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+    RowSum *rs = rowsum_create(V, C, lo, 0, 0, MPI_COMM_WORLD);
+    static const double share[] = {0.05, 0.3, 1.0, 0.01};
+    for (int trial = 0; trial < 4; trial++) {
+        Held h = draw(trial, rank, P, share[trial]);
+        float *dense = xmalloc(sizeof(float) * V * C), *before = xmalloc(sizeof(float) * V * C);
+        float *rows = xmalloc(sizeof(float) * (size_t)(h.n ? h.n : 1) * C);
+        for (int t = 0; t < V; t++) /* the owner's rows, and other ranks' stale ones */
+            for (int c = 0; c < C; c++)
+                dense[(size_t)t * C + c] = t >= lo[rank] && t < lo[rank + 1] ? (float)t + 0.25f * c : -1.0f - rank;
+        memcpy(before, dense, sizeof(float) * V * C);
+        for (int i = 0; i + 1 < h.n; i += 3) h.token[i + 1] = h.token[i]; /* repeats */
+        rowsum_fetch(rs, h.token, h.n, dense, rows);
+        int ok = memcmp(before, dense, sizeof(float) * V * C) == 0;
+        for (int i = 0; i < h.n; i++)
+            for (int c = 0; c < C; c++) ok &= rows[(size_t)i * C + c] == (float)h.token[i] + 0.25f * c;
+        if (!everywhere(ok)) fail_msg("trial %d (%d rank(s)): the fetched rows differ", trial, P);
+        free(dense), free(before), free(rows);
+        held_free(&h);
+    }
+    rowsum_free(rs);
+}
+
+static void fetch_brings_the_owners_rows(void **state) {
+    (void)state;
+    for (int uneven = 0; uneven < 2; uneven++) {
+        int *lo = owners(uneven);
+        fetch(lo);
+        free(lo);
+    }
+}
+
 /* Under ASan (make sanitize): no leak report at exit. Open MPI's own allocations are
  * reported from modules already unloaded, which no suppression can name; the MPI runs of
  * tests/conftest.py turn leak detection off for the same reason. */
@@ -160,6 +198,7 @@ int main(int argc, char **argv) {
         cmocka_unit_test(gathered_sums_are_the_dense_sums_in_rank_order),
         cmocka_unit_test(owners_keep_their_rows),
         cmocka_unit_test(bf16_rows_are_the_rounded_sum_of_the_rounded_rows),
+        cmocka_unit_test(fetch_brings_the_owners_rows),
     };
     int failed = cmocka_run_group_tests(tests, NULL, NULL);
     MPI_Finalize();
