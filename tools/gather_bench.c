@@ -79,7 +79,8 @@ int main(int argc, char **argv) {
         pthread_create(&thread, NULL, gather, NULL);
         long done = 0;
         while (compute && !gathered) {
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N_TOK, 4 * C, C, 1.0f, a, C, b, 4 * C, 0.0f, c, 4 * C);
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N_TOK, 4 * C, C, 1.0f, a, C, b, 4 * C, 0.0f, c,
+                        4 * C);
             done++;
         }
         pthread_join(thread, NULL);
@@ -87,8 +88,8 @@ int main(int argc, char **argv) {
         if (t < best) best = t, products = done;
     }
     if (dist_rank() == 0)
-        printf("{\"ahead\": %d, \"compute\": %d, \"seconds\": %.3f, \"mb_s_each_way\": %.1f, \"products\": %ld}\n", ahead,
-               compute, best, (double)bound[n_seg] * sizeof(float) / 2 / best / 1e6, products);
+        printf("{\"ahead\": %d, \"compute\": %d, \"seconds\": %.3f, \"mb_s_each_way\": %.1f, \"products\": %ld}\n",
+               ahead, compute, best, (double)bound[n_seg] * sizeof(float) / 2 / best / 1e6, products);
     free(params), free(a), free(b), free(c);
     dist_finalize();
     return 0;

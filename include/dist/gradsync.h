@@ -45,19 +45,18 @@
  * batch's tokens: the client names them to gradsync_gather(), which fetches those rows
  * from their owners first, apart, while the link is idle (at most B*T rows: rowsum.h).
  * A client that cannot name them (fine-tuning: its passes' tokens are made as it goes)
- * gathers wte first instead.
- * Sharded, both collectives' buckets are cut at every segment of the partition
- * (shard.h), whatever bucket_bytes:
- * every rank then holds about 1/P of every bucket as one range, so each collective
- * sends through every rank's link at once. The model's params_ready hook makes the next
- * forward pass wait, before each half layer, for the buckets it reads (and its bf16
- * copy of the weights is remade range by range as they arrive), as the backward pass
- * releases the gradient buckets layer by layer. Whatever else reads the whole model
- * before the next pass (evaluation, a checkpoint, the result file) calls
- * gradsync_gather_wait() first.
- * The gather's bytes land where the forward pass has not yet read, and the progress
- * thread's collectives are on its own communicator: the main thread's on MPI_COMM_WORLD
- * meanwhile (the step's agreements) never meet them. --bucket-mb 0, or no
+ * gathers wte first instead. Sharded, both collectives' buckets are cut at every segment
+ * of the partition (shard.h), whatever bucket_bytes: every rank then holds about 1/P of
+ * every bucket as one range, so each collective sends through every rank's link at
+ * once. The model's params_ready hook makes the next forward pass wait, before each half
+ * layer, for the buckets it reads (and its bf16 copy of the weights is remade range by
+ * range as they arrive, wte's last), as the backward pass releases the gradient buckets
+ * layer by layer; its token_rows hook gives the lookup the fetched rows. Whatever else
+ * reads the whole model before the next pass (evaluation, a checkpoint, the result file)
+ * calls gradsync_gather_wait() first. The gather's bytes land where the forward pass
+ * has not yet read, and the progress thread's collectives are on its own communicator:
+ * the main thread's on MPI_COMM_WORLD meanwhile (the step's agreements) never meet
+ * them. --bucket-mb 0, or no
  * MPI_THREAD_MULTIPLE, runs the same buckets' reduce-scatters after the backward pass
  * and their blocking MPI_Allgatherv in gradsync_gather(), the reference: both give the
  * same bits.

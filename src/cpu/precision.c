@@ -133,7 +133,9 @@ static void remake(Bf16Products *p, size_t lo, size_t hi) {
 }
 
 /* Where params[i] comes in the refresh order. */
-static size_t order_of(const Bf16Products *p, size_t i) { return i >= p->first ? i - p->first : i + p->n_params - p->first; }
+static size_t order_of(const Bf16Products *p, size_t i) {
+    return i >= p->first ? i - p->first : i + p->n_params - p->first;
+}
 
 void bf16_products_refresh_upto(Bf16Products *p, size_t upto) {
     size_t n = p->n_params, want = upto >= n ? n : upto > p->first ? upto - p->first : 0;

@@ -503,7 +503,8 @@ static void wait_gathered(GradSync *g, int k) {
     }
     int all = g->gdone == g->gstarted;
     pthread_mutex_unlock(&g->lock);
-    if (all && g->m->params_ready_ctx == g) g->m->params_ready = NULL, g->m->token_rows = NULL, g->m->params_ready_ctx = NULL;
+    if (all && g->m->params_ready_ctx == g)
+        g->m->params_ready = NULL, g->m->token_rows = NULL, g->m->params_ready_ctx = NULL;
 }
 
 /* The model's params_ready hook while a gather is in flight (model.h): the buckets below

@@ -200,7 +200,8 @@ void rowsum_fetch(RowSum *r, const int *token, int n, const float *dense, float 
         r->send_tok[n_ask++] = t;
     }
     int n_asked = exchange_ids(r);
-    for (int i = 0; i < n_asked; i++) memcpy(r->recv_row + (size_t)i * C, dense + (size_t)r->recv_tok[i] * C, row_bytes);
+    for (int i = 0; i < n_asked; i++)
+        memcpy(r->recv_row + (size_t)i * C, dense + (size_t)r->recv_tok[i] * C, row_bytes);
     MPI_Alltoallv(r->recv_row, r->recvcounts, r->recvdispls, r->row32, r->send_row, r->sendcounts, r->senddispls,
                   r->row32, r->comm);
     for (int i = 0; i < n; i++) {

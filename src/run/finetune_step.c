@@ -70,7 +70,8 @@ OptimStats finetune_update(void *ctx, double norm, int skip) {
     /* the pruned zeros before the gather (the gathered shards carry them), which may go on
      * into the next forward pass */
     if (t->pruned) prune_mask_apply(t->pruned, t->m->params);
-    if (t->sync) gradsync_gather(t->sync, NULL, 0); /* wte first: a step's passes are many, their tokens made as they go */
+    /* wte first: a step's passes are many, their tokens made as they go */
+    if (t->sync) gradsync_gather(t->sync, NULL, 0);
     if (finetune_model_trainable(t)) gpt_weights_changed(t->m); /* LoRA: the base is frozen, its bf16 copy stays */
     return st;
 }
