@@ -56,10 +56,9 @@
  * calls gradsync_gather_wait() first. The gather's bytes land where the forward pass
  * has not yet read, and the progress thread's collectives are on its own communicator:
  * the main thread's on MPI_COMM_WORLD meanwhile (the step's agreements) never meet
- * them. --bucket-mb 0, or no
- * MPI_THREAD_MULTIPLE, runs the same buckets' reduce-scatters after the backward pass
- * and their blocking MPI_Allgatherv in gradsync_gather(), the reference: both give the
- * same bits.
+ * them. --bucket-mb 0, or no MPI_THREAD_MULTIPLE, runs the same buckets'
+ * reduce-scatters after the backward pass and their blocking MPI_Allgatherv in
+ * gradsync_gather(), the reference: both give the same bits.
  *
  * --grad-reduce bf16 halves the bytes on the wire: a bucket is rounded to bf16
  * (kernels.h's bf16_pack) into a buffer of half its size when it starts, reduced in

@@ -8,11 +8,11 @@
  * its shard (shard.h: the chunks that start in its part of each segment of the flat
  * buffer: consecutive rows of each tensor), so every rank writes a disjoint share of
  * whole chunks and no chunk is shared. Under --shard-optimizer a rank holds the moments
- * of exactly that shard, so it writes what it owns. Loading reads the same partition for the current number of
- * ranks (which need not be the saving one) and broadcasts each share of what every rank
- * holds whole (the parameters; the moments unless sharded), so every byte is read from
- * disk once and a checkpoint of either mode resumes in either; every chunk's Fletcher32
- * checksum is verified as it is read.
+ * of exactly that shard, so it writes what it owns. Loading reads the same partition for
+ * the current number of ranks (which need not be the saving one) and broadcasts each
+ * share of what every rank holds whole (the parameters; the moments unless sharded), so
+ * every byte is read from disk once and a checkpoint of either mode resumes in either;
+ * every chunk's Fletcher32 checksum is verified as it is read.
  *
  * Atomicity: the data goes to PATH.tmp; rank 0 then adds the attributes and the
  * tokenizer and publishes the file (atomic.h: fsync, rename, fsync of the directory).

@@ -14,9 +14,9 @@
 #include "files/data.h"
 #include "model/model.h"
 
-/* Not collective: window k of a split into in (T) and tgt (T), through buf (T + 1); also
- * pre-training's reading of its steps, so that both cut windows alike. -1 with the
- * corpus's message. */
+/* Not collective: window k of a split into in (T) and tgt (T; NULL: not wanted), through
+ * buf (T + 1); also pre-training's reading of its steps, so that both cut windows alike.
+ * -1 with the corpus's message. */
 int eval_read_window(Corpus *c, int split, int64_t k, int T, int32_t *buf, int *in, int *tgt);
 /* Collective: the summed NLL and the number of tokens over the first n_windows windows
  * of a split, window w evaluated by rank w mod P in batches of the model's max_batch. */

@@ -23,7 +23,7 @@ void dist_init(int *argc, char ***argv) {
     setenv("OMPI_MCA_coll_libnbc_iallreduce_algorithm", "1", 0);
     /* TCP without its emulated RDMA put (the default's flags less "put"): with it, large
      * messages both ways between two hosts took turns, and the sharded all-gather's
-     * buckets, 4 in flight, moved 81 MB/s each way over a 1 Gbit/s link where they move
+     * buckets, 4 in flight, moved 72 MB/s each way over a 1 Gbit/s link where they move
      * 119 without (docs/benchmarks.md). */
     setenv("OMPI_MCA_btl_tcp_flags", "send,inplace,need-ack,need-csum,hetero-rdma", 0);
 #endif

@@ -11,7 +11,8 @@
 
 int eval_read_window(Corpus *c, int split, int64_t k, int T, int32_t *buf, int *in, int *tgt) {
     if (corpus_read(c, split, k * T, T + 1, buf)) return -1;
-    for (int t = 0; t < T; t++) in[t] = buf[t], tgt[t] = buf[t + 1];
+    for (int t = 0; t < T; t++) in[t] = buf[t];
+    for (int t = 0; tgt && t < T; t++) tgt[t] = buf[t + 1];
     return 0;
 }
 

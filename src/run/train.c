@@ -91,13 +91,13 @@ typedef struct {
     int32_t *buf;
     int *in, *tgt;            /* (accum * batch, T) this rank's windows of the step */
     uint64_t *keys;           /* (accum * batch) */
-    int *next_in, *next_tgt;  /* sharded: (batch, T) those of the next step's first micro-step,
+    int *next_in;             /* sharded: (batch, T) the next step's first micro-step's inputs,
                                * whose wte rows gradsync_gather fetches */
     int64_t eval_windows[BLEND_MAX]; /* of each corpus's /val */
 } Trainer;
 
 /* This rank's windows of micro-steps [0, A) of step s, global samples s G + a P B + r B + b,
- * into in and tgt, and their dropout keys (NULL: none). */
+ * into in and tgt, and their dropout keys (tgt, keys NULL: not wanted). */
 static int read_windows(Trainer *t, long s, int A, int *in, int *tgt, uint64_t *keys) {
     const TrainOptions *o = t->o;
     int P = dist_size(), r = dist_rank(), B = o->batch, T = t->cfg.n_ctx;
@@ -109,8 +109,8 @@ static int read_windows(Trainer *t, long s, int A, int *in, int *tgt, uint64_t *
             int c;
             int64_t k;
             blend_sample(t->data, o->seed, i, &c, &k);
-            if (eval_read_window(t->data->corpus[c], SPLIT_TRAIN, k, T, t->buf, in + row * T, tgt + row * T))
-                return -1;
+            int *window_tgt = tgt ? tgt + row * T : NULL;
+            if (eval_read_window(t->data->corpus[c], SPLIT_TRAIN, k, T, t->buf, in + row * T, window_tgt)) return -1;
             if (keys) keys[row] = sampler_dropout_key(o->seed, i);
         }
     return 0;
@@ -119,7 +119,7 @@ static int read_windows(Trainer *t, long s, int A, int *in, int *tgt, uint64_t *
 static int train_read_step(void *ctx, long s) {
     Trainer *t = ctx;
     if (read_windows(t, s, t->o->accum, t->in, t->tgt, t->keys)) return -1;
-    return t->next_in ? read_windows(t, s + 1, 1, t->next_in, t->next_tgt, NULL) : 0;
+    return t->next_in ? read_windows(t, s + 1, 1, t->next_in, NULL, NULL) : 0;
 }
 
 static void train_backward(void *ctx, long s, StepGrads *g) {
@@ -265,10 +265,7 @@ static int train_start(void *ctx, int resumed) {
     t->in = xmalloc(sizeof(int) * (size_t)A * B * T);
     t->tgt = xmalloc(sizeof(int) * (size_t)A * B * T);
     t->keys = xmalloc(sizeof(uint64_t) * (size_t)A * B);
-    if (o->run.shard_optimizer && P > 1) {
-        t->next_in = xmalloc(sizeof(int) * (size_t)B * T);
-        t->next_tgt = xmalloc(sizeof(int) * (size_t)B * T);
-    }
+    if (o->run.shard_optimizer && P > 1) t->next_in = xmalloc(sizeof(int) * (size_t)B * T);
     if (dist_rank() == 0) {
         char threads[200];
         printf("training %zu parameters on %s: %d rank(s) x batch %d x accum %d = %lld windows of %d tokens a "
@@ -329,7 +326,6 @@ int train_run(const TrainOptions *opts) {
     free(t.tgt);
     free(t.keys);
     free(t.next_in);
-    free(t.next_tgt);
     gradsync_free(t.sync);
     adamw_free(t.opt);
     gpt_free(t.m);
