@@ -522,27 +522,33 @@ def test_resume_given_an_earlier_checkpoint_abandons_the_later_ones(gpt_bin, cor
 
 # --------------------------------------------------------------------------- 5: signals, time limit
 
-def wait_steps(run_dir, n, proc, timeout=120):
-    deadline = time.monotonic() + timeout
-    while True:
-        assert proc.poll() is None, f"the run ended (exit {proc.returncode}) before step {n}"
-        try:
-            if len(read_metrics(run_dir)) >= n:
-                return
-        except (OSError, ValueError):
-            pass
-        assert time.monotonic() < deadline, f"metrics.jsonl did not reach {n} lines in {timeout} s"
-        time.sleep(0.02)
-
-
-def start(args, logdir, ranks=2):
-    """mpirun -np ranks args in its own session, output to files; (Popen, stdout path, stderr path)."""
+def start(args, logdir, ranks=2, fault=None):
+    """mpirun -np ranks args in its own session, output to files, with GPT_FAULT=fault if
+    given; (Popen, stdout path, stderr path)."""
     so, se = logdir / "stdout.txt", logdir / "stderr.txt"
     with open(so, "w") as fo, open(se, "w") as fe:
         proc = subprocess.Popen(["mpirun", "-np", str(ranks), *[str(a) for a in args]], stdout=fo,
                                 stderr=fe, start_new_session=True,
-                                env=mpi_environ(base={k: v for k, v in os.environ.items() if k != "GPT_FAULT"}))
+                                env=mpi_environ({"GPT_FAULT": fault} if fault else None,
+                                                base={k: v for k, v in os.environ.items() if k != "GPT_FAULT"}))
     return proc, so, se
+
+
+def proc_status(pid, field):
+    """A field of /proc/PID/status ("State", "ShdPnd"), or None once pid is gone."""
+    try:
+        lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+    except OSError:
+        return None
+    return next((ln.split(":", 1)[1].strip() for ln in lines if ln.startswith(field + ":")), None)
+
+
+def poll_until(what, ok, proc, timeout=120):
+    deadline = time.monotonic() + timeout
+    while not ok():
+        assert proc.poll() is None, f"the run ended (exit {proc.returncode}) before {what}"
+        assert time.monotonic() < deadline, f"no {what} in {timeout} s"
+        time.sleep(0.02)
 
 
 def finish(proc, timeout=60):
@@ -576,18 +582,24 @@ def test_signal_checkpoints_and_exits_75(gpt_bin, corpus, sig_ref, workdir, how)
     ref_dir, _ = sig_ref
     out = workdir / "run"
     args = train_cmd(gpt_bin, corpus, out, SIG_STEPS, SIG_B, 1, SIG_ARGS)
-    proc, so, se = start(args, workdir)
+    # rank 1 stops itself after step 5 and is continued only once the signal is pending
+    # there: the run cannot reach its last step first, however slow the machine
+    proc, so, se = start(args, workdir, fault="step:5@1/STOP")
     try:
-        wait_steps(out, 5, proc)
         ranks = {}
-        if how == "usr1-to-mpirun":
-            os.kill(proc.pid, signal.SIGUSR1)
-        else:
-            ranks = {mpi_rank(p): p for p in children(proc.pid)}
-            assert set(ranks) >= {0, 1}, f"cannot find both ranks among mpirun's children: {ranks}"
-            sig = signal.SIGTERM if how == "term-to-ranks" else signal.SIGINT
-            for pid in ranks.values():
-                os.kill(pid, sig)
+
+        def rank_1_stopped():
+            ranks.update({mpi_rank(p): p for p in children(proc.pid)})
+            return 1 in ranks and (proc_status(ranks[1], "State") or "").startswith("T")
+
+        poll_until("rank 1 stopped", rank_1_stopped, proc)
+        assert set(ranks) >= {0, 1}, f"cannot find both ranks among mpirun's children: {ranks}"
+        sig = {"usr1-to-mpirun": signal.SIGUSR1, "term-to-ranks": signal.SIGTERM, "int-to-ranks": signal.SIGINT}[how]
+        for pid in [proc.pid] if how == "usr1-to-mpirun" else ranks.values():
+            os.kill(pid, sig)
+        poll_until(f"{sig.name} pending at rank 1",
+                   lambda: int(proc_status(ranks[1], "ShdPnd") or "0", 16) >> (sig - 1) & 1, proc)
+        os.kill(ranks[1], signal.SIGCONT)
         rc = finish(proc)
         deadline = time.monotonic() + 10  # a rank may take a moment to be reaped after mpirun
         while any(alive(pid) for pid in ranks.values()) and time.monotonic() < deadline:
